@@ -1,0 +1,1 @@
+"""The SWFP algorithm: pure torch + numpy, no ROS, no simulator."""

@@ -1,0 +1,1 @@
+"""Demonstration datasets and rosbag2 recording / ingestion: the rosbags library, no ROS runtime."""

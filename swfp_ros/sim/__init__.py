@@ -1,0 +1,1 @@
+"""MuJoCo Franka Panda tasks (gymnasium), scripted experts and offscreen rendering: mujoco + gymnasium only."""

@@ -1,0 +1,1 @@
+"""Training workspaces and runners: BC pre-training, in-process online fine-tuning, baselines, evaluation."""
