@@ -1,0 +1,272 @@
+"""Write demonstrations as real rosbag2 recordings (the ``rosbags`` library, no ROS runtime).
+
+Two ways in:
+
+* :func:`write_demo_bag` — expert episodes (arrays) to a bag with the topics a real arm records:
+  ``/joint_states`` (sensor_msgs/msg/JointState), ``/swfp/task`` (std_msgs/msg/Float64MultiArray whose
+  ``layout.dim[0].label`` is the comma-joined element labels), ``/swfp/action`` (Float64MultiArray of absolute joint
+  position targets, what forward_command_controller takes), ``/swfp/reward`` (Float64MultiArray
+  ``[reward, terminated, truncated, step]``, when the episodes carry rewards), ``/swfp/episode`` (std_msgs/msg/Int32,
+  the episode index, once at each episode start) and ``/clock`` (rosgraph_msgs/msg/Clock).
+* :class:`BagRecorder` — a streaming writer a ROS recorder node feeds with raw CDR bytes (or message objects) from
+  live subscriptions; connections are registered on first use by (topic, type).
+
+MCAP is the default storage, sqlite3 on request; rosbag2 format version 8 or 9.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+DEFAULT_STORE = Stores.ROS2_KILTED
+TOPIC_JOINT_STATES = '/joint_states'
+TOPIC_TASK = '/swfp/task'
+TOPIC_ACTION = '/swfp/action'
+TOPIC_REWARD = '/swfp/reward'
+TOPIC_EPISODE = '/swfp/episode'
+TOPIC_CLOCK = '/clock'
+T_JOINT_STATE = 'sensor_msgs/msg/JointState'
+T_F64_ARRAY = 'std_msgs/msg/Float64MultiArray'
+T_INT32 = 'std_msgs/msg/Int32'
+T_CLOCK = 'rosgraph_msgs/msg/Clock'
+REWARD_LAYOUT = ('reward', 'terminated', 'truncated', 'step')
+
+_STORAGES = {'mcap': StoragePlugin.MCAP, 'sqlite3': StoragePlugin.SQLITE3, 'db3': StoragePlugin.SQLITE3}
+
+
+def storage_plugin(storage: str) -> StoragePlugin:
+    try:
+        return _STORAGES[str(storage).lower()]
+    except KeyError:
+        raise ValueError(f'unknown rosbag2 storage {storage!r}; expected "mcap" or "sqlite3"') from None
+
+
+def standard_typestore():
+    """A fresh typestore with the standard ROS 2 (Kilted) message types."""
+    return get_typestore(DEFAULT_STORE)
+
+
+@dataclass
+class EpisodeRecord:
+    """One expert episode as per-step arrays (T steps)."""
+
+    time: np.ndarray           # (T,) sim seconds of each control step
+    joint_pos: np.ndarray      # (T, J) observed joint positions
+    joint_vel: np.ndarray      # (T, J)
+    task: np.ndarray           # (T, n) task vector (labels given to the writer)
+    action_target: np.ndarray  # (T, J) absolute joint position targets sent at each step
+    action_delta: np.ndarray | None = None  # (T, J) normalised delta in [-1, 1] (kept for round-trip checks)
+    reward: np.ndarray | None = None        # (T,) reward of each step; /swfp/reward is written when given
+    success: bool = False
+    joint_effort: np.ndarray | None = None  # (T, J)
+
+    def __post_init__(self):
+        self.time = np.asarray(self.time, np.float64).reshape(-1)
+        T = len(self.time)
+        for name in ('joint_pos', 'joint_vel', 'task', 'action_target', 'action_delta', 'joint_effort'):
+            v = getattr(self, name)
+            if v is None:
+                continue
+            v = np.asarray(v, np.float64)
+            if v.ndim != 2 or len(v) != T:
+                raise ValueError(f'EpisodeRecord.{name} must have shape (T={T}, n), got {v.shape}')
+            setattr(self, name, v)
+        if self.reward is not None:
+            self.reward = np.asarray(self.reward, np.float64).reshape(-1)
+            if len(self.reward) != T:
+                raise ValueError(f'EpisodeRecord.reward must have {T} entries, got {len(self.reward)}')
+        if T and np.any(np.diff(self.time) <= 0):
+            raise ValueError('EpisodeRecord.time must be strictly increasing')
+
+    def __len__(self) -> int:
+        return len(self.time)
+
+
+def _is_raw(data: Any) -> bool:
+    return isinstance(data, (bytes, bytearray, memoryview)) or (isinstance(data, np.ndarray) and data.dtype == np.uint8)
+
+
+class BagRecorder:
+    """Streaming rosbag2 writer: ``open()``, ``write(topic, msgtype, message_or_raw_cdr, timestamp_ns)``, ``close()``.
+
+    ``message_or_raw_cdr`` is either serialized CDR bytes (e.g. from an rclpy ``raw=True`` subscription; they are
+    written unchanged) or a rosbags message object (serialized here). Connections are registered on first use per
+    (topic, type); definitions come from the standard ROS 2 typestore or from :meth:`register_msgdef` /
+    ``msgdefs={type: msg text}`` for custom types. Use as a context manager; a recorder that is never closed leaves a
+    bag without its index, which the ingest reports as truncated.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, storage: str = 'mcap', version: int = 9,
+                 typestore=None, msgdefs: dict[str, str] | None = None, custom_data: dict[str, str] | None = None):
+        if version not in (8, 9):
+            raise ValueError(f'rosbag2 format version {version} cannot be written; choose 8 or 9')
+        self.path = Path(path)
+        self.storage = str(storage).lower()
+        self.version = int(version)
+        self.typestore = typestore if typestore is not None else standard_typestore()
+        self._writer = Writer(self.path, version=self.version, storage_plugin=storage_plugin(storage))
+        for k, v in (custom_data or {}).items():
+            self._writer.set_custom_data(str(k), str(v))
+        self._connections: dict[tuple[str, str], Any] = {}
+        self._msgdefs: dict[str, str] = {}
+        for msgtype, text in (msgdefs or {}).items():
+            self.register_msgdef(msgtype, text)
+        self.message_count = 0
+        self.is_open = False
+
+    def register_msgdef(self, msgtype: str, msgdef: str) -> None:
+        """Make a custom message type writable (``.msg`` text; nested custom types must be registered first)."""
+        self.typestore.register(get_types_from_msg(msgdef, msgtype))
+        self._msgdefs[msgtype] = msgdef
+
+    def open(self) -> 'BagRecorder':
+        if not self.is_open:
+            self._writer.open()
+            self.is_open = True
+        return self
+
+    def add_topic(self, topic: str, msgtype: str, *, offered_qos_profiles: Sequence = ()):
+        """Register (topic, type) explicitly (``write`` does it on first use)."""
+        key = (topic, msgtype)
+        conn = self._connections.get(key)
+        if conn is None:
+            if not self.is_open:
+                self.open()
+            if msgtype not in self.typestore.types:
+                raise KeyError(f'cannot record {topic!r}: message type {msgtype!r} is not in the typestore; '
+                               f'register its definition with register_msgdef()')
+            conn = self._writer.add_connection(topic, msgtype, typestore=self.typestore,
+                                               offered_qos_profiles=offered_qos_profiles)
+            self._connections[key] = conn
+        return conn
+
+    def write(self, topic: str, msgtype: str, message_or_raw_cdr: Any, timestamp_ns: int) -> None:
+        conn = self.add_topic(topic, msgtype)
+        if _is_raw(message_or_raw_cdr):
+            data = message_or_raw_cdr
+            if isinstance(data, np.ndarray):
+                data = data.tobytes()
+        else:
+            data = self.typestore.serialize_cdr(message_or_raw_cdr, msgtype)
+        self._writer.write(conn, int(timestamp_ns), data)
+        self.message_count += 1
+
+    def close(self) -> None:
+        if self.is_open:
+            self._writer.close()
+            self.is_open = False
+
+    def abort(self) -> None:
+        """Stop without finishing the bag (no index, no metadata.yaml)."""
+        if self.is_open:
+            self._writer.abort()
+            self.is_open = False
+
+    def __enter__(self) -> 'BagRecorder':
+        return self.open()
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        self.close()
+        return False
+
+
+class _Msgs:
+    """Message constructors from a typestore."""
+
+    def __init__(self, ts):
+        t = ts.types
+        self.Time = t['builtin_interfaces/msg/Time']
+        self.Header = t['std_msgs/msg/Header']
+        self.JointState = t[T_JOINT_STATE]
+        self.F64 = t[T_F64_ARRAY]
+        self.Layout = t['std_msgs/msg/MultiArrayLayout']
+        self.Dim = t['std_msgs/msg/MultiArrayDimension']
+        self.Int32 = t[T_INT32]
+        self.Clock = t[T_CLOCK]
+
+    def time(self, ns: int):
+        return self.Time(sec=int(ns // 1_000_000_000), nanosec=int(ns % 1_000_000_000))
+
+    def array(self, values, labels: Sequence[str] | None):
+        values = np.ascontiguousarray(values, dtype=np.float64)
+        n = len(values)
+        dims = [self.Dim(label=','.join(labels) if labels else '', size=n, stride=n)] if labels is not None else []
+        return self.F64(layout=self.Layout(dim=dims, data_offset=0), data=values)
+
+
+def write_demo_bag(path: str | os.PathLike, episodes: Iterable[EpisodeRecord], joint_names: Sequence[str],
+                   task_labels: Sequence[str], control_rate_hz: float, *, storage: str = 'mcap', version: int = 9,
+                   start_time_ns: int = 1_700_000_000_000_000_000, episode_gap_s: float = 1.0,
+                   action_latency_s: float = 0.0, action_labels: Sequence[str] | None = None,
+                   custom_data: dict[str, str] | None = None) -> dict:
+    """Write expert episodes to a rosbag2 at ``path`` (a new directory). Returns a summary dict.
+
+    Timeline: episode k starts ``episode_gap_s`` after the previous one ends; inside an episode step i is stamped at
+    ``start + (time[i] - time[0])``. At each step the bag gets ``/clock``, ``/joint_states`` and ``/swfp/task``
+    at the step time and ``/swfp/action`` ``action_latency_s`` later; ``/swfp/episode`` at the first step; the
+    reward of step i is published one control period later (when the next state is observed), like a sim bridge.
+    Log time (the bag's receive timestamp) equals the header stamp.
+    """
+    joint_names = [str(j) for j in joint_names]
+    task_labels = [str(x) for x in task_labels]
+    period_ns = int(round(1e9 / float(control_rate_hz)))
+    latency_ns = int(round(action_latency_s * 1e9))
+    meta = {'swfp.control_rate_hz': str(float(control_rate_hz)), 'swfp.joint_names': ','.join(joint_names),
+            'swfp.task_labels': ','.join(task_labels), **(custom_data or {})}
+    rec = BagRecorder(path, storage=storage, version=version, custom_data=meta)
+    m = _Msgs(rec.typestore)
+    act_labels = list(action_labels) if action_labels is not None else joint_names
+    n_eps = n_steps = 0
+    t_cursor = int(start_time_ns)
+    ts = rec.typestore
+    ser = ts.serialize_cdr
+    with rec:
+        for k, ep in enumerate(episodes):
+            T = len(ep)
+            if T == 0:
+                continue
+            J = len(joint_names)
+            if ep.joint_pos.shape[1] != J or ep.action_target.shape[1] != J:
+                raise ValueError(f'episode {k}: joint arrays have {ep.joint_pos.shape[1]} columns, '
+                                 f'{J} joint names given')
+            if ep.task.shape[1] != len(task_labels):
+                raise ValueError(f'episode {k}: task has {ep.task.shape[1]} columns, {len(task_labels)} labels given')
+            rel = np.round((ep.time - ep.time[0]) * 1e9).astype(np.int64)
+            stamps = t_cursor + rel
+            effort = ep.joint_effort if ep.joint_effort is not None else np.zeros_like(ep.joint_pos)
+            for i in range(T):
+                t = int(stamps[i])
+                stamp = m.time(t)
+                rec.write(TOPIC_CLOCK, T_CLOCK, ser(m.Clock(clock=stamp), T_CLOCK), t)
+                if i == 0:
+                    rec.write(TOPIC_EPISODE, T_INT32, ser(m.Int32(data=k), T_INT32), t)
+                elif ep.reward is not None:
+                    _write_reward(rec, m, ep, i - 1, T, t)
+                js = m.JointState(header=m.Header(stamp=stamp, frame_id=''), name=joint_names,
+                                  position=np.ascontiguousarray(ep.joint_pos[i]),
+                                  velocity=np.ascontiguousarray(ep.joint_vel[i]),
+                                  effort=np.ascontiguousarray(effort[i]))
+                rec.write(TOPIC_JOINT_STATES, T_JOINT_STATE, ser(js, T_JOINT_STATE), t)
+                rec.write(TOPIC_TASK, T_F64_ARRAY, ser(m.array(ep.task[i], task_labels), T_F64_ARRAY), t)
+                rec.write(TOPIC_ACTION, T_F64_ARRAY, ser(m.array(ep.action_target[i], act_labels), T_F64_ARRAY),
+                          t + latency_ns)
+            t_end = int(stamps[-1]) + period_ns
+            if ep.reward is not None:
+                _write_reward(rec, m, ep, T - 1, T, t_end)
+            t_cursor = t_end + int(round(episode_gap_s * 1e9))
+            n_eps += 1
+            n_steps += T
+    return {'path': str(path), 'storage': rec.storage, 'version': rec.version, 'episodes': n_eps, 'steps': n_steps,
+            'messages': rec.message_count}
+
+
+def _write_reward(rec: BagRecorder, m: _Msgs, ep: EpisodeRecord, i: int, T: int, t: int) -> None:
+    last = i == T - 1
+    vals = [float(ep.reward[i]), float(last and ep.success), float(last and not ep.success), float(i)]
+    rec.write(TOPIC_REWARD, T_F64_ARRAY, rec.typestore.serialize_cdr(m.array(vals, REWARD_LAYOUT), T_F64_ARRAY), t)
