@@ -649,3 +649,18 @@ def ingest(bags: 'str | os.PathLike | Iterable[str | os.PathLike]', spec, *, pro
 
 __all__ = ['ingest', 'ingest_bag', 'IngestReport', 'BagReport', 'IngestError', 'BagError', 'BagReadError',
            'Extractor', 'FieldError']
+
+
+def main_ingest(bags: Sequence[str], spec_path: str, out: str, *, progress: bool | None = None) -> int:
+    """CLI body for ``swfp ingest BAG [BAG...] --spec SPEC --out DATA.npz``; prints the report, returns the exit
+    status (0: every bag ingested, 1: nothing ingested, 2: some bags failed)."""
+    import sys
+    try:
+        ds, report = ingest(bags, spec_path, progress=progress, return_report=True)
+    except IngestError as err:
+        print(f'swfp ingest: {err}', file=sys.stderr)
+        return 1
+    path = ds.save(out)
+    print(report)
+    print(f'wrote {path}: {ds}')
+    return 2 if report.failed else 0

@@ -1,0 +1,100 @@
+"""record (write_demo_bag) -> ingest -> the same arrays, on both storages, format v8 and v9, dirs and single files."""
+import numpy as np
+import pytest
+from data_synth import RATE, SCALE, expected_obs
+
+from swfp_ros.data import DemoDataset, default_panda_spec, default_panda_spec_dict, ingest, write_demo_bag
+from swfp_ros.data.inspect import format_summary, inspect_bag
+from swfp_ros.data.spec import PANDA_JOINTS, REACH_TASK_LABELS
+
+
+def check_same(ds, episodes):
+    assert len(ds) == len(episodes)
+    for got, src in zip(ds, episodes):
+        assert len(got) == len(src)
+        np.testing.assert_allclose(got.obs, expected_obs(src), atol=1e-5)
+        np.testing.assert_allclose(got.actions, src.action_delta, atol=1e-5)
+        np.testing.assert_allclose(got.rewards, src.reward, atol=1e-5)
+        assert got.success == src.success
+        np.testing.assert_allclose(np.diff(got.timestamps), np.diff(src.time), atol=1e-6)
+
+
+@pytest.mark.parametrize('storage', ['mcap', 'sqlite3'])
+@pytest.mark.parametrize('version', [8, 9])
+def test_record_ingest_same_arrays(tmp_path, episodes, storage, version):
+    bag = tmp_path / 'demo'
+    info = write_demo_bag(bag, episodes, PANDA_JOINTS, REACH_TASK_LABELS, RATE, storage=storage, version=version)
+    assert info['episodes'] == len(episodes)
+    suffix = {'mcap': '.mcap', 'sqlite3': '.db3'}[storage]
+    assert (bag / f'demo{suffix}').is_file()
+    assert f'version: {version}' in (bag / 'metadata.yaml').read_text()
+    ds = ingest([bag], default_panda_spec(action_scale=SCALE), progress=False)
+    check_same(ds, episodes)
+    assert ds.obs_labels[:2] == ['panda_joint1.position', 'panda_joint2.position']
+    assert ds.obs_labels[-6:] == list(REACH_TASK_LABELS)
+    assert ds.report.ok and not ds.report.failed
+    prov = ds.provenance[0]
+    assert prov['storage'] == storage and prov['format_version'] == version
+    assert '/joint_states' in prov['topics'] and prov['time_range'][1] > prov['time_range'][0]
+    s = inspect_bag(bag)
+    assert s.storage_id == storage and s.format_version == version
+    counts = {t.topic: t.count for t in s.topics}
+    steps = sum(len(e) for e in episodes)
+    assert counts['/joint_states'] == steps and counts['/swfp/episode'] == len(episodes)
+    assert 0.5 * RATE < [t for t in s.topics if t.topic == '/clock'][0].rate_hz <= RATE + 1e-6  # gaps between episodes
+    assert '/swfp/action' in format_summary(s)
+
+
+@pytest.mark.parametrize('storage,suffix', [('mcap', '.mcap'), ('sqlite3', '.db3')])
+def test_single_file_input(tmp_path, episodes, storage, suffix):
+    bag = tmp_path / 'one'
+    write_demo_bag(bag, episodes, PANDA_JOINTS, REACH_TASK_LABELS, RATE, storage=storage)
+    # move the storage file out of its directory: no metadata.yaml next to it
+    single = tmp_path / f'alone{suffix}'
+    (bag / f'one{suffix}').rename(single)
+    ds = ingest(single, default_panda_spec(action_scale=SCALE), progress=False)
+    check_same(ds, episodes)
+    assert inspect_bag(single).format_version == 9
+
+
+def test_absolute_actions_and_all_task_labels(tmp_path, episodes):
+    bag = tmp_path / 'abs'
+    write_demo_bag(bag, episodes, PANDA_JOINTS, REACH_TASK_LABELS, RATE)
+    d = default_panda_spec_dict('panda_push', action_scale=2.0)   # task: every element, labels from the layout
+    d['action'] = {'source': 'array', 'topic': '/swfp/action', 'labels': list(PANDA_JOINTS),
+                   'representation': 'absolute', 'offset': 0.5, 'scale': 2.0}
+    ds = ingest([bag], d, progress=False)
+    assert ds.obs_labels[-6:] == list(REACH_TASK_LABELS)
+    for got, src in zip(ds, episodes):
+        np.testing.assert_allclose(got.actions, np.clip((src.action_target - 0.5) / 2.0, -1, 1), atol=1e-5)
+    assert ds.action_labels == list(PANDA_JOINTS)
+
+
+@pytest.mark.parametrize('mode', ['time_gap', 'per_bag'])
+def test_segmentation_modes(tmp_path, episodes, mode):
+    bags = []
+    if mode == 'per_bag':
+        for i, ep in enumerate(episodes):
+            write_demo_bag(tmp_path / f'b{i}', [ep], PANDA_JOINTS, REACH_TASK_LABELS, RATE)
+            bags.append(tmp_path / f'b{i}')
+    else:
+        write_demo_bag(tmp_path / 'b', episodes, PANDA_JOINTS, REACH_TASK_LABELS, RATE, episode_gap_s=1.0)
+        bags = [tmp_path / 'b']
+    d = default_panda_spec_dict(action_scale=SCALE, task_labels=REACH_TASK_LABELS)
+    d['episodes'] = {'time_gap': 0.5} if mode == 'time_gap' else {'per_bag': True}
+    ds = ingest(bags, d, progress=False)
+    assert [len(e) for e in ds] == [len(e) for e in episodes]
+    np.testing.assert_allclose(ds[1].obs, expected_obs(episodes[1]), atol=1e-5)
+    assert len(ds.provenance) == len(bags)
+
+
+def test_ingested_dataset_saves_and_loads(tmp_path, episodes):
+    bag = tmp_path / 'demo'
+    write_demo_bag(bag, episodes, PANDA_JOINTS, REACH_TASK_LABELS, RATE)
+    ds = ingest([bag], default_panda_spec(action_scale=SCALE), progress=False)
+    path = ds.save(tmp_path / 'demos.npz')
+    back = DemoDataset.load(path)
+    check_same(back, episodes)
+    assert back.schema == ds.schema and back.schema['action']['representation'] == 'delta'
+    assert back.provenance[0]['bag'].endswith('demo')
+    assert back.obs_labels == ds.obs_labels and back.control_rate_hz == RATE
