@@ -28,7 +28,7 @@ fi
 
 stamp=.venv/.swfp_installed
 want=$(cat setup.py package.xml | sha256sum | cut -d' ' -f1)
-if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! .venv/bin/python -c "import swfp_ros" 2>/dev/null; then
   echo "[bootstrap] installing swfp_ros and its pinned dependencies into .venv (first run: a few minutes)"
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e '.[ros,baselines,test]'

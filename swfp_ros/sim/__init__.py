@@ -2,9 +2,14 @@
 
 Importing this package registers the environments ``swfp/PandaReach-v0`` and ``swfp/PandaPush-v0``.
 """
-import gymnasium as gym
+import os
 
-from .tasks import PandaPushEnv, PandaReachEnv, PandaTaskEnv
+# MuJoCo chooses its GL backend when first imported: default to headless EGL unless the user chose one.
+os.environ.setdefault('MUJOCO_GL', 'egl')
+
+import gymnasium as gym  # noqa: E402
+
+from .tasks import PandaPushEnv, PandaReachEnv, PandaTaskEnv  # noqa: E402
 
 # Task name (CLI, config, ROS parameter) -> (gymnasium id, env class, episode limit in control steps).
 TASKS = {
