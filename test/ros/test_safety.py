@@ -1,0 +1,125 @@
+"""SafetyFilter: limits, delta clamp, holds and counters (pure numpy, no ROS)."""
+import numpy as np
+import pytest
+
+from swfp_ros.ros.safety import SafetyFilter
+
+LOWER = -np.ones(7)
+UPPER = np.ones(7)
+
+
+def make(**kw):
+    return SafetyFilter(LOWER, UPPER, max_delta=kw.pop('max_delta', 0.1), stale_timeout_s=kw.pop('stale', 0.5))
+
+
+def test_passes_small_moves_unchanged():
+    f = make()
+    q = np.zeros(7)
+    r = f.filter(q + 0.05, q, obs_age_s=0.01)
+    assert r.ok and not r.clamped and np.allclose(r.command, 0.05)
+    assert f.counters['passed'] == 1 and f.holds == 0
+
+
+def test_delta_clamp_relative_to_measured():
+    f = make(max_delta=0.1)
+    q = np.full(7, 0.2)
+    r = f.filter(q + np.array([0.5, -0.5, 0.05, 0, 0, 0, 0]), q, 0.0)
+    assert r.ok and r.clamped == ('clamp_delta',)
+    assert np.allclose(r.command, q + np.array([0.1, -0.1, 0.05, 0, 0, 0, 0]))
+    assert f.counters['clamp_delta'] == 1
+
+
+def test_per_joint_max_delta():
+    f = SafetyFilter(LOWER, UPPER, max_delta=np.linspace(0.01, 0.07, 7))
+    r = f.filter(np.ones(7), np.zeros(7), 0.0)
+    assert np.allclose(r.command, np.linspace(0.01, 0.07, 7))
+
+
+def test_joint_limit_clamp_at_limit():
+    f = make(max_delta=0.5)
+    q = np.full(7, 0.95)
+    r = f.filter(q + 0.3, q, 0.0)
+    assert r.ok and 'clamp_limit' in r.clamped and 'clamp_delta' not in r.clamped
+    assert np.all(r.command <= UPPER) and np.allclose(r.command, 1.0)
+    r = f.filter(-q - 0.3, -q, 0.0)
+    assert np.allclose(r.command, -1.0)
+    assert f.counters['clamp_limit'] == 2
+
+
+def test_never_commands_outside_limits_random():
+    rng = np.random.default_rng(0)
+    f = make(max_delta=0.2)
+    for _ in range(500):
+        q = rng.uniform(-1.2, 1.2, 7)          # measured can even be outside the soft limits
+        r = f.filter(rng.normal(0, 3, 7), q, 0.0)
+        assert np.all(r.command >= LOWER) and np.all(r.command <= UPPER)
+        assert np.all(np.abs(r.command - np.clip(q, LOWER, UPPER)) <= 0.2 + 1e-12) or not r.ok
+
+
+@pytest.mark.parametrize('target,reason', [
+    (np.full(7, np.nan), 'nan_target'),
+    (np.array([0.0] * 6 + [np.inf]), 'nan_target'),
+    (np.zeros(6), 'bad_size_target'),
+    (np.zeros(8), 'bad_size_target'),
+    ('garbage', 'bad_size_target'),
+    (None, 'bad_size_target'),
+])
+def test_bad_targets_hold_measured(target, reason):
+    f = make()
+    q = np.full(7, 0.3)
+    r = f.filter(target, q, 0.0)
+    assert r.held and r.reason == reason and np.array_equal(r.command, q)
+    assert f.counters[reason] == 1 and f.holds == 1
+
+
+def test_stale_observation_holds():
+    f = make(stale=0.2)
+    q = np.zeros(7)
+    r = f.filter(q + 0.05, q, obs_age_s=0.25)
+    assert r.held and r.reason == 'stale' and np.array_equal(r.command, q)
+    assert f.filter(q + 0.05, q, obs_age_s=float('nan')).reason == 'stale'
+    assert f.filter(q + 0.05, q, obs_age_s=0.1).ok
+    assert f.counters['stale'] == 2
+
+
+def test_estop_latches_until_released():
+    f = make()
+    q = np.zeros(7)
+    f.set_estop(True)
+    for _ in range(3):
+        r = f.filter(q + 0.05, q, 0.0)
+        assert r.held and r.reason == 'estop' and np.array_equal(r.command, q)
+    f.set_estop(True)                   # re-asserting does not count a new engagement
+    assert f.counters['estop'] == 3 and f.counters['estop_engaged'] == 1
+    f.set_estop(False)
+    assert f.filter(q + 0.05, q, 0.0).ok
+
+
+def test_estop_wins_over_bad_target():
+    f = make()
+    f.set_estop(True)
+    assert f.filter(np.full(7, np.nan), np.zeros(7), 0.0).reason == 'estop'
+
+
+def test_bad_measured_gives_no_command():
+    f = make()
+    for q in (np.full(7, np.nan), np.zeros(5), None):
+        r = f.filter(np.zeros(7), q, 0.0)
+        assert r.command is None and r.reason == 'bad_measured'
+    assert f.counters['bad_measured'] == 3
+
+
+def test_hold_is_clipped_into_limits():
+    f = make()
+    q = np.full(7, 1.01)
+    f.set_estop(True)
+    assert np.allclose(f.filter(q, q, 0.0).command, 1.0)
+
+
+def test_constructor_validation():
+    with pytest.raises(ValueError):
+        SafetyFilter(np.zeros(7), -np.ones(7), 0.1)
+    with pytest.raises(ValueError):
+        SafetyFilter(LOWER, UPPER, 0.0)
+    with pytest.raises(ValueError):
+        SafetyFilter(LOWER, UPPER, 0.1, stale_timeout_s=0)
