@@ -1,0 +1,102 @@
+"""As-of alignment: never a later observation (ties allowed), staleness drops, grid timeline, decimation."""
+import numpy as np
+import pytest
+
+from swfp_ros.data import BagRecorder, ingest
+from swfp_ros.data.bag_writer import standard_typestore
+
+MS = 1_000_000
+T0 = 1_000_000_000_000
+
+
+def js(ts, value, t_ns, joints=('j1', 'j2')):
+    T = ts.types
+    return T['sensor_msgs/msg/JointState'](
+        header=T['std_msgs/msg/Header'](stamp=T['builtin_interfaces/msg/Time'](sec=t_ns // 10**9,
+                                                                             nanosec=t_ns % 10**9), frame_id=''),
+        name=list(joints), position=np.full(len(joints), float(value)), velocity=np.zeros(len(joints)),
+        effort=np.zeros(len(joints)))
+
+
+def arr(ts, values):
+    T = ts.types
+    return T['std_msgs/msg/Float64MultiArray'](layout=T['std_msgs/msg/MultiArrayLayout'](dim=[], data_offset=0),
+                                               data=np.asarray(values, np.float64))
+
+
+def write(path, events, storage='mcap'):
+    """events: (t_ns, kind, value) with kind 'obs' | 'act', written in the given order."""
+    ts = standard_typestore()
+    with BagRecorder(path, storage=storage) as rec:
+        for t, kind, v in events:
+            if kind == 'obs':
+                rec.write('/joint_states', 'sensor_msgs/msg/JointState', js(ts, v, t), t)
+            else:
+                rec.write('/cmd', 'std_msgs/msg/Float64MultiArray', arr(ts, [v, v]), t)
+    return path
+
+
+def spec(**kw):
+    d = {'control_rate_hz': 10.0, 'max_staleness': 0.15,
+         'observation': [{'source': 'joint_state', 'topic': '/joint_states', 'joints': ['j2', 'j1']}],
+         'action': {'source': 'array', 'topic': '/cmd', 'indices': [0, 1], 'scale': 10.0},
+         'episodes': {'per_bag': True}}
+    d.update(kw)
+    return d
+
+
+@pytest.mark.parametrize('storage', ['mcap', 'sqlite3'])
+def test_observation_1ms_after_action_is_not_used(tmp_path, storage):
+    ev = [(T0, 'obs', 1.0), (T0 + 100 * MS, 'act', 1.0), (T0 + 101 * MS, 'obs', 2.0),
+          (T0 + 200 * MS, 'act', 2.0), (T0 + 201 * MS, 'obs', 3.0)]
+    ds = ingest(write(tmp_path / 'b', ev, storage), spec(), progress=False)
+    np.testing.assert_array_equal(ds[0].obs[:, 0], [1.0, 2.0])   # never the observation 1 ms later
+
+
+@pytest.mark.parametrize('storage', ['mcap', 'sqlite3'])
+def test_observation_with_same_timestamp_is_used_whatever_the_write_order(tmp_path, storage):
+    # action written BEFORE the observation that carries the same timestamp: "at or before" includes it
+    ev = [(T0, 'obs', 1.0), (T0 + 100 * MS, 'act', 1.0), (T0 + 100 * MS, 'obs', 7.0), (T0 + 150 * MS, 'obs', 8.0)]
+    ds = ingest(write(tmp_path / 'b', ev, storage), spec(), progress=False)
+    np.testing.assert_array_equal(ds[0].obs[:, 0], [7.0])
+
+
+def test_stale_observation_drops_the_step(tmp_path):
+    ev = [(T0, 'obs', 1.0), (T0 + 100 * MS, 'act', 1.0), (T0 + 400 * MS, 'act', 2.0),   # obs 400 ms old: dropped
+          (T0 + 450 * MS, 'obs', 2.0), (T0 + 500 * MS, 'act', 3.0)]
+    ds = ingest(write(tmp_path / 'b', ev), spec(), progress=False)
+    np.testing.assert_allclose(ds[0].actions[:, 0], [0.1, 0.3], rtol=1e-6)
+    rep = ds.report.bags[0]
+    assert rep.dropped == {'stale_observation': 1}
+    assert ds.provenance[0]['dropped'] == {'stale_observation': 1}
+
+
+def test_action_before_any_observation_is_dropped(tmp_path):
+    ev = [(T0, 'act', 1.0), (T0 + 1 * MS, 'obs', 1.0), (T0 + 100 * MS, 'act', 2.0)]
+    ds = ingest(write(tmp_path / 'b', ev), spec(), progress=False)
+    assert len(ds[0]) == 1 and ds.report.bags[0].dropped == {'no_observation_yet': 1}
+
+
+def test_grid_timeline_takes_latest_action_and_observation(tmp_path):
+    # actions at 5 Hz, grid at 10 Hz: every action is used twice, observations as of each tick
+    ev = []
+    for k in range(4):
+        ev.append((T0 + k * 200 * MS, 'obs', float(k)))
+        ev.append((T0 + k * 200 * MS, 'act', float(k)))
+        ev.append((T0 + k * 200 * MS + 100 * MS, 'obs', k + 0.5))
+    ds = ingest(write(tmp_path / 'b', ev), spec(timeline='grid', max_staleness=0.25), progress=False)
+    np.testing.assert_allclose(ds[0].actions[:, 0], np.repeat([0, 0.1, 0.2, 0.3], 2)[:len(ds[0])])
+    np.testing.assert_allclose(ds[0].obs[:, 0], [0, 0.5, 1, 1.5, 2, 2.5, 3, 3.5][:len(ds[0])])
+    assert len(ds[0]) >= 7
+    np.testing.assert_allclose(np.diff(ds[0].timestamps), 0.1, atol=1e-9)
+
+
+def test_actions_faster_than_control_rate_are_decimated(tmp_path):
+    ev = [(T0, 'obs', 0.0)]
+    for k in range(1, 51):                                    # 100 Hz actions for 0.5 s, control rate 10 Hz
+        ev.append((T0 + k * 10 * MS, 'obs', float(k)))
+        ev.append((T0 + k * 10 * MS, 'act', float(k)))
+    ds = ingest(write(tmp_path / 'b', ev), spec(), progress=False)
+    dt = np.diff(ds[0].timestamps)
+    assert 4 <= len(ds[0]) <= 6 and np.all(dt >= 0.075 - 1e-9), dt
+    assert ds.report.bags[0].dropped['decimated_to_control_rate'] >= 40

@@ -1,0 +1,196 @@
+"""Clear errors (bag, topic, field, type), custom types from the bag's definitions, corrupt bags, metadata fallback."""
+import shutil
+
+import apsw
+import numpy as np
+import pytest
+import yaml
+from data_synth import RATE, SCALE, expected_obs
+
+from swfp_ros.data import (BagRecorder, BagWarning, IngestError, SpecError, default_panda_spec,
+                           default_panda_spec_dict, ingest, load_spec, write_demo_bag)
+from swfp_ros.data.bag_writer import standard_typestore
+from swfp_ros.data.inspect import inspect_bag
+from swfp_ros.data.spec import PANDA_JOINTS, REACH_TASK_LABELS
+
+GRIPPER_MSG = 'float64 width\nfloat64[] forces\ngeometry_msgs/Point tip\n'
+GRIPPER = 'swfp_test_msgs/msg/Gripper'
+
+
+@pytest.fixture
+def demo_bag(tmp_path, episodes):
+    bag = tmp_path / 'demo'
+    write_demo_bag(bag, episodes, PANDA_JOINTS, REACH_TASK_LABELS, RATE)
+    return bag
+
+
+def only_error(bag, spec):
+    with pytest.raises(IngestError) as ei:
+        ingest([bag], spec, progress=False)
+    (msg,) = ei.value.report.errors.values()
+    assert str(bag) in msg
+    return msg
+
+
+def test_missing_topic_names_bag_and_topic(demo_bag):
+    d = default_panda_spec_dict(action_scale=SCALE)
+    d['observation'].append({'source': 'pose', 'topic': '/ee_pose'})
+    msg = only_error(demo_bag, d)
+    assert "'/ee_pose'" in msg and 'observation[3]' in msg and '/joint_states' in msg   # lists what the bag has
+
+
+def test_missing_joint_names_bag_topic_and_field(demo_bag):
+    d = default_panda_spec_dict(action_scale=SCALE)
+    d['observation'][0]['joints'] = ['panda_joint1', 'fr3_joint9']
+    msg = only_error(demo_bag, d)
+    assert "'/joint_states'" in msg and 'fr3_joint9' in msg
+
+
+def test_missing_field_path_and_label(demo_bag):
+    d = default_panda_spec_dict(action_scale=SCALE)
+    d['observation'].append({'source': 'field', 'topic': '/joint_states', 'fields': ['header.stamp.millisec']})
+    msg = only_error(demo_bag, d)
+    assert "'/joint_states'" in msg and 'header.stamp.millisec' in msg and 'millisec' in msg
+    d = default_panda_spec_dict(action_scale=SCALE, task_labels=['ee_x', 'obstacle_x'])
+    msg = only_error(demo_bag, d)
+    assert "'/swfp/task'" in msg and 'obstacle_x' in msg
+
+
+def test_wrong_type_for_source(demo_bag):
+    d = default_panda_spec_dict(action_scale=SCALE)
+    d['observation'].append({'source': 'joint_state', 'topic': '/swfp/task', 'joints': ['a']})
+    msg = only_error(demo_bag, d)
+    assert "'/swfp/task'" in msg and 'Float64MultiArray' in msg and 'JointState' in msg
+
+
+def _gripper_bag(path, storage, n=12):
+    ts = standard_typestore()
+    with BagRecorder(path, storage=storage, msgdefs={GRIPPER: GRIPPER_MSG}) as rec:
+        G, P = rec.typestore.types[GRIPPER], ts.types['geometry_msgs/msg/Point']
+        A = ts.types['std_msgs/msg/Float64MultiArray']
+        L = ts.types['std_msgs/msg/MultiArrayLayout']
+        for k in range(n):
+            t = 10**12 + k * 100_000_000
+            rec.write('/gripper', GRIPPER, G(width=0.01 * k, forces=np.array([k, 2.0 * k]), tip=P(x=-k, y=0, z=1)), t)
+            rec.write('/cmd', 'std_msgs/msg/Float64MultiArray', A(layout=L(dim=[], data_offset=0),
+                                                                   data=np.array([0.1 * k])), t)
+    return path
+
+
+def _gripper_spec():
+    return {'control_rate_hz': 10.0, 'episodes': {'per_bag': True},
+            'observation': [{'source': 'field', 'topic': '/gripper', 'fields': ['width', 'forces[1]', 'tip.x']}],
+            'action': {'source': 'array', 'topic': '/cmd', 'indices': [0]}}
+
+
+@pytest.mark.parametrize('storage', ['mcap', 'sqlite3'])
+def test_custom_type_from_bag_definitions(tmp_path, storage):
+    bag = _gripper_bag(tmp_path / 'g', storage)
+    ds = ingest([bag], _gripper_spec(), progress=False)
+    k = np.arange(12)
+    np.testing.assert_allclose(ds[0].obs, np.stack([0.01 * k, 2.0 * k, -k], 1), atol=1e-6)
+    assert ds.obs_labels == ['/gripper:width', '/gripper:forces[1]', '/gripper:tip.x']
+    assert {t.topic: t.msgtype for t in inspect_bag(bag).topics}['/gripper'] == GRIPPER
+
+
+def test_unknown_type_without_definition(tmp_path):
+    bag = _gripper_bag(tmp_path / 'g', 'sqlite3')
+    con = apsw.Connection(str(bag / 'g.db3'))
+    con.execute("UPDATE message_definitions SET encoded_message_definition='' WHERE topic_type=?", (GRIPPER,))
+    con.close()
+    msg = only_error(bag, _gripper_spec())
+    assert "'/gripper'" in msg and GRIPPER in msg and 'unknown' in msg
+
+
+@pytest.mark.parametrize('storage,suffix', [('mcap', '.mcap'), ('sqlite3', '.db3')])
+def test_corrupt_bag_named_and_good_bag_still_ingests(tmp_path, episodes, storage, suffix):
+    good, bad = tmp_path / 'good', tmp_path / 'bad'
+    write_demo_bag(good, episodes, PANDA_JOINTS, REACH_TASK_LABELS, RATE, storage=storage)
+    write_demo_bag(bad, episodes, PANDA_JOINTS, REACH_TASK_LABELS, RATE, storage=storage)
+    f = bad / f'bad{suffix}'
+    data = bytearray(f.read_bytes())
+    if storage == 'mcap':
+        f.write_bytes(bytes(data[:len(data) // 2]))          # truncated: the recorder died mid-write
+    else:
+        for i in range(0, len(data), 512):                  # garbled pages
+            data[i + 16:i + 64] = b'\xa5' * 48
+        f.write_bytes(bytes(data))
+    ds = ingest([bad, good], default_panda_spec(action_scale=SCALE), progress=False)
+    assert len(ds) == len(episodes)
+    np.testing.assert_allclose(ds[0].obs, expected_obs(episodes[0]), atol=1e-5)
+    assert [b.ok for b in ds.report.bags] == [False, True]
+    assert str(f) in ds.report.bags[0].error
+    with pytest.raises(IngestError) as ei:
+        ingest([bad], default_panda_spec(action_scale=SCALE), progress=False)
+    assert str(f) in str(ei.value)
+
+
+def test_missing_bag_is_reported(tmp_path, demo_bag):
+    ds = ingest([tmp_path / 'nope', demo_bag], default_panda_spec(action_scale=SCALE), progress=False)
+    assert str(tmp_path / 'nope') in ds.report.bags[0].error and ds.report.bags[1].ok
+
+
+def _edit_metadata(bag, fn):
+    p = bag / 'metadata.yaml'
+    meta = yaml.safe_load(p.read_text())
+    fn(meta['rosbag2_bagfile_information'])
+    p.write_text(yaml.safe_dump(meta))
+
+
+@pytest.mark.parametrize('problem', ['missing_file', 'wrong_counts', 'no_metadata', 'garbage'])
+def test_metadata_mismatch_falls_back_with_warning(demo_bag, episodes, problem):
+    if problem == 'missing_file':
+        _edit_metadata(demo_bag, lambda m: m.update(relative_file_paths=['demo_0.mcap', 'demo_1.mcap']))
+    elif problem == 'wrong_counts':
+        _edit_metadata(demo_bag, lambda m: m.update(message_count=3))
+    elif problem == 'no_metadata':
+        (demo_bag / 'metadata.yaml').unlink()
+    else:
+        (demo_bag / 'metadata.yaml').write_text(':: not yaml [')
+    with pytest.warns(BagWarning, match='falling back|using the storage files'):
+        ds = ingest([demo_bag], default_panda_spec(action_scale=SCALE), progress=False)
+    assert len(ds) == len(episodes)
+    np.testing.assert_allclose(ds[-1].obs, expected_obs(episodes[-1]), atol=1e-5)
+    assert ds.report.bags[0].warnings
+
+
+def test_split_bag_two_storage_files_merge_in_time_order(tmp_path, episodes):
+    """Storage files of one bag are merged in time order (the fallback path reads every file in the directory)."""
+    a, b = tmp_path / 'a', tmp_path / 'b'
+    write_demo_bag(a, episodes[:1], PANDA_JOINTS, REACH_TASK_LABELS, RATE)
+    write_demo_bag(b, episodes[1:], PANDA_JOINTS, REACH_TASK_LABELS, RATE, start_time_ns=1_800_000_000 * 10**9)
+    shutil.move(str(b / 'b.mcap'), str(a / 'b.mcap'))
+    (a / 'metadata.yaml').unlink()
+    with pytest.warns(BagWarning):
+        ds = ingest([a], default_panda_spec(action_scale=SCALE), progress=False)
+    assert [len(e) for e in ds] == [len(e) for e in episodes]
+
+
+@pytest.mark.parametrize('mutate,needle', [
+    (lambda d: d.pop('control_rate_hz'), 'control_rate_hz'),
+    (lambda d: d['observation'][0].update(source='jointstate'), 'observation[0].source'),
+    (lambda d: d['observation'][0].pop('joints'), 'observation[0].joints'),
+    (lambda d: d['observation'][2].update(indices=[0]), 'observation[2]'),
+    (lambda d: d['action'].update(scale=[1, 2]), 'action.scale'),
+    (lambda d: d['action'].pop('reference'), 'action.reference'),
+    (lambda d: d.update(episodes={'time_gap': 1, 'per_bag': True}), 'episodes'),
+    (lambda d: d.update(timeline='ticks'), 'timeline'),
+    (lambda d: d['observation'].append({'source': 'field', 'topic': '/x', 'fields': ['a..b']}), 'observation[3]'),
+    (lambda d: d['observation'][0].update(topic='joint_states'), 'observation[0].topic'),
+    (lambda d: d.update(colour='red'), 'colour'),
+])
+def test_spec_validation_names_the_key(mutate, needle):
+    d = default_panda_spec_dict()
+    mutate(d)
+    with pytest.raises(SpecError) as ei:
+        load_spec(d)
+    assert needle in str(ei.value)
+
+
+def test_spec_yaml_round_trip(tmp_path):
+    spec = default_panda_spec()
+    p = tmp_path / 'ingest_panda_reach.yaml'
+    p.write_text(spec.to_yaml())
+    again = load_spec(p)
+    assert again.to_dict() == spec.to_dict() and again.action.representation == 'delta'
+    assert again.topics()[:2] == ['/joint_states', '/swfp/task']
