@@ -1,0 +1,224 @@
+"""Bring-up without ``ros2 launch`` (pip-only machines): ``swfp up sim_finetune [name:=value ...]``.
+
+Starts the graph described in :mod:`swfp_ros.ros.graph` — the same description the launch files use — as separate
+processes: the same executables (``<prefix>/lib/swfp_ros/``, this interpreter's console scripts, then PATH), the
+same parameter files (the package's ``config/`` or the ``config:=DIR`` argument), and the argument-derived overrides
+written to a typed parameter file per node (as launch_ros does). Each node runs in its own process group, its output
+is prefixed ``[name]`` and line-buffered. Ctrl-C / SIGTERM: SIGINT to every node, wait ``--grace`` seconds, then
+SIGKILL the stragglers. When a node dies, the others are shut down the same way and the exit status is non-zero.
+
+Also usable as ``python -m swfp_ros.ros.bringup``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Sequence
+
+from swfp_ros.ros.graph import GRAPHS, PACKAGE_CONFIG_DIR, ResolvedNode, get_graph, parse_assignments, resolve
+
+# Last-resort fallback for a source checkout that was never installed: module of each executable (setup.py's map).
+EXECUTABLE_MODULES = {
+    'policy_node': 'swfp_ros.ros.policy_node',
+    'learner_node': 'swfp_ros.ros.learner_node',
+    'sim_bridge': 'swfp_ros.ros.sim_bridge_node',
+    'recorder_node': 'swfp_ros.ros.recorder_node',
+}
+
+
+def find_executable(name: str, package: str = 'swfp_ros') -> list[str]:
+    """The command that starts executable ``name``: ``<prefix>/lib/<package>/name`` (where launch_ros looks), this
+    interpreter's console scripts, PATH, else ``python -c 'from <module> import main; ...'``."""
+    candidates = [Path(sys.prefix) / 'lib' / package / name, Path(sys.executable).parent / name]
+    for c in candidates:
+        if c.is_file() and os.access(c, os.X_OK):
+            return [str(c)]
+    found = shutil.which(name)
+    if found:
+        return [found]
+    module = EXECUTABLE_MODULES.get(name)
+    if module is None:
+        raise FileNotFoundError(f'executable {name!r} of package {package!r} not found in '
+                                f'{", ".join(map(str, candidates))} or on PATH')
+    return [sys.executable, '-c', f'import sys; from {module} import main; sys.exit(main())']
+
+
+class _Proc:
+    def __init__(self, node: ResolvedNode, cmd: list[str], popen: subprocess.Popen):
+        self.node, self.cmd, self.popen = node, cmd, popen
+        self.label = (node.namespace.strip('/') + '/' if node.namespace else '') + node.name
+        self.reader: threading.Thread | None = None
+
+
+class Bringup:
+    """Start, watch and stop the processes of one resolved graph."""
+
+    def __init__(self, nodes: Sequence[ResolvedNode], *, grace: float = 10.0, out=None, env: dict | None = None):
+        self.nodes = list(nodes)
+        self.grace = float(grace)
+        self.out = out if out is not None else sys.stdout
+        self.env = dict(os.environ if env is None else env)
+        # line-buffered, uncoloured output from Python and from rcutils loggers
+        self.env.setdefault('PYTHONUNBUFFERED', '1')
+        self.env.setdefault('RCUTILS_LOGGING_BUFFERED_STREAM', '1')
+        self.env.setdefault('RCUTILS_COLORIZED_OUTPUT', '0')
+        self.procs: list[_Proc] = []
+        self._out_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._tmp = tempfile.TemporaryDirectory(prefix='swfp_up_')
+
+    def commands(self) -> list[list[str]]:
+        """The command line of every node (writes the override files)."""
+        cmds = []
+        for node in self.nodes:
+            overrides = Path(self._tmp.name) / f'{node.name}_overrides.yaml'
+            overrides.write_text(node.overrides_yaml())
+            cmds.append(find_executable(node.executable, node.package) + node.ros_args(overrides))
+        return cmds
+
+    def _say(self, label: str, line: str) -> None:
+        with self._out_lock:
+            self.out.write(f'[{label}] {line}' if line.endswith('\n') else f'[{label}] {line}\n')
+            self.out.flush()
+
+    def _pump(self, proc: _Proc) -> None:
+        assert proc.popen.stdout is not None
+        for raw in iter(proc.popen.stdout.readline, b''):
+            self._say(proc.label, raw.decode('utf-8', 'replace'))
+        proc.popen.stdout.close()
+
+    def start(self) -> None:
+        for node, cmd in zip(self.nodes, self.commands()):
+            popen = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     env=self.env, start_new_session=True)  # own session = own process group
+            proc = _Proc(node, cmd, popen)
+            proc.reader = threading.Thread(target=self._pump, args=(proc,), daemon=True, name=f'pump-{proc.label}')
+            proc.reader.start()
+            self.procs.append(proc)
+            self._say('swfp up', f'started {proc.label} (pid {popen.pid}): {" ".join(cmd)}')
+
+    def request_stop(self, *_args) -> None:
+        self._stop.set()
+
+    def wait(self, poll: float = 0.1) -> int:
+        """Until Ctrl-C/SIGTERM (-> 0 when everything stops cleanly) or a node exits (-> non-zero)."""
+        failed: _Proc | None = None
+        while not self._stop.is_set():
+            for p in self.procs:
+                if p.popen.poll() is not None:
+                    failed = p
+                    break
+            if failed is not None:
+                break
+            self._stop.wait(poll)
+        if failed is not None:
+            rc = failed.popen.returncode
+            self._say('swfp up', f'{failed.label} exited with status {rc}; shutting the graph down')
+            self.shutdown()
+            return rc if rc and rc > 0 else 1
+        self._say('swfp up', 'shutting down')
+        return self.shutdown()
+
+    def shutdown(self) -> int:
+        """SIGINT to every running node's process group, wait ``grace`` s, SIGKILL the rest. 0 if all stopped on
+        SIGINT by themselves (exit 0, or killed by that SIGINT)."""
+        for p in self.procs:
+            if p.popen.poll() is None:
+                _killpg(p.popen.pid, signal.SIGINT)
+        deadline = time.monotonic() + self.grace
+        rc = 0
+        for p in self.procs:
+            try:
+                p.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self._say('swfp up', f'{p.label} did not stop within {self.grace:g} s: SIGKILL')
+                _killpg(p.popen.pid, signal.SIGKILL)
+                p.popen.wait()
+                rc = 1
+            # a straggling child of the node's own group
+            _killpg(p.popen.pid, signal.SIGKILL)
+        for p in self.procs:
+            if p.reader is not None:
+                p.reader.join(timeout=2.0)
+        for p in self.procs:
+            code = p.popen.returncode
+            if code not in (0, -signal.SIGINT, 128 + signal.SIGINT, -signal.SIGTERM) and rc == 0:
+                rc = 1
+        self._tmp.cleanup()
+        return rc
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _help_epilog() -> str:
+    lines = ['graphs and their arguments (name:=value):']
+    for g in GRAPHS.values():
+        lines.append(f'\n  {g.name}: {g.description}')
+        nodes = ', '.join(n.executable + (f' (when {n.condition})' if n.condition else '') for n in g.nodes)
+        lines.append(f'    nodes: {nodes}')
+        for a in g.arguments:
+            default = a.default if a.default is PACKAGE_CONFIG_DIR else a.launch_default()
+            choices = f' {{{"|".join(a.choices)}}}' if a.choices else ''
+            lines.append(f'    {a.name}:={default!s}{choices}\n        {a.description}')
+    lines.append('\nexample: swfp up sim_finetune task:=panda_reach checkpoint:=bc.pt record_bag:=true')
+    return '\n'.join(lines)
+
+
+def build_parser(prog: str = 'swfp up') -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog, formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_help_epilog(),
+        description='Start a swfp_ros node graph without ros2 launch (same graph description, executables and '
+                    'parameter files as launch/*.launch.py). Ctrl-C stops every node.')
+    p.add_argument('graph', choices=sorted(GRAPHS), help='which graph')
+    p.add_argument('assignments', nargs='*', metavar='name:=value', help='graph arguments, as with ros2 launch')
+    p.add_argument('--grace', type=float, default=10.0, help='seconds between SIGINT and SIGKILL at shutdown')
+    p.add_argument('--print', dest='print_only', action='store_true',
+                   help='print the resolved command lines and exit')
+    return p
+
+
+def main(argv: Sequence[str] | None = None, prog: str = 'swfp up') -> int:
+    args = build_parser(prog).parse_args(list(sys.argv[1:] if argv is None else argv))
+    try:
+        graph = get_graph(args.graph)
+        nodes = resolve(graph, parse_assignments(args.assignments))
+    except (KeyError, ValueError, OSError) as e:
+        print(f'{prog}: error: {e.args[0] if e.args else e}', file=sys.stderr)
+        return 2
+    up = Bringup(nodes, grace=args.grace)
+    if args.print_only:
+        for cmd in up.commands():
+            print(' '.join(cmd))
+        for n in nodes:
+            print(f'# {n.name} overrides:\n' + ''.join(f'#   {line}\n' for line in n.overrides_yaml().splitlines()))
+        up._tmp.cleanup()
+        return 0
+    previous = {s: signal.signal(s, up.request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        try:
+            up.start()
+        except FileNotFoundError as e:
+            print(f'{prog}: error: {e}', file=sys.stderr)
+            up.shutdown()
+            return 2
+        return up.wait()
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+if __name__ == '__main__':
+    sys.exit(main(prog='python -m swfp_ros.ros.bringup'))

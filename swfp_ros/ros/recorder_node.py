@@ -1,0 +1,173 @@
+"""Recorder node: live topics of the running graph -> a rosbag2 (MCAP by default, sqlite3 on request).
+
+What ``ros2 bag record`` would do, without rosbag2_py (not on PyPI): raw (serialized CDR) subscriptions feed
+:class:`swfp_ros.data.bag_writer.BagRecorder` unchanged, so ``record_bag:=true`` works in the sim launch and in
+``swfp up`` on pip-only machines.
+
+Parameters (config/recorder.yaml):
+    topics            string[]  topics to record; each is subscribed as soon as it appears in the graph with a
+                                publisher (its type is taken from the graph); absolute names
+    output            string    bag directory to create (must not exist); '' -> ./swfp_bag_<YYYYmmdd_HHMMSS>
+    storage           string    'mcap' (default) or 'sqlite3'
+    version           int       rosbag2 format version, 8 or 9 (default 9)
+    discovery_period  double    seconds between graph scans for topics not yet subscribed (default 0.5)
+    status_period     double    seconds between /swfp/status diagnostics (default 2.0)
+
+QoS: like rosbag2, each subscription adapts to the publishers it finds — reliable if every publisher is reliable
+(otherwise best effort), transient local if every publisher is transient local (so latched topics such as
+/swfp/policy_update and /swfp/estop are recorded from their first sample). Receive timestamps come from the node's
+clock (simulation time when use_sim_time is true, as ``ros2 bag record --use-sim-time``). The bag is closed (index
+and metadata.yaml written) on SIGINT / SIGTERM.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+import threading
+import time
+from pathlib import Path
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+from swfp_ros.data.bag_writer import BagRecorder
+
+DEFAULT_TOPICS = ['/joint_states', '/swfp/task', '/swfp/action', '/swfp/reward', '/swfp/transition',
+                  '/swfp/policy_update', '/swfp/estop', '/clock']
+
+
+def message_class(msgtype: str):
+    """'std_msgs/msg/Float64MultiArray' -> the rclpy message class."""
+    pkg, kind, name = msgtype.split('/')
+    return getattr(importlib.import_module(f'{pkg}.{kind}'), name)
+
+
+def default_output() -> str:
+    return time.strftime('swfp_bag_%Y%m%d_%H%M%S')
+
+
+class RecorderNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__('swfp_recorder', **kwargs)
+        self.declare_parameter('topics', DEFAULT_TOPICS)
+        self.declare_parameter('output', '')
+        self.declare_parameter('storage', 'mcap')
+        self.declare_parameter('version', 9)
+        self.declare_parameter('discovery_period', 0.5)
+        self.declare_parameter('status_period', 2.0)
+        self.topics = [self._absolute(t) for t in self.get_parameter('topics').value if t]
+        output = self.get_parameter('output').value or default_output()
+        storage = str(self.get_parameter('storage').value)
+        version = int(self.get_parameter('version').value)
+        self.path = Path(output).expanduser().resolve()
+        self._lock = threading.Lock()
+        self._bag = BagRecorder(self.path, storage=storage, version=version,
+                                custom_data={'swfp.recorder': self.get_fully_qualified_name()}).open()
+        self.counts: dict[str, int] = {}
+        self.errors = 0
+        self._subs: dict[str, object] = {}
+        self._status_pub = self.create_publisher(DiagnosticArray, '/swfp/status', 10)
+        self.create_timer(float(self.get_parameter('discovery_period').value), self._discover)
+        self.create_timer(float(self.get_parameter('status_period').value), self._publish_status)
+        self.get_logger().info(f'recording {", ".join(self.topics)} to {self.path} ({storage}, v{version})')
+        self._discover()
+
+    def _absolute(self, topic: str) -> str:
+        return topic if topic.startswith('/') else self.resolve_topic_name(topic)
+
+    # --- subscriptions --------------------------------------------------------------------------------------------
+    def _qos_for(self, topic: str) -> QoSProfile | None:
+        infos = self.get_publishers_info_by_topic(topic)
+        if not infos:
+            return None
+        reliable = all(i.qos_profile.reliability == ReliabilityPolicy.RELIABLE for i in infos)
+        latched = all(i.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL for i in infos)
+        return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000 if reliable else 100,
+                          reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
+                          durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
+
+    def _discover(self) -> None:
+        pending = [t for t in self.topics if t not in self._subs]
+        if not pending:
+            return
+        types = dict(self.get_topic_names_and_types())
+        for topic in pending:
+            if topic not in types:
+                continue
+            msgtype = types[topic][0]
+            qos = self._qos_for(topic)
+            if qos is None:
+                continue
+            try:
+                cls = message_class(msgtype)
+                self._bag.add_topic(topic, msgtype)
+            except Exception as e:  # noqa: BLE001 - an unrecordable type must not stop the others
+                self.get_logger().error(f'cannot record {topic} ({msgtype}): {e}')
+                self._subs[topic] = None
+                continue
+            self.counts[topic] = 0
+            self._subs[topic] = self.create_subscription(
+                cls, topic, lambda data, t=topic, m=msgtype: self._on_message(t, m, data), qos, raw=True)
+            self.get_logger().info(f'subscribed {topic} [{msgtype}] '
+                                   f'({qos.reliability.name.lower()}, {qos.durability.name.lower()})')
+
+    def _on_message(self, topic: str, msgtype: str, data: bytes) -> None:
+        stamp = self.get_clock().now().nanoseconds
+        with self._lock:
+            if not self._bag.is_open:
+                return
+            try:
+                self._bag.write(topic, msgtype, data, stamp)
+                self.counts[topic] += 1
+            except Exception as e:  # noqa: BLE001
+                self.errors += 1
+                self.get_logger().error(f'write failed on {topic}: {e}', throttle_duration_sec=5.0)
+
+    # --- diagnostics / shutdown -----------------------------------------------------------------------------------
+    def _publish_status(self) -> None:
+        st = DiagnosticStatus(level=DiagnosticStatus.OK if not self.errors else DiagnosticStatus.WARN,
+                              name=f'{self.get_fully_qualified_name()}', hardware_id='swfp_ros',
+                              message=f'recording to {self.path}')
+        st.values = [KeyValue(key='path', value=str(self.path)),
+                     KeyValue(key='messages', value=str(sum(self.counts.values()))),
+                     KeyValue(key='write_errors', value=str(self.errors))]
+        st.values += [KeyValue(key=f'count{t}', value=str(n)) for t, n in sorted(self.counts.items())]
+        msg = DiagnosticArray(status=[st])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self._status_pub.publish(msg)
+
+    def close(self) -> None:
+        """Finish the bag (idempotent)."""
+        with self._lock:
+            if self._bag.is_open:
+                self._bag.close()
+                self.get_logger().info(f'closed {self.path}: {sum(self.counts.values())} messages '
+                                       f'({", ".join(f"{t}: {n}" for t, n in sorted(self.counts.items()))})')
+
+
+def main(args=None) -> int:
+    rclpy.init(args=args)
+    node = None
+    rc = 0
+    try:
+        node = RecorderNode()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except Exception as e:  # noqa: BLE001
+        print(f'recorder_node: {e}', file=sys.stderr)
+        rc = 1
+    finally:
+        if node is not None:
+            node.close()
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return rc
+
+
+if __name__ == '__main__':
+    sys.exit(main())
