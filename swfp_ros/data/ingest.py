@@ -560,37 +560,43 @@ def ingest_bag(path: str | os.PathLike, spec, *, progress: bool | None = None) -
     spec = load_spec(spec)
     report = BagReport(bag=str(path))
     t0 = time.perf_counter()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter('always', BagWarning)
-        with BagSource(path) as bag:
-            ing = _BagIngest(bag, spec, report)
-            ing.check()
-            total = sum(c.msgcount for c in bag.connections.values() if c.topic in set(ing.topics))
-            pbar = None
-            if progress is not False:
-                from tqdm import tqdm
-                pbar = tqdm(total=total, unit='msg', desc=Path(path).name, disable=None if progress is None else False,
-                            leave=False)
-            ing.pbar = pbar
-            try:
-                episodes = ing.run()
-            finally:
-                if pbar is not None:
-                    pbar.close()
-            prov = {'source': 'rosbag2', 'bag': str(Path(path).resolve()), 'storage': bag.storage_id,
-                    'format_version': bag.version, 'files': [f.name for f in bag.files],
-                    'topics': {t: sorted({c.msgtype for c in bag.topics.get(t, [])}) for t in ing.topics},
-                    'time_range': [ing.t_first * 1e-9 if ing.t_first is not None else None,
-                                   ing.t_last * 1e-9 if ing.t_last is not None else None],
-                    'episodes': len(episodes), 'steps': sum(len(e) for e in episodes),
-                    'messages_read': report.messages, 'dropped': dict(report.dropped)}
-            labels = _labels(spec, ing) if episodes else ([], [])
-    for w in caught:
-        if issubclass(w.category, BagWarning):
-            report.warnings.append(str(w.message))
-            warnings.warn(w.message, BagWarning, stacklevel=2)
-        else:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    caught: list = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter('always', BagWarning)
+            with BagSource(path) as bag:
+                ing = _BagIngest(bag, spec, report)
+                ing.check()
+                total = sum(c.msgcount for c in bag.connections.values() if c.topic in set(ing.topics))
+                pbar = None
+                if progress is not False:
+                    from tqdm import tqdm
+                    pbar = tqdm(total=total, unit='msg', desc=Path(path).name, disable=None if progress is None else False,
+                                leave=False)
+                ing.pbar = pbar
+                try:
+                    episodes = ing.run()
+                finally:
+                    if pbar is not None:
+                        pbar.close()
+                prov = {'source': 'rosbag2', 'bag': str(Path(path).resolve()), 'storage': bag.storage_id,
+                        'format_version': bag.version, 'files': [f.name for f in bag.files],
+                        'topics': {t: sorted({c.msgtype for c in bag.topics.get(t, [])}) for t in ing.topics},
+                        'time_range': [ing.t_first * 1e-9 if ing.t_first is not None else None,
+                                       ing.t_last * 1e-9 if ing.t_last is not None else None],
+                        'episodes': len(episodes), 'steps': sum(len(e) for e in episodes),
+                        'messages_read': report.messages, 'dropped': dict(report.dropped)}
+                labels = _labels(spec, ing) if episodes else ([], [])
+    except Exception as err:
+        err.bag_warnings = [str(w.message) for w in caught if issubclass(w.category, BagWarning)]
+        raise
+    finally:
+        for w in caught:
+            if issubclass(w.category, BagWarning):
+                report.warnings.append(str(w.message))
+                warnings.warn(w.message, BagWarning, stacklevel=2)
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     report.ok = True
     report.steps = sum(len(e) for e in episodes)
     report.episodes = len(episodes)
@@ -622,7 +628,7 @@ def ingest(bags: 'str | os.PathLike | Iterable[str | os.PathLike]', spec, *, pro
             episodes, prov, brep, lab = ingest_bag(path, spec, progress=progress)
         except Exception as err:  # noqa: BLE001 - one bad bag must not stop the others
             msg = str(err) if str(path) in str(err) else f'{path}: {type(err).__name__}: {err}'
-            brep = BagReport(bag=str(path), ok=False, error=msg)
+            brep = BagReport(bag=str(path), ok=False, error=msg, warnings=list(getattr(err, 'bag_warnings', [])))
             report.bags.append(brep)
             continue
         report.bags.append(brep)

@@ -1,0 +1,142 @@
+"""DemoDataset: save/load round trip, corrupt-file errors naming the file, BC stack, n-step transitions;
+BagRecorder: raw CDR bytes, message objects, custom types, unclosed bag."""
+import io
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+from swfp_ros.data import BagRecorder, DemoDataset, Episode, IngestError, ingest, inspect_bag
+from swfp_ros.data.bag_writer import standard_typestore
+
+
+def small_ds():
+    rng = np.random.default_rng(0)
+    eps = [Episode(obs=rng.normal(size=(T, 4)), actions=rng.uniform(-1, 1, (T, 2)), rewards=np.arange(T, dtype=float),
+                   success=s, timestamps=np.arange(T) * 0.05 if s else None, info={'seed': i})
+           for i, (T, s) in enumerate([(5, True), (3, False)])]
+    return DemoDataset(eps, task='panda_reach', obs_labels=['a', 'b', 'c', 'd'], action_labels=['u', 'v'],
+                       control_rate_hz=20.0, provenance=[{'source': 'simulator', 'seed': 7}])
+
+
+def test_save_load_round_trip(tmp_path):
+    ds = small_ds()
+    p = ds.save(tmp_path / 'd.npz')
+    back = DemoDataset.load(p)
+    assert len(back) == 2 and back.task == 'panda_reach' and back.control_rate_hz == 20.0
+    assert back.obs_labels == ds.obs_labels and back.action_labels == ds.action_labels
+    assert back.provenance == [{'source': 'simulator', 'seed': 7}] and back.format_version == 1
+    for a, b in zip(ds, back):
+        np.testing.assert_array_equal(a.obs, b.obs)
+        np.testing.assert_array_equal(a.actions, b.actions)
+        np.testing.assert_array_equal(a.rewards, b.rewards)
+        assert a.success == b.success and a.info == b.info
+    np.testing.assert_array_equal(back[0].timestamps, ds[0].timestamps)
+    assert back[1].timestamps is None
+    obs, act = back.stack()
+    assert obs.shape == (8, 4) and act.shape == (8, 2) and obs.dtype == np.float32
+
+
+def _rewrite(path, **changes):
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    for k, v in changes.items():
+        if v is None:
+            arrays.pop(k)
+        else:
+            arrays[k] = v
+    with open(path, 'wb') as f:
+        np.savez(f, **arrays)
+
+
+@pytest.mark.parametrize('corrupt,needle', [
+    ('garbage', 'not a valid'),
+    ('truncated', 'not a valid'),
+    ('version', 'format_version 99'),
+    ('missing', "missing arrays ['actions']"),
+    ('shape', 'rewards has'),
+    ('lengths', 'episode lengths'),
+])
+def test_load_errors_name_the_file(tmp_path, corrupt, needle):
+    p = small_ds().save(tmp_path / 'd.npz')
+    if corrupt == 'garbage':
+        p.write_bytes(b'hello world')
+    elif corrupt == 'truncated':
+        p.write_bytes(p.read_bytes()[:200])
+    elif corrupt == 'version':
+        with np.load(p) as z:
+            meta = json.loads(str(z['metadata']))
+        meta['format_version'] = 99
+        _rewrite(p, metadata=np.array(json.dumps(meta)))
+    elif corrupt == 'missing':
+        _rewrite(p, actions=None)
+    elif corrupt == 'shape':
+        _rewrite(p, rewards=np.zeros(3, np.float32))
+    else:
+        _rewrite(p, ep_lengths=np.array([5, 5]))
+    with pytest.raises(ValueError) as ei:
+        DemoDataset.load(p)
+    assert str(p) in str(ei.value) and needle in str(ei.value)
+
+
+def test_transitions_one_and_n_step():
+    ds = small_ds()
+    tr = ds.transitions(n_step=1, gamma=0.5)
+    # episode 0 (success, T=5): 5 transitions, last terminated; episode 1 (truncated, T=3): last step dropped
+    assert len(tr.obs) == 5 + 2
+    np.testing.assert_array_equal(tr.terminated, [0, 0, 0, 0, 1, 0, 0])
+    np.testing.assert_allclose(tr.next_obs[0], ds[0].obs[1])
+    np.testing.assert_allclose(tr.rewards[:5], [0, 1, 2, 3, 4])
+    tr3 = ds.transitions(n_step=3, gamma=0.5)
+    np.testing.assert_allclose(tr3.rewards[0], 0 + 0.5 * 1 + 0.25 * 2)
+    np.testing.assert_allclose(tr3.next_obs[0], ds[0].obs[3])
+    np.testing.assert_allclose(tr3.discount[0], 0.125)
+    # step 3 of the successful episode: window 3..4 reaches the end -> terminated, discount 0.25
+    np.testing.assert_allclose([tr3.rewards[3], tr3.terminated[3], tr3.discount[3]], [3 + 0.5 * 4, 1, 0.25])
+    # truncated episode: windows end at its last observation (bootstrapped)
+    np.testing.assert_allclose([tr3.rewards[5], tr3.terminated[5], tr3.discount[5]], [0 + 0.5 * 1, 0, 0.25])
+    np.testing.assert_allclose(tr3.next_obs[5], ds[1].obs[2])
+
+
+def test_episode_validation():
+    with pytest.raises(ValueError):
+        Episode(obs=np.zeros((3, 2)), actions=np.zeros((4, 1)))
+    ds = small_ds()
+    with pytest.raises(ValueError):
+        ds.add_episode(obs=np.zeros((2, 5)), actions=np.zeros((2, 2)))
+
+
+def test_recorder_raw_cdr_and_messages(tmp_path):
+    ts = standard_typestore()
+    A = ts.types['std_msgs/msg/Float64MultiArray']
+    L = ts.types['std_msgs/msg/MultiArrayLayout']
+    B = ts.types['std_msgs/msg/Bool']
+    raw = bytes(ts.serialize_cdr(A(layout=L(dim=[], data_offset=0), data=np.array([1.5, 2.5])), A.__msgtype__))
+    with BagRecorder(tmp_path / 'rec', storage='sqlite3', version=8) as rec:
+        rec.write('/a', A.__msgtype__, raw, 10)                    # raw bytes, as from a raw subscription
+        rec.write('/a', A.__msgtype__, memoryview(raw), 20)
+        rec.write('/estop', 'std_msgs/msg/Bool', B(data=True), 30)  # a message object
+        with pytest.raises(KeyError, match='not in the typestore'):
+            rec.write('/x', 'nope_msgs/msg/Nope', b'\x00\x01\x00\x00', 40)
+    s = inspect_bag(tmp_path / 'rec')
+    assert {t.topic: t.count for t in s.topics} == {'/a': 2, '/estop': 1}
+    assert s.format_version == 8 and s.storage_id == 'sqlite3'
+
+
+def test_unclosed_recorder_bag_is_reported_as_truncated(tmp_path):
+    ts = standard_typestore()
+    A = ts.types['std_msgs/msg/Float64MultiArray']
+    L = ts.types['std_msgs/msg/MultiArrayLayout']
+    rec = BagRecorder(tmp_path / 'crash').open()
+    for k in range(5):
+        rec.write('/a', A.__msgtype__, A(layout=L(dim=[], data_offset=0), data=np.array([k * 1.0])), k * 10**8)
+    rec._writer.storage.bio.flush()   # the process dies here: no summary, no footer, no metadata.yaml
+    spec = {'control_rate_hz': 10.0, 'episodes': {'per_bag': True},
+            'observation': [{'source': 'array', 'topic': '/a', 'indices': [0]}],
+            'action': {'source': 'array', 'topic': '/a', 'indices': [0]}}
+    with pytest.warns(Warning):
+        with pytest.raises(IngestError) as ei:
+            ingest([tmp_path / 'crash'], spec, progress=False)
+    assert str(tmp_path / 'crash' / 'crash.mcap') in str(ei.value)
+    rec.abort()
