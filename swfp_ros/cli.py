@@ -47,6 +47,39 @@ def cmd_render(args) -> int:
     return 0
 
 
+def cmd_demos(args) -> int:
+    import json
+
+    from .data import write_demo_bag
+    from .sim import make_env
+    from .train.demos import collect_demos
+
+    dataset, records = collect_demos(args.task, args.episodes, args.noise, args.epsilon, seed=args.seed)
+    path = dataset.save(args.out)
+    print(f'wrote {path}: {dataset}')
+    summary = {'dataset': str(path), 'episodes': len(dataset), 'steps': dataset.num_steps,
+               'success_rate': dataset.success_rate}
+    if args.bag:
+        base = make_env(args.task).unwrapped
+        bag = write_demo_bag(args.bag, records, joint_names=base.joint_names, task_labels=base.task_labels,
+                             control_rate_hz=base.control_rate_hz, storage=args.storage)
+        print(f'wrote rosbag2 {args.bag} ({args.storage})')
+        summary['bag'] = str(args.bag)
+        summary['bag_messages'] = bag.get('messages')
+    print(json.dumps(summary))
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from .data import main_inspect
+    return main_inspect(args.bags, as_json=args.json)
+
+
+def cmd_ingest(args) -> int:
+    from .data import main_ingest
+    return main_ingest(args.bags, args.spec, args.out)
+
+
 def _add_policy_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--task', choices=TASK_CHOICES, default='panda_reach', help='simulated task')
     parser.add_argument('--policy', default='expert',
@@ -75,6 +108,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--height', type=int, default=360)
     p.add_argument('--every', type=int, default=1, help='keep every N-th control step')
     p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser('demos', help='record scripted-expert demonstrations (with noise) to a dataset, optionally a bag')
+    p.add_argument('--task', choices=TASK_CHOICES, default='panda_reach', help='simulated task')
+    p.add_argument('--episodes', type=int, default=100, help='number of demonstration episodes')
+    p.add_argument('--noise', type=float, default=0.5, help='Gaussian action noise sigma of the expert')
+    p.add_argument('--epsilon', type=float, default=0.1, help='probability of a random action')
+    p.add_argument('--seed', type=int, default=0, help='env seed of the first episode, and the noise seed')
+    p.add_argument('--out', default='outputs/demos.npz', help='dataset file (.npz)')
+    p.add_argument('--bag', help='also write the demonstrations as a rosbag2 directory here')
+    p.add_argument('--storage', choices=('mcap', 'sqlite3'), default='mcap', help='rosbag2 storage of --bag')
+    p.set_defaults(func=cmd_demos)
+
+    p = sub.add_parser('inspect', help='summarise rosbag2 files: topics, types, counts, rates, duration')
+    p.add_argument('bags', nargs='+', metavar='BAG', help='bag directory or single .mcap/.db3 file')
+    p.add_argument('--json', action='store_true', help='one JSON object per bag instead of a table')
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser('ingest', help='turn rosbag2 files into a dataset with a YAML mapping spec')
+    p.add_argument('bags', nargs='+', metavar='BAG', help='bag directories or single .mcap/.db3 files')
+    p.add_argument('--spec', required=True, help='ingest spec YAML (see config/ingest_panda_reach.yaml)')
+    p.add_argument('--out', required=True, help='dataset file to write (.npz)')
+    p.set_defaults(func=cmd_ingest)
     return parser
 
 
