@@ -1,0 +1,223 @@
+"""MuJoCo sim bridge: a Panda task behind the same topics a real arm has, plus task, reward and sim clock.
+
+Publishes
+    /joint_states   sensor_msgs/JointState        sensor-data QoS (best effort, keep last 5): like a robot driver
+    /swfp/task      std_msgs/Float64MultiArray    reliable, keep last 1, transient local (a late policy gets it)
+    /swfp/reward    std_msgs/Float64MultiArray    reliable, keep last 100 (every step counts for learning)
+    /clock          rosgraph_msgs/Clock           default QoS (reliable, depth 10), when ``publish_clock``
+    /swfp/status    diagnostic_msgs/DiagnosticArray  default QoS, 1 Hz
+Subscribes
+    /swfp/action    std_msgs/Float64MultiArray (7 absolute joint targets) or trajectory_msgs/JointTrajectory
+                    (``command_type: trajectory``; points executed one control step each), reliable, keep last 10.
+
+Modes
+    lockstep  one control step per received action, then publish: reward, task, joint_states (in this order; the
+              policy node pairs each reward with the observation that follows it). An idle bridge republishes the
+              current state every ``heartbeat_s`` (same stamp) so a policy that starts late gets its first observation.
+    realtime  a wall-clock timer at ``control_rate`` steps the physics with the latest valid command (hold the current
+              targets when none), like a robot.
+Episodes end on success (terminated) or at the task's step limit (truncated): the bridge publishes the reward with its
+flags and the terminal state, resets, and publishes the reset state. Sim time (stamps and /clock) is monotonic across
+episodes: it advances one control period at each reset.
+Invalid actions (wrong size, NaN) are rejected with a counted, throttled warning; the arm keeps its last valid targets
+(lockstep: the step is not taken).
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data)
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray
+from trajectory_msgs.msg import JointTrajectory
+
+from . import messages as M
+
+# /swfp/task: state, not a stream: a late subscriber needs the latest value -> transient local, depth 1.
+TASK_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL,
+                      history=HistoryPolicy.KEEP_LAST)
+# /swfp/reward: every step's reward matters to the learner -> reliable with room for bursts.
+REWARD_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+# /swfp/action: commands must not be dropped in lockstep (a lost action would stall the loop) -> reliable.
+ACTION_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+
+
+class SimBridge(Node):
+    def __init__(self, **kwargs):
+        super().__init__('sim_bridge', **kwargs)
+        from swfp_ros.sim import TASKS
+        p = self.declare_parameter
+        self.task_name = p('task', 'panda_reach').value
+        self.seed = int(p('seed', 0).value)
+        self.mode = p('mode', 'lockstep').value
+        rate = float(p('control_rate', 0.0).value)          # realtime control steps per wall-clock second; 0 = env's
+        model_path = p('model_path', '').value
+        self.publish_clock = bool(p('publish_clock', True).value)
+        self.command_type = p('command_type', 'float64_array').value
+        self.heartbeat_s = float(p('heartbeat_s', 0.5).value)
+        self.max_episodes = int(p('max_episodes', 0).value)  # 0 = unlimited
+        if self.mode not in ('lockstep', 'realtime'):
+            raise ValueError(f"mode must be 'lockstep' or 'realtime', got {self.mode!r}")
+        if self.command_type not in ('float64_array', 'trajectory'):
+            raise ValueError(f"command_type must be 'float64_array' or 'trajectory', got {self.command_type!r}")
+        if self.task_name not in TASKS:
+            raise ValueError(f'unknown task {self.task_name!r}; choose one of {sorted(TASKS)}')
+        _, cls, self.step_limit = TASKS[self.task_name]
+        self.env = cls(model_path=model_path or None)
+        self.dt = 1.0 / self.env.control_rate_hz
+        self.control_rate = rate if rate > 0 else self.env.control_rate_hz
+
+        self.js_pub = self.create_publisher(JointState, '/joint_states', qos_profile_sensor_data)
+        self.task_pub = self.create_publisher(Float64MultiArray, '/swfp/task', TASK_QOS)
+        self.reward_pub = self.create_publisher(Float64MultiArray, '/swfp/reward', REWARD_QOS)
+        self.clock_pub = self.create_publisher(Clock, '/clock', 10) if self.publish_clock else None
+        self.status_pub = self.create_publisher(DiagnosticArray, '/swfp/status', 10)
+        msg_type = JointTrajectory if self.command_type == 'trajectory' else Float64MultiArray
+        self.create_subscription(msg_type, '/swfp/action', self._on_action, ACTION_QOS)
+
+        self.counters = {'steps': 0, 'episodes': 0, 'successes': 0, 'rejected_actions': 0, 'actions': 0}
+        self.time_offset = 0.0
+        self.episode_return = 0.0
+        self.last_rx = time.monotonic()
+        self._warn_t = 0.0
+        self._reset(seed=self.seed)
+        self.command = self.env.joint_positions        # realtime: the latest valid target (hold at start)
+        self.queue: list[np.ndarray] = []               # realtime trajectory points still to execute
+        if self.mode == 'realtime':
+            self.create_timer(1.0 / self.control_rate, self._realtime_tick)
+        else:
+            self.create_timer(self.heartbeat_s, self._heartbeat)
+        self.create_timer(1.0, self._publish_status)
+        self.get_logger().info(f'{self.task_name} in {self.mode} mode, control {self.control_rate:g} Hz, '
+                               f'seed {self.seed}, command {self.command_type}')
+
+    # --- sim ------------------------------------------------------------------------------------------------------
+    @property
+    def sim_time(self) -> float:
+        return self.time_offset + self.env.sim_time
+
+    def _reset(self, seed=None):
+        if self.counters['steps'] or self.counters['episodes']:
+            self.time_offset = self.sim_time + self.dt
+        self.env.reset(seed=seed)
+        self.episode_return = 0.0
+        self.command = self.env.joint_positions
+        self.queue = []
+        self._publish_state()
+
+    def _publish_state(self):
+        stamp = M.time_msg(self.sim_time)
+        if self.clock_pub is not None:
+            self.clock_pub.publish(Clock(clock=stamp))
+        env = self.env
+        self.task_pub.publish(M.task_msg(env.task_labels, env.task_vector()))
+        names, pos, vel, eff = env.joint_state()
+        self.js_pub.publish(M.joint_state_msg(names, pos, vel, eff, stamp=stamp))
+
+    def _step(self, target: np.ndarray):
+        env = self.env
+        _, reward, terminated, _, _ = env.step_joint_targets(target)
+        truncated = (not terminated) and env.elapsed_steps >= self.step_limit
+        self.counters['steps'] += 1
+        self.episode_return += reward
+        self.reward_pub.publish(M.reward_msg(reward, terminated, truncated, env.elapsed_steps))
+        self._publish_state()
+        if terminated or truncated:
+            self.counters['episodes'] += 1
+            self.counters['successes'] += int(terminated)
+            self.get_logger().debug(f'episode {self.counters["episodes"]}: return {self.episode_return:.3f}, '
+                                    f'{"success" if terminated else "time limit"}')
+            if self.max_episodes and self.counters['episodes'] >= self.max_episodes:
+                self.get_logger().info(f'{self.max_episodes} episodes done')
+                raise SystemExit(0)
+            self._reset()
+
+    # --- commands -------------------------------------------------------------------------------------------------
+    def _reject(self, why: str):
+        self.counters['rejected_actions'] += 1
+        now = time.monotonic()
+        if now - self._warn_t > 1.0:
+            self._warn_t = now
+            self.get_logger().warning(f'rejected action ({self.counters["rejected_actions"]} so far): {why}; holding')
+
+    def _targets(self, msg) -> list[np.ndarray]:
+        n = len(self.env.joint_names)
+        if self.command_type == 'float64_array':
+            return [M.action_from_msg(msg, n)]
+        index = {name: i for i, name in enumerate(msg.joint_names)}
+        missing = [j for j in self.env.joint_names if j not in index]
+        if missing:
+            raise M.MessageError(f'trajectory lacks joints {missing}')
+        if not msg.points:
+            raise M.MessageError('trajectory has no points')
+        cols = [index[j] for j in self.env.joint_names]
+        points = []
+        for pt in msg.points:
+            pos = np.asarray(pt.positions, dtype=np.float64)
+            if pos.size != len(msg.joint_names) or not np.all(np.isfinite(pos)):
+                raise M.MessageError('trajectory point has a wrong size or non-finite positions')
+            points.append(pos[cols])
+        return points
+
+    def _on_action(self, msg):
+        self.last_rx = time.monotonic()
+        try:
+            targets = self._targets(msg)
+        except M.MessageError as e:
+            self._reject(str(e))
+            return
+        self.counters['actions'] += 1
+        if self.mode == 'lockstep':
+            for target in targets:
+                episodes = self.counters['episodes']
+                self._step(target)
+                if self.counters['episodes'] != episodes:
+                    break                         # the rest of a chunk does not carry over into a new episode
+        else:
+            self.command, self.queue = targets[0], targets[1:]
+
+    def _realtime_tick(self):
+        if self.queue:
+            self.command = self.queue.pop(0)
+        self._step(self.command)
+
+    def _heartbeat(self):
+        if time.monotonic() - self.last_rx >= self.heartbeat_s:
+            self._publish_state()
+
+    def _publish_status(self):
+        st = DiagnosticStatus(level=DiagnosticStatus.OK, name='swfp/sim_bridge', hardware_id=self.task_name,
+                              message=f'{self.mode} {self.task_name}')
+        st.values = [KeyValue(key=k, value=str(v)) for k, v in self.counters.items()]
+        st.values.append(KeyValue(key='sim_time', value=f'{self.sim_time:.3f}'))
+        arr = DiagnosticArray(status=[st])
+        arr.header.stamp = self.get_clock().now().to_msg()
+        self.status_pub.publish(arr)
+
+
+def main(args=None):
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = SimBridge()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except SystemExit as e:
+        if e.code not in (0, None):
+            raise
+    finally:
+        if node is not None:
+            node.env.close()
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == '__main__':
+    main()
