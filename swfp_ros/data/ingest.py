@@ -519,11 +519,14 @@ class _BagIngest:
                     self.pending = None
             if topic == act_topic:
                 self._on_action(t, raw, msgtype)
-            if topic == rew_topic and self.ep_t and self.ep_t[-1] < t:
-                self.ep_rew[-1] = float(self._value_of_raw(self.rew_ex, t, raw, msgtype)[0])
-            if topic == suc_topic and self.started:
-                if float(self._value_of_raw(self.suc_ex, t, raw, msgtype)[0]) > spec.success.threshold:
-                    self.ep_success = True
+            if topic == rew_topic or topic == suc_topic:
+                st = _TopicState()            # one decode serves both reward and success on a shared topic
+                st.t, st.raw, st.msgtype = t, raw, msgtype
+                if topic == rew_topic and self.ep_t and self.ep_t[-1] < t:
+                    self.ep_rew[-1] = float(self._value(self.rew_ex, st)[0])
+                if topic == suc_topic and self.started:
+                    if float(self._value(self.suc_ex, st)[0]) > spec.success.threshold:
+                        self.ep_success = True
         if pbar is not None:
             pbar.update(n % 2000)
         self.t_last = last_t
