@@ -190,7 +190,10 @@ class IngestSpec:
         return copy.deepcopy(self.raw)
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
+        class _NoAliases(yaml.SafeDumper):
+            def ignore_aliases(self, data):
+                return True
+        return yaml.dump(self.to_dict(), Dumper=_NoAliases, sort_keys=False, default_flow_style=None, width=120)
 
     @classmethod
     def from_dict(cls, d: dict) -> 'IngestSpec':
