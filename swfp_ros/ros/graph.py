@@ -128,14 +128,14 @@ def _common_arguments(use_sim_time: bool) -> list[Argument]:
 
 
 def _learner(extra_params: Sequence[tuple[str, Value]] = ()) -> NodeSpec:
-    return NodeSpec('learner_node', 'swfp_learner', param_files=('learner.yaml',), namespaced=False, parameters=(
+    return NodeSpec('learner_node', 'learner_node', param_files=('learner.yaml',), namespaced=False, parameters=(
         ('base_checkpoint', Arg('checkpoint')), ('checkpoint_dir', Arg('checkpoint_dir')),
         ('transition_bag', Arg('transition_bag')), ('device', Arg('device')), ('use_sim_time', Arg('use_sim_time')),
         *extra_params))
 
 
 def _recorder() -> NodeSpec:
-    return NodeSpec('recorder_node', 'swfp_recorder', param_files=('recorder.yaml',), namespaced=False,
+    return NodeSpec('recorder_node', 'recorder_node', param_files=('recorder.yaml',), namespaced=False,
                     condition='record_bag', parameters=(
                         ('output', Arg('bag_path')), ('storage', Arg('bag_storage')),
                         ('use_sim_time', Arg('use_sim_time'))))
@@ -154,10 +154,10 @@ SIM_FINETUNE = Graph(
         *_common_arguments(use_sim_time=True),
     ),
     nodes=(
-        NodeSpec('sim_bridge', 'swfp_sim_bridge', param_files=('sim_bridge.yaml',), parameters=(
+        NodeSpec('sim_bridge', 'sim_bridge', param_files=('sim_bridge.yaml',), parameters=(
             ('task', Arg('task')), ('mode', Arg('mode')), ('seed', Arg('seed')),
             ('use_sim_time', Arg('use_sim_time')))),
-        NodeSpec('policy_node', 'swfp_policy', param_files=('policy.yaml',), parameters=(
+        NodeSpec('policy_node', 'policy_node', param_files=('policy.yaml',), parameters=(
             ('checkpoint', Arg('checkpoint')), ('device', Arg('device')), ('use_sim_time', Arg('use_sim_time')))),
         _learner(),
         _recorder(),
@@ -178,7 +178,7 @@ REAL_ARM = Graph(
         *_common_arguments(use_sim_time=False),
     ),
     nodes=(
-        NodeSpec('policy_node', 'swfp_policy', param_files=('policy.yaml',), parameters=(
+        NodeSpec('policy_node', 'policy_node', param_files=('policy.yaml',), parameters=(
             ('checkpoint', Arg('checkpoint')), ('device', Arg('device')), ('dry_run', Arg('dry_run')),
             ('use_sim_time', Arg('use_sim_time'))),
             remappings=(('/swfp/action', Arg('command_topic')), ('/joint_states', Arg('joint_states_topic')))),

@@ -51,7 +51,7 @@ def default_output() -> str:
 
 class RecorderNode(Node):
     def __init__(self, **kwargs):
-        super().__init__('swfp_recorder', **kwargs)
+        super().__init__('recorder_node', **kwargs)
         self.declare_parameter('topics', DEFAULT_TOPICS)
         self.declare_parameter('output', '')
         self.declare_parameter('storage', 'mcap')
