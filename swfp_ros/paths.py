@@ -16,7 +16,7 @@ def share_dir() -> Path:
         from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
         try:
             return Path(get_package_share_directory(PACKAGE))
-        except PackageNotFoundError:
+        except (PackageNotFoundError, OSError):   # OSError: AMENT_PREFIX_PATH unset (pip-only machine)
             pass
     except ImportError:
         pass

@@ -33,7 +33,7 @@ YAML form (every key is validated; errors name the offending key path)::
       indices: [0, 1]
       representation: delta     # absolute: a = (target - offset) / scale;  delta: a = (target - reference) / scale
       reference: {source: joint_state, topic: /joint_states, field: position, joints: [panda_joint1, panda_joint2]}
-      scale: 0.05               # scalar or one per dimension; a is clipped to [-1, 1] when clip: true
+      scale: 0.1                # scalar or one per dimension; a is clipped to [-1, 1] when clip: true
       clip: true
     episodes:                   # exactly one of:
       episode_topic: /swfp/episode   # a message marks an episode start
@@ -452,7 +452,7 @@ def load_spec(spec: 'str | os.PathLike | dict | IngestSpec') -> IngestSpec:
 # ---------------------------------------------------------------------------------------------------- defaults
 def default_panda_spec_dict(task: str = 'panda_reach', *, joint_names: Sequence[str] = PANDA_JOINTS,
                             task_labels: Sequence[str] | None = None, control_rate_hz: float = 20.0,
-                            action_scale: float | Sequence[float] = 0.05, include_velocity: bool = True) -> dict:
+                            action_scale: float | Sequence[float] = 0.1, include_velocity: bool = True) -> dict:
     """The spec (as a dict) for the project's own demo bags (written by :func:`bag_writer.write_demo_bag` or recorded
     live from the sim graph): joint positions [+ velocities] by name, the labelled task vector, and the action as the
     delta of the absolute targets on ``/swfp/action`` from the observed joint positions, divided by ``action_scale``.
