@@ -191,7 +191,7 @@ def build_parser(prog: str = 'swfp up') -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None, prog: str = 'swfp up') -> int:
-    args = build_parser(prog).parse_args(list(sys.argv[1:] if argv is None else argv))
+    args = build_parser(prog).parse_intermixed_args(list(sys.argv[1:] if argv is None else argv))
     try:
         graph = get_graph(args.graph)
         nodes = resolve(graph, parse_assignments(args.assignments))

@@ -1,0 +1,125 @@
+"""`swfp up` (swfp_ros.ros.bringup) with real processes: the graph comes up from the one description, SIGINT stops
+every node cleanly (no orphans), and a node that dies takes the graph down with a non-zero exit.
+
+The graph used is ``sim_finetune`` from graph.py restricted to its learner and recorder nodes (same executables,
+package parameter files and argument overrides); the learner's algorithm is substituted by the tiny fake of
+test_learner_node so that no trained BC checkpoint is needed.
+"""
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from diagnostic_msgs.msg import DiagnosticArray
+
+from swfp_ros.ros import bringup, graph
+
+from test_learner_node import FAKE_LEARNER
+
+DRIVER = '''
+import dataclasses, sys
+from swfp_ros.ros import bringup, graph
+g = graph.SIM_FINETUNE
+graph.GRAPHS['mini'] = dataclasses.replace(
+    g, name='mini', nodes=tuple(n for n in g.nodes if n.executable in ('learner_node', 'recorder_node')))
+sys.exit(bringup.main(sys.argv[1:]))
+'''
+
+
+def _env(tmp_path, ros_env):
+    (tmp_path / 'fake_swfp_learner.py').write_text(FAKE_LEARNER)
+    return {**ros_env, 'SWFP_LEARNER_IMPL': 'fake_swfp_learner',
+            'PYTHONPATH': os.pathsep.join([str(tmp_path), os.environ.get('PYTHONPATH', '')])}
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def _up(tmp_path, env, *assignments):
+    log = open(tmp_path / 'up.log', 'w+')
+    proc = subprocess.Popen([sys.executable, '-c', DRIVER, 'mini', '--grace', '10', *assignments], env=env,
+                            stdout=log, stderr=subprocess.STDOUT, cwd=str(tmp_path))
+    return proc, log
+
+
+def _started_pids(text: str) -> dict[str, int]:
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r'started (\S+) \(pid (\d+)\)', text)}
+
+
+def test_up_runs_graph_and_stops_cleanly_on_sigint(tmp_path, ros_env, ros_node):
+    (tmp_path / 'bc.pt').write_bytes(b'bc')
+    env = _env(tmp_path, ros_env)
+    status = ros_node.collect('/swfp/status', DiagnosticArray)
+    proc, log = _up(tmp_path, env, f'checkpoint:={tmp_path / "bc.pt"}', f'checkpoint_dir:={tmp_path / "ckpt"}',
+                    'record_bag:=true', f'bag_path:={tmp_path / "bag"}', 'use_sim_time:=false')
+    try:
+        names = lambda: {st.name for _, m in list(status) for st in m.status}  # noqa: E731
+        ros_node.wait_for(lambda: {'/learner_node', '/recorder_node'} <= names(), 40.0, what='both nodes up')
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        rc = proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.seek(0)
+        out = log.read()
+        log.close()
+    assert rc == 0, out
+    pids = _started_pids(out)
+    assert set(pids) == {'learner_node', 'recorder_node'}, out
+    assert all(_gone(p) for p in pids.values()), out
+    assert re.search(r'^\[learner_node\] .*final checkpoint', out, re.M), out   # prefixed node output
+    assert (tmp_path / 'ckpt' / 'learner.pt').is_file()
+    assert (tmp_path / 'bag' / 'metadata.yaml').is_file()                       # recorder closed its bag
+    assert 'SIGKILL' not in out
+
+
+def test_up_exits_nonzero_when_a_node_dies(tmp_path, ros_env):
+    env = _env(tmp_path, ros_env)
+    # no base checkpoint and an empty checkpoint_dir: the learner cannot start and exits with status 1
+    proc, log = _up(tmp_path, env, f'checkpoint_dir:={tmp_path / "ckpt"}', 'record_bag:=true',
+                    f'bag_path:={tmp_path / "bag"}', 'use_sim_time:=false')
+    try:
+        rc = proc.wait(timeout=40)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.seek(0)
+        out = log.read()
+        log.close()
+    assert rc != 0, out
+    assert 'learner_node exited with status 1' in out, out
+    pids = _started_pids(out)
+    assert all(_gone(p) for p in pids.values()), out
+
+
+def test_print_and_help_resolve_the_real_graphs(tmp_path, capsys):
+    assert bringup.main(['sim_finetune', 'task:=panda_push', 'record_bag:=true', 'namespace:=actor1', '--print']) == 0
+    out = capsys.readouterr().out
+    for exe in ('sim_bridge', 'policy_node', 'learner_node', 'recorder_node'):
+        assert re.search(rf'{exe} --ros-args -r __node:={exe}', out), out
+    assert '-r __ns:=/actor1' in out and 'task: panda_push' in out
+    assert 'config/sim_bridge.yaml' in out and 'config/learner.yaml' in out
+    assert bringup.main(['real_arm', 'command_topic:=/arm/cmd', '--print']) == 0
+    out = capsys.readouterr().out
+    assert '-r /swfp/action:=/arm/cmd' in out and 'dry_run: true' in out and 'recorder_node' not in out
+    assert bringup.main(['sim_finetune', 'nosuch:=1']) == 2
+    assert 'no argument(s) nosuch' in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        bringup.main(['--help'])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for g in graph.GRAPHS.values():
+        assert g.name in out
+        for a in g.arguments:
+            assert f'{a.name}:=' in out and a.description[:30] in out
