@@ -1,0 +1,94 @@
+"""Typed configuration of the SWFP algorithm (ALGORITHM.md); defaults follow the prototype findings of §6."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+
+@dataclass
+class FlowConfig:
+    """Base flow-matching policy (§1)."""
+    hidden: int = 256
+    layers: int = 3
+    euler_steps: int = 4          # K; Δ = 1/K
+    time_embed_dim: int = 32      # sinusoidal features of t
+    chunk: int = 1                # H: actions per decision, flattened into one vector
+
+
+@dataclass
+class BlockConfig:
+    """One JKO refinement block and its trust region (§3)."""
+    hidden: int = 128
+    layers: int = 2
+    delta: float = 0.1            # trust-region radius: E||M(a)-a||² <= delta², in [-1,1] action units
+    alpha: float = 0.0            # entropy temperature; 0 skips the Jacobian (§6: alpha=0 works, halves the cost)
+    # 'grad_norm': divide Q by the batch mean ||∇_a Q|| (§6: keeps the entropy balance as |Q| grows);
+    # 'none': raw Q (the analytic Boltzmann target of §5.1 only holds unscaled).
+    q_scale: str = 'grad_norm'
+    train_steps: int = 300
+    lr: float = 1e-3
+    batch_size: int = 256
+    pool_size: int = 4096         # states drawn per block; actions sampled once (no grad through π_n)
+    holdout_frac: float = 0.2     # of the pool, for validation only
+    dual_step: float = 0.05       # ascent step on log λ per train step
+    tolerance: float = 1.25       # accept if held-out E||M(a)-a||² <= tolerance·delta²
+    max_blocks: int = 16          # cascade length that triggers compaction
+    compaction_steps: int = 2000  # flow-matching steps when re-fitting the base to the cascade
+    compaction_lr: float = 3e-4
+
+    def __post_init__(self):
+        if self.q_scale not in ('grad_norm', 'none'):
+            raise ValueError(f"BlockConfig.q_scale must be 'grad_norm' or 'none', got {self.q_scale!r}")
+        if self.delta <= 0 or self.tolerance < 1.0:
+            raise ValueError('BlockConfig needs delta > 0 and tolerance >= 1')
+
+
+@dataclass
+class CriticConfig:
+    """Twin LayerNorm critics with Polyak targets (§4)."""
+    hidden: int = 256
+    layers: int = 3
+    gamma: float = 0.99
+    polyak: float = 0.005
+    lr: float = 3e-4
+    batch_size: int = 256
+    # Hard (not soft) target by default: with alpha=0 the soft term vanishes anyway, and with alpha>0 it costs K+blocks
+    # Jacobians per target; the prototype's results were all obtained without it.
+    soft_target: bool = False
+
+
+@dataclass
+class SwfpConfig:
+    """Everything the online learner needs."""
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    block: BlockConfig = field(default_factory=BlockConfig)
+    critic: CriticConfig = field(default_factory=CriticConfig)
+    warmup_steps: int = 5000      # env steps of critic-only training before the first block
+    steps_per_block: int = 2500   # env steps between blocks
+    utd: float = 0.5              # critic updates per stored transition (prototype: one per 2 env steps)
+    demo_ratio: float = 0.5       # fraction of each critic batch drawn from demonstrations, when given
+    replay_capacity: int = 1_000_000
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> 'SwfpConfig':
+        d = dict(d)
+        subs = {'flow': FlowConfig, 'block': BlockConfig, 'critic': CriticConfig}
+        kwargs = {k: subs[k](**d.pop(k, {})) for k in subs}
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f'unknown SwfpConfig keys: {sorted(unknown)}')
+        return cls(**kwargs, **d)
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """'auto' -> cuda when available, else cpu."""
+    if str(device) == 'auto':
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    return torch.device(device)

@@ -1,0 +1,130 @@
+"""One refinement = one JKO step = one small flow block, trained under a hard W2 trust region (§3)."""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import torch
+
+from .blocks import Cascade, RefinementBlock
+from .config import BlockConfig
+
+QFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (s [B,obs], a [B,act]) -> Q [B]
+
+LOG_LAMBDA_MAX = 10.0  # keeps the dual finite when the constraint is hard to meet for long
+
+
+@dataclass
+class BlockReport:
+    """Held-out diagnostics of one trained block (§6: these explained every failure of the prototype)."""
+    accepted: bool
+    reason: str               # 'ok', 'shrunk', 'trust_region', 'no_improvement', 'non_finite'
+    w2_bound: float           # E||M(a)-a||² on held-out states: an upper bound on W2²(π_{n+1}, π_n); compare delta²
+    delta_sq: float
+    shrink: float             # factor applied to τ (1.0 = not shrunk)
+    logdet: float             # E log|det ∇_a M|: entropy change of the block
+    delta_q: float            # critic-predicted E[Q(s, M(a)) - Q(s, a)] on held-out states (executed, i.e. clipped)
+    improvement: float        # predicted free-energy decrease delta_q/q_scale + α·logdet (= delta_q/q_scale at α=0)
+    spread: float             # mean per-coordinate std of the new actions
+    frac_beyond: float        # fraction of action coordinates beyond [-1, 1] before the final clip
+    log_lambda: float         # dual variable after training (carried to the next block)
+    q_scale: float            # divisor of the Q term
+    train_loss: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def block_loss(block: RefinementBlock, q_fn: QFn, s: torch.Tensor, a: torch.Tensor, log_lambda: float,
+               alpha: float, q_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """L = -Q(s, M(a))/scale - α·log|det ∇_a M| + λ·||M(a) - a||²; returns (loss, per-sample displacement²).
+
+    a ~ π_n(·|s) is a constant here: nothing back-propagates through the base flow or earlier blocks.
+    """
+    m = block(s, a)
+    d2 = (m - a).pow(2).sum(-1)
+    loss = -q_fn(s, m).mean() / q_scale + math.exp(log_lambda) * d2.mean()
+    if alpha > 0:  # the exact Jacobian doubles the cost (§6): skip it when it has no weight
+        loss = loss - alpha * block.logabsdet(s, a).mean()
+    return loss, d2
+
+
+@torch.no_grad()
+def _validate(block: RefinementBlock, q_fn: QFn, s: torch.Tensor, a: torch.Tensor, clip: bool) -> dict:
+    m = block(s, a)
+    fin = (lambda x: x.clamp(-1, 1)) if clip else (lambda x: x)
+    with torch.enable_grad():
+        logdet = block.logabsdet(s, a).mean().item()
+    return {'w2_bound': (m - a).pow(2).sum(-1).mean().item(), 'logdet': logdet,
+            'delta_q': (q_fn(s, fin(m)) - q_fn(s, fin(a))).mean().item(),
+            'spread': fin(m).std(0).mean().item() if len(m) > 1 else 0.0,
+            'frac_beyond': (m.abs() > 1).float().mean().item()}
+
+
+def train_block(cascade: Cascade, q_fn: QFn, states: torch.Tensor, cfg: BlockConfig, log_lambda: float | None = None,
+                generator: torch.Generator | None = None) -> tuple[RefinementBlock | None, BlockReport]:
+    """Train the next block on normalised `states` against a frozen critic; return (block or None, report).
+
+    Accept rule: held-out displacement <= tolerance·δ², else shrink τ to displacement δ² and re-measure; reject if still
+    violated, if anything is non-finite, or if the predicted improvement on held-out states is not positive.
+    Improvement is ΔQ/scale + α·E logdet, the block's own objective without the proximity term: for α = 0 it is the
+    sign of the critic-predicted ΔQ (§6); for α > 0 a block that trades a little Q for entropy towards the Boltzmann
+    target is an improvement too (rejecting it would stall §5.1 short of the target covariance).
+    """
+    if states.ndim != 2 or states.shape[1] != cascade.obs_dim or len(states) < 2:
+        raise ValueError(f'train_block: expected states [N>=2, {cascade.obs_dim}], got {tuple(states.shape)}')
+    device = states.device
+    delta_sq = cfg.delta ** 2
+    # λ starts at the JKO proximity weight 1/(2τ) with τ = δ and is then the learnt multiplier, carried from block to
+    # block. It may fall to a tenth of that (a JKO step of at most 10δ) but not to zero: with no proximity term at all a
+    # block whose constraint is inactive jumps to its estimate of the minimiser and overshoots.
+    log_lambda_min = math.log(1.0 / (2.0 * cfg.delta)) - math.log(10.0)
+    log_lambda = log_lambda_min + math.log(10.0) if log_lambda is None else max(log_lambda, log_lambda_min)
+    with torch.no_grad():
+        a = cascade.sample(states, generator=generator, clip=False)  # π_n samples, frozen, pre-clip
+    n_hold = max(1, int(len(states) * cfg.holdout_frac))
+    s_tr, a_tr, s_ho, a_ho = states[n_hold:], a[n_hold:], states[:n_hold], a[:n_hold]
+
+    scale = 1.0
+    if cfg.q_scale == 'grad_norm':  # once per block: the critic and the pool are fixed while it trains
+        a_req = a_tr.clone().requires_grad_(True)
+        grad, = torch.autograd.grad(q_fn(s_tr, a_req).sum(), a_req)
+        scale = grad.norm(dim=-1).mean().clamp_min(1e-6).item()
+
+    block = RefinementBlock.from_config(cascade.obs_dim, cascade.act_dim, cfg).to(device)
+    opt = torch.optim.Adam(block.u.parameters(), lr=cfg.lr)
+    loss = torch.zeros(())
+    for _ in range(cfg.train_steps):
+        idx = torch.randint(len(s_tr), (min(cfg.batch_size, len(s_tr)),), generator=generator, device=device)
+        loss, d2 = block_loss(block, q_fn, s_tr[idx], a_tr[idx], log_lambda, cfg.alpha, scale)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        # Dual ascent on log λ for E||M(a)-a||² <= δ²; the violation is normalised and clipped so one noisy batch
+        # cannot move λ by more than a factor e^dual_step.
+        viol = min(max(d2.mean().item() / delta_sq - 1.0, -1.0), 1.0)
+        log_lambda = min(max(log_lambda + cfg.dual_step * viol, log_lambda_min), LOG_LAMBDA_MAX)
+    block.requires_grad_(False)
+
+    def validate() -> dict:
+        st = _validate(block, q_fn, s_ho, a_ho, cascade.clip)
+        return {**st, 'improvement': st['delta_q'] / scale + cfg.alpha * st['logdet']}
+
+    stats, shrink = validate(), 1.0
+    finite = all(math.isfinite(v) for v in stats.values()) and all(torch.isfinite(p).all() for p in block.parameters())
+    reason = 'ok'
+    if finite and stats['w2_bound'] > cfg.tolerance * delta_sq:
+        shrink = math.sqrt(delta_sq / stats['w2_bound'])
+        block.tau.mul_(shrink)
+        stats, reason = validate(), 'shrunk'
+    if not finite:
+        reason = 'non_finite'
+    elif stats['w2_bound'] > cfg.tolerance * delta_sq:
+        reason = 'trust_region'
+    elif not stats['improvement'] > 0:
+        reason = 'no_improvement'
+    accepted = reason in ('ok', 'shrunk')
+    report = BlockReport(accepted=accepted, reason=reason, delta_sq=delta_sq, shrink=shrink, log_lambda=log_lambda,
+                         q_scale=scale, train_loss=float(loss.item()), **stats)
+    return (block if accepted else None), report
