@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-HOLD_REASONS = ('estop', 'stale', 'nan_target', 'bad_size_target')
+HOLD_REASONS = ('estop', 'stale', 'nan_target', 'bad_size_target', 'bad_observation')
 NO_COMMAND_REASONS = ('bad_measured',)
 CLAMP_REASONS = ('clamp_delta', 'clamp_limit')
 
@@ -95,6 +95,14 @@ class SafetyFilter:
             self.counters[c] += 1
         self.counters['passed'] += 1
         return SafetyResult(limited, False, None, tuple(clamped))
+
+    def hold(self, measured, reason: str) -> SafetyResult:
+        """Hold at ``measured`` for a reason found outside the filter (e.g. an invalid observation), counted."""
+        q = self._vector(measured)
+        if q is None or q.shape != (self.n,) or not np.all(np.isfinite(q)):
+            self.counters['bad_measured'] += 1
+            return SafetyResult(None, True, 'bad_measured')
+        return self._hold(q, reason)
 
     @property
     def holds(self) -> int:

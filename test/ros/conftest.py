@@ -33,7 +33,7 @@ rclpy = pytest.importorskip('rclpy')
 
 REPO = Path(__file__).resolve().parents[2]
 DOMAIN_IDS = list(range(1, 102))          # Fast DDS port arithmetic allows 0-101 (and 215-232) on Linux
-SHM_PREFIXES = ('fastrtps_', 'fast_datasharing_', 'sem.fastrtps_')
+SHM_PREFIXES = ('fastdds_', 'fastrtps_', 'fast_datasharing_', 'sem.fastdds_', 'sem.fastrtps_')
 
 
 # --- domain isolation -----------------------------------------------------------------------------------------------

@@ -1,0 +1,197 @@
+"""Real nodes in separate processes: sim bridge + policy node in lockstep, and the policy node alone in realtime
+mode against a "robot" played by the test process (holds, e-stop, clamps, policy updates).
+
+The policy plumbing is tested with ``stub_runtime`` (same interface as swfp_ros.algo.runtime), so these tests do not
+depend on the algorithm; ``test_real_runtime_checkpoint`` runs the graph with the real algorithm when it is present.
+"""
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip('rclpy')
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from rclpy.qos import (DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data)  # noqa: E402
+from sensor_msgs.msg import JointState  # noqa: E402
+from std_msgs.msg import Bool, Float64MultiArray, UInt8MultiArray  # noqa: E402
+
+import stub_runtime  # noqa: E402
+from swfp_ros.ros import messages as M  # noqa: E402
+from swfp_ros.ros.policy_node import ACTION_QOS, ESTOP_QOS, TASK_QOS, TRANSITION_QOS, UPDATE_QOS  # noqa: E402
+from swfp_ros.sim import TASKS  # noqa: E402
+from swfp_ros.sim.panda_model import ARM_JOINTS, FINGER_JOINTS  # noqa: E402
+
+pytestmark = pytest.mark.timeout(90) if hasattr(pytest.mark, 'timeout') else []
+HERE = Path(__file__).resolve().parent
+CONFIG = HERE.parents[1] / 'config'
+LABELS = TASKS['panda_reach'][1].task_labels
+OBS_DIM = 14 + len(LABELS)
+
+
+def stub_env():
+    import os
+    return {'PYTHONPATH': f'{HERE}:{os.environ.get("PYTHONPATH", "")}'}
+
+
+def policy_params(ckpt, **kw):
+    return {'checkpoint': str(ckpt), 'policy_loader': 'stub_runtime:load_policy', 'status_period_s': 0.2, **kw}
+
+
+def status_values(box):
+    if not box:
+        return {}
+    return {kv.key: kv.value for kv in box[-1][1].status[0].values}
+
+
+def test_lockstep_graph_actions_and_transitions(launch_node, ros_node, tmp_path):
+    ckpt = stub_runtime.write_checkpoint(tmp_path / 'stub.json', OBS_DIM)
+    actions = ros_node.collect('/swfp/action', Float64MultiArray, ACTION_QOS)
+    transitions = ros_node.collect('/swfp/transition', Float64MultiArray, TRANSITION_QOS)
+    rewards = ros_node.collect('/swfp/reward', Float64MultiArray, 100)
+    bridge = launch_node('sim_bridge', params_file=CONFIG / 'sim_bridge.yaml', params={'seed': 3})
+    policy = launch_node('policy_node', params_file=CONFIG / 'policy.yaml', params=policy_params(ckpt),
+                         env=stub_env())
+    try:
+        ros_node.wait_for(lambda: len(transitions) >= 120, timeout=40, what='120 transitions')
+    finally:
+        print(policy.output()[-3000:], bridge.output()[-2000:])
+    assert bridge.alive() and policy.alive()
+    # every transition decodes, actions are within [-1, 1], and episode ends are marked
+    ts = [M.transition_from_msg(m, OBS_DIM, 7) for _, m in transitions]
+    assert all(np.all(np.abs(t.action) <= 1) and t.n_steps == 1 for t in ts)
+    # consecutive transitions chain: next_obs of one is obs of the next, except across resets
+    chained = sum(np.allclose(a.next_obs, b.obs) for a, b in zip(ts, ts[1:]))
+    assert chained >= len(ts) - 1 - len([r for _, r in rewards if M.reward_from_msg(r).done]) - 2
+    # the lockstep loop: one action per step, rewards match transitions
+    assert len(actions) >= len(ts)
+    r = [M.reward_from_msg(m) for _, m in rewards]
+    assert any(x.truncated for x in r), 'a 50-step episode must have ended by truncation'
+    trunc = [t for t in ts if not t.terminated]
+    assert trunc and all(np.all(np.isfinite(t.next_obs)) for t in trunc)
+    assert policy.stop() == 0 and bridge.stop() == 0
+
+
+def _robot(ros_node):
+    js_pub = ros_node.node.create_publisher(JointState, '/joint_states', qos_profile_sensor_data)
+    task_pub = ros_node.node.create_publisher(Float64MultiArray, '/swfp/task', TASK_QOS)
+    names = list(ARM_JOINTS) + list(FINGER_JOINTS)
+
+    def publish(q, task=None, names_=None):
+        q = np.asarray(q, dtype=float)
+        pos = np.concatenate([q, [0.0, 0.0]]) if q.size == 7 else q
+        js_pub.publish(M.joint_state_msg(names_ or names[:pos.size], pos, np.zeros(pos.size), np.zeros(pos.size)))
+        if task is not None:
+            task_pub.publish(M.task_msg(LABELS, task))
+    return publish
+
+
+def _wait_new(ros_node, box, n=3, timeout=5.0):
+    start = len(box)
+    ros_node.wait_for(lambda: len(box) >= start + n, timeout, what=f'{n} new messages')
+    return [np.asarray(m.data) for _, m in box[start:]]
+
+
+def test_realtime_safety_holds_clamps_and_updates(launch_node, ros_node, tmp_path):
+    ckpt = stub_runtime.write_checkpoint(tmp_path / 'stub.json', OBS_DIM, gain=1.0)
+    actions = ros_node.collect('/swfp/action', Float64MultiArray, ACTION_QOS)
+    status = ros_node.collect('/swfp/status', DiagnosticArray, 10)
+    publish = _robot(ros_node)
+    estop_pub = ros_node.node.create_publisher(Bool, '/swfp/estop', ESTOP_QOS)
+    update_pub = ros_node.node.create_publisher(UInt8MultiArray, '/swfp/policy_update', UPDATE_QOS)
+    env = TASKS['panda_reach'][1]()
+    lower, upper = env.joint_lower, env.joint_upper
+    policy = launch_node('policy_node', params_file=CONFIG / 'policy.yaml',
+                         params=policy_params(ckpt, mode='realtime', control_rate=50.0, stale_timeout_s=0.3),
+                         env=stub_env())
+    q = np.array([0.0, -0.3, 0.0, -2.2, 0.0, 0.33, 0.785])
+    task = np.array([0.4, 0.0, 0.3, 0.5, 0.1, 0.3])
+    ros_node.wait_for_subscribers('/joint_states', timeout=20)
+
+    def feed(qq, seconds, **kw):
+        t_end = time.monotonic() + seconds
+        while time.monotonic() < t_end:
+            publish(qq, task, **kw)
+            time.sleep(0.01)
+    try:
+        # 1. fresh observations -> moving commands, within max_delta of q
+        feed(q, 0.1)
+        ros_node.wait_for(lambda: len(actions) > 0, 20, what='first action')
+        feed(q, 0.4)
+        cmds = _wait_new(ros_node, actions, 5)
+        feed(q, 0.1)
+        assert any(not np.allclose(c, q) for c in cmds)
+        assert all(np.all(np.abs(c - q) <= 0.1 + 1e-9) for c in cmds)
+        # 2. stale: stop publishing -> hold at the last measured position
+        time.sleep(0.5)
+        cmds = _wait_new(ros_node, actions, 5)
+        assert all(np.allclose(c, q) for c in cmds)
+        # 3. NaN joint state -> hold (at the last valid position), counted
+        publish(np.full(7, np.nan), task)
+        time.sleep(0.05)
+        feed_nan_start = len(actions)
+        t_end = time.monotonic() + 0.3
+        while time.monotonic() < t_end:
+            publish(np.full(7, np.nan), task)
+            time.sleep(0.01)
+        assert all(np.allclose(np.asarray(m.data), q) for _, m in actions[feed_nan_start:])
+        # 4. wrong size (a joint missing) -> hold too
+        start = len(actions)
+        t_end = time.monotonic() + 0.3
+        while time.monotonic() < t_end:
+            publish(q[:6], task, names_=list(ARM_JOINTS[:6]))
+            time.sleep(0.01)
+        assert all(np.allclose(np.asarray(m.data), q) for _, m in actions[start:])
+        # 5. at the joint limits: commands never leave them
+        q_lim = np.where(np.arange(7) % 2 == 0, upper, lower)
+        feed(q_lim, 0.6)
+        cmds = [np.asarray(m.data) for _, m in actions[-10:]]
+        assert all(np.all(c <= upper + 1e-12) and np.all(c >= lower - 1e-12) for c in cmds)
+        # 6. e-stop (latched) -> hold even with fresh observations; release -> moves again
+        estop_pub.publish(Bool(data=True))
+        feed(q, 0.3)
+        start = len(actions)
+        feed(q, 0.4)
+        assert len(actions) > start and all(np.allclose(np.asarray(m.data), q) for _, m in actions[start:])
+        estop_pub.publish(Bool(data=False))
+        feed(q, 0.3)
+        start = len(actions)
+        feed(q, 0.4)
+        assert any(not np.allclose(np.asarray(m.data), q) for _, m in actions[start:])
+        # 7. policy updates: a valid one is applied, corrupt / out-of-order ones rejected, commands keep flowing
+        update_pub.publish(M.update_msg(stub_runtime.make_update(1, np.full(7, 0.3))))
+        bad = bytearray(stub_runtime.make_update(2, np.zeros(7)))
+        bad[-1] ^= 0xFF
+        feed(q, 0.3)
+        update_pub.publish(M.update_msg(bytes(bad)))                                    # checksum
+        update_pub.publish(M.update_msg(stub_runtime.make_update(5, np.zeros(7))))       # out of order
+        update_pub.publish(M.update_msg(stub_runtime.make_update(2, np.zeros(3))))       # mismatched size
+        start = len(actions)
+        feed(q, 0.6)
+        assert len(actions) - start >= 10, 'the policy must keep commanding while updates are handled'
+        ros_node.wait_for(lambda: status_values(status).get('updates_rejected') == '3', 5, what='3 rejections')
+        vals = status_values(status)
+        assert vals['policy_version'] == '1' and vals['updates_applied'] == '1'
+        assert int(vals['safety_stale']) > 0 and int(vals['safety_estop']) > 0
+        assert int(vals['safety_bad_joint_state']) > 0 and int(vals['safety_clamp_limit']) > 0
+        assert float(vals['inference_ms_p99']) > 0
+        assert policy.alive()
+    finally:
+        print(policy.output()[-3000:])
+    assert policy.stop() == 0
+
+
+def test_dry_run_publishes_preview_only(launch_node, ros_node, tmp_path):
+    ckpt = stub_runtime.write_checkpoint(tmp_path / 'stub.json', OBS_DIM)
+    actions = ros_node.collect('/swfp/action', Float64MultiArray, ACTION_QOS)
+    preview = ros_node.collect('/policy_node/action_preview', Float64MultiArray, ACTION_QOS)
+    publish = _robot(ros_node)
+    policy = launch_node('policy_node', params_file=CONFIG / 'policy.yaml',
+                         params=policy_params(ckpt, mode='realtime', dry_run=True), env=stub_env())
+    ros_node.wait_for_subscribers('/joint_states', timeout=20)
+    t_end = time.monotonic() + 8
+    while time.monotonic() < t_end and len(preview) < 5:
+        publish(np.zeros(7), np.zeros(6))
+        time.sleep(0.02)
+    assert len(preview) >= 5 and not actions
+    assert policy.stop() == 0
