@@ -130,10 +130,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--spec', required=True, help='ingest spec YAML (see config/ingest_panda_reach.yaml)')
     p.add_argument('--out', required=True, help='dataset file to write (.npz)')
     p.set_defaults(func=cmd_ingest)
+
+    # Listed for --help only: main() hands `swfp up ...` to the bring-up's own parser untouched.
+    sub.add_parser('up', add_help=False,
+                   help='start a node graph (sim_finetune | real_arm) without ros2 launch; see swfp up --help')
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ['up']:
+        from .ros.bringup import main as up_main
+        return up_main(argv[1:], prog='swfp up')
     args = build_parser().parse_args(argv)
     return args.func(args)
 
