@@ -1,0 +1,77 @@
+"""Twin LayerNorm Q critics with Polyak targets and chunk-aware n-step TD targets (§4)."""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from .blocks import Cascade
+from .config import CriticConfig
+from .flow import mlp
+
+
+class TwinQ(nn.Module):
+    def __init__(self, obs_dim: int, act_dim: int, cfg: CriticConfig):
+        super().__init__()
+        self.q1 = mlp(obs_dim + act_dim, cfg.hidden, cfg.layers, 1, layer_norm=True)
+        self.q2 = mlp(obs_dim + act_dim, cfg.hidden, cfg.layers, 1, layer_norm=True)
+
+    def forward(self, s: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.cat([s, a], -1)
+        return self.q1(x).squeeze(-1), self.q2(x).squeeze(-1)
+
+
+class Critic(nn.Module):
+    """Q(s, a) on normalised obs and [-1, 1] actions; `q_min` is what blocks climb."""
+
+    def __init__(self, obs_dim: int, act_dim: int, cfg: CriticConfig | None = None):
+        super().__init__()
+        self.cfg = cfg or CriticConfig()
+        self.obs_dim, self.act_dim = obs_dim, act_dim
+        self.q = TwinQ(obs_dim, act_dim, self.cfg)
+        self.target = copy.deepcopy(self.q).requires_grad_(False)
+        self.opt = torch.optim.Adam(self.q.parameters(), lr=self.cfg.lr)
+
+    def q_min(self, s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        return torch.minimum(*self.q(s, a))
+
+    @torch.no_grad()
+    def td_target(self, batch: dict[str, torch.Tensor], policy: Cascade, alpha: float = 0.0,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+        """y = r_H + γ^n (1 - terminated) (min_j Q̄_j(s', a') [- α log π(a'|s')]), a' ~ π_n(·|s').
+
+        n = the transition's env steps (a chunk of H, or fewer if the episode ended inside it).
+        """
+        s2 = batch['next_obs']
+        if self.cfg.soft_target and alpha > 0:
+            a2, logp = policy.sample_with_log_prob(s2, generator=generator)
+            a2 = a2.clamp(-1, 1) if policy.clip else a2
+            soft = -alpha * logp
+        else:
+            a2, soft = policy.sample(s2, generator=generator), 0.0
+        q_next = torch.minimum(*self.target(s2, a2)) + soft
+        disc = self.cfg.gamma ** batch['n_steps'].float()
+        return batch['reward'] + disc * (1.0 - batch['terminated'].float()) * q_next
+
+    def update(self, batch: dict[str, torch.Tensor], policy: Cascade, alpha: float = 0.0,
+               generator: torch.Generator | None = None) -> dict[str, float]:
+        """One TD step on both critics + Polyak target update; returns metrics."""
+        y = self.td_target(batch, policy, alpha, generator)
+        q1, q2 = self.q(batch['obs'], batch['action'])
+        loss = (q1 - y).pow(2).mean() + (q2 - y).pow(2).mean()
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        with torch.no_grad():
+            for p, pt in zip(self.q.parameters(), self.target.parameters()):
+                pt.lerp_(p, self.cfg.polyak)
+        return {'td_loss': loss.item() / 2, 'q_mean': q1.mean().item(), 'target_mean': y.mean().item()}
+
+    def state_dict_full(self) -> dict:
+        return {'q': self.q.state_dict(), 'target': self.target.state_dict(), 'opt': self.opt.state_dict()}
+
+    def load_state_dict_full(self, d: dict) -> None:
+        self.q.load_state_dict(d['q'])
+        self.target.load_state_dict(d['target'])
+        self.opt.load_state_dict(d['opt'])

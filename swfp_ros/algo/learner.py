@@ -1,0 +1,212 @@
+"""The online SWFP learner (§4): replay -> critic updates -> one JKO block every `steps_per_block` env steps."""
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from .bc import fit_flow
+from .blocks import Cascade
+from .config import SwfpConfig, resolve_device
+from .critic import Critic
+from .flow import FlowPolicy
+from .jko import BlockReport, train_block
+from .normalize import ObsNormalizer
+from .replay import FIELDS, ReplayBuffer, sample_mixed
+from .serialize import BlockUpdate
+
+
+@dataclass
+class Counters:
+    env_steps: int = 0            # Σ n_steps of stored online transitions
+    transitions: int = 0
+    critic_updates: int = 0
+    owed_updates: float = 0.0     # utd · transitions not yet spent (waits while replay is smaller than a batch)
+    blocks_trained: int = 0
+    blocks_accepted: int = 0
+    compactions: int = 0
+    version: int = 0              # policy version: +1 per published update
+    next_block_at: int = 0        # env step of the next block
+
+
+def validate_transitions(obs, action, reward, next_obs, terminated, n_steps, obs_dim: int, act_dim: int,
+                         max_steps: int) -> dict[str, np.ndarray]:
+    """Batched (or single) transitions -> arrays of a common batch size; ValueError naming the bad field."""
+    obs = np.asarray(obs, np.float32)
+    single = obs.ndim == 1
+    b = 1 if single else (obs.shape[0] if obs.ndim == 2 else -1)
+    if b < 0:
+        raise ValueError(f'obs must be [obs_dim] or [batch, obs_dim], got shape {obs.shape}')
+    out = {}
+    n_steps = np.full(b, max_steps) if n_steps is None else n_steps
+    for name, x, shape, dtype in (('obs', obs, (b, obs_dim), np.float32), ('action', action, (b, act_dim), np.float32),
+                                  ('reward', reward, (b,), np.float32), ('next_obs', next_obs, (b, obs_dim), np.float32),
+                                  ('terminated', terminated, (b,), np.float32), ('n_steps', n_steps, (b,), np.float64)):
+        x = np.asarray(x, dtype)
+        if x.size != int(np.prod(shape)) or (not single and x.shape != shape):
+            raise ValueError(f'{name}: expected shape {shape}{" (or unbatched)" if single else ""}, got {x.shape}')
+        x = x.reshape(shape)
+        if not np.isfinite(x).all():
+            raise ValueError(f'{name}: contains NaN or inf')
+        out[name] = x
+    if np.abs(out['action']).max(initial=0) > 1.0 + 1e-5:
+        raise ValueError(f"action: must be the executed action in [-1, 1], max |a| = {np.abs(out['action']).max():.3g}")
+    if not np.isin(out['terminated'], (0.0, 1.0)).all():
+        raise ValueError('terminated: must be boolean (0/1)')
+    if (out['n_steps'] != np.round(out['n_steps'])).any() or (out['n_steps'] < 1).any() or \
+            (out['n_steps'] > max_steps).any():
+        raise ValueError(f'n_steps: must be integers in [1, {max_steps}] (env steps in the chunk)')
+    out['terminated'] = out['terminated'].astype(np.bool_)
+    out['n_steps'] = out['n_steps'].astype(np.int32)
+    return out
+
+
+class Learner:
+    """SWFP learner. `policy` is the current Cascade; `update()` returns the BlockUpdates to publish, in order."""
+
+    def __init__(self, base_policy: FlowPolicy, obs_normalizer: ObsNormalizer, cfg: SwfpConfig | None = None,
+                 demo_transitions: dict[str, np.ndarray] | None = None, device: str = 'cpu'):
+        self.cfg = cfg or SwfpConfig()
+        self.device = resolve_device(device)
+        if base_policy.cfg.chunk != self.cfg.flow.chunk:
+            raise ValueError(f'base policy chunk H={base_policy.cfg.chunk} differs from cfg.flow.chunk '
+                             f'{self.cfg.flow.chunk}')
+        if obs_normalizer.dim != base_policy.obs_dim:
+            raise ValueError(f'normaliser dim {obs_normalizer.dim} != policy obs_dim {base_policy.obs_dim}')
+        self.obs_dim, self.act_dim = base_policy.obs_dim, base_policy.act_dim
+        torch.manual_seed(self.cfg.seed)  # critic initialisation
+        self.normalizer = obs_normalizer.to(self.device).requires_grad_(False)
+        self.policy = Cascade(base_policy.to(self.device).requires_grad_(False))
+        self.critic = Critic(self.obs_dim, self.act_dim, self.cfg.critic).to(self.device)
+        self.replay = ReplayBuffer(self.obs_dim, self.act_dim, self.cfg.replay_capacity)
+        self.demo = None
+        if demo_transitions is not None:
+            d = self._validate(**{k: demo_transitions.get(k) for k in FIELDS})
+            self.demo = ReplayBuffer(self.obs_dim, self.act_dim, len(d['obs']))
+            self.demo.add(d)
+        self.rng = np.random.default_rng(self.cfg.seed)
+        self.gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed)
+        self.log_lambda: float | None = None  # JKO dual variable, carried across blocks
+        self.counters = Counters(next_block_at=self.cfg.warmup_steps)
+        self.reports: list[BlockReport] = []
+        self.critic_metrics: dict[str, float] = {}
+        self.compaction_metrics: dict[str, float] = {}
+
+    # --- data ------------------------------------------------------------------------------------------------------
+    def _validate(self, obs, action, reward, next_obs, terminated, n_steps=None) -> dict[str, np.ndarray]:
+        return validate_transitions(obs, action, reward, next_obs, terminated, n_steps, self.obs_dim, self.act_dim,
+                                    self.cfg.flow.chunk)
+
+    def add_transitions(self, obs, action, reward, next_obs, terminated, n_steps=None) -> None:
+        """Store online transitions (all or nothing). n_steps: env steps each transition spans (default H)."""
+        d = self._validate(obs, action, reward, next_obs, terminated, n_steps)
+        self.replay.add(d)
+        self.counters.transitions += len(d['obs'])
+        self.counters.env_steps += int(d['n_steps'].sum())
+        self.counters.owed_updates += self.cfg.utd * len(d['obs'])
+
+    def _available(self) -> int:
+        return len(self.replay) + (len(self.demo) if self.demo is not None else 0)
+
+    def _batch(self, n: int) -> dict[str, torch.Tensor]:
+        np_batch = sample_mixed(self.replay, self.demo, n, self.cfg.demo_ratio, self.rng)
+        t = {k: torch.as_tensor(v, device=self.device) for k, v in np_batch.items()}
+        t['obs'], t['next_obs'] = self.normalizer(t['obs']), self.normalizer(t['next_obs'])
+        return t
+
+    def _states(self, n: int) -> torch.Tensor:
+        return self._batch(n)['obs']
+
+    # --- training --------------------------------------------------------------------------------------------------
+    def update(self) -> list[BlockUpdate]:
+        """Spend the owed critic updates; then, if a block is due, train/validate/publish it (and compact if full)."""
+        c = self.counters
+        if self._available() >= self.cfg.critic.batch_size and c.owed_updates >= 1:
+            n = int(c.owed_updates)
+            for _ in range(n):
+                self.critic_metrics = self.critic.update(self._batch(self.cfg.critic.batch_size), self.policy,
+                                                         self.cfg.block.alpha, self.gen)
+            c.owed_updates -= n
+            c.critic_updates += n
+        if c.env_steps < c.next_block_at or self._available() < 2:
+            return []
+        while c.next_block_at <= c.env_steps:  # one block per call even after a long gap
+            c.next_block_at += self.cfg.steps_per_block
+        return self._improve()
+
+    def _improve(self) -> list[BlockUpdate]:
+        self.critic.requires_grad_(False)  # frozen while a block climbs it
+        try:
+            block, report = train_block(self.policy, self.critic.q_min, self._states(self.cfg.block.pool_size),
+                                        self.cfg.block, self.log_lambda, self.gen)
+        finally:
+            self.critic.q.requires_grad_(True)
+        self.log_lambda = report.log_lambda
+        self.reports.append(report)
+        self.counters.blocks_trained += 1
+        if block is None:
+            return []
+        self.policy.append(block)
+        self.counters.blocks_accepted += 1
+        self.counters.version += 1
+        out = [BlockUpdate.from_block(self.counters.version, block)]
+        if len(self.policy.blocks) >= self.cfg.block.max_blocks:
+            out.append(self.compact())
+        return out
+
+    def compact(self) -> BlockUpdate:
+        """Re-fit the base flow to samples of the current cascade on replay states; restart the cascade (§3)."""
+        bc = self.cfg.block
+        s = self._states(bc.pool_size)
+        with torch.no_grad():
+            s_fit = s.repeat(4, 1)  # several actions per state: the fit sees the policy's spread, not one sample
+            a_fit = self.policy.sample(s_fit, generator=self.gen, clip=False)  # pre-clip: the clip stays at the end
+        base = copy.deepcopy(self.policy.base).requires_grad_(True)  # warm start from the current base
+        losses = fit_flow(base, s_fit, a_fit, bc.compaction_steps, self.cfg.critic.batch_size, bc.compaction_lr,
+                          self.gen, tag='compaction')
+        new = Cascade(base.requires_grad_(False), clip=self.policy.clip)
+        with torch.no_grad():  # predicted value of the compacted policy vs the cascade it replaces, same states
+            q_old = self.critic.q_min(s, self.policy.sample(s, generator=self.gen)).mean().item()
+            q_new = self.critic.q_min(s, new.sample(s, generator=self.gen)).mean().item()
+        self.compaction_metrics = {'fm_loss': float(np.mean(losses[-100:])), 'q_before': q_old, 'q_after': q_new}
+        self.policy = new
+        self.counters.compactions += 1
+        self.counters.version += 1
+        return self.snapshot()
+
+    def snapshot(self) -> BlockUpdate:
+        """The whole current policy as a 'base' update at the current version (for actors that join late)."""
+        return BlockUpdate.from_policy(self.counters.version, self.policy, self.normalizer)
+
+    # --- resume ----------------------------------------------------------------------------------------------------
+    def state_dict(self, include_replay: bool = True) -> dict:
+        snap = self.snapshot()
+        return {
+            'config': self.cfg.to_dict(), 'policy': {'meta': snap.meta, 'tensors': snap.tensors,
+                                                     'obs_dim': self.obs_dim, 'act_dim': self.act_dim},
+            'critic': self.critic.state_dict_full(), 'log_lambda': self.log_lambda,
+            'counters': asdict(self.counters), 'reports': [r.to_dict() for r in self.reports],
+            'replay': self.replay.state_dict() if include_replay else None,
+            'rng': {'numpy': self.rng.bit_generator.state, 'torch': self.gen.get_state(),
+                    'torch_global': torch.get_rng_state()},
+        }
+
+    @classmethod
+    def from_state_dict(cls, d: dict, device: str = 'cpu', demo_transitions=None) -> 'Learner':
+        p = d['policy']
+        cascade, norm = BlockUpdate(0, 'base', p['obs_dim'], p['act_dim'], p['meta'], p['tensors']).build_policy()
+        learner = cls(cascade.base, norm, SwfpConfig.from_dict(d['config']), demo_transitions, device)
+        for b in cascade.blocks:
+            learner.policy.append(b.to(learner.device))
+        learner.critic.load_state_dict_full(d['critic'])
+        learner.log_lambda = d['log_lambda']
+        learner.counters = Counters(**d['counters'])
+        learner.reports = [BlockReport(**r) for r in d['reports']]
+        if d['replay'] is not None:
+            learner.replay.load_state_dict(d['replay'])
+        learner.rng.bit_generator.state = d['rng']['numpy']
+        learner.gen.set_state(d['rng']['torch'])
+        torch.set_rng_state(d['rng']['torch_global'])
+        return learner

@@ -1,0 +1,15 @@
+"""Small shared builders for the algo tests."""
+import torch
+
+from swfp_ros.algo.config import FlowConfig
+from swfp_ros.algo.flow import FlowPolicy
+from swfp_ros.algo.normalize import ObsNormalizer
+
+
+def small_flow(obs_dim=3, act_dim=2, hidden=32, layers=2, euler_steps=4, seed=0):
+    torch.manual_seed(seed)
+    return FlowPolicy(obs_dim, act_dim, FlowConfig(hidden=hidden, layers=layers, euler_steps=euler_steps))
+
+
+def identity_normalizer(dim):
+    return ObsNormalizer(dim)

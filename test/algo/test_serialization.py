@@ -1,0 +1,114 @@
+"""BlockUpdate wire format and PolicyRuntime's update discipline."""
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import identity_normalizer, small_flow
+from swfp_ros.algo.blocks import Cascade, RefinementBlock
+from swfp_ros.algo.runtime import PolicyRuntime
+from swfp_ros.algo.serialize import BlockUpdate, UpdateRejected
+
+
+def trained_block(obs_dim=3, act_dim=2, seed=1):
+    torch.manual_seed(seed)
+    b = RefinementBlock(obs_dim, act_dim, 16, 2, tau=0.1)
+    torch.nn.init.normal_(b.u[-1].weight)  # non-identity, so applying it changes actions
+    return b
+
+
+def runtime():
+    return PolicyRuntime(Cascade(small_flow()), identity_normalizer(3), version=0, device='cpu', seed=0)
+
+
+def test_round_trip_block_and_base():
+    b = trained_block()
+    upd = BlockUpdate.from_block(1, b)
+    back = BlockUpdate.from_bytes(upd.to_bytes(), obs_dim=3, act_dim=2)
+    s, a = torch.randn(5, 3), torch.randn(5, 2)
+    torch.testing.assert_close(back.build_block()(s, a), b(s, a))
+    casc = Cascade(small_flow(), [b])
+    snap = BlockUpdate.from_bytes(BlockUpdate.from_policy(7, casc, identity_normalizer(3)).to_bytes())
+    casc2, _ = snap.build_policy()
+    x0 = torch.randn(5, 2)
+    torch.testing.assert_close(casc2.sample(s, x0), casc.sample(s, x0))
+    assert (snap.version, snap.kind) == (7, 'base')
+
+
+@pytest.mark.parametrize('damage', ['flip', 'truncate', 'magic', 'empty'])
+def test_damaged_bytes_rejected(damage):
+    raw = bytearray(BlockUpdate.from_block(1, trained_block()).to_bytes())
+    if damage == 'flip':
+        raw[len(raw) // 2] ^= 0x01
+    elif damage == 'truncate':
+        raw = raw[:-100]
+    elif damage == 'magic':
+        raw[0:4] = b'XXXX'
+    else:
+        raw = b''
+    with pytest.raises(UpdateRejected):
+        BlockUpdate.from_bytes(bytes(raw))
+
+
+def test_wrong_dims_and_nonfinite_rejected():
+    upd = BlockUpdate.from_block(1, trained_block(obs_dim=4))
+    with pytest.raises(UpdateRejected, match='obs 4'):
+        BlockUpdate.from_bytes(upd.to_bytes(), obs_dim=3, act_dim=2)
+    bad = trained_block()
+    with torch.no_grad():
+        bad.u[0].weight[0, 0] = float('nan')
+    with pytest.raises(UpdateRejected, match='non-finite'):
+        BlockUpdate.from_bytes(BlockUpdate.from_block(1, bad).to_bytes())
+    lying = BlockUpdate.from_block(1, trained_block())
+    lying.meta['hidden'] = 32  # header says one architecture, tensors are another
+    with pytest.raises(UpdateRejected, match='architecture'):
+        BlockUpdate.from_bytes(lying.to_bytes())
+
+
+def test_runtime_applies_in_order_rejects_out_of_order_and_keeps_acting():
+    rt = runtime()
+    obs = np.random.default_rng(0).normal(size=3)
+    a0 = rt.act(obs, deterministic=True)
+    assert a0.shape == (2,) and np.all(np.abs(a0) <= 1)
+    with pytest.raises(UpdateRejected, match='out of order'):
+        rt.apply_update(BlockUpdate.from_block(2, trained_block()).to_bytes())
+    assert rt.version == 0
+    np.testing.assert_array_equal(rt.act(obs, deterministic=True), a0)  # rejected: unchanged
+    assert rt.apply_update(BlockUpdate.from_block(1, trained_block()).to_bytes()) == 1
+    a1 = rt.act(obs, deterministic=True)
+    assert not np.allclose(a1, a0)
+    with pytest.raises(UpdateRejected):
+        rt.apply_update(BlockUpdate.from_block(1, trained_block(seed=2)).to_bytes())  # replay of v1
+    with pytest.raises(UpdateRejected):
+        rt.apply_update(b'garbage')
+    np.testing.assert_array_equal(rt.act(obs, deterministic=True), a1)
+    # a base (compaction/snapshot) replaces everything and may skip versions
+    snap = BlockUpdate.from_policy(5, Cascade(small_flow(seed=3)), identity_normalizer(3))
+    assert rt.apply_update(snap.to_bytes()) == 5 and len(rt.cascade.blocks) == 0
+    with pytest.raises(UpdateRejected, match='older'):
+        rt.apply_update(BlockUpdate.from_policy(4, Cascade(small_flow()), identity_normalizer(3)))
+    assert rt.act(np.zeros((6, 3))).shape == (6, 2)
+    with pytest.raises(ValueError):
+        rt.act(np.zeros(4))
+
+
+def test_swap_between_inferences_under_threads():
+    rt = runtime()
+    errors, stop = [], threading.Event()
+
+    def actor():
+        while not stop.is_set():
+            try:
+                a = rt.act(np.zeros((4, 3)))
+                assert a.shape == (4, 2) and np.isfinite(a).all()
+            except Exception as e:  # noqa: BLE001 - surfaced below
+                errors.append(e)
+
+    t = threading.Thread(target=actor)
+    t.start()
+    for v in range(1, 21):
+        rt.apply_update(BlockUpdate.from_block(v, trained_block(seed=v)).to_bytes())
+    stop.set()
+    t.join()
+    assert not errors and rt.version == 20 and len(rt.cascade.blocks) == 20
