@@ -95,7 +95,7 @@ class PolicyNode(LifecycleNode):
         super().__init__('policy_node', **kwargs)
         p = self.declare_parameter
         p('checkpoint', '')
-        p('policy_loader', 'swfp_ros.algo.runtime:load_policy')   # module:function(checkpoint, device) -> runtime
+        p('policy_loader', 'swfp_ros.algo.checkpoint:load_policy')   # module:function(checkpoint, device) -> runtime
         p('device', 'auto')
         p('deterministic', False)                                 # False while fine-tuning: exploration
         p('task', 'panda_reach')

@@ -197,3 +197,46 @@ def test_dry_run_publishes_preview_only(launch_node, ros_node, tmp_path):
         time.sleep(0.02)
     assert len(preview) >= 5 and not actions
     assert policy.stop() == 0
+
+
+def _real_checkpoint(path):
+    """A tiny untrained FlowPolicy checkpoint through the algorithm's own API."""
+    from swfp_ros.algo.blocks import Cascade, RefinementBlock
+    from swfp_ros.algo.checkpoint import save_policy
+    from swfp_ros.algo.config import FlowConfig
+    from swfp_ros.algo.flow import FlowPolicy
+    from swfp_ros.algo.normalize import ObsNormalizer
+    import dataclasses
+    cfg = FlowConfig()
+    cfg = dataclasses.replace(cfg, **{k: v for k, v in {'hidden': 32, 'layers': 2}.items()
+                                      if k in {f.name for f in dataclasses.fields(cfg)}})
+    cascade = Cascade(FlowPolicy(OBS_DIM, 7, cfg))
+    save_policy(str(path), cascade, ObsNormalizer(OBS_DIM), version=0)
+    return path, RefinementBlock(OBS_DIM, 7, 16, 2, 0.1)
+
+
+def test_real_runtime_applies_block_and_rejects_corrupt(launch_node, ros_node, tmp_path):
+    pytest.importorskip('swfp_ros.algo.checkpoint')
+    from swfp_ros.algo.serialize import BlockUpdate
+    ckpt, block = _real_checkpoint(tmp_path / 'policy.pt')
+    transitions = ros_node.collect('/swfp/transition', Float64MultiArray, TRANSITION_QOS)
+    status = ros_node.collect('/swfp/status', DiagnosticArray, 10)
+    update_pub = ros_node.node.create_publisher(UInt8MultiArray, '/swfp/policy_update', UPDATE_QOS)
+    bridge = launch_node('sim_bridge', params_file=CONFIG / 'sim_bridge.yaml')
+    policy = launch_node('policy_node', params_file=CONFIG / 'policy.yaml',
+                         params={'checkpoint': str(ckpt), 'device': 'cpu', 'status_period_s': 0.2})
+    try:
+        ros_node.wait_for(lambda: len(transitions) >= 20, timeout=40, what='20 transitions')
+        good = BlockUpdate.from_block(1, block).to_bytes()
+        corrupt = bytearray(good)
+        corrupt[len(corrupt) // 2] ^= 0xFF
+        update_pub.publish(M.update_msg(bytes(corrupt)))
+        update_pub.publish(M.update_msg(good))
+        ros_node.wait_for(lambda: status_values(status).get('policy_version') == '1'
+                          and status_values(status).get('updates_rejected') == '1', 20, what='v1 applied + 1 rejected')
+        n = len(transitions)
+        ros_node.wait_for(lambda: len(transitions) >= n + 20, timeout=20, what='transitions after the update')
+        assert M.transition_from_msg(transitions[-1][1]).version == 1
+    finally:
+        print(policy.output()[-3000:])
+    assert policy.stop() == 0 and bridge.stop() == 0
