@@ -1,0 +1,108 @@
+"""Learner: all-or-nothing validation of transitions; on a one-step bandit, blocks after critic warm-up raise reward."""
+import numpy as np
+import pytest
+import torch
+
+from helpers import identity_normalizer, small_flow
+from swfp_ros.algo.config import BlockConfig, CriticConfig, FlowConfig, SwfpConfig
+from swfp_ros.algo.learner import Learner
+
+OBS, ACT = 2, 2
+W = np.array([[0.8, -0.4], [0.3, 0.7]], np.float32)
+
+
+def target(obs):
+    return 0.6 * np.tanh(obs @ W)
+
+
+def reward(obs, act):
+    return -np.sum((act - target(obs)) ** 2, axis=1)
+
+
+def make_learner(**kw):
+    cfg = SwfpConfig(flow=FlowConfig(hidden=32, layers=2), critic=CriticConfig(hidden=64, layers=2, batch_size=128,
+                                                                               lr=1e-3, polyak=0.05),
+                     block=BlockConfig(hidden=32, train_steps=100, pool_size=1024, delta=0.2),
+                     warmup_steps=1000, steps_per_block=250, utd=1.0, replay_capacity=10_000, **kw)
+    flow = small_flow(OBS, ACT, hidden=32, layers=2)
+    return Learner(flow, identity_normalizer(OBS), cfg, device='cpu')
+
+
+def batch(rng, n=8, act=None):
+    obs = rng.normal(size=(n, OBS)).astype(np.float32)
+    act = rng.uniform(-1, 1, size=(n, ACT)).astype(np.float32) if act is None else act
+    return obs, act, reward(obs, act), rng.normal(size=(n, OBS)).astype(np.float32), np.ones(n, bool), np.ones(n)
+
+
+@pytest.mark.parametrize('field,bad', [
+    ('obs', lambda x: np.where(np.arange(x.size).reshape(x.shape) == 3, np.nan, x)),
+    ('action', lambda x: x[:, :1]),
+    ('action', lambda x: x * 3.0),  # outside [-1, 1]: not an executed action
+    ('reward', lambda x: np.append(x, 0.0)),
+    ('reward', lambda x: np.full_like(x, np.inf)),
+    ('next_obs', lambda x: x[:-1]),
+    ('terminated', lambda x: x.astype(float) * 0.5),
+    ('n_steps', lambda x: x * 0),
+])
+def test_rejects_bad_transitions_and_stores_nothing(field, bad):
+    learner = make_learner()
+    rng = np.random.default_rng(0)
+    names = ('obs', 'action', 'reward', 'next_obs', 'terminated', 'n_steps')
+    args = dict(zip(names, batch(rng)))
+    args[field] = bad(args[field])
+    with pytest.raises(ValueError, match=field):
+        learner.add_transitions(**args)
+    assert len(learner.replay) == 0 and learner.counters.env_steps == 0
+    learner.add_transitions(*batch(rng))  # good data still goes in
+    assert len(learner.replay) == 8
+
+
+def test_single_unbatched_transition():
+    learner = make_learner()
+    learner.add_transitions(np.zeros(OBS), np.zeros(ACT), 1.0, np.zeros(OBS), False, 1)
+    assert len(learner.replay) == 1 and learner.counters.env_steps == 1
+
+
+def policy_reward(learner, rng, n=2000):
+    obs = rng.normal(size=(n, OBS)).astype(np.float32)
+    with torch.no_grad():
+        a = learner.policy.sample(learner.normalizer(torch.as_tensor(obs)), generator=learner.gen).numpy()
+    return reward(obs, a).mean()
+
+
+def test_blocks_raise_reward_on_bandit():
+    learner = make_learner()
+    rng = np.random.default_rng(0)
+    before = policy_reward(learner, rng)
+    updates = []
+    while learner.counters.blocks_trained < 4:
+        obs = rng.normal(size=(50, OBS)).astype(np.float32)
+        with torch.no_grad():
+            act = learner.policy.sample(learner.normalizer(torch.as_tensor(obs)), generator=learner.gen).numpy()
+        learner.add_transitions(*batch(rng, 50, act)[:2], reward(obs, act), obs, np.ones(50, bool), np.ones(50))
+        updates += learner.update()
+    after = policy_reward(learner, rng)
+    reports = [(r.reason, round(r.w2_bound, 4), round(r.delta_q, 3)) for r in learner.reports]
+    print(f'mean reward {before:.3f} -> {after:.3f}; blocks {reports}; critic {learner.critic_metrics}')
+    assert [u.version for u in updates] == list(range(1, len(updates) + 1))
+    assert len(updates) >= 2
+    assert after > before + 0.1
+    assert all(r.w2_bound <= 1.25 * 0.2 ** 2 + 1e-7 for r in learner.reports if r.accepted)
+
+
+def test_compaction_replaces_base_and_keeps_behaviour():
+    learner = make_learner()
+    learner.cfg.block.max_blocks, learner.cfg.block.compaction_steps = 2, 300
+    rng = np.random.default_rng(1)
+    updates = []
+    while learner.counters.compactions == 0 and learner.counters.blocks_trained < 8:
+        obs = rng.normal(size=(50, OBS)).astype(np.float32)
+        with torch.no_grad():
+            act = learner.policy.sample(learner.normalizer(torch.as_tensor(obs)), generator=learner.gen).numpy()
+        learner.add_transitions(obs, act, reward(obs, act), obs, np.ones(50, bool), np.ones(50))
+        updates += learner.update()
+    assert learner.counters.compactions == 1 and len(learner.policy.blocks) == 0
+    assert updates[-1].kind == 'base' and updates[-1].version == learner.counters.version
+    m = learner.compaction_metrics
+    print('compaction', m)
+    assert m['q_after'] >= m['q_before'] - 0.1 * abs(m['q_before']) - 0.05
