@@ -106,3 +106,18 @@ def test_compaction_replaces_base_and_keeps_behaviour():
     m = learner.compaction_metrics
     print('compaction', m)
     assert m['q_after'] >= m['q_before'] - 0.1 * abs(m['q_before']) - 0.05
+
+
+def test_naive_learner_swaps_in_and_publishes_bases():
+    from swfp_ros.algo.naive import NaiveLearner
+    cfg = make_learner().cfg
+    cfg.block.train_steps = 20
+    naive = NaiveLearner(small_flow(OBS, ACT, hidden=32, layers=2), identity_normalizer(OBS), cfg)
+    rng = np.random.default_rng(0)
+    before = [p.clone() for p in naive.policy.base.parameters()]
+    updates = []
+    while naive.counters.blocks_trained < 1:
+        naive.add_transitions(*batch(rng, 100))
+        updates += naive.update()
+    assert [u.kind for u in updates] == ['base'] and updates[0].version == 1
+    assert any(not torch.equal(p, q) for p, q in zip(before, naive.policy.base.parameters()))
