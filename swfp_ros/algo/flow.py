@@ -113,5 +113,5 @@ class FlowPolicy(nn.Module):
         for k in range(self.cfg.euler_steps):
             t = torch.full((x.shape[0],), k * dt, device=x.device)
             logp = logp - batch_logabsdet(step, x, s, t)
-            x = x + dt * self.velocity(s, x, t)
+            x = step(x, s, t)
         return x, logp

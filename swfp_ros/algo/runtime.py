@@ -21,7 +21,10 @@ class PolicyRuntime:
         self.device = resolve_device(device)
         self._lock = threading.Lock()
         self._gen = torch.Generator(device=self.device)
-        if seed is not None:
+        # Unseeded actors draw a fresh seed: the generator's fixed default would give every actor the same noise.
+        if seed is None:
+            self._gen.seed()
+        else:
             self._gen.manual_seed(seed)
         self._snap = self._prepare(cascade, normalizer, version)
 

@@ -121,3 +121,43 @@ def test_naive_learner_swaps_in_and_publishes_bases():
         updates += naive.update()
     assert [u.kind for u in updates] == ['base'] and updates[0].version == 1
     assert any(not torch.equal(p, q) for p, q in zip(before, naive.policy.base.parameters()))
+
+
+def test_demo_ratio_and_soft_target():
+    from swfp_ros.algo.blocks import Cascade, RefinementBlock
+    from swfp_ros.algo.critic import Critic
+    from swfp_ros.algo.replay import ReplayBuffer, sample_mixed
+    rng = np.random.default_rng(0)
+    online, demo = ReplayBuffer(OBS, ACT, 100), ReplayBuffer(OBS, ACT, 100)
+    names = ('obs', 'action', 'reward', 'next_obs', 'terminated', 'n_steps')
+    for buf, r in ((online, 0.0), (demo, 1.0)):
+        b = dict(zip(names, batch(rng, 50)))
+        b['reward'][:] = r  # tags the source
+        buf.add(b)
+    mixed = sample_mixed(online, demo, 200, 0.25, rng)
+    assert mixed['reward'].sum() == 50
+    # soft TD target: -α log π(a'|s') through base and blocks, finite
+    crit = Critic(OBS, ACT, CriticConfig(hidden=16, layers=1, batch_size=8, soft_target=True))
+    blk = RefinementBlock(OBS, ACT, 8, 1, 0.1)
+    torch.nn.init.normal_(blk.u[-1].weight)
+    casc = Cascade(small_flow(OBS, ACT, hidden=16, layers=1), [blk])
+    t = {k: torch.as_tensor(v) for k, v in sample_mixed(online, demo, 8, 0.5, rng).items()}
+    t['terminated'][:] = False
+    y_soft, y_hard = crit.td_target(t, casc, alpha=0.5), crit.td_target(t, casc, alpha=0.0)
+    assert torch.isfinite(y_soft).all() and not torch.allclose(y_soft, y_hard)
+    assert np.isfinite(list(crit.update(t, casc, alpha=0.5).values())).all()
+
+
+def test_demo_transitions_feed_the_critic_before_online_data():
+    rng = np.random.default_rng(0)
+    names = ('obs', 'action', 'reward', 'next_obs', 'terminated', 'n_steps')
+    demos = dict(zip(names, batch(rng, 300)))
+    base = make_learner()
+    learner = Learner(small_flow(OBS, ACT, hidden=32, layers=2), identity_normalizer(OBS), base.cfg,
+                      demo_transitions=demos)
+    learner.add_transitions(*batch(rng, 4))
+    learner.update()
+    assert learner.counters.critic_updates == 4 and len(learner.demo) == 300
+    with pytest.raises(ValueError, match='reward'):
+        Learner(small_flow(OBS, ACT), identity_normalizer(OBS), base.cfg,
+                demo_transitions={**demos, 'reward': demos['reward'][:-1]})
