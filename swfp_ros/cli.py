@@ -11,6 +11,13 @@ import sys
 TASK_CHOICES = ('panda_reach', 'panda_push')
 
 
+def _set_torch_threads(n: int) -> None:
+    """Intra-op threads for torch. Default 1: these MLPs are too small to gain from more, and with other work on
+    the cores OpenMP spin-waiting made a critic update 7x slower with 2 threads than with 1 (measured, 2-core CPU)."""
+    import torch
+    torch.set_num_threads(n)
+
+
 def _make_policy(env, spec: str, noise: float, epsilon: float, seed: int, device: str = 'cpu'):
     """``expert`` -> the scripted expert (with noise); anything else is a checkpoint path."""
     if spec == 'expert':
@@ -25,6 +32,7 @@ def cmd_eval(args) -> int:
     from .sim import make_env
     from .train.evaluate import evaluate
 
+    _set_torch_threads(args.threads)
     env = make_env(args.task)
     policy = _make_policy(env, args.policy, args.noise, args.epsilon, args.seed, args.device)
     result = evaluate(env, policy, episodes=args.episodes, seed=args.seed)
@@ -38,6 +46,7 @@ def cmd_render(args) -> int:
     from .sim import make_env
     from .sim.render import record_rollouts, save_gif, save_png
 
+    _set_torch_threads(args.threads)
     env = make_env(args.task, render_mode='rgb_array', width=args.width, height=args.height)
     policy = _make_policy(env, args.policy, args.noise, args.epsilon, args.seed, args.device)
     frames, successes = record_rollouts(env, policy, episodes=args.episodes, seed=args.seed, every=args.every)
@@ -80,6 +89,61 @@ def cmd_ingest(args) -> int:
     return main_ingest(args.bags, args.spec, args.out)
 
 
+def _load_dataset(args):
+    """The dataset of --data, or of --bag/--spec ingested on the fly."""
+    from .data import DemoDataset, ingest
+    if args.data and args.bag:
+        raise SystemExit('swfp: give --data or --bag, not both')
+    if args.data:
+        return DemoDataset.load(args.data)
+    if args.bag:
+        if not args.spec:
+            raise SystemExit('swfp: --bag needs --spec (an ingest spec YAML, e.g. config/ingest_panda_reach.yaml)')
+        return ingest(args.bag, args.spec)
+    raise SystemExit('swfp: give --data DATASET or --bag BAG --spec SPEC')
+
+
+def cmd_pretrain(args) -> int:
+    import json
+
+    from .algo.config import FlowConfig
+    from .train.pretrain import pretrain
+
+    _set_torch_threads(args.threads)
+    dataset = _load_dataset(args)
+    print(f'BC on {dataset}')
+    cfg = FlowConfig(hidden=args.hidden, layers=args.layers, euler_steps=args.euler_steps)
+    metrics = pretrain(dataset, args.out, cfg, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
+                       device=args.device, log_dir=args.logdir)
+    print(f'wrote {args.out} (final flow-matching loss {metrics["final_loss"]:.4f})')
+    print(json.dumps({'checkpoint': args.out, **metrics}))
+    return 0
+
+
+def cmd_finetune(args) -> int:
+    import json
+
+    from .data import DemoDataset
+    from .train.finetune import RunnerConfig, finetune
+    from .train.settings import load_swfp_config
+
+    _set_torch_threads(args.threads)
+    swfp = load_swfp_config(args.config, args.set)
+    run = RunnerConfig(task=args.task, method=args.method, env_steps=args.env_steps, num_envs=args.num_envs,
+                       eval_every=args.eval_every, eval_episodes=args.eval_episodes, seed=args.seed,
+                       device=args.device)
+    demos = DemoDataset.load(args.demos) if args.demos else None
+    rows = finetune(args.bc, args.out, run, swfp, demos)
+    first, last = rows[0], rows[-1]
+    print(f'{args.method} on {args.task}: success {first["success_rate"]:.2f} (start) -> {last["success_rate"]:.2f} '
+          f'after {last["env_steps"]} env steps, {last["blocks"]} blocks, {last["wall_s"]:.0f} s; curve in '
+          f'{args.out}/curve.csv')
+    print(json.dumps({'success_rate': last['success_rate'], 'mean_return': last['mean_return'],
+                      'episodes': args.eval_episodes, 'start_success_rate': first['success_rate'],
+                      'env_steps': last['env_steps'], 'blocks': last['blocks'], 'wall_s': last['wall_s']}))
+    return 0
+
+
 def _add_policy_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--task', choices=TASK_CHOICES, default='panda_reach', help='simulated task')
     parser.add_argument('--policy', default='expert',
@@ -89,6 +153,7 @@ def _add_policy_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--episodes', type=int, default=20, help='number of episodes')
     parser.add_argument('--seed', type=int, default=0, help='seed of the first episode (then +1 per episode)')
     parser.add_argument('--device', default='cpu', help='checkpoint policies: cpu | cuda | auto')
+    parser.add_argument('--threads', type=int, default=1, help='torch intra-op threads')
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -130,6 +195,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--spec', required=True, help='ingest spec YAML (see config/ingest_panda_reach.yaml)')
     p.add_argument('--out', required=True, help='dataset file to write (.npz)')
     p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser('pretrain', help='behaviour cloning of the base flow policy from a dataset or rosbags')
+    p.add_argument('--data', help='dataset (.npz) from `swfp demos` or `swfp ingest`')
+    p.add_argument('--bag', nargs='+', help='rosbag2 directories / .mcap / .db3 files to ingest on the fly')
+    p.add_argument('--spec', help='ingest spec YAML for --bag')
+    p.add_argument('--out', default='outputs/bc.pt', help='policy checkpoint to write')
+    p.add_argument('--steps', type=int, default=5000, help='gradient steps')
+    p.add_argument('--batch', type=int, default=256)
+    p.add_argument('--lr', type=float, default=3e-4)
+    p.add_argument('--hidden', type=int, default=256, help='velocity MLP width')
+    p.add_argument('--layers', type=int, default=3, help='velocity MLP hidden layers')
+    p.add_argument('--euler-steps', type=int, default=4, help='K, Euler steps of the sampler')
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--device', default='cpu', help='cpu | cuda | auto')
+    p.add_argument('--logdir', help='TensorBoard log directory')
+    p.add_argument('--threads', type=int, default=1, help='torch intra-op threads')
+    p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser('finetune', help='online SWFP fine-tuning in-process (no ROS) from a BC checkpoint; resumable')
+    p.add_argument('--bc', required=True, help='BC policy checkpoint (from `swfp pretrain`)')
+    p.add_argument('--task', choices=TASK_CHOICES, default='panda_reach')
+    p.add_argument('--out', default='outputs/finetune', help='run directory (curve.csv, blocks.jsonl, learner.pt); '
+                   'an existing learner.pt there is resumed')
+    p.add_argument('--method', choices=('swfp', 'naive'), default='swfp',
+                   help='swfp (JKO blocks with trust region) or naive (-Q through the whole flow, baseline)')
+    p.add_argument('--env-steps', type=int, default=20_000, help='online env-step budget')
+    p.add_argument('--num-envs', type=int, default=8)
+    p.add_argument('--eval-every', type=int, default=2500)
+    p.add_argument('--eval-episodes', type=int, default=40)
+    p.add_argument('--demos', help='dataset seeding the replay buffer (at the configured demo_ratio)')
+    p.add_argument('--config', help='learner parameter YAML whose swfp: section sets the algorithm '
+                   '(default: the package config/learner.yaml, the same file the learner node reads)')
+    p.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
+                   help='override an algorithm setting, e.g. --set block.delta=0.2 --set warmup_steps=2000')
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--device', default='cpu', help='cpu | cuda | auto')
+    p.add_argument('--threads', type=int, default=1, help='torch intra-op threads')
+    p.set_defaults(func=cmd_finetune)
 
     # Listed for --help only: main() hands `swfp up ...` to the bring-up's own parser untouched.
     sub.add_parser('up', add_help=False,

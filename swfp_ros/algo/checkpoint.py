@@ -91,12 +91,13 @@ def load_policy(path: str, device: str = 'auto', seed: int | None = None) -> Pol
     return PolicyRuntime(cascade, norm, version, device, seed)
 
 
-def load_learner(path: str, device: str = 'cpu', demo_transitions=None) -> Learner:
+def load_learner(path: str, device: str = 'cpu', demo_transitions=None, learner_cls: type = Learner) -> Learner:
+    """A learner resumed from its checkpoint; ``learner_cls`` picks the update rule (e.g. the naive baseline)."""
     d = _read(path)
     if d['kind'] != 'learner':
         raise CheckpointError(f"checkpoint {path}: holds a {d['kind']!r}, not a learner")
     try:
-        learner = Learner.from_state_dict(d['learner'], device, demo_transitions)
+        learner = learner_cls.from_state_dict(d['learner'], device, demo_transitions)
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise CheckpointError(f'checkpoint {path}: does not match this code/config: {type(e).__name__}: {e}') from e
     np.random.set_state(d['numpy_global_rng'])

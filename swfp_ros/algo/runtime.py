@@ -40,6 +40,10 @@ class PolicyRuntime:
         return self._snap[1]
 
     @property
+    def normalizer(self) -> ObsNormalizer:
+        return self._snap[0]
+
+    @property
     def obs_dim(self) -> int:
         return self._snap[1].obs_dim
 

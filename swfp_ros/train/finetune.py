@@ -1,0 +1,209 @@
+"""In-process online fine-tuning (no ROS): act -> store -> critic updates -> one JKO block every N env steps ->
+periodic evaluation -> logs and checkpoints, resumable.
+
+The actor side is a :class:`PolicyRuntime` fed with the learner's serialised updates, exactly as the ROS policy
+node is, so this runner exercises the same update path as the node graph. ``method='naive'`` swaps in the naive
+fine-tuning baseline (same loop, same critic).
+
+Action chunks (H > 1) are executed open loop here, one env step at a time; a transition spans the steps actually
+executed (``n_steps`` <= H, fewer when the episode ends inside the chunk) with the discounted reward sum over them.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import resource
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..algo.checkpoint import load_learner, load_policy, save_learner
+from ..algo.config import SwfpConfig
+from ..algo.learner import Learner
+from ..algo.naive import NaiveLearner
+from ..algo.runtime import PolicyRuntime
+from ..data import DemoDataset
+from ..sim import make_env
+
+LEARNERS = {'swfp': Learner, 'naive': NaiveLearner}
+CHECKPOINT = 'learner.pt'
+CURVE = 'curve.csv'
+BLOCKS = 'blocks.jsonl'
+
+
+@dataclass
+class RunnerConfig:
+    task: str = 'panda_reach'
+    method: str = 'swfp'              # 'swfp' | 'naive'
+    env_steps: int = 20_000           # budget of online env steps
+    num_envs: int = 8                 # envs stepped together; one batched inference per step
+    eval_every: int = 2_500           # env steps between evaluations (the first is at 0: the BC start)
+    eval_episodes: int = 40
+    seed: int = 0
+    device: str = 'cpu'
+
+
+def evaluate_runtime(runtime: PolicyRuntime, task: str, episodes: int, num_envs: int, seed: int) -> dict:
+    """Stochastic policy (as deployed) on ``episodes`` episodes seeded ``seed + i``, ``num_envs`` at a time."""
+    envs = [make_env(task) for _ in range(min(num_envs, episodes))]
+    act_size = envs[0].action_space.shape[0]
+    successes, returns = [], []
+    next_episode = 0
+    live = {}   # env index -> [current obs, return so far]
+    for i, env in enumerate(envs):
+        live[i] = [env.reset(seed=seed + next_episode)[0], 0.0]
+        next_episode += 1
+    while live:
+        ids = sorted(live)
+        obs = np.stack([live[i][0] for i in ids])
+        chunks = runtime.act(obs).reshape(len(ids), -1, act_size)
+        for i, chunk in zip(ids, chunks):
+            for action in chunk:
+                o, r, terminated, truncated, info = envs[i].step(action)
+                live[i][0] = o
+                live[i][1] += r
+                if terminated or truncated:
+                    successes.append(bool(info['is_success']))
+                    returns.append(live[i][1])
+                    if next_episode < episodes:
+                        live[i] = [envs[i].reset(seed=seed + next_episode)[0], 0.0]
+                        next_episode += 1
+                    else:
+                        del live[i]
+                    break
+    return {'success_rate': float(np.mean(successes)), 'mean_return': float(np.mean(returns))}
+
+
+class ChunkCollector:
+    """Steps ``num_envs`` envs with the runtime's chunks and returns the finished transitions."""
+
+    def __init__(self, task: str, num_envs: int, gamma: float, seed: int):
+        self.envs = [make_env(task) for _ in range(num_envs)]
+        self.act_size = self.envs[0].action_space.shape[0]
+        self.gamma = gamma
+        self.obs = np.stack([env.reset(seed=seed + 10_000 * i)[0] for i, env in enumerate(self.envs)])
+        self.episode_returns: list[float] = []
+        self._running = np.zeros(num_envs)
+
+    def collect(self, runtime: PolicyRuntime) -> tuple[dict[str, np.ndarray], int]:
+        """One decision per env; returns (transitions, env steps taken)."""
+        chunks = runtime.act(self.obs)
+        out = {k: [] for k in ('obs', 'action', 'reward', 'next_obs', 'terminated', 'n_steps')}
+        steps = 0
+        for i, (env, chunk) in enumerate(zip(self.envs, chunks)):
+            reward_sum, n, terminated, truncated = 0.0, 0, False, False
+            for action in chunk.reshape(-1, self.act_size):
+                next_obs, r, terminated, truncated, _ = env.step(action)
+                reward_sum += self.gamma ** n * r
+                self._running[i] += r
+                n += 1
+                if terminated or truncated:
+                    break
+            steps += n
+            for key, value in (('obs', self.obs[i]), ('action', chunk), ('reward', reward_sum),
+                               ('next_obs', next_obs), ('terminated', terminated), ('n_steps', n)):
+                out[key].append(value)
+            if terminated or truncated:   # truncation bootstraps from next_obs: only termination is terminal
+                self.episode_returns.append(self._running[i])
+                self._running[i] = 0.0
+                next_obs, _ = env.reset()
+            self.obs[i] = next_obs
+        return {k: np.asarray(v) for k, v in out.items()}, steps
+
+
+def demo_transitions(dataset: DemoDataset, chunk: int, gamma: float) -> dict[str, np.ndarray]:
+    """Demonstrations as replay transitions (H-step chunks of demo actions, n-step rewards)."""
+    if chunk != 1:
+        raise NotImplementedError('demo seeding of replay is implemented for H=1 policies')
+    t = dataset.transitions(n_step=1, gamma=gamma)
+    return {'obs': t.obs, 'action': t.actions, 'reward': t.rewards, 'next_obs': t.next_obs,
+            'terminated': t.terminated, 'n_steps': np.ones(len(t.obs), np.int32)}
+
+
+def finetune(bc_checkpoint: str, out_dir: str, run: RunnerConfig, swfp: SwfpConfig,
+             demos: DemoDataset | None = None, log=print) -> list[dict]:
+    """Fine-tune from a BC checkpoint; resumes from ``out_dir/learner.pt`` if present. Returns the evaluation rows."""
+    if run.method not in LEARNERS:
+        raise ValueError(f'unknown method {run.method!r}; choose one of {sorted(LEARNERS)}')
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(run.seed)
+    demo = demo_transitions(demos, swfp.flow.chunk, swfp.critic.gamma) if demos is not None else None
+    if (out / CHECKPOINT).is_file():
+        learner = load_learner(str(out / CHECKPOINT), device=run.device, demo_transitions=demo,
+                               learner_cls=LEARNERS[run.method])
+        log(f'resumed from {out / CHECKPOINT} at {learner.counters.env_steps} env steps')
+    else:
+        bc = load_policy(bc_checkpoint, device=run.device)
+        learner = LEARNERS[run.method](bc.cascade.base, bc.normalizer, swfp, demo, device=run.device)
+    runtime = PolicyRuntime(learner.policy, learner.normalizer, learner.counters.version, run.device, seed=run.seed)
+    collector = ChunkCollector(run.task, run.num_envs, swfp.critic.gamma, seed=run.seed + learner.counters.env_steps)
+    rows = _read_curve(out / CURVE)
+    timing = {'critic_s': 0.0, 'critic_updates': 0, 'block_s': 0.0, 'blocks': 0}
+    next_eval = learner.counters.env_steps if not rows else rows[-1]['env_steps'] + run.eval_every
+    start = time.perf_counter() - (rows[-1]['wall_s'] if rows else 0.0)
+    while True:
+        steps_done = learner.counters.env_steps
+        if steps_done >= next_eval:
+            rows.append(_evaluate_row(runtime, learner, run, steps_done, time.perf_counter() - start))
+            _append_curve(out / CURVE, rows[-1])
+            save_learner(str(out / CHECKPOINT), learner)
+            log(f"[{run.method} {run.task} seed {run.seed}] {steps_done:>6d} env steps: success "
+                f"{rows[-1]['success_rate']:.2f}, return {rows[-1]['mean_return']:.2f}, blocks {rows[-1]['blocks']}")
+            next_eval += run.eval_every
+        if steps_done >= run.env_steps:
+            break
+        transitions, _ = collector.collect(runtime)
+        learner.add_transitions(**transitions)
+        critic_before = learner.counters.critic_updates
+        blocks_before = learner.counters.blocks_trained
+        tick = time.perf_counter()
+        updates = learner.update()
+        elapsed = time.perf_counter() - tick
+        if learner.counters.blocks_trained > blocks_before:
+            timing['block_s'] += elapsed
+            timing['blocks'] += 1
+            _log_block(out / BLOCKS, learner, steps_done)
+        else:
+            timing['critic_s'] += elapsed
+            timing['critic_updates'] += learner.counters.critic_updates - critic_before
+        for update in updates:
+            runtime.apply_update(update.to_bytes())   # the same validated byte path as the ROS policy node
+    summary = {'timing': {'critic_ms_per_update': 1e3 * timing['critic_s'] / max(timing['critic_updates'], 1),
+                          'block_s_per_block': timing['block_s'] / max(timing['blocks'], 1),
+                          'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024},
+               'config': {'runner': asdict(run), 'swfp': swfp.to_dict()}}
+    (out / 'summary.json').write_text(json.dumps(summary, indent=1))
+    return rows
+
+
+def _evaluate_row(runtime, learner, run: RunnerConfig, env_steps: int, wall_s: float) -> dict:
+    result = evaluate_runtime(runtime, run.task, run.eval_episodes, run.num_envs, seed=1_000_000 + run.seed * 1000)
+    return {'env_steps': env_steps, **result, 'wall_s': round(wall_s, 2), 'version': runtime.version,
+            'blocks': learner.counters.blocks_accepted, 'critic_updates': learner.counters.critic_updates}
+
+
+def _log_block(path: Path, learner, env_steps: int) -> None:
+    with path.open('a') as f:
+        f.write(json.dumps({'env_steps': env_steps, **learner.reports[-1].to_dict()}
+                           if learner.reports else {'env_steps': env_steps, 'naive': True}) + '\n')
+
+
+def _read_curve(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with path.open() as f:
+        return [{k: float(v) if k not in ('env_steps', 'version', 'blocks', 'critic_updates') else int(v)
+                 for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def _append_curve(path: Path, row: dict) -> None:
+    new = not path.is_file()
+    with path.open('a', newline='') as f:
+        writer = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)

@@ -1,0 +1,78 @@
+"""The in-process runner: demos -> BC checkpoint -> online fine-tuning with blocks, checkpoints and resume."""
+import csv
+import json
+
+import pytest
+import torch
+
+from swfp_ros.algo.checkpoint import load_learner, load_policy
+from swfp_ros.algo.config import FlowConfig
+from swfp_ros.algo.naive import NaiveLearner
+from swfp_ros.train.demos import collect_demos
+from swfp_ros.train.finetune import RunnerConfig, finetune
+from swfp_ros.train.pretrain import pretrain
+from swfp_ros.train.settings import load_swfp_config
+
+SMALL = ['warmup_steps=96', 'steps_per_block=96', 'block.train_steps=20', 'block.pool_size=256',
+         'critic.batch_size=64', 'critic.hidden=64', 'block.hidden=32', 'replay_capacity=5000']
+
+
+@pytest.fixture(scope='module')
+def bc_checkpoint(tmp_path_factory):
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp('bc')
+    demos, _ = collect_demos('panda_reach', episodes=4, noise_std=0.5, epsilon=0.1, seed=0, progress=False)
+    demos.save(out / 'demos.npz')
+    pretrain(demos, out / 'bc.pt', FlowConfig(hidden=64, layers=2), steps=50, progress=False)
+    return out
+
+
+def _curve(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_bc_checkpoint_carries_normaliser_and_provenance(bc_checkpoint):
+    runtime = load_policy(str(bc_checkpoint / 'bc.pt'), device='cpu')
+    assert runtime.obs_dim == 20 and runtime.act_dim == 7
+    extra = torch.load(bc_checkpoint / 'bc.pt', weights_only=False)['extra']
+    assert extra['task'] == 'panda_reach' and extra['provenance'][0]['source'] == 'simulator'
+    assert len(extra['obs_labels']) == 20
+
+
+def test_finetune_trains_blocks_within_the_trust_region_and_resumes(bc_checkpoint, tmp_path):
+    swfp = load_swfp_config(overrides=SMALL)
+    run = RunnerConfig(task='panda_reach', env_steps=200, num_envs=4, eval_every=100, eval_episodes=4)
+    from swfp_ros.data import DemoDataset
+    demos = DemoDataset.load(bc_checkpoint / 'demos.npz')
+    rows = finetune(str(bc_checkpoint / 'bc.pt'), str(tmp_path), run, swfp, demos, log=lambda *_: None)
+    assert [r['env_steps'] for r in rows][:2] == [0, 100] and rows[-1]['env_steps'] >= 200
+    blocks = [json.loads(line) for line in (tmp_path / 'blocks.jsonl').read_text().splitlines()]
+    assert blocks, 'no block was trained'
+    for block in blocks:
+        if block['accepted']:
+            assert block['w2_bound'] <= 1.25 * block['delta_sq'] + 1e-9
+    learner = load_learner(str(tmp_path / 'learner.pt'))
+    assert learner.counters.env_steps >= 200 and learner.counters.critic_updates > 0
+
+    # Resume: a larger budget continues from the checkpoint instead of starting over.
+    rows = finetune(str(bc_checkpoint / 'bc.pt'), str(tmp_path),
+                    RunnerConfig(task='panda_reach', env_steps=300, num_envs=4, eval_every=100, eval_episodes=4),
+                    swfp, demos, log=lambda *_: None)
+    steps = [int(r['env_steps']) for r in _curve(tmp_path / 'curve.csv')]
+    assert steps == sorted(steps) and len(steps) == len(set(steps)) and steps[-1] >= 300
+    assert load_learner(str(tmp_path / 'learner.pt')).counters.env_steps >= 300
+
+
+def test_naive_baseline_runs_in_the_same_harness(bc_checkpoint, tmp_path):
+    swfp = load_swfp_config(overrides=SMALL)
+    run = RunnerConfig(task='panda_reach', method='naive', env_steps=200, num_envs=4, eval_every=200,
+                       eval_episodes=4)
+    rows = finetune(str(bc_checkpoint / 'bc.pt'), str(tmp_path), run, swfp, log=lambda *_: None)
+    assert rows[-1]['version'] >= 1   # the naive learner republished its whole base at least once
+    assert isinstance(load_learner(str(tmp_path / 'learner.pt'), learner_cls=NaiveLearner), NaiveLearner)
+
+
+def test_unknown_method_is_a_clear_error(bc_checkpoint, tmp_path):
+    with pytest.raises(ValueError, match='unknown method'):
+        finetune(str(bc_checkpoint / 'bc.pt'), str(tmp_path), RunnerConfig(method='ppo'), load_swfp_config())
