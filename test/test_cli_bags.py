@@ -1,0 +1,230 @@
+"""The rosbag CLI path end to end, each command a real subprocess of the venv's ``swfp``:
+
+    swfp demos --bag (mcap, sqlite3) -> swfp inspect [--json] -> swfp ingest --spec -> swfp pretrain --bag --spec
+    -> a checkpoint that load_policy loads;
+
+and the failures a user meets first (a missing bag path, a corrupt bag, a spec naming a topic the bag lacks) exit
+non-zero with a message naming the bag. Tiny episode and step counts, one torch thread: the file runs in well under a
+minute on a 2-core machine (each ``swfp pretrain`` pays the torch import, ~4 s there).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from swfp_ros.data import DemoDataset
+
+REPO = Path(__file__).resolve().parents[1]
+SPEC = 'config/ingest_panda_reach.yaml'          # relative to REPO, as the README writes it
+TOPICS = ('/clock', '/joint_states', '/swfp/action', '/swfp/episode', '/swfp/reward', '/swfp/task')
+EPISODES = 3
+_script = Path(sys.executable).with_name('swfp')
+SWFP = [str(_script)] if _script.exists() else [sys.executable, '-m', 'swfp_ros.cli']
+ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONUNBUFFERED': '1'}
+
+
+def swfp(*args, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([*SWFP, *map(str, args)], cwd=REPO, env=ENV, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def ok(r: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert r.returncode == 0, f'{r.args} exited {r.returncode}\nstdout:\n{r.stdout}\nstderr:\n{r.stderr}'
+    return r
+
+
+def last_json(stdout: str) -> dict:
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope='module')
+def recorded(tmp_path_factory):
+    """``swfp demos --bag`` once per storage: {storage: (bag dir, dataset .npz, the demos' JSON summary)}."""
+    root = tmp_path_factory.mktemp('cli_bags')
+    out = {}
+    for storage in ('mcap', 'sqlite3'):
+        bag, data = root / f'demo_{storage}', root / f'demo_{storage}.npz'
+        r = ok(swfp('demos', '--task', 'panda_reach', '--episodes', EPISODES, '--noise', 0.3, '--epsilon', 0.05,
+                    '--seed', 11, '--out', data, '--bag', bag, '--storage', storage))
+        out[storage] = (bag, data, last_json(r.stdout))
+    return out
+
+
+@pytest.mark.parametrize('storage', ['mcap', 'sqlite3'])
+def test_demos_write_a_real_bag(recorded, storage):
+    bag, data, summary = recorded[storage]
+    ext = {'mcap': '.mcap', 'sqlite3': '.db3'}[storage]
+    assert (bag / 'metadata.yaml').is_file()
+    assert [p.suffix for p in bag.iterdir() if p.name != 'metadata.yaml'] == [ext]
+    ds = DemoDataset.load(data)
+    assert summary['episodes'] == len(ds) == EPISODES and summary['steps'] == ds.num_steps
+    # 5 messages per step (clock, joint_states, task, action, reward) and one /swfp/episode per episode
+    assert summary['bag_messages'] == 5 * ds.num_steps + EPISODES
+
+
+@pytest.mark.parametrize('storage', ['mcap', 'sqlite3'])
+def test_inspect_table_and_json(recorded, storage):
+    bag, data, _ = recorded[storage]
+    steps = DemoDataset.load(data).num_steps
+    counts = {t: steps for t in TOPICS}
+    counts['/swfp/episode'] = EPISODES
+
+    text = ok(swfp('inspect', bag)).stdout
+    assert f'Storage:        {storage}' in text
+    assert f'Messages:       {5 * steps + EPISODES}' in text
+    rows = {line.split()[0]: line.split() for line in text.splitlines() if line.startswith('  /')}
+    assert set(rows) == set(TOPICS)
+    for topic, n in counts.items():
+        assert f'{n}' in rows[topic] and 'msgs' in rows[topic], rows[topic]
+    assert rows['/joint_states'][1] == 'sensor_msgs/msg/JointState'
+
+    info = json.loads(ok(swfp('inspect', '--json', bag)).stdout)
+    assert info['storage_id'] == storage and info['format_version'] == 9
+    assert info['message_count'] == 5 * steps + EPISODES and info['duration_s'] > 0
+    assert {t['topic']: t['count'] for t in info['topics']} == counts
+    assert all(t['has_definition'] for t in info['topics'])
+
+
+def test_inspect_json_is_one_object_per_bag(recorded):
+    lines = ok(swfp('inspect', '--json', recorded['mcap'][0], recorded['sqlite3'][0])).stdout.strip().splitlines()
+    assert [json.loads(line)['storage_id'] for line in lines] == ['mcap', 'sqlite3']
+
+
+@pytest.mark.parametrize('storage', ['mcap', 'sqlite3'])
+def test_ingest_gives_back_the_demo_arrays(recorded, storage, tmp_path):
+    bag, data, _ = recorded[storage]
+    out = tmp_path / 'ingested.npz'
+    r = ok(swfp('ingest', bag, '--spec', SPEC, '--out', out))
+    assert 'OK' in r.stdout and str(out) in r.stdout
+    got, want = DemoDataset.load(out), DemoDataset.load(data)
+    assert len(got) == len(want) and got.num_steps == want.num_steps
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a.obs, b.obs, atol=1e-5)
+        np.testing.assert_allclose(a.actions, b.actions, atol=1e-5)
+        np.testing.assert_allclose(a.rewards, b.rewards, atol=1e-5)
+        assert a.success == b.success
+    assert got.obs_labels[:1] == ['panda_joint1.position'] and got.obs_labels[-1] == 'goal_z'
+    assert len(got.provenance) == 1 and got.provenance[0]['storage'] == storage
+    assert got.provenance[0]['bag'] == str(bag.resolve())
+    assert got.schema and got.schema['task'] == 'panda_reach'
+
+
+def test_pretrain_from_bags_writes_a_loadable_checkpoint(recorded, tmp_path):
+    import torch
+
+    from swfp_ros.algo.checkpoint import load_policy
+
+    mcap_dir = recorded['mcap'][0]
+    db3_file = recorded['sqlite3'][0] / 'demo_sqlite3.db3'   # a single storage file works as well as a directory
+    ckpt = tmp_path / 'bc.pt'
+    r = ok(swfp('pretrain', '--bag', mcap_dir, db3_file, '--spec', SPEC, '--steps', 20, '--batch', 32,
+                '--hidden', 32, '--layers', 2, '--threads', 1, '--out', ckpt))
+    metrics = last_json(r.stdout)
+    steps = sum(DemoDataset.load(d).num_steps for _, d, _ in recorded.values())
+    assert metrics['checkpoint'] == str(ckpt) and metrics['steps'] == 20 and metrics['samples'] == steps
+    assert np.isfinite(metrics['final_loss'])
+
+    runtime = load_policy(str(ckpt), device='cpu', seed=0)
+    assert (runtime.obs_dim, runtime.act_dim) == (20, 7)
+    obs = DemoDataset.load(recorded['mcap'][1]).stack()[0][:5]
+    action = runtime.act(obs)
+    assert action.shape == (5, 7) and np.all(np.abs(action) <= 1.0 + 1e-6)
+
+    extra = torch.load(ckpt, map_location='cpu', weights_only=False)['extra']
+    assert extra['task'] == 'panda_reach' and len(extra['obs_labels']) == 20
+    assert sorted(p['storage'] for p in extra['provenance']) == ['mcap', 'sqlite3']
+
+
+# ---------------------------------------------------------------------------------------------- failures
+
+@pytest.fixture(scope='module')
+def broken(recorded, tmp_path_factory):
+    """A missing path, a truncated MCAP bag, a truncated sqlite3 bag, and a spec whose task topic is not recorded."""
+    root = tmp_path_factory.mktemp('cli_broken')
+    cases = {'missing': root / 'no_such_bag'}
+    for storage in ('mcap', 'sqlite3'):
+        src = recorded[storage][0]
+        dst = shutil.copytree(src, root / f'corrupt_{storage}')
+        f = next(p for p in dst.iterdir() if p.name != 'metadata.yaml')
+        f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+        cases[f'corrupt_{storage}'] = dst
+    spec = root / 'spec_missing_topic.yaml'
+    spec.write_text((REPO / SPEC).read_text().replace('topic: /swfp/task', 'topic: /camera/ee_state'))
+    return cases, spec
+
+
+def _assert_clear_failure(r: subprocess.CompletedProcess, *needles) -> None:
+    assert r.returncode != 0, f'{r.args} succeeded:\n{r.stdout}\n{r.stderr}'
+    err = r.stderr
+    for n in needles:
+        assert str(n) in err, f'{n!r} not in the error output of {r.args}:\n{err}'
+
+
+@pytest.mark.parametrize('case', ['missing', 'corrupt_mcap', 'corrupt_sqlite3'])
+def test_inspect_and_ingest_fail_naming_the_bag(broken, case, tmp_path):
+    bag = broken[0][case]
+    why = 'no such rosbag2 bag' if case == 'missing' else 'truncated or corrupt'
+    for r in (swfp('inspect', bag), swfp('ingest', bag, '--spec', SPEC, '--out', tmp_path / 'x.npz')):
+        _assert_clear_failure(r, bag, why)
+        assert 'Traceback' not in r.stderr, r.stderr
+    assert not (tmp_path / 'x.npz').exists()
+
+
+def test_ingest_spec_with_a_missing_topic_names_bag_topic_and_spec_key(recorded, broken, tmp_path):
+    bag = recorded['mcap'][0]
+    r = swfp('ingest', bag, '--spec', broken[1], '--out', tmp_path / 'x.npz')
+    _assert_clear_failure(r, bag, "'/camera/ee_state'", 'observation[2]', 'is not in the bag')
+    assert 'Traceback' not in r.stderr
+
+
+def test_ingest_of_several_bags_keeps_the_good_ones(recorded, broken, tmp_path):
+    good, bad = recorded['mcap'][0], broken[0]['corrupt_sqlite3']
+    out = tmp_path / 'partial.npz'
+    r = swfp('ingest', good, bad, '--spec', SPEC, '--out', out)
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)     # 2: some bags failed, the rest was written
+    assert 'ingested 1/2 bag(s)' in r.stdout and 'FAIL' in r.stdout and str(bad) in r.stdout
+    assert len(DemoDataset.load(out)) == EPISODES
+
+
+@pytest.fixture(scope='module')
+def pretrain_failures(recorded, broken, tmp_path_factory):
+    """``swfp pretrain --bag`` on a missing path, a corrupt bag and a spec naming a missing topic, the three run
+    concurrently (each pays the torch import): {case: (bag, completed process, checkpoint path, expected text)}."""
+    bags, bad_spec = broken
+    root = tmp_path_factory.mktemp('cli_pretrain_fail')
+    cases = {'missing': (bags['missing'], SPEC, ()), 'corrupt_mcap': (bags['corrupt_mcap'], SPEC, ()),
+             'missing_topic': (recorded['mcap'][0], bad_spec, ("'/camera/ee_state'",))}
+    procs = {}
+    for case, (bag, spec, _) in cases.items():
+        ckpt = root / f'{case}.pt'
+        args = [*SWFP, 'pretrain', '--bag', str(bag), '--spec', str(spec), '--steps', '2', '--threads', '1',
+                '--out', str(ckpt)]
+        procs[case] = (ckpt, subprocess.Popen(args, cwd=REPO, env=ENV, stdout=subprocess.PIPE,
+                                              stderr=subprocess.PIPE, text=True))
+    out = {}
+    for case, (ckpt, p) in procs.items():
+        stdout, stderr = p.communicate(timeout=120)
+        out[case] = (cases[case][0], subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr), ckpt,
+                     cases[case][2])
+    return out
+
+
+@pytest.mark.parametrize('case', ['missing', 'corrupt_mcap', 'missing_topic'])
+def test_pretrain_from_a_bad_bag_fails_naming_the_bag(pretrain_failures, case):
+    bag, r, ckpt, needles = pretrain_failures[case]
+    _assert_clear_failure(r, bag, *needles)
+    assert not ckpt.exists()
+
+
+@pytest.mark.xfail(strict=True, reason='swfp pretrain --bag lets IngestError escape as a traceback (cli.py '
+                   '_load_dataset does not catch it); the message is right, its form is not')
+def test_pretrain_bag_errors_are_messages_not_tracebacks(pretrain_failures):
+    for _bag, r, _ckpt, _ in pretrain_failures.values():
+        assert 'Traceback' not in r.stderr, r.stderr
