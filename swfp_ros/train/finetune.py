@@ -16,6 +16,7 @@ import resource
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -47,7 +48,13 @@ class RunnerConfig:
 
 
 def evaluate_runtime(runtime: PolicyRuntime, task: str, episodes: int, num_envs: int, seed: int) -> dict:
-    """Stochastic policy (as deployed) on ``episodes`` episodes seeded ``seed + i``, ``num_envs`` at a time."""
+    """The stochastic policy (as deployed) on ``episodes`` episodes seeded ``seed + i``, ``num_envs`` at a time."""
+    return evaluate_batched(runtime.act, task, episodes, num_envs, seed)
+
+
+def evaluate_batched(act: Callable[[np.ndarray], np.ndarray], task: str, episodes: int, num_envs: int,
+                     seed: int) -> dict:
+    """Success rate and mean return of ``act(obs [B, obs_dim]) -> actions or chunks [B, H*7]``, batched over envs."""
     envs = [make_env(task) for _ in range(min(num_envs, episodes))]
     act_size = envs[0].action_space.shape[0]
     successes, returns = [], []
@@ -59,7 +66,7 @@ def evaluate_runtime(runtime: PolicyRuntime, task: str, episodes: int, num_envs:
     while live:
         ids = sorted(live)
         obs = np.stack([live[i][0] for i in ids])
-        chunks = runtime.act(obs).reshape(len(ids), -1, act_size)
+        chunks = np.asarray(act(obs)).reshape(len(ids), -1, act_size)
         for i, chunk in zip(ids, chunks):
             for action in chunk:
                 o, r, terminated, truncated, info = envs[i].step(action)

@@ -1,0 +1,212 @@
+"""BC vs SWFP vs naive fine-tuning vs SAC from scratch on panda_reach and panda_push, several seeds.
+
+    python benchmarks/bench_finetune.py --out results/finetune [--seeds 0 1 2] [--workers 2]
+
+Per (task, seed): noisy expert demos -> BC checkpoint -> evaluations of BC, and online runs of SWFP, naive
+fine-tuning (from the same BC checkpoint, same critic, same settings) and SAC from scratch, all with the same
+env-step budget and the same evaluation episodes (stochastic policies, fixed seeds). Jobs run in ``--workers``
+processes with one torch thread each. Each run writes its own curve.csv; re-running skips finished runs and resumes
+unfinished fine-tuning runs from their checkpoints. Outputs in --out: results.json (every curve, wall-clock and
+update costs), results.csv (one row per evaluation), curves.png, and command.txt. The last stdout line is JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import multiprocessing as mp
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+# Demonstrations deliberately imperfect, so BC starts low (targets: reach <= 0.5, push <= 0.2).
+TASK_SETTINGS = {
+    'panda_reach': {'demos': 60, 'noise': 1.0, 'epsilon': 0.3, 'env_steps': 10_000},
+    'panda_push': {'demos': 100, 'noise': 0.5, 'epsilon': 0.1, 'env_steps': 20_000},
+}
+BC_STEPS = 3000
+METHODS = ('swfp', 'naive', 'sac')
+# Algorithm settings of the fine-tuning runs on top of config/learner.yaml (the package defaults are the prototype's:
+# warm-up 5k, a block every 2.5k): shorter here so that several blocks fit the budgets, which §6 found harmless.
+SWFP_OVERRIDES = ['warmup_steps=2000', 'steps_per_block=1000']
+
+
+def run_dir(out: Path, task: str, seed: int, method: str) -> Path:
+    return out / task / f'seed{seed}' / method
+
+
+def prepare(out: Path, task: str, seed: int, bc_steps: int = BC_STEPS) -> Path:
+    """Demos and the BC checkpoint of (task, seed); cached."""
+    from swfp_ros.algo.config import FlowConfig
+    from swfp_ros.train.demos import collect_demos
+    from swfp_ros.train.pretrain import pretrain
+
+    base = out / task / f'seed{seed}'
+    ckpt = base / 'bc.pt'
+    if not ckpt.is_file():
+        cfg = TASK_SETTINGS[task]
+        demos, _ = collect_demos(task, cfg['demos'], cfg['noise'], cfg['epsilon'], seed=seed, progress=False)
+        demos.save(base / 'demos.npz')
+        pretrain(demos, ckpt, FlowConfig(), steps=bc_steps, seed=seed, progress=False)
+        (base / 'demo_success.txt').write_text(f'{demos.success_rate}\n')
+    return ckpt
+
+
+def job(args: tuple) -> dict:
+    """One (task, seed, method) run in a worker process; returns its curve and costs."""
+    out, task, seed, method, env_steps, eval_every, eval_episodes, overrides = args
+    import torch
+    torch.set_num_threads(1)
+    from swfp_ros.data import DemoDataset
+    from swfp_ros.train.baselines import train_sac
+    from swfp_ros.train.finetune import RunnerConfig, finetune
+    from swfp_ros.train.settings import load_swfp_config
+
+    out = Path(out)
+    directory = run_dir(out, task, seed, method)
+    done = directory / 'done.json'
+    if done.is_file():
+        return json.loads(done.read_text())
+    ckpt = prepare(out, task, seed)
+    run = RunnerConfig(task=task, method='swfp' if method == 'sac' else method,
+                       env_steps=env_steps, eval_every=eval_every,
+                       eval_episodes=eval_episodes, seed=seed)
+    start = time.perf_counter()
+    log = lambda line: print(line, flush=True)  # noqa: E731
+    if method == 'sac':
+        rows = train_sac(str(directory), run, log=log)
+        costs = {}
+    else:
+        demos = DemoDataset.load(ckpt.parent / 'demos.npz')
+        rows = finetune(str(ckpt), str(directory), run, load_swfp_config(overrides=overrides), demos, log=log)
+        costs = json.loads((directory / 'summary.json').read_text())['timing']
+    result = {'task': task, 'seed': seed, 'method': method, 'curve': rows,
+              'wall_s': round(time.perf_counter() - start, 1),
+              'peak_rss_mb': round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1), **costs}
+    done.write_text(json.dumps(result))
+    return result
+
+
+def bc_job(args: tuple) -> dict:
+    out, task, seed, eval_episodes, bc_steps = args
+    import torch
+    torch.set_num_threads(1)
+    from swfp_ros.algo.checkpoint import load_policy
+    from swfp_ros.train.finetune import evaluate_runtime
+
+    ckpt = prepare(Path(out), task, seed, bc_steps)
+    result = evaluate_runtime(load_policy(str(ckpt), device='cpu', seed=seed), task, eval_episodes, 8,
+                              seed=1_000_000 + seed * 1000)
+    demo_success = float((ckpt.parent / 'demo_success.txt').read_text())
+    return {'task': task, 'seed': seed, 'method': 'bc', 'demo_success': demo_success, **result}
+
+
+def plot(results: list[dict], bc: list[dict], path: Path) -> None:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    tasks = sorted({r['task'] for r in results})
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4), squeeze=False)
+    colours = {'swfp': 'tab:blue', 'naive': 'tab:orange', 'sac': 'tab:green'}
+    for ax, task in zip(axes[0], tasks):
+        for method in METHODS:
+            curves = [r['curve'] for r in results if r['task'] == task and r['method'] == method]
+            if not curves:
+                continue
+            n = min(len(c) for c in curves)
+            steps = [c['env_steps'] for c in curves[0][:n]]
+            success = np.array([[c['success_rate'] for c in curve[:n]] for curve in curves])
+            ax.plot(steps, success.mean(0), label=f'{method} ({len(curves)} seeds)', color=colours[method])
+            ax.fill_between(steps, success.min(0), success.max(0), alpha=0.15, color=colours[method])
+        bc_mean = np.mean([b['success_rate'] for b in bc if b['task'] == task])
+        ax.axhline(bc_mean, color='k', linestyle='--', label=f'BC ({bc_mean:.2f})')
+        ax.set(title=task, xlabel='online env steps', ylabel='success rate', ylim=(-0.02, 1.02))
+        ax.legend(loc='lower right')
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def summarise(results: list[dict], bc: list[dict], budgets: dict) -> dict:
+    summary = {}
+    for task in sorted({r['task'] for r in results}):
+        bc_mean = float(np.mean([b['success_rate'] for b in bc if b['task'] == task]))
+        entry = {'bc_success': bc_mean, 'env_steps': budgets[task]}
+        for method in METHODS:
+            runs = [r for r in results if r['task'] == task and r['method'] == method]
+            if not runs:
+                continue
+            n = min(len(r['curve']) for r in runs)
+            mean_curve = np.mean([[c['success_rate'] for c in r['curve'][:n]] for r in runs], axis=0)
+            entry[method] = {'final_success': float(mean_curve[-1]), 'max_success': float(mean_curve.max()),
+                             'min_success': float(mean_curve.min()),
+                             'largest_dip_below_bc': float(max(0.0, bc_mean - mean_curve.min())),
+                             'wall_s_mean': float(np.mean([r['wall_s'] for r in runs])),
+                             'peak_rss_mb_max': float(max(r['peak_rss_mb'] for r in runs))}
+            for key in ('critic_ms_per_update', 'block_s_per_block'):
+                if key in runs[0]:
+                    entry[method][key] = float(np.mean([r[key] for r in runs]))
+        summary[task] = entry
+    return summary
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--out', default='results/finetune')
+    parser.add_argument('--tasks', nargs='+', default=list(TASK_SETTINGS), choices=list(TASK_SETTINGS))
+    parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
+    parser.add_argument('--methods', nargs='+', default=list(METHODS), choices=METHODS)
+    parser.add_argument('--workers', type=int, default=2)
+    parser.add_argument('--eval-every', type=int, default=2000)
+    parser.add_argument('--eval-episodes', type=int, default=40)
+    parser.add_argument('--env-steps', type=int, help='override every task\'s online budget (smoke runs)')
+    parser.add_argument('--bc-steps', type=int, default=BC_STEPS)
+    parser.add_argument('--set', nargs='*', default=SWFP_OVERRIDES, metavar='KEY=VALUE',
+                        help='algorithm overrides on top of config/learner.yaml (SWFP and naive runs)')
+    args = parser.parse_args()
+    budgets = {t: args.env_steps or TASK_SETTINGS[t]['env_steps'] for t in args.tasks}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / 'command.txt').write_text(' '.join([Path(sys.executable).name, *sys.argv]) + '\n')
+    start = time.perf_counter()
+    os.environ.setdefault('MUJOCO_GL', 'egl')
+    ctx = mp.get_context('spawn')
+    with ctx.Pool(args.workers, maxtasksperchild=1) as pool:
+        # BC first (it also builds the demos and checkpoints every run starts from), then the online runs,
+        # longest (push) first so the pool stays busy.
+        bc = pool.map(bc_job, [(str(out), t, s, args.eval_episodes, args.bc_steps)
+                               for t in args.tasks for s in args.seeds])
+        jobs = [(str(out), t, s, m, budgets[t], args.eval_every, args.eval_episodes, args.set)
+                for t in sorted(args.tasks, reverse=True) for s in args.seeds for m in args.methods]
+        results = pool.map(job, jobs, chunksize=1)
+    summary = summarise(results, bc, budgets)
+    (out / 'results.json').write_text(json.dumps({'settings': TASK_SETTINGS, 'budgets': budgets,
+                                                  'swfp_overrides': args.set,
+                                                  'bc_steps': args.bc_steps, 'bc': bc,
+                                                  'runs': results, 'summary': summary,
+                                                  'total_wall_s': round(time.perf_counter() - start, 1)},
+                                                 indent=1))
+    with (out / 'results.csv').open('w', newline='') as f:
+        writer = csv.writer(f)
+        writer.writerow(['task', 'seed', 'method', 'env_steps', 'success_rate', 'mean_return', 'wall_s'])
+        for b in bc:
+            writer.writerow([b['task'], b['seed'], 'bc', 0, b['success_rate'], b['mean_return'], 0])
+        for r in results:
+            for c in r['curve']:
+                writer.writerow([r['task'], r['seed'], r['method'], c['env_steps'], c['success_rate'],
+                                 c['mean_return'], c['wall_s']])
+    plot(results, bc, out / 'curves.png')
+    for task, entry in summary.items():
+        print(f"{task}: BC {entry['bc_success']:.2f}; " + '; '.join(
+            f"{m} final {entry[m]['final_success']:.2f} (min {entry[m]['min_success']:.2f}, "
+            f"{entry[m]['wall_s_mean']:.0f} s/run)" for m in METHODS if m in entry))
+    print(json.dumps({'summary': summary, 'total_wall_s': round(time.perf_counter() - start, 1)}))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
