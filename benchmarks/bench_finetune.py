@@ -25,7 +25,7 @@ import numpy as np
 
 # Demonstrations deliberately imperfect, so BC starts low (targets: reach <= 0.5, push <= 0.2).
 TASK_SETTINGS = {
-    'panda_reach': {'demos': 60, 'noise': 1.0, 'epsilon': 0.3, 'env_steps': 10_000},
+    'panda_reach': {'demos': 50, 'noise': 1.0, 'epsilon': 0.4, 'env_steps': 10_000},
     'panda_push': {'demos': 100, 'noise': 0.5, 'epsilon': 0.1, 'env_steps': 20_000},
 }
 BC_STEPS = 3000
