@@ -116,8 +116,8 @@ def main() -> int:
                          'success_diff': round(side['bag']['success_rate'] - side['memory']['success_rate'], 4),
                          'timing_s': {k: round(v, 3) for k, v in timing.items()}})
 
-    sm = float(np.mean([r['memory']['success_rate'] for r in runs]))
-    sb = float(np.mean([r['bag']['success_rate'] for r in runs]))
+    sm = round(float(np.mean([r['memory']['success_rate'] for r in runs])), 4)
+    sb = round(float(np.mean([r['bag']['success_rate'] for r in runs])), 4)
     worst = {k: max(r['max_abs_diff'][k] for r in runs) for k in ('obs', 'actions', 'rewards')}
     within = abs(sb - sm) <= 0.1
     print(f'BC success from memory {sm:.3f}, from the {args.storage} bag {sb:.3f}: difference {sb - sm:+.3f} '
