@@ -69,32 +69,33 @@ def test_demos_write_a_real_bag(recorded, storage):
     assert summary['bag_messages'] == 5 * ds.num_steps + EPISODES
 
 
-@pytest.mark.parametrize('storage', ['mcap', 'sqlite3'])
-def test_inspect_table_and_json(recorded, storage):
-    bag, data, _ = recorded[storage]
-    steps = DemoDataset.load(data).num_steps
-    counts = {t: steps for t in TOPICS}
-    counts['/swfp/episode'] = EPISODES
+def _counts(recorded, storage) -> dict:
+    steps = DemoDataset.load(recorded[storage][1]).num_steps
+    return {t: EPISODES if t == '/swfp/episode' else steps for t in TOPICS}
 
-    text = ok(swfp('inspect', bag)).stdout
+
+@pytest.mark.parametrize('storage', ['mcap', 'sqlite3'])
+def test_inspect_table(recorded, storage):
+    counts = _counts(recorded, storage)
+    text = ok(swfp('inspect', recorded[storage][0])).stdout
     assert f'Storage:        {storage}' in text
-    assert f'Messages:       {5 * steps + EPISODES}' in text
+    assert f'Messages:       {sum(counts.values())}' in text
     rows = {line.split()[0]: line.split() for line in text.splitlines() if line.startswith('  /')}
     assert set(rows) == set(TOPICS)
     for topic, n in counts.items():
-        assert f'{n}' in rows[topic] and 'msgs' in rows[topic], rows[topic]
+        assert rows[topic][2:4] == [str(n), 'msgs'], rows[topic]
     assert rows['/joint_states'][1] == 'sensor_msgs/msg/JointState'
 
-    info = json.loads(ok(swfp('inspect', '--json', bag)).stdout)
-    assert info['storage_id'] == storage and info['format_version'] == 9
-    assert info['message_count'] == 5 * steps + EPISODES and info['duration_s'] > 0
-    assert {t['topic']: t['count'] for t in info['topics']} == counts
-    assert all(t['has_definition'] for t in info['topics'])
 
-
-def test_inspect_json_is_one_object_per_bag(recorded):
+def test_inspect_json_one_object_per_bag(recorded):
     lines = ok(swfp('inspect', '--json', recorded['mcap'][0], recorded['sqlite3'][0])).stdout.strip().splitlines()
-    assert [json.loads(line)['storage_id'] for line in lines] == ['mcap', 'sqlite3']
+    assert len(lines) == 2
+    for storage, line in zip(('mcap', 'sqlite3'), lines):
+        info, counts = json.loads(line), _counts(recorded, storage)
+        assert info['storage_id'] == storage and info['format_version'] == 9
+        assert info['message_count'] == sum(counts.values()) and info['duration_s'] > 0
+        assert {t['topic']: t['count'] for t in info['topics']} == counts
+        assert all(t['has_definition'] for t in info['topics'])
 
 
 @pytest.mark.parametrize('storage', ['mcap', 'sqlite3'])
@@ -167,13 +168,20 @@ def _assert_clear_failure(r: subprocess.CompletedProcess, *needles) -> None:
         assert str(n) in err, f'{n!r} not in the error output of {r.args}:\n{err}'
 
 
-@pytest.mark.parametrize('case', ['missing', 'corrupt_mcap', 'corrupt_sqlite3'])
-def test_inspect_and_ingest_fail_naming_the_bag(broken, case, tmp_path):
-    bag = broken[0][case]
-    why = 'no such rosbag2 bag' if case == 'missing' else 'truncated or corrupt'
-    for r in (swfp('inspect', bag), swfp('ingest', bag, '--spec', SPEC, '--out', tmp_path / 'x.npz')):
-        _assert_clear_failure(r, bag, why)
-        assert 'Traceback' not in r.stderr, r.stderr
+WHY = {'missing': 'no such rosbag2 bag', 'corrupt_mcap': 'truncated or corrupt', 'corrupt_sqlite3': 'truncated or corrupt'}
+
+
+@pytest.mark.parametrize('command', ['inspect', 'ingest'])
+def test_missing_and_corrupt_bags_fail_naming_each_bag(broken, command, tmp_path):
+    """One call with the three bad bags: each is reported by name with its reason, no traceback, exit 1."""
+    bags = broken[0]
+    extra = ('--spec', SPEC, '--out', tmp_path / 'x.npz') if command == 'ingest' else ()
+    r = swfp(command, *bags.values(), *extra)
+    assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
+    assert 'Traceback' not in r.stderr, r.stderr
+    lines = r.stderr.splitlines()
+    for case, bag in bags.items():
+        assert any(str(bag) in line and WHY[case] in line for line in lines), f'{case}: {bag} not reported:\n{r.stderr}'
     assert not (tmp_path / 'x.npz').exists()
 
 
@@ -195,36 +203,37 @@ def test_ingest_of_several_bags_keeps_the_good_ones(recorded, broken, tmp_path):
 
 @pytest.fixture(scope='module')
 def pretrain_failures(recorded, broken, tmp_path_factory):
-    """``swfp pretrain --bag`` on a missing path, a corrupt bag and a spec naming a missing topic, the three run
-    concurrently (each pays the torch import): {case: (bag, completed process, checkpoint path, expected text)}."""
+    """``swfp pretrain --bag`` on (a) a missing path and a corrupt bag together, (b) a spec naming a topic the bag
+    lacks; each run pays the torch import, so they run concurrently. {case: (process, checkpoint, expected texts)}."""
     bags, bad_spec = broken
     root = tmp_path_factory.mktemp('cli_pretrain_fail')
-    cases = {'missing': (bags['missing'], SPEC, ()), 'corrupt_mcap': (bags['corrupt_mcap'], SPEC, ()),
-             'missing_topic': (recorded['mcap'][0], bad_spec, ("'/camera/ee_state'",))}
+    cases = {'missing_and_corrupt': ([bags['missing'], bags['corrupt_mcap']], SPEC,
+                                     [bags['missing'], WHY['missing'], bags['corrupt_mcap'], WHY['corrupt_mcap']]),
+             'missing_topic': ([recorded['mcap'][0]], bad_spec,
+                               [recorded['mcap'][0], "'/camera/ee_state'", 'is not in the bag'])}
     procs = {}
-    for case, (bag, spec, _) in cases.items():
+    for case, (bag_list, spec, _) in cases.items():
         ckpt = root / f'{case}.pt'
-        args = [*SWFP, 'pretrain', '--bag', str(bag), '--spec', str(spec), '--steps', '2', '--threads', '1',
-                '--out', str(ckpt)]
+        args = [*SWFP, 'pretrain', '--bag', *map(str, bag_list), '--spec', str(spec), '--steps', '2',
+                '--threads', '1', '--out', str(ckpt)]
         procs[case] = (ckpt, subprocess.Popen(args, cwd=REPO, env=ENV, stdout=subprocess.PIPE,
                                               stderr=subprocess.PIPE, text=True))
     out = {}
     for case, (ckpt, p) in procs.items():
         stdout, stderr = p.communicate(timeout=120)
-        out[case] = (cases[case][0], subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr), ckpt,
-                     cases[case][2])
+        out[case] = (subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr), ckpt, cases[case][2])
     return out
 
 
-@pytest.mark.parametrize('case', ['missing', 'corrupt_mcap', 'missing_topic'])
-def test_pretrain_from_a_bad_bag_fails_naming_the_bag(pretrain_failures, case):
-    bag, r, ckpt, needles = pretrain_failures[case]
-    _assert_clear_failure(r, bag, *needles)
+@pytest.mark.parametrize('case', ['missing_and_corrupt', 'missing_topic'])
+def test_pretrain_from_bad_bags_fails_naming_the_bag(pretrain_failures, case):
+    r, ckpt, needles = pretrain_failures[case]
+    _assert_clear_failure(r, *needles)
     assert not ckpt.exists()
 
 
 @pytest.mark.xfail(strict=True, reason='swfp pretrain --bag lets IngestError escape as a traceback (cli.py '
                    '_load_dataset does not catch it); the message is right, its form is not')
 def test_pretrain_bag_errors_are_messages_not_tracebacks(pretrain_failures):
-    for _bag, r, _ckpt, _ in pretrain_failures.values():
+    for r, _ckpt, _ in pretrain_failures.values():
         assert 'Traceback' not in r.stderr, r.stderr
