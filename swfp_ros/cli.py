@@ -91,7 +91,7 @@ def cmd_ingest(args) -> int:
 
 def _load_dataset(args):
     """The dataset of --data, or of --bag/--spec ingested on the fly."""
-    from .data import DemoDataset, ingest
+    from .data import DemoDataset, IngestError, ingest
     if args.data and args.bag:
         raise SystemExit('swfp: give --data or --bag, not both')
     if args.data:
@@ -99,7 +99,10 @@ def _load_dataset(args):
     if args.bag:
         if not args.spec:
             raise SystemExit('swfp: --bag needs --spec (an ingest spec YAML, e.g. config/ingest_panda_reach.yaml)')
-        return ingest(args.bag, args.spec)
+        try:
+            return ingest(args.bag, args.spec)
+        except IngestError as err:
+            raise SystemExit(f'swfp pretrain: {err}') from None
     raise SystemExit('swfp: give --data DATASET or --bag BAG --spec SPEC')
 
 

@@ -232,8 +232,6 @@ def test_pretrain_from_bad_bags_fails_naming_the_bag(pretrain_failures, case):
     assert not ckpt.exists()
 
 
-@pytest.mark.xfail(strict=True, reason='swfp pretrain --bag lets IngestError escape as a traceback (cli.py '
-                   '_load_dataset does not catch it); the message is right, its form is not')
 def test_pretrain_bag_errors_are_messages_not_tracebacks(pretrain_failures):
     for r, _ckpt, _ in pretrain_failures.values():
         assert 'Traceback' not in r.stderr, r.stderr
