@@ -415,24 +415,15 @@ class _BagIngest:
             return
         parts = []
         for ex in self.obs_ex:
-            st = self.state[ex.src.topic]
-            if st.t is None:
-                self.report.drop('no_observation_yet')
+            value = self._fresh_value(ex, t)
+            if value is None:
                 return
-            if t - st.t > self.stale_ns:
-                self.report.drop('stale_observation')
-                return
-            parts.append(self._value(ex, st))
+            parts.append(value)
         target = self._value_of_raw(self.act_ex, t, raw, msgtype)
         if self.ref_ex is not None:
-            st = self.state[self.ref_ex.src.topic]
-            if st.t is None:
-                self.report.drop('no_observation_yet')
+            ref = self._fresh_value(self.ref_ex, t)
+            if ref is None:
                 return
-            if t - st.t > self.stale_ns:
-                self.report.drop('stale_observation')
-                return
-            ref = self._value(self.ref_ex, st)
             if ref.shape != target.shape:
                 raise BagError(f'{self.name}: spec action.reference gives {ref.shape[0]} values but the action '
                                f'on {self.act_ex.src.topic!r} has {target.shape[0]}', bag=self.name,
@@ -450,6 +441,17 @@ class _BagIngest:
         self.ep_t.append(t)
         self.ep_rew.append(0.0)
         self.report.steps += 1
+
+    def _fresh_value(self, ex, t: int):
+        """The latest value of ``ex``'s source as of t, or None (and the step's drop counted) if absent or stale."""
+        st = self.state[ex.src.topic]
+        if st.t is None:
+            self.report.drop('no_observation_yet')
+            return None
+        if t - st.t > self.stale_ns:
+            self.report.drop('stale_observation')
+            return None
+        return self._value(ex, st)
 
     def _advance(self, t: int) -> None:
         """The stream reached time t: finalise everything strictly before t."""
