@@ -79,7 +79,8 @@ class Bringup:
         """The command line of every node (writes the override files)."""
         cmds = []
         for node in self.nodes:
-            overrides = Path(self._tmp.name) / f'{node.name}_overrides.yaml'
+            ns = node.namespace.strip('/').replace('/', '_')
+            overrides = Path(self._tmp.name) / f'{ns + "_" if ns else ""}{node.name}_overrides.yaml'
             overrides.write_text(node.overrides_yaml())
             cmds.append(find_executable(node.executable, node.package) + node.ros_args(overrides))
         return cmds

@@ -104,8 +104,12 @@ class Graph:
 # ---------------------------------------------------------------------------------------------- the arguments
 def _common_arguments(use_sim_time: bool) -> list[Argument]:
     return [
-        Argument('namespace', '', 'ROS namespace of the actor nodes (sim bridge / policy); the learner and the '
-                 'recorder stay global so that several actors can feed one learner. Empty: no namespace.'),
+        Argument('namespace', '', 'ROS namespace of the actor nodes (sim bridge / policy): their own topics '
+                 '(joint_states, swfp/action, swfp/task, swfp/reward) go under it, while /swfp/transition, '
+                 '/swfp/policy_update, /swfp/estop and the learner and recorder stay global, so that several actors '
+                 'feed one learner. Empty: no namespace.'),
+        Argument('actor_id', 0, 'Integer tag of this actor\'s transitions (policy node); give each actor its own.',
+                 type=int),
         Argument('checkpoint', '', 'BC (base policy) checkpoint loaded by the policy node and used by the learner '
                  'as its base when it has no checkpoint of its own yet. Empty: the value in the config files.'),
         Argument('device', 'auto', 'torch device of the policy and learner nodes: auto (CUDA when present), cpu, '
@@ -158,7 +162,8 @@ SIM_FINETUNE = Graph(
             ('task', Arg('task')), ('mode', Arg('mode')), ('seed', Arg('seed')),
             ('use_sim_time', Arg('use_sim_time')))),
         NodeSpec('policy_node', 'policy_node', param_files=('policy.yaml',), parameters=(
-            ('checkpoint', Arg('checkpoint')), ('device', Arg('device')), ('use_sim_time', Arg('use_sim_time')))),
+            ('checkpoint', Arg('checkpoint')), ('device', Arg('device')), ('actor_id', Arg('actor_id')),
+            ('use_sim_time', Arg('use_sim_time')))),
         _learner(),
         _recorder(),
     ),
@@ -180,7 +185,7 @@ REAL_ARM = Graph(
     nodes=(
         NodeSpec('policy_node', 'policy_node', param_files=('policy.yaml',), parameters=(
             ('checkpoint', Arg('checkpoint')), ('device', Arg('device')), ('dry_run', Arg('dry_run')),
-            ('use_sim_time', Arg('use_sim_time'))),
+            ('actor_id', Arg('actor_id')), ('use_sim_time', Arg('use_sim_time'))),
             remappings=(('/swfp/action', Arg('command_topic')), ('/joint_states', Arg('joint_states_topic')))),
         _learner(),
         _recorder(),

@@ -1,29 +1,45 @@
 """Learner node: replay from ``/swfp/transition``, critic + one JKO block at a time, accepted blocks on
 ``/swfp/policy_update``, atomic checkpoints, resume after a restart.
 
+The algorithm is :class:`swfp_ros.algo.learner.Learner`, used directly: a fresh start builds it on the base flow and
+normaliser of ``base_checkpoint`` (``load_policy``) with the ``swfp.*`` parameters as its :class:`SwfpConfig`; a
+restart resumes it with ``load_learner`` from ``checkpoint_dir/learner.pt``; checkpoints are ``save_learner``
+(atomic).
+
 Threads: the executor thread only unpacks and validates transition messages (``swfp_ros.ros.messages``) into a
-bounded in-memory queue; one worker thread owns the algorithm :class:`swfp_ros.algo.learner.Learner` — it drains the
-queue into the replay buffer, calls ``update()``, checkpoints and publishes. Training therefore never starves the
-subscriptions, and the learner object is touched by one thread only.
+bounded in-memory queue; one worker thread owns the learner — it drains the queue into the replay buffer, calls
+``update()``, checkpoints and publishes. Training therefore never starves the subscriptions, and the learner object is
+touched by one thread only (plus the final checkpoint after the worker stopped).
+
+Late joiners and restarts: at start (fresh or resumed) the node publishes ``learner.snapshot()`` — the whole current
+policy as a 'base' update at the current version — then every accepted block (version + 1 each). The reliable,
+transient-local history therefore holds the latest base followed by the blocks after it: when the learner publishes
+a new base (a compaction), the publisher is re-created first, which drops the older entries. A policy node that
+(re)joins replays base (accepted when its version >= the policy's) then the blocks, in order.
 
 Parameters (config/learner.yaml; launch / ``swfp up`` override base_checkpoint, checkpoint_dir, transition_bag, device):
-    checkpoint_dir     string  the learner's own checkpoints (``learner.pt``), the node's counters
-                               (``node_state.json``) and every published update (``updates/v<version>.bin``)
+    checkpoint_dir     string  the learner's own checkpoint (``learner.pt``) and the node's counters
+                               (``node_state.json``)
     base_checkpoint    string  BC checkpoint to start from when checkpoint_dir holds no learner checkpoint yet
     transition_bag     string  rosbag2 (dir / .mcap / .db3) whose /swfp/transition messages pre-fill the replay
                                buffer at start (only on a fresh start: a resumed learner already has them)
     device             string  auto | cpu | cuda[:N]
+    torch_threads      int     torch.set_num_threads (intra-op threads; 1 is fastest when cores are shared: OpenMP
+                               spin-waits make a critic update ~7x slower with 2 threads on 2 busy cores)
     checkpoint_every   int     learner updates (``update()`` calls that trained) between periodic checkpoints; a
                                checkpoint is also written before every accepted block is published and at shutdown
-    update_period      double  s the worker sleeps when there is nothing new to train on
+    update_period      double  s the worker waits for new transitions when there is nothing to train on
     status_period      double  s between /swfp/status diagnostics
     queue_depth        int     depth of the /swfp/transition subscription (reliable)
     max_pending        int     transitions buffered between the executor and the worker (oldest dropped beyond)
-    update_history     int     /swfp/policy_update history kept for late joiners (reliable + transient local)
-    swfp.<field>...    SwfpConfig overrides for a fresh learner (e.g. swfp.warmup_steps, swfp.block.train_steps)
+    update_history     int     /swfp/policy_update history depth (reliable + transient local); at least
+                               swfp.block.max_blocks + 1 is used so that base + all its blocks fit
+    swfp.<field>...    SwfpConfig for a fresh learner (same names as swfp_ros/algo/config.py, e.g. swfp.warmup_steps,
+                       swfp.block.train_steps, swfp.critic.hidden); unset fields keep SwfpConfig's defaults. A resumed
+                       learner keeps the config stored in its checkpoint.
 
 Topics: sub ``/swfp/transition`` (Float64MultiArray, TRANSITION layout), pub ``/swfp/policy_update``
-(UInt8MultiArray), pub ``/swfp/status`` (DiagnosticArray: replay size, counters, version, last update time).
+(UInt8MultiArray), pub ``/swfp/status`` (DiagnosticArray: replay size, env steps, counters, version).
 """
 from __future__ import annotations
 
@@ -40,12 +56,17 @@ from typing import Any
 
 import numpy as np
 import rclpy
+import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Float64MultiArray, UInt8MultiArray
 
+from swfp_ros.algo.checkpoint import load_learner, load_policy, save_learner
+from swfp_ros.algo.config import SwfpConfig
+from swfp_ros.algo.learner import Learner
 from swfp_ros.ros import messages
 
 TOPIC_TRANSITION = '/swfp/transition'
@@ -61,7 +82,7 @@ def transition_qos(depth: int) -> QoSProfile:
 
 
 def update_qos(depth: int) -> QoSProfile:
-    """Reliable + transient local: a policy node that joins late receives every kept update, in order."""
+    """Reliable + transient local: a policy node that joins late receives the latest base and the blocks after it."""
     return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=int(depth), reliability=ReliabilityPolicy.RELIABLE,
                       durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
@@ -81,22 +102,9 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-# --- the algorithm side (swfp_ros.algo), kept in one place ---------------------------------------------------------
-def _swfp_config(overrides: dict):
-    from swfp_ros.algo.config import SwfpConfig
-    d = SwfpConfig().to_dict()
-    for dotted, value in overrides.items():
-        node = d
-        *head, last = dotted.split('.')
-        for k in head:
-            node = node[k]
-        node[last] = value
-    return SwfpConfig.from_dict(d)
-
-
-def _flat_defaults() -> dict[str, Any]:
-    from swfp_ros.algo.config import SwfpConfig
-
+# --- the algorithm side (swfp_ros.algo) -----------------------------------------------------------------------------
+def flat_config_defaults() -> dict[str, Any]:
+    """SwfpConfig's scalar fields as dotted names (``block.train_steps``) -> default values."""
     out = {}
 
     def walk(prefix, d):
@@ -109,48 +117,40 @@ def _flat_defaults() -> dict[str, Any]:
     return out
 
 
-def _algo():
-    """The algorithm's learner API: ``load_learner(path, device=)``, ``Learner.from_bc_checkpoint(path, cfg,
-    device=)``, ``save_learner(learner, path)`` (atomic). ``SWFP_LEARNER_IMPL=module`` substitutes another module
-    with the same three names (tests; alternative algorithms)."""
-    import importlib
-    impl = os.environ.get('SWFP_LEARNER_IMPL')
-    if impl:
-        return importlib.import_module(impl)
-    from types import SimpleNamespace
-    from swfp_ros.algo import checkpoint as algo_checkpoint
-    from swfp_ros.algo import learner as algo_learner
-    return SimpleNamespace(load_learner=algo_learner.load_learner, Learner=algo_learner.Learner,
-                           save_learner=algo_checkpoint.save_learner)
+def swfp_config(values: dict[str, Any]) -> SwfpConfig:
+    """SwfpConfig from dotted names; each value is coerced to its default's type (YAML writes 1 for 1.0)."""
+    defaults = flat_config_defaults()
+    d = SwfpConfig().to_dict()
+    for dotted, value in values.items():
+        typ = type(defaults[dotted])
+        if typ is bool and not isinstance(value, bool):
+            raise ValueError(f'swfp.{dotted}: expected true/false, got {value!r}')
+        node = d
+        *head, last = dotted.split('.')
+        for k in head:
+            node = node[k]
+        node[last] = typ(value)
+    return SwfpConfig.from_dict(d)
 
 
-def load_or_create_learner(checkpoint: Path, base_checkpoint: str, overrides: dict, device: str):
+def load_or_create_learner(checkpoint: Path, base_checkpoint: str, cfg: SwfpConfig, device: str
+                           ) -> tuple[Learner, bool]:
     """(learner, resumed): the learner's own checkpoint if present, else a fresh one on the BC checkpoint."""
-    algo = _algo()
     if checkpoint.is_file():
-        return algo.load_learner(checkpoint, device=device), True
+        return load_learner(str(checkpoint), device=device), True
     if not base_checkpoint:
         raise RuntimeError(f'no learner checkpoint in {checkpoint.parent} and no base_checkpoint given: '
                            f'the learner needs a BC checkpoint to start from')
-    cfg = _swfp_config(overrides)
-    return algo.Learner.from_bc_checkpoint(base_checkpoint, cfg, device=device), False
+    bc = load_policy(base_checkpoint, device='cpu')
+    return Learner(bc.cascade.base, bc.normalizer, cfg, device=device), False
 
 
-def save_learner(learner, path: Path) -> None:
-    _algo().save_learner(learner, path)
-
-
-def learner_stats(learner) -> dict[str, Any]:
-    out = {}
-    for key in ('replay_size', 'env_steps', 'version', 'num_blocks', 'critic_updates'):
-        v = getattr(learner, key, None)
-        if callable(v):
-            v = v()
-        if v is not None:
-            out[key] = v
-    if 'replay_size' not in out and hasattr(learner, '__len__'):
-        out['replay_size'] = len(learner)
-    return out
+def learner_stats(learner: Learner) -> dict[str, Any]:
+    c = learner.counters
+    return {'replay_size': len(learner.replay), 'env_steps': c.env_steps, 'transitions': c.transitions,
+            'version': c.version, 'num_blocks': len(learner.policy.blocks), 'critic_updates': c.critic_updates,
+            'blocks_trained': c.blocks_trained, 'blocks_accepted': c.blocks_accepted, 'compactions': c.compactions,
+            'next_block_at': c.next_block_at}
 
 
 def read_transition_bag(path: str):
@@ -181,40 +181,46 @@ class LearnerNode(Node):
         d('base_checkpoint', '')
         d('transition_bag', '')
         d('device', 'auto')
+        d('torch_threads', 1)
         d('checkpoint_every', 20)
         d('update_period', 0.02)
         d('status_period', 1.0)
         d('queue_depth', 1000)
         d('max_pending', 100000)
-        d('update_history', 1000)
-        self._swfp_keys = []
-        for key, default in _flat_defaults().items():
-            self.declare_parameter(f'swfp.{key}', default)
-            self._swfp_keys.append(key)
+        d('update_history', 64)
+        defaults = flat_config_defaults()
+        for key, default in defaults.items():   # dynamic typing: `swfp.block.delta: 1` in YAML is fine
+            self.declare_parameter(f'swfp.{key}', default, ParameterDescriptor(dynamic_typing=True))
         g = lambda name: self.get_parameter(name).value  # noqa: E731
+        torch.set_num_threads(max(1, int(g('torch_threads'))))
         self.ckpt_dir = Path(g('checkpoint_dir')).expanduser().resolve()
         self.ckpt_path = self.ckpt_dir / CHECKPOINT_NAME
-        self.updates_dir = self.ckpt_dir / 'updates'
         self.checkpoint_every = max(1, int(g('checkpoint_every')))
         self.update_period = float(g('update_period'))
         self.max_pending = int(g('max_pending'))
 
         # counters (persisted in node_state.json so that they continue across restarts)
         self.counters = {'received': 0, 'accepted': 0, 'rejected': 0, 'dropped': 0, 'updates': 0,
-                         'blocks_published': 0, 'checkpoints': 0, 'bag_transitions': 0, 'restarts': 0}
+                         'blocks_published': 0, 'bases_published': 0, 'checkpoints': 0, 'bag_transitions': 0,
+                         'restarts': 0}
         self.last_error = ''
-        self.learner = None
+        self.learner: Learner | None = None
         self.resumed = False
         self._pending: collections.deque = collections.deque()
         self._pending_lock = threading.Lock()
+        self._wake = threading.Event()          # set by the executor when transitions arrive
         self._stop = threading.Event()
         self._learner_lock = threading.Lock()
         self._stats: dict[str, Any] = {}
         self._state = 'starting'
+        self._kick = False                      # train once without new messages (after a bag pre-fill)
 
-        self.update_pub = self.create_publisher(UInt8MultiArray, TOPIC_UPDATE, update_qos(g('update_history')))
+        cfg = swfp_config({k: g(f'swfp.{k}') for k in defaults})
+        self._load(g, cfg)
+        self._update_depth = max(int(g('update_history')), self.learner.cfg.block.max_blocks + 1)
+        self.update_pub = self.create_publisher(UInt8MultiArray, TOPIC_UPDATE, update_qos(self._update_depth))
         self.status_pub = self.create_publisher(DiagnosticArray, TOPIC_STATUS, 10)
-        self._load(g)
+        self._publish_base(self.learner.snapshot(), recreate=False)   # late joiners / restarted actors catch up
         self.create_subscription(Float64MultiArray, TOPIC_TRANSITION, self._on_transition,
                                  transition_qos(g('queue_depth')))
         self.create_timer(float(g('status_period')), self._publish_status)
@@ -222,25 +228,25 @@ class LearnerNode(Node):
         self._worker.start()
 
     # --- start-up -------------------------------------------------------------------------------------------------
-    def _load(self, g) -> None:
+    def _load(self, g, cfg: SwfpConfig) -> None:
         state_file = self.ckpt_dir / STATE_NAME
-        overrides = {k: g(f'swfp.{k}') for k in self._swfp_keys}
-        self.learner, self.resumed = load_or_create_learner(self.ckpt_path, str(g('base_checkpoint')), overrides,
+        self.learner, self.resumed = load_or_create_learner(self.ckpt_path, str(g('base_checkpoint')), cfg,
                                                             str(g('device')))
         if self.resumed and state_file.is_file():
             saved = json.loads(state_file.read_text())
             self.counters.update({k: int(v) for k, v in saved.get('counters', {}).items() if k in self.counters})
             self.counters['restarts'] += 1
-        self.obs_dim = int(getattr(self.learner, 'obs_dim'))
-        self.act_dim = int(getattr(self.learner, 'act_dim'))
+        self.obs_dim, self.act_dim = int(self.learner.obs_dim), int(self.learner.act_dim)
         if self.resumed:
-            self._republish_updates()
             self.get_logger().info(f'resumed from {self.ckpt_path} ({learner_stats(self.learner)})')
         else:
-            self.get_logger().info(f'fresh learner on {g("base_checkpoint")} (obs {self.obs_dim}, act {self.act_dim})')
+            self.get_logger().info(f'fresh learner on {g("base_checkpoint")} (obs {self.obs_dim}, act {self.act_dim}, '
+                                   f'warmup {cfg.warmup_steps}, steps_per_block {cfg.steps_per_block}, device '
+                                   f'{self.learner.device})')
             bag = str(g('transition_bag'))
             if bag:
                 self._prefill(bag)
+                self._kick = True
             self._checkpoint()
         self._stats = learner_stats(self.learner)
         self._state = 'running'
@@ -260,20 +266,6 @@ class LearnerNode(Node):
         self.counters['bag_transitions'] += n
         self.get_logger().info(f'pre-filled replay with {n} transitions from {bag}')
 
-    def _republish_updates(self) -> None:
-        """After a restart the transient-local history is gone: publish the kept updates again, in order."""
-        if not self.updates_dir.is_dir():
-            return
-        version = learner_stats(self.learner).get('version')
-        files = sorted(self.updates_dir.glob('v*.bin'))
-        for f in files:
-            v = int(f.stem[1:])
-            if version is not None and v > int(version):
-                continue  # written, but the learner checkpoint that holds it was never completed
-            self.update_pub.publish(messages.update_msg(f.read_bytes()))
-        if files:
-            self.get_logger().info(f'republished {len(files)} kept policy update(s)')
-
     # --- executor thread: receive ---------------------------------------------------------------------------------
     def _on_transition(self, msg: Float64MultiArray) -> None:
         self.counters['received'] += 1
@@ -287,6 +279,7 @@ class LearnerNode(Node):
             if len(self._pending) > self.max_pending:
                 self._pending.popleft()
                 self.counters['dropped'] += 1
+        self._wake.set()
 
     def _reject(self, reason: str, n: int = 1) -> None:
         self.counters['rejected'] += n
@@ -311,54 +304,61 @@ class LearnerNode(Node):
         with self._pending_lock:
             batch = list(self._pending)
             self._pending.clear()
+            self._wake.clear()
         return self._add(batch) if batch else 0
 
     def _work(self) -> None:
         since_ckpt = 0
         while not self._stop.is_set():
+            trained = False
             try:
                 with self._learner_lock:
-                    added = self._drain()
-                    trained = False
-                    blocks = self.learner.update() if added or self._has_work() else []
-                    if blocks is None:
-                        blocks = []
-                    trained = bool(added) or bool(blocks)
-                    if trained:
+                    if self._drain() or self._kick:
+                        self._kick = False
+                        updates = self.learner.update()
+                        trained = True
                         self.counters['updates'] += 1
                         since_ckpt += 1
-                    if blocks:
-                        self._publish_blocks(blocks)
-                        since_ckpt = 0
-                    elif since_ckpt >= self.checkpoint_every:
-                        self._checkpoint()
-                        since_ckpt = 0
-                    self._stats = learner_stats(self.learner)
+                        if updates:
+                            self._publish_updates(updates)
+                            since_ckpt = 0
+                        elif since_ckpt >= self.checkpoint_every:
+                            self._checkpoint()
+                            since_ckpt = 0
+                        self._stats = learner_stats(self.learner)
             except Exception as e:  # noqa: BLE001 - keep learning; the error shows on /swfp/status
                 self.last_error = f'{type(e).__name__}: {e}'
                 self.get_logger().error(f'learner update failed: {self.last_error}\n{traceback.format_exc()}',
                                         throttle_duration_sec=5.0)
                 self._stop.wait(1.0)
             if not trained:
-                self._stop.wait(self.update_period)
+                self._wake.wait(self.update_period)
 
-    def _has_work(self) -> bool:
-        fn = getattr(self.learner, 'has_pending_work', None)
-        return bool(fn()) if callable(fn) else False
+    def _publish_updates(self, updates: list) -> None:
+        """Checkpoint the learner state that contains them, then publish them in order."""
+        self._checkpoint()
+        for u in updates:
+            if u.kind == 'base':
+                self._publish_base(u, recreate=True)
+            else:
+                payload = u.to_bytes()
+                self.update_pub.publish(messages.update_msg(payload))
+                self.counters['blocks_published'] += 1
+                self.get_logger().info(f'published policy update v{u.version} (block, {len(payload)} bytes)')
 
-    def _publish_blocks(self, blocks: list) -> None:
-        payloads = [(int(b.version), b.to_bytes()) for b in blocks]
-        for version, payload in payloads:  # 1. keep them (for republishing after a restart)
-            atomic_write_bytes(self.updates_dir / f'v{version:06d}.bin', payload)
-        self._checkpoint()                 # 2. the learner state that contains them
-        for version, payload in payloads:  # 3. only then publish
-            self.update_pub.publish(messages.update_msg(payload))
-            self.counters['blocks_published'] += 1
-            self.get_logger().info(f'published policy update v{version} ({len(payload)} bytes)')
+    def _publish_base(self, update, recreate: bool) -> None:
+        """A base update restarts the history: a fresh publisher (older entries dropped), then the base."""
+        if recreate:
+            self.destroy_publisher(self.update_pub)
+            self.update_pub = self.create_publisher(UInt8MultiArray, TOPIC_UPDATE, update_qos(self._update_depth))
+        payload = update.to_bytes()
+        self.update_pub.publish(messages.update_msg(payload))
+        self.counters['bases_published'] += 1
+        self.get_logger().info(f'published policy update v{update.version} (base, {len(payload)} bytes)')
 
     def _checkpoint(self) -> None:
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        save_learner(self.learner, self.ckpt_path)
+        save_learner(str(self.ckpt_path), self.learner)
         self.counters['checkpoints'] += 1
         atomic_write_bytes(self.ckpt_dir / STATE_NAME,
                            json.dumps({'counters': self.counters, 'time': time.time()}).encode())
@@ -385,7 +385,8 @@ class LearnerNode(Node):
         if self._stop.is_set():
             return
         self._stop.set()
-        self._worker.join(timeout=60.0)
+        self._wake.set()
+        self._worker.join(timeout=120.0)
         with self._learner_lock:
             if self.learner is not None:
                 try:

@@ -9,19 +9,27 @@ Threading: subscription callbacks only parse and enqueue; ONE worker thread owns
 transition assembly, so inference never blocks the executor and a block update is applied between two inferences
 (right after a command went out, i.e. at the start of the slack before the next tick).
 
-Topics (QoS chosen per use)
-    sub /joint_states        sensor_msgs/JointState          sensor data (best effort): what drivers publish
-    sub /swfp/task           std_msgs/Float64MultiArray      reliable, depth 1, transient local (latest task state)
-    sub /swfp/reward         std_msgs/Float64MultiArray      reliable, depth 100
-    sub /swfp/policy_update  std_msgs/UInt8MultiArray        reliable, transient local, depth 10 (late joiner catch-up)
-    sub /swfp/estop          std_msgs/Bool                   reliable, transient local, depth 1 (latched state)
-    pub /swfp/action         Float64MultiArray | JointTrajectory  reliable, depth 10 (``~/action_preview`` if dry_run)
+Topics (QoS chosen per use). The actor's own topics are relative names, so a node in namespace ``actor0`` talks to
+``/actor0/joint_states`` etc. (without a namespace: ``/joint_states``); the learner's topics, the e-stop and the
+status are absolute, shared by every actor.
+    sub joint_states         sensor_msgs/JointState          sensor data (best effort): what drivers publish
+    sub swfp/task            std_msgs/Float64MultiArray      reliable, depth 1, transient local (latest task state)
+    sub swfp/reward          std_msgs/Float64MultiArray      reliable, depth 100
+    sub /swfp/policy_update  std_msgs/UInt8MultiArray        reliable, transient local, depth 64 (the learner's
+                                                             latest base + the blocks after it: late-joiner catch-up)
+    sub /swfp/estop          std_msgs/Bool                   reliable, transient local, depth 1 (latched; stops all)
+    pub swfp/action          Float64MultiArray | JointTrajectory  reliable, depth 10 (``~/action_preview`` if dry_run)
     pub /swfp/transition     std_msgs/Float64MultiArray      reliable, depth 1000 (the learner must not miss data)
     pub /swfp/status         diagnostic_msgs/DiagnosticArray default
 Modes
     lockstep  act once per new observation (and only after the reward of the previous action arrived): with the sim
               bridge in lockstep, training runs as fast as the two processes allow.
     realtime  act on a ``control_rate`` timer with the latest observation (a real arm).
+Latency on /swfp/status: ``inference_ms_*`` (the cascade alone) and ``obs_to_action_ms_*``: from the moment the
+worker could act (the observation's arrival, or the tick when the tick comes later) to the command's publication —
+i.e. without the wait for the timer tick; the tick-aligned figure is what an outside observer measures.
+Parameter ``torch_threads`` (default 1) sets torch's intra-op threads: with shared cores, OpenMP spin-waiting makes
+more threads slower for these small networks.
 Transitions (see ``messages`` for the packed layout): (obs, executed action in [-1, 1], reward summed over the steps
 the action covered, next_obs, terminated, n_steps). Holds are never recorded (the action was not the policy's).
 """
@@ -38,7 +46,7 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data)
 from sensor_msgs.msg import JointState
@@ -46,6 +54,7 @@ from std_msgs.msg import Bool, Float64MultiArray, UInt8MultiArray
 from trajectory_msgs.msg import JointTrajectory
 
 from . import messages as M
+from .executors import make_executor
 from .safety import SafetyFilter
 
 ARM_JOINTS = tuple(f'panda_joint{i}' for i in range(1, 8))
@@ -56,8 +65,8 @@ REWARD_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, histo
 ACTION_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
 # Deep and reliable: a learner that is slow to take data must not lose transitions.
 TRANSITION_QOS = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
-# Latched: a policy that (re)starts after the learner published gets the published updates / e-stop state.
-UPDATE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL,
+# Latched: a policy that (re)starts after the learner published gets the learner's latest base + blocks / e-stop.
+UPDATE_QOS = QoSProfile(depth=64, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL,
                         history=HistoryPolicy.KEEP_LAST)
 ESTOP_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL,
                        history=HistoryPolicy.KEEP_LAST)
@@ -114,6 +123,7 @@ class PolicyNode(LifecycleNode):
         p('lockstep_timeout_s', 2.0)
         p('warmup_iters', 5)
         p('status_period_s', 1.0)
+        p('torch_threads', 1)
         self.runtime = None
         self.active = False
         self._worker = None
@@ -121,6 +131,7 @@ class PolicyNode(LifecycleNode):
         self._stop = threading.Event()
         self.counters: Counter[str] = Counter()
         self.latency = deque(maxlen=2000)
+        self.act_latency = deque(maxlen=2000)     # obs (or tick) -> command published, s
         self._warn_t: dict[str, float] = {}
 
     # --- lifecycle ----------------------------------------------------------------------------------------------------
@@ -144,6 +155,8 @@ class PolicyNode(LifecycleNode):
             self.safety = SafetyFilter(lower, upper, g('max_delta'), g('stale_timeout_s'))
             if not g('checkpoint'):
                 raise ValueError('parameter checkpoint is empty')
+            import torch
+            torch.set_num_threads(max(1, int(g('torch_threads'))))
             t0 = time.perf_counter()
             self.runtime = _load_callable(g('policy_loader'))(g('checkpoint'), g('device'))
             self.obs_dim = 2 * self.n + len(self.task_labels)
@@ -213,16 +226,16 @@ class PolicyNode(LifecycleNode):
 
     def _make_topics(self, dry_run: bool, status_period: float):
         cmd_type = JointTrajectory if self.command_type == 'trajectory' else Float64MultiArray
-        topic = '~/action_preview' if dry_run else '/swfp/action'
+        topic = '~/action_preview' if dry_run else 'swfp/action'
         self.action_pub = self.create_publisher(cmd_type, topic, ACTION_QOS)
         self.transition_pub = self.create_publisher(Float64MultiArray, '/swfp/transition', TRANSITION_QOS)
         self.status_pub = self.create_publisher(DiagnosticArray, '/swfp/status', 10)
         # Callbacks only parse and enqueue; one exclusive group is enough and keeps their order per executor pass.
         cg = MutuallyExclusiveCallbackGroup()
         self._subs = [
-            self.create_subscription(Float64MultiArray, '/swfp/reward', self._on_reward, REWARD_QOS, callback_group=cg),
-            self.create_subscription(Float64MultiArray, '/swfp/task', self._on_task, TASK_QOS, callback_group=cg),
-            self.create_subscription(JointState, '/joint_states', self._on_joint_state, qos_profile_sensor_data,
+            self.create_subscription(Float64MultiArray, 'swfp/reward', self._on_reward, REWARD_QOS, callback_group=cg),
+            self.create_subscription(Float64MultiArray, 'swfp/task', self._on_task, TASK_QOS, callback_group=cg),
+            self.create_subscription(JointState, 'joint_states', self._on_joint_state, qos_profile_sensor_data,
                                      callback_group=cg),
             self.create_subscription(UInt8MultiArray, '/swfp/policy_update', self._on_update, UPDATE_QOS,
                                      callback_group=cg),
@@ -231,7 +244,7 @@ class PolicyNode(LifecycleNode):
         tcg = MutuallyExclusiveCallbackGroup()
         self._timers = [self.create_timer(status_period, self._publish_status, callback_group=tcg)]
         if self.mode == 'realtime':
-            self._timers.append(self.create_timer(self.dt, lambda: self._events.put(('tick', None)),
+            self._timers.append(self.create_timer(self.dt, lambda: self._events.put(('tick', time.monotonic())),
                                                   callback_group=tcg))
         self.dry_run = dry_run
         if dry_run:
@@ -258,6 +271,7 @@ class PolicyNode(LifecycleNode):
         self.last_stamp = None
         self.last_progress = time.monotonic()
         self._deferred_updates: deque[bytes] = deque()
+        self._tick_t = 0.0
 
     def _stop_worker(self):
         self._stop.set()
@@ -358,6 +372,7 @@ class PolicyNode(LifecycleNode):
             if self._events.qsize() and any(k == 'tick' for k, _ in list(self._events.queue)):
                 self.counters['ticks_coalesced'] += 1      # we are behind: skip to the newest tick
                 return
+            self._tick_t = payload
             self._realtime_tick()
         elif kind == 'update':
             self._apply_update(payload)
@@ -408,6 +423,8 @@ class PolicyNode(LifecycleNode):
             points.append(res.command)
             base = res.command
         self._publish(np.array(points))
+        # obs -> command: from when the worker could act on it (arrival, or the later tick in realtime)
+        self.act_latency.append(time.monotonic() - max(obs.rx, self._tick_t if self.mode == 'realtime' else 0.0))
         return True
 
     def _publish(self, points: np.ndarray):
@@ -549,11 +566,14 @@ class PolicyNode(LifecycleNode):
 
     def _publish_status(self):
         lat = np.array(self.latency) * 1e3 if self.latency else np.zeros(1)
+        o2a = np.array(self.act_latency) * 1e3 if self.act_latency else np.zeros(1)
         level = DiagnosticStatus.WARN if (getattr(self, 'safety', None) and self.safety.estopped) else DiagnosticStatus.OK
         st = DiagnosticStatus(level=level, name=f'swfp/{self.get_name()}', hardware_id=str(self.actor_id),
                               message='active' if self.active else 'inactive')
         values = {'policy_version': self._version(), 'inference_ms_p50': f'{np.percentile(lat, 50):.3f}',
-                  'inference_ms_p99': f'{np.percentile(lat, 99):.3f}', 'mode': self.mode,
+                  'inference_ms_p99': f'{np.percentile(lat, 99):.3f}',
+                  'obs_to_action_ms_p50': f'{np.percentile(o2a, 50):.3f}',
+                  'obs_to_action_ms_p99': f'{np.percentile(o2a, 99):.3f}', 'mode': self.mode,
                   'device': str(getattr(self.runtime, 'device', '')), 'estop': int(self.safety.estopped),
                   'dry_run': int(self.dry_run), **dict(self.counters),
                   **{f'safety_{k}': v for k, v in self.safety.counters.items()}}
@@ -566,7 +586,9 @@ class PolicyNode(LifecycleNode):
 def main(args=None):
     rclpy.init(args=args)
     node = None
-    executor = MultiThreadedExecutor(num_threads=2)
+    # Callbacks only parse and enqueue (the worker thread does the rest): one executor thread is enough (see
+    # executors.make_executor for the choice of executor).
+    executor = make_executor()
     try:
         node = PolicyNode()
         executor.add_node(node)

@@ -1,13 +1,16 @@
 """MuJoCo sim bridge: a Panda task behind the same topics a real arm has, plus task, reward and sim clock.
 
+Topic names are relative (``joint_states``, ``swfp/...``): in namespace ``actor0`` the bridge is
+``/actor0/joint_states`` etc., one simulated robot per actor namespace. ``/clock`` and ``/swfp/status`` are absolute
+(with several bridges, let one publish the clock: ``publish_clock``).
 Publishes
-    /joint_states   sensor_msgs/JointState        sensor-data QoS (best effort, keep last 5): like a robot driver
-    /swfp/task      std_msgs/Float64MultiArray    reliable, keep last 1, transient local (a late policy gets it)
-    /swfp/reward    std_msgs/Float64MultiArray    reliable, keep last 100 (every step counts for learning)
+    joint_states    sensor_msgs/JointState        sensor-data QoS (best effort, keep last 5): like a robot driver
+    swfp/task       std_msgs/Float64MultiArray    reliable, keep last 1, transient local (a late policy gets it)
+    swfp/reward     std_msgs/Float64MultiArray    reliable, keep last 100 (every step counts for learning)
     /clock          rosgraph_msgs/Clock           default QoS (reliable, depth 10), when ``publish_clock``
     /swfp/status    diagnostic_msgs/DiagnosticArray  default QoS, 1 Hz
 Subscribes
-    /swfp/action    std_msgs/Float64MultiArray (7 absolute joint targets) or trajectory_msgs/JointTrajectory
+    swfp/action     std_msgs/Float64MultiArray (7 absolute joint targets) or trajectory_msgs/JointTrajectory
                     (``command_type: trajectory``; points executed one control step each), reliable, keep last 10.
 
 Modes
@@ -38,6 +41,7 @@ from std_msgs.msg import Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory
 
 from . import messages as M
+from .executors import make_executor
 
 # /swfp/task: state, not a stream: a late subscriber needs the latest value -> transient local, depth 1.
 TASK_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL,
@@ -73,13 +77,13 @@ class SimBridge(Node):
         self.dt = 1.0 / self.env.control_rate_hz
         self.control_rate = rate if rate > 0 else self.env.control_rate_hz
 
-        self.js_pub = self.create_publisher(JointState, '/joint_states', qos_profile_sensor_data)
-        self.task_pub = self.create_publisher(Float64MultiArray, '/swfp/task', TASK_QOS)
-        self.reward_pub = self.create_publisher(Float64MultiArray, '/swfp/reward', REWARD_QOS)
+        self.js_pub = self.create_publisher(JointState, 'joint_states', qos_profile_sensor_data)
+        self.task_pub = self.create_publisher(Float64MultiArray, 'swfp/task', TASK_QOS)
+        self.reward_pub = self.create_publisher(Float64MultiArray, 'swfp/reward', REWARD_QOS)
         self.clock_pub = self.create_publisher(Clock, '/clock', 10) if self.publish_clock else None
         self.status_pub = self.create_publisher(DiagnosticArray, '/swfp/status', 10)
         msg_type = JointTrajectory if self.command_type == 'trajectory' else Float64MultiArray
-        self.create_subscription(msg_type, '/swfp/action', self._on_action, ACTION_QOS)
+        self.create_subscription(msg_type, 'swfp/action', self._on_action, ACTION_QOS)
 
         self.counters = {'steps': 0, 'episodes': 0, 'successes': 0, 'rejected_actions': 0, 'actions': 0}
         self.time_offset = 0.0
@@ -206,7 +210,9 @@ def main(args=None):
     node = None
     try:
         node = SimBridge()
-        rclpy.spin(node)
+        executor = make_executor()
+        executor.add_node(node)
+        executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except SystemExit as e:

@@ -2,8 +2,8 @@
 every node cleanly (no orphans), and a node that dies takes the graph down with a non-zero exit.
 
 The graph used is ``sim_finetune`` from graph.py restricted to its learner and recorder nodes (same executables,
-package parameter files and argument overrides); the learner's algorithm is substituted by the tiny fake of
-test_learner_node so that no trained BC checkpoint is needed.
+package parameter files and argument overrides), with the real learner on a tiny untrained BC checkpoint.
+The whole sim_finetune graph (sim bridge + policy + learner, blocks applied) is test_graph_e2e.py.
 """
 import os
 import re
@@ -17,7 +17,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 
 from swfp_ros.ros import bringup, graph
 
-from test_learner_node import FAKE_LEARNER
+from tiny_policy import write_bc_checkpoint
 
 DRIVER = '''
 import dataclasses, sys
@@ -30,9 +30,7 @@ sys.exit(bringup.main(sys.argv[1:]))
 
 
 def _env(tmp_path, ros_env):
-    (tmp_path / 'fake_swfp_learner.py').write_text(FAKE_LEARNER)
-    return {**ros_env, 'SWFP_LEARNER_IMPL': 'fake_swfp_learner',
-            'PYTHONPATH': os.pathsep.join([str(tmp_path), os.environ.get('PYTHONPATH', '')])}
+    return dict(ros_env)
 
 
 def _gone(pid: int) -> bool:
@@ -55,7 +53,7 @@ def _started_pids(text: str) -> dict[str, int]:
 
 
 def test_up_runs_graph_and_stops_cleanly_on_sigint(tmp_path, ros_env, ros_node):
-    (tmp_path / 'bc.pt').write_bytes(b'bc')
+    write_bc_checkpoint(tmp_path / 'bc.pt', 3, 2)
     env = _env(tmp_path, ros_env)
     status = ros_node.collect('/swfp/status', DiagnosticArray)
     proc, log = _up(tmp_path, env, f'checkpoint:={tmp_path / "bc.pt"}', f'checkpoint_dir:={tmp_path / "ckpt"}',

@@ -1,94 +1,39 @@
-"""Learner node in a real process: transitions in, accepted blocks out (transient local), bad messages rejected,
-resume from its checkpoint after being killed.
-
-The algorithm is substituted (``SWFP_LEARNER_IMPL``) by a tiny deterministic learner with the same interface as
-``swfp_ros.algo.learner`` (add_transitions validates, update() returns BlockUpdates after warm-up / every
-steps_per_block transitions), so these tests exercise the node — threads, QoS, checkpoints, counters — in seconds.
+"""Learner node in a real process with the real SWFP learner (small nets, warm-up and blocks after 64 env steps):
+transitions in, accepted blocks out (transient local: the latest base + the blocks after it), bad messages rejected,
+a compaction trims the history, resume from its checkpoint after being killed, replay pre-filled from a rosbag.
 """
-import textwrap
-
 import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension, UInt8MultiArray
 
+from swfp_ros.algo.checkpoint import load_policy
+from swfp_ros.algo.serialize import BlockUpdate
 from swfp_ros.ros import messages
+from tiny_policy import SMALL_SWFP, write_bc_checkpoint
 
 OBS, ACT = 3, 2
-FAKE_LEARNER = textwrap.dedent('''
-    import os, pickle, tempfile
-    import numpy as np
-
-    class BlockUpdate:
-        def __init__(self, version):
-            self.version = version
-        def to_bytes(self):
-            return b'SWFP' + self.version.to_bytes(4, 'little')
-
-    class Learner:
-        def __init__(self, cfg, obs_dim=3, act_dim=2):
-            self.warmup, self.spb = cfg.warmup_steps, cfg.steps_per_block
-            self.obs_dim, self.act_dim = obs_dim, act_dim
-            self.replay_size = 0
-            self.version = 0
-            self._next = self.warmup
-
-        @classmethod
-        def from_bc_checkpoint(cls, path, cfg, device='cpu'):
-            assert os.path.isfile(path), path
-            return cls(cfg)
-
-        def add_transitions(self, obs, action, reward, next_obs, terminated, n_steps):
-            obs, action, reward = np.asarray(obs), np.asarray(action), np.asarray(reward)
-            if obs.shape[1] != self.obs_dim or action.shape[1] != self.act_dim:
-                raise ValueError('wrong size')
-            if not (np.all(np.isfinite(obs)) and np.all(np.isfinite(reward))):
-                raise ValueError('NaN')
-            self.replay_size += len(obs)
-
-        def update(self):
-            out = []
-            while self.replay_size >= self._next:
-                self.version += 1
-                self._next += self.spb
-                out.append(BlockUpdate(self.version))
-            return out
-
-    def save_learner(learner, path):
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path))
-        with os.fdopen(fd, 'wb') as f:
-            pickle.dump(learner, f)
-        os.replace(tmp, path)
-
-    def load_learner(path, device='cpu'):
-        with open(path, 'rb') as f:
-            return pickle.load(f)
-''')
-
-LATCHED = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+LATCHED = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
 @pytest.fixture
 def learner_setup(tmp_path, launch_node):
-    (tmp_path / 'fake_swfp_learner.py').write_text(FAKE_LEARNER)
-    (tmp_path / 'bc.pt').write_bytes(b'bc')
-    import os
-    env = {'SWFP_LEARNER_IMPL': 'fake_swfp_learner',
-           'PYTHONPATH': os.pathsep.join([str(tmp_path), os.environ.get('PYTHONPATH', '')])}
-    params = {'checkpoint_dir': str(tmp_path / 'ckpt'), 'base_checkpoint': str(tmp_path / 'bc.pt'),
-              'checkpoint_every': 1, 'status_period': 0.2, 'update_period': 0.01,
-              'swfp': {'warmup_steps': 20, 'steps_per_block': 10}}
+    bc = write_bc_checkpoint(tmp_path / 'bc.pt', OBS, ACT)
+    base = {'checkpoint_dir': str(tmp_path / 'ckpt'), 'base_checkpoint': str(bc), 'device': 'cpu',
+            'checkpoint_every': 1, 'status_period': 0.2, 'update_period': 0.01, 'swfp': SMALL_SWFP}
 
-    def start():
-        return launch_node('learner_node', params=params, env=env)
+    def start(**params):
+        return launch_node('learner_node', params={**base, **params})
+    start.bc = bc
     return start
 
 
 def transition(i: int):
+    rng = np.random.default_rng(i)
     return messages.transition_msg(messages.Transition(
-        obs=np.full(OBS, 0.1 * i), action=np.full(ACT, 0.5), reward=1.0, next_obs=np.full(OBS, 0.1 * (i + 1)),
-        terminated=False, n_steps=1, version=0, actor_id=0))
+        obs=rng.normal(size=OBS), action=rng.uniform(-1, 1, ACT), reward=-abs(rng.normal()),
+        next_obs=rng.normal(size=OBS), terminated=bool(i % 17 == 0), n_steps=1, version=0, actor_id=0))
 
 
 def learner_status(box) -> dict:
@@ -107,10 +52,17 @@ def publish(ros_node, n: int, start: int = 0):
     return pub
 
 
-def test_transitions_blocks_bad_messages(ros_node, learner_setup):
-    proc = learner_setup()
+def updates_of(box) -> list[BlockUpdate]:
+    return [BlockUpdate.from_bytes(messages.update_from_msg(m), OBS, ACT) for _, m in list(box)]
+
+
+def test_transitions_blocks_compaction_bad_messages(ros_node, learner_setup):
+    # max_blocks 2: the second accepted block triggers a compaction (a new base at the next version)
+    proc = learner_setup(swfp={**SMALL_SWFP, 'block': {**SMALL_SWFP['block'], 'max_blocks': 2}})
     status = ros_node.collect('/swfp/status', DiagnosticArray)
-    pub = publish(ros_node, 25)
+    first = ros_node.collect('/swfp/policy_update', UInt8MultiArray, LATCHED)
+    ros_node.wait_for(lambda: len(first) >= 1, 40.0, what='the start-up snapshot')
+    pub = publish(ros_node, 40)
     # bad messages: NaN, wrong size, wrong layout, action out of range -> rejected, nothing stored
     nan = transition(0)
     nan.data = [float('nan')] + list(nan.data[1:])
@@ -120,45 +72,104 @@ def test_transitions_blocks_bad_messages(ros_node, learner_setup):
     wrongdims = transition(0)
     wrongdims.layout.dim = [MultiArrayDimension(label='obs_dim', size=4, stride=15),
                             MultiArrayDimension(label='act_dim', size=2, stride=2)]
-    for m in (nan, short, nolayout, wrongdims):
+    bad_action = transition(0)   # the packer refuses |a| > 1: edit the packed data (action follows obs)
+    bad_action.data = list(bad_action.data[:OBS]) + [3.0] * ACT + list(bad_action.data[OBS + ACT:])
+    for m in (nan, short, nolayout, wrongdims, bad_action):
         pub.publish(m)
-    ros_node.wait_for(lambda: learner_status(status).get('accepted') == '25'
-                      and learner_status(status).get('rejected') == '4', 30.0, what='25 accepted, 4 rejected')
+    ros_node.wait_for(lambda: learner_status(status).get('accepted') == '40' and learner_status(status).get(
+        'rejected') == '5' and learner_status(status).get('replay_size') == '40', 30.0, what='40 stored, 5 rejected')
     s = learner_status(status)
-    assert s['replay_size'] == '25' and s['received'] == '29', s
+    assert s['replay_size'] == '40' and s['received'] == '45' and s['version'] == '0', s
+    assert s['blocks_trained'] == '0' and int(s['critic_updates']) > 0, s     # still warming up the critic
+    # warm-up (64 env steps) -> the first block, then 64 more -> the second block + compaction
+    publish(ros_node, 30, start=40)
+    ros_node.wait_for(lambda: learner_status(status).get('blocks_trained') == '1', 60.0, what='the first block')
+    publish(ros_node, 64, start=70)
+    ros_node.wait_for(lambda: learner_status(status).get('blocks_trained') == '2', 60.0, what='the second block')
+    s = learner_status(status)
     assert proc.alive(), proc.output()
-    # warm-up 20 -> block v1 published; a late subscriber still receives it (transient local)
-    ros_node.wait_for(lambda: learner_status(status).get('blocks_published') == '1', 20.0, what='a block')
+    accepted, compactions = int(s['blocks_accepted']), int(s['compactions'])
+    assert s['version'] == str(accepted + compactions) and compactions == int(accepted == 2), s
+    # the first subscriber saw everything, in an order a PolicyRuntime accepts
+    ros_node.wait_for(lambda: len(first) >= 1 + accepted + compactions, 20.0, what='every update')
+    ups = updates_of(first)
+    assert ups[0].kind == 'base' and ups[0].version == 0
+    runtime = load_policy(str(learner_setup.bc), device='cpu')
+    for u in ups:
+        runtime.apply_update(u.to_bytes())
+    assert runtime.version == accepted + compactions
+    # a late joiner gets the latest base and the blocks after it only (older history trimmed by the compaction)
     late = ros_node.collect('/swfp/policy_update', UInt8MultiArray, LATCHED)
-    ros_node.wait_for(lambda: len(late) >= 1, 15.0, what='the block on a late subscriber')
-    assert messages.update_from_msg(late[0][1]) == b'SWFP' + (1).to_bytes(4, 'little')
-    publish(ros_node, 10, start=25)   # 35 -> v2
-    ros_node.wait_for(lambda: len(late) >= 2, 15.0, what='the second block')
-    late2 = ros_node.collect('/swfp/policy_update', UInt8MultiArray, LATCHED)
-    ros_node.wait_for(lambda: len(late2) >= 2, 15.0, what='both blocks on a second late subscriber')
-    assert [messages.update_from_msg(m)[4] for _, m in late2] == [1, 2]
+    ros_node.wait_for(lambda: len(late) >= 1, 20.0, what='history on a late subscriber')
+    late_ups = updates_of(late)
+    assert late_ups[0].kind == 'base'
+    assert [u.version for u in late_ups] == list(range(late_ups[0].version, late_ups[0].version + len(late_ups)))
+    if compactions:
+        assert [(u.kind, u.version) for u in late_ups] == [('base', 3)]
+    fresh = load_policy(str(learner_setup.bc), device='cpu')
+    for u in late_ups:
+        fresh.apply_update(u.to_bytes())
+    assert fresh.version == runtime.version
+    obs = np.zeros((4, OBS), np.float32)
+    assert np.allclose(fresh.act(obs, deterministic=True), runtime.act(obs, deterministic=True), atol=1e-5)
     assert proc.stop() == 0, proc.output()
-    assert 'final checkpoint' in proc.log_path.read_text()
+    assert 'final checkpoint' in proc.output()
 
 
 def test_resume_after_kill(ros_node, learner_setup, tmp_path):
     proc = learner_setup()
     status = ros_node.collect('/swfp/status', DiagnosticArray)
-    publish(ros_node, 25)
-    ros_node.wait_for(lambda: learner_status(status).get('blocks_published') == '1'
-                      and int(learner_status(status).get('checkpoints', '0')) >= 3, 30.0, what='block + checkpoint')
+    publish(ros_node, 70)
+    ros_node.wait_for(lambda: learner_status(status).get('blocks_trained') == '1'
+                      and learner_status(status).get('accepted') == '70', 60.0, what='a block')
+    ros_node.wait_for(lambda: int(learner_status(status).get('checkpoints', '0')) >= 3, 20.0, what='checkpoints')
+    version = learner_status(status)['version']
     proc.kill()                       # a crash: no final checkpoint
     assert (tmp_path / 'ckpt' / 'learner.pt').is_file()
     status.clear()
     proc2 = learner_setup()
-    ros_node.wait_for(lambda: learner_status(status).get('resumed') == 'true', 30.0, what='resumed learner')
+    ros_node.wait_for(lambda: learner_status(status).get('resumed') == 'true', 40.0, what='resumed learner')
     s = learner_status(status)
-    assert s['restarts'] == '1' and s['replay_size'] == '25' and s['version'] == '1', s
-    assert int(s['accepted']) == 25, s
-    # the restarted learner re-publishes the kept block for late joiners, and continues counting
+    assert s['restarts'] == '1' and s['version'] == version and s['blocks_trained'] == '1', s
+    assert int(s['replay_size']) == 70 and int(s['env_steps']) == 70, s
+    # the restarted learner publishes its snapshot: one base at the current version, which a fresh actor accepts
     late = ros_node.collect('/swfp/policy_update', UInt8MultiArray, LATCHED)
-    ros_node.wait_for(lambda: len(late) >= 1, 15.0, what='republished block')
-    publish(ros_node, 5, start=25)
-    ros_node.wait_for(lambda: learner_status(status).get('accepted') == '30'
-                      and learner_status(status).get('version') == '2', 20.0, what='counters continue')
+    ros_node.wait_for(lambda: len(late) >= 1, 15.0, what='the snapshot')
+    ups = updates_of(late)
+    assert [(u.kind, u.version) for u in ups] == [('base', int(version))]
+    runtime = load_policy(str(learner_setup.bc), device='cpu')
+    runtime.apply_update(ups[0].to_bytes())
+    assert runtime.version == int(version)
+    publish(ros_node, 64, start=70)   # 134 env steps: the next block is due at 128
+    ros_node.wait_for(lambda: learner_status(status).get('replay_size') == '134'
+                      and learner_status(status).get('blocks_trained') == '2', 60.0, what='training continues')
     assert proc2.stop() == 0, proc2.output()
+
+
+def test_prefill_from_transition_bag(ros_node, learner_setup, tmp_path):
+    from rclpy.serialization import serialize_message
+
+    from swfp_ros.data import BagRecorder
+    bag = tmp_path / 'transitions'
+    with BagRecorder(bag, storage='mcap') as rec:
+        for i in range(80):
+            rec.write('/swfp/transition', 'std_msgs/msg/Float64MultiArray', serialize_message(transition(i)),
+                      1_000_000_000 + i * 50_000_000)
+            rec.write('/swfp/reward', 'std_msgs/msg/Float64MultiArray',
+                      serialize_message(messages.reward_msg(-1.0, False, False, i)), 1_000_000_000 + i * 50_000_000)
+    status = ros_node.collect('/swfp/status', DiagnosticArray)
+    proc = learner_setup(transition_bag=str(bag))
+    # 80 recorded env steps > warm-up 64: the learner trains its first block without any live transition
+    ros_node.wait_for(lambda: learner_status(status).get('blocks_trained') == '1', 60.0, what='a block from the bag')
+    s = learner_status(status)
+    assert s['bag_transitions'] == '80' and s['replay_size'] == '80' and s['received'] == '0', s
+    assert proc.stop() == 0, proc.output()
+    # a bag of the wrong dimensions is refused at start (the node exits non-zero and says why)
+    other = tmp_path / 'other'
+    with BagRecorder(other, storage='sqlite3') as rec:
+        m = messages.transition_msg(messages.Transition(obs=np.zeros(5), action=np.zeros(ACT), reward=0.0,
+                                                        next_obs=np.zeros(5), terminated=False, n_steps=1))
+        rec.write('/swfp/transition', 'std_msgs/msg/Float64MultiArray', serialize_message(m), 1)
+    bad = learner_setup(transition_bag=str(other), checkpoint_dir=str(tmp_path / 'ckpt2'))
+    bad.proc.wait(60)
+    assert bad.proc.returncode != 0 and 'do not match the learner' in bad.output()
