@@ -12,13 +12,14 @@ from .normalize import ObsNormalizer
 
 def fit_flow(flow: FlowPolicy, s: torch.Tensor, a: torch.Tensor, steps: int, batch: int, lr: float,
              generator: torch.Generator | None = None, log_every: int = 0, writer=None, progress: bool = False,
-             tag: str = 'bc') -> list[float]:
-    """Flow-matching regression of `flow` onto pairs (s, a) (normalised obs, [-1,1] actions); returns the loss curve."""
+             tag: str = 'bc', x0: torch.Tensor | None = None) -> list[float]:
+    """Flow-matching regression of `flow` onto pairs (s, a) (normalised obs, [-1,1] actions), with the noise x0 that
+    produced each a when given (distillation); returns the loss curve."""
     opt = torch.optim.Adam(flow.parameters(), lr=lr)
     losses = []
     for step in tqdm(range(steps), desc=tag, disable=not progress):
         idx = torch.randint(len(s), (min(batch, len(s)),), generator=generator, device=s.device)
-        loss = flow.loss(s[idx], a[idx], generator)
+        loss = flow.loss(s[idx], a[idx], generator, None if x0 is None else x0[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

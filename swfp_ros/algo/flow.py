@@ -75,11 +75,17 @@ class FlowPolicy(nn.Module):
         self.obs_dim, self.act_dim = obs_dim, act_dim
         self.velocity = VelocityNet(obs_dim, act_dim, self.cfg)
 
-    def loss(self, s: torch.Tensor, a: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Conditional flow matching on the linear path x_t = (1-t)x0 + t·a: E||v(s, x_t, t) - (a - x0)||²."""
+    def loss(self, s: torch.Tensor, a: torch.Tensor, generator: torch.Generator | None = None,
+             x0: torch.Tensor | None = None) -> torch.Tensor:
+        """Conditional flow matching on the linear path x_t = (1-t)x0 + t·a: E||v(s, x_t, t) - (a - x0)||².
+
+        x0 is drawn independently of a (BC), unless given: a paired x0 (the noise that produced a) makes the
+        regression a distillation of that map, with straight paths that K Euler steps integrate accurately.
+        """
         check_dims('FlowPolicy.loss obs', s, self.obs_dim)
         check_dims('FlowPolicy.loss actions', a, self.act_dim)
-        x0 = torch.randn(a.shape, generator=generator, device=a.device)
+        if x0 is None:
+            x0 = torch.randn(a.shape, generator=generator, device=a.device)
         t = torch.rand(a.shape[0], generator=generator, device=a.device)
         xt = (1 - t[:, None]) * x0 + t[:, None] * a
         return (self.velocity(s, xt, t) - (a - x0)).pow(2).sum(-1).mean()

@@ -162,10 +162,13 @@ class Learner:
         s = self._states(bc.pool_size)
         with torch.no_grad():
             s_fit = s.repeat(4, 1)  # several actions per state: the fit sees the policy's spread, not one sample
-            a_fit = self.policy.sample(s_fit, generator=self.gen, clip=False)  # pre-clip: the clip stays at the end
+            x0 = torch.randn(len(s_fit), self.act_dim, generator=self.gen, device=self.device)
+            a_fit = self.policy.sample(s_fit, x0, clip=False)  # pre-clip: the clip stays at the end
         base = copy.deepcopy(self.policy.base).requires_grad_(True)  # warm start from the current base
+        # Distil the cascade's map x0 -> a (paired noise), not only its marginal: measured on the bandit test, an
+        # unpaired re-fit lost 13% of the true reward of the cascade it replaced.
         losses = fit_flow(base, s_fit, a_fit, bc.compaction_steps, self.cfg.critic.batch_size, bc.compaction_lr,
-                          self.gen, tag='compaction')
+                          self.gen, tag='compaction', x0=x0)
         new = Cascade(base.requires_grad_(False), clip=self.policy.clip)
         with torch.no_grad():  # predicted value of the compacted policy vs the cascade it replaces, same states
             q_old = self.critic.q_min(s, self.policy.sample(s, generator=self.gen)).mean().item()
