@@ -37,14 +37,18 @@ class BlockReport:
 
 
 def block_loss(block: RefinementBlock, q_fn: QFn, s: torch.Tensor, a: torch.Tensor, log_lambda: float,
-               alpha: float, q_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """L = -Q(s, M(a))/scale - α·log|det ∇_a M| + λ·||M(a) - a||²; returns (loss, per-sample displacement²).
+               alpha: float, q_scale: float, clip: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """L = -Q(s, clip(M(a)))/scale - α·log|det ∇_a M| + λ·||M(a) - a||²; returns (loss, per-sample displacement²).
 
     a ~ π_n(·|s) is a constant here: nothing back-propagates through the base flow or earlier blocks.
     """
     m = block(s, a)
     d2 = (m - a).pow(2).sum(-1)
-    loss = -q_fn(s, m).mean() / q_scale + math.exp(log_lambda) * d2.mean()
+    # Q of the executed (clipped) action: the critic has only seen actions in [-1, 1], and past the bounds its
+    # extrapolation is what a block would otherwise climb (measured on push: a growing fraction of saturated
+    # coordinates with positive predicted ΔQ and falling real return).
+    executed = m.clamp(-1.0, 1.0) if clip else m
+    loss = -q_fn(s, executed).mean() / q_scale + math.exp(log_lambda) * d2.mean()
     if alpha > 0:  # the exact Jacobian doubles the cost (§6): skip it when it has no weight
         loss = loss - alpha * block.logabsdet(s, a).mean()
     return loss, d2
@@ -89,7 +93,7 @@ def train_block(cascade: Cascade, q_fn: QFn, states: torch.Tensor, cfg: BlockCon
     scale = 1.0
     if cfg.q_scale == 'grad_norm':  # once per block: the critic and the pool are fixed while it trains
         a_req = a_tr.clone().requires_grad_(True)
-        grad, = torch.autograd.grad(q_fn(s_tr, a_req).sum(), a_req)
+        grad, = torch.autograd.grad(q_fn(s_tr, a_req.clamp(-1.0, 1.0) if cascade.clip else a_req).sum(), a_req)
         scale = grad.norm(dim=-1).mean().clamp_min(1e-6).item()
 
     block = RefinementBlock.from_config(cascade.obs_dim, cascade.act_dim, cfg).to(device)
@@ -97,7 +101,7 @@ def train_block(cascade: Cascade, q_fn: QFn, states: torch.Tensor, cfg: BlockCon
     loss = torch.zeros(())
     for _ in range(cfg.train_steps):
         idx = torch.randint(len(s_tr), (min(cfg.batch_size, len(s_tr)),), generator=generator, device=device)
-        loss, d2 = block_loss(block, q_fn, s_tr[idx], a_tr[idx], log_lambda, cfg.alpha, scale)
+        loss, d2 = block_loss(block, q_fn, s_tr[idx], a_tr[idx], log_lambda, cfg.alpha, scale, cascade.clip)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
