@@ -12,3 +12,11 @@ from rclpy.executors import SingleThreadedExecutor
 
 def make_executor() -> SingleThreadedExecutor:
     return SingleThreadedExecutor()
+
+
+def steady_clock():
+    """The clock of the nodes' own timers (heartbeat, realtime tick, status). Not ROS time: with use_sim_time, ROS
+    time only advances when the sim bridge steps, so a heartbeat on it would never fire while the loop waits for it,
+    and status would stop when the actors stop."""
+    from rclpy.clock import Clock, ClockType
+    return Clock(clock_type=ClockType.STEADY_TIME)

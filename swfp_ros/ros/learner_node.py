@@ -32,6 +32,8 @@ Parameters (config/learner.yaml; launch / ``swfp up`` override base_checkpoint, 
     status_period      double  s between /swfp/status diagnostics
     queue_depth        int     depth of the /swfp/transition subscription (reliable)
     max_pending        int     transitions buffered between the executor and the worker (oldest dropped beyond)
+    max_batch          int     transitions stored per ``update()`` call (a lagging learner still trains one block per
+                               ``steps_per_block`` crossing, with the critic updates spent in between)
     update_history     int     /swfp/policy_update history depth (reliable + transient local); at least
                                swfp.block.max_blocks + 1 is used so that base + all its blocks fit
     swfp.<field>...    SwfpConfig for a fresh learner (same names as swfp_ros/algo/config.py, e.g. swfp.warmup_steps,
@@ -39,7 +41,8 @@ Parameters (config/learner.yaml; launch / ``swfp up`` override base_checkpoint, 
                        learner keeps the config stored in its checkpoint.
 
 Topics: sub ``/swfp/transition`` (Float64MultiArray, TRANSITION layout), pub ``/swfp/policy_update``
-(UInt8MultiArray), pub ``/swfp/status`` (DiagnosticArray: replay size, env steps, counters, version).
+(UInt8MultiArray), pub ``/swfp/status`` (DiagnosticArray: replay size, env steps, counters, version, ``idle`` = true
+when everything received so far is stored and trained on).
 """
 from __future__ import annotations
 
@@ -68,6 +71,7 @@ from swfp_ros.algo.checkpoint import load_learner, load_policy, save_learner
 from swfp_ros.algo.config import SwfpConfig
 from swfp_ros.algo.learner import Learner
 from swfp_ros.ros import messages
+from swfp_ros.ros.executors import steady_clock
 
 TOPIC_TRANSITION = '/swfp/transition'
 TOPIC_UPDATE = '/swfp/policy_update'
@@ -187,6 +191,7 @@ class LearnerNode(Node):
         d('status_period', 1.0)
         d('queue_depth', 1000)
         d('max_pending', 100000)
+        d('max_batch', 64)
         d('update_history', 64)
         defaults = flat_config_defaults()
         for key, default in defaults.items():   # dynamic typing: `swfp.block.delta: 1` in YAML is fine
@@ -198,6 +203,7 @@ class LearnerNode(Node):
         self.checkpoint_every = max(1, int(g('checkpoint_every')))
         self.update_period = float(g('update_period'))
         self.max_pending = int(g('max_pending'))
+        self.max_batch = max(1, int(g('max_batch')))
 
         # counters (persisted in node_state.json so that they continue across restarts)
         self.counters = {'received': 0, 'accepted': 0, 'rejected': 0, 'dropped': 0, 'updates': 0,
@@ -214,6 +220,7 @@ class LearnerNode(Node):
         self._stats: dict[str, Any] = {}
         self._state = 'starting'
         self._kick = False                      # train once without new messages (after a bag pre-fill)
+        self._idle = False
 
         cfg = swfp_config({k: g(f'swfp.{k}') for k in defaults})
         self._load(g, cfg)
@@ -223,7 +230,7 @@ class LearnerNode(Node):
         self._publish_base(self.learner.snapshot(), recreate=False)   # late joiners / restarted actors catch up
         self.create_subscription(Float64MultiArray, TOPIC_TRANSITION, self._on_transition,
                                  transition_qos(g('queue_depth')))
-        self.create_timer(float(g('status_period')), self._publish_status)
+        self.create_timer(float(g('status_period')), self._publish_status, clock=steady_clock())
         self._worker = threading.Thread(target=self._work, name='swfp-learner', daemon=True)
         self._worker.start()
 
@@ -301,10 +308,14 @@ class LearnerNode(Node):
         return sum(self._add([t]) for t in transitions)
 
     def _drain(self) -> int:
+        """Store up to ``max_batch`` pending transitions, oldest first. Small batches keep the in-process runner's
+        cadence when the learner lags behind the actors: critic updates are spent as the data arrives, and a block is
+        trained at every ``steps_per_block`` crossing (a large batch would cross several at once: one block)."""
         with self._pending_lock:
-            batch = list(self._pending)
-            self._pending.clear()
-            self._wake.clear()
+            n = min(len(self._pending), self.max_batch)
+            batch = [self._pending.popleft() for _ in range(n)]
+            if not self._pending:
+                self._wake.clear()
         return self._add(batch) if batch else 0
 
     def _work(self) -> None:
@@ -327,12 +338,16 @@ class LearnerNode(Node):
                             since_ckpt = 0
                         self._stats = learner_stats(self.learner)
             except Exception as e:  # noqa: BLE001 - keep learning; the error shows on /swfp/status
+                if not self.context.ok():
+                    return                          # shutting down: the final checkpoint is close()'s
                 self.last_error = f'{type(e).__name__}: {e}'
                 self.get_logger().error(f'learner update failed: {self.last_error}\n{traceback.format_exc()}',
                                         throttle_duration_sec=5.0)
                 self._stop.wait(1.0)
             if not trained:
+                self._idle = True                   # everything received so far is stored and trained on
                 self._wake.wait(self.update_period)
+                self._idle = False
 
     def _publish_updates(self, updates: list) -> None:
         """Checkpoint the learner state that contains them, then publish them in order."""
@@ -373,7 +388,9 @@ class LearnerNode(Node):
             level = DiagnosticStatus.WARN
         st = DiagnosticStatus(level=level, name=self.get_fully_qualified_name(), hardware_id='swfp_ros',
                               message=f'{self._state}; {self.last_error}' if self.last_error else self._state)
+        idle = self._idle and pending == 0
         values = {'state': self._state, 'resumed': str(self.resumed).lower(), 'pending': pending,
+                  'idle': str(idle).lower(),
                   'checkpoint': str(self.ckpt_path), **self.counters, **stats}
         st.values = [KeyValue(key=str(k), value=str(v)) for k, v in values.items()]
         msg = DiagnosticArray(status=[st])
@@ -390,7 +407,8 @@ class LearnerNode(Node):
         with self._learner_lock:
             if self.learner is not None:
                 try:
-                    self._drain()
+                    while self._drain():
+                        pass
                     self._checkpoint()
                     self.get_logger().info(f'final checkpoint {self.ckpt_path} ({self.counters})')
                 except Exception as e:  # noqa: BLE001

@@ -54,7 +54,7 @@ from std_msgs.msg import Bool, Float64MultiArray, UInt8MultiArray
 from trajectory_msgs.msg import JointTrajectory
 
 from . import messages as M
-from .executors import make_executor
+from .executors import make_executor, steady_clock
 from .safety import SafetyFilter
 
 ARM_JOINTS = tuple(f'panda_joint{i}' for i in range(1, 8))
@@ -242,10 +242,11 @@ class PolicyNode(LifecycleNode):
             self.create_subscription(Bool, '/swfp/estop', self._on_estop, ESTOP_QOS, callback_group=cg),
         ]
         tcg = MutuallyExclusiveCallbackGroup()
-        self._timers = [self.create_timer(status_period, self._publish_status, callback_group=tcg)]
+        self._timers = [self.create_timer(status_period, self._publish_status, callback_group=tcg,
+                                          clock=steady_clock())]
         if self.mode == 'realtime':
             self._timers.append(self.create_timer(self.dt, lambda: self._events.put(('tick', time.monotonic())),
-                                                  callback_group=tcg))
+                                                  callback_group=tcg, clock=steady_clock()))
         self.dry_run = dry_run
         if dry_run:
             self.get_logger().warning(f'dry_run: commands go to {self.action_pub.topic_name} only')
@@ -335,6 +336,8 @@ class PolicyNode(LifecycleNode):
             try:
                 self._handle(kind, payload)
             except Exception as e:  # noqa: BLE001 - the control loop must survive a bad event
+                if not self.context.ok():
+                    return                                   # shutting down (Ctrl-C): nothing to publish to
                 self.counters['worker_errors'] += 1
                 self.get_logger().error(f'worker error on {kind}: {type(e).__name__}: {e}')
 
@@ -568,7 +571,7 @@ class PolicyNode(LifecycleNode):
         lat = np.array(self.latency) * 1e3 if self.latency else np.zeros(1)
         o2a = np.array(self.act_latency) * 1e3 if self.act_latency else np.zeros(1)
         level = DiagnosticStatus.WARN if (getattr(self, 'safety', None) and self.safety.estopped) else DiagnosticStatus.OK
-        st = DiagnosticStatus(level=level, name=f'swfp/{self.get_name()}', hardware_id=str(self.actor_id),
+        st = DiagnosticStatus(level=level, name=self.get_fully_qualified_name(), hardware_id=str(self.actor_id),
                               message='active' if self.active else 'inactive')
         values = {'policy_version': self._version(), 'inference_ms_p50': f'{np.percentile(lat, 50):.3f}',
                   'inference_ms_p99': f'{np.percentile(lat, 99):.3f}',

@@ -34,6 +34,7 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from swfp_ros.data.bag_writer import BagRecorder
+from swfp_ros.ros.executors import steady_clock
 
 DEFAULT_TOPICS = ['/joint_states', '/swfp/task', '/swfp/action', '/swfp/reward', '/swfp/transition',
                   '/swfp/policy_update', '/swfp/estop', '/clock']
@@ -70,8 +71,9 @@ class RecorderNode(Node):
         self.errors = 0
         self._subs: dict[str, object] = {}
         self._status_pub = self.create_publisher(DiagnosticArray, '/swfp/status', 10)
-        self.create_timer(float(self.get_parameter('discovery_period').value), self._discover)
-        self.create_timer(float(self.get_parameter('status_period').value), self._publish_status)
+        steady = steady_clock()
+        self.create_timer(float(self.get_parameter('discovery_period').value), self._discover, clock=steady)
+        self.create_timer(float(self.get_parameter('status_period').value), self._publish_status, clock=steady)
         self.get_logger().info(f'recording {", ".join(self.topics)} to {self.path} ({storage}, v{version})')
         self._discover()
 

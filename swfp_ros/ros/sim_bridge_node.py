@@ -41,7 +41,7 @@ from std_msgs.msg import Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory
 
 from . import messages as M
-from .executors import make_executor
+from .executors import make_executor, steady_clock
 
 # /swfp/task: state, not a stream: a late subscriber needs the latest value -> transient local, depth 1.
 TASK_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL,
@@ -94,10 +94,10 @@ class SimBridge(Node):
         self.command = self.env.joint_positions        # realtime: the latest valid target (hold at start)
         self.queue: list[np.ndarray] = []               # realtime trajectory points still to execute
         if self.mode == 'realtime':
-            self.create_timer(1.0 / self.control_rate, self._realtime_tick)
+            self.create_timer(1.0 / self.control_rate, self._realtime_tick, clock=steady_clock())
         else:
-            self.create_timer(self.heartbeat_s, self._heartbeat)
-        self.create_timer(1.0, self._publish_status)
+            self.create_timer(self.heartbeat_s, self._heartbeat, clock=steady_clock())
+        self.create_timer(1.0, self._publish_status, clock=steady_clock())
         self.get_logger().info(f'{self.task_name} in {self.mode} mode, control {self.control_rate:g} Hz, '
                                f'seed {self.seed}, command {self.command_type}')
 
@@ -196,7 +196,8 @@ class SimBridge(Node):
             self._publish_state()
 
     def _publish_status(self):
-        st = DiagnosticStatus(level=DiagnosticStatus.OK, name='swfp/sim_bridge', hardware_id=self.task_name,
+        st = DiagnosticStatus(level=DiagnosticStatus.OK, name=self.get_fully_qualified_name(),
+                              hardware_id=self.task_name,
                               message=f'{self.mode} {self.task_name}')
         st.values = [KeyValue(key=k, value=str(v)) for k, v in self.counters.items()]
         st.values.append(KeyValue(key='sim_time', value=f'{self.sim_time:.3f}'))
