@@ -147,6 +147,20 @@ def cmd_finetune(args) -> int:
     return 0
 
 
+def cmd_demo(args) -> int:
+    import json
+
+    from .train.graph_demo import DemoConfig, run_demo
+
+    _set_torch_threads(1)
+    cfg = DemoConfig(task=args.task, demos=args.demos, noise=args.noise, epsilon=args.epsilon, bc_steps=args.bc_steps,
+                     env_steps=args.env_steps, actors=args.actors, eval_episodes=args.eval_episodes, seed=args.seed,
+                     out=args.out, swfp={'warmup_steps': args.warmup_steps, 'steps_per_block': args.steps_per_block})
+    result = run_demo(cfg)
+    print(json.dumps(result))
+    return 0
+
+
 def _add_policy_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--task', choices=TASK_CHOICES, default='panda_reach', help='simulated task')
     parser.add_argument('--policy', default='expert',
@@ -236,6 +250,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--device', default='cpu', help='cpu | cuda | auto')
     p.add_argument('--threads', type=int, default=1, help='torch intra-op threads')
     p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser('demo', help='the main job: noisy expert demos -> rosbag -> BC -> SWFP fine-tuning through '
+                       'the ROS 2 node graph -> BC vs fine-tuned success + learning-curve PNG; last line is JSON')
+    p.add_argument('--task', choices=TASK_CHOICES, default='panda_reach')
+    p.add_argument('--demos', type=int, default=60, help='expert demonstration episodes')
+    p.add_argument('--noise', type=float, default=1.0, help='expert Gaussian action noise (makes BC imperfect)')
+    p.add_argument('--epsilon', type=float, default=0.3, help='probability of a random expert action')
+    p.add_argument('--bc-steps', type=int, default=3000)
+    p.add_argument('--env-steps', type=int, default=2000, help='fine-tuning budget: env steps of all actors')
+    p.add_argument('--actors', type=int, default=2, help='namespaced actors (sim bridge + policy node each)')
+    p.add_argument('--warmup-steps', type=int, default=1000, help='critic-only env steps before the first block')
+    p.add_argument('--steps-per-block', type=int, default=500)
+    p.add_argument('--eval-episodes', type=int, default=100)
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--out', default='outputs/demo')
+    p.set_defaults(func=cmd_demo)
 
     # Listed for --help only: main() hands `swfp up ...` to the bring-up's own parser untouched.
     sub.add_parser('up', add_help=False,

@@ -1,0 +1,75 @@
+"""End to end through `swfp up sim_finetune` (the one graph description; separate processes): the sim bridge and the
+policy node run the task in lockstep, transitions reach the learner (real SWFP learner, small config), the learner
+publishes an accepted block, the policy applies it (the policy_version in later transitions increases), and Ctrl-C
+stops every process cleanly (exit 0, no orphans, the learner's final checkpoint written).
+"""
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip('rclpy')
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from std_msgs.msg import Float64MultiArray  # noqa: E402
+
+from swfp_ros.ros import messages as M  # noqa: E402
+from swfp_ros.ros.policy_node import TRANSITION_QOS  # noqa: E402
+from swfp_ros.sim import TASKS  # noqa: E402
+from swfp_ros.train.graph_demo import _config_dir  # noqa: E402
+from tiny_policy import SMALL_SWFP, write_bc_checkpoint  # noqa: E402
+
+OBS_DIM = 14 + len(TASKS['panda_reach'][1].task_labels)
+
+
+def _gone(pid: int) -> bool:
+    import os
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_swfp_up_sim_finetune_end_to_end(tmp_path, ros_env, ros_node):
+    bc = write_bc_checkpoint(tmp_path / 'bc.pt', OBS_DIM, 7)
+    cfg = _config_dir(tmp_path / 'config', SMALL_SWFP)
+    transitions = ros_node.collect('/swfp/transition', Float64MultiArray, TRANSITION_QOS)
+    status = ros_node.collect('/swfp/status', DiagnosticArray)
+    swfp = Path(sys.executable).parent / 'swfp'
+    log = open(tmp_path / 'up.log', 'w+')
+    proc = subprocess.Popen([str(swfp), 'up', 'sim_finetune', f'checkpoint:={bc}', f'config:={cfg}',
+                             f'checkpoint_dir:={tmp_path / "ckpt"}', 'device:=cpu', 'seed:=5'],
+                            env=ros_env, stdout=log, stderr=subprocess.STDOUT, cwd=str(tmp_path),
+                            start_new_session=True)
+    try:
+        def versions():
+            return [M.transition_from_msg(m, OBS_DIM, 7).version for _, m in list(transitions)]
+        ros_node.wait_for(lambda: max(versions(), default=0) >= 1, 80.0, what='a transition acted with version >= 1')
+        learner = {}
+        for _, m in list(status):
+            for st in m.status:
+                if st.name == '/learner_node':
+                    learner = {kv.key: kv.value for kv in st.values}
+        proc.send_signal(signal.SIGINT)
+        rc = proc.wait(timeout=40)
+    finally:
+        if proc.poll() is None:
+            import os
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.seek(0)
+        out = log.read()
+        log.close()
+    assert rc == 0, out[-4000:]
+    v = versions()
+    assert v[0] == 0 and v == sorted(v), 'the policy version only grows along the transition stream'
+    assert int(learner['accepted']) >= SMALL_SWFP['warmup_steps'] and int(learner['blocks_accepted']) >= 1, learner
+    pids = {m.group(1): int(m.group(2)) for m in re.finditer(r'started (\S+) \(pid (\d+)\)', out)}
+    assert set(pids) == {'sim_bridge', 'policy_node', 'learner_node'}, out[-4000:]
+    assert all(_gone(p) for p in pids.values()), out[-4000:]
+    assert re.search(r'^\[policy_node\] .*policy update applied: version 1', out, re.M), out[-4000:]
+    assert re.search(r'^\[learner_node\] .*final checkpoint', out, re.M), out[-4000:]
+    assert 'SIGKILL' not in out and 'Traceback' not in out, out[-4000:]

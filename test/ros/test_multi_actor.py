@@ -1,0 +1,68 @@
+"""Two namespaced actors (sim bridge + policy node each, in /actor0 and /actor1) feeding ONE learner, every node a
+separate process started with the package's parameter files (``/**`` keys apply under any namespace).
+
+Each actor has its own /actorN/joint_states, /actorN/swfp/action, /actorN/swfp/reward; /swfp/transition and
+/swfp/policy_update are shared: transitions of both actors reach the learner, and both policies apply its blocks.
+"""
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip('rclpy')
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
+from std_msgs.msg import Float64MultiArray  # noqa: E402
+
+from swfp_ros.ros import messages as M  # noqa: E402
+from swfp_ros.ros.policy_node import TRANSITION_QOS  # noqa: E402
+from swfp_ros.sim import TASKS  # noqa: E402
+from tiny_policy import SMALL_SWFP, write_bc_checkpoint  # noqa: E402
+
+CONFIG = Path(__file__).resolve().parents[2] / 'config'
+OBS_DIM = 14 + len(TASKS['panda_reach'][1].task_labels)
+DEEP = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
+
+
+def statuses(box) -> dict:
+    out = {}
+    for _, msg in list(box):
+        for st in msg.status:
+            out[st.name] = {kv.key: kv.value for kv in st.values}
+    return out
+
+
+def test_two_namespaced_actors_one_learner(launch_node, ros_node, tmp_path):
+    bc = write_bc_checkpoint(tmp_path / 'bc.pt', OBS_DIM, 7)
+    status = ros_node.collect('/swfp/status', DiagnosticArray)
+    transitions = ros_node.collect('/swfp/transition', Float64MultiArray, TRANSITION_QOS)
+    actions = {i: ros_node.collect(f'/actor{i}/swfp/action', Float64MultiArray, DEEP) for i in (0, 1)}
+    plain = ros_node.collect('/swfp/action', Float64MultiArray, DEEP)    # no actor may use the global name
+    learner = launch_node('learner_node', params_file=CONFIG / 'learner.yaml', params={
+        'checkpoint_dir': str(tmp_path / 'ckpt'), 'base_checkpoint': str(bc), 'device': 'cpu', 'status_period': 0.2,
+        'swfp': SMALL_SWFP})
+    procs = [learner]
+    for i in (0, 1):
+        ns = ['-r', f'__ns:=/actor{i}']
+        procs.append(launch_node('sim_bridge', params_file=CONFIG / 'sim_bridge.yaml', ros_args=ns, name='sim_bridge',
+                                 params={'seed': 10 + i, 'publish_clock': i == 0}))
+        procs.append(launch_node('policy_node', params_file=CONFIG / 'policy.yaml', ros_args=ns, name='policy_node',
+                                 params={'checkpoint': str(bc), 'device': 'cpu', 'actor_id': i,
+                                         'status_period_s': 0.2}))
+    try:
+        # both actors' transitions reach the learner, and both policies apply a block the learner published
+        def versions():
+            s = statuses(status)
+            return [int(s.get(f'/actor{i}/policy_node', {}).get('policy_version', -1)) for i in (0, 1)]
+        ros_node.wait_for(lambda: min(versions()) >= 1, 80.0, what='both policies at version >= 1')
+    finally:
+        for p in procs:
+            print(p.name, p.output()[-1500:])
+    ts = [M.transition_from_msg(m, OBS_DIM, 7) for _, m in list(transitions)]
+    assert {t.actor_id for t in ts} == {0, 1}
+    assert {t.version for t in ts} >= {0, 1}           # transitions acted with the learner's block
+    assert len(actions[0]) > 10 and len(actions[1]) > 10 and not plain
+    s = statuses(status)
+    assert int(s['/learner_node']['accepted']) >= 64 and int(s['/learner_node']['blocks_accepted']) >= 1, s
+    assert all(p.alive() for p in procs)
+    for p in reversed(procs):
+        assert p.stop() == 0, p.output()
