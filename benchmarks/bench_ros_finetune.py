@@ -25,6 +25,8 @@ def main():
     ap.add_argument('--eval-episodes', type=int, default=100)
     ap.add_argument('--seed', type=int, default=0)
     ap.add_argument('--out', default='outputs/bench_ros_finetune')
+    ap.add_argument('--pacing', type=int, default=None, help='max_learner_backlog of the actors (default: the '
+                    'demo\'s; 0 = actors run free)')
     args = ap.parse_args()
 
     import torch
@@ -51,7 +53,11 @@ def main():
     print(f'BC success {result["bc_success"]:.2f}', flush=True)
 
     t0 = time.perf_counter()
-    run = run_graph_finetune(bc, out / 'graph', args.env_steps, swfp, args.task, args.actors, args.seed)
+    from swfp_ros.train.graph_demo import PACING
+    pacing = PACING if args.pacing is None else args.pacing
+    result['max_learner_backlog'] = pacing
+    run = run_graph_finetune(bc, out / 'graph', args.env_steps, swfp, args.task, args.actors, args.seed,
+                             max_learner_backlog=pacing)
     result.update(graph_s=round(time.perf_counter() - t0, 1), graph_env_steps=run.env_steps,
                   graph_blocks=int(run.learner.get('blocks_accepted', 0)), graph_version=int(run.learner['version']))
     result['graph_success'] = evaluate_checkpoint(run.checkpoint, args.task, args.eval_episodes)

@@ -32,6 +32,7 @@ Parameters (config/learner.yaml; launch / ``swfp up`` override base_checkpoint, 
     status_period      double  s between /swfp/status diagnostics
     queue_depth        int     depth of the /swfp/transition subscription (reliable)
     max_pending        int     transitions buffered between the executor and the worker (oldest dropped beyond)
+    backlog_period     double  s between /swfp/learner_backlog messages
     max_batch          int     transitions stored per ``update()`` call (a lagging learner still trains one block per
                                ``steps_per_block`` crossing, with the critic updates spent in between)
     update_history     int     /swfp/policy_update history depth (reliable + transient local); at least
@@ -41,7 +42,8 @@ Parameters (config/learner.yaml; launch / ``swfp up`` override base_checkpoint, 
                        learner keeps the config stored in its checkpoint.
 
 Topics: sub ``/swfp/transition`` (Float64MultiArray, TRANSITION layout), pub ``/swfp/policy_update``
-(UInt8MultiArray), pub ``/swfp/status`` (DiagnosticArray: replay size, env steps, counters, version, ``idle`` = true
+(UInt8MultiArray), pub ``/swfp/learner_backlog`` (std_msgs/Int64 every ``backlog_period`` s, reliable, transient
+local, depth 1: transitions received but not yet trained on; lockstep actors can pace themselves on it), pub ``/swfp/status`` (DiagnosticArray: replay size, env steps, counters, version, ``idle`` = true
 when everything received so far is stored and trained on).
 """
 from __future__ import annotations
@@ -65,7 +67,7 @@ from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from std_msgs.msg import Float64MultiArray, UInt8MultiArray
+from std_msgs.msg import Float64MultiArray, Int64, UInt8MultiArray
 
 from swfp_ros.algo.checkpoint import load_learner, load_policy, save_learner
 from swfp_ros.algo.config import SwfpConfig
@@ -76,6 +78,7 @@ from swfp_ros.ros.executors import steady_clock
 TOPIC_TRANSITION = '/swfp/transition'
 TOPIC_UPDATE = '/swfp/policy_update'
 TOPIC_STATUS = '/swfp/status'
+TOPIC_BACKLOG = '/swfp/learner_backlog'
 CHECKPOINT_NAME = 'learner.pt'
 STATE_NAME = 'node_state.json'
 
@@ -88,6 +91,12 @@ def transition_qos(depth: int) -> QoSProfile:
 def update_qos(depth: int) -> QoSProfile:
     """Reliable + transient local: a policy node that joins late receives the latest base and the blocks after it."""
     return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=int(depth), reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def backlog_qos() -> QoSProfile:
+    """/swfp/learner_backlog: the latest value only; a late actor gets it at once."""
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
                       durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
@@ -192,6 +201,7 @@ class LearnerNode(Node):
         d('queue_depth', 1000)
         d('max_pending', 100000)
         d('max_batch', 64)
+        d('backlog_period', 0.05)
         d('update_history', 64)
         defaults = flat_config_defaults()
         for key, default in defaults.items():   # dynamic typing: `swfp.block.delta: 1` in YAML is fine
@@ -227,10 +237,13 @@ class LearnerNode(Node):
         self._update_depth = max(int(g('update_history')), self.learner.cfg.block.max_blocks + 1)
         self.update_pub = self.create_publisher(UInt8MultiArray, TOPIC_UPDATE, update_qos(self._update_depth))
         self.status_pub = self.create_publisher(DiagnosticArray, TOPIC_STATUS, 10)
+        self.backlog_pub = self.create_publisher(Int64, TOPIC_BACKLOG, backlog_qos())
+        self._in_flight = 0
         self._publish_base(self.learner.snapshot(), recreate=False)   # late joiners / restarted actors catch up
         self.create_subscription(Float64MultiArray, TOPIC_TRANSITION, self._on_transition,
                                  transition_qos(g('queue_depth')))
         self.create_timer(float(g('status_period')), self._publish_status, clock=steady_clock())
+        self.create_timer(float(g('backlog_period')), self._publish_backlog, clock=steady_clock())
         self._worker = threading.Thread(target=self._work, name='swfp-learner', daemon=True)
         self._worker.start()
 
@@ -314,6 +327,7 @@ class LearnerNode(Node):
         with self._pending_lock:
             n = min(len(self._pending), self.max_batch)
             batch = [self._pending.popleft() for _ in range(n)]
+            self._in_flight = n                     # still counts as backlog until update() returns
             if not self._pending:
                 self._wake.clear()
         return self._add(batch) if batch else 0
@@ -337,6 +351,7 @@ class LearnerNode(Node):
                             self._checkpoint()
                             since_ckpt = 0
                         self._stats = learner_stats(self.learner)
+                    self._in_flight = 0
             except Exception as e:  # noqa: BLE001 - keep learning; the error shows on /swfp/status
                 if not self.context.ok():
                     return                          # shutting down: the final checkpoint is close()'s
@@ -379,6 +394,11 @@ class LearnerNode(Node):
                            json.dumps({'counters': self.counters, 'time': time.time()}).encode())
 
     # --- diagnostics / shutdown -----------------------------------------------------------------------------------
+    def _publish_backlog(self) -> None:
+        with self._pending_lock:
+            n = len(self._pending) + self._in_flight
+        self.backlog_pub.publish(Int64(data=n))
+
     def _publish_status(self) -> None:
         stats = dict(self._stats)
         with self._pending_lock:

@@ -18,12 +18,16 @@ status are absolute, shared by every actor.
     sub /swfp/policy_update  std_msgs/UInt8MultiArray        reliable, transient local, depth 64 (the learner's
                                                              latest base + the blocks after it: late-joiner catch-up)
     sub /swfp/estop          std_msgs/Bool                   reliable, transient local, depth 1 (latched; stops all)
+    sub /swfp/learner_backlog std_msgs/Int64                 reliable, transient local, depth 1 (lockstep pacing,
+                                                             only when ``max_learner_backlog`` > 0)
     pub swfp/action          Float64MultiArray | JointTrajectory  reliable, depth 10 (``~/action_preview`` if dry_run)
     pub /swfp/transition     std_msgs/Float64MultiArray      reliable, depth 1000 (the learner must not miss data)
     pub /swfp/status         diagnostic_msgs/DiagnosticArray default
 Modes
     lockstep  act once per new observation (and only after the reward of the previous action arrived): with the sim
-              bridge in lockstep, training runs as fast as the two processes allow.
+              bridge in lockstep, training runs as fast as the two processes allow. With ``max_learner_backlog``
+              > 0 the node also waits while the learner has more than that many transitions not yet trained on
+              (``/swfp/learner_backlog``), so the data stays close to on-policy as in the in-process runner.
     realtime  act on a ``control_rate`` timer with the latest observation (a real arm).
 Latency on /swfp/status: ``inference_ms_*`` (the cascade alone) and ``obs_to_action_ms_*``: from the moment the
 worker could act (the observation's arrival, or the tick when the tick comes later) to the command's publication —
@@ -50,7 +54,7 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data)
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Bool, Float64MultiArray, UInt8MultiArray
+from std_msgs.msg import Bool, Float64MultiArray, Int64, UInt8MultiArray
 from trajectory_msgs.msg import JointTrajectory
 
 from . import messages as M
@@ -68,6 +72,8 @@ TRANSITION_QOS = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE, 
 # Latched: a policy that (re)starts after the learner published gets the learner's latest base + blocks / e-stop.
 UPDATE_QOS = QoSProfile(depth=64, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL,
                         history=HistoryPolicy.KEEP_LAST)
+BACKLOG_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL,
+                         history=HistoryPolicy.KEEP_LAST)
 ESTOP_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL,
                        history=HistoryPolicy.KEEP_LAST)
 
@@ -124,6 +130,7 @@ class PolicyNode(LifecycleNode):
         p('warmup_iters', 5)
         p('status_period_s', 1.0)
         p('torch_threads', 1)
+        p('max_learner_backlog', 0)                               # lockstep pacing; 0 = off
         self.runtime = None
         self.active = False
         self._worker = None
@@ -151,6 +158,7 @@ class PolicyNode(LifecycleNode):
             self.actor_id = int(g('actor_id'))
             self.dt = 1.0 / float(g('control_rate'))
             self.lockstep_timeout_s = float(g('lockstep_timeout_s'))
+            self.max_backlog = int(g('max_learner_backlog'))
             lower, upper, self.task_labels = self._task_spec(g('task'), g('joint_lower'), g('joint_upper'))
             self.safety = SafetyFilter(lower, upper, g('max_delta'), g('stale_timeout_s'))
             if not g('checkpoint'):
@@ -241,6 +249,10 @@ class PolicyNode(LifecycleNode):
                                      callback_group=cg),
             self.create_subscription(Bool, '/swfp/estop', self._on_estop, ESTOP_QOS, callback_group=cg),
         ]
+        if self.mode == 'lockstep' and self.max_backlog > 0:
+            self._subs.append(self.create_subscription(Int64, '/swfp/learner_backlog',
+                                                       lambda m: self._events.put(('backlog', int(m.data))),
+                                                       BACKLOG_QOS, callback_group=cg))
         tcg = MutuallyExclusiveCallbackGroup()
         self._timers = [self.create_timer(status_period, self._publish_status, callback_group=tcg,
                                           clock=steady_clock())]
@@ -273,6 +285,8 @@ class PolicyNode(LifecycleNode):
         self.last_progress = time.monotonic()
         self._deferred_updates: deque[bytes] = deque()
         self._tick_t = 0.0
+        self.backlog = 0
+        self._paused: Obs | None = None     # lockstep pacing: the observation waiting for the learner
 
     def _stop_worker(self):
         self._stop.set()
@@ -379,6 +393,13 @@ class PolicyNode(LifecycleNode):
             self._realtime_tick()
         elif kind == 'update':
             self._apply_update(payload)
+        elif kind == 'backlog':
+            self.backlog = payload
+            if self._paused is not None and not self._learner_behind():
+                obs, self._paused = self._paused, None
+                obs.rx = time.monotonic()   # lockstep: the sim waited for this action, the observation is current
+                self.last_progress = time.monotonic()
+                self._act(obs)
         elif kind == 'estop':
             self.safety.set_estop(payload)
             self.get_logger().warning('E-STOP engaged: holding' if payload else 'e-stop released')
@@ -387,6 +408,7 @@ class PolicyNode(LifecycleNode):
                 self._send_hold('estop')
         elif kind == 'active':
             self.active = payload
+            self._paused = None
             if not payload:
                 self._discard_pending()
                 self._send_hold('deactivated')
@@ -499,7 +521,7 @@ class PolicyNode(LifecycleNode):
                 while len(self.obs_q) > 1:                  # only the newest observation is worth acting on
                     self.obs_q.popleft()
                 self.rewards.clear()                       # rewards for actions we no longer track
-                self._act(self.obs_q.popleft())
+                self._act_paced(self.obs_q.popleft())
                 self.last_progress = time.monotonic()
                 continue
             if not (self.rewards and self.obs_q):
@@ -511,13 +533,25 @@ class PolicyNode(LifecycleNode):
             if pend.done or pend.n_rewards >= self.horizon:
                 self._finish(obs)
                 if not pend.done:
-                    self._act(obs)
+                    self._act_paced(obs)
                 # after an episode end, the next observation (the reset state) starts a new action
             elif self.command_type == 'float64_array':
                 if not self._command(obs, pend):            # next step of the chunk
                     pend.record = False
                     self.pending = None
                     self._act(obs)
+
+    def _learner_behind(self) -> bool:
+        return self.max_backlog > 0 and self.backlog > self.max_backlog
+
+    def _act_paced(self, obs: Obs):
+        """Lockstep: act now, or (pacing on) keep the observation until the learner's backlog is small again. The
+        sim bridge waits for the action meanwhile, so the actors never run far ahead of the learner."""
+        if self._learner_behind():
+            self._paused = obs
+            self.counters['paced_waits'] += 1
+            return
+        self._act(obs)
 
     def _check_lockstep_timeout(self):
         if (self.mode == 'lockstep' and self.active and self.pending is not None

@@ -26,6 +26,9 @@ import yaml
 
 # The demo's learner settings: critic warm-up on the first 1000 env steps, then a block every 500 env steps.
 DEMO_SWFP = {'warmup_steps': 1000, 'steps_per_block': 500}
+# Lockstep actors wait while the learner has more than this many transitions not yet trained on: like the in-process
+# runner (one update per batch of num_envs transitions), the data stays close to on-policy and blocks arrive in time.
+PACING = 8
 
 
 @dataclass
@@ -40,8 +43,9 @@ class GraphRun:
     wall_s: float = 0.0
 
 
-def _config_dir(dest: Path, swfp: dict) -> Path:
-    """The package's parameter files, with learner.yaml's ``swfp:`` section replaced by ``swfp``."""
+def _config_dir(dest: Path, swfp: dict, policy: dict | None = None) -> Path:
+    """The package's parameter files, with learner.yaml's ``swfp:`` section replaced by ``swfp`` and ``policy``
+    set in policy.yaml."""
     from ..paths import config_path
     dest.mkdir(parents=True, exist_ok=True)
     for name in ('sim_bridge.yaml', 'policy.yaml', 'learner.yaml', 'recorder.yaml'):
@@ -50,6 +54,10 @@ def _config_dir(dest: Path, swfp: dict) -> Path:
     for entry in doc.values():
         entry['ros__parameters']['swfp'] = swfp
     (dest / 'learner.yaml').write_text(yaml.safe_dump(doc, sort_keys=False))
+    doc = yaml.safe_load((dest / 'policy.yaml').read_text())
+    for entry in doc.values():
+        entry['ros__parameters'].update(policy or {})
+    (dest / 'policy.yaml').write_text(yaml.safe_dump(doc, sort_keys=False))
     return dest
 
 
@@ -75,8 +83,10 @@ def graph_nodes(bc_checkpoint: str, checkpoint_dir: str, config_dir: str, task: 
 
 
 def run_graph_finetune(bc_checkpoint: str, out_dir: str | Path, env_steps: int, swfp: dict, task: str = 'panda_reach',
-                       actors: int = 2, seed: int = 0, log=print, timeout_s: float = 900.0) -> GraphRun:
-    """Fine-tune ``bc_checkpoint`` through the sim_finetune graph for ``env_steps`` env steps (all actors together)."""
+                       actors: int = 2, seed: int = 0, log=print, timeout_s: float = 900.0,
+                       max_learner_backlog: int = PACING) -> GraphRun:
+    """Fine-tune ``bc_checkpoint`` through the sim_finetune graph for ``env_steps`` env steps (all actors together).
+    ``max_learner_backlog`` > 0 paces the lockstep actors on the learner (policy.yaml's max_learner_backlog)."""
     _ensure_domain()
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
@@ -92,7 +102,7 @@ def run_graph_finetune(bc_checkpoint: str, out_dir: str | Path, env_steps: int, 
     ckpt_dir = out / 'learner'
     if ckpt_dir.exists():
         shutil.rmtree(ckpt_dir)            # a fresh run (the learner would resume from an old checkpoint)
-    cfg_dir = _config_dir(out / 'config', swfp)
+    cfg_dir = _config_dir(out / 'config', swfp, {'max_learner_backlog': int(max_learner_backlog)})
     nodes = graph_nodes(str(bc_checkpoint), str(ckpt_dir), str(cfg_dir), task, actors, seed)
     logf = open(out / 'graph.log', 'w')
     # the learner first: actors that act before it subscribes would spend budget on transitions it never gets
@@ -271,6 +281,7 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
     from .pretrain import pretrain
 
     torch.set_num_threads(1)
+    _ensure_domain()
     t0 = time.monotonic()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,7 @@
 """End to end through `swfp up sim_finetune` (the one graph description; separate processes): the sim bridge and the
 policy node run the task in lockstep, transitions reach the learner (real SWFP learner, small config), the learner
-publishes an accepted block, the policy applies it (the policy_version in later transitions increases), and Ctrl-C
+publishes an accepted block, the policy (paced on the learner's backlog) applies it (the policy_version in later
+transitions increases), and Ctrl-C
 stops every process cleanly (exit 0, no orphans, the learner's final checkpoint written).
 """
 import re
@@ -35,7 +36,7 @@ def _gone(pid: int) -> bool:
 
 def test_swfp_up_sim_finetune_end_to_end(tmp_path, ros_env, ros_node):
     bc = write_bc_checkpoint(tmp_path / 'bc.pt', OBS_DIM, 7)
-    cfg = _config_dir(tmp_path / 'config', SMALL_SWFP)
+    cfg = _config_dir(tmp_path / 'config', SMALL_SWFP, {'max_learner_backlog': 8})   # actors paced on the learner
     transitions = ros_node.collect('/swfp/transition', Float64MultiArray, TRANSITION_QOS)
     status = ros_node.collect('/swfp/status', DiagnosticArray)
     swfp = Path(sys.executable).parent / 'swfp'
