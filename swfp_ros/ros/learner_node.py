@@ -341,6 +341,7 @@ class LearnerNode(Node):
                     if self._drain() or self._kick:
                         self._kick = False
                         updates = self.learner.update()
+                        self._stats = learner_stats(self.learner)   # before publishing: status never lags
                         trained = True
                         self.counters['updates'] += 1
                         since_ckpt += 1

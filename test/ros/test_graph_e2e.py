@@ -49,11 +49,16 @@ def test_swfp_up_sim_finetune_end_to_end(tmp_path, ros_env, ros_node):
         def versions():
             return [M.transition_from_msg(m, OBS_DIM, 7).version for _, m in list(transitions)]
         ros_node.wait_for(lambda: max(versions(), default=0) >= 1, 80.0, what='a transition acted with version >= 1')
-        learner = {}
-        for _, m in list(status):
-            for st in m.status:
-                if st.name == '/learner_node':
-                    learner = {kv.key: kv.value for kv in st.values}
+
+        def learner():
+            out = {}
+            for _, m in list(status):
+                for st in m.status:
+                    if st.name == '/learner_node':
+                        out = {kv.key: kv.value for kv in st.values}
+            return out
+        ros_node.wait_for(lambda: int(learner().get('blocks_accepted', 0)) >= 1, 10.0, what='learner status')
+        learner = learner()
         proc.send_signal(signal.SIGINT)
         rc = proc.wait(timeout=40)
     finally:
