@@ -40,7 +40,10 @@ def main():
         shutil.rmtree(out)
     out.mkdir(parents=True)
     bc = args.bc
-    if not bc:
+    if bc:
+        shutil.copy(bc, out / 'bc.pt')              # a private copy: the source may be rewritten meanwhile
+        bc = str(out / 'bc.pt')
+    else:
         from swfp_ros.train.demos import collect_demos
         from swfp_ros.train.pretrain import pretrain
         dataset, _ = collect_demos(args.task, 60, 1.0, 0.3, seed=args.seed, progress=False)
