@@ -445,6 +445,11 @@ def main(args=None) -> int:
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except RuntimeError as e:
+        if rclpy.ok():      # else: a take interrupted by Ctrl-C's context shutdown, a clean stop
+            print(f'learner_node: {type(e).__name__}: {e}', file=sys.stderr)
+            traceback.print_exc()
+            rc = 1
     except Exception as e:  # noqa: BLE001
         print(f'learner_node: {type(e).__name__}: {e}', file=sys.stderr)
         traceback.print_exc()

@@ -637,6 +637,10 @@ def main(args=None):
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except RuntimeError:
+        # rclpy can fail inside take_message when Ctrl-C shuts the context down mid-take: a clean stop, not a crash
+        if rclpy.ok():
+            raise
     finally:
         if node is not None:
             node._stop_worker()

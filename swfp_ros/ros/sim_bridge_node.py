@@ -216,6 +216,9 @@ def main(args=None):
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except RuntimeError:
+        if rclpy.ok():      # a take interrupted by Ctrl-C's context shutdown is a clean stop
+            raise
     except SystemExit as e:
         if e.code not in (0, None):
             raise
