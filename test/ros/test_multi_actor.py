@@ -53,7 +53,7 @@ def test_two_namespaced_actors_one_learner(launch_node, ros_node, tmp_path):
         def versions():
             s = statuses(status)
             return [int(s.get(f'/actor{i}/policy_node', {}).get('policy_version', -1)) for i in (0, 1)]
-        ros_node.wait_for(lambda: min(versions()) >= 1, 80.0, what='both policies at version >= 1')
+        ros_node.wait_for(lambda: min(versions()) >= 1, 150.0, what='both policies at version >= 1')   # loaded CI
     finally:
         for p in procs:
             print(p.name, p.output()[-1500:])
