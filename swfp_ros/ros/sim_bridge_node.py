@@ -37,7 +37,7 @@ from rclpy.node import Node
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data)
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Float64MultiArray
+from std_msgs.msg import Float64MultiArray, Int32
 from trajectory_msgs.msg import JointTrajectory
 
 from . import messages as M
@@ -80,6 +80,8 @@ class SimBridge(Node):
         self.js_pub = self.create_publisher(JointState, 'joint_states', qos_profile_sensor_data)
         self.task_pub = self.create_publisher(Float64MultiArray, 'swfp/task', TASK_QOS)
         self.reward_pub = self.create_publisher(Float64MultiArray, 'swfp/reward', REWARD_QOS)
+        # Episode index at each episode start: what a recorded bag is segmented on (config/ingest_panda_*.yaml).
+        self.episode_pub = self.create_publisher(Int32, 'swfp/episode', REWARD_QOS)
         self.clock_pub = self.create_publisher(Clock, '/clock', 10) if self.publish_clock else None
         self.status_pub = self.create_publisher(DiagnosticArray, '/swfp/status', 10)
         msg_type = JointTrajectory if self.command_type == 'trajectory' else Float64MultiArray
@@ -113,6 +115,7 @@ class SimBridge(Node):
         self.episode_return = 0.0
         self.command = self.env.joint_positions
         self.queue = []
+        self.episode_pub.publish(Int32(data=self.counters['episodes']))
         self._publish_state()
 
     def _publish_state(self):

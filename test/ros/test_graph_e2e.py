@@ -2,7 +2,8 @@
 policy node run the task in lockstep, transitions reach the learner (real SWFP learner, small config), the learner
 publishes an accepted block, the policy (paced on the learner's backlog) applies it (the policy_version in later
 transitions increases), and Ctrl-C
-stops every process cleanly (exit 0, no orphans, the learner's final checkpoint written).
+stops every process cleanly (exit 0, no orphans, the learner's final checkpoint written). With record_bag:=true the
+recorder's live bag ingests with the shipped spec (config/ingest_panda_reach.yaml) into whole episodes.
 """
 import re
 import signal
@@ -42,7 +43,8 @@ def test_swfp_up_sim_finetune_end_to_end(tmp_path, ros_env, ros_node):
     swfp = Path(sys.executable).parent / 'swfp'
     log = open(tmp_path / 'up.log', 'w+')
     proc = subprocess.Popen([str(swfp), 'up', 'sim_finetune', f'checkpoint:={bc}', f'config:={cfg}',
-                             f'checkpoint_dir:={tmp_path / "ckpt"}', 'device:=cpu', 'seed:=5'],
+                             f'checkpoint_dir:={tmp_path / "ckpt"}', 'device:=cpu', 'seed:=5',
+                             'record_bag:=true', f'bag_path:={tmp_path / "live_bag"}'],
                             env=ros_env, stdout=log, stderr=subprocess.STDOUT, cwd=str(tmp_path),
                             start_new_session=True)
     try:
@@ -74,8 +76,14 @@ def test_swfp_up_sim_finetune_end_to_end(tmp_path, ros_env, ros_node):
     assert v[0] == 0 and v == sorted(v), 'the policy version only grows along the transition stream'
     assert int(learner['accepted']) >= SMALL_SWFP['warmup_steps'] and int(learner['blocks_accepted']) >= 1, learner
     pids = {m.group(1): int(m.group(2)) for m in re.finditer(r'started (\S+) \(pid (\d+)\)', out)}
-    assert set(pids) == {'sim_bridge', 'policy_node', 'learner_node'}, out[-4000:]
+    assert set(pids) == {'sim_bridge', 'policy_node', 'learner_node', 'recorder_node'}, out[-4000:]
     assert all(_gone(p) for p in pids.values()), out[-4000:]
     assert re.search(r'^\[policy_node\] .*policy update applied: version 1', out, re.M), out[-4000:]
     assert re.search(r'^\[learner_node\] .*final checkpoint', out, re.M), out[-4000:]
     assert 'SIGKILL' not in out and 'Traceback' not in out, out[-4000:]
+
+    from swfp_ros.data import ingest
+    from swfp_ros.paths import config_path
+    live = ingest([tmp_path / 'live_bag'], config_path('ingest_panda_reach.yaml'))
+    assert len(live) >= 1 and live.obs_dim == OBS_DIM and live.act_dim == 7, live
+    assert all(abs(ep.actions).max() <= 1.0 for ep in live)
