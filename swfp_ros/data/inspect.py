@@ -5,7 +5,6 @@ import os
 import warnings
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 
 from .reader import BagSource, BagWarning
 

@@ -62,7 +62,7 @@ from typing import Any
 import numpy as np
 import rclpy
 import torch
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
@@ -404,19 +404,14 @@ class LearnerNode(Node):
         stats = dict(self._stats)
         with self._pending_lock:
             pending = len(self._pending)
-        level = DiagnosticStatus.OK
-        if self.last_error:
-            level = DiagnosticStatus.WARN
-        st = DiagnosticStatus(level=level, name=self.get_fully_qualified_name(), hardware_id='swfp_ros',
-                              message=f'{self._state}; {self.last_error}' if self.last_error else self._state)
         idle = self._idle and pending == 0
         values = {'state': self._state, 'resumed': str(self.resumed).lower(), 'pending': pending,
                   'idle': str(idle).lower(),
                   'checkpoint': str(self.ckpt_path), **self.counters, **stats}
-        st.values = [KeyValue(key=str(k), value=str(v)) for k, v in values.items()]
-        msg = DiagnosticArray(status=[st])
-        msg.header.stamp = self.get_clock().now().to_msg()
-        self.status_pub.publish(msg)
+        self.status_pub.publish(messages.status_msg(
+            self.get_fully_qualified_name(), 'swfp_ros',
+            f'{self._state}; {self.last_error}' if self.last_error else self._state, values,
+            warn=bool(self.last_error), stamp=self.get_clock().now().to_msg()))
 
     def close(self) -> None:
         """Stop the worker, store what is pending, write the final checkpoint (idempotent)."""

@@ -314,6 +314,19 @@ def update_from_msg(msg) -> bytes:
     return payload
 
 
+# --- diagnostics --------------------------------------------------------------------------------------------------
+def status_msg(name: str, hardware_id: str, message: str, values: dict, warn: bool = False, stamp=None):
+    """diagnostic_msgs/DiagnosticArray with one status (OK or WARN) whose key/values are ``values`` as strings."""
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+    status = DiagnosticStatus(level=DiagnosticStatus.WARN if warn else DiagnosticStatus.OK, name=name,
+                              hardware_id=hardware_id, message=message,
+                              values=[KeyValue(key=str(k), value=str(v)) for k, v in values.items()])
+    msg = DiagnosticArray(status=[status])
+    if stamp is not None:
+        msg.header.stamp = stamp
+    return msg
+
+
 # --- time ---------------------------------------------------------------------------------------------------------
 def time_msg(seconds: float):
     """builtin_interfaces/Time for a non-negative time in seconds."""

@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
@@ -604,9 +604,6 @@ class PolicyNode(LifecycleNode):
     def _publish_status(self):
         lat = np.array(self.latency) * 1e3 if self.latency else np.zeros(1)
         o2a = np.array(self.act_latency) * 1e3 if self.act_latency else np.zeros(1)
-        level = DiagnosticStatus.WARN if (getattr(self, 'safety', None) and self.safety.estopped) else DiagnosticStatus.OK
-        st = DiagnosticStatus(level=level, name=self.get_fully_qualified_name(), hardware_id=str(self.actor_id),
-                              message='active' if self.active else 'inactive')
         values = {'policy_version': self._version(), 'inference_ms_p50': f'{np.percentile(lat, 50):.3f}',
                   'inference_ms_p99': f'{np.percentile(lat, 99):.3f}',
                   'obs_to_action_ms_p50': f'{np.percentile(o2a, 50):.3f}',
@@ -614,10 +611,9 @@ class PolicyNode(LifecycleNode):
                   'device': str(getattr(self.runtime, 'device', '')), 'estop': int(self.safety.estopped),
                   'dry_run': int(self.dry_run), **dict(self.counters),
                   **{f'safety_{k}': v for k, v in self.safety.counters.items()}}
-        st.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
-        arr = DiagnosticArray(status=[st])
-        arr.header.stamp = self.get_clock().now().to_msg()
-        self.status_pub.publish(arr)
+        self.status_pub.publish(M.status_msg(self.get_fully_qualified_name(), str(self.actor_id),
+                                             'active' if self.active else 'inactive', values,
+                                             warn=self.safety.estopped, stamp=self.get_clock().now().to_msg()))
 
 
 def main(args=None):

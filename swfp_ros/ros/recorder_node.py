@@ -28,13 +28,14 @@ import time
 from pathlib import Path
 
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from swfp_ros.data.bag_writer import BagRecorder
 from swfp_ros.ros.executors import steady_clock
+from swfp_ros.ros import messages as M
 
 DEFAULT_TOPICS = ['/joint_states', '/swfp/task', '/swfp/action', '/swfp/reward', '/swfp/transition',
                   '/swfp/policy_update', '/swfp/estop', '/clock']
@@ -130,16 +131,11 @@ class RecorderNode(Node):
 
     # --- diagnostics / shutdown -----------------------------------------------------------------------------------
     def _publish_status(self) -> None:
-        st = DiagnosticStatus(level=DiagnosticStatus.OK if not self.errors else DiagnosticStatus.WARN,
-                              name=f'{self.get_fully_qualified_name()}', hardware_id='swfp_ros',
-                              message=f'recording to {self.path}')
-        st.values = [KeyValue(key='path', value=str(self.path)),
-                     KeyValue(key='messages', value=str(sum(self.counts.values()))),
-                     KeyValue(key='write_errors', value=str(self.errors))]
-        st.values += [KeyValue(key=f'count{t}', value=str(n)) for t, n in sorted(self.counts.items())]
-        msg = DiagnosticArray(status=[st])
-        msg.header.stamp = self.get_clock().now().to_msg()
-        self._status_pub.publish(msg)
+        values = {'path': self.path, 'messages': sum(self.counts.values()), 'write_errors': self.errors,
+                  **{f'count{t}': n for t, n in sorted(self.counts.items())}}
+        self._status_pub.publish(M.status_msg(self.get_fully_qualified_name(), 'swfp_ros',
+                                              f'recording to {self.path}', values, warn=bool(self.errors),
+                                              stamp=self.get_clock().now().to_msg()))
 
     def close(self) -> None:
         """Finish the bag (idempotent)."""

@@ -31,7 +31,7 @@ import time
 
 import numpy as np
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data)
@@ -199,14 +199,10 @@ class SimBridge(Node):
             self._publish_state()
 
     def _publish_status(self):
-        st = DiagnosticStatus(level=DiagnosticStatus.OK, name=self.get_fully_qualified_name(),
-                              hardware_id=self.task_name,
-                              message=f'{self.mode} {self.task_name}')
-        st.values = [KeyValue(key=k, value=str(v)) for k, v in self.counters.items()]
-        st.values.append(KeyValue(key='sim_time', value=f'{self.sim_time:.3f}'))
-        arr = DiagnosticArray(status=[st])
-        arr.header.stamp = self.get_clock().now().to_msg()
-        self.status_pub.publish(arr)
+        values = {**self.counters, 'sim_time': f'{self.sim_time:.3f}'}
+        self.status_pub.publish(M.status_msg(self.get_fully_qualified_name(), self.task_name,
+                                             f'{self.mode} {self.task_name}', values,
+                                             stamp=self.get_clock().now().to_msg()))
 
 
 def main(args=None):

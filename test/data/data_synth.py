@@ -2,7 +2,6 @@
 import numpy as np
 
 from swfp_ros.data.bag_writer import EpisodeRecord
-from swfp_ros.data.spec import PANDA_JOINTS, REACH_TASK_LABELS
 
 RATE = 20.0
 SCALE = 0.05

@@ -1,8 +1,6 @@
 """DemoDataset: save/load round trip, corrupt-file errors naming the file, BC stack, n-step transitions;
 BagRecorder: raw CDR bytes, message objects, custom types, unclosed bag."""
-import io
 import json
-import zipfile
 
 import numpy as np
 import pytest

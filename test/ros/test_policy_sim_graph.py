@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip('rclpy')
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
-from rclpy.qos import (DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data)  # noqa: E402
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 from std_msgs.msg import Bool, Float64MultiArray, UInt8MultiArray  # noqa: E402
 
@@ -69,6 +69,7 @@ def test_lockstep_graph_actions_and_transitions(launch_node, ros_node, tmp_path)
     # the lockstep loop: one action per step, rewards match transitions
     assert len(actions) >= len(ts)
     r = [M.reward_from_msg(m) for _, m in rewards]
+    assert r and all(np.isfinite(x.reward) and x.reward <= 0 for x in r)   # reach reward = -distance
     trunc = [t for t in ts if not t.terminated]
     assert trunc and all(np.all(np.isfinite(t.next_obs)) for t in trunc)
     assert policy.stop() == 0 and bridge.stop() == 0
