@@ -105,6 +105,5 @@ setup(
     maintainer_email='swfp-ros@example.org',
     description='Stepwise Flow Policy (SWFP): safe online RL fine-tuning of flow-matching robot policies on ROS 2.',
     license='Apache-2.0',
-    tests_require=['pytest'],
     entry_points={'console_scripts': [f'{name} = {target}' for name, target in CONSOLE_SCRIPTS.items()]},
 )
