@@ -155,7 +155,8 @@ def cmd_demo(args) -> int:
     _set_torch_threads(1)
     cfg = DemoConfig(task=args.task, demos=args.demos, noise=args.noise, epsilon=args.epsilon, bc_steps=args.bc_steps,
                      env_steps=args.env_steps, actors=args.actors, eval_episodes=args.eval_episodes, seed=args.seed,
-                     out=args.out, swfp={'warmup_steps': args.warmup_steps, 'steps_per_block': args.steps_per_block})
+                     out=args.out, swfp={'warmup_steps': args.warmup_steps, 'steps_per_block': args.steps_per_block,
+                                         'block': {'delta': args.delta}})
     result = run_demo(cfg)
     print(json.dumps(result))
     return 0
@@ -253,18 +254,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser('demo', help='the main job: noisy expert demos -> rosbag -> BC -> SWFP fine-tuning through '
                        'the ROS 2 node graph -> BC vs fine-tuned success + learning-curve PNG; last line is JSON')
-    p.add_argument('--task', choices=TASK_CHOICES, default='panda_reach')
-    p.add_argument('--demos', type=int, default=60, help='expert demonstration episodes')
-    p.add_argument('--noise', type=float, default=1.0, help='expert Gaussian action noise (makes BC imperfect)')
-    p.add_argument('--epsilon', type=float, default=0.3, help='probability of a random expert action')
-    p.add_argument('--bc-steps', type=int, default=3000)
-    p.add_argument('--env-steps', type=int, default=2000, help='fine-tuning budget: env steps of all actors')
-    p.add_argument('--actors', type=int, default=2, help='namespaced actors (sim bridge + policy node each)')
-    p.add_argument('--warmup-steps', type=int, default=1000, help='critic-only env steps before the first block')
-    p.add_argument('--steps-per-block', type=int, default=500)
-    p.add_argument('--eval-episodes', type=int, default=100)
-    p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--out', default='outputs/demo')
+    from .train.graph_demo import DemoConfig   # numpy + yaml only: --help stays fast
+    demo = DemoConfig()
+    p.add_argument('--task', choices=TASK_CHOICES, default=demo.task)
+    p.add_argument('--demos', type=int, default=demo.demos, help='expert demonstration episodes')
+    p.add_argument('--noise', type=float, default=demo.noise, help='expert Gaussian action noise (makes BC imperfect)')
+    p.add_argument('--epsilon', type=float, default=demo.epsilon, help='probability of a random expert action')
+    p.add_argument('--bc-steps', type=int, default=demo.bc_steps)
+    p.add_argument('--env-steps', type=int, default=demo.env_steps, help='fine-tuning budget: env steps of all actors')
+    p.add_argument('--actors', type=int, default=demo.actors, help='namespaced actors (sim bridge + policy node each)')
+    p.add_argument('--warmup-steps', type=int, default=demo.swfp['warmup_steps'],
+                   help='critic-only env steps before the first block')
+    p.add_argument('--steps-per-block', type=int, default=demo.swfp['steps_per_block'])
+    p.add_argument('--delta', type=float, default=demo.swfp['block']['delta'], help='trust-region radius of a block')
+    p.add_argument('--eval-episodes', type=int, default=demo.eval_episodes)
+    p.add_argument('--seed', type=int, default=demo.seed)
+    p.add_argument('--out', default=demo.out)
     p.set_defaults(func=cmd_demo)
 
     # Listed for --help only: main() hands `swfp up ...` to the bring-up's own parser untouched.
