@@ -60,11 +60,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Float64MultiArray, Int64, UInt8MultiArray
@@ -73,7 +71,7 @@ from swfp_ros.algo.checkpoint import load_learner, load_policy, save_learner
 from swfp_ros.algo.config import SwfpConfig
 from swfp_ros.algo.learner import Learner
 from swfp_ros.ros import messages
-from swfp_ros.ros.executors import steady_clock
+from swfp_ros.ros.executors import run_node, steady_clock
 
 TOPIC_TRANSITION = '/swfp/transition'
 TOPIC_UPDATE = '/swfp/policy_update'
@@ -432,29 +430,7 @@ class LearnerNode(Node):
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
-    node = None
-    rc = 0
-    try:
-        node = LearnerNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except RuntimeError as e:
-        if rclpy.ok():      # else: a take interrupted by Ctrl-C's context shutdown, a clean stop
-            print(f'learner_node: {type(e).__name__}: {e}', file=sys.stderr)
-            traceback.print_exc()
-            rc = 1
-    except Exception as e:  # noqa: BLE001
-        print(f'learner_node: {type(e).__name__}: {e}', file=sys.stderr)
-        traceback.print_exc()
-        rc = 1
-    finally:
-        if node is not None:
-            node.close()
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return rc
+    return run_node('learner_node', LearnerNode, args=args)
 
 
 if __name__ == '__main__':

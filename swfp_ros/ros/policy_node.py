@@ -41,16 +41,15 @@ from __future__ import annotations
 
 import importlib
 import queue
+import sys
 import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data)
 from sensor_msgs.msg import JointState
@@ -58,7 +57,7 @@ from std_msgs.msg import Bool, Float64MultiArray, Int64, UInt8MultiArray
 from trajectory_msgs.msg import JointTrajectory
 
 from . import messages as M
-from .executors import make_executor, steady_clock
+from .executors import run_node, steady_clock
 from .safety import SafetyFilter
 
 ARM_JOINTS = tuple(f'panda_joint{i}' for i in range(1, 8))
@@ -615,35 +614,23 @@ class PolicyNode(LifecycleNode):
                                              'active' if self.active else 'inactive', values,
                                              warn=self.safety.estopped, stamp=self.get_clock().now().to_msg()))
 
+    def close(self):
+        """Stop the inference worker (called once the node stops spinning)."""
+        self._stop_worker()
 
-def main(args=None):
-    rclpy.init(args=args)
-    node = None
-    # Callbacks only parse and enqueue (the worker thread does the rest): one executor thread is enough (see
-    # executors.make_executor for the choice of executor).
-    executor = make_executor()
-    try:
-        node = PolicyNode()
-        executor.add_node(node)
-        if node.get_parameter('autostart').value:
-            if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-                node.get_logger().fatal('autostart: configure failed')
-                raise SystemExit(1)
-            node.trigger_activate()
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except RuntimeError:
-        # rclpy can fail inside take_message when Ctrl-C shuts the context down mid-take: a clean stop, not a crash
-        if rclpy.ok():
-            raise
-    finally:
-        if node is not None:
-            node._stop_worker()
-            node.destroy_node()
-        executor.shutdown(timeout_sec=1.0)
-        rclpy.try_shutdown()
+
+def _autostart(node: PolicyNode) -> None:
+    """Configure and activate at start-up: pip-only machines have no lifecycle manager."""
+    if node.get_parameter('autostart').value:
+        if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+            node.get_logger().fatal('autostart: configure failed')
+            raise SystemExit(1)
+        node.trigger_activate()
+
+
+def main(args=None) -> int:
+    return run_node('policy_node', PolicyNode, on_start=_autostart, args=args)
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

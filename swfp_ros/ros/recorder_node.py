@@ -27,14 +27,12 @@ import threading
 import time
 from pathlib import Path
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from swfp_ros.data.bag_writer import BagRecorder
-from swfp_ros.ros.executors import steady_clock
+from swfp_ros.ros.executors import run_node, steady_clock
 from swfp_ros.ros import messages as M
 
 DEFAULT_TOPICS = ['/joint_states', '/swfp/task', '/swfp/action', '/swfp/reward', '/swfp/transition',
@@ -147,24 +145,7 @@ class RecorderNode(Node):
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
-    node = None
-    rc = 0
-    try:
-        node = RecorderNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except Exception as e:  # noqa: BLE001
-        print(f'recorder_node: {e}', file=sys.stderr)
-        rc = 1
-    finally:
-        if node is not None:
-            node.close()
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return rc
+    return run_node('recorder_node', RecorderNode, args=args)
 
 
 if __name__ == '__main__':

@@ -27,12 +27,11 @@ Invalid actions (wrong size, NaN) are rejected with a counted, throttled warning
 """
 from __future__ import annotations
 
+import sys
 import time
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data)
 from rosgraph_msgs.msg import Clock
@@ -41,7 +40,7 @@ from std_msgs.msg import Float64MultiArray, Int32
 from trajectory_msgs.msg import JointTrajectory
 
 from . import messages as M
-from .executors import make_executor, steady_clock
+from .executors import run_node, steady_clock
 
 # /swfp/task: state, not a stream: a late subscriber needs the latest value -> transient local, depth 1.
 TASK_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL,
@@ -204,29 +203,13 @@ class SimBridge(Node):
                                              f'{self.mode} {self.task_name}', values,
                                              stamp=self.get_clock().now().to_msg()))
 
+    def close(self):
+        self.env.close()
 
-def main(args=None):
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = SimBridge()
-        executor = make_executor()
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except RuntimeError:
-        if rclpy.ok():      # a take interrupted by Ctrl-C's context shutdown is a clean stop
-            raise
-    except SystemExit as e:
-        if e.code not in (0, None):
-            raise
-    finally:
-        if node is not None:
-            node.env.close()
-            node.destroy_node()
-        rclpy.try_shutdown()
+
+def main(args=None) -> int:
+    return run_node('sim_bridge', SimBridge, args=args)
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

@@ -194,9 +194,10 @@ def _evaluate_row(runtime, learner, run: RunnerConfig, env_steps: int, wall_s: f
 
 
 def _log_block(path: Path, learner, env_steps: int) -> None:
-    with path.open('a') as f:
-        f.write(json.dumps({'env_steps': env_steps, **learner.reports[-1].to_dict()}
-                           if learner.reports else {'env_steps': env_steps, 'naive': True}) + '\n')
+    """One JSON line per trained JKO block (its held-out report); the naive baseline trains no blocks."""
+    if learner.reports:
+        with path.open('a') as f:
+            f.write(json.dumps({'env_steps': env_steps, **learner.reports[-1].to_dict()}) + '\n')
 
 
 def _read_curve(path: Path) -> list[dict]:

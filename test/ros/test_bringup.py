@@ -5,7 +5,6 @@ The graph used is ``sim_finetune`` from graph.py restricted to its learner and r
 package parameter files and argument overrides), with the real learner on a tiny untrained BC checkpoint.
 The whole sim_finetune graph (sim bridge + policy + learner, blocks applied) is test_graph_e2e.py.
 """
-import os
 import re
 import signal
 import subprocess
@@ -18,6 +17,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from swfp_ros.ros import bringup, graph
 
 from tiny_policy import write_bc_checkpoint
+from up_process import finish, process_gone, started_pids
 
 DRIVER = '''
 import dataclasses, sys
@@ -29,32 +29,16 @@ sys.exit(bringup.main(sys.argv[1:]))
 '''
 
 
-def _env(tmp_path, ros_env):
-    return dict(ros_env)
-
-
-def _gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
-
-
 def _up(tmp_path, env, *assignments):
     log = open(tmp_path / 'up.log', 'w+')
     proc = subprocess.Popen([sys.executable, '-c', DRIVER, 'mini', '--grace', '10', *assignments], env=env,
-                            stdout=log, stderr=subprocess.STDOUT, cwd=str(tmp_path))
+                            stdout=log, stderr=subprocess.STDOUT, cwd=str(tmp_path), start_new_session=True)
     return proc, log
-
-
-def _started_pids(text: str) -> dict[str, int]:
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r'started (\S+) \(pid (\d+)\)', text)}
 
 
 def test_up_runs_graph_and_stops_cleanly_on_sigint(tmp_path, ros_env, ros_node):
     write_bc_checkpoint(tmp_path / 'bc.pt', 3, 2)
-    env = _env(tmp_path, ros_env)
+    env = dict(ros_env)
     status = ros_node.collect('/swfp/status', DiagnosticArray)
     proc, log = _up(tmp_path, env, f'checkpoint:={tmp_path / "bc.pt"}', f'checkpoint_dir:={tmp_path / "ckpt"}',
                     'record_bag:=true', f'bag_path:={tmp_path / "bag"}', 'use_sim_time:=false')
@@ -65,16 +49,11 @@ def test_up_runs_graph_and_stops_cleanly_on_sigint(tmp_path, ros_env, ros_node):
         proc.send_signal(signal.SIGINT)
         rc = proc.wait(timeout=30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        log.seek(0)
-        out = log.read()
-        log.close()
+        out = finish(proc, log)
     assert rc == 0, out
-    pids = _started_pids(out)
+    pids = started_pids(out)
     assert set(pids) == {'learner_node', 'recorder_node'}, out
-    assert all(_gone(p) for p in pids.values()), out
+    assert all(process_gone(p) for p in pids.values()), out
     assert re.search(r'^\[learner_node\] .*final checkpoint', out, re.M), out   # prefixed node output
     assert (tmp_path / 'ckpt' / 'learner.pt').is_file()
     assert (tmp_path / 'bag' / 'metadata.yaml').is_file()                       # recorder closed its bag
@@ -82,23 +61,18 @@ def test_up_runs_graph_and_stops_cleanly_on_sigint(tmp_path, ros_env, ros_node):
 
 
 def test_up_exits_nonzero_when_a_node_dies(tmp_path, ros_env):
-    env = _env(tmp_path, ros_env)
+    env = dict(ros_env)
     # no base checkpoint and an empty checkpoint_dir: the learner cannot start and exits with status 1
     proc, log = _up(tmp_path, env, f'checkpoint_dir:={tmp_path / "ckpt"}', 'record_bag:=true',
                     f'bag_path:={tmp_path / "bag"}', 'use_sim_time:=false')
     try:
         rc = proc.wait(timeout=40)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        log.seek(0)
-        out = log.read()
-        log.close()
+        out = finish(proc, log)
     assert rc != 0, out
     assert 'learner_node exited with status 1' in out, out
-    pids = _started_pids(out)
-    assert all(_gone(p) for p in pids.values()), out
+    pids = started_pids(out)
+    assert all(process_gone(p) for p in pids.values()), out
 
 
 def test_print_and_help_resolve_the_real_graphs(tmp_path, capsys):

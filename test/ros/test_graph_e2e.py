@@ -22,17 +22,9 @@ from swfp_ros.ros.policy_node import TRANSITION_QOS  # noqa: E402
 from swfp_ros.sim import TASKS  # noqa: E402
 from swfp_ros.train.graph_demo import _config_dir  # noqa: E402
 from tiny_policy import SMALL_SWFP, write_bc_checkpoint  # noqa: E402
+from up_process import finish, process_gone, started_pids  # noqa: E402
 
 OBS_DIM = 14 + len(TASKS['panda_reach'][1].task_labels)
-
-
-def _gone(pid: int) -> bool:
-    import os
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
 
 
 def test_swfp_up_sim_finetune_end_to_end(tmp_path, ros_env, ros_node):
@@ -64,20 +56,14 @@ def test_swfp_up_sim_finetune_end_to_end(tmp_path, ros_env, ros_node):
         proc.send_signal(signal.SIGINT)
         rc = proc.wait(timeout=40)
     finally:
-        if proc.poll() is None:
-            import os
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.seek(0)
-        out = log.read()
-        log.close()
+        out = finish(proc, log)
     assert rc == 0, out[-4000:]
     v = versions()
     assert v[0] == 0 and v == sorted(v), 'the policy version only grows along the transition stream'
     assert int(learner['accepted']) >= SMALL_SWFP['warmup_steps'] and int(learner['blocks_accepted']) >= 1, learner
-    pids = {m.group(1): int(m.group(2)) for m in re.finditer(r'started (\S+) \(pid (\d+)\)', out)}
+    pids = started_pids(out)
     assert set(pids) == {'sim_bridge', 'policy_node', 'learner_node', 'recorder_node'}, out[-4000:]
-    assert all(_gone(p) for p in pids.values()), out[-4000:]
+    assert all(process_gone(p) for p in pids.values()), out[-4000:]
     assert re.search(r'^\[policy_node\] .*policy update applied: version 1', out, re.M), out[-4000:]
     assert re.search(r'^\[learner_node\] .*final checkpoint', out, re.M), out[-4000:]
     assert 'SIGKILL' not in out and 'Traceback' not in out, out[-4000:]

@@ -1,0 +1,29 @@
+"""Helpers for tests that run `swfp up` (the bring-up) as a subprocess and read its prefixed output."""
+import os
+import re
+import signal
+import subprocess
+
+
+def process_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def started_pids(text: str) -> dict[str, int]:
+    """Node name -> pid, from the bring-up's 'started NAME (pid N)' lines."""
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r'started (\S+) \(pid (\d+)\)', text)}
+
+
+def finish(proc: subprocess.Popen, log) -> str:
+    """SIGKILL the bring-up (its whole process group) if it is still running, then return its output."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    log.seek(0)
+    out = log.read()
+    log.close()
+    return out
