@@ -52,12 +52,19 @@ class CriticConfig:
     hidden: int = 256
     layers: int = 3
     gamma: float = 0.99
+    # Decisions per TD target: windows of n consecutive transitions of one actor (replay.NStepAssembler); 1 = the
+    # prototype's one-step targets.
+    n_step: int = 1
     polyak: float = 0.005
     lr: float = 3e-4
     batch_size: int = 256
     # Hard (not soft) target by default: with alpha=0 the soft term vanishes anyway, and with alpha>0 it costs K+blocks
     # Jacobians per target; the prototype's results were all obtained without it.
     soft_target: bool = False
+
+    def __post_init__(self):
+        if self.n_step < 1:
+            raise ValueError(f'CriticConfig.n_step must be >= 1, got {self.n_step}')
 
 
 @dataclass

@@ -14,13 +14,13 @@ from .critic import Critic
 from .flow import FlowPolicy
 from .jko import BlockReport, train_block
 from .normalize import ObsNormalizer
-from .replay import FIELDS, ReplayBuffer, sample_mixed
+from .replay import FIELDS, NStepAssembler, ReplayBuffer, sample_mixed
 from .serialize import BlockUpdate
 
 
 @dataclass
 class Counters:
-    env_steps: int = 0            # Σ n_steps of stored online transitions
+    env_steps: int = 0            # Σ n_steps of the online transitions received
     transitions: int = 0
     critic_updates: int = 0
     owed_updates: float = 0.0     # utd · transitions not yet spent (waits while replay is smaller than a batch)
@@ -81,9 +81,11 @@ class Learner:
         self.policy = Cascade(base_policy.to(self.device).requires_grad_(False))
         self.critic = Critic(self.obs_dim, self.act_dim, self.cfg.critic).to(self.device)
         self.replay = ReplayBuffer(self.obs_dim, self.act_dim, self.cfg.replay_capacity)
+        self.nstep = NStepAssembler(self.cfg.critic.n_step, self.cfg.critic.gamma)
         self.demo = None
-        if demo_transitions is not None:
-            d = self._validate(**{k: demo_transitions.get(k) for k in FIELDS})
+        if demo_transitions is not None:  # already n-step windows (DemoDataset.transitions(n_step=...))
+            d = self._validate(**{k: demo_transitions.get(k) for k in FIELDS},
+                               max_steps=self.cfg.flow.chunk * self.cfg.critic.n_step)
             self.demo = ReplayBuffer(self.obs_dim, self.act_dim, len(d['obs']))
             self.demo.add(d)
         self.rng = np.random.default_rng(self.cfg.seed)
@@ -95,14 +97,22 @@ class Learner:
         self.compaction_metrics: dict[str, float] = {}
 
     # --- data ------------------------------------------------------------------------------------------------------
-    def _validate(self, obs, action, reward, next_obs, terminated, n_steps=None) -> dict[str, np.ndarray]:
+    def _validate(self, obs, action, reward, next_obs, terminated, n_steps=None,
+                  max_steps: int | None = None) -> dict[str, np.ndarray]:
         return validate_transitions(obs, action, reward, next_obs, terminated, n_steps, self.obs_dim, self.act_dim,
-                                    self.cfg.flow.chunk)
+                                    max_steps or self.cfg.flow.chunk)
 
-    def add_transitions(self, obs, action, reward, next_obs, terminated, n_steps=None) -> None:
-        """Store online transitions (all or nothing). n_steps: env steps each transition spans (default H)."""
+    def add_transitions(self, obs, action, reward, next_obs, terminated, n_steps=None, stream=None) -> None:
+        """Take online one-decision transitions (all or nothing), in time order per stream.
+
+        n_steps: env steps each transition spans (default H). stream: the actor each came from (default: one actor);
+        consecutive transitions of a stream are joined into n-step windows before they reach the replay.
+        """
         d = self._validate(obs, action, reward, next_obs, terminated, n_steps)
-        self.replay.add(d)
+        streams = np.zeros(len(d['obs']), np.int64) if stream is None else np.broadcast_to(stream, len(d['obs']))
+        windows = self.nstep.add(d, streams)
+        if len(windows['obs']):
+            self.replay.add(windows)
         self.counters.transitions += len(d['obs'])
         self.counters.env_steps += int(d['n_steps'].sum())
         self.counters.owed_updates += self.cfg.utd * len(d['obs'])
@@ -192,6 +202,7 @@ class Learner:
             'critic': self.critic.state_dict_full(), 'log_lambda': self.log_lambda,
             'counters': asdict(self.counters), 'reports': [r.to_dict() for r in self.reports],
             'replay': self.replay.state_dict() if include_replay else None,
+            'nstep': self.nstep.state_dict() if include_replay else None,
             'rng': {'numpy': self.rng.bit_generator.state, 'torch': self.gen.get_state(),
                     'torch_global': torch.get_rng_state()},
         }
@@ -209,6 +220,8 @@ class Learner:
         learner.reports = [BlockReport(**r) for r in d['reports']]
         if d['replay'] is not None:
             learner.replay.load_state_dict(d['replay'])
+        if d.get('nstep') is not None:
+            learner.nstep.load_state_dict(d['nstep'])
         learner.rng.bit_generator.state = d['rng']['numpy']
         learner.gen.set_state(d['rng']['torch'])
         torch.set_rng_state(d['rng']['torch_global'])

@@ -1,4 +1,5 @@
-"""Numpy ring buffer of transitions (obs, action, reward, next_obs, terminated, n_steps); raw (unnormalised) obs."""
+"""Numpy ring buffer of transitions (obs, action, reward, next_obs, terminated, n_steps), raw (unnormalised) obs,
+and the n-step windows that turn one-decision transitions into n-step ones before they are stored."""
 from __future__ import annotations
 
 import numpy as np
@@ -44,6 +45,64 @@ class ReplayBuffer:
         for k in FIELDS:
             self.data[k][:d['size']] = d['data'][k]
         self.ptr, self.size = d['ptr'], d['size']
+
+
+class NStepAssembler:
+    """Per-stream n-step windows over consecutive one-decision transitions (§4, n-step targets).
+
+    The extra n-1 rewards come from the behaviour policy (slightly off-policy, as in D4PG / Rainbow); SWFP's small
+    steps keep the behaviour close to the policy being evaluated.
+
+    A stream is one actor (an env of the in-process runner, an ``actor_id`` in the ROS graph). Its transitions chain
+    while each starts where the previous one ended (``obs == previous next_obs``) and nothing terminated. A break
+    (an episode reset after a time limit, a lost message) closes the open windows early, bootstrapped from their last
+    ``next_obs``: exactly the truncation target. Every decision opens one window; a window spanning transitions
+    i..j has reward sum_k gamma^(env steps before k) r_k, ``n_steps = sum n_k`` and the last transition's
+    ``next_obs`` and ``terminated``. n = 1 passes every transition through unchanged.
+    """
+
+    def __init__(self, n: int, gamma: float):
+        if n < 1:
+            raise ValueError(f'n-step window must be >= 1, got {n}')
+        self.n, self.gamma = n, gamma
+        self.open: dict[int, list[dict[str, np.ndarray]]] = {}   # stream -> its last < n transitions
+
+    def add(self, batch: dict[str, np.ndarray], streams: np.ndarray) -> dict[str, np.ndarray]:
+        """Validated transitions (with their streams, in time order) -> the windows they complete (maybe none)."""
+        done: list[dict] = []
+        for i, stream in enumerate(np.asarray(streams, np.int64).tolist()):
+            t = {k: batch[k][i] for k in FIELDS}
+            window = self.open.setdefault(stream, [])
+            if window and (window[-1]['terminated'] or not np.array_equal(window[-1]['next_obs'], t['obs'])):
+                done += self._close(window, len(window))
+            window.append(t)
+            if t['terminated']:
+                done += self._close(window, len(window))
+            elif len(window) == self.n:
+                done += self._close(window, 1)
+        if not done:
+            return {k: np.zeros((0, *v.shape[1:]), v.dtype) for k, v in batch.items() if k in FIELDS}
+        return {k: np.stack([w[k] for w in done]).astype(batch[k].dtype) for k in FIELDS}
+
+    def _close(self, window: list[dict], count: int) -> list[dict]:
+        """Emit the windows starting at the first ``count`` transitions (each running to the end); drop those."""
+        out = []
+        for start in range(count):
+            reward, steps = 0.0, 0
+            for t in window[start:]:
+                reward += self.gamma ** steps * float(t['reward'])
+                steps += int(t['n_steps'])
+            last = window[-1]
+            out.append({'obs': window[start]['obs'], 'action': window[start]['action'], 'reward': reward,
+                        'next_obs': last['next_obs'], 'terminated': last['terminated'], 'n_steps': steps})
+        del window[:count]
+        return out
+
+    def state_dict(self) -> dict:
+        return {'n': self.n, 'open': {s: [dict(t) for t in w] for s, w in self.open.items() if w}}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.open = {int(s): [dict(t) for t in w] for s, w in d['open'].items()}
 
 
 def sample_mixed(online: ReplayBuffer, demo: ReplayBuffer | None, n: int, demo_ratio: float,

@@ -76,7 +76,7 @@ class Transitions(NamedTuple):
     rewards: np.ndarray     # (M,) discounted n-step return
     next_obs: np.ndarray    # (M, obs_dim) observation n steps later (or the episode's last)
     terminated: np.ndarray  # (M,) float32: 1 when the window reaches a successful episode end
-    discount: np.ndarray    # (M,) float32: gamma ** (steps actually taken) for bootstrapping
+    n_steps: np.ndarray     # (M,) int32: steps actually taken (the bootstrap discount is gamma ** n_steps)
 
 
 class DemoDataset:
@@ -179,7 +179,7 @@ class DemoDataset:
 
         For step t of an episode of length T: ``rewards = sum_{k<m} gamma^k r_{t+k}`` with ``m = min(n, T - t)``;
         ``next_obs = obs[t + m]`` when that exists; ``terminated`` is 1 when the window reaches the end of a
-        *successful* episode (no bootstrap), and ``discount = gamma ** m``. An unsuccessful episode is a truncation:
+        *successful* episode (no bootstrap), and ``n_steps = m``. An unsuccessful episode is a truncation:
         windows are cut to end at its last observation (bootstrapped from it), and its last step is dropped.
         """
         if n_step < 1:
@@ -206,7 +206,7 @@ class DemoDataset:
                 out['rewards'].append(float(np.dot(disc[:m], r[t:t + m])))
                 out['next_obs'].append(nxt)
                 out['terminated'].append(1.0 if (reaches_end and ep.success) else 0.0)
-                out['discount'].append(gamma ** m)
+                out['n_steps'].append(m)
         if not out['obs']:
             raise ValueError('dataset has no transitions')
         return Transitions(obs=np.stack(out['obs']).astype(np.float32),
@@ -214,7 +214,7 @@ class DemoDataset:
                            rewards=np.asarray(out['rewards'], np.float32),
                            next_obs=np.stack(out['next_obs']).astype(np.float32),
                            terminated=np.asarray(out['terminated'], np.float32),
-                           discount=np.asarray(out['discount'], np.float32))
+                           n_steps=np.asarray(out['n_steps'], np.int32))
 
     # ------------------------------------------------------------------ persistence
     def metadata(self) -> dict[str, Any]:

@@ -178,10 +178,13 @@ def read_transition_bag(path: str):
             yield messages.transition_from_msg(reader.deserialize(raw, conn.msgtype))
 
 
-def stack(transitions: list) -> tuple:
-    return (np.stack([t.obs for t in transitions]), np.stack([t.action for t in transitions]),
-            np.array([t.reward for t in transitions]), np.stack([t.next_obs for t in transitions]),
-            np.array([t.terminated for t in transitions]), np.array([t.n_steps for t in transitions]))
+def stack(transitions: list) -> dict[str, np.ndarray]:
+    """Transition messages -> ``Learner.add_transitions`` arguments; each actor is its own n-step stream."""
+    return {'obs': np.stack([t.obs for t in transitions]), 'action': np.stack([t.action for t in transitions]),
+            'reward': np.array([t.reward for t in transitions]),
+            'next_obs': np.stack([t.next_obs for t in transitions]),
+            'terminated': np.array([t.terminated for t in transitions]),
+            'n_steps': np.array([t.n_steps for t in transitions]), 'stream': np.array([t.actor_id for t in transitions])}
 
 
 class LearnerNode(Node):
@@ -309,7 +312,7 @@ class LearnerNode(Node):
     def _add(self, transitions: list) -> int:
         """Store transitions; a batch the learner refuses is retried one by one so only bad ones are dropped."""
         try:
-            self.learner.add_transitions(*stack(transitions))
+            self.learner.add_transitions(**stack(transitions))
             self.counters['accepted'] += len(transitions)
             return len(transitions)
         except ValueError as e:

@@ -96,9 +96,9 @@ class ChunkCollector:
         self._running = np.zeros(num_envs)
 
     def collect(self, runtime: PolicyRuntime) -> tuple[dict[str, np.ndarray], int]:
-        """One decision per env; returns (transitions, env steps taken)."""
+        """One decision per env; returns (transitions with each env's index as its stream, env steps taken)."""
         chunks = runtime.act(self.obs)
-        out = {k: [] for k in ('obs', 'action', 'reward', 'next_obs', 'terminated', 'n_steps')}
+        out = {k: [] for k in ('obs', 'action', 'reward', 'next_obs', 'terminated', 'n_steps', 'stream')}
         steps = 0
         for i, (env, chunk) in enumerate(zip(self.envs, chunks)):
             reward_sum, n, terminated, truncated = 0.0, 0, False, False
@@ -110,8 +110,9 @@ class ChunkCollector:
                 if terminated or truncated:
                     break
             steps += n
-            for key, value in (('obs', self.obs[i]), ('action', chunk), ('reward', reward_sum),
-                               ('next_obs', next_obs), ('terminated', terminated), ('n_steps', n)):
+            # obs[i] is copied: the row is overwritten with next_obs below (a view would make obs == next_obs)
+            for key, value in (('obs', self.obs[i].copy()), ('action', chunk), ('reward', reward_sum),
+                               ('next_obs', next_obs), ('terminated', terminated), ('n_steps', n), ('stream', i)):
                 out[key].append(value)
             if terminated or truncated:   # truncation bootstraps from next_obs: only termination is terminal
                 self.episode_returns.append(self._running[i])
@@ -121,13 +122,13 @@ class ChunkCollector:
         return {k: np.asarray(v) for k, v in out.items()}, steps
 
 
-def demo_transitions(dataset: DemoDataset, chunk: int, gamma: float) -> dict[str, np.ndarray]:
-    """Demonstrations as replay transitions (H-step chunks of demo actions, n-step rewards)."""
-    if chunk != 1:
+def demo_transitions(dataset: DemoDataset, swfp: SwfpConfig) -> dict[str, np.ndarray]:
+    """Demonstrations as replay transitions: n-step windows (critic.n_step) of single demo actions."""
+    if swfp.flow.chunk != 1:
         raise NotImplementedError('demo seeding of replay is implemented for H=1 policies')
-    t = dataset.transitions(n_step=1, gamma=gamma)
+    t = dataset.transitions(n_step=swfp.critic.n_step, gamma=swfp.critic.gamma)
     return {'obs': t.obs, 'action': t.actions, 'reward': t.rewards, 'next_obs': t.next_obs,
-            'terminated': t.terminated, 'n_steps': np.ones(len(t.obs), np.int32)}
+            'terminated': t.terminated, 'n_steps': t.n_steps}
 
 
 def finetune(bc_checkpoint: str, out_dir: str, run: RunnerConfig, swfp: SwfpConfig,
@@ -138,7 +139,7 @@ def finetune(bc_checkpoint: str, out_dir: str, run: RunnerConfig, swfp: SwfpConf
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(run.seed)
-    demo = demo_transitions(demos, swfp.flow.chunk, swfp.critic.gamma) if demos is not None else None
+    demo = demo_transitions(demos, swfp) if demos is not None else None
     if (out / CHECKPOINT).is_file():
         learner = load_learner(str(out / CHECKPOINT), device=run.device, demo_transitions=demo,
                                learner_cls=LEARNERS[run.method])

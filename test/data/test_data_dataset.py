@@ -89,11 +89,11 @@ def test_transitions_one_and_n_step():
     tr3 = ds.transitions(n_step=3, gamma=0.5)
     np.testing.assert_allclose(tr3.rewards[0], 0 + 0.5 * 1 + 0.25 * 2)
     np.testing.assert_allclose(tr3.next_obs[0], ds[0].obs[3])
-    np.testing.assert_allclose(tr3.discount[0], 0.125)
-    # step 3 of the successful episode: window 3..4 reaches the end -> terminated, discount 0.25
-    np.testing.assert_allclose([tr3.rewards[3], tr3.terminated[3], tr3.discount[3]], [3 + 0.5 * 4, 1, 0.25])
+    assert tr3.n_steps[0] == 3
+    # step 3 of the successful episode: window 3..4 reaches the end -> terminated, 2 steps
+    np.testing.assert_allclose([tr3.rewards[3], tr3.terminated[3], tr3.n_steps[3]], [3 + 0.5 * 4, 1, 2])
     # truncated episode: windows end at its last observation (bootstrapped)
-    np.testing.assert_allclose([tr3.rewards[5], tr3.terminated[5], tr3.discount[5]], [0 + 0.5 * 1, 0, 0.25])
+    np.testing.assert_allclose([tr3.rewards[5], tr3.terminated[5], tr3.n_steps[5]], [0 + 0.5 * 1, 0, 2])
     np.testing.assert_allclose(tr3.next_obs[5], ds[1].obs[2])
 
 

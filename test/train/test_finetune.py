@@ -2,6 +2,7 @@
 import csv
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -9,7 +10,7 @@ from swfp_ros.algo.checkpoint import load_learner, load_policy
 from swfp_ros.algo.config import FlowConfig
 from swfp_ros.algo.naive import NaiveLearner
 from swfp_ros.train.demos import collect_demos
-from swfp_ros.train.finetune import RunnerConfig, finetune
+from swfp_ros.train.finetune import ChunkCollector, RunnerConfig, finetune
 from swfp_ros.train.pretrain import pretrain
 from swfp_ros.train.settings import load_swfp_config
 
@@ -38,6 +39,17 @@ def test_bc_checkpoint_carries_normaliser_and_provenance(bc_checkpoint):
     extra = torch.load(bc_checkpoint / 'bc.pt', weights_only=False)['extra']
     assert extra['task'] == 'panda_reach' and extra['provenance'][0]['source'] == 'simulator'
     assert len(extra['obs_labels']) == 20
+
+
+def test_collector_transitions_start_where_the_env_was(bc_checkpoint):
+    """Regression: obs was stored as a view of the row later overwritten with next_obs (obs == next_obs)."""
+    collector = ChunkCollector('panda_reach', num_envs=2, gamma=0.99, seed=0)
+    before = collector.obs.copy()
+    transitions, steps = collector.collect(load_policy(str(bc_checkpoint / 'bc.pt'), device='cpu'))
+    assert steps == 2 and transitions['stream'].tolist() == [0, 1]
+    np.testing.assert_array_equal(transitions['obs'], before)
+    np.testing.assert_array_equal(transitions['next_obs'], collector.obs)
+    assert not np.allclose(transitions['obs'], transitions['next_obs'])
 
 
 def test_finetune_trains_blocks_within_the_trust_region_and_resumes(bc_checkpoint, tmp_path):
