@@ -53,8 +53,10 @@ class CriticConfig:
     layers: int = 3
     gamma: float = 0.99
     # Decisions per TD target: windows of n consecutive transitions of one actor (replay.NStepAssembler); 1 = the
-    # prototype's one-step targets.
-    n_step: int = 1
+    # prototype's one-step targets. Measured (seed 0, 12k env steps, block every 1k): push from BC 0.10 went to
+    # 0.53 after one block and ended at 0.30 with n = 5, against 0.27 / 0.17 with n = 1; reach was alike for both
+    # (0.60 -> 0.97 / 1.00 at 10k), n = 5 a little faster (0.90 vs 0.87 at 4k).
+    n_step: int = 5
     polyak: float = 0.005
     lr: float = 3e-4
     batch_size: int = 256

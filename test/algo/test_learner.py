@@ -59,7 +59,7 @@ def test_rejects_bad_transitions_and_stores_nothing(field, bad):
 
 def test_single_unbatched_transition():
     learner = make_learner()
-    learner.add_transitions(np.zeros(OBS), np.zeros(ACT), 1.0, np.zeros(OBS), False, 1)
+    learner.add_transitions(np.zeros(OBS), np.zeros(ACT), 1.0, np.zeros(OBS), True, 1)  # a one-step episode
     assert len(learner.replay) == 1 and learner.counters.env_steps == 1
 
 
