@@ -3,7 +3,7 @@ same env-step budget, same number of actors (N namespaced actors in the graph vs
 policies are evaluated the same way (stochastic, as deployed; the same episode seeds). Prints a final JSON line.
 
 Usage: python benchmarks/bench_ros_finetune.py [--bc outputs/demo/bc.pt] [--env-steps 2000] [--actors 2]
-Without --bc, a BC checkpoint is trained first exactly as `swfp demo` does (60 demos, noise 1.0, epsilon 0.3).
+Without --bc, a BC checkpoint is trained first exactly as `swfp demo` does (its DemoConfig demos, noise, BC steps).
 """
 from __future__ import annotations
 
@@ -45,10 +45,12 @@ def main():
         bc = str(out / 'bc.pt')
     else:
         from swfp_ros.train.demos import collect_demos
+        from swfp_ros.train.graph_demo import DemoConfig
         from swfp_ros.train.pretrain import pretrain
-        dataset, _ = collect_demos(args.task, 60, 1.0, 0.3, seed=args.seed, progress=False)
+        demo = DemoConfig()
+        dataset, _ = collect_demos(args.task, demo.demos, demo.noise, demo.epsilon, seed=args.seed, progress=False)
         bc = str(out / 'bc.pt')
-        pretrain(dataset, bc, steps=3000, seed=args.seed, progress=False)
+        pretrain(dataset, bc, steps=demo.bc_steps, seed=args.seed, progress=False)
     swfp = {'warmup_steps': args.warmup_steps, 'steps_per_block': args.steps_per_block}
     result = {'task': args.task, 'env_steps_budget': args.env_steps, 'actors': args.actors, 'swfp': swfp,
               'eval_episodes': args.eval_episodes}

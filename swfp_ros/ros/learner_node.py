@@ -7,8 +7,8 @@ restart resumes it with ``load_learner`` from ``checkpoint_dir/learner.pt``; che
 (atomic).
 
 Threads: the executor thread only unpacks and validates transition messages (``swfp_ros.ros.messages``) into a
-bounded in-memory queue; one worker thread owns the learner — it drains the queue into the replay buffer, calls
-``update()``, checkpoints and publishes. Training therefore never starves the subscriptions, and the learner object is
+bounded in-memory queue; one worker thread owns the learner — it drains the queue into the replay buffer (each
+message's ``actor_id`` is its n-step stream), calls ``update()``, checkpoints and publishes. Training therefore never starves the subscriptions, and the learner object is
 touched by one thread only (plus the final checkpoint after the worker stopped).
 
 Late joiners and restarts: at start (fresh or resumed) the node publishes ``learner.snapshot()`` — the whole current

@@ -25,7 +25,7 @@ import numpy as np
 import yaml
 
 # The demo's learner settings: critic warm-up on the first 1000 env steps, then a block every 500 env steps, inside the
-# default trust region (delta 0.1; 0.3 fell far below BC on the reach benchmark).
+# default trust region (delta 0.1).
 DEMO_SWFP = {'warmup_steps': 1000, 'steps_per_block': 500, 'block': {'delta': 0.1}}
 # Lockstep actors wait while the learner has more than this many transitions not yet trained on: like the in-process
 # runner (one update per batch of num_envs transitions), the data stays close to on-policy and blocks arrive in time.
