@@ -193,6 +193,38 @@ class Learner:
         """The whole current policy as a 'base' update at the current version (for actors that join late)."""
         return BlockUpdate.from_policy(self.counters.version, self.policy, self.normalizer)
 
+    # --- diagnostics -----------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def critic_check(self, episodes: list[dict]) -> dict[str, float]:
+        """The critic against the returns actually obtained (§6: check the critic before blaming the policy update).
+
+        ``episodes``: recorded evaluation episodes (``evaluate_batched(..., record=True)``). Every decision's discounted
+        return to the episode's end, bootstrapped with the critic only where a time limit cut the episode (as the TD
+        target is), is compared with Q(s, a) of the action taken: q_bias = mean(Q - return), q_mc_corr = their
+        correlation over decisions (NaN when undefined). A critic trained on broken transitions shows up here first.
+        """
+        gamma, q_all, mc_all = self.cfg.critic.gamma, [], []
+        generator = torch.Generator(device=self.device).manual_seed(0)  # leaves the learner's RNG streams alone
+        for ep in episodes:
+            s = self.normalizer(torch.as_tensor(np.asarray(ep['obs']), dtype=torch.float32, device=self.device))
+            a = torch.as_tensor(np.asarray(ep['action']), dtype=torch.float32, device=self.device)
+            q_all.append(self.critic.q_min(s, a).cpu().numpy())
+            ret = 0.0
+            if not ep['terminated']:
+                s_end = self.normalizer(torch.as_tensor(np.asarray(ep['final_obs'])[None], dtype=torch.float32,
+                                                        device=self.device))
+                ret = self.critic.q_min(s_end, self.policy.sample(s_end, generator=generator)).item()
+            mc = []
+            for rewards in reversed(ep['step_rewards']):
+                for r in reversed(rewards):
+                    ret = float(r) + gamma * ret
+                mc.append(ret)
+            mc_all.append(np.asarray(mc[::-1]))
+        q, mc = np.concatenate(q_all), np.concatenate(mc_all)
+        corr = float(np.corrcoef(q, mc)[0, 1]) if len(q) > 1 and q.std() > 0 and mc.std() > 0 else float('nan')
+        return {'q_mean': float(q.mean()), 'mc_return_mean': float(mc.mean()), 'q_bias': float((q - mc).mean()),
+                'q_mc_corr': corr}
+
     # --- resume ----------------------------------------------------------------------------------------------------
     def state_dict(self, include_replay: bool = True) -> dict:
         snap = self.snapshot()

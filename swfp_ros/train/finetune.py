@@ -47,41 +47,60 @@ class RunnerConfig:
     device: str = 'cpu'
 
 
-def evaluate_runtime(runtime: PolicyRuntime, task: str, episodes: int, num_envs: int, seed: int) -> dict:
+def evaluate_runtime(runtime: PolicyRuntime, task: str, episodes: int, num_envs: int, seed: int,
+                     record: bool = False) -> dict:
     """The stochastic policy (as deployed) on ``episodes`` episodes seeded ``seed + i``, ``num_envs`` at a time."""
-    return evaluate_batched(runtime.act, task, episodes, num_envs, seed)
+    return evaluate_batched(runtime.act, task, episodes, num_envs, seed, record)
 
 
 def evaluate_batched(act: Callable[[np.ndarray], np.ndarray], task: str, episodes: int, num_envs: int,
-                     seed: int) -> dict:
-    """Success rate and mean return of ``act(obs [B, obs_dim]) -> actions or chunks [B, H*7]``, batched over envs."""
+                     seed: int, record: bool = False) -> dict:
+    """Success rate and mean return of ``act(obs [B, obs_dim]) -> actions or chunks [B, H*7]``, batched over envs.
+
+    ``record``: the result also holds 'episodes', each ``{'obs', 'action', 'step_rewards', 'final_obs',
+    'terminated'}`` per decision (``Learner.critic_check`` compares the critic with their returns).
+    """
     envs = [make_env(task) for _ in range(min(num_envs, episodes))]
     act_size = envs[0].action_space.shape[0]
-    successes, returns = [], []
+    successes, returns, recorded = [], [], []
     next_episode = 0
-    live = {}   # env index -> [current obs, return so far]
-    for i, env in enumerate(envs):
-        live[i] = [env.reset(seed=seed + next_episode)[0], 0.0]
+    live = {}   # env index -> [current obs, return so far, decisions so far]
+
+    def start(i: int) -> None:
+        nonlocal next_episode
+        live[i] = [envs[i].reset(seed=seed + next_episode)[0], 0.0, []]
         next_episode += 1
+
+    for i in range(len(envs)):
+        start(i)
     while live:
         ids = sorted(live)
         obs = np.stack([live[i][0] for i in ids])
         chunks = np.asarray(act(obs)).reshape(len(ids), -1, act_size)
         for i, chunk in zip(ids, chunks):
+            step_rewards = []
+            live[i][2].append((live[i][0], chunk.reshape(-1), step_rewards))
             for action in chunk:
                 o, r, terminated, truncated, info = envs[i].step(action)
                 live[i][0] = o
                 live[i][1] += r
+                step_rewards.append(r)
                 if terminated or truncated:
                     successes.append(bool(info['is_success']))
                     returns.append(live[i][1])
+                    if record:
+                        decisions = live[i][2]
+                        recorded.append({'obs': np.stack([d[0] for d in decisions]),
+                                         'action': np.stack([d[1] for d in decisions]),
+                                         'step_rewards': [d[2] for d in decisions], 'final_obs': o,
+                                         'terminated': bool(terminated)})
                     if next_episode < episodes:
-                        live[i] = [envs[i].reset(seed=seed + next_episode)[0], 0.0]
-                        next_episode += 1
+                        start(i)
                     else:
                         del live[i]
                     break
-    return {'success_rate': float(np.mean(successes)), 'mean_return': float(np.mean(returns))}
+    result = {'success_rate': float(np.mean(successes)), 'mean_return': float(np.mean(returns))}
+    return {**result, 'episodes': recorded} if record else result
 
 
 class ChunkCollector:
@@ -160,7 +179,8 @@ def finetune(bc_checkpoint: str, out_dir: str, run: RunnerConfig, swfp: SwfpConf
             _append_curve(out / CURVE, rows[-1])
             save_learner(str(out / CHECKPOINT), learner)
             log(f"[{run.method} {run.task} seed {run.seed}] {steps_done:>6d} env steps: success "
-                f"{rows[-1]['success_rate']:.2f}, return {rows[-1]['mean_return']:.2f}, blocks {rows[-1]['blocks']}")
+                f"{rows[-1]['success_rate']:.2f}, return {rows[-1]['mean_return']:.2f}, blocks {rows[-1]['blocks']}, "
+                f"critic bias {rows[-1]['critic_q_bias']:+.2f} (corr {rows[-1]['critic_q_mc_corr']:.2f})")
             next_eval += run.eval_every
         if steps_done >= run.env_steps:
             break
@@ -189,9 +209,12 @@ def finetune(bc_checkpoint: str, out_dir: str, run: RunnerConfig, swfp: SwfpConf
 
 
 def _evaluate_row(runtime, learner, run: RunnerConfig, env_steps: int, wall_s: float) -> dict:
-    result = evaluate_runtime(runtime, run.task, run.eval_episodes, run.num_envs, seed=1_000_000 + run.seed * 1000)
+    result = evaluate_runtime(runtime, run.task, run.eval_episodes, run.num_envs, seed=1_000_000 + run.seed * 1000,
+                              record=True)
+    check = learner.critic_check(result.pop('episodes'))
     return {'env_steps': env_steps, **result, 'wall_s': round(wall_s, 2), 'version': runtime.version,
-            'blocks': learner.counters.blocks_accepted, 'critic_updates': learner.counters.critic_updates}
+            'blocks': learner.counters.blocks_accepted, 'critic_updates': learner.counters.critic_updates,
+            'critic_q_bias': round(check['q_bias'], 4), 'critic_q_mc_corr': round(check['q_mc_corr'], 4)}
 
 
 def _log_block(path: Path, learner, env_steps: int) -> None:

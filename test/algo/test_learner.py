@@ -174,3 +174,23 @@ def test_demo_transitions_feed_the_critic_before_online_data():
     with pytest.raises(ValueError, match='reward'):
         Learner(small_flow(OBS, ACT), identity_normalizer(OBS), base.cfg,
                 demo_transitions={**demos, 'reward': demos['reward'][:-1]})
+
+
+def test_critic_check_compares_q_with_bootstrapped_returns():
+    learner = make_learner()
+    learner.cfg.critic.gamma = 0.5
+    learner.critic.q_min = lambda s, a: s[:, 0]           # a "critic" whose value is the first observation
+    obs = lambda *x0: np.array([[x, 0.0] for x in x0], np.float32)  # noqa: E731
+    episodes = [
+        # success after two decisions: returns 1 + 0.5 * 1 = 1.5 and 1
+        {'obs': obs(3, 2), 'action': np.zeros((2, ACT)), 'step_rewards': [[1.0], [1.0]], 'final_obs': obs(9)[0],
+         'terminated': True},
+        # time limit after one decision: 2 + 0.5 * Q(final) = 2 + 0.5 * 2 = 3
+        {'obs': obs(5), 'action': np.zeros((1, ACT)), 'step_rewards': [[2.0]], 'final_obs': obs(2)[0],
+         'terminated': False},
+    ]
+    check = learner.critic_check(episodes)
+    q, mc = np.array([3.0, 2.0, 5.0]), np.array([1.5, 1.0, 3.0])
+    np.testing.assert_allclose([check['q_mean'], check['mc_return_mean'], check['q_bias']],
+                               [q.mean(), mc.mean(), (q - mc).mean()], rtol=1e-6)
+    np.testing.assert_allclose(check['q_mc_corr'], np.corrcoef(q, mc)[0, 1], rtol=1e-6)

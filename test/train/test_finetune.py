@@ -59,6 +59,7 @@ def test_finetune_trains_blocks_within_the_trust_region_and_resumes(bc_checkpoin
     demos = DemoDataset.load(bc_checkpoint / 'demos.npz')
     rows = finetune(str(bc_checkpoint / 'bc.pt'), str(tmp_path), run, swfp, demos, log=lambda *_: None)
     assert [r['env_steps'] for r in rows][:2] == [0, 100] and rows[-1]['env_steps'] >= 200
+    assert all(np.isfinite([r['critic_q_bias'], r['critic_q_mc_corr']]).all() for r in rows)
     blocks = [json.loads(line) for line in (tmp_path / 'blocks.jsonl').read_text().splitlines()]
     assert blocks, 'no block was trained'
     for block in blocks:
