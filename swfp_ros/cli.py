@@ -115,7 +115,7 @@ def cmd_pretrain(args) -> int:
     _set_torch_threads(args.threads)
     dataset = _load_dataset(args)
     print(f'BC on {dataset}')
-    cfg = FlowConfig(hidden=args.hidden, layers=args.layers, euler_steps=args.euler_steps)
+    cfg = FlowConfig(hidden=args.hidden, layers=args.layers, euler_steps=args.euler_steps, chunk=args.chunk)
     metrics = pretrain(dataset, args.out, cfg, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
                        device=args.device, log_dir=args.logdir)
     print(f'wrote {args.out} (final flow-matching loss {metrics["final_loss"]:.4f})')
@@ -225,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--hidden', type=int, default=256, help='velocity MLP width')
     p.add_argument('--layers', type=int, default=3, help='velocity MLP hidden layers')
     p.add_argument('--euler-steps', type=int, default=4, help='K, Euler steps of the sampler')
+    p.add_argument('--chunk', type=int, default=1, help='H, actions per decision (executed open loop)')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--device', default='cpu', help='cpu | cuda | auto')
     p.add_argument('--logdir', help='TensorBoard log directory')

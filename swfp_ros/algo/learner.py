@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -68,11 +69,9 @@ class Learner:
 
     def __init__(self, base_policy: FlowPolicy, obs_normalizer: ObsNormalizer, cfg: SwfpConfig | None = None,
                  demo_transitions: dict[str, np.ndarray] | None = None, device: str = 'cpu'):
-        self.cfg = cfg or SwfpConfig()
+        # The base flow is given, so its architecture (chunk H included) is what cfg.flow describes.
+        self.cfg = dataclasses.replace(cfg or SwfpConfig(), flow=dataclasses.replace(base_policy.cfg))
         self.device = resolve_device(device)
-        if base_policy.cfg.chunk != self.cfg.flow.chunk:
-            raise ValueError(f'base policy chunk H={base_policy.cfg.chunk} differs from cfg.flow.chunk '
-                             f'{self.cfg.flow.chunk}')
         if obs_normalizer.dim != base_policy.obs_dim:
             raise ValueError(f'normaliser dim {obs_normalizer.dim} != policy obs_dim {base_policy.obs_dim}')
         self.obs_dim, self.act_dim = base_policy.obs_dim, base_policy.act_dim

@@ -66,9 +66,11 @@ class NStepAssembler:
             raise ValueError(f'n-step window must be >= 1, got {n}')
         self.n, self.gamma = n, gamma
         self.open: dict[int, list[dict[str, np.ndarray]]] = {}   # stream -> its last < n transitions
+        self.shapes: dict[str, tuple] = {k: () for k in FIELDS}   # per-transition shapes, for empty results
 
     def add(self, batch: dict[str, np.ndarray], streams: np.ndarray) -> dict[str, np.ndarray]:
         """Validated transitions (with their streams, in time order) -> the windows they complete (maybe none)."""
+        self.shapes = {k: np.shape(batch[k])[1:] for k in FIELDS}
         done: list[dict] = []
         for i, stream in enumerate(np.asarray(streams, np.int64).tolist()):
             t = {k: batch[k][i] for k in FIELDS}
@@ -80,9 +82,19 @@ class NStepAssembler:
                 done += self._close(window, len(window))
             elif len(window) == self.n:
                 done += self._close(window, 1)
+        return self._stack(done)
+
+    def flush(self) -> dict[str, np.ndarray]:
+        """Close every open window (finite data such as demonstrations: the last episodes end here)."""
+        done = [w for window in self.open.values() for w in self._close(window, len(window))]
+        return self._stack(done)
+
+    def _stack(self, done: list[dict]) -> dict[str, np.ndarray]:
+        dtypes = {'obs': np.float32, 'action': np.float32, 'reward': np.float32, 'next_obs': np.float32,
+                  'terminated': np.bool_, 'n_steps': np.int32}
         if not done:
-            return {k: np.zeros((0, *v.shape[1:]), v.dtype) for k, v in batch.items() if k in FIELDS}
-        return {k: np.stack([w[k] for w in done]).astype(batch[k].dtype) for k in FIELDS}
+            return {k: np.zeros((0, *self.shapes[k]), dtypes[k]) for k in FIELDS}
+        return {k: np.stack([w[k] for w in done]).astype(dtypes[k]) for k in FIELDS}
 
     def _close(self, window: list[dict], count: int) -> list[dict]:
         """Emit the windows starting at the first ``count`` transitions (each running to the end); drop those."""

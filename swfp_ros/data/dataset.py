@@ -22,7 +22,7 @@ import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, NamedTuple, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -66,17 +66,6 @@ class Episode:
     @property
     def successes(self) -> bool:
         return self.success
-
-
-class Transitions(NamedTuple):
-    """Flat transition arrays for seeding a replay buffer (n-step returns already folded in)."""
-
-    obs: np.ndarray         # (M, obs_dim)
-    actions: np.ndarray     # (M, act_dim)
-    rewards: np.ndarray     # (M,) discounted n-step return
-    next_obs: np.ndarray    # (M, obs_dim) observation n steps later (or the episode's last)
-    terminated: np.ndarray  # (M,) float32: 1 when the window reaches a successful episode end
-    n_steps: np.ndarray     # (M,) int32: steps actually taken (the bootstrap discount is gamma ** n_steps)
 
 
 class DemoDataset:
@@ -167,54 +156,21 @@ class DemoDataset:
                 f'success_rate={self.success_rate:.2f})')
 
     # ------------------------------------------------------------------ views for learning
-    def stack(self) -> tuple[np.ndarray, np.ndarray]:
-        """(obs, actions) of every step, concatenated: the behaviour-cloning training set."""
+    def stack(self, chunk: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """(obs, actions) of every step, concatenated: the behaviour-cloning training set.
+
+        ``chunk`` H > 1: each step's target is its next H actions, flattened ``(N, H * act_dim)``; near an episode's
+        end the chunk is padded by repeating the last action (the arm holds its course rather than learning to stop).
+        """
         if not self.episodes:
             raise ValueError('empty dataset')
-        return (np.concatenate([ep.obs for ep in self.episodes]),
-                np.concatenate([ep.actions for ep in self.episodes]))
-
-    def transitions(self, n_step: int = 1, gamma: float = 0.99) -> Transitions:
-        """Flat n-step transitions for seeding a replay buffer.
-
-        For step t of an episode of length T: ``rewards = sum_{k<m} gamma^k r_{t+k}`` with ``m = min(n, T - t)``;
-        ``next_obs = obs[t + m]`` when that exists; ``terminated`` is 1 when the window reaches the end of a
-        *successful* episode (no bootstrap), and ``n_steps = m``. An unsuccessful episode is a truncation:
-        windows are cut to end at its last observation (bootstrapped from it), and its last step is dropped.
-        """
-        if n_step < 1:
-            raise ValueError('n_step must be >= 1')
-        out = {k: [] for k in Transitions._fields}
+        if chunk < 1:
+            raise ValueError(f'chunk must be >= 1, got {chunk}')
+        targets = []
         for ep in self.episodes:
-            T = len(ep)
-            if T == 0:
-                continue
-            r = ep.rewards.astype(np.float64)
-            disc = gamma ** np.arange(n_step)
-            for t in range(T):
-                m = min(n_step, T - t)
-                reaches_end = t + m >= T
-                if reaches_end and not ep.success:
-                    # truncated episode: no observation after the last step, so bootstrap from obs[T-1]
-                    m = T - 1 - t
-                    reaches_end = False
-                    if m == 0:
-                        continue
-                nxt = ep.obs[t + m] if t + m < T else ep.obs[T - 1]
-                out['obs'].append(ep.obs[t])
-                out['actions'].append(ep.actions[t])
-                out['rewards'].append(float(np.dot(disc[:m], r[t:t + m])))
-                out['next_obs'].append(nxt)
-                out['terminated'].append(1.0 if (reaches_end and ep.success) else 0.0)
-                out['n_steps'].append(m)
-        if not out['obs']:
-            raise ValueError('dataset has no transitions')
-        return Transitions(obs=np.stack(out['obs']).astype(np.float32),
-                           actions=np.stack(out['actions']).astype(np.float32),
-                           rewards=np.asarray(out['rewards'], np.float32),
-                           next_obs=np.stack(out['next_obs']).astype(np.float32),
-                           terminated=np.asarray(out['terminated'], np.float32),
-                           n_steps=np.asarray(out['n_steps'], np.int32))
+            idx = np.minimum(np.arange(len(ep))[:, None] + np.arange(chunk)[None, :], len(ep) - 1)
+            targets.append(ep.actions[idx].reshape(len(ep), -1))
+        return np.concatenate([ep.obs for ep in self.episodes]), np.concatenate(targets)
 
     # ------------------------------------------------------------------ persistence
     def metadata(self) -> dict[str, Any]:

@@ -11,10 +11,10 @@ executed (``n_steps`` <= H, fewer when the episode ends inside the chunk) with t
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import resource
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -25,6 +25,7 @@ from ..algo.checkpoint import load_learner, load_policy, save_learner
 from ..algo.config import SwfpConfig
 from ..algo.learner import Learner
 from ..algo.naive import NaiveLearner
+from ..algo.replay import FIELDS, NStepAssembler
 from ..algo.runtime import PolicyRuntime
 from ..data import DemoDataset
 from ..sim import make_env
@@ -35,7 +36,7 @@ CURVE = 'curve.csv'
 BLOCKS = 'blocks.jsonl'
 
 
-@dataclass
+@dataclasses.dataclass
 class RunnerConfig:
     task: str = 'panda_reach'
     method: str = 'swfp'              # 'swfp' | 'naive'
@@ -129,8 +130,10 @@ class ChunkCollector:
                 if terminated or truncated:
                     break
             steps += n
+            executed = chunk.copy()
+            executed[n * self.act_size:] = 0.0   # a chunk cut by the episode end: zeros, as the policy node pads it
             # obs[i] is copied: the row is overwritten with next_obs below (a view would make obs == next_obs)
-            for key, value in (('obs', self.obs[i].copy()), ('action', chunk), ('reward', reward_sum),
+            for key, value in (('obs', self.obs[i].copy()), ('action', executed), ('reward', reward_sum),
                                ('next_obs', next_obs), ('terminated', terminated), ('n_steps', n), ('stream', i)):
                 out[key].append(value)
             if terminated or truncated:   # truncation bootstraps from next_obs: only termination is terminal
@@ -142,12 +145,36 @@ class ChunkCollector:
 
 
 def demo_transitions(dataset: DemoDataset, swfp: SwfpConfig) -> dict[str, np.ndarray]:
-    """Demonstrations as replay transitions: n-step windows (critic.n_step) of single demo actions."""
-    if swfp.flow.chunk != 1:
-        raise NotImplementedError('demo seeding of replay is implemented for H=1 policies')
-    t = dataset.transitions(n_step=swfp.critic.n_step, gamma=swfp.critic.gamma)
-    return {'obs': t.obs, 'action': t.actions, 'reward': t.rewards, 'next_obs': t.next_obs,
-            'terminated': t.terminated, 'n_steps': t.n_steps}
+    """Demonstrations as replay transitions, built the way online data is: each episode replayed as decisions of H
+    demo actions (one chain per start offset, so every step starts a decision), joined into n-step windows by the same
+    :class:`NStepAssembler`. A chunk cut short by the episode end is zero-padded, as the policy node pads it.
+
+    A demo that did not succeed ended at a time limit and has no observation after its last step: that step is
+    dropped, and the windows before it bootstrap from its observation (the truncation target).
+    """
+    horizon, gamma = swfp.flow.chunk, swfp.critic.gamma
+    nstep = NStepAssembler(swfp.critic.n_step, gamma)
+    windows = []
+    for e, ep in enumerate(dataset.episodes):
+        usable = len(ep) if ep.success else len(ep) - 1
+        for offset in range(min(horizon, usable)):
+            chain = {k: [] for k in FIELDS}
+            for t in range(offset, usable, horizon):
+                n = min(horizon, usable - t)
+                action = np.zeros((horizon, ep.actions.shape[1]), np.float32)
+                action[:n] = ep.actions[t:t + n]
+                for key, value in (('obs', ep.obs[t]), ('action', action.reshape(-1)),
+                                   ('reward', np.dot(gamma ** np.arange(n), ep.rewards[t:t + n])),
+                                   ('next_obs', ep.obs[min(t + n, len(ep) - 1)]),
+                                   ('terminated', ep.success and t + n == usable), ('n_steps', n)):
+                    chain[key].append(value)
+            batch = {k: np.asarray(v) for k, v in chain.items()}
+            windows.append(nstep.add(batch, np.full(len(batch['obs']), e * horizon + offset)))
+    windows.append(nstep.flush())
+    out = {k: np.concatenate([w[k] for w in windows]) for k in FIELDS}
+    if not len(out['obs']):
+        raise ValueError('the demonstrations hold no transitions (every episode is a single unsuccessful step)')
+    return out
 
 
 def finetune(bc_checkpoint: str, out_dir: str, run: RunnerConfig, swfp: SwfpConfig,
@@ -158,13 +185,14 @@ def finetune(bc_checkpoint: str, out_dir: str, run: RunnerConfig, swfp: SwfpConf
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(run.seed)
+    bc = load_policy(bc_checkpoint, device=run.device)
+    swfp = dataclasses.replace(swfp, flow=bc.cascade.base.cfg)  # the BC flow's architecture (chunk H included)
     demo = demo_transitions(demos, swfp) if demos is not None else None
     if (out / CHECKPOINT).is_file():
         learner = load_learner(str(out / CHECKPOINT), device=run.device, demo_transitions=demo,
                                learner_cls=LEARNERS[run.method])
         log(f'resumed from {out / CHECKPOINT} at {learner.counters.env_steps} env steps')
     else:
-        bc = load_policy(bc_checkpoint, device=run.device)
         learner = LEARNERS[run.method](bc.cascade.base, bc.normalizer, swfp, demo, device=run.device)
     runtime = PolicyRuntime(learner.policy, learner.normalizer, learner.counters.version, run.device, seed=run.seed)
     collector = ChunkCollector(run.task, run.num_envs, swfp.critic.gamma, seed=run.seed + learner.counters.env_steps)
@@ -203,7 +231,7 @@ def finetune(bc_checkpoint: str, out_dir: str, run: RunnerConfig, swfp: SwfpConf
     summary = {'timing': {'critic_ms_per_update': 1e3 * timing['critic_s'] / max(timing['critic_updates'], 1),
                           'block_s_per_block': timing['block_s'] / max(timing['blocks'], 1),
                           'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024},
-               'config': {'runner': asdict(run), 'swfp': swfp.to_dict()}}
+               'config': {'runner': dataclasses.asdict(run), 'swfp': swfp.to_dict()}}
     (out / 'summary.json').write_text(json.dumps(summary, indent=1))
     return rows
 

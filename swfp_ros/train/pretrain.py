@@ -13,12 +13,10 @@ from ..data import DemoDataset
 def pretrain(dataset: DemoDataset, out: str | Path, cfg: FlowConfig | None = None, steps: int = 5000,
              batch: int = 256, lr: float = 3e-4, seed: int = 0, device: str = 'cpu', log_dir: str | None = None,
              progress: bool = True) -> dict:
-    """Flow-matching BC on every step of ``dataset``; writes a policy checkpoint carrying the normaliser, the flow
+    """Flow-matching BC on every step of ``dataset`` (targets: chunks of ``cfg.chunk`` actions); writes a policy checkpoint carrying the normaliser, the flow
     config and the dataset's labels and provenance. Returns the training metrics."""
     cfg = cfg or FlowConfig()
-    if cfg.chunk != 1:
-        raise NotImplementedError('BC from datasets is implemented for H=1 (one action per decision)')
-    obs, actions = dataset.stack()
+    obs, actions = dataset.stack(cfg.chunk)
     flow, normalizer, metrics = train_bc(obs, actions, cfg, steps=steps, batch=batch, lr=lr, log_dir=log_dir,
                                          progress=progress, device=device, seed=seed)
     save_policy(str(out), Cascade(flow), normalizer, version=0,

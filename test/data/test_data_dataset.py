@@ -1,4 +1,4 @@
-"""DemoDataset: save/load round trip, corrupt-file errors naming the file, BC stack, n-step transitions;
+"""DemoDataset: save/load round trip, corrupt-file errors naming the file, BC stack;
 BagRecorder: raw CDR bytes, message objects, custom types, unclosed bag."""
 import json
 
@@ -34,6 +34,15 @@ def test_save_load_round_trip(tmp_path):
     assert back[1].timestamps is None
     obs, act = back.stack()
     assert obs.shape == (8, 4) and act.shape == (8, 2) and obs.dtype == np.float32
+
+
+def test_chunked_bc_targets_repeat_the_last_action_at_episode_ends():
+    ds = small_ds()
+    obs, chunks = ds.stack(chunk=3)
+    assert obs.shape == (8, 4) and chunks.shape == (8, 6)
+    np.testing.assert_array_equal(chunks[0], ds[0].actions[0:3].reshape(-1))
+    np.testing.assert_array_equal(chunks[3], ds[0].actions[[3, 4, 4]].reshape(-1))   # episode 0 ends after step 4
+    np.testing.assert_array_equal(chunks[5], ds[1].actions[[0, 1, 2]].reshape(-1))   # episode 1 starts fresh
 
 
 def _rewrite(path, **changes):
@@ -76,25 +85,6 @@ def test_load_errors_name_the_file(tmp_path, corrupt, needle):
     with pytest.raises(ValueError) as ei:
         DemoDataset.load(p)
     assert str(p) in str(ei.value) and needle in str(ei.value)
-
-
-def test_transitions_one_and_n_step():
-    ds = small_ds()
-    tr = ds.transitions(n_step=1, gamma=0.5)
-    # episode 0 (success, T=5): 5 transitions, last terminated; episode 1 (truncated, T=3): last step dropped
-    assert len(tr.obs) == 5 + 2
-    np.testing.assert_array_equal(tr.terminated, [0, 0, 0, 0, 1, 0, 0])
-    np.testing.assert_allclose(tr.next_obs[0], ds[0].obs[1])
-    np.testing.assert_allclose(tr.rewards[:5], [0, 1, 2, 3, 4])
-    tr3 = ds.transitions(n_step=3, gamma=0.5)
-    np.testing.assert_allclose(tr3.rewards[0], 0 + 0.5 * 1 + 0.25 * 2)
-    np.testing.assert_allclose(tr3.next_obs[0], ds[0].obs[3])
-    assert tr3.n_steps[0] == 3
-    # step 3 of the successful episode: window 3..4 reaches the end -> terminated, 2 steps
-    np.testing.assert_allclose([tr3.rewards[3], tr3.terminated[3], tr3.n_steps[3]], [3 + 0.5 * 4, 1, 2])
-    # truncated episode: windows end at its last observation (bootstrapped)
-    np.testing.assert_allclose([tr3.rewards[5], tr3.terminated[5], tr3.n_steps[5]], [0 + 0.5 * 1, 0, 2])
-    np.testing.assert_allclose(tr3.next_obs[5], ds[1].obs[2])
 
 
 def test_episode_validation():

@@ -77,6 +77,20 @@ def test_finetune_trains_blocks_within_the_trust_region_and_resumes(bc_checkpoin
     assert load_learner(str(tmp_path / 'learner.pt')).counters.env_steps >= 300
 
 
+def test_chunked_bc_fine_tunes_with_chunked_demos_in_replay(bc_checkpoint, tmp_path):
+    from swfp_ros.data import DemoDataset
+    demos = DemoDataset.load(bc_checkpoint / 'demos.npz')
+    pretrain(demos, tmp_path / 'bc4.pt', FlowConfig(hidden=64, layers=2, chunk=4), steps=50, progress=False)
+    assert load_policy(str(tmp_path / 'bc4.pt')).act_dim == 28
+    run = RunnerConfig(task='panda_reach', env_steps=200, num_envs=4, eval_every=200, eval_episodes=4)
+    finetune(str(tmp_path / 'bc4.pt'), str(tmp_path / 'run'), run, load_swfp_config(overrides=SMALL), demos,
+             log=lambda *_: None)
+    learner = load_learner(str(tmp_path / 'run' / 'learner.pt'), demo_transitions=None)
+    assert learner.cfg.flow.chunk == 4 and learner.counters.blocks_trained >= 1
+    n_steps = learner.replay.data['n_steps'][:len(learner.replay)]
+    assert n_steps.max() == 4 * learner.cfg.critic.n_step and n_steps.min() >= 1   # windows of whole chunks
+
+
 def test_naive_baseline_runs_in_the_same_harness(bc_checkpoint, tmp_path):
     swfp = load_swfp_config(overrides=SMALL)
     run = RunnerConfig(task='panda_reach', method='naive', env_steps=200, num_envs=4, eval_every=200,
