@@ -36,6 +36,12 @@ def transition(i: int):
         next_obs=rng.normal(size=OBS), terminated=bool(i % 17 == 0), n_steps=1, version=0, actor_id=0))
 
 
+def stored(received: int) -> str:
+    """Replay size after ``received`` of these transitions: each is an independent sample of actor 0, so it breaks the
+    previous one's n-step chain and closes its window; the last one's window stays open until the next arrives."""
+    return str(received - 1)
+
+
 def learner_status(box) -> dict:
     for _, msg in reversed(list(box)):
         for st in msg.status:
@@ -77,9 +83,9 @@ def test_transitions_blocks_compaction_bad_messages(ros_node, learner_setup):
     for m in (nan, short, nolayout, wrongdims, bad_action):
         pub.publish(m)
     ros_node.wait_for(lambda: learner_status(status).get('accepted') == '40' and learner_status(status).get(
-        'rejected') == '5' and learner_status(status).get('replay_size') == '40', 30.0, what='40 stored, 5 rejected')
+        'rejected') == '5' and learner_status(status).get('replay_size') == stored(40), 30.0, what='40 in, 5 rejected')
     s = learner_status(status)
-    assert s['replay_size'] == '40' and s['received'] == '45' and s['version'] == '0', s
+    assert s['replay_size'] == stored(40) and s['received'] == '45' and s['version'] == '0', s
     assert s['blocks_trained'] == '0' and int(s['critic_updates']) > 0, s     # still warming up the critic
     # warm-up (64 env steps) -> the first block, then 64 more -> the second block + compaction
     publish(ros_node, 30, start=40)
@@ -131,7 +137,7 @@ def test_resume_after_kill(ros_node, learner_setup, tmp_path):
     ros_node.wait_for(lambda: learner_status(status).get('resumed') == 'true', 40.0, what='resumed learner')
     s = learner_status(status)
     assert s['restarts'] == '1' and s['version'] == version and s['blocks_trained'] == '1', s
-    assert int(s['replay_size']) == 70 and int(s['env_steps']) == 70, s
+    assert s['replay_size'] == stored(70) and int(s['env_steps']) == 70, s   # the open window was checkpointed too
     # the restarted learner publishes its snapshot: one base at the current version, which a fresh actor accepts
     late = ros_node.collect('/swfp/policy_update', UInt8MultiArray, LATCHED)
     ros_node.wait_for(lambda: len(late) >= 1, 15.0, what='the snapshot')
@@ -141,7 +147,7 @@ def test_resume_after_kill(ros_node, learner_setup, tmp_path):
     runtime.apply_update(ups[0].to_bytes())
     assert runtime.version == int(version)
     publish(ros_node, 64, start=70)   # 134 env steps: the next block is due at 128
-    ros_node.wait_for(lambda: learner_status(status).get('replay_size') == '134'
+    ros_node.wait_for(lambda: learner_status(status).get('replay_size') == stored(134)
                       and learner_status(status).get('blocks_trained') == '2', 60.0, what='training continues')
     assert proc2.stop() == 0, proc2.output()
 
@@ -162,7 +168,7 @@ def test_prefill_from_transition_bag(ros_node, learner_setup, tmp_path):
     # 80 recorded env steps > warm-up 64: the learner trains its first block without any live transition
     ros_node.wait_for(lambda: learner_status(status).get('blocks_trained') == '1', 60.0, what='a block from the bag')
     s = learner_status(status)
-    assert s['bag_transitions'] == '80' and s['replay_size'] == '80' and s['received'] == '0', s
+    assert s['bag_transitions'] == '80' and s['replay_size'] == stored(80) and s['received'] == '0', s
     assert proc.stop() == 0, proc.output()
     # a bag of the wrong dimensions is refused at start (the node exits non-zero and says why)
     other = tmp_path / 'other'
