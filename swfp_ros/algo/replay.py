@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 FIELDS = ('obs', 'action', 'reward', 'next_obs', 'terminated', 'n_steps')
+DTYPES = {'obs': np.float32, 'action': np.float32, 'reward': np.float32, 'next_obs': np.float32,
+          'terminated': np.bool_, 'n_steps': np.int32}
 
 
 class ReplayBuffer:
@@ -12,10 +14,8 @@ class ReplayBuffer:
         if capacity <= 0:
             raise ValueError('ReplayBuffer capacity must be positive')
         self.obs_dim, self.act_dim, self.capacity = obs_dim, act_dim, capacity
-        self.data = {
-            'obs': np.zeros((capacity, obs_dim), np.float32), 'action': np.zeros((capacity, act_dim), np.float32),
-            'reward': np.zeros(capacity, np.float32), 'next_obs': np.zeros((capacity, obs_dim), np.float32),
-            'terminated': np.zeros(capacity, np.bool_), 'n_steps': np.ones(capacity, np.int32)}
+        widths = {'obs': (obs_dim,), 'action': (act_dim,), 'next_obs': (obs_dim,)}
+        self.data = {k: np.zeros((capacity, *widths.get(k, ())), DTYPES[k]) for k in FIELDS}
         self.ptr = 0
         self.size = 0
 
@@ -90,11 +90,9 @@ class NStepAssembler:
         return self._stack(done)
 
     def _stack(self, done: list[dict]) -> dict[str, np.ndarray]:
-        dtypes = {'obs': np.float32, 'action': np.float32, 'reward': np.float32, 'next_obs': np.float32,
-                  'terminated': np.bool_, 'n_steps': np.int32}
         if not done:
-            return {k: np.zeros((0, *self.shapes[k]), dtypes[k]) for k in FIELDS}
-        return {k: np.stack([w[k] for w in done]).astype(dtypes[k]) for k in FIELDS}
+            return {k: np.zeros((0, *self.shapes[k]), DTYPES[k]) for k in FIELDS}
+        return {k: np.stack([w[k] for w in done]).astype(DTYPES[k]) for k in FIELDS}
 
     def _close(self, window: list[dict], count: int) -> list[dict]:
         """Emit the windows starting at the first ``count`` transitions (each running to the end); drop those."""
