@@ -24,7 +24,7 @@ def _make_policy(env, spec: str, noise: float, epsilon: float, seed: int, device
         from .sim.experts import make_expert
         return make_expert(env, noise_std=noise, epsilon=epsilon, seed=seed)
     from .algo.checkpoint import load_policy
-    runtime = load_policy(spec, device=device)
+    runtime = load_policy(spec, device=device, seed=seed)   # the sampling noise too: a --seed repeats exactly
     return lambda obs: runtime.act(obs, deterministic=False)
 
 
@@ -169,7 +169,8 @@ def _add_policy_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--noise', type=float, default=0.0, help='expert: Gaussian action noise sigma')
     parser.add_argument('--epsilon', type=float, default=0.0, help='expert: probability of a random action')
     parser.add_argument('--episodes', type=int, default=20, help='number of episodes')
-    parser.add_argument('--seed', type=int, default=0, help='seed of the first episode (then +1 per episode)')
+    parser.add_argument('--seed', type=int, default=0,
+                        help='seed of the first episode (then +1 per episode) and of the policy noise')
     parser.add_argument('--device', default='cpu', help='checkpoint policies: cpu | cuda | auto')
     parser.add_argument('--threads', type=int, default=1, help='torch intra-op threads')
 

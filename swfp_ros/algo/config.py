@@ -25,25 +25,39 @@ class BlockConfig:
     layers: int = 2
     delta: float = 0.1            # trust-region radius: E||M(a)-a||² <= delta², in [-1,1] action units
     alpha: float = 0.0            # entropy temperature; 0 skips the Jacobian (§6: alpha=0 works, halves the cost)
-    # 'grad_norm': divide Q by the batch mean ||∇_a Q|| (§6: keeps the entropy balance as |Q| grows);
+    # 'grad_norm': divide Q by the pool's mean ||∇_a Q||, at every alpha (§6: keeps the entropy balance as |Q| grows;
+    # at alpha = 0 it makes λ's starting value 1/(2δ) a first step of about δ whatever the critic's scale); the
+    # temperature is then alpha·E||∇_a Q|| in Q units, which the soft critic target uses too.
     # 'none': raw Q (the analytic Boltzmann target of §5.1 only holds unscaled).
     q_scale: str = 'grad_norm'
     train_steps: int = 300
     lr: float = 1e-3
     batch_size: int = 256
     pool_size: int = 4096         # states drawn per block; actions sampled once (no grad through π_n)
-    holdout_frac: float = 0.2     # of the pool, for validation only
+    holdout_frac: float = 0.2     # of the pool (a random subset of distinct states), for validation only
+    holdout_actions: int = 4      # actions per held-out state: per-state displacement and within-state spread
     dual_step: float = 0.05       # ascent step on log λ per train step
     tolerance: float = 1.25       # accept if held-out E||M(a)-a||² <= tolerance·delta²
+    # The JKO step is per state, the bound above an average over states: the 95th percentile over held-out states of
+    # the per-state E_a||M(a)-a||² is held to tolerance·state_p95·delta² the same way (shrunk to state_p95·delta²).
+    state_p95: float = 4.0
     max_blocks: int = 16          # cascade length that triggers compaction
     compaction_steps: int = 2000  # flow-matching steps when re-fitting the base to the cascade
     compaction_lr: float = 3e-4
+    # A compaction is published only if, on held-out states with paired noise, the re-fitted base's executed actions
+    # stay within compaction_tolerance·delta² of the cascade's (E||base'(x0) - cascade(x0)||²) and the critic's value
+    # drops by at most compaction_value_tolerance·delta in units of E||∇_a Q|| (what a step of that length straight
+    # down the critic's gradient would lose); otherwise the cascade is kept and compaction retried after the next block.
+    compaction_tolerance: float = 1.0
+    compaction_value_tolerance: float = 0.5
 
     def __post_init__(self):
         if self.q_scale not in ('grad_norm', 'none'):
             raise ValueError(f"BlockConfig.q_scale must be 'grad_norm' or 'none', got {self.q_scale!r}")
         if self.delta <= 0 or self.tolerance < 1.0:
             raise ValueError('BlockConfig needs delta > 0 and tolerance >= 1')
+        if self.holdout_actions < 1:
+            raise ValueError(f'BlockConfig.holdout_actions must be >= 1, got {self.holdout_actions}')
 
 
 @dataclass
@@ -77,10 +91,10 @@ class SwfpConfig:
     critic: CriticConfig = field(default_factory=CriticConfig)
     warmup_steps: int = 5000      # env steps of critic-only training before the first block
     steps_per_block: int = 2500   # env steps between blocks
-    utd: float = 0.5              # critic updates per stored transition (prototype: one per 2 env steps)
+    utd: float = 0.5              # critic updates per env step (a chunk of H actions is H steps; prototype: 1 per 2)
     demo_ratio: float = 0.5       # fraction of each critic batch drawn from demonstrations, when given
     replay_capacity: int = 1_000_000
-    seed: int = 0
+    seed: int = 0                 # critic initialisation, minibatches, block noise (the runner sets its run seed)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

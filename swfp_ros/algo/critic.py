@@ -6,7 +6,6 @@ import copy
 import torch
 from torch import nn
 
-from .blocks import Cascade
 from .config import CriticConfig
 from .flow import mlp
 
@@ -32,41 +31,36 @@ class Critic(nn.Module):
         self.q = TwinQ(obs_dim, act_dim, self.cfg)
         self.target = copy.deepcopy(self.q).requires_grad_(False)
         self.opt = torch.optim.Adam(self.q.parameters(), lr=self.cfg.lr)
+        self._params, self._target_params = list(self.q.parameters()), list(self.target.parameters())
 
     def q_min(self, s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         return torch.minimum(*self.q(s, a))
 
     @torch.no_grad()
-    def td_target(self, batch: dict[str, torch.Tensor], policy: Cascade, alpha: float = 0.0,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
-        """y = r_H + γ^n (1 - terminated) (min_j Q̄_j(s', a') [- α log π(a'|s')]), a' ~ π_n(·|s').
+    def td_target(self, batch: dict[str, torch.Tensor], temperature: float = 0.0) -> torch.Tensor:
+        """y = r_n + γ^n (1 - terminated) (min_j Q̄_j(s', a') [- temperature·log π(a'|s')]), a' ~ π_n(·|s').
 
-        n = the transition's env steps (a chunk of H, or fewer if the episode ended inside it).
+        n = the transition's env steps (``n_steps``); ``next_obs`` is normalised and ``next_action`` (the executed,
+        clipped a') drawn by the caller. The soft term needs ``next_log_prob`` (the pre-clip density of a'); the
+        temperature is in Q units (α·E||∇_a Q|| under the blocks' gradient-norm scaling).
         """
-        s2 = batch['next_obs']
-        if self.cfg.soft_target and alpha > 0:
-            a2, logp = policy.sample_with_log_prob(s2, generator=generator)
-            a2 = a2.clamp(-1, 1) if policy.clip else a2
-            soft = -alpha * logp
-        else:
-            a2, soft = policy.sample(s2, generator=generator), 0.0
-        q_next = torch.minimum(*self.target(s2, a2)) + soft
-        disc = self.cfg.gamma ** batch['n_steps'].float()
-        return batch['reward'] + disc * (1.0 - batch['terminated'].float()) * q_next
+        q_next = torch.minimum(*self.target(batch['next_obs'], batch['next_action']))
+        if self.cfg.soft_target and temperature > 0:
+            q_next = q_next - temperature * batch['next_log_prob']
+        disc = self.cfg.gamma ** batch['n_steps'].to(q_next.dtype)
+        return batch['reward'] + disc * (1.0 - batch['terminated'].to(q_next.dtype)) * q_next
 
-    def update(self, batch: dict[str, torch.Tensor], policy: Cascade, alpha: float = 0.0,
-               generator: torch.Generator | None = None) -> dict[str, float]:
-        """One TD step on both critics + Polyak target update; returns metrics."""
-        y = self.td_target(batch, policy, alpha, generator)
+    def update(self, batch: dict[str, torch.Tensor], temperature: float = 0.0) -> dict[str, torch.Tensor]:
+        """One TD step on both critics + Polyak target update; returns metrics as 0-d tensors (no host sync)."""
+        y = self.td_target(batch, temperature)
         q1, q2 = self.q(batch['obs'], batch['action'])
         loss = (q1 - y).pow(2).mean() + (q2 - y).pow(2).mean()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
         with torch.no_grad():
-            for p, pt in zip(self.q.parameters(), self.target.parameters()):
-                pt.lerp_(p, self.cfg.polyak)
-        return {'td_loss': loss.item() / 2, 'q_mean': q1.mean().item(), 'target_mean': y.mean().item()}
+            torch._foreach_lerp_(self._target_params, self._params, self.cfg.polyak)
+        return {'td_loss': loss.detach() / 2, 'q_mean': q1.detach().mean(), 'target_mean': y.mean()}
 
     def state_dict_full(self) -> dict:
         return {'q': self.q.state_dict(), 'target': self.target.state_dict(), 'opt': self.opt.state_dict()}

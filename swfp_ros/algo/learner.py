@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -13,9 +14,9 @@ from .blocks import Cascade
 from .config import SwfpConfig, resolve_device
 from .critic import Critic
 from .flow import FlowPolicy
-from .jko import BlockReport, train_block
+from .jko import BlockReport, grad_norm_scale, train_block
 from .normalize import ObsNormalizer
-from .replay import FIELDS, NStepAssembler, ReplayBuffer, sample_mixed
+from .replay import FIELDS, NStepAssembler, ReplayBuffer, batch_indices, pool_indices
 from .serialize import BlockUpdate
 
 
@@ -24,17 +25,19 @@ class Counters:
     env_steps: int = 0            # Σ n_steps of the online transitions received
     transitions: int = 0
     critic_updates: int = 0
-    owed_updates: float = 0.0     # utd · transitions not yet spent (waits while replay is smaller than a batch)
+    owed_updates: float = 0.0     # utd · env steps not yet spent (waits while replay is smaller than a batch)
     blocks_trained: int = 0
     blocks_accepted: int = 0
-    compactions: int = 0
+    compactions: int = 0          # published
+    compactions_rejected: int = 0
     version: int = 0              # policy version: +1 per published update
     next_block_at: int = 0        # env step of the next block
 
 
 def validate_transitions(obs, action, reward, next_obs, terminated, n_steps, obs_dim: int, act_dim: int,
                          max_steps: int) -> dict[str, np.ndarray]:
-    """Batched (or single) transitions -> arrays of a common batch size; ValueError naming the bad field."""
+    """Batched (or single) transitions -> arrays of a common batch size (copies: the caller may reuse its buffers);
+    ValueError naming the bad field."""
     obs = np.asarray(obs, np.float32)
     single = obs.ndim == 1
     b = 1 if single else (obs.shape[0] if obs.ndim == 2 else -1)
@@ -45,7 +48,7 @@ def validate_transitions(obs, action, reward, next_obs, terminated, n_steps, obs
     for name, x, shape, dtype in (('obs', obs, (b, obs_dim), np.float32), ('action', action, (b, act_dim), np.float32),
                                   ('reward', reward, (b,), np.float32), ('next_obs', next_obs, (b, obs_dim), np.float32),
                                   ('terminated', terminated, (b,), np.float32), ('n_steps', n_steps, (b,), np.float64)):
-        x = np.asarray(x, dtype)
+        x = np.array(x, dtype)
         if x.size != int(np.prod(shape)) or (not single and x.shape != shape):
             raise ValueError(f'{name}: expected shape {shape}{" (or unbatched)" if single else ""}, got {x.shape}')
         x = x.reshape(shape)
@@ -62,6 +65,37 @@ def validate_transitions(obs, action, reward, next_obs, terminated, n_steps, obs
     out['terminated'] = out['terminated'].astype(np.bool_)
     out['n_steps'] = out['n_steps'].astype(np.int32)
     return out
+
+
+class NextActions:
+    """a' ~ π_n(·|s') for every slot of a replay buffer, drawn once per policy version.
+
+    π_n only changes when an update is published, so a TD target needs no policy pass of its own: the entries a batch
+    touches are drawn when first needed under the current version (one batched pass for many minibatches) and reused
+    until the next version. With 16 blocks the policy pass was half the cost of a critic update.
+    """
+
+    def __init__(self, capacity: int, act_dim: int, device: torch.device, log_prob: bool):
+        self.action = torch.zeros(capacity, act_dim, device=device)
+        self.log_prob = torch.zeros(capacity, device=device) if log_prob else None
+        self.version = torch.full((capacity,), -1, dtype=torch.int64, device=device)
+
+    def invalidate(self, idx: np.ndarray) -> None:
+        self.version[torch.as_tensor(idx, device=self.version.device)] = -1
+
+    def fill(self, idx: torch.Tensor, next_obs, policy: Cascade, version: int, generator: torch.Generator) -> None:
+        """Draw the stale entries among slots ``idx``; ``next_obs(slots)`` gives their normalised next observations."""
+        stale = torch.unique(idx[self.version[idx] != version])
+        if not len(stale):   # the one host sync of a round of critic updates
+            return
+        s2 = next_obs(stale)
+        if self.log_prob is None:
+            self.action[stale] = policy.sample(s2, generator=generator)
+        else:
+            a2, logp = policy.sample_with_log_prob(s2, generator=generator)
+            self.action[stale] = a2.clamp(-1, 1) if policy.clip else a2
+            self.log_prob[stale] = logp
+        self.version[stale] = version
 
 
 class Learner:
@@ -87,12 +121,15 @@ class Learner:
                                max_steps=self.cfg.flow.chunk * self.cfg.critic.n_step)
             self.demo = ReplayBuffer(self.obs_dim, self.act_dim, len(d['obs']))
             self.demo.add(d)
+        soft = self.cfg.critic.soft_target and self.cfg.block.alpha > 0
+        self.next_actions = {name: NextActions(buf.capacity, self.act_dim, self.device, soft)
+                             for name, buf in self._sources()}
         self.rng = np.random.default_rng(self.cfg.seed)
         self.gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed)
         self.log_lambda: float | None = None  # JKO dual variable, carried across blocks
         self.counters = Counters(next_block_at=self.cfg.warmup_steps)
         self.reports: list[BlockReport] = []
-        self.critic_metrics: dict[str, float] = {}
+        self._critic_metrics: dict[str, torch.Tensor] = {}
         self.compaction_metrics: dict[str, float] = {}
 
     # --- data ------------------------------------------------------------------------------------------------------
@@ -111,32 +148,80 @@ class Learner:
         streams = np.zeros(len(d['obs']), np.int64) if stream is None else np.broadcast_to(stream, len(d['obs']))
         windows = self.nstep.add(d, streams)
         if len(windows['obs']):
-            self.replay.add(windows)
+            self.next_actions['online'].invalidate(self.replay.add(windows))
+        steps = int(d['n_steps'].sum())
         self.counters.transitions += len(d['obs'])
-        self.counters.env_steps += int(d['n_steps'].sum())
-        self.counters.owed_updates += self.cfg.utd * len(d['obs'])
+        self.counters.env_steps += steps
+        self.counters.owed_updates += self.cfg.utd * steps
+
+    def _sources(self) -> list[tuple[str, ReplayBuffer]]:
+        return [('online', self.replay)] + ([('demo', self.demo)] if self.demo is not None else [])
 
     def _available(self) -> int:
-        return len(self.replay) + (len(self.demo) if self.demo is not None else 0)
+        return sum(len(buf) for _, buf in self._sources())
 
-    def _batch(self, n: int) -> dict[str, torch.Tensor]:
-        np_batch = sample_mixed(self.replay, self.demo, n, self.cfg.demo_ratio, self.rng)
-        t = {k: torch.as_tensor(v, device=self.device) for k, v in np_batch.items()}
-        t['obs'], t['next_obs'] = self.normalizer(t['obs']), self.normalizer(t['next_obs'])
+    def _tensors(self, buf: ReplayBuffer, idx: np.ndarray, fields=FIELDS) -> dict[str, torch.Tensor]:
+        """Slots ``idx`` of ``buf`` on the device, observations normalised."""
+        t = {k: torch.as_tensor(v, device=self.device) for k, v in buf.get(idx).items() if k in fields}
+        for k in ('obs', 'next_obs'):
+            if k in t:
+                t[k] = self.normalizer(t[k])
         return t
 
+    def _batches(self, count: int) -> dict[str, torch.Tensor]:
+        """``count`` critic minibatches at once ([count, batch, ...]) at the demo ratio, with their next actions."""
+        idx = batch_indices(len(self.replay), len(self.demo) if self.demo is not None else 0, count,
+                            self.cfg.critic.batch_size, self.cfg.demo_ratio, self.rng)
+        parts = []
+        for (name, buf), slots in zip(self._sources(), idx):
+            if not slots.size:
+                continue
+            t = self._tensors(buf, slots)
+            cache, flat = self.next_actions[name], torch.as_tensor(slots.reshape(-1), device=self.device)
+            cache.fill(flat, lambda stale: self._tensors(buf, stale.cpu().numpy(), ('next_obs',))['next_obs'],
+                       self.policy, self.counters.version, self.gen)
+            t['next_action'] = cache.action[flat].view(*slots.shape, -1)
+            if cache.log_prob is not None:
+                t['next_log_prob'] = cache.log_prob[flat].view(slots.shape)
+            parts.append(t)
+        return {k: torch.cat([p[k] for p in parts], 1) for k in parts[0]}
+
     def _states(self, n: int) -> torch.Tensor:
-        return self._batch(n)['obs']
+        """Up to n distinct replay states (normalised) at the demo ratio: the pool a block or a compaction uses."""
+        idx = pool_indices(len(self.replay), len(self.demo) if self.demo is not None else 0, n,
+                           self.cfg.demo_ratio, self.rng)
+        return torch.cat([self._tensors(buf, slots, ('obs',))['obs'] for (_, buf), slots in zip(self._sources(), idx)])
 
     # --- training --------------------------------------------------------------------------------------------------
-    def update(self) -> list[BlockUpdate]:
-        """Spend the owed critic updates; then, if a block is due, train/validate/publish it (and compact if full)."""
+    @property
+    def critic_metrics(self) -> dict[str, float]:
+        """TD loss, mean Q and mean target of the last critic update."""
+        return {k: v.item() for k, v in self._critic_metrics.items()}
+
+    def _temperature(self, batch: dict[str, torch.Tensor]) -> float:
+        """The soft target's temperature in Q units: α, times E||∇_a Q̄|| at the batch's (s', a') under the blocks'
+        gradient-norm scaling (their objective is -Q/scale - α·log-det, i.e. temperature α·scale)."""
+        alpha = self.cfg.block.alpha
+        if not (self.cfg.critic.soft_target and alpha > 0):
+            return 0.0
+        if self.cfg.block.q_scale != 'grad_norm':
+            return alpha
+        q_target = lambda s, a: torch.minimum(*self.critic.target(s, a))  # noqa: E731
+        return alpha * grad_norm_scale(q_target, batch['next_obs'], batch['next_action'], clip=False).item()
+
+    def update(self, max_batches: int = 64) -> list[BlockUpdate]:
+        """Spend the owed critic updates; then, if a block is due, train/validate/publish it (and compact if full).
+
+        Minibatches are drawn ``max_batches`` at a time, so that their next actions come from one policy pass.
+        """
         c = self.counters
         if self._available() >= self.cfg.critic.batch_size and c.owed_updates >= 1:
             n = int(c.owed_updates)
-            for _ in range(n):
-                self.critic_metrics = self.critic.update(self._batch(self.cfg.critic.batch_size), self.policy,
-                                                         self.cfg.block.alpha, self.gen)
+            for first in range(0, n, max_batches):
+                batches = self._batches(min(max_batches, n - first))
+                for i in range(len(batches['obs'])):
+                    batch = {k: v[i] for k, v in batches.items()}
+                    self._critic_metrics = self.critic.update(batch, self._temperature(batch))
             c.owed_updates -= n
             c.critic_updates += n
         if c.env_steps < c.next_block_at or self._available() < 2:
@@ -162,15 +247,24 @@ class Learner:
         self.counters.version += 1
         out = [BlockUpdate.from_block(self.counters.version, block)]
         if len(self.policy.blocks) >= self.cfg.block.max_blocks:
-            out.append(self.compact())
+            compacted = self.compact()
+            if compacted is not None:
+                out.append(compacted)
         return out
 
-    def compact(self) -> BlockUpdate:
-        """Re-fit the base flow to samples of the current cascade on replay states; restart the cascade (§3)."""
+    def compact(self) -> BlockUpdate | None:
+        """Re-fit the base flow to samples of the current cascade on replay states (§3); publish it (a 'base' update
+        that restarts the cascade) only if it reproduces the cascade, else keep the cascade and return None.
+
+        The gate (BlockConfig.compaction_tolerance, compaction_value_tolerance) is measured on held-out states with
+        paired noise: E||base'(x0) - cascade(x0)||² of the executed actions, and the critic's value of both.
+        """
         bc = self.cfg.block
-        s = self._states(bc.pool_size)
-        with torch.no_grad():
-            s_fit = s.repeat(4, 1)  # several actions per state: the fit sees the policy's spread, not one sample
+        states = self._states(bc.pool_size)
+        order = torch.randperm(len(states), generator=self.gen, device=self.device)
+        n_hold = max(1, int(len(states) * bc.holdout_frac))
+        s_ho, s_fit = states[order[:n_hold]], states[order[n_hold:]].repeat(4, 1)
+        with torch.no_grad():  # several actions per state: the fit sees the policy's spread, not one sample
             x0 = torch.randn(len(s_fit), self.act_dim, generator=self.gen, device=self.device)
             a_fit = self.policy.sample(s_fit, x0, clip=False)  # pre-clip: the clip stays at the end
         base = copy.deepcopy(self.policy.base).requires_grad_(True)  # warm start from the current base
@@ -179,10 +273,21 @@ class Learner:
         losses = fit_flow(base, s_fit, a_fit, bc.compaction_steps, self.cfg.critic.batch_size, bc.compaction_lr,
                           self.gen, tag='compaction', x0=x0)
         new = Cascade(base.requires_grad_(False), clip=self.policy.clip)
-        with torch.no_grad():  # predicted value of the compacted policy vs the cascade it replaces, same states
-            q_old = self.critic.q_min(s, self.policy.sample(s, generator=self.gen)).mean().item()
-            q_new = self.critic.q_min(s, new.sample(s, generator=self.gen)).mean().item()
-        self.compaction_metrics = {'fm_loss': float(np.mean(losses[-100:])), 'q_before': q_old, 'q_after': q_new}
+        with torch.no_grad():
+            x0 = torch.randn(len(s_ho), self.act_dim, generator=self.gen, device=self.device)
+            a_old, a_new = self.policy.sample(s_ho, x0), new.sample(s_ho, x0)
+            q_old, q_new = self.critic.q_min(s_ho, a_old).mean(), self.critic.q_min(s_ho, a_new).mean()
+            distance = (a_new - a_old).pow(2).sum(-1).mean()
+        scale = grad_norm_scale(self.critic.q_min, s_ho, a_old, clip=False)
+        distance, q_old, q_new, value_drop = torch.stack([distance, q_old, q_new, (q_old - q_new) / scale]).tolist()
+        published = distance <= bc.compaction_tolerance * bc.delta ** 2 and \
+            value_drop <= bc.compaction_value_tolerance * bc.delta
+        self.compaction_metrics = {'fm_loss': float(np.mean(losses[-100:])), 'distance': distance,
+                                   'q_before': q_old, 'q_after': q_new, 'value_drop': value_drop,
+                                   'published': published}
+        if not published:
+            self.counters.compactions_rejected += 1
+            return None
         self.policy = new
         self.counters.compactions += 1
         self.counters.version += 1
@@ -234,7 +339,9 @@ class Learner:
             'counters': asdict(self.counters), 'reports': [r.to_dict() for r in self.reports],
             'replay': self.replay.state_dict() if include_replay else None,
             'nstep': self.nstep.state_dict() if include_replay else None,
-            'rng': {'numpy': self.rng.bit_generator.state, 'torch': self.gen.get_state(),
+            # a generator's state is specific to its device type (CPU: 5,056 bytes, CUDA: 16): recorded with it
+            'rng': {'numpy': self.rng.bit_generator.state,
+                    'torch': {'device': self.gen.device.type, 'state': self.gen.get_state()},
                     'torch_global': torch.get_rng_state()},
         }
 
@@ -254,6 +361,17 @@ class Learner:
         if d.get('nstep') is not None:
             learner.nstep.load_state_dict(d['nstep'])
         learner.rng.bit_generator.state = d['rng']['numpy']
-        learner.gen.set_state(d['rng']['torch'])
+        restore_generator(learner.gen, d['rng']['torch'])
         torch.set_rng_state(d['rng']['torch_global'])
         return learner
+
+
+def restore_generator(gen: torch.Generator, saved: dict) -> None:
+    """Set ``gen`` to a saved generator state; a state from another device type (a checkpoint written on a GPU
+    machine resumed on a CPU one, or the reverse) cannot be carried over, so ``gen`` is re-seeded from a hash of it:
+    deterministic, but a different random stream from the one the saving machine would have continued."""
+    if saved['device'] == gen.device.type:
+        gen.set_state(saved['state'])
+    else:
+        digest = hashlib.sha256(np.asarray(saved['state'].cpu(), np.uint8).tobytes()).digest()
+        gen.manual_seed(int.from_bytes(digest[:8], 'little') >> 1)

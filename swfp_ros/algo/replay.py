@@ -22,17 +22,21 @@ class ReplayBuffer:
     def __len__(self) -> int:
         return self.size
 
-    def add(self, batch: dict[str, np.ndarray]) -> None:
-        """Add already-validated arrays with a common leading batch dim; oldest entries are overwritten."""
+    def add(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        """Add already-validated arrays with a common leading batch dim; oldest entries are overwritten.
+
+        Returns the slots written (whatever a caller derived from their old contents is now stale).
+        """
         n = len(batch['obs'])
         idx = (self.ptr + np.arange(n)) % self.capacity
         for k in FIELDS:
             self.data[k][idx] = batch[k]
         self.ptr = int((self.ptr + n) % self.capacity)
         self.size = min(self.size + n, self.capacity)
+        return idx
 
-    def sample(self, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        idx = rng.integers(0, self.size, size=n)
+    def get(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+        """The transitions in slots ``idx`` (any shape), as copies."""
         return {k: v[idx] for k, v in self.data.items()}
 
     def state_dict(self) -> dict:
@@ -73,7 +77,7 @@ class NStepAssembler:
         self.shapes = {k: np.shape(batch[k])[1:] for k in FIELDS}
         done: list[dict] = []
         for i, stream in enumerate(np.asarray(streams, np.int64).tolist()):
-            t = {k: batch[k][i] for k in FIELDS}
+            t = {k: np.array(batch[k][i]) for k in FIELDS}   # copies: the caller may reuse its arrays
             window = self.open.setdefault(stream, [])
             if window and (window[-1]['terminated'] or not np.array_equal(window[-1]['next_obs'], t['obs'])):
                 done += self._close(window, len(window))
@@ -115,12 +119,29 @@ class NStepAssembler:
         self.open = {int(s): [dict(t) for t in w] for s, w in d['open'].items()}
 
 
-def sample_mixed(online: ReplayBuffer, demo: ReplayBuffer | None, n: int, demo_ratio: float,
-                 rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """A batch with a fixed fraction from the demonstrations (when there are any)."""
-    n_demo = int(round(n * demo_ratio)) if demo is not None and len(demo) else 0
-    if n_demo == 0 or len(online) == 0:
-        src = online if len(online) else demo
-        return src.sample(n, rng)
-    a, b = online.sample(n - n_demo, rng), demo.sample(n_demo, rng)
-    return {k: np.concatenate([a[k], b[k]]) for k in a}
+def split_sizes(n: int, demo_ratio: float, online_size: int, demo_size: int) -> tuple[int, int]:
+    """(online, demo) counts of a draw of n with a fixed fraction from the demonstrations (when there are any)."""
+    if demo_size == 0:
+        return n, 0
+    if online_size == 0:
+        return 0, n
+    n_demo = int(round(n * demo_ratio))
+    return n - n_demo, n_demo
+
+
+def batch_indices(online_size: int, demo_size: int, batches: int, batch_size: int, demo_ratio: float,
+                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Slots of ``batches`` minibatches drawn with replacement: (online [batches, b_online], demo [batches, b_demo])."""
+    n_online, n_demo = split_sizes(batch_size, demo_ratio, online_size, demo_size)
+    return (rng.integers(0, online_size, (batches, n_online)) if n_online else np.zeros((batches, 0), np.int64),
+            rng.integers(0, demo_size, (batches, n_demo)) if n_demo else np.zeros((batches, 0), np.int64))
+
+
+def pool_indices(online_size: int, demo_size: int, n: int, demo_ratio: float,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Up to n distinct slots (drawn without replacement) at the demo ratio: when one source has too few transitions,
+    the pool shrinks so that the ratio holds (a block's held-out states must not reappear in its training states)."""
+    n_online, n_demo = split_sizes(n, demo_ratio, online_size, demo_size)
+    scale = min(1.0, online_size / n_online if n_online else 1.0, demo_size / n_demo if n_demo else 1.0)
+    n_online, n_demo = int(n_online * scale), int(n_demo * scale)
+    return rng.choice(online_size, n_online, replace=False), rng.choice(demo_size, n_demo, replace=False)

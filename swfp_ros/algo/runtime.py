@@ -1,6 +1,7 @@
 """PolicyRuntime: the actor side (ROS policy node, runners). Acts with the current cascade, swaps in updates safely."""
 from __future__ import annotations
 
+import copy
 import threading
 
 import numpy as np
@@ -14,7 +15,11 @@ from .serialize import BlockUpdate, UpdateRejected
 
 class PolicyRuntime:
     """act() reads one immutable (normaliser, cascade, version) snapshot; apply_update() builds a new snapshot off to
-    the side and swaps the reference under a lock, so a swap never lands in the middle of an inference."""
+    the side and swaps the reference under a lock, so a swap never lands in the middle of an inference.
+
+    The runtime acts with its own copy of the policy it is given: a learner that keeps training its cascade in place
+    (appending blocks, re-fitting the base) reaches the actor only through published updates.
+    """
 
     def __init__(self, cascade: Cascade, normalizer: ObsNormalizer, version: int = 0, device: str = 'auto',
                  seed: int | None = None):
@@ -26,7 +31,7 @@ class PolicyRuntime:
             self._gen.seed()
         else:
             self._gen.manual_seed(seed)
-        self._snap = self._prepare(cascade, normalizer, version)
+        self._snap = self._prepare(copy.deepcopy(cascade), copy.deepcopy(normalizer), version)
 
     def _prepare(self, cascade: Cascade, normalizer: ObsNormalizer, version: int):
         return (normalizer.to(self.device).eval(), cascade.to(self.device).eval().requires_grad_(False), version)

@@ -1,9 +1,15 @@
 """In-process online fine-tuning (no ROS): act -> store -> critic updates -> one JKO block every N env steps ->
 periodic evaluation -> logs and checkpoints, resumable.
 
-The actor side is a :class:`PolicyRuntime` fed with the learner's serialised updates, exactly as the ROS policy
-node is, so this runner exercises the same update path as the node graph. ``method='naive'`` swaps in the naive
-fine-tuning baseline (same loop, same critic).
+The actor side is a :class:`PolicyRuntime` holding its own copy of the policy, fed with the learner's serialised
+updates exactly as the ROS policy node is, so this runner exercises the same update path as the node graph; every
+evaluation row reports the largest difference between the actor's and the learner's deterministic actions
+(``actor_learner_gap``, 0 when they run the same policy). ``method='naive'`` swaps in the naive fine-tuning baseline
+(same loop, same critic).
+
+``run.seed`` seeds everything: the learner (``SwfpConfig.seed``), the actor's sampling noise, the environments and
+the evaluation episodes, so a run repeats exactly on one machine. A run directory resumes only with the settings it
+was started with (the same BC checkpoint, method, task, seed and algorithm settings); a larger budget extends it.
 
 Action chunks (H > 1) are executed open loop here, one env step at a time; a transition spans the steps actually
 executed (``n_steps`` <= H, fewer when the episode ends inside the chunk) with the discounted reward sum over them.
@@ -12,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import json
 import resource
 import time
@@ -34,6 +41,7 @@ LEARNERS = {'swfp': Learner, 'naive': NaiveLearner}
 CHECKPOINT = 'learner.pt'
 CURVE = 'curve.csv'
 BLOCKS = 'blocks.jsonl'
+RUN = 'run.json'
 
 
 @dataclasses.dataclass
@@ -80,13 +88,15 @@ def evaluate_batched(act: Callable[[np.ndarray], np.ndarray], task: str, episode
         chunks = np.asarray(act(obs)).reshape(len(ids), -1, act_size)
         for i, chunk in zip(ids, chunks):
             step_rewards = []
-            live[i][2].append((live[i][0], chunk.reshape(-1), step_rewards))
+            executed = chunk.copy()   # its unexecuted tail is zeroed below, as the collector stores it
+            live[i][2].append((live[i][0], executed.reshape(-1), step_rewards))
             for action in chunk:
                 o, r, terminated, truncated, info = envs[i].step(action)
                 live[i][0] = o
                 live[i][1] += r
                 step_rewards.append(r)
                 if terminated or truncated:
+                    executed[len(step_rewards):] = 0.0
                     successes.append(bool(info['is_success']))
                     returns.append(live[i][1])
                     if record:
@@ -179,38 +189,48 @@ def demo_transitions(dataset: DemoDataset, swfp: SwfpConfig) -> dict[str, np.nda
 
 def finetune(bc_checkpoint: str, out_dir: str, run: RunnerConfig, swfp: SwfpConfig,
              demos: DemoDataset | None = None, log=print) -> list[dict]:
-    """Fine-tune from a BC checkpoint; resumes from ``out_dir/learner.pt`` if present. Returns the evaluation rows."""
+    """Fine-tune from a BC checkpoint; resumes from ``out_dir/learner.pt`` if present. Returns the evaluation rows,
+    the last one at the end of the budget."""
     if run.method not in LEARNERS:
         raise ValueError(f'unknown method {run.method!r}; choose one of {sorted(LEARNERS)}')
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(run.seed)
     bc = load_policy(bc_checkpoint, device=run.device)
-    swfp = dataclasses.replace(swfp, flow=bc.cascade.base.cfg)  # the BC flow's architecture (chunk H included)
+    # the BC flow's architecture (chunk H included); the run's seed seeds the learner too
+    swfp = dataclasses.replace(swfp, flow=bc.cascade.base.cfg, seed=run.seed)
+    identity = {'bc_sha256': hashlib.sha256(Path(bc_checkpoint).read_bytes()).hexdigest(), 'method': run.method,
+                'task': run.task, 'seed': run.seed}
     demo = demo_transitions(demos, swfp) if demos is not None else None
     if (out / CHECKPOINT).is_file():
         learner = load_learner(str(out / CHECKPOINT), device=run.device, demo_transitions=demo,
                                learner_cls=LEARNERS[run.method])
+        _check_resume(out, identity, learner.cfg, swfp)
+        _reconcile_logs(out, learner)
         log(f'resumed from {out / CHECKPOINT} at {learner.counters.env_steps} env steps')
     else:
         learner = LEARNERS[run.method](bc.cascade.base, bc.normalizer, swfp, demo, device=run.device)
+        for stale in (CURVE, BLOCKS):   # logs of an earlier run in this directory that left no checkpoint
+            (out / stale).unlink(missing_ok=True)
+        (out / RUN).write_text(json.dumps({**identity, 'bc': str(bc_checkpoint)}, indent=1))
     runtime = PolicyRuntime(learner.policy, learner.normalizer, learner.counters.version, run.device, seed=run.seed)
     collector = ChunkCollector(run.task, run.num_envs, swfp.critic.gamma, seed=run.seed + learner.counters.env_steps)
     rows = _read_curve(out / CURVE)
     timing = {'critic_s': 0.0, 'critic_updates': 0, 'block_s': 0.0, 'blocks': 0}
-    next_eval = learner.counters.env_steps if not rows else rows[-1]['env_steps'] + run.eval_every
+    next_eval = (rows[-1]['env_steps'] // run.eval_every + 1) * run.eval_every if rows else learner.counters.env_steps
     start = time.perf_counter() - (rows[-1]['wall_s'] if rows else 0.0)
     while True:
         steps_done = learner.counters.env_steps
-        if steps_done >= next_eval:
+        finished = steps_done >= run.env_steps
+        if steps_done >= next_eval or (finished and (not rows or rows[-1]['env_steps'] < steps_done)):
             rows.append(_evaluate_row(runtime, learner, run, steps_done, time.perf_counter() - start))
             _append_curve(out / CURVE, rows[-1])
             save_learner(str(out / CHECKPOINT), learner)
             log(f"[{run.method} {run.task} seed {run.seed}] {steps_done:>6d} env steps: success "
                 f"{rows[-1]['success_rate']:.2f}, return {rows[-1]['mean_return']:.2f}, blocks {rows[-1]['blocks']}, "
                 f"critic bias {rows[-1]['critic_q_bias']:+.2f} (corr {rows[-1]['critic_q_mc_corr']:.2f})")
-            next_eval += run.eval_every
-        if steps_done >= run.env_steps:
+            next_eval = (steps_done // run.eval_every + 1) * run.eval_every
+        if finished:
             break
         transitions, _ = collector.collect(runtime)
         learner.add_transitions(**transitions)
@@ -231,18 +251,62 @@ def finetune(bc_checkpoint: str, out_dir: str, run: RunnerConfig, swfp: SwfpConf
     summary = {'timing': {'critic_ms_per_update': 1e3 * timing['critic_s'] / max(timing['critic_updates'], 1),
                           'block_s_per_block': timing['block_s'] / max(timing['blocks'], 1),
                           'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024},
-               'config': {'runner': dataclasses.asdict(run), 'swfp': swfp.to_dict()}}
+               'config': {'runner': dataclasses.asdict(run), 'swfp': learner.cfg.to_dict()}}
     (out / 'summary.json').write_text(json.dumps(summary, indent=1))
     return rows
+
+
+def _check_resume(out: Path, identity: dict, saved: SwfpConfig, requested: SwfpConfig) -> None:
+    """A run directory continues only the run it holds: anything else would train on silently ignored settings."""
+    path = out / RUN
+    if not path.is_file():
+        raise ValueError(f'{out}: has {CHECKPOINT} but no {RUN}, so the run it holds cannot be identified; '
+                         f'use a new output directory')
+    started = json.loads(path.read_text())
+    differences = [f'{k} {started.get(k)!r} -> {v!r}' for k, v in identity.items() if started.get(k) != v]
+    flat_saved, flat_requested = _flatten(saved.to_dict()), _flatten(requested.to_dict())
+    differences += [f'{k} {flat_saved.get(k)!r} -> {flat_requested.get(k)!r}' for k in sorted(set(flat_saved) |
+                    set(flat_requested)) if flat_saved.get(k) != flat_requested.get(k)]
+    if differences:
+        raise ValueError(f'{out}: resuming a run started with other settings ({"; ".join(differences)}); use a new '
+                         f'output directory, or the settings the run was started with')
+
+
+def _flatten(d: dict, prefix: str = '') -> dict:
+    flat = {}
+    for k, v in d.items():
+        flat.update(_flatten(v, f'{prefix}{k}.') if isinstance(v, dict) else {f'{prefix}{k}': v})
+    return flat
+
+
+def _reconcile_logs(out: Path, learner) -> None:
+    """Drop what the logs recorded after the checkpoint being resumed (a run stopped between an evaluation and the
+    next one leaves its later blocks in blocks.jsonl): they are trained, logged and evaluated again."""
+    blocks = out / BLOCKS
+    if blocks.is_file():
+        lines = blocks.read_text().splitlines(keepends=True)
+        blocks.write_text(''.join(lines[:len(learner.reports)]))
+    rows = [r for r in _read_curve(out / CURVE) if r['env_steps'] <= learner.counters.env_steps]
+    (out / CURVE).unlink(missing_ok=True)
+    for row in rows:
+        _append_curve(out / CURVE, row)
 
 
 def _evaluate_row(runtime, learner, run: RunnerConfig, env_steps: int, wall_s: float) -> dict:
     result = evaluate_runtime(runtime, run.task, run.eval_episodes, run.num_envs, seed=1_000_000 + run.seed * 1000,
                               record=True)
-    check = learner.critic_check(result.pop('episodes'))
+    episodes = result.pop('episodes')
+    check = learner.critic_check(episodes)
+    obs = np.concatenate([ep['obs'] for ep in episodes])
+    with torch.no_grad():
+        s = learner.normalizer(torch.as_tensor(obs, dtype=torch.float32, device=learner.device))
+        learner_actions = learner.policy.sample(s, torch.zeros(len(s), learner.act_dim, device=learner.device),
+                                                clip=True).cpu().numpy()
+    gap = float(np.abs(runtime.act(obs, deterministic=True) - learner_actions).max())
     return {'env_steps': env_steps, **result, 'wall_s': round(wall_s, 2), 'version': runtime.version,
             'blocks': learner.counters.blocks_accepted, 'critic_updates': learner.counters.critic_updates,
-            'critic_q_bias': round(check['q_bias'], 4), 'critic_q_mc_corr': round(check['q_mc_corr'], 4)}
+            'critic_q_bias': round(check['q_bias'], 4), 'critic_q_mc_corr': round(check['q_mc_corr'], 4),
+            'actor_learner_gap': gap}
 
 
 def _log_block(path: Path, learner, env_steps: int) -> None:

@@ -87,6 +87,29 @@ def test_learner_resume_continues(tmp_path):
     assert rt.version == saved_version
 
 
+def test_learner_state_resumes_on_the_other_device_type():
+    """A generator's state is device-specific (CPU 5,056 bytes, CUDA 16): a state written on a GPU machine must resume
+    on a CPU one (and the reverse: the same mapping) instead of failing in Generator.set_state."""
+    import struct
+    a, rng = learner(), np.random.default_rng(0)
+    for _ in range(3):
+        feed(a, rng)
+    d = a.state_dict()
+    assert d['rng']['torch']['device'] == 'cpu'
+    # exactly what a CUDA generator's get_state() holds: its seed and its offset
+    cuda_state = torch.tensor(list(struct.pack('<QQ', 1234, 96)), dtype=torch.uint8)
+    written_on_gpu = {**d, 'rng': {**d['rng'], 'torch': {'device': 'cuda', 'state': cuda_state}}}
+    b, c = Learner.from_state_dict(written_on_gpu), Learner.from_state_dict(written_on_gpu)
+    assert b.counters == a.counters and len(b.replay) == len(a.replay)
+    draws = [torch.randn(4, generator=x.gen) for x in (a, b, c)]
+    torch.testing.assert_close(draws[1], draws[2])             # re-seeded deterministically from the saved state
+    assert not torch.equal(draws[0], draws[1])
+    same_device = Learner.from_state_dict(d)                   # same device type: the exact stream continues
+    torch.testing.assert_close(torch.randn(4, generator=same_device.gen), draws[0])
+    feed(b, np.random.default_rng(1))                          # and it trains on
+    assert b.counters.critic_updates > a.counters.critic_updates
+
+
 def test_config_round_trip_through_yaml():
     cfg = SwfpConfig(block=BlockConfig(delta=0.2, alpha=0.01), warmup_steps=123)
     back = SwfpConfig.from_dict(yaml.safe_load(yaml.safe_dump(cfg.to_dict())))

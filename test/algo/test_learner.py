@@ -5,6 +5,7 @@ import torch
 
 from helpers import identity_normalizer, small_flow
 from swfp_ros.algo.config import BlockConfig, CriticConfig, FlowConfig, SwfpConfig
+from swfp_ros.algo.flow import FlowPolicy
 from swfp_ros.algo.learner import Learner
 
 OBS, ACT = 2, 2
@@ -105,6 +106,7 @@ def test_compaction_replaces_base_and_keeps_behaviour():
     assert learner.counters.compactions == 1 and len(learner.policy.blocks) == 0
     assert updates[-1].kind == 'base' and updates[-1].version == learner.counters.version
     m = learner.compaction_metrics
+    assert m['published'] and m['distance'] <= learner.cfg.block.compaction_tolerance * learner.cfg.block.delta ** 2
     assert m['q_after'] >= m['q_before'] - 0.1 * abs(m['q_before']) - 0.05
 
     # Measured (true reward), not only critic-predicted: the compacted base against the cascade it replaced.
@@ -119,6 +121,26 @@ def test_compaction_replaces_base_and_keeps_behaviour():
     old, new = true_reward(before), true_reward(learner.policy)
     assert len(before.blocks) >= 1
     assert new >= old - 0.1 * abs(old) - 0.02, (old, new)
+
+
+def test_compaction_that_does_not_reproduce_the_cascade_is_not_published():
+    """One re-fitting step leaves the old base: far from the cascade it should replace. It must not reach the actors;
+    the cascade is kept and compaction is tried again after the next accepted block."""
+    learner = make_learner()
+    learner.cfg.block.max_blocks, learner.cfg.block.compaction_steps = 2, 1
+    rng = np.random.default_rng(1)
+    updates = []
+    while learner.counters.compactions_rejected < 2 and learner.counters.blocks_trained < 12:
+        obs = rng.normal(size=(50, OBS)).astype(np.float32)
+        with torch.no_grad():
+            act = learner.policy.sample(learner.normalizer(torch.as_tensor(obs)), generator=learner.gen).numpy()
+        learner.add_transitions(obs, act, reward(obs, act), obs, np.ones(50, bool), np.ones(50))
+        updates += learner.update()
+    m = learner.compaction_metrics
+    assert learner.counters.compactions_rejected == 2 and learner.counters.compactions == 0, m
+    assert m['distance'] > learner.cfg.block.delta ** 2 and not m['published']
+    assert [u.kind for u in updates] == ['block'] * learner.counters.blocks_accepted
+    assert len(learner.policy.blocks) == learner.counters.blocks_accepted == 3
 
 
 def test_naive_learner_swaps_in_and_publishes_bases():
@@ -136,29 +158,67 @@ def test_naive_learner_swaps_in_and_publishes_bases():
     assert any(not torch.equal(p, q) for p, q in zip(before, naive.policy.base.parameters()))
 
 
-def test_demo_ratio_and_soft_target():
-    from swfp_ros.algo.blocks import Cascade, RefinementBlock
-    from swfp_ros.algo.critic import Critic
-    from swfp_ros.algo.replay import ReplayBuffer, sample_mixed
+def demo_learner(n_online, n_demo, demo_ratio=0.5, n_step=1):
+    """Online transitions carry obs[0] in [5, 6) and reward 0, demonstrations obs[0] ~ N(0, 1) and reward 1."""
     rng = np.random.default_rng(0)
-    online, demo = ReplayBuffer(OBS, ACT, 100), ReplayBuffer(OBS, ACT, 100)
     names = ('obs', 'action', 'reward', 'next_obs', 'terminated', 'n_steps')
-    for buf, r in ((online, 0.0), (demo, 1.0)):
-        b = dict(zip(names, batch(rng, 50)))
-        b['reward'][:] = r  # tags the source
-        buf.add(b)
-    mixed = sample_mixed(online, demo, 200, 0.25, rng)
-    assert mixed['reward'].sum() == 50
-    # soft TD target: -α log π(a'|s') through base and blocks, finite
-    crit = Critic(OBS, ACT, CriticConfig(hidden=16, layers=1, batch_size=8, soft_target=True))
-    blk = RefinementBlock(OBS, ACT, 8, 1, 0.1)
-    torch.nn.init.normal_(blk.u[-1].weight)
-    casc = Cascade(small_flow(OBS, ACT, hidden=16, layers=1), [blk])
-    t = {k: torch.as_tensor(v) for k, v in sample_mixed(online, demo, 8, 0.5, rng).items()}
-    t['terminated'][:] = False
-    y_soft, y_hard = crit.td_target(t, casc, alpha=0.5), crit.td_target(t, casc, alpha=0.0)
-    assert torch.isfinite(y_soft).all() and not torch.allclose(y_soft, y_hard)
-    assert np.isfinite(list(crit.update(t, casc, alpha=0.5).values())).all()
+    demos = dict(zip(names, batch(rng, n_demo)))
+    demos['reward'][:] = 1.0
+    cfg = make_learner().cfg
+    cfg.demo_ratio, cfg.critic.n_step = demo_ratio, n_step
+    learner = Learner(small_flow(OBS, ACT, hidden=32, layers=2), identity_normalizer(OBS), cfg,
+                      demo_transitions=demos)
+    online = dict(zip(names, batch(rng, n_online)))
+    online['obs'][:, 0] = 5.0 + rng.uniform(size=n_online)
+    online['reward'][:] = 0.0
+    learner.add_transitions(**online)
+    return learner
+
+
+def test_critic_batches_hold_the_demo_ratio():
+    learner = demo_learner(50, 50, demo_ratio=0.25)
+    b = learner._batches(3)
+    assert b['reward'].shape == (3, 128) and (b['reward'].sum(1) == 32).all()
+
+
+def test_block_pool_is_distinct_states_at_the_demo_ratio():
+    """The pool a block is trained and validated on: no state twice (held-out states must not reappear in training),
+    online and demonstration states at the demo ratio even when there are few online ones."""
+    learner = demo_learner(200, 3000, demo_ratio=0.5)
+    pool = learner._states(4096)
+    assert len(torch.unique(pool, dim=0)) == len(pool) == 400
+    assert (pool[:, 0] >= 5).sum() == 200
+    learner = demo_learner(3000, 3000, demo_ratio=0.25)
+    pool = learner._states(1000)
+    assert len(torch.unique(pool, dim=0)) == len(pool) == 1000 and (pool[:, 0] >= 5).sum() == 750
+
+
+def test_reused_input_buffers_do_not_change_stored_transitions():
+    """A caller (a ROS callback, a vectorised env) may refill the same arrays for every call: the learner must keep
+    copies, also in the n-step windows still open."""
+    learner = demo_learner(0, 300, n_step=3)
+    obs, act = np.zeros((1, OBS), np.float32), np.zeros((1, ACT), np.float32)
+    reward, next_obs = np.zeros(1, np.float32), np.zeros((1, OBS), np.float32)
+    for t in range(4):
+        obs[:], act[:], reward[:], next_obs[:] = t, 0.1 * t, t, t + 1   # in place, as a reused buffer is
+        learner.add_transitions(obs, act, reward, next_obs, np.zeros(1, bool), np.ones(1))
+    stored = learner.replay.get(np.arange(len(learner.replay)))
+    assert stored['obs'][:, 0].tolist() == [0, 1] and stored['next_obs'][:, 0].tolist() == [3, 4]
+    np.testing.assert_allclose(stored['action'][:, 0], [0.0, 0.1])
+    np.testing.assert_allclose(stored['reward'], [0 + 0.99 * 1 + 0.99 ** 2 * 2, 1 + 0.99 * 2 + 0.99 ** 2 * 3],
+                               rtol=1e-6)
+
+
+def test_critic_updates_are_owed_per_env_step_with_chunks():
+    cfg = make_learner().cfg
+    cfg.utd = 0.5
+    learner = Learner(FlowPolicy(OBS, ACT, FlowConfig(hidden=16, layers=1, chunk=2)), identity_normalizer(OBS), cfg)
+    rng = np.random.default_rng(0)
+    for _ in range(4):   # 4 x 64 decisions of a 2-step chunk = 512 env steps
+        obs, act, r, next_obs, term, _ = batch(rng, 64)
+        learner.add_transitions(obs, act, r, next_obs, term, np.full(64, 2))
+        learner.update()
+    assert learner.counters.env_steps == 512 and learner.counters.critic_updates == 256
 
 
 def test_demo_transitions_feed_the_critic_before_online_data():

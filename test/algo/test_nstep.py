@@ -82,6 +82,17 @@ def test_open_windows_survive_a_state_dict_round_trip():
     assert out['n_steps'].tolist() == [3] and out['action'][0, 0] == 0
 
 
+def test_open_windows_keep_copies_of_the_rows_they_were_given():
+    nstep = NStepAssembler(3, GAMMA)
+    batch = chain(0, [1.0, 1.0])
+    nstep.add(batch, np.zeros(2))                                       # two windows open, nothing emitted yet
+    for key in ('obs', 'action', 'reward', 'next_obs'):
+        batch[key][...] = 77                                            # the caller reuses its arrays
+    out = nstep.add(chain(2, [1.0]), np.zeros(1))
+    assert out['obs'][:, 0].tolist() == [0] and out['action'][:, 0].tolist() == [0] and out['n_steps'][0] == 3
+    np.testing.assert_allclose(out['reward'], [1.75])
+
+
 def test_rejects_non_positive_n():
     with pytest.raises(ValueError, match='n-step'):
         NStepAssembler(0, GAMMA)

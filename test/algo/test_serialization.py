@@ -22,6 +22,28 @@ def runtime():
     return PolicyRuntime(Cascade(small_flow()), identity_normalizer(3), version=0, device='cpu', seed=0)
 
 
+def test_runtime_acts_with_its_own_copy_and_matches_the_learner_after_an_update():
+    """The in-process runner builds its actor from the learner's live cascade, which the learner then trains in place
+    (appends blocks, re-fits the base): only published updates may reach the actor, each exactly once."""
+    learner_cascade, norm = Cascade(small_flow()), identity_normalizer(3)
+    actor = PolicyRuntime(learner_cascade, norm, version=0, device='cpu', seed=0)
+    obs = np.random.default_rng(0).normal(size=(32, 3)).astype(np.float32)
+    before = actor.act(obs, deterministic=True)
+    block = trained_block()
+    learner_cascade.append(block)                      # what Learner._improve does to its policy
+    np.testing.assert_array_equal(actor.act(obs, deterministic=True), before)
+    actor.apply_update(BlockUpdate.from_block(1, block).to_bytes())
+    with torch.no_grad():
+        learner_actions = learner_cascade.sample(torch.as_tensor(obs), torch.zeros(32, 2)).numpy()
+    assert len(actor.cascade.blocks) == 1
+    np.testing.assert_array_equal(actor.act(obs, deterministic=True), learner_actions)
+    with torch.no_grad():                              # what the naive learner does to its base
+        for p in learner_cascade.base.parameters():
+            p.add_(1.0)
+        norm.mean.add_(1.0)
+    np.testing.assert_array_equal(actor.act(obs, deterministic=True), learner_actions)
+
+
 def test_round_trip_block_and_base():
     b = trained_block()
     upd = BlockUpdate.from_block(1, b)

@@ -1,5 +1,6 @@
 """The in-process runner: demos -> BC checkpoint -> online fine-tuning with blocks, checkpoints and resume."""
 import csv
+import dataclasses
 import json
 
 import numpy as np
@@ -54,27 +55,117 @@ def test_collector_transitions_start_where_the_env_was(bc_checkpoint):
 
 def test_finetune_trains_blocks_within_the_trust_region_and_resumes(bc_checkpoint, tmp_path):
     swfp = load_swfp_config(overrides=SMALL)
-    run = RunnerConfig(task='panda_reach', env_steps=200, num_envs=4, eval_every=100, eval_episodes=4)
+    # a budget that is not a multiple of eval_every: the run still ends with an evaluation and a checkpoint
+    run = RunnerConfig(task='panda_reach', env_steps=250, num_envs=4, eval_every=100, eval_episodes=4)
     from swfp_ros.data import DemoDataset
     demos = DemoDataset.load(bc_checkpoint / 'demos.npz')
     rows = finetune(str(bc_checkpoint / 'bc.pt'), str(tmp_path), run, swfp, demos, log=lambda *_: None)
-    assert [r['env_steps'] for r in rows][:2] == [0, 100] and rows[-1]['env_steps'] >= 200
+    assert [r['env_steps'] for r in rows] == [0, 100, 200, 252]
     assert all(np.isfinite([r['critic_q_bias'], r['critic_q_mc_corr']]).all() for r in rows)
     blocks = [json.loads(line) for line in (tmp_path / 'blocks.jsonl').read_text().splitlines()]
-    assert blocks, 'no block was trained'
+    assert blocks and any(b['accepted'] for b in blocks), blocks
     for block in blocks:
         if block['accepted']:
             assert block['w2_bound'] <= 1.25 * block['delta_sq'] + 1e-9
+    assert rows[-1]['blocks'] >= 1 and rows[-1]['version'] == rows[-1]['blocks']
+    # the actor ran exactly the learner's policy at every evaluation (each accepted block applied once)
+    assert all(r['actor_learner_gap'] == 0.0 for r in rows), [r['actor_learner_gap'] for r in rows]
     learner = load_learner(str(tmp_path / 'learner.pt'))
-    assert learner.counters.env_steps >= 200 and learner.counters.critic_updates > 0
+    assert learner.counters.env_steps == 252 and learner.counters.critic_updates > 0
+    assert learner.cfg.seed == run.seed
 
     # Resume: a larger budget continues from the checkpoint instead of starting over.
     rows = finetune(str(bc_checkpoint / 'bc.pt'), str(tmp_path),
                     RunnerConfig(task='panda_reach', env_steps=300, num_envs=4, eval_every=100, eval_episodes=4),
                     swfp, demos, log=lambda *_: None)
     steps = [int(r['env_steps']) for r in _curve(tmp_path / 'curve.csv')]
-    assert steps == sorted(steps) and len(steps) == len(set(steps)) and steps[-1] >= 300
-    assert load_learner(str(tmp_path / 'learner.pt')).counters.env_steps >= 300
+    assert steps == [0, 100, 200, 252, 300]
+    assert load_learner(str(tmp_path / 'learner.pt')).counters.env_steps == 300
+
+
+def test_resume_refuses_other_settings_or_another_bc(bc_checkpoint, tmp_path):
+    run = RunnerConfig(task='panda_reach', env_steps=8, num_envs=4, eval_every=100, eval_episodes=2)
+    finetune(str(bc_checkpoint / 'bc.pt'), str(tmp_path / 'run'), run, load_swfp_config(overrides=SMALL),
+             log=lambda *_: None)
+    with pytest.raises(ValueError, match=r'block\.delta 0\.1 -> 0\.3'):
+        finetune(str(bc_checkpoint / 'bc.pt'), str(tmp_path / 'run'), dataclasses.replace(run, env_steps=16),
+                 load_swfp_config(overrides=[*SMALL, 'block.delta=0.3']), log=lambda *_: None)
+    with pytest.raises(ValueError, match='seed 0 -> 1'):
+        finetune(str(bc_checkpoint / 'bc.pt'), str(tmp_path / 'run'), dataclasses.replace(run, seed=1),
+                 load_swfp_config(overrides=SMALL), log=lambda *_: None)
+    other_bc = tmp_path / 'other.pt'
+    from swfp_ros.data import DemoDataset
+    pretrain(DemoDataset.load(bc_checkpoint / 'demos.npz'), other_bc, FlowConfig(hidden=64, layers=2), steps=5,
+             progress=False)
+    with pytest.raises(ValueError, match='bc_sha256'):
+        finetune(str(other_bc), str(tmp_path / 'run'), run, load_swfp_config(overrides=SMALL), log=lambda *_: None)
+    assert load_learner(str(tmp_path / 'run' / 'learner.pt')).counters.env_steps == 8   # nothing was trained
+
+
+def test_resume_after_a_stop_between_checkpoints_logs_each_block_once(bc_checkpoint, tmp_path):
+    """A run that stops after logging blocks but before its next checkpoint: the resumed run trains those blocks again;
+    blocks.jsonl and curve.csv must then hold each block and evaluation once, as an uninterrupted run does."""
+    import shutil
+    swfp = load_swfp_config(overrides=SMALL)
+    run = lambda steps: RunnerConfig(task='panda_reach', env_steps=steps, num_envs=4, eval_every=100,  # noqa: E731
+                                     eval_episodes=2)
+    go = lambda steps: finetune(str(bc_checkpoint / 'bc.pt'), str(tmp_path), run(steps), swfp,  # noqa: E731
+                                log=lambda *_: None)
+    go(100)
+    shutil.copy(tmp_path / 'learner.pt', tmp_path / 'at100.pt')
+    go(300)
+    uninterrupted = (tmp_path / 'blocks.jsonl').read_text()
+    assert len(uninterrupted.splitlines()) >= 2
+    shutil.copy(tmp_path / 'at100.pt', tmp_path / 'learner.pt')   # as if it had stopped right after the 100 checkpoint
+    go(300)
+    assert (tmp_path / 'blocks.jsonl').read_text() == uninterrupted
+    assert [int(r['env_steps']) for r in _curve(tmp_path / 'curve.csv')] == [0, 100, 200, 300]
+
+
+def test_a_seed_repeats_a_run_exactly_and_seeds_the_learner(bc_checkpoint, tmp_path):
+    swfp = load_swfp_config(overrides=[*SMALL, 'warmup_steps=48', 'steps_per_block=48'])
+
+    def go(name, seed):
+        run = RunnerConfig(task='panda_reach', env_steps=100, num_envs=2, eval_every=100, eval_episodes=2, seed=seed)
+        rows = finetune(str(bc_checkpoint / 'bc.pt'), str(tmp_path / name), run, swfp, log=lambda *_: None)
+        return [{k: v for k, v in r.items() if k != 'wall_s'} for r in rows], load_learner(str(tmp_path / name /
+                                                                                                'learner.pt'))
+
+    (rows_a, a), (rows_b, b), (rows_c, c) = go('a', 0), go('b', 0), go('c', 1)
+    assert a.counters.blocks_trained >= 1 and rows_a == rows_b
+    for p, q in zip(a.critic.parameters(), b.critic.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+    assert (a.cfg.seed, c.cfg.seed) == (0, 1)
+    assert not all(torch.equal(p, q) for p, q in zip(a.critic.parameters(), c.critic.parameters()))
+
+
+def test_recorded_evaluation_pads_a_chunk_cut_by_the_episode_end(bc_checkpoint, tmp_path):
+    """The critic check must see the actions as replay stores them: a chunk's unexecuted tail as zeros."""
+    from swfp_ros.data import DemoDataset
+    from swfp_ros.train.finetune import evaluate_batched
+    pretrain(DemoDataset.load(bc_checkpoint / 'demos.npz'), tmp_path / 'bc4.pt', FlowConfig(hidden=64, layers=2,
+                                                                                             chunk=4), steps=5,
+             progress=False)
+    runtime = load_policy(str(tmp_path / 'bc4.pt'), device='cpu', seed=0)
+    episodes = evaluate_batched(runtime.act, 'panda_reach', 2, 2, seed=0, record=True)['episodes']
+    cut = 0
+    for ep in episodes:
+        executed = len(ep['step_rewards'][-1])
+        cut += executed < 4
+        assert (ep['action'][-1][executed * 7:] == 0).all() and (ep['action'][-1][:executed * 7] != 0).any()
+    assert cut >= 1   # 50-step episodes end inside a chunk of 4 (unless one succeeded on a multiple of 4)
+
+
+def test_eval_seed_repeats_the_evaluation_exactly(bc_checkpoint):
+    import subprocess
+    import sys
+    from pathlib import Path
+    script = Path(sys.executable).with_name('swfp')
+    cmd = [str(script), 'eval', '--task', 'panda_reach', '--policy', str(bc_checkpoint / 'bc.pt'), '--episodes', '3',
+           '--seed', '999']
+    outputs = [subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True).stdout.splitlines()[-1]
+               for _ in range(2)]
+    assert outputs[0] == outputs[1] and json.loads(outputs[0])['episodes'] == 3
 
 
 def test_chunked_bc_fine_tunes_with_chunked_demos_in_replay(bc_checkpoint, tmp_path):
