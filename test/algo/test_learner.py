@@ -209,6 +209,15 @@ def test_reused_input_buffers_do_not_change_stored_transitions():
                                rtol=1e-6)
 
 
+def test_validated_transitions_share_no_memory_with_the_input():
+    from swfp_ros.algo.learner import validate_transitions
+    rng = np.random.default_rng(0)
+    given = dict(zip(('obs', 'action', 'reward', 'next_obs', 'terminated', 'n_steps'), batch(rng, 4)))
+    given = {k: np.asarray(v, np.float32) for k, v in given.items()}   # already the stored dtype: no conversion copy
+    out = validate_transitions(**given, obs_dim=OBS, act_dim=ACT, max_steps=1)
+    assert not any(np.shares_memory(out[k], given[k]) for k in out)
+
+
 def test_critic_updates_are_owed_per_env_step_with_chunks():
     cfg = make_learner().cfg
     cfg.utd = 0.5
