@@ -4,10 +4,12 @@
 
 Per (task, seed): noisy expert demos -> BC checkpoint -> evaluations of BC, and online runs of SWFP, naive
 fine-tuning (from the same BC checkpoint, same critic, same settings) and SAC from scratch, all with the same
-env-step budget and the same evaluation episodes (stochastic policies, fixed seeds). Jobs run in ``--workers``
-processes with one torch thread each. Each run writes its own curve.csv; re-running skips finished runs and resumes
-unfinished fine-tuning runs from their checkpoints. Outputs in --out: results.json (every curve, wall-clock and
-update costs), results.csv (one row per evaluation), curves.png, and command.txt. The last stdout line is JSON.
+env-step budget and the same evaluation episodes (stochastic policies, fixed seeds). The seed seeds the demos, the BC,
+and every online run: its learner (critic initialisation, minibatches, block noise), its actor's noise and its envs.
+Jobs run in ``--workers`` processes with one torch thread each. Each run writes its own curve.csv; re-running skips
+finished runs and resumes unfinished fine-tuning runs from their checkpoints. Outputs in --out: results.json (every
+curve, wall-clock and update costs), results.csv (one row per evaluation), curves.png, and command.txt. The last
+stdout line is JSON.
 """
 from __future__ import annotations
 
@@ -89,7 +91,9 @@ def job(args: tuple) -> dict:
         demos = DemoDataset.load(ckpt.parent / 'demos.npz')
         settings = load_swfp_config(overrides=[*overrides, *TASK_SETTINGS[task]['swfp']])
         rows = finetune(str(ckpt), str(directory), run, settings, demos, log=log)
-        costs = json.loads((directory / 'summary.json').read_text())['timing']
+        summary = json.loads((directory / 'summary.json').read_text())
+        # finetune seeds the learner with run.seed: each seed's runs are independent, not only its demos and BC
+        costs = {**summary['timing'], 'learner_seed': summary['config']['swfp']['seed']}
     # A resumed run's curve carries the wall-clock of its earlier part: report the whole run.
     wall_s = max(time.perf_counter() - start, rows[-1]['wall_s'] if method != 'sac' else 0.0)
     result = {'task': task, 'seed': seed, 'method': method, 'curve': rows, 'wall_s': round(wall_s, 1),

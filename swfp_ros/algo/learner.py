@@ -162,7 +162,7 @@ class Learner:
 
     def _tensors(self, buf: ReplayBuffer, idx: np.ndarray, fields=FIELDS) -> dict[str, torch.Tensor]:
         """Slots ``idx`` of ``buf`` on the device, observations normalised."""
-        t = {k: torch.as_tensor(v, device=self.device) for k, v in buf.get(idx).items() if k in fields}
+        t = {k: torch.as_tensor(v, device=self.device) for k, v in buf.get(idx, fields).items()}
         for k in ('obs', 'next_obs'):
             if k in t:
                 t[k] = self.normalizer(t[k])

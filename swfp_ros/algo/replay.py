@@ -35,9 +35,9 @@ class ReplayBuffer:
         self.size = min(self.size + n, self.capacity)
         return idx
 
-    def get(self, idx: np.ndarray) -> dict[str, np.ndarray]:
-        """The transitions in slots ``idx`` (any shape), as copies."""
-        return {k: v[idx] for k, v in self.data.items()}
+    def get(self, idx: np.ndarray, fields=FIELDS) -> dict[str, np.ndarray]:
+        """``fields`` of the transitions in slots ``idx`` (any shape), as copies."""
+        return {k: self.data[k][idx] for k in fields}
 
     def state_dict(self) -> dict:
         return {'capacity': self.capacity, 'ptr': self.ptr, 'size': self.size,
