@@ -5,7 +5,8 @@
 A default block update (300 gradient steps of 256 on a pool of 4096 states, 3x256 critic) back-propagates through
 the block only: its gradient steps cost the same at K = 4 and K = 32; the only K-dependent part is one no-grad pass of
 the pool through the K Euler steps (sampling π_n). Naive fine-tuning back-propagates through all K steps. Each figure is
-the minimum of --repeats runs, one torch thread; the ratios are measured within this one run. The memory side of the
+the minimum of --repeats runs in CPU time of this process (on shared cores wall-clock measures the other jobs too), one
+torch thread; the ratios are measured within this one run. The memory side of the
 claim is a test (test/algo/test_memory_compute.py: saved-tensor bytes are deterministic). Last line: JSON.
 """
 from __future__ import annotations
@@ -28,9 +29,9 @@ OBS, ACT = 8, 4
 def min_time(fn, repeats: int) -> float:
     best = float('inf')
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = time.process_time()
         fn()
-        best = min(best, time.perf_counter() - start)
+        best = min(best, time.process_time() - start)
     return best
 
 

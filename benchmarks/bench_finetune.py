@@ -37,8 +37,8 @@ TASK_SETTINGS = {
 BC_STEPS = 3000
 METHODS = ('swfp', 'naive', 'sac')
 # Budgets are sized so the whole comparison (2 tasks x 3 seeds x BC/SWFP/naive/SAC) re-runs in <= 90 min on a 2-core
-# CPU with 2 workers. Algorithm settings on top of config/learner.yaml (whose defaults are the prototype's: warm-up 5k,
-# a block every 2.5k): shorter here so that several blocks fit the budgets.
+# CPU with 2 workers. Algorithm settings on top of config/learner.yaml (warm-up 2k, a block every 1k): a 1k warm-up
+# here so that more blocks fit the budgets.
 SWFP_OVERRIDES = ['warmup_steps=1000', 'steps_per_block=1000']
 
 
