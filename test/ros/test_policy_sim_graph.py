@@ -40,6 +40,15 @@ def policy_params(ckpt, **kw):
     return {'checkpoint': str(ckpt), 'policy_loader': 'stub_runtime:load_policy', 'status_period_s': 0.2, **kw}
 
 
+def node_status(box, name):
+    """The latest /swfp/status values of the node called ``name``."""
+    for _, msg in reversed(list(box)):
+        for st in msg.status:
+            if st.name == name:
+                return {kv.key: kv.value for kv in st.values}
+    return {}
+
+
 def status_values(box):
     if not box:
         return {}
@@ -51,24 +60,32 @@ def test_lockstep_graph_actions_and_transitions(launch_node, ros_node, tmp_path)
     actions = ros_node.collect('/swfp/action', Float64MultiArray, ACTION_QOS)
     transitions = ros_node.collect('/swfp/transition', Float64MultiArray, TRANSITION_QOS)
     rewards = ros_node.collect('/swfp/reward', Float64MultiArray, ACTION_QOS)
+    status = ros_node.collect('/swfp/status', DiagnosticArray, ACTION_QOS)
     bridge = launch_node('sim_bridge', params_file=CONFIG / 'sim_bridge.yaml', params={'seed': 3})
     policy = launch_node('policy_node', params_file=CONFIG / 'policy.yaml', params=policy_params(ckpt),
                          env=stub_env())
     try:
-        ros_node.wait_for(lambda: len(transitions) >= 120, timeout=40, what='120 transitions')
+        ros_node.wait_for(lambda: len(transitions) >= 120 and len(rewards) >= 120, timeout=40,
+                          what='120 transitions and 120 rewards')
+        ros_node.wait_for(lambda: int(node_status(status, '/sim_bridge').get('steps', 0)) >= 120
+                          and int(node_status(status, '/policy_node').get('transitions', 0)) >= 120, timeout=10,
+                          what='sim bridge and policy node status after 120 steps')
     finally:
         print(policy.output()[-3000:], bridge.output()[-2000:])
     assert bridge.alive() and policy.alive()
     # every transition decodes, actions are within [-1, 1], and episode ends are marked
-    ts = [M.transition_from_msg(m, OBS_DIM, 7) for _, m in transitions]
+    ts = [M.transition_from_msg(m, OBS_DIM, 7) for _, m in list(transitions)]
     assert all(np.all(np.abs(t.action) <= 1) and t.n_steps == 1 for t in ts)
     # consecutive transitions chain: next_obs of one is obs of the next, except across resets
     breaks = sum(not np.allclose(a.next_obs, b.obs) for a, b in zip(ts, ts[1:]))
     assert 1 <= breaks <= len(ts) // 2, 'episodes of <= 50 steps: the chain breaks at resets only'
     assert sum(t.terminated for t in ts) <= breaks + 1
-    # the lockstep loop: one action per step, rewards match transitions
-    assert len(actions) >= len(ts)
-    r = [M.reward_from_msg(m) for _, m in rewards]
+    # the lockstep loop: every action the bridge took was one step; a transition per command at most
+    bridge_counts, policy_counts = node_status(status, '/sim_bridge'), node_status(status, '/policy_node')
+    assert bridge_counts['actions'] == bridge_counts['steps'] and bridge_counts['rejected_actions'] == '0'
+    assert int(policy_counts['commands']) >= int(policy_counts['transitions'])
+    assert actions
+    r = [M.reward_from_msg(m) for _, m in list(rewards)]
     assert r and all(np.isfinite(x.reward) and x.reward <= 0 for x in r)   # reach reward = -distance
     trunc = [t for t in ts if not t.terminated]
     assert trunc and all(np.all(np.isfinite(t.next_obs)) for t in trunc)
