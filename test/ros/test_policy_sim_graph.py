@@ -106,16 +106,12 @@ def _robot(ros_node):
     return publish
 
 
-def _wait_new(ros_node, box, n=3, timeout=5.0):
-    start = len(box)
-    ros_node.wait_for(lambda: len(box) >= start + n, timeout, what=f'{n} new messages')
-    return [np.asarray(m.data) for _, m in box[start:]]
-
-
 def test_realtime_safety_holds_clamps_and_updates(launch_node, ros_node, tmp_path):
+    """Each phase starts when the node's own status shows the state it tests (stale, e-stop engaged or released),
+    plus one more status period for commands still in flight, so a slow machine changes the timing, not the result."""
     ckpt = stub_runtime.write_checkpoint(tmp_path / 'stub.json', OBS_DIM, gain=1.0)
     actions = ros_node.collect('/swfp/action', Float64MultiArray, ACTION_QOS)
-    status = ros_node.collect('/swfp/status', DiagnosticArray, 10)
+    status = ros_node.collect('/swfp/status', DiagnosticArray, ACTION_QOS)
     publish = _robot(ros_node)
     estop_pub = ros_node.node.create_publisher(Bool, '/swfp/estop', ESTOP_QOS)
     update_pub = ros_node.node.create_publisher(UInt8MultiArray, '/swfp/policy_update', UPDATE_QOS)
@@ -128,69 +124,81 @@ def test_realtime_safety_holds_clamps_and_updates(launch_node, ros_node, tmp_pat
     task = np.array([0.4, 0.0, 0.3, 0.5, 0.1, 0.3])
     ros_node.wait_for_subscribers('/joint_states', timeout=20)
 
-    def feed(qq, seconds, **kw):
-        t_end = time.monotonic() + seconds
-        while time.monotonic() < t_end:
+    def values():
+        return node_status(status, '/policy_node')
+
+    def feed_until(qq, done, what, timeout=20.0, **kw):
+        """Publish fresh joint states (and the task) at ~50 Hz until ``done()``."""
+        t_end = time.monotonic() + timeout
+        while not done():
+            if time.monotonic() > t_end:
+                raise TimeoutError(f'timed out after {timeout:.0f} s waiting for {what}')
             publish(qq, task, **kw)
             time.sleep(0.02)
+
+    def new_commands(n):
+        start = len(actions)
+        return lambda: len(actions) >= start + n
+
+    def after_status(pred, what):
+        """Wait until the status satisfies ``pred``, then one more status message (in-flight commands land)."""
+        ros_node.wait_for(lambda: pred(values()), 20.0, what=what)
+        seen = len(status)
+        ros_node.wait_for(lambda: len(status) > seen, 10.0, what='the next status message')
+        return len(actions)
+
+    def commands(start):
+        return [np.asarray(m.data) for _, m in list(actions)[start:]]
+
     try:
         # 1. fresh observations -> moving commands, within max_delta of q
-        feed(q, 0.1)
-        ros_node.wait_for(lambda: len(actions) > 0, 20, what='first action')
-        feed(q, 0.4)
-        cmds = _wait_new(ros_node, actions, 5)
-        feed(q, 0.1)
+        start = len(actions)
+        feed_until(q, new_commands(10), 'commands from fresh observations')
+        cmds = commands(start)
         assert any(not np.allclose(c, q) for c in cmds)
         assert all(np.all(np.abs(c - q) <= 0.1 + 1e-9) for c in cmds)
         # 2. stale: stop publishing -> hold at the last measured position
-        time.sleep(0.5)
-        cmds = _wait_new(ros_node, actions, 5)
-        assert all(np.allclose(c, q) for c in cmds)
+        start = after_status(lambda v: int(v.get('safety_stale', 0)) > 0, 'the stale watchdog')
+        ros_node.wait_for(new_commands(5), 10.0, what='commands while stale')
+        assert all(np.allclose(c, q) for c in commands(start))
         # 3. NaN joint state -> hold (at the last valid position), counted
-        publish(np.full(7, np.nan), task)
-        time.sleep(0.05)
-        feed_nan_start = len(actions)
-        t_end = time.monotonic() + 0.3
-        while time.monotonic() < t_end:
-            publish(np.full(7, np.nan), task)
-            time.sleep(0.02)
-        assert all(np.allclose(np.asarray(m.data), q) for _, m in actions[feed_nan_start:])
+        feed_until(np.full(7, np.nan), lambda: int(values().get('safety_bad_joint_state', 0)) > 0, 'a NaN counted')
+        start = len(actions)
+        feed_until(np.full(7, np.nan), new_commands(5), 'commands during NaN joint states')
+        assert all(np.allclose(c, q) for c in commands(start))
         # 4. wrong size (a joint missing) -> hold too
         start = len(actions)
-        t_end = time.monotonic() + 0.3
-        while time.monotonic() < t_end:
-            publish(q[:6], task, names_=list(ARM_JOINTS[:6]))
-            time.sleep(0.02)
-        assert all(np.allclose(np.asarray(m.data), q) for _, m in actions[start:])
+        feed_until(q[:6], new_commands(5), 'commands during short joint states', names_=list(ARM_JOINTS[:6]))
+        assert all(np.allclose(c, q) for c in commands(start))
         # 5. at the joint limits: commands never leave them
         q_lim = np.where(np.arange(7) % 2 == 0, upper, lower)
-        feed(q_lim, 0.6)
-        cmds = [np.asarray(m.data) for _, m in actions[-10:]]
-        assert all(np.all(c <= upper + 1e-12) and np.all(c >= lower - 1e-12) for c in cmds)
+        start = len(actions)
+        feed_until(q_lim, new_commands(10), 'commands at the limits')
+        assert all(np.all(c <= upper + 1e-12) and np.all(c >= lower - 1e-12) for c in commands(start))
         # 6. e-stop (latched) -> hold even with fresh observations; release -> moves again
         estop_pub.publish(Bool(data=True))
-        feed(q, 0.3)
+        feed_until(q, lambda: values().get('estop') == '1', 'e-stop engaged (status)')
+        seen = len(status)
+        feed_until(q, lambda: len(status) > seen, 'the next status message')
         start = len(actions)
-        feed(q, 0.4)
-        assert len(actions) > start and all(np.allclose(np.asarray(m.data), q) for _, m in actions[start:])
+        feed_until(q, new_commands(10), 'commands during the e-stop')
+        assert all(np.allclose(c, q) for c in commands(start))
         estop_pub.publish(Bool(data=False))
-        feed(q, 0.3)
+        feed_until(q, lambda: values().get('estop') == '0', 'e-stop released (status)')
         start = len(actions)
-        feed(q, 0.4)
-        assert any(not np.allclose(np.asarray(m.data), q) for _, m in actions[start:])
+        feed_until(q, lambda: any(not np.allclose(c, q) for c in commands(start)), 'moving again after release')
         # 7. policy updates: a valid one is applied, corrupt / out-of-order ones rejected, commands keep flowing
         update_pub.publish(M.update_msg(stub_runtime.make_update(1, np.full(7, 0.3))))
         bad = bytearray(stub_runtime.make_update(2, np.zeros(7)))
         bad[-1] ^= 0xFF
-        feed(q, 0.3)
+        feed_until(q, lambda: values().get('policy_version') == '1', 'update v1 applied')
         update_pub.publish(M.update_msg(bytes(bad)))                                    # checksum
         update_pub.publish(M.update_msg(stub_runtime.make_update(5, np.zeros(7))))       # out of order
         update_pub.publish(M.update_msg(stub_runtime.make_update(2, np.zeros(3))))       # mismatched size
+        feed_until(q, lambda: values().get('updates_rejected') == '3', '3 rejections')
         start = len(actions)
-        feed(q, 1.0)
-        assert len(actions) - start >= 10, 'the policy must keep commanding while updates are handled'
-        ros_node.wait_for(lambda: status_values(status).get('updates_rejected') == '3', 5, what='3 rejections')
-        vals = status_values(status)
+        feed_until(q, new_commands(10), 'commands after the rejected updates')  # the policy keeps commanding
+        vals = values()
         assert vals['policy_version'] == '1' and vals['updates_applied'] == '1'
         assert int(vals['safety_stale']) > 0 and int(vals['safety_estop']) > 0
         assert int(vals['safety_bad_joint_state']) > 0 and int(vals['safety_clamp_limit']) > 0
