@@ -118,9 +118,7 @@ def test_ingest_gives_back_the_demo_arrays(recorded, storage, tmp_path):
 
 
 def test_pretrain_from_bags_writes_a_loadable_checkpoint(recorded, tmp_path):
-    import torch
-
-    from swfp_ros.algo.checkpoint import load_policy
+    from swfp_ros.algo.checkpoint import checkpoint_info, load_policy
 
     mcap_dir = recorded['mcap'][0]
     db3_file = recorded['sqlite3'][0] / 'demo_sqlite3.db3'   # a single storage file works as well as a directory
@@ -138,9 +136,9 @@ def test_pretrain_from_bags_writes_a_loadable_checkpoint(recorded, tmp_path):
     action = runtime.act(obs)
     assert action.shape == (5, 7) and np.all(np.abs(action) <= 1.0 + 1e-6)
 
-    extra = torch.load(ckpt, map_location='cpu', weights_only=False)['extra']
-    assert extra['task'] == 'panda_reach' and len(extra['obs_labels']) == 20
-    assert sorted(p['storage'] for p in extra['provenance']) == ['mcap', 'sqlite3']
+    info = checkpoint_info(str(ckpt))
+    assert info.task == 'panda_reach' and len(info.obs_labels) == 20
+    assert sorted(p['storage'] for p in info.provenance) == ['mcap', 'sqlite3']
 
 
 # ---------------------------------------------------------------------------------------------- failures

@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..algo.checkpoint import load_learner, load_policy, save_learner
+from ..algo.checkpoint import checkpoint_info, load_learner, load_policy, save_learner
 from ..algo.config import SwfpConfig
 from ..algo.learner import Learner
 from ..algo.naive import NaiveLearner
@@ -186,6 +186,9 @@ def finetune(bc_checkpoint: str, out_dir: str, run: RunnerConfig, swfp: SwfpConf
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(run.seed)
     bc = load_policy(bc_checkpoint, device=run.device)
+    bc_info = checkpoint_info(bc_checkpoint)   # task, labels and provenance, passed on to learner.pt
+    passed_on = {'task': bc_info.task, 'obs_labels': bc_info.obs_labels, 'action_labels': bc_info.action_labels,
+                 'control_rate_hz': bc_info.control_rate_hz, 'provenance': bc_info.provenance}
     swfp = dataclasses.replace(swfp, flow=bc.cascade.base.cfg)  # the BC flow's architecture (chunk H included)
     demo = demo_transitions(demos, swfp) if demos is not None else None
     if (out / CHECKPOINT).is_file():
@@ -205,7 +208,7 @@ def finetune(bc_checkpoint: str, out_dir: str, run: RunnerConfig, swfp: SwfpConf
         if steps_done >= next_eval:
             rows.append(_evaluate_row(runtime, learner, run, steps_done, time.perf_counter() - start))
             _append_curve(out / CURVE, rows[-1])
-            save_learner(str(out / CHECKPOINT), learner)
+            save_learner(str(out / CHECKPOINT), learner, extra=passed_on)
             log(f"[{run.method} {run.task} seed {run.seed}] {steps_done:>6d} env steps: success "
                 f"{rows[-1]['success_rate']:.2f}, return {rows[-1]['mean_return']:.2f}, blocks {rows[-1]['blocks']}, "
                 f"critic bias {rows[-1]['critic_q_bias']:+.2f} (corr {rows[-1]['critic_q_mc_corr']:.2f})")
