@@ -21,8 +21,7 @@ import datetime
 import hashlib
 import json
 import math
-import os
-import tempfile
+import zipfile
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -33,6 +32,7 @@ import torch
 
 import swfp_ros
 
+from ..files import atomic_path
 from .blocks import Cascade
 from .learner import Learner
 from .normalize import ObsNormalizer
@@ -42,7 +42,8 @@ from .serialize import BlockUpdate, UpdateRejected
 FORMAT = 'swfp-checkpoint'
 FORMAT_VERSION = 2
 KINDS = ('policy', 'learner')
-_PICKLE_MAGICS = (b'PK\x03\x04', b'\x80\x02', b'\x80\x03', b'\x80\x04', b'\x80\x05')   # torch.save zip / raw pickle
+_PICKLE_MAGICS = (b'\x80\x02', b'\x80\x03', b'\x80\x04', b'\x80\x05')   # raw pickles (torch.save before 1.6)
+_ZIP_MAGIC = b'PK\x03\x04'                                                   # torch.save since 1.6, also .npz
 
 
 class CheckpointError(RuntimeError):
@@ -173,23 +174,8 @@ def write_checkpoint(path: str, kind: str, payload: dict, extra: dict | None = N
     tree_json = json.dumps(tree, allow_nan=False)
     metadata = {'format': FORMAT, 'format_version': str(FORMAT_VERSION), 'header': header, 'tree': tree_json,
                 'sha256': _digest(header, tree_json, tensors)}
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.ckpt-', dir=d)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         safetensors.torch.save_file(tensors, tmp, metadata=metadata)
-        with open(tmp, 'rb') as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    dir_fd = os.open(d, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)   # the rename itself survives a power cut
-    finally:
-        os.close(dir_fd)
 
 
 def _open_metadata(path: str) -> dict[str, str]:
@@ -203,7 +189,9 @@ def _open_metadata(path: str) -> dict[str, str]:
         raise CheckpointError(f'checkpoint {path}: is a directory, not a checkpoint file') from None
     except OSError as e:
         raise CheckpointError(f'checkpoint {path}: cannot read it ({e.strerror})') from None
-    if head.startswith(_PICKLE_MAGICS):
+    if head.startswith(_ZIP_MAGIC) and not _zip_holds_pickle(path):
+        raise CheckpointError(f'checkpoint {path}: a zip archive (a .npz dataset?), not an SWFP checkpoint')
+    if head.startswith(_PICKLE_MAGICS + (_ZIP_MAGIC,)):
         raise CheckpointError(f'checkpoint {path}: a pickle (torch.save) file, refused unread because loading a '
                               f'pickle can run code from it; swfp_ros checkpoints before format {FORMAT_VERSION} '
                               f'were pickles: re-create it with this version (swfp pretrain, or a new fine-tuning '
@@ -222,6 +210,15 @@ def _open_metadata(path: str) -> dict[str, str]:
         raise CheckpointError(f"checkpoint {path}: format version {meta.get('format_version')}, this code reads "
                               f'{FORMAT_VERSION}')
     return meta
+
+
+def _zip_holds_pickle(path: str) -> bool:
+    """Whether a zip archive has a pickle member (torch.save's data.pkl); only its member list is read."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(name.endswith('.pkl') for name in z.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return True    # unreadable: refused as a possible pickle all the same
 
 
 def _parse_json(path: str, meta: dict, key: str) -> Any:

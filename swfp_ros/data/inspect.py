@@ -105,19 +105,3 @@ def format_summary(s: BagSummary) -> str:
     for w in s.warnings:
         lines.append(f'Warning: {w}')
     return '\n'.join(lines)
-
-
-def main_inspect(paths: list[str], as_json: bool = False) -> int:
-    """CLI body for ``swfp inspect BAG [BAG...] [--json]``; returns the exit status."""
-    import json
-    import sys
-    rc = 0
-    for p in paths:
-        try:
-            s = inspect_bag(p)
-        except Exception as err:  # noqa: BLE001
-            print(f'swfp inspect: {err}' if str(p) in str(err) else f'swfp inspect: {p}: {err}', file=sys.stderr)
-            rc = 1
-            continue
-        print(json.dumps(s.to_dict()) if as_json else format_summary(s))
-    return rc

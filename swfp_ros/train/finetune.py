@@ -28,6 +28,7 @@ from ..algo.naive import NaiveLearner
 from ..algo.replay import FIELDS, NStepAssembler
 from ..algo.runtime import PolicyRuntime
 from ..data import DemoDataset
+from ..files import write_text_atomic
 from ..sim import make_env
 
 LEARNERS = {'swfp': Learner, 'naive': NaiveLearner}
@@ -207,8 +208,9 @@ def finetune(bc_checkpoint: str, out_dir: str, run: RunnerConfig, swfp: SwfpConf
         steps_done = learner.counters.env_steps
         if steps_done >= next_eval:
             rows.append(_evaluate_row(runtime, learner, run, steps_done, time.perf_counter() - start))
-            _append_curve(out / CURVE, rows[-1])
+            # checkpoint first: interrupted between the two, a resume re-evaluates this point instead of skipping it
             save_learner(str(out / CHECKPOINT), learner, extra=passed_on)
+            _append_curve(out / CURVE, rows[-1])
             log(f"[{run.method} {run.task} seed {run.seed}] {steps_done:>6d} env steps: success "
                 f"{rows[-1]['success_rate']:.2f}, return {rows[-1]['mean_return']:.2f}, blocks {rows[-1]['blocks']}, "
                 f"critic bias {rows[-1]['critic_q_bias']:+.2f} (corr {rows[-1]['critic_q_mc_corr']:.2f})")
@@ -235,7 +237,7 @@ def finetune(bc_checkpoint: str, out_dir: str, run: RunnerConfig, swfp: SwfpConf
                           'block_s_per_block': timing['block_s'] / max(timing['blocks'], 1),
                           'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024},
                'config': {'runner': dataclasses.asdict(run), 'swfp': swfp.to_dict()}}
-    (out / 'summary.json').write_text(json.dumps(summary, indent=1))
+    write_text_atomic(out / 'summary.json', json.dumps(summary, indent=1))
     return rows
 
 
