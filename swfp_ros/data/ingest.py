@@ -344,6 +344,11 @@ class _BagIngest:
                 raise BagError(f'{self.name}: topic {topic!r} carries several types {sorted(types)}',
                                bag=self.name, topic=topic)
             msgtype = types.pop()
+            formats = {c.serialization_format for c in conns} - {'cdr'}
+            if formats:
+                raise BagError(f'{self.name}: topic {topic!r} is serialized as {" and ".join(sorted(formats))}; '
+                               f'only CDR (what rosbag2 records from ROS 2) can be decoded', bag=self.name,
+                               topic=topic, msgtype=msgtype)
             allowed = SOURCE_TYPES.get(s.kind) if s is not None else None
             if allowed is not None and msgtype not in allowed:
                 raise BagError(f'{self.name}: topic {topic!r} has type {msgtype}, but spec {where} '
