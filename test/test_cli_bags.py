@@ -233,3 +233,21 @@ def test_pretrain_from_bad_bags_fails_naming_the_bag(pretrain_failures, case):
 def test_pretrain_bag_errors_are_messages_not_tracebacks(pretrain_failures):
     for r, _ckpt, _ in pretrain_failures.values():
         assert 'Traceback' not in r.stderr, r.stderr
+
+
+def test_a_bag_warning_is_printed_once_as_a_report_line(recorded, tmp_path):
+    """metadata.yaml off by 5 messages: ingest falls back to the storage files and says so once, in its report (no
+    raw Python warning line); pretrain --bag says it once on stderr."""
+    import yaml
+
+    bag = Path(shutil.copytree(recorded['mcap'][0], tmp_path / 'miscounted'))
+    meta = yaml.safe_load((bag / 'metadata.yaml').read_text())
+    meta['rosbag2_bagfile_information']['message_count'] += 5
+    (bag / 'metadata.yaml').write_text(yaml.safe_dump(meta))
+    r = ok(swfp('ingest', bag, '--spec', SPEC, '--out', tmp_path / 'x.npz'))
+    assert (r.stdout + r.stderr).count('metadata.yaml says') == 1 and 'BagWarning' not in r.stdout + r.stderr
+    assert 'warning:' in r.stdout
+    r = ok(swfp('pretrain', '--bag', bag, '--spec', SPEC, '--steps', 1, '--hidden', 16, '--layers', 1,
+                '--out', tmp_path / 'bc.pt'))
+    lines = [line for line in r.stderr.splitlines() if 'metadata.yaml says' in line]
+    assert len(lines) == 1 and lines[0].startswith('swfp pretrain: warning:') and 'BagWarning' not in r.stderr

@@ -216,7 +216,8 @@ class DemoDataset:
             raise FileNotFoundError(f'{path}: no such dataset file')
 
         def bad(why: str) -> DatasetError:
-            return DatasetError(f'{path}: not a valid {FORMAT_NAME} file: {why}')
+            return DatasetError(f'{path}: not a valid {FORMAT_NAME} file: {why} (datasets come from swfp demos or '
+                                f'swfp ingest)')
 
         try:
             with np.load(path, allow_pickle=False) as z:
