@@ -6,7 +6,6 @@ With SWFP_CLI_ERROR_TABLE=FILE the cases append `| command | exit | message |` r
 from __future__ import annotations
 
 import os
-import pickle
 import shutil
 import signal
 import subprocess
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 _script = Path(sys.executable).with_name('swfp')
@@ -52,7 +52,7 @@ def work(tmp_path_factory):
     data = (root / 'reach_bc.pt').read_bytes()
     (root / 'truncated.pt').write_bytes(data[:len(data) // 2])
     (root / 'garbage.pt').write_bytes(b'\x00' * 64)
-    (root / 'evil.pt').write_bytes(pickle.dumps({'format': 'swfp-checkpoint', 'x': _Evil(root / 'PWNED')}))
+    torch.save({'format': 'swfp-checkpoint', 'x': _Evil(root / 'PWNED')}, root / 'evil.pt')   # torch.load runs it
     np.savez(root / 'foreign.npz', x=np.zeros(3))
     (root / 'existing.npz').write_bytes(b'an earlier output')
     (root / 'existing_bag').mkdir()
