@@ -437,7 +437,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_policy_args(p)
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser('render', parents=[common], help='render rollouts offscreen to a GIF (and the last frame to PNG)')
+    p = sub.add_parser('render', parents=[common],
+                       help='render rollouts offscreen to a GIF (and the last frame to PNG)')
     _add_policy_args(p)
     p.set_defaults(episodes=2)
     p.add_argument('--out', default='outputs/rollout.gif', help='GIF path (the PNG goes beside it)')

@@ -81,8 +81,8 @@ class BlockConfig:
     compaction_lr: float = 3e-4
 
     def __post_init__(self):
-        _validate(self, {'hidden': _at_least(1), 'layers': _at_least(1), 'delta': _POSITIVE,
-                         'alpha': _at_least(0), 'q_scale': (lambda v: v in ('grad_norm', 'none'), "'grad_norm' or 'none'"),
+        _validate(self, {'hidden': _at_least(1), 'layers': _at_least(1), 'delta': _POSITIVE, 'alpha': _at_least(0),
+                         'q_scale': (lambda v: v in ('grad_norm', 'none'), "'grad_norm' or 'none'"),
                          'train_steps': _at_least(0), 'lr': _POSITIVE, 'batch_size': _at_least(1),
                          'pool_size': _at_least(2), 'holdout_frac': _FRACTION, 'dual_step': _at_least(0),
                          'tolerance': _at_least(1), 'max_blocks': _at_least(1), 'compaction_steps': _at_least(1),

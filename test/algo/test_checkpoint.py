@@ -111,7 +111,8 @@ def test_any_state_tree_round_trips_exactly(tmp_path):
     base = torch.arange(12.0)
     tree = {'rng': {'numpy': np.random.default_rng(7).bit_generator.state, 'torch': torch.Generator().get_state(),
                     'legacy': np.random.RandomState(3).get_state()},
-            'replay': {np.dtype(t).name: np.ones((4, 2), t) for t in (np.float32, np.bool_, np.int32, np.uint32, np.float64)},
+            'replay': {np.dtype(t).name: np.ones((4, 2), t)
+                       for t in (np.float32, np.bool_, np.int32, np.uint32, np.float64)},
             'open': {3: [{'reward': np.float32(0.25), 'terminated': np.bool_(True), 'obs': np.zeros(0, np.float32)}]},
             'floats': [float('nan'), float('inf'), -0.0, 1e-300], 'views': [base[:4], base[4:], base],
             'tricky_keys': {'__tensor__': 'not a tensor', None: 1, 2.5: 'x'}, 'tuple': (1, ('a', None)),
