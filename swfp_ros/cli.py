@@ -231,6 +231,7 @@ def cmd_demos(args) -> int:
     staging = None
     try:
         if bag is not None:   # written beside its final place, moved there once the dataset is saved too
+            bag.parent.mkdir(parents=True, exist_ok=True)    # checked above: exists, or is the default folder
             staging = Path(tempfile.mkdtemp(prefix=f'.{bag.name}.', dir=bag.parent))
             base = make_env(args.task).unwrapped
             written = write_demo_bag(staging / bag.name, records, joint_names=base.joint_names,

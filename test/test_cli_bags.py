@@ -251,3 +251,11 @@ def test_a_bag_warning_is_printed_once_as_a_report_line(recorded, tmp_path):
                 '--out', tmp_path / 'bc.pt'))
     lines = [line for line in r.stderr.splitlines() if 'metadata.yaml says' in line]
     assert len(lines) == 1 and lines[0].startswith('swfp pretrain: warning:') and 'BagWarning' not in r.stderr
+
+
+def test_demos_into_the_default_folder_of_a_fresh_checkout(tmp_path):
+    """outputs/ is the one folder swfp creates; the bag is staged beside its place and moved in whole."""
+    r = subprocess.run([*SWFP, 'demos', '--episodes', '1', '--out', 'outputs/d.npz', '--bag', 'outputs/b'],
+                       cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert sorted(os.listdir(tmp_path / 'outputs')) == ['b', 'd.npz'] and (tmp_path / 'outputs/b/metadata.yaml').is_file()
