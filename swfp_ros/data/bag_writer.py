@@ -196,12 +196,14 @@ class SimTimeStamper:
     time (the DDS source timestamp, one wall clock on one host): the sim time of the last /clock published before it,
     plus its rank among the messages published since, in nanoseconds. So within one tick the bag keeps the order in
     which things happened (state, action, then the reward of that action) at offsets far below a control period.
-    Messages are held ``hold_ns`` after their arrival (any monotonic clock, the same for ``add`` and ``ready``) so
-    that ones delivered out of order are sorted first.
+    A message is held ``hold_ns`` after its arrival (any monotonic clock, the same for ``add`` and ``ready``) so that
+    ones delivered out of order are sorted first, and until a /clock published after it has arrived (so the tick it
+    belongs to is known even when a lagging recorder drains its /clock queue late), or at most ``max_hold_ns``.
     """
 
-    def __init__(self, clock_topic: str = '/clock', hold_ns: int = 250_000_000):
-        self.clock_topic, self.hold_ns = clock_topic, hold_ns
+    def __init__(self, clock_topic: str = '/clock', hold_ns: int = 250_000_000, max_hold_ns: int = 2_000_000_000):
+        self.clock_topic, self.hold_ns, self.max_hold_ns = clock_topic, hold_ns, max_hold_ns
+        self._newest_clock = -1                   # source time of the newest /clock that has arrived
         self._pending: list = []                 # heap of (source_ns, seq, arrival_ns, topic, msgtype, raw)
         self._seq = itertools.count()
         self._clocks: list[tuple[int, int]] = []   # (source_ns, sim_ns) of released /clock messages, in order
@@ -209,11 +211,18 @@ class SimTimeStamper:
 
     def add(self, topic: str, msgtype: str, raw: bytes, source_ns: int, arrival_ns: int) -> None:
         heapq.heappush(self._pending, (source_ns, next(self._seq), arrival_ns, topic, msgtype, raw))
+        if topic == self.clock_topic:
+            self._newest_clock = max(self._newest_clock, source_ns)
 
     def ready(self, now_ns: int) -> list[tuple[str, str, bytes, int]]:
         """(topic, msgtype, raw, stamp_ns) of the messages held long enough, in publish order."""
         out = []
-        while self._pending and now_ns - self._pending[0][2] >= self.hold_ns:
+        while self._pending:
+            source_ns, _, arrival_ns, topic = self._pending[0][:4]
+            held = now_ns - arrival_ns
+            tick_known = topic == self.clock_topic or self._newest_clock > source_ns
+            if held < self.hold_ns or (not tick_known and held < self.max_hold_ns):
+                break
             out.append(self._release(*heapq.heappop(self._pending)))
         return out
 

@@ -38,3 +38,16 @@ def test_lockstep_ticks_arriving_shuffled_keep_their_order_and_time():
 
 def test_clock_cdr_decodes():
     assert clock_ns_from_cdr(clock_cdr(12 * 1_000_000_000 + 345)) == 12_000_000_345
+
+
+def test_a_message_waits_for_a_late_clock_of_its_tick():
+    """A recorder that drains /clock late: the action of tick 1 arrives long before the /clock ticks 1 and 2; it is
+    stamped in tick 1 all the same, not in tick 0."""
+    stamper = SimTimeStamper(hold_ns=10, max_hold_ns=10 ** 9)
+    stamper.add('/clock', 'T', clock_cdr(0), source_ns=0, arrival_ns=0)
+    stamper.add('/swfp/action', 'T', b'a1', source_ns=1_500, arrival_ns=1)
+    assert [t for t, *_ in stamper.ready(now_ns=1_000)] == ['/clock']      # tick 1 not known yet: held
+    stamper.add('/clock', 'T', clock_cdr(DT), source_ns=1_000, arrival_ns=2_000)
+    stamper.add('/clock', 'T', clock_cdr(2 * DT), source_ns=2_000, arrival_ns=2_001)
+    out = stamper.ready(now_ns=3_000)
+    assert [(t, s) for t, _, _, s in out] == [('/clock', DT), ('/swfp/action', DT + 1), ('/clock', 2 * DT)]

@@ -22,6 +22,23 @@ OBS_DIM = 14 + len(TASKS['panda_reach'][1].task_labels)
 ACTIONS = 400
 
 
+def _unobserved_actions(bag, max_staleness_ns=100_000_000) -> int:
+    """Actions after the first episode start with no /joint_states or /swfp/task recorded in the 0.1 s before them
+    (the spec's max_staleness): what ingest must drop as stale, read from the bag's stamps alone."""
+    from swfp_ros.data import open_bag
+    latest, started, count = {}, False, 0
+    with open_bag(bag) as b:
+        for topic, _type, t, _raw in b.messages(['/joint_states', '/swfp/task', '/swfp/action', '/swfp/episode']):
+            if topic == '/swfp/episode':
+                started = True
+            elif topic == '/swfp/action':
+                count += started and any(t - latest.get(s, -10 ** 18) > max_staleness_ns
+                                         for s in ('/joint_states', '/swfp/task'))
+            else:
+                latest[topic] = t
+    return count
+
+
 def test_lockstep_bag_reingests_every_recorded_step(launch_node, ros_node, tmp_path):
     import os
 
@@ -46,9 +63,13 @@ def test_lockstep_bag_reingests_every_recorded_step(launch_node, ros_node, tmp_p
     recorded = {t.topic: t.count for t in inspect_bag(bag).topics}
     dataset, report = ingest(bag, CONFIG / 'ingest_panda_reach.yaml', progress=False, return_report=True)
     dropped = report.bags[0].dropped
-    # actions before the first recorded episode start are the only ones without a step
-    assert set(dropped) <= {'before_first_episode'}, dropped
-    assert dataset.num_steps + dropped.get('before_first_episode', 0) == recorded['/swfp/action'], (recorded, dropped)
+    # no action shares its tick with another (the defect: duplicate or decimated action timestamps) ...
+    assert not {'duplicate_action_timestamp', 'decimated_to_control_rate'} & set(dropped), dropped
+    # ... so an action lacks a step only before the first recorded episode start, or when the recorder itself lost
+    # the state it was computed from (best-effort /joint_states dropped in transport while the machine is loaded)
+    assert dataset.num_steps + dropped.get('before_first_episode', 0) + _unobserved_actions(bag) \
+        == recorded['/swfp/action'], (recorded, dropped)
+    assert dataset.num_steps >= 100, (recorded, dropped)
 
     # each step pairs the observation the action was computed from with the reward that action earned
     by_obs = {}
@@ -57,11 +78,14 @@ def test_lockstep_bag_reingests_every_recorded_step(launch_node, ros_node, tmp_p
         by_obs[np.asarray(t.obs, np.float32).tobytes()] = t
     matched = 0
     for ep in dataset:
-        for obs, action, reward in zip(ep.obs, ep.actions, ep.rewards):
+        # a step right before a dropped one takes that one's reward too (ingest keeps the latest before the next step)
+        followed_by_a_gap = np.append(np.diff(ep.timestamps) > 1.5 / 20.0, False)
+        for obs, action, reward, gap in zip(ep.obs, ep.actions, ep.rewards, followed_by_a_gap):
             t = by_obs.get(obs.tobytes())
             if t is None:
                 continue
             matched += 1
             np.testing.assert_allclose(action, t.action, atol=1e-5)
-            assert reward == pytest.approx(t.reward, abs=1e-5)
+            if not gap:
+                assert reward == pytest.approx(t.reward, abs=1e-5)
     assert matched >= 0.9 * dataset.num_steps, (matched, dataset.num_steps)
