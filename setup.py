@@ -33,6 +33,9 @@ INSTALL_REQUIRES = [
     'gymnasium-robotics==1.4.2',
     # Pure-Python rosbag2 reader/writer (sqlite3 + MCAP, formats v4-v9); rosbag2_py is not on PyPI.
     'rosbags==0.11.9',
+    # Checkpoint container: tensors as raw bytes behind a JSON header, so loading a (downloaded) checkpoint can
+    # never execute code from it, unlike torch.load's pickles. 0.8.0 is the release tested.
+    'safetensors==0.8.0',
     'numpy>=1.26,<3',
     'pyyaml>=6.0',
     'transforms3d==0.4.2',

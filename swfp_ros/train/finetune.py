@@ -21,13 +21,14 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..algo.checkpoint import load_learner, load_policy, save_learner
+from ..algo.checkpoint import checkpoint_info, load_learner, load_policy, save_learner
 from ..algo.config import SwfpConfig
 from ..algo.learner import Learner
 from ..algo.naive import NaiveLearner
 from ..algo.replay import FIELDS, NStepAssembler
 from ..algo.runtime import PolicyRuntime
 from ..data import DemoDataset
+from ..files import write_text_atomic
 from ..sim import make_env
 
 LEARNERS = {'swfp': Learner, 'naive': NaiveLearner}
@@ -186,6 +187,9 @@ def finetune(bc_checkpoint: str, out_dir: str, run: RunnerConfig, swfp: SwfpConf
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(run.seed)
     bc = load_policy(bc_checkpoint, device=run.device)
+    bc_info = checkpoint_info(bc_checkpoint)   # task, labels and provenance, passed on to learner.pt
+    passed_on = {'task': bc_info.task, 'obs_labels': bc_info.obs_labels, 'action_labels': bc_info.action_labels,
+                 'control_rate_hz': bc_info.control_rate_hz, 'provenance': bc_info.provenance}
     swfp = dataclasses.replace(swfp, flow=bc.cascade.base.cfg)  # the BC flow's architecture (chunk H included)
     demo = demo_transitions(demos, swfp) if demos is not None else None
     if (out / CHECKPOINT).is_file():
@@ -204,8 +208,9 @@ def finetune(bc_checkpoint: str, out_dir: str, run: RunnerConfig, swfp: SwfpConf
         steps_done = learner.counters.env_steps
         if steps_done >= next_eval:
             rows.append(_evaluate_row(runtime, learner, run, steps_done, time.perf_counter() - start))
+            # checkpoint first: interrupted between the two, a resume re-evaluates this point instead of skipping it
+            save_learner(str(out / CHECKPOINT), learner, extra=passed_on)
             _append_curve(out / CURVE, rows[-1])
-            save_learner(str(out / CHECKPOINT), learner)
             log(f"[{run.method} {run.task} seed {run.seed}] {steps_done:>6d} env steps: success "
                 f"{rows[-1]['success_rate']:.2f}, return {rows[-1]['mean_return']:.2f}, blocks {rows[-1]['blocks']}, "
                 f"critic bias {rows[-1]['critic_q_bias']:+.2f} (corr {rows[-1]['critic_q_mc_corr']:.2f})")
@@ -232,7 +237,7 @@ def finetune(bc_checkpoint: str, out_dir: str, run: RunnerConfig, swfp: SwfpConf
                           'block_s_per_block': timing['block_s'] / max(timing['blocks'], 1),
                           'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024},
                'config': {'runner': dataclasses.asdict(run), 'swfp': swfp.to_dict()}}
-    (out / 'summary.json').write_text(json.dumps(summary, indent=1))
+    write_text_atomic(out / 'summary.json', json.dumps(summary, indent=1))
     return rows
 
 
