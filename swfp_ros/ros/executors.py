@@ -10,6 +10,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+import time
 import traceback
 from typing import Callable
 
@@ -74,8 +75,11 @@ def run_node(name: str, make_node: Callable, on_start: Callable | None = None, a
     finally:
         for sig in STOP_SIGNALS:   # the stop is under way; ignored (not default) also through interpreter exit
             signal.signal(sig, signal.SIG_IGN)
+        t0 = time.monotonic()
         if node is not None:
+            node.get_logger().info('stopping' + (' (signal)' if stop.is_set() else ''))
             node.close()
+            node.get_logger().info(f'stopped in {time.monotonic() - t0:.2f} s')
             node.destroy_node()
         executor.shutdown(timeout_sec=1.0)
         rclpy.try_shutdown()
