@@ -126,7 +126,7 @@ class PolicyNode(LifecycleNode):
         p('actor_id', 0)
         p('autostart', True)
         p('lockstep_timeout_s', 2.0)
-        p('max_learner_backlog', 0)
+        p('max_learner_backlog', 32)
         p('backlog_timeout_s', 1.0)
         p('async_chunks', True)
         p('temporal_ensemble', False)
