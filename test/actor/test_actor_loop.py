@@ -62,7 +62,7 @@ def test_realtime_chunk_steps_are_filtered_against_the_latest_measured_position(
     loop.set_active(True)
     q = np.zeros(N)
     for k in range(8):
-        q = q + 0.03 * (k % 3)                       # the arm moves between ticks
+        q = q + 0.08                                 # the arm moves between ticks: 0.24 rad within a chunk
         feed(loop, clock, q, k)
         loop.tick(clock())
         cmd = commands[-1][0]
@@ -104,6 +104,7 @@ def test_async_next_chunk_is_ready_at_the_boundary_and_chains_transitions():
         assert len(transitions) == 2
         a, b = transitions
         assert np.array_equal(a.next_obs, b.obs), 'consecutive decisions chain (the learner\'s n-step windows)'
+        assert np.allclose(b.obs, runtime.obs_seen[1], atol=1e-6), 'a decision\'s obs is what the policy saw'
         assert a.n_steps == 3
 
 
@@ -116,6 +117,7 @@ def test_stale_observation_and_estop_hold_and_are_not_recorded():
     clock.t += 0.6                                   # older than stale_timeout_s
     loop.tick(clock())
     assert np.allclose(commands[-1][0], q) and loop.safety.counters['stale'] == 1
+    assert runtime.calls == 0, 'no inference from a stale observation'
     feed(loop, clock, q, 1)
     loop.estop(True)
     loop.tick(clock())

@@ -64,6 +64,8 @@ def test_plain_task_source_follows_the_latest_goal_and_rejects_bad_ones(kin):
     monitor.set_goal([0.5, 0.1, 0.2])
     out = monitor.control_step(HOME_Q)
     assert np.allclose(out.task, REACH.vector(kin.ee_position(HOME_Q), [0.5, 0.1, 0.2])) and out.reward is None
+    assert REACH.labels[:3] == ('ee_x', 'ee_y', 'ee_z')                     # the order the checkpoints expect
+    assert np.allclose(out.task[:3], kin.ee_position(HOME_Q)) and np.allclose(out.task[3:], [0.5, 0.1, 0.2])
     with pytest.raises(ValueError):
         monitor.set_goal([0.5, np.nan, 0.2])
     with pytest.raises(ValueError):
