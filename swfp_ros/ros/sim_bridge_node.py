@@ -133,6 +133,7 @@ class SimBridge(Node):
         else:
             topic = 'forward_position_controller/commands'
             self.create_subscription(Float64MultiArray, topic, self._on_hw_command, ACTION_QOS)
+        self._hw_last, self._hw_due = time.monotonic(), 0.0
         self.create_timer(1.0 / self.joint_state_rate, self._hardware_tick, clock=steady_clock())
         self.create_timer(1.0, self._publish_status, clock=steady_clock())
         self.get_logger().info(f'mock ros2_control arm: joint_states at {self.joint_state_rate:g} Hz, commands on '
@@ -170,9 +171,14 @@ class SimBridge(Node):
         return points[-1][1]
 
     def _hardware_tick(self):
+        # Physics follows the wall clock like a real arm: a tick that comes late (a busy machine) advances by the
+        # time that actually passed (at most 0.1 s), not by the nominal period.
+        now = time.monotonic()
+        self._hw_due = min(self._hw_due + now - self._hw_last, 0.1)   # physics time owed to the wall clock
+        self._hw_last = now
         if self.trajectory is not None:
-            self.command = self._trajectory_target(time.monotonic())
-        self.env.advance(self.command, 1.0 / self.joint_state_rate)
+            self.command = self._trajectory_target(now)
+        self._hw_due -= self.env.advance(self.command, self._hw_due)
         self.counters['steps'] += 1
         names, pos, vel, eff = self.env.joint_state()
         self.js_pub.publish(M.joint_state_msg(names, pos, vel, eff, stamp=self.get_clock().now().to_msg()))

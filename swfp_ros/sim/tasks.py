@@ -164,12 +164,16 @@ class PandaTaskEnv(gym.Env):
         reward, success = self._reward_and_success()
         return self.observation(), float(reward), bool(success), False, {'is_success': bool(success)}
 
-    def advance(self, q_target: np.ndarray, seconds: float) -> None:
-        """Hold the absolute joint targets ``q_target`` (clipped to the limits) for ``seconds`` of physics: what a
-        position-controlled arm does between two commands. No episode bookkeeping (the mock arm's clock)."""
+    def advance(self, q_target: np.ndarray, seconds: float) -> float:
+        """Hold the absolute joint targets ``q_target`` (clipped to the limits) for ``seconds`` of physics (rounded to
+        whole physics steps; returns the seconds simulated): what a position-controlled arm does between two
+        commands. No episode bookkeeping (the mock arm's clock)."""
         self.data.ctrl[self.arm.actuator] = np.clip(np.asarray(q_target, np.float64), self.joint_lower,
                                                     self.joint_upper)
-        mujoco.mj_step(self.model, self.data, nstep=max(1, int(round(seconds / PHYSICS_DT))))
+        nstep = int(seconds / PHYSICS_DT)
+        if nstep:
+            mujoco.mj_step(self.model, self.data, nstep=nstep)
+        return nstep * PHYSICS_DT
 
     def render(self):
         if self.render_mode != 'rgb_array':
