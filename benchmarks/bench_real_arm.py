@@ -98,7 +98,8 @@ def run(setting: bool, ckpt: Path, seconds: float, device: str, tmp: Path) -> di
     out.update(measurement_age_ms_p50=pct(ages, 50), measurement_age_ms_p99=pct(ages, 99),
                command_interval_ms_p1=pct(gaps, 1), command_interval_ms_p99=pct(gaps, 99),
                command_interval_ms_max=float(gaps.max()) if gaps.size else float('nan'),
-               prefetched_chunks=int(values.get('prefetched_chunks', 0)), prefetch_late=int(values.get('prefetch_late', 0)))
+               prefetched_chunks=int(values.get('prefetched_chunks', 0)),
+               prefetch_late=int(values.get('prefetch_late', 0)))
     return out
 
 

@@ -19,7 +19,7 @@ import pytest
 pytest.importorskip('rclpy')
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from geometry_msgs.msg import PoseStamped  # noqa: E402
-from rclpy.qos import (DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data)  # noqa: E402
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 from std_msgs.msg import Float64MultiArray, Int32  # noqa: E402
 
@@ -30,6 +30,9 @@ from up_process import finish, process_gone, started_pids  # noqa: E402
 
 ARM = tuple(f'panda_joint{i}' for i in range(1, 8))
 MAX_DELTA = 0.1                     # config/policy.yaml
+# Best effort like the publisher, but a deep history: on a busy machine the observer must not drop the very joint
+# state a command was filtered against.
+JOINT_STATES_QOS = QoSProfile(depth=5000, reliability=ReliabilityPolicy.BEST_EFFORT)
 DEEP = QoSProfile(depth=5000, reliability=ReliabilityPolicy.RELIABLE)
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 SWFP = Path(sys.executable).parent / 'swfp'
@@ -37,8 +40,8 @@ SWFP = Path(sys.executable).parent / 'swfp'
 
 @pytest.fixture(scope='module')
 def reach_policy(tmp_path_factory):
-    """A fine-tuned reach policy: BC from 50 expert demos (noise 0.1, chunks of 4), then two SWFP blocks online
-    (`swfp finetune`, in-process). About a minute on the 2 shared cores."""
+    """Reach policies: ``bc.pt`` (BC from 50 expert demos, noise 0.1, chunks of 4) and ``ft/learner.pt`` (that BC
+    fine-tuned online by `swfp finetune`, in-process: 1000 env steps, 3 blocks). About a minute on 2 shared cores."""
     out = tmp_path_factory.mktemp('reach_policy')
     env = {**os.environ, 'OMP_NUM_THREADS': '1'}
     run = lambda *a: subprocess.run([str(SWFP), *a], check=True, env=env, capture_output=True, text=True)  # noqa
@@ -49,7 +52,7 @@ def reach_policy(tmp_path_factory):
     run('finetune', '--bc', str(out / 'bc.pt'), '--task', 'panda_reach', '--out', str(out / 'ft'), '--env-steps',
         '1000', '--num-envs', '2', '--eval-every', '1000', '--eval-episodes', '10', '--set', 'warmup_steps=300',
         '--set', 'steps_per_block=300', '--set', 'block.train_steps=100', '--device', 'cpu', '--threads', '1')
-    return out / 'ft' / 'learner.pt'
+    return out
 
 
 class ArmObserver:
@@ -63,7 +66,7 @@ class ArmObserver:
         self.data = mujoco.MjData(self.model)
         self.qadr = [self.model.jnt_qposadr[mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_JOINT, j)] for j in ARM]
         self.site = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_SITE, 'end_effector')
-        self.js = ros_node.collect(f'{ns}/joint_states', JointState, qos_profile_sensor_data)
+        self.js = ros_node.collect(f'{ns}/joint_states', JointState, JOINT_STATES_QOS)
         self.commands = ros_node.collect(f'{ns}/forward_position_controller/commands', Float64MultiArray, DEEP)
 
     def fk(self, q):
@@ -78,10 +81,11 @@ class ArmObserver:
     def ee_since(self, t0):
         return [(t, self.fk(self.arm_q(m))) for t, m in list(self.js) if t >= t0]
 
-    def check_commands(self, window_s=0.6):
+    def check_commands(self, window_s=0.6, reorder_s=0.03):
         """Every command within max_delta of a joint state the policy could have measured: one received in the
-        ``window_s`` before it (the policy holds on joint states older than stale_timeout_s = 0.5 s). Returns the
-        number checked (those after the observer's first joint states)."""
+        ``window_s`` before it (the policy holds on joint states older than stale_timeout_s = 0.5 s), or up to
+        ``reorder_s`` after it (the observer's callbacks of two topics may run out of order on a busy machine).
+        Returns the number checked (those after the observer's first joint states)."""
         js = [(t, self.arm_q(m)) for t, m in list(self.js)]
         times = np.array([t for t, _ in js])
         checked = 0
@@ -91,7 +95,8 @@ class ArmObserver:
             if t < times[0] + window_s:
                 continue
             checked += 1
-            recent = [q for (tj, q) in js[max(0, np.searchsorted(times, t - window_s)):np.searchsorted(times, t)]]
+            recent = [q for (tj, q) in js[max(0, np.searchsorted(times, t - window_s)):
+                                          np.searchsorted(times, t + reorder_s)]]
             assert recent, 'a command without a joint state before it'
             closest = min(np.abs(cmd - q).max() for q in recent)
             assert closest <= MAX_DELTA + 1e-9, (cmd, closest, len(recent))
@@ -104,6 +109,18 @@ def _up(tmp_path, env, *assignments):
                              *assignments], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=str(tmp_path),
                             start_new_session=True)
     return proc, log
+
+
+def _finish(proc, log) -> str:
+    """After a failure: Ctrl-C to `swfp up` (it stops its nodes, which run in their own process groups), then the
+    shared helper's SIGKILL of whatever is left of its group."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            pass
+    return finish(proc, log)
 
 
 def _ctrl_c_twice(proc):
@@ -147,7 +164,7 @@ def test_real_arm_reaches_20_goals_with_the_task_monitor(reach_policy, tmp_path,
     arm = ArmObserver(ros_node)
     episodes = ros_node.collect('/swfp/episode', Int32, DEEP)
     goals = _goals(20)
-    proc, log = _up(tmp_path, ros_env, f'checkpoint:={reach_policy}', 'learn:=true',
+    proc, log = _up(tmp_path, ros_env, f'checkpoint:={reach_policy / "ft" / "learner.pt"}', 'learn:=true',
                     'goal:=' + ';'.join(','.join(f'{x:.4f}' for x in g) for g in goals),
                     f'checkpoint_dir:={tmp_path / "ckpt"}', 'record_bag:=true', f'bag_path:={tmp_path / "bag"}')
     try:
@@ -159,10 +176,11 @@ def test_real_arm_reaches_20_goals_with_the_task_monitor(reach_policy, tmp_path,
         _ctrl_c_twice(proc)
         rc = proc.wait(timeout=60)
     finally:
-        out = finish(proc, log)
+        out = _finish(proc, log)
     assert rc == 0, out[-3000:]
     _all_exited_cleanly(out, ['mock_arm', 'task_node', 'policy_node', 'learner_node', 'recorder_node'])
-    assert re.search(r'^\[learner_node\] .*final checkpoint', out, re.M) and (tmp_path / 'ckpt' / 'learner.pt').is_file()
+    assert re.search(r'^\[learner_node\] .*final checkpoint', out, re.M)
+    assert (tmp_path / 'ckpt' / 'learner.pt').is_file()
     starts = started()
     assert set(range(1, len(goals) + 2)) <= set(starts), sorted(starts)
     closest = [min(np.linalg.norm(e - goals[k % len(goals)]) for t, e in arm.ee_since(starts[k]) if t <= starts[k + 1])
@@ -193,7 +211,8 @@ def test_real_arm_learns_with_the_task_monitor_and_survives_the_learner(reach_po
     status = ros_node.collect('/swfp/status', DiagnosticArray)
     cfg = _config_dir(tmp_path / 'config', SMALL_SWFP)
     goals = ';'.join(','.join(f'{x:.3f}' for x in g) for g in _goals(4, seed=5))
-    proc, log = _up(tmp_path, ros_env, f'checkpoint:={reach_policy}', 'learn:=true', 'respawn_learner:=true',
+    proc, log = _up(tmp_path, ros_env, f'checkpoint:={reach_policy / "bc.pt"}', 'learn:=true',
+                    'respawn_learner:=true',
                     f'goal:={goals}', f'config:={cfg}', f'checkpoint_dir:={tmp_path / "ckpt"}')
     try:
         s = lambda name: statuses(status).get(name, {})  # noqa: E731
@@ -202,7 +221,8 @@ def test_real_arm_learns_with_the_task_monitor_and_survives_the_learner(reach_po
                           and int(s('/policy_node').get('policy_version', 0)) >= 1, 150.0,
                           what='3 monitored episodes, a return home and a learner block applied')
         learner = s('/learner_node')
-        assert int(learner['accepted']) >= SMALL_SWFP['warmup_steps'], learner
+        assert int(learner['env_steps']) >= SMALL_SWFP['warmup_steps'] and int(learner['blocks_accepted']) >= 1, \
+            learner
         pid = started_pids(log_text(log))['learner_node']
         os.killpg(pid, signal.SIGKILL)
         n = len(arm.commands)
@@ -213,11 +233,12 @@ def test_real_arm_learns_with_the_task_monitor_and_survives_the_learner(reach_po
         _ctrl_c_twice(proc)
         rc = proc.wait(timeout=60)
     finally:
-        out = finish(proc, log)
+        out = _finish(proc, log)
     assert rc == 0, out[-3000:]
     assert 'the actors keep acting with their last accepted policy' in out
     _all_exited_cleanly(out, ['mock_arm', 'task_node', 'policy_node', 'learner_node'])
-    assert re.search(r'^\[learner_node\] .*final checkpoint', out, re.M) and (tmp_path / 'ckpt' / 'learner.pt').is_file()
+    assert re.search(r'^\[learner_node\] .*final checkpoint', out, re.M)
+    assert (tmp_path / 'ckpt' / 'learner.pt').is_file()
     assert arm.check_commands() > 200
     assert all(process_gone(p) for p in started_pids(out).values())
 
@@ -228,21 +249,23 @@ def log_text(log) -> str:
 
 
 def test_two_arms_in_their_namespaces_from_one_call(reach_policy, tmp_path, ros_env, ros_node):
+    """namespace:=arm1,arm2: one `swfp up` call drives two mock arms on their own controller topics, each towards the
+    goal given on its own swfp/goal (36 cm apart: an arm within 8 cm of its goal follows its own, not the other's);
+    nothing is commanded on the un-namespaced topic."""
     arms = {ns: ArmObserver(ros_node, f'/{ns}') for ns in ('arm1', 'arm2')}
     plain = ros_node.collect('/forward_position_controller/commands', Float64MultiArray, DEEP)
     goals = {'arm1': np.array([0.5, 0.15, 0.3]), 'arm2': np.array([0.4, -0.2, 0.25])}
     for ns, g in goals.items():
         ros_node.node.create_publisher(PoseStamped, f'/{ns}/swfp/goal', LATCHED).publish(_goal_msg(g))
-    proc, log = _up(tmp_path, ros_env, f'checkpoint:={reach_policy}', 'namespace:=arm1,arm2')
+    proc, log = _up(tmp_path, ros_env, f'checkpoint:={reach_policy / "ft" / "learner.pt"}', 'namespace:=arm1,arm2')
     try:
-        def near(ns):
-            ee = arms[ns].ee_since(0.0)
-            return ee and np.linalg.norm(ee[-1][1] - goals[ns]) < 0.05
-        ros_node.wait_for(lambda: near('arm1') and near('arm2'), 90.0, what='both arms at their own goals')
+        def reached(ns):   # the end effector within 8 cm of this arm's goal at some point (the test's own FK)
+            return any(np.linalg.norm(e - goals[ns]) < 0.08 for _, e in arms[ns].ee_since(0.0))
+        ros_node.wait_for(lambda: reached('arm1') and reached('arm2'), 90.0, what='both arms at their own goals')
         _ctrl_c_twice(proc)
         rc = proc.wait(timeout=60)
     finally:
-        out = finish(proc, log)
+        out = _finish(proc, log)
     assert rc == 0, out[-3000:]
     _all_exited_cleanly(out, [f'{ns}/{n}' for ns in arms for n in ('mock_arm', 'task_node', 'policy_node')])
     assert all(a.check_commands() > 20 for a in arms.values()) and not plain
@@ -253,7 +276,7 @@ def test_a_policy_that_cannot_start_ends_the_graph_with_the_reason(tmp_path, ros
     try:
         rc = proc.wait(timeout=90)
     finally:
-        out = finish(proc, log)
+        out = _finish(proc, log)
     assert rc == 3, out[-3000:]
     assert 'policy_node exited with status 3; shutting the graph down' in out, out[-3000:]
     assert all(process_gone(p) for p in started_pids(out).values())
