@@ -262,6 +262,7 @@ def test_two_arms_in_their_namespaces_from_one_call(reach_policy, tmp_path, ros_
         def reached(ns):   # the end effector within 8 cm of this arm's goal at some point (the test's own FK)
             return any(np.linalg.norm(e - goals[ns]) < 0.08 for _, e in arms[ns].ee_since(0.0))
         ros_node.wait_for(lambda: reached('arm1') and reached('arm2'), 90.0, what='both arms at their own goals')
+        ros_node.wait_for(lambda: min(len(a.commands) for a in arms.values()) >= 60, 30.0, what='3 s of commands')
         _ctrl_c_twice(proc)
         rc = proc.wait(timeout=60)
     finally:
