@@ -47,13 +47,13 @@ import sys
 import time
 
 import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data)
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64MultiArray, Int32, Int64, UInt8MultiArray
 from trajectory_msgs.msg import JointTrajectory
-from diagnostic_msgs.msg import DiagnosticArray
 
 from swfp_ros.actor import ActorConfig, ActorLoop, ActorWorker
 

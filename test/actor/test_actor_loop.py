@@ -246,3 +246,23 @@ def test_in_process_lockstep_run_on_the_reach_task():
     assert all(t.n_steps == 2 for t in transitions)
     assert np.allclose([t.reward for t in transitions], np.add.reduceat(rewards[:20], np.arange(0, 20, 2)))
     assert all(np.array_equal(a.next_obs, b.obs) for a, b in zip(transitions, transitions[1:]))
+
+
+def test_trajectory_mode_sends_a_chunk_per_message_and_holds_mid_trajectory_when_stale():
+    loop, runtime, commands, transitions, clock = make(horizon=3, mode='realtime', command_type='trajectory')
+    loop.task(TASK)
+    loop.set_active(True)
+    q = np.zeros(N)
+    for k in range(5):                               # chunks start at ticks 1 and 4
+        feed(loop, clock, q, k)
+        loop.tick(clock())
+        clock.t += 0.05
+        loop.reward(RewardInfo(-1.0, False, False, k + 1))
+    assert runtime.calls == 2 and len(commands) == 2, 'one trajectory per chunk, the next after H ticks'
+    points = commands[0]
+    assert points.shape == (3, N) and np.all(np.abs(np.diff(np.vstack([q, points]), axis=0)) <= 0.1 + 1e-12)
+    assert len(transitions) == 1 and transitions[0].n_steps == 3
+    feed(loop, clock, q, 6)
+    clock.t += 0.6                                   # tick 6, mid-trajectory: the joint states stopped
+    loop.tick(clock())
+    assert len(commands) == 3 and commands[-1].shape == (1, N) and np.allclose(commands[-1][0], q)
