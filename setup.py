@@ -17,6 +17,7 @@ NODE_EXECUTABLES = {
     'learner_node': 'swfp_ros.ros.learner_node:main',
     'sim_bridge': 'swfp_ros.ros.sim_bridge_node:main',
     'recorder_node': 'swfp_ros.ros.recorder_node:main',
+    'task_node': 'swfp_ros.ros.task_node:main',
 }
 CONSOLE_SCRIPTS = {'swfp': 'swfp_ros.cli:main', **NODE_EXECUTABLES}
 
@@ -89,6 +90,21 @@ def lib_wrappers():
     return [(f'lib/{PACKAGE}', paths)]
 
 
+def bin_wrapper():
+    """<prefix>/bin/swfp for `setup.py install` (what colcon runs): setup.cfg sends every console script to
+    lib/swfp_ros/, where launch_ros finds the nodes but which is not on PATH after `source install/setup.bash`;
+    <prefix>/bin is (colcon adds it when it exists). A wheel (pip) puts `swfp` in bin/ itself."""
+    if 'bdist_wheel' in sys.argv:
+        return []
+    out_dir = os.path.join('build', 'bin_wrapper')
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, 'swfp')
+    with open(path, 'w') as f:
+        f.write(f'#!/bin/sh\nexec "$(dirname "$(readlink -f "$0")")/../lib/{PACKAGE}/swfp" "$@"\n')
+    os.chmod(path, os.stat(path).st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return [('bin', [path])]
+
+
 setup(
     name=PACKAGE,
     version='0.1.0',
@@ -99,6 +115,7 @@ setup(
         (f'share/{PACKAGE}/launch', glob('launch/*.launch.py')),
         (f'share/{PACKAGE}/config', glob('config/*.yaml')),
         *lib_wrappers(),
+        *bin_wrapper(),
     ],
     python_requires='>=3.10',
     install_requires=INSTALL_REQUIRES,

@@ -21,6 +21,9 @@ from rclpy.signals import SignalHandlerOptions
 # Seconds between checks of the stop flag while the executor waits for work: the bound on how late a signal is seen.
 STOP_POLL_S = 0.1
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# Exit status of a node that could not start (bad parameters, missing checkpoint): launchers end the whole graph on
+# it, while a node that fails later (status 1) may be one the graph can do without for a while (the learner).
+EXIT_START_FAILED = 3
 
 
 def make_executor() -> SingleThreadedExecutor:
@@ -47,8 +50,9 @@ def run_node(name: str, make_node: Callable, on_start: Callable | None = None, a
     0. (Ignored rather than left to a Python handler: Python resets its handlers to the default -- terminate -- while
     the interpreter exits.)
 
-    Returns the process exit status: 0 for a requested stop (also ``SystemExit(0)`` from inside the node), 1 for an
-    error, which is printed with its traceback.
+    Returns the process exit status: 0 for a requested stop (also ``SystemExit(0)`` from inside the node),
+    ``EXIT_START_FAILED`` when building or starting the node failed (or it raised ``SystemExit(EXIT_START_FAILED)``),
+    1 for an error while running, which is printed with its traceback.
     """
     stop = threading.Event()
     for sig in STOP_SIGNALS:
@@ -57,21 +61,23 @@ def run_node(name: str, make_node: Callable, on_start: Callable | None = None, a
     executor = make_executor()
     node = None
     rc = 0
+    started = False
     try:
         node = make_node()
         executor.add_node(node)
         if on_start is not None and not stop.is_set():
             on_start(node)
+        started = True
         while not stop.is_set() and rclpy.ok():
             executor.spin_once(timeout_sec=STOP_POLL_S)
     except ExternalShutdownException:
         pass
     except SystemExit as e:
-        rc = 0 if e.code in (0, None) else 1
+        rc = 0 if e.code in (0, None) else EXIT_START_FAILED if e.code == EXIT_START_FAILED or not started else 1
     except Exception as e:  # noqa: BLE001 -- the node's last word before the process exits
-        print(f'{name}: {type(e).__name__}: {e}', file=sys.stderr)
+        print(f'{name}: {"failed to start: " if not started else ""}{type(e).__name__}: {e}', file=sys.stderr)
         traceback.print_exc()
-        rc = 1
+        rc = 1 if started else EXIT_START_FAILED
     finally:
         for sig in STOP_SIGNALS:   # the stop is under way; ignored (not default) also through interpreter exit
             signal.signal(sig, signal.SIG_IGN)
