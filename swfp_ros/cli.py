@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-TASK_CHOICES = ('panda_reach', 'panda_push')
+TASK_CHOICES = ('panda_reach', 'panda_push', 'cube_single')
+GRAPH_TASK_CHOICES = ('panda_reach', 'panda_push')   # sim_finetune's tasks (joint targets; swfp_ros.sim.BRIDGE_TASKS)
+PEER_METHODS = ('dsrl', 'residual')   # swfp_ros.train.peers (imported lazily: SB3 is an extra)
 
 
 def _set_torch_threads(n: int) -> None:
@@ -63,6 +65,9 @@ def cmd_demos(args) -> int:
     from .sim import make_env
     from .train.demos import collect_demos
 
+    if args.bag and args.task not in GRAPH_TASK_CHOICES:
+        raise SystemExit(f'swfp demos: --bag records joint-target commands; {args.task} commands end-effector deltas '
+                         '(write the dataset only)')
     dataset, records = collect_demos(args.task, args.episodes, args.noise, args.epsilon, seed=args.seed)
     path = dataset.save(args.out)
     print(f'wrote {path}: {dataset}')
@@ -131,19 +136,23 @@ def cmd_finetune(args) -> int:
     from .train.settings import load_swfp_config
 
     _set_torch_threads(args.threads)
-    swfp = load_swfp_config(args.config, args.set)
     run = RunnerConfig(task=args.task, method=args.method, env_steps=args.env_steps, num_envs=args.num_envs,
                        eval_every=args.eval_every, eval_episodes=args.eval_episodes, seed=args.seed,
                        device=args.device)
-    demos = DemoDataset.load(args.demos) if args.demos else None
-    rows = finetune(args.bc, args.out, run, swfp, demos)
+    if args.method in PEER_METHODS:   # --set applies to PeerConfig; --demos and --config do not apply
+        from .train.peers import PeerConfig, train_peer
+        rows = train_peer(args.bc, args.out, run, PeerConfig.from_overrides(args.set))
+    else:
+        demos = DemoDataset.load(args.demos) if args.demos else None
+        rows = finetune(args.bc, args.out, run, load_swfp_config(args.config, args.set), demos)
     first, last = rows[0], rows[-1]
+    blocks = last.get('blocks', 0)
     print(f'{args.method} on {args.task}: success {first["success_rate"]:.2f} (start) -> {last["success_rate"]:.2f} '
-          f'after {last["env_steps"]} env steps, {last["blocks"]} blocks, {last["wall_s"]:.0f} s; curve in '
+          f'after {last["env_steps"]} env steps, {blocks} blocks, {last["wall_s"]:.0f} s; curve in '
           f'{args.out}/curve.csv')
     print(json.dumps({'success_rate': last['success_rate'], 'mean_return': last['mean_return'],
                       'episodes': args.eval_episodes, 'start_success_rate': first['success_rate'],
-                      'env_steps': last['env_steps'], 'blocks': last['blocks'], 'wall_s': last['wall_s']}))
+                      'env_steps': last['env_steps'], 'blocks': blocks, 'wall_s': last['wall_s']}))
     return 0
 
 
@@ -237,8 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--task', choices=TASK_CHOICES, default='panda_reach')
     p.add_argument('--out', default='outputs/finetune', help='run directory (curve.csv, blocks.jsonl, learner.pt); '
                    'an existing learner.pt there is resumed')
-    p.add_argument('--method', choices=('swfp', 'naive'), default='swfp',
-                   help='swfp (JKO blocks with trust region) or naive (-Q through the whole flow, baseline)')
+    p.add_argument('--method', choices=('swfp', 'naive', *PEER_METHODS), default='swfp',
+                   help='swfp (JKO blocks with trust region), naive (-Q through the whole flow), dsrl (SAC steering '
+                   "the frozen flow's noise) or residual (SAC adding a bounded residual); the last three are baselines")
     p.add_argument('--env-steps', type=int, default=20_000, help='online env-step budget')
     p.add_argument('--num-envs', type=int, default=8)
     p.add_argument('--eval-every', type=int, default=2500)
@@ -247,7 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--config', help='learner parameter YAML whose swfp: section sets the algorithm '
                    '(default: the package config/learner.yaml, the same file the learner node reads)')
     p.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
-                   help='override an algorithm setting, e.g. --set block.delta=0.2 --set warmup_steps=2000')
+                   help='override an algorithm setting, e.g. --set block.delta=0.2 --set warmup_steps=2000 '
+                   '(dsrl/residual: a PeerConfig field, e.g. --set residual_scale=0.2)')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--device', default='cpu', help='cpu | cuda | auto')
     p.add_argument('--threads', type=int, default=1, help='torch intra-op threads')
@@ -257,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
                        'the ROS 2 node graph -> BC vs fine-tuned success + learning-curve PNG; last line is JSON')
     from .train.graph_demo import DemoConfig   # numpy + yaml only: --help stays fast
     demo = DemoConfig()
-    p.add_argument('--task', choices=TASK_CHOICES, default=demo.task)
+    p.add_argument('--task', choices=GRAPH_TASK_CHOICES, default=demo.task)
     p.add_argument('--demos', type=int, default=demo.demos, help='expert demonstration episodes')
     p.add_argument('--noise', type=float, default=demo.noise, help='expert Gaussian action noise (makes BC imperfect)')
     p.add_argument('--epsilon', type=float, default=demo.epsilon, help='probability of a random expert action')
