@@ -64,8 +64,12 @@ EXTRAS_REQUIRE = {
         'ros-kilted-lifecycle-msgs==2.3.0',
         'ros-kilted-rosgraph-msgs==2.3.0',
     ],
-    # SAC-from-scratch baseline of the benchmark.
+    # SAC-from-scratch, DSRL and residual-RL baselines of the benchmark (all three are SB3's SAC).
     'baselines': ['stable-baselines3==2.9.2'],
+    # The OGBench manipulation task (cube_single): OGBench's UR5e + Robotiq scene, task definitions and scripted
+    # oracle ship in its wheel (no dataset is downloaded). OGBench builds its scene with dm_control's MJCF library.
+    # ogbench 1.2.2 + dm_control 1.0.50 are the releases tested on mujoco 4.0.0 (dm_control requires mujoco >= 3.17).
+    'ogbench': ['ogbench==1.2.2', 'dm-control==1.0.50'],
     'test': ['pytest>=8', 'pytest-timeout>=2.3'],
 }
 

@@ -19,7 +19,9 @@ import tempfile
 import warnings
 from pathlib import Path
 
-TASK_CHOICES = ('panda_reach', 'panda_push')
+TASK_CHOICES = ('panda_reach', 'panda_push', 'cube_single')
+GRAPH_TASK_CHOICES = ('panda_reach', 'panda_push')   # sim_finetune's tasks (joint targets; swfp_ros.sim.BRIDGE_TASKS)
+PEER_METHODS = ('dsrl', 'residual')   # swfp_ros.train.peers (imported lazily: SB3 is an extra)
 DEFAULT_OUTPUT_DIR = Path('outputs')   # created when missing; any other missing output folder is an error
 
 
@@ -223,6 +225,9 @@ def cmd_demos(args) -> int:
     from .sim import make_env
     from .train.demos import collect_demos
 
+    if args.bag and args.task not in GRAPH_TASK_CHOICES:
+        raise CliError(f'--bag records joint-target commands; {args.task} commands end-effector deltas (write the '
+                       'dataset only)', code=2)
     out = _output_file(args, args.out, suffix='.npz')
     bag = _output_dir(args, args.bag, '--bag', new=True) if args.bag else None
     dataset, records = collect_demos(args.task, args.episodes, args.noise, args.epsilon, seed=args.seed)
@@ -357,13 +362,22 @@ def cmd_finetune(args) -> int:
     from .train.settings import load_swfp_config
     from .train.task_check import task_spaces
 
-    swfp = load_swfp_config(args.config, args.set)
     labels, act_dim = task_spaces(args.task)
     _checked_policy_info(args.bc, args.task, labels, act_dim)
-    demos = DemoDataset.load(args.demos) if args.demos else None
-    if demos is not None:
-        _check_fits_task(f'dataset {args.demos}', args.task, labels, demos.task, demos.obs_labels, demos.obs_dim,
-                         f'give --demos of task {args.task}')
+    peer = args.method in PEER_METHODS   # --set applies to their PeerConfig; --demos and --config do not apply
+    if peer:
+        from .train.peers import PeerConfig, train_peer
+        try:
+            peer_cfg = PeerConfig.from_overrides(args.set)
+        except (TypeError, ValueError) as e:
+            raise CliError(f'--set: {e}', code=2) from None
+        demos = None
+    else:
+        swfp = load_swfp_config(args.config, args.set)
+        demos = DemoDataset.load(args.demos) if args.demos else None
+        if demos is not None:
+            _check_fits_task(f'dataset {args.demos}', args.task, labels, demos.task, demos.obs_labels,
+                             demos.obs_dim, f'give --demos of task {args.task}')
     out = _output_dir(args, args.out)
     resume = out / CHECKPOINT
     if resume.is_file():
@@ -377,18 +391,22 @@ def cmd_finetune(args) -> int:
                        eval_every=args.eval_every, eval_episodes=args.eval_episodes, seed=args.seed,
                        device=args.device)
     try:
-        rows = finetune(args.bc, args.out, run, swfp, demos)
+        if peer:
+            rows = train_peer(args.bc, args.out, run, peer_cfg)
+        else:
+            rows = finetune(args.bc, args.out, run, swfp, demos)
     except KeyboardInterrupt:
         kept = (f'{resume} holds the run at {checkpoint_info(str(resume)).counters["env_steps"]} env steps; rerun '
                 f'the same command to resume' if resume.is_file() else 'no checkpoint was written yet')
         raise CliError(f'interrupted; {kept}', code=130) from None
     first, last = rows[0], rows[-1]
+    blocks = last.get('blocks', 0)
     print(f'{args.method} on {args.task}: success {first["success_rate"]:.2f} (start) -> {last["success_rate"]:.2f} '
-          f'after {last["env_steps"]} env steps, {last["blocks"]} blocks, {last["wall_s"]:.0f} s; curve in '
+          f'after {last["env_steps"]} env steps, {blocks} blocks, {last["wall_s"]:.0f} s; curve in '
           f'{args.out}/curve.csv')
     print(json.dumps({'success_rate': last['success_rate'], 'mean_return': last['mean_return'],
                       'episodes': args.eval_episodes, 'start_success_rate': first['success_rate'],
-                      'env_steps': last['env_steps'], 'blocks': last['blocks'], 'wall_s': last['wall_s']}))
+                      'env_steps': last['env_steps'], 'blocks': blocks, 'wall_s': last['wall_s']}))
     return 0
 
 
@@ -498,8 +516,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--task', choices=TASK_CHOICES, default='panda_reach')
     p.add_argument('--out', default='outputs/finetune', help='run directory (curve.csv, blocks.jsonl, learner.pt); '
                    'an existing learner.pt there is resumed')
-    p.add_argument('--method', choices=('swfp', 'naive'), default='swfp',
-                   help='swfp (JKO blocks with trust region) or naive (-Q through the whole flow, baseline)')
+    p.add_argument('--method', choices=('swfp', 'naive', *PEER_METHODS), default='swfp',
+                   help='swfp (JKO blocks with trust region), naive (-Q through the whole flow), dsrl (SAC steering '
+                   "the frozen flow's noise) or residual (SAC adding a bounded residual); the last three are baselines")
     p.add_argument('--env-steps', type=POSITIVE_INT, default=20_000, help='online env-step budget')
     p.add_argument('--num-envs', type=POSITIVE_INT, default=8)
     p.add_argument('--eval-every', type=POSITIVE_INT, default=2500)
@@ -508,7 +527,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--config', help='learner parameter YAML whose swfp: section sets the algorithm '
                    '(default: the package config/learner.yaml, the same file the learner node reads)')
     p.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
-                   help='override an algorithm setting, e.g. --set block.delta=0.2 --set warmup_steps=2000')
+                   help='override an algorithm setting, e.g. --set block.delta=0.2 --set warmup_steps=2000 '
+                   '(dsrl/residual: a PeerConfig field, e.g. --set residual_scale=0.2)')
     p.add_argument('--seed', type=SEED, default=0)
     p.add_argument('--device', type=_device, default='cpu', help='cpu | cuda | auto')
     p.add_argument('--threads', type=POSITIVE_INT, default=1, help='torch intra-op threads')
@@ -519,7 +539,7 @@ def build_parser() -> argparse.ArgumentParser:
                        'last line is JSON')
     from .train.graph_demo import DemoConfig   # numpy + yaml only: --help stays fast
     demo = DemoConfig()
-    p.add_argument('--task', choices=TASK_CHOICES, default=demo.task)
+    p.add_argument('--task', choices=GRAPH_TASK_CHOICES, default=demo.task)
     p.add_argument('--demos', type=POSITIVE_INT, default=demo.demos, help='expert demonstration episodes')
     p.add_argument('--noise', type=NON_NEGATIVE, default=demo.noise,
                    help='expert Gaussian action noise (makes BC imperfect)')

@@ -52,10 +52,11 @@ class PolicyRuntime:
         return self._snap[1].act_dim
 
     @torch.no_grad()
-    def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
+    def act(self, obs: np.ndarray, deterministic: bool = False, noise: np.ndarray | None = None) -> np.ndarray:
         """obs [obs_dim] or [B, obs_dim] (raw) -> action(s) in [-1, 1], flattened chunk [act_dim] or [B, act_dim].
 
-        Stochastic: fresh x0 ~ N(0, I) per decision. Deterministic: x0 = 0.
+        Stochastic: fresh x0 ~ N(0, I) per decision. Deterministic: x0 = 0. ``noise`` (shaped like the actions): the x0
+        to decode, for a caller that steers the noise (the DSRL baseline); deterministic is noise = 0.
         """
         norm, cascade, _ = self._snap  # one consistent snapshot for the whole inference
         o = np.asarray(obs, np.float32)
@@ -66,10 +67,17 @@ class PolicyRuntime:
         if not np.isfinite(o2).all():
             raise ValueError('act: observation contains NaN or inf')
         s = norm(torch.as_tensor(o2, device=self.device))
-        x0 = torch.zeros(len(s), cascade.act_dim, device=self.device) if deterministic else None
+        x0 = None
+        if noise is not None:
+            n = np.asarray(noise, np.float32)
+            if n.size != len(o2) * cascade.act_dim or not np.isfinite(n).all():
+                raise ValueError(f'act: noise must be {len(o2)} x {cascade.act_dim} finite values, got shape {n.shape}')
+            x0 = torch.as_tensor(n.reshape(len(o2), cascade.act_dim), device=self.device)
+        elif deterministic:
+            x0 = torch.zeros(len(s), cascade.act_dim, device=self.device)
         with self._lock:  # the generator is shared between threads
             # clip=True even for a clip=False (unbounded toy) cascade: an actor never emits out-of-range actions.
-            a = cascade.sample(s, x0, generator=None if deterministic else self._gen, clip=True)
+            a = cascade.sample(s, x0, generator=None if x0 is not None else self._gen, clip=True)
         a = a.cpu().numpy()
         return a[0] if single else a
 

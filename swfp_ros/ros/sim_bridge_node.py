@@ -65,7 +65,7 @@ ACTION_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, histor
 class SimBridge(Node):
     def __init__(self, **kwargs):
         super().__init__('sim_bridge', **kwargs)
-        from swfp_ros.sim import TASKS
+        from swfp_ros.sim import BRIDGE_TASKS, TASKS
         p = self.declare_parameter
         self.task_name = p('task', 'panda_reach').value
         self.seed = int(p('seed', 0).value)
@@ -81,8 +81,10 @@ class SimBridge(Node):
             raise ValueError(f"mode must be 'lockstep', 'realtime' or 'hardware', got {self.mode!r}")
         if self.command_type not in ('float64_array', 'trajectory'):
             raise ValueError(f"command_type must be 'float64_array' or 'trajectory', got {self.command_type!r}")
-        if self.task_name not in TASKS:
-            raise ValueError(f'unknown task {self.task_name!r}; choose one of {sorted(TASKS)}')
+        if self.task_name not in BRIDGE_TASKS:
+            why = ' (end-effector actions: it runs in-process only, swfp finetune)' if self.task_name in TASKS else ''
+            raise ValueError(f'task {self.task_name!r} is not served by the sim bridge{why}; choose one of '
+                             f'{sorted(BRIDGE_TASKS)}')
         _, cls, self.step_limit = TASKS[self.task_name]
         self.env = cls(model_path=model_path or None)
         self.dt = 1.0 / self.env.control_rate_hz

@@ -113,6 +113,11 @@ class PandaTaskEnv(gym.Env):
         return self.data.site_xpos[self.arm.ee_site].copy()
 
     @property
+    def action_labels(self) -> list[str]:
+        """One joint-position delta per arm joint."""
+        return list(self.joint_names)
+
+    @property
     def sim_time(self) -> float:
         return float(self.data.time)
 
