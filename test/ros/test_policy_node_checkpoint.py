@@ -1,5 +1,5 @@
 """The policy node given a hostile checkpoint (a pickle whose unpickling runs a shell command): the node refuses it,
-exits 1, and the command never runs."""
+exits with the failed-start status, and the command never runs."""
 import os
 import time
 from pathlib import Path
@@ -8,6 +8,7 @@ import pytest
 import torch
 
 pytest.importorskip('rclpy')
+from swfp_ros.ros.executors import EXIT_START_FAILED  # noqa: E402
 
 CONFIG = Path(__file__).resolve().parents[2] / 'config'
 
@@ -29,5 +30,5 @@ def test_policy_node_refuses_a_pickle_checkpoint(launch_node, tmp_path):
     while node.alive() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not marker.exists()
-    assert not node.alive() and node.proc.returncode == 1, node.output()[-2000:]
+    assert not node.alive() and node.proc.returncode == EXIT_START_FAILED, node.output()[-2000:]
     assert 'refused unread' in node.output()
