@@ -199,7 +199,10 @@ def test_ctrl_c_during_finetune_exits_130_and_keeps_a_whole_checkpoint(work, tmp
     args = [*SWFP, 'finetune', '--bc', str(work / 'reach_bc.pt'), '--out', str(out), '--env-steps', '100000',
             '--num-envs', '2', '--eval-every', '200', '--eval-episodes', '2', '--set', 'warmup_steps=100',
             '--set', 'critic.batch_size=32', '--set', 'block.train_steps=5', '--set', 'steps_per_block=100']
-    p = subprocess.Popen(args, cwd=work, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # SIGINT at its default in the child whatever this test runner inherited (a shell without job control starts
+    # background jobs with SIGINT ignored, and Python then installs no KeyboardInterrupt handler).
+    p = subprocess.Popen(args, cwd=work, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not (out / 'learner.pt').is_file() and p.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)
