@@ -16,7 +16,7 @@ from .flow import FlowPolicy
 from .jko import BlockReport, train_block
 from .normalize import ObsNormalizer
 from .replay import FIELDS, NStepAssembler, ReplayBuffer, sample_mixed
-from .serialize import BlockUpdate
+from .serialize import BlockUpdate, policy_digest
 
 
 @dataclass
@@ -129,16 +129,19 @@ class Learner:
         return self._batch(n)['obs']
 
     # --- training --------------------------------------------------------------------------------------------------
-    def update(self) -> list[BlockUpdate]:
-        """Spend the owed critic updates; then, if a block is due, train/validate/publish it (and compact if full)."""
+    def update(self, max_critic_updates: int | None = None) -> list[BlockUpdate]:
+        """Spend the owed critic updates (at most ``max_critic_updates`` in this call; the rest stays owed); then, if a
+        block is due, train/validate/publish it (and compact if full)."""
         c = self.counters
         if self._available() >= self.cfg.critic.batch_size and c.owed_updates >= 1:
-            n = int(c.owed_updates)
+            n = int(c.owed_updates) if max_critic_updates is None else min(int(c.owed_updates), max_critic_updates)
             for _ in range(n):
                 self.critic_metrics = self.critic.update(self._batch(self.cfg.critic.batch_size), self.policy,
                                                          self.cfg.block.alpha, self.gen)
             c.owed_updates -= n
             c.critic_updates += n
+            if c.owed_updates >= 1:     # capped: a due block waits until the critic has caught up
+                return []
         if c.env_steps < c.next_block_at or self._available() < 2:
             return []
         while c.next_block_at <= c.env_steps:  # one block per call even after a long gap
@@ -157,10 +160,12 @@ class Learner:
         self.counters.blocks_trained += 1
         if block is None:
             return []
+        parent = policy_digest(self.policy, self.normalizer)   # actors check that the block extends this policy
         self.policy.append(block)
         self.counters.blocks_accepted += 1
         self.counters.version += 1
-        out = [BlockUpdate.from_block(self.counters.version, block)]
+        bc = self.cfg.block
+        out = [BlockUpdate.from_block(self.counters.version, block, parent, w2_bound=bc.tolerance * bc.delta ** 2)]
         if len(self.policy.blocks) >= self.cfg.block.max_blocks:
             out.append(self.compact())
         return out
