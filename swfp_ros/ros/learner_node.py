@@ -394,10 +394,13 @@ class LearnerNode(Node):
         return len(batch)
 
     def _round(self) -> bool:
-        """One bounded round: store a batch (once the critic has caught up), spend at most ``max_critic_updates``
-        owed critic updates, train a block if one is due. Returns whether anything was done."""
+        """One bounded round: store a batch once the critic has spent what it owes for the previous one (the
+        in-process cadence: a batch, its critic updates, then a block if one is due -- storing more before would
+        keep the learner owing and the block waiting for as long as the actors are faster), spend at most
+        ``max_critic_updates`` of the owed critic updates, train a block if one is due. Returns whether anything
+        was done."""
         c = self.learner.counters
-        stored = self._ingest() if c.owed_updates < self.max_critic_updates or self._starved else 0
+        stored = self._ingest() if c.owed_updates < 1 or self._starved else 0
         if not stored and (c.owed_updates < 1 or self._starved):
             return False
         if c.env_steps >= c.next_block_at and int(c.owed_updates) <= self.max_critic_updates:
