@@ -7,7 +7,8 @@ policy: a real policy node (realtime, 50 Hz, the default 3x256 flow, untrained) 
     every scenario of swfp_ros/ros/fault_injection.py (the same as test/ros/test_faults_policy.py); every command in a
     fault and in the settling time after it is audited.
 graph: the sim_finetune graph (sim bridge + policy node in /actor0, lockstep, actors not paced so the learner falls
-    behind, + learner node with small networks), every command audited against the bridge's joint states, then:
+    behind, + learner node with the default critic and small blocks), every command audited against the bridge's
+    joint states, then:
     SIGKILL of the learner under load (sent / journaled before the kill / stored after the restart), SIGKILL of the sim
     bridge and of the policy node (each restarted), SIGINT of a learner that owes 20,000 critic updates (time to exit,
     final checkpoint), and a damaged learner checkpoint at restart.
@@ -33,8 +34,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 Q0 = np.array([0.0, -0.3, 0.0, -2.2, 0.0, 0.33, 0.785])
 MAX_DELTA, STALE_S = 0.1, 0.5
-SMALL_SWFP = {'warmup_steps': 300, 'steps_per_block': 300, 'utd': 0.5,
-              'critic': {'hidden': 64, 'layers': 2, 'batch_size': 64},
+# The default critic (3x256, what makes a learner lag behind its actors) and small, quick blocks.
+GRAPH_SWFP = {'warmup_steps': 300, 'steps_per_block': 300,
               'block': {'hidden': 64, 'layers': 2, 'train_steps': 50, 'batch_size': 64, 'pool_size': 512}}
 
 
@@ -119,6 +120,14 @@ class Ros:
         rclpy.try_shutdown(context=self.context)
 
 
+def logged_at(log: Path, text: str) -> float | None:
+    """Wall-clock time of the last line of a node's log that contains ``text`` (rcutils: [LEVEL] [epoch] ...)."""
+    for line in reversed(log.read_text(errors='replace').splitlines()):
+        if text in line and line.count('[') >= 2:
+            return float(line.split('[')[2].split(']')[0])
+    return None
+
+
 def wait_for(pred, timeout, what):
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
@@ -179,7 +188,6 @@ def policy_part(work: Path) -> list[dict]:
 # --- part 2: the training graph ------------------------------------------------------------------------------------
 def graph_part(work: Path) -> list[dict]:
     from diagnostic_msgs.msg import DiagnosticArray  # noqa: F401 - rclpy message types load before the nodes start
-    from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import JointState
     from std_msgs.msg import Float64MultiArray
 
@@ -200,7 +208,7 @@ def graph_part(work: Path) -> list[dict]:
     env.close()
     obs_dim = 14 + len(task.task_labels)
     bc = write_bc_checkpoint(work / 'bc.pt', obs_dim, 7)
-    cfg = _config_dir(work / 'config', SMALL_SWFP, {'max_learner_backlog': 0, 'status_period_s': 0.2})
+    cfg = _config_dir(work / 'config', GRAPH_SWFP, {'max_learner_backlog': 0, 'status_period_s': 0.2})
     ckpt_dir = work / 'learner'
     ns = ['-r', '__ns:=/actor0']
     learner_params = params_file(work / 'learner_params.yaml', {
@@ -220,13 +228,13 @@ def graph_part(work: Path) -> list[dict]:
     audit = F.CommandAudit(ARM_JOINTS, lower, upper, MAX_DELTA, STALE_S + F.LATENCY_MARGIN_S)
     counts = {'commands': 0}
 
-    def on_js(msg):
-        audit.measured(msg, time.monotonic())
+    def on_js(msg, info):
+        audit.measured(msg, F.source_time(info))
 
-    def on_action(msg):
+    def on_action(msg, info):
         counts['commands'] += 1
-        audit.command(msg.data, time.monotonic())
-    ros.node.create_subscription(JointState, '/actor0/joint_states', on_js, qos_profile_sensor_data)
+        audit.command(msg.data, F.source_time(info))
+    ros.node.create_subscription(JointState, '/actor0/joint_states', on_js, F.monitor_qos())
     ros.node.create_subscription(Float64MultiArray, '/actor0/swfp/action', on_action, 1000)
     procs = {}
     rows = []
@@ -241,11 +249,13 @@ def graph_part(work: Path) -> list[dict]:
         return n
 
     def row(name, fault, reaction, data):
-        r = {'scenario': name, 'fault': fault, 'commands': audit.checked, 'violations': len(audit.violations),
-             'examples': audit.violations[:3], 'reaction': reaction, 'data': data}
+        time.sleep(2 * F.JUDGE_AFTER_S)
+        checked, violations = audit.judge()
+        r = {'scenario': name, 'fault': fault, 'commands': checked, 'violations': len(violations),
+             'examples': violations[:3], 'reaction': reaction, 'data': data}
         rows.append(r)
-        print(f"  {name:<24} commands {r['commands']:5d}  violations {r['violations']}  {reaction}; {data}",
-              flush=True)
+        print(f"  {name:<24} commands {r['commands']:5d}  violations {r['violations']} {r['examples']}  {reaction}; "
+              f"{data}", flush=True)
         audit.reset()
 
     try:
@@ -253,6 +263,7 @@ def graph_part(work: Path) -> list[dict]:
         latest('/learner_node')
         procs['bridge'], procs['policy'] = start('bridge'), start('policy')
         wait_for(lambda: int(latest('/learner_node').get('journaled', 0)) >= 1500, 300, '1500 transitions journaled')
+        audit.judge()
         audit.reset()
 
         # 1. SIGKILL of the learner under load
@@ -302,18 +313,19 @@ def graph_part(work: Path) -> list[dict]:
 
         # 4. SIGINT of the learner with a backlog
         b = latest('/learner_node')
-        t = time.monotonic()
+        t = time.time()
         procs['learner'].signal(signal.SIGINT)
         rc = procs['learner'].popen.wait(60)
-        exit_s = time.monotonic() - t
+        exit_s = time.time() - t
+        final_s = logged_at(procs['learner'].log, 'final checkpoint') - t
         journaled = journal_on_disk()
         final = load_learner(str(ckpt_dir / 'learner.pt'))
         procs['learner'] = start('learner')
         wait_for(lambda: latest('/learner_node').get('resumed') == 'true', 120, 'the learner resumed')
         wait_for(lambda: int(latest('/learner_node')['transitions']) >= journaled, 600, 'the backlog stored')
         row('learner_sigint_backlog', f"SIGINT of the learner, {int(b['journaled']) - int(b['transitions'])} "
-            'transitions waiting', f'exit {rc} in {exit_s:.2f} s, final checkpoint at {final.counters.transitions}; '
-            'the rest stored after the restart', {'journaled': journaled, 'lost': 0})
+            'transitions waiting', f'final checkpoint ({final.counters.transitions} stored) after {final_s:.2f} s, exit '
+            f'{rc} after {exit_s:.2f} s; the rest stored after the restart', {'journaled': journaled, 'lost': 0})
         for k in ('policy', 'bridge'):
             procs.pop(k).stop()
 
@@ -332,15 +344,16 @@ def graph_part(work: Path) -> list[dict]:
         proc = Proc('learner_node', [cfg / 'learner.yaml', lp], work / 'legacy.log')
         wait_for(lambda: int(latest('/learner_node').get('critic_updates', 0)) >= 50, 300, 'the catch-up under way')
         mtime = (legacy / 'learner.pt').stat().st_mtime
-        t = time.monotonic()
+        t = time.time()
         proc.signal(signal.SIGINT)
         rc = proc.popen.wait(120)
-        exit_s = time.monotonic() - t
+        exit_s = time.time() - t
+        final_s = logged_at(proc.log, 'final checkpoint') - t
         proc.stop()
         final = load_learner(str(legacy / 'learner.pt'))
         row('learner_sigint_catch_up', 'SIGINT while working off 20,000 owed critic updates',
-            f"exit {rc} in {exit_s:.2f} s, final checkpoint written "
-            f"({'new' if (legacy / 'learner.pt').stat().st_mtime > mtime else 'NOT written'})",
+            f"final checkpoint {'written' if (legacy / 'learner.pt').stat().st_mtime > mtime else 'NOT written'} "
+            f"after {final_s:.2f} s, exit {rc} after {exit_s:.2f} s",
             {'critic_updates_saved': final.counters.critic_updates, 'still_owed': int(final.counters.owed_updates),
              'lost': 0})
 

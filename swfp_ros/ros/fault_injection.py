@@ -8,6 +8,10 @@ limits, however old: it asks for no motion -- or within ``max_delta`` (per joint
 reported in the ``stale_timeout_s`` (+ latency margin) before the command arrived. A joint state is valid when it
 names every arm joint, is finite, and is no more than ``max_delta`` outside the limits. A command that breaks the rule
 is a violation; during an e-stop, any command but a hold is one too.
+
+Times are the publishers' own send times (DDS source timestamps, wall clock, one host), and a command is judged only
+``JUDGE_AFTER_S`` after it was sent: a monitoring process can receive a command before the best-effort joint state
+it was computed from, so judging on arrival would misjudge it.
 """
 from __future__ import annotations
 
@@ -22,6 +26,14 @@ import numpy as np
 from . import messages as M
 
 LATENCY_MARGIN_S = 0.2
+JUDGE_AFTER_S = 0.1
+
+
+def monitor_qos():
+    """Best effort (what joint-state publishers offer) but deep: a busy monitor must not drop the states it audits
+    against (the sensor-data profile keeps 5)."""
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    return QoSProfile(depth=1000, reliability=ReliabilityPolicy.BEST_EFFORT)
 
 
 @dataclass
@@ -30,26 +42,33 @@ class Measurement:
     q: np.ndarray | None          # arm joints by name, or None when the message is invalid
 
 
+def source_time(info) -> float:
+    """A message's send time in seconds (rclpy MessageInfo's source timestamp)."""
+    return info['source_timestamp'] * 1e-9
+
+
 class CommandAudit:
-    """Checks commands against the joint states reported before them (pure numpy; times are time.monotonic())."""
+    """Checks commands against the joint states sent before them (pure numpy; times in seconds, one clock)."""
 
     def __init__(self, joint_names, lower, upper, max_delta: float, window_s: float):
         self.joint_names = tuple(joint_names)
         self.lower, self.upper = np.asarray(lower, float), np.asarray(upper, float)
         self.max_delta = float(max_delta)
         self.window_s = float(window_s)
-        self.measurements: deque[Measurement] = deque(maxlen=5000)
+        self.measurements: deque[Measurement] = deque(maxlen=200_000)
         self.estopped = False
         self._lock = threading.Lock()
         self.reset()
 
     def reset(self) -> None:
+        """Start counting afresh (commands not judged yet are judged and counted in the next period)."""
         with self._lock:
             self.checked = 0
             self.violations: list[str] = []
+            self._unjudged = getattr(self, '_unjudged', [])
 
     def measured(self, msg, t: float) -> None:
-        """Record a JointState the arm published at ``t``."""
+        """Record a JointState sent at ``t``."""
         try:
             q, _ = M.arm_from_joint_state(msg, self.joint_names)
         except M.MessageError:
@@ -60,28 +79,47 @@ class CommandAudit:
             self.measurements.append(Measurement(t, q))
 
     def command(self, values, t: float) -> None:
-        """Check one command received at ``t``."""
-        c = np.asarray(values, float)
+        """A command sent at ``t``: judged once the joint states sent before it have had time to arrive."""
         with self._lock:
-            self.checked += 1
-            valid = [m for m in self.measurements if m.t <= t and m.q is not None]
-            hold = bool(valid) and c.shape == self.lower.shape and np.allclose(
-                c, np.clip(valid[-1].q, self.lower, self.upper), rtol=0, atol=1e-9)
-            recent = [m.q for m in valid if m.t >= t - self.window_s]
-            problem = None
-            if c.shape != self.lower.shape:
-                problem = f'{c.size} values'
-            elif not np.all(np.isfinite(c)):
-                problem = 'non-finite'
-            elif np.any(c < self.lower - 1e-9) or np.any(c > self.upper + 1e-9):
-                problem = f'outside the limits by {np.max(np.maximum(self.lower - c, c - self.upper)):.3f} rad'
-            elif self.estopped and not hold:
-                problem = 'moved during an e-stop'
-            elif not hold and not any(np.all(np.abs(c - q) <= self.max_delta + 1e-9) for q in recent):
-                gap = min((np.max(np.abs(c - q)) for q in recent), default=float('inf'))
-                problem = f'{gap:.3f} rad from every valid joint state of the last {self.window_s:.1f} s'
-            if problem:
-                self.violations.append(problem)
+            self._unjudged.append((t, np.asarray(values, float), self.estopped))
+
+    def judge(self, now: float | None = None) -> tuple[int, list[str]]:
+        """Judge the commands sent more than JUDGE_AFTER_S before ``now`` (default: the wall clock); returns
+        (commands checked, violations) since the last reset."""
+        now = time.time() if now is None else now
+        with self._lock:
+            due = [u for u in self._unjudged if u[0] <= now - JUDGE_AFTER_S]
+            self._unjudged = [u for u in self._unjudged if u[0] > now - JUDGE_AFTER_S]
+            for t, c, estopped in due:
+                self.checked += 1
+                problem = self._problem(c, t, estopped)
+                if problem:
+                    self.violations.append(problem)
+            return self.checked, list(self.violations)
+
+    def _problem(self, c: np.ndarray, t: float, estopped: bool) -> str | None:
+        valid = []                          # valid joint states sent before t, newest first (arrival order is
+        for m in reversed(self.measurements):   # send order but for milliseconds: stop well past the window)
+            if m.t < t - self.window_s - 5.0 and valid:
+                break
+            if m.t <= t and m.q is not None:
+                valid.append(m)
+        valid.sort(key=lambda m: -m.t)
+        hold = bool(valid) and c.shape == self.lower.shape and np.allclose(
+            c, np.clip(valid[0].q, self.lower, self.upper), rtol=0, atol=1e-9)
+        recent = [m.q for m in valid if m.t >= t - self.window_s]
+        if c.shape != self.lower.shape:
+            return f'{c.size} values'
+        if not np.all(np.isfinite(c)):
+            return 'non-finite'
+        if np.any(c < self.lower - 1e-9) or np.any(c > self.upper + 1e-9):
+            return f'outside the limits by {np.max(np.maximum(self.lower - c, c - self.upper)):.3f} rad'
+        if estopped and not hold:
+            return 'moved during an e-stop'
+        if not hold and not any(np.all(np.abs(c - q) <= self.max_delta + 1e-9) for q in recent):
+            gap = min((np.max(np.abs(c - q)) for q in recent), default=float('inf'))
+            return f'{gap:.3f} rad from every valid joint state of the last {self.window_s:.1f} s'
+        return None
 
 
 class ScriptedArm:
@@ -135,7 +173,7 @@ class ScriptedArm:
             with self._lock:
                 q = self.q.copy()
             for msg in self.report(q):
-                self.audit.measured(msg, time.monotonic())
+                self.audit.measured(msg, time.time())     # just before it is sent: the source timestamp's clock
                 self.js_pub.publish(msg)
             task = self.task_report()
             if task is not None:
@@ -153,7 +191,7 @@ class ScriptedArm:
         return gid in self._policy_gids
 
     def _on_command(self, msg, info):
-        t = time.monotonic()
+        t = source_time(info)
         gid = bytes((info.get('publisher_gid') or {}).get('data', b''))
         c = np.asarray(msg.data, float)
         if self._is_policy(gid):
@@ -246,7 +284,7 @@ def measurement_scenarios(lower, upper, max_delta) -> list[Scenario]:
     def glitch(ctx):
         def bad(q):
             return [ctx.arm.joint_state(np.where(np.arange(len(q)) == 0, upper[0] + 0.6, q))]
-        _for(ctx, 1.5, _every(4, bad, ctx.arm.normal))
+        _for(ctx, 1.5, _every(3, bad, ctx.arm.normal))
 
     def stale(ctx):
         _for(ctx, 1.2, lambda q: [])
@@ -269,7 +307,7 @@ def measurement_scenarios(lower, upper, max_delta) -> list[Scenario]:
                  pushed_past_limit(0.05), ('safety_measured_beyond_limit',), 'commands inside the limits'),
         Scenario('beyond_limit_far', 'arm 0.12 rad past a limit (> max_delta)', pushed_past_limit(0.12),
                  ('safety_measured_out_of_limits',), 'no command'),
-        Scenario('glitch_far_outside', '1 in 4 joint states 0.6 rad outside a limit', glitch,
+        Scenario('glitch_far_outside', '1 in 3 joint states 0.6 rad outside a limit', glitch,
                  ('safety_measured_out_of_limits',), 'no command on the glitch'),
         Scenario('stale', 'joint states stop for 1.2 s', stale, ('safety_stale',), 'hold'),
         Scenario('bursty', 'bursts of 10 joint states every 0.7 s', bursty, ('safety_stale',), 'hold when stale'),
@@ -404,14 +442,16 @@ def run_scenario(ctx: Context, sc: Scenario, settle_s: float = 0.7) -> dict:
     time.sleep(settle_s)
     before = ctx.status.fresh(ctx.policy_name)
     audit = ctx.arm.audit
+    audit.judge()
     audit.reset()
     sc.run(ctx)
     time.sleep(settle_s)
     after = ctx.status.fresh(ctx.policy_name)
+    checked, violations = audit.judge()
 
     def delta(key):
         return int(after.get(key, 0)) - int(before.get(key, 0))
-    return {'scenario': sc.name, 'fault': sc.fault, 'commands': audit.checked, 'violations': len(audit.violations),
-            'examples': audit.violations[:3], 'holds': delta('holds'),
+    return {'scenario': sc.name, 'fault': sc.fault, 'commands': checked, 'violations': len(violations),
+            'examples': violations[:3], 'holds': delta('holds'),
             'counters': {k: delta(k) for k in sc.counters}, 'version': int(after.get('policy_version', -1)),
             'version_before': int(before.get('policy_version', -1)), 'expect': sc.expect}
