@@ -34,8 +34,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 Q0 = np.array([0.0, -0.3, 0.0, -2.2, 0.0, 0.33, 0.785])
 MAX_DELTA, STALE_S = 0.1, 0.5
-# The default critic (3x256, what makes a learner lag behind its actors) and small, quick blocks.
-GRAPH_SWFP = {'warmup_steps': 300, 'steps_per_block': 300,
+# A critic large enough that the learner falls behind one unpaced lockstep actor here, small and quick blocks.
+GRAPH_SWFP = {'warmup_steps': 300, 'steps_per_block': 300, 'critic': {'hidden': 128, 'layers': 2},
               'block': {'hidden': 64, 'layers': 2, 'train_steps': 50, 'batch_size': 64, 'pool_size': 512}}
 
 
@@ -100,8 +100,9 @@ class Ros:
     def __init__(self, name):
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
+        from rclpy.signals import SignalHandlerOptions
         self.context = rclpy.Context()
-        rclpy.init(context=self.context)
+        rclpy.init(context=self.context, signal_handler_options=SignalHandlerOptions.NO)   # Ctrl-C stops the run
         self.node = rclpy.create_node(name, context=self.context)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
@@ -187,7 +188,6 @@ def policy_part(work: Path) -> list[dict]:
 
 # --- part 2: the training graph ------------------------------------------------------------------------------------
 def graph_part(work: Path) -> list[dict]:
-    from diagnostic_msgs.msg import DiagnosticArray  # noqa: F401 - rclpy message types load before the nodes start
     from sensor_msgs.msg import JointState
     from std_msgs.msg import Float64MultiArray
 
@@ -225,17 +225,12 @@ def graph_part(work: Path) -> list[dict]:
 
     ros = Ros('bench_faults_graph')
     status = F.StatusWatch(ros.node)
-    audit = F.CommandAudit(ARM_JOINTS, lower, upper, MAX_DELTA, STALE_S + F.LATENCY_MARGIN_S)
-    counts = {'commands': 0}
+    audit = F.CommandAudit(ARM_JOINTS, lower, upper, MAX_DELTA, STALE_S + F.LATENCY_MARGIN_S, sees_every_state=False)
 
-    def on_js(msg, info):
-        audit.measured(msg, F.source_time(info))
-
-    def on_action(msg, info):
-        counts['commands'] += 1
-        audit.command(msg.data, F.source_time(info))
-    ros.node.create_subscription(JointState, '/actor0/joint_states', on_js, F.monitor_qos())
-    ros.node.create_subscription(Float64MultiArray, '/actor0/swfp/action', on_action, 1000)
+    ros.node.create_subscription(JointState, '/actor0/joint_states',
+                                 lambda m, i: audit.measured(m, F.source_time(i)), F.monitor_qos())
+    ros.node.create_subscription(Float64MultiArray, '/actor0/swfp/action',
+                                 lambda m, i: audit.command(m.data, F.source_time(i)), 1000)
     procs = {}
     rows = []
 
@@ -248,11 +243,10 @@ def graph_part(work: Path) -> list[dict]:
         j.close()
         return n
 
-    def row(name, fault, reaction, data):
-        time.sleep(2 * F.JUDGE_AFTER_S)
-        checked, violations = audit.judge()
+    def row(name, fault, reaction, data, final=False):
+        checked, violations, unverified = audit.judge(final=final)
         r = {'scenario': name, 'fault': fault, 'commands': checked, 'violations': len(violations),
-             'examples': violations[:3], 'reaction': reaction, 'data': data}
+             'examples': violations[:3], 'reaction': reaction, 'data': {**data, 'unverified_commands': unverified}}
         rows.append(r)
         print(f"  {name:<24} commands {r['commands']:5d}  violations {r['violations']} {r['examples']}  {reaction}; "
               f"{data}", flush=True)
@@ -262,7 +256,10 @@ def graph_part(work: Path) -> list[dict]:
         procs['learner'] = start('learner')
         latest('/learner_node')
         procs['bridge'], procs['policy'] = start('bridge'), start('policy')
-        wait_for(lambda: int(latest('/learner_node').get('journaled', 0)) >= 1500, 300, '1500 transitions journaled')
+        def backlog():
+            st = latest('/learner_node')
+            return int(st.get('journaled', 0)) - int(st.get('transitions', 0))
+        wait_for(lambda: backlog() >= 300, 300, 'a backlog of 300 transitions')
         audit.judge()
         audit.reset()
 
@@ -311,23 +308,25 @@ def graph_part(work: Path) -> list[dict]:
             f"restarted policy took the learner's latched base + blocks: v{p['policy_version']} (learner v{lv})",
             {'updates_rejected': int(p.get('updates_rejected', 0)), 'lost': 0})
 
-        # 4. SIGINT of the learner with a backlog
+        # 4. SIGINT of the learner with a backlog; the actor stops too, so that the restarted learner's catch-up ends
+        wait_for(lambda: backlog() >= 300, 300, 'a backlog of 300 transitions')
         b = latest('/learner_node')
         t = time.time()
         procs['learner'].signal(signal.SIGINT)
         rc = procs['learner'].popen.wait(60)
         exit_s = time.time() - t
         final_s = logged_at(procs['learner'].log, 'final checkpoint') - t
+        for k in ('policy', 'bridge'):
+            procs.pop(k).stop()
         journaled = journal_on_disk()
         final = load_learner(str(ckpt_dir / 'learner.pt'))
         procs['learner'] = start('learner')
         wait_for(lambda: latest('/learner_node').get('resumed') == 'true', 120, 'the learner resumed')
         wait_for(lambda: int(latest('/learner_node')['transitions']) >= journaled, 600, 'the backlog stored')
         row('learner_sigint_backlog', f"SIGINT of the learner, {int(b['journaled']) - int(b['transitions'])} "
-            'transitions waiting', f'final checkpoint ({final.counters.transitions} stored) after {final_s:.2f} s, exit '
-            f'{rc} after {exit_s:.2f} s; the rest stored after the restart', {'journaled': journaled, 'lost': 0})
-        for k in ('policy', 'bridge'):
-            procs.pop(k).stop()
+            'transitions waiting', f'final checkpoint ({final.counters.transitions} stored) after {final_s:.2f} s, '
+            f'exit {rc} after {exit_s:.2f} s; the rest stored after the restart', {'journaled': journaled, 'lost': 0},
+            final=True)
 
         # 5. SIGINT while a resumed learner works off 20,000 owed critic updates (what the old node left behind)
         procs.pop('learner').stop()
@@ -355,7 +354,7 @@ def graph_part(work: Path) -> list[dict]:
             f"final checkpoint {'written' if (legacy / 'learner.pt').stat().st_mtime > mtime else 'NOT written'} "
             f"after {final_s:.2f} s, exit {rc} after {exit_s:.2f} s",
             {'critic_updates_saved': final.counters.critic_updates, 'still_owed': int(final.counters.owed_updates),
-             'lost': 0})
+             'lost': 0}, final=True)
 
         # 6. a damaged learner checkpoint at restart
         path = ckpt_dir / 'learner.pt'

@@ -10,8 +10,8 @@ names every arm joint, is finite, and is no more than ``max_delta`` outside the 
 is a violation; during an e-stop, any command but a hold is one too.
 
 Times are the publishers' own send times (DDS source timestamps, wall clock, one host), and a command is judged only
-``JUDGE_AFTER_S`` after it was sent: a monitoring process can receive a command before the best-effort joint state
-it was computed from, so judging on arrival would misjudge it.
+once a joint state sent after it has arrived (a publisher's messages arrive in order): a busy monitoring process can
+take a command before the joint state it was computed from, so judging on arrival would misjudge it.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ import numpy as np
 from . import messages as M
 
 LATENCY_MARGIN_S = 0.2
-JUDGE_AFTER_S = 0.1
+UNVERIFIED = 'unverified: no joint state of the window reached the monitor'
 
 
 def monitor_qos():
@@ -50,7 +50,11 @@ def source_time(info) -> float:
 class CommandAudit:
     """Checks commands against the joint states sent before them (pure numpy; times in seconds, one clock)."""
 
-    def __init__(self, joint_names, lower, upper, max_delta: float, window_s: float):
+    def __init__(self, joint_names, lower, upper, max_delta: float, window_s: float, sees_every_state: bool = True):
+        """``sees_every_state``: the audit is told about every joint state sent (the scripted arm); False for a
+        monitor that can miss some -- e.g. those a restarted publisher sends before the monitor discovered it --
+        where a command with no joint state at all in its window counts as unverified rather than as a violation."""
+        self.sees_every_state = sees_every_state
         self.joint_names = tuple(joint_names)
         self.lower, self.upper = np.asarray(lower, float), np.asarray(upper, float)
         self.max_delta = float(max_delta)
@@ -64,8 +68,10 @@ class CommandAudit:
         """Start counting afresh (commands not judged yet are judged and counted in the next period)."""
         with self._lock:
             self.checked = 0
+            self.unverified = 0
             self.violations: list[str] = []
             self._unjudged = getattr(self, '_unjudged', [])
+            self._last_state_t = getattr(self, '_last_state_t', float('-inf'))
 
     def measured(self, msg, t: float) -> None:
         """Record a JointState sent at ``t``."""
@@ -77,25 +83,27 @@ class CommandAudit:
             q = None
         with self._lock:
             self.measurements.append(Measurement(t, q))
+            self._last_state_t = max(self._last_state_t, t)
 
     def command(self, values, t: float) -> None:
-        """A command sent at ``t``: judged once the joint states sent before it have had time to arrive."""
+        """A command sent at ``t``: judged once the joint states sent before it have arrived."""
         with self._lock:
             self._unjudged.append((t, np.asarray(values, float), self.estopped))
 
-    def judge(self, now: float | None = None) -> tuple[int, list[str]]:
-        """Judge the commands sent more than JUDGE_AFTER_S before ``now`` (default: the wall clock); returns
-        (commands checked, violations) since the last reset."""
-        now = time.time() if now is None else now
+    def judge(self, final: bool = False) -> tuple[int, list[str], int]:
+        """Judge the commands after which a joint state has arrived (all of them when ``final``: no more states will
+        come); returns (commands checked, violations, unverified commands) since the last reset."""
         with self._lock:
-            due = [u for u in self._unjudged if u[0] <= now - JUDGE_AFTER_S]
-            self._unjudged = [u for u in self._unjudged if u[0] > now - JUDGE_AFTER_S]
+            due = [u for u in self._unjudged if final or u[0] < self._last_state_t]
+            self._unjudged = [u for u in self._unjudged if not (final or u[0] < self._last_state_t)]
             for t, c, estopped in due:
                 self.checked += 1
                 problem = self._problem(c, t, estopped)
-                if problem:
+                if problem == UNVERIFIED:
+                    self.unverified += 1
+                elif problem:
                     self.violations.append(problem)
-            return self.checked, list(self.violations)
+            return self.checked, list(self.violations), self.unverified
 
     def _problem(self, c: np.ndarray, t: float, estopped: bool) -> str | None:
         valid = []                          # valid joint states sent before t, newest first (arrival order is
@@ -117,6 +125,8 @@ class CommandAudit:
         if estopped and not hold:
             return 'moved during an e-stop'
         if not hold and not any(np.all(np.abs(c - q) <= self.max_delta + 1e-9) for q in recent):
+            if not self.sees_every_state and not any(t - self.window_s <= m.t <= t for m in self.measurements):
+                return UNVERIFIED
             gap = min((np.max(np.abs(c - q)) for q in recent), default=float('inf'))
             return f'{gap:.3f} rad from every valid joint state of the last {self.window_s:.1f} s'
         return None
@@ -447,7 +457,7 @@ def run_scenario(ctx: Context, sc: Scenario, settle_s: float = 0.7) -> dict:
     sc.run(ctx)
     time.sleep(settle_s)
     after = ctx.status.fresh(ctx.policy_name)
-    checked, violations = audit.judge()
+    checked, violations, _ = audit.judge()
 
     def delta(key):
         return int(after.get(key, 0)) - int(before.get(key, 0))

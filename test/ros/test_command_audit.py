@@ -31,8 +31,8 @@ def test_flags_what_breaks_the_contract_and_nothing_else():
     a.command(q + 0.05, 10.7)                        # a move on a state older than the window
     a.command([np.nan, 0, 0], 10.04)
     a.command([0.0, 0.0], 10.05)
-    checked, violations = a.judge(now=20.0)
-    assert checked == 7
+    checked, violations, unverified = a.judge(final=True)
+    assert checked == 7 and unverified == 0
     assert violations == ['outside the limits by 0.010 rad', '0.150 rad from every valid joint state of the last 0.5 s',
                           'inf rad from every valid joint state of the last 0.5 s', 'non-finite', '2 values']
 
@@ -47,7 +47,7 @@ def test_late_joint_state_and_invalid_ones():
     a.measured(js([0.0, np.nan, 0.0]), 5.04)
     a.measured(js(q, names=['j0', 'j1', 'x']), 5.05)
     a.command(q, 5.06)                               # a hold at the last valid state
-    assert a.judge(now=5.5) == (3, ['0.500 rad from every valid joint state of the last 0.5 s'])
+    assert a.judge(final=True) == (3, ['0.500 rad from every valid joint state of the last 0.5 s'], 0)
 
 
 def test_estop_allows_holds_only():
@@ -59,17 +59,19 @@ def test_estop_allows_holds_only():
     a.command(q + 0.01, 1.02)
     a.estopped = False
     a.command(q + 0.01, 1.03)
-    assert a.judge(now=2.0) == (3, ['moved during an e-stop'])
+    assert a.judge(final=True) == (3, ['moved during an e-stop'], 0)
 
 
-def test_judges_only_what_had_time_to_arrive():
+def test_judges_a_command_once_a_later_state_arrived():
     a = audit()
     a.measured(js(np.zeros(3)), 1.0)
     a.command(np.zeros(3), 1.0)
     a.command(np.full(3, 0.5), 1.05)
-    assert a.judge(now=1.0 + F.JUDGE_AFTER_S) == (1, [])
+    assert a.judge() == (0, [], 0)                  # no state sent after either has arrived yet
+    a.measured(js(np.zeros(3)), 1.02)
+    assert a.judge() == (1, [], 0)
     a.reset()
-    assert a.judge(now=2.0) == (1, ['0.500 rad from every valid joint state of the last 0.5 s'])
+    assert a.judge(final=True) == (1, ['0.500 rad from every valid joint state of the last 0.5 s'], 0)
 
 
 def test_a_state_sent_after_the_command_does_not_excuse_it():
@@ -79,4 +81,16 @@ def test_a_state_sent_after_the_command_does_not_excuse_it():
     a.measured(js(q), 7.0)
     a.command(q + 0.3, 7.01)
     a.measured(js(q + 0.3), 7.02)
-    assert a.judge(now=8.0) == (1, ['0.300 rad from every valid joint state of the last 0.5 s'])
+    assert a.judge(final=True) == (1, ['0.300 rad from every valid joint state of the last 0.5 s'], 0)
+
+
+def test_a_monitor_that_can_miss_states_reports_unverified_commands():
+    """Moves with no joint state at all in their window: a violation for the arm's own audit (it sees every state it
+    sends: the node moved on stale data), unverified for a monitor that can miss states."""
+    for sees_every_state, expected in ((True, (2, ['inf rad from every valid joint state of the last 0.5 s'], 0)),
+                                       (False, (2, [], 1))):
+        a = F.CommandAudit(NAMES, LOWER, UPPER, max_delta=0.1, window_s=0.5, sees_every_state=sees_every_state)
+        a.measured(js(np.zeros(3)), 1.0)
+        a.command(np.full(3, 0.05), 1.01)
+        a.command(np.full(3, 0.05), 3.0)
+        assert a.judge(final=True) == expected

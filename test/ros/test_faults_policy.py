@@ -3,7 +3,6 @@ its topics: a scripted arm (this process) follows its commands and reports fault
 e-stop and forged or broken policy updates. Every command the node sends in a fault and in the second after it is
 audited against the safety contract (swfp_ros/ros/fault_injection.py); each fault must also move its counter on
 /swfp/status. benchmarks/bench_faults.py prints the same scenarios as a table."""
-import time
 from pathlib import Path
 
 import numpy as np
