@@ -13,15 +13,14 @@ message (``swfp_ros.ros.messages`` and the learner's own rules) and appends it t
 the process being killed. One worker thread owns the learner: it reads the journal in order, at most ``max_batch``
 transitions per round, and only once the critic has spent the updates owed for what it already stored -- so the
 backlog waits on disk, not in memory, and the replay grows at the pace the learner trains. Each round calls
-``update()`` with at most ``max_critic_updates`` critic updates, so no call runs a long catch-up; a block (seconds)
-starts with a checkpoint. A checkpoint records how far the journal was stored (the learner's transition count) and
-deletes the journal segments before that. After a restart, the learner resumes from its checkpoint and reads the
-journal from there. Beyond ``max_backlog`` transitions not yet stored, new ones are refused (counted as dropped).
+``update()`` with at most ``max_critic_updates`` critic updates, so no call runs a long catch-up. A checkpoint records
+how far the journal was stored (the learner's transition count) and deletes the journal segments before that. After
+a restart, the learner resumes from its checkpoint and reads the journal from there. Beyond ``max_backlog``
+transitions not yet stored, new ones are refused (counted as dropped).
 
-Stopping (SIGINT/SIGTERM, via ``executors.run_node``): the worker finishes its round (at most ``max_critic_updates``
-critic updates), then a final checkpoint is written (skipped when nothing changed since the last one). If a block or
-compaction is under way, the node does not wait for it: the checkpoint written when it started is the final one, and
-the transitions stored after it are still in the journal.
+Stopping (SIGINT/SIGTERM, via ``executors.run_node``): ``update()`` is asked to stop between two critic updates and
+between two train steps of a block or of a compaction (an unfinished block is due again, an unfinished compaction
+follows the next block); then the final checkpoint is written (skipped when nothing changed since the last one).
 
 Authentication: with ``update_key_file``, every published update is signed (HMAC-SHA256, ``swfp_ros.algo.auth``) and
 policy nodes holding the same key accept only signed updates.
@@ -101,8 +100,9 @@ TOPIC_BACKLOG = '/swfp/learner_backlog'
 CHECKPOINT_NAME = 'learner.pt'
 STATE_NAME = 'node_state.json'
 JOURNAL_DIR = 'inbox'
-# At a stop request, how long the worker may take to finish its round before the node exits without it (a block).
-STOP_WAIT_S = 1.0
+# At a stop request, how long the worker may take to reach its next stop check (one critic update or train step, or
+# a checkpoint being written) before the node gives up on the final checkpoint.
+STOP_WAIT_S = 10.0
 
 
 class StartRefused(RuntimeError):
@@ -401,15 +401,14 @@ class LearnerNode(Node):
         was done."""
         c = self.learner.counters
         stored = self._ingest() if c.owed_updates < 1 or self._starved else 0
-        if not stored and (c.owed_updates < 1 or self._starved):
+        # a block can be due without new data: after a restart that stopped it
+        due = (c.env_steps >= c.next_block_at and int(c.owed_updates) <= self.max_critic_updates
+               and len(self.learner.replay) >= 2)
+        if not stored and not due and (c.owed_updates < 1 or self._starved):
             return False
-        if c.env_steps >= c.next_block_at and int(c.owed_updates) <= self.max_critic_updates:
-            self._checkpoint()      # a block follows: the state before it is on disk if a stop comes meanwhile
-            self._phase = 'block'
-        else:
-            self._phase = 'critic'
+        self._phase = 'block' if due else 'critic'
         critic_before = c.critic_updates
-        updates = self.learner.update(max_critic_updates=self.max_critic_updates)
+        updates = self.learner.update(max_critic_updates=self.max_critic_updates, should_stop=self._stop.is_set)
         # the critic cannot train yet (replay smaller than a batch): keep storing instead of waiting for it
         self._starved = c.critic_updates == critic_before and c.owed_updates >= 1
         self._stats = learner_stats(self.learner)   # before publishing: status never lags
@@ -514,7 +513,7 @@ class LearnerNode(Node):
             warn=bool(self.last_error), stamp=self.get_clock().now().to_msg()))
 
     def close(self) -> None:
-        """Stop the worker (waiting at most STOP_WAIT_S for its round), write the final checkpoint (idempotent)."""
+        """Stop the worker (it stops at its next check; STOP_WAIT_S at most), write the final checkpoint (idempotent)."""
         if self._stop.is_set():
             return
         self._stop.set()
@@ -531,9 +530,9 @@ class LearnerNode(Node):
             finally:
                 self._learner_lock.release()
         else:
-            self.get_logger().info(f'final checkpoint: stopping during the {self._phase}; {self.ckpt_path} as written '
-                                   f'when it began is final, the {self._backlog()} transitions not in it are in '
-                                   f'the journal')
+            self.get_logger().error(f'final checkpoint: not written, the worker did not stop within {STOP_WAIT_S} s '
+                                    f'({self._phase}); {self.ckpt_path} as last written stands, the '
+                                    f'{self._backlog()} transitions not in it are in the journal')
         with self._ckpt_lock:                 # waits for a checkpoint in progress; none starts after this
             self._final = True
         self.journal.close()

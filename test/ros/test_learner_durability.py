@@ -140,3 +140,26 @@ def test_updates_signed_with_the_key_file(ros_node, start_learner, tmp_path):
     with pytest.raises(ValueError, match='signature'):
         actor.apply_update(bytes(tampered))
     assert proc.stop() == 0
+
+
+def test_sigint_during_a_block_stops_it_with_a_final_checkpoint(ros_node, start_learner, tmp_path):
+    """A block takes seconds (here: 20,000 train steps, minutes): a stop request ends it at the next train step, the
+    final checkpoint holds the state before it (the block still due), and a restarted learner trains it."""
+    slow_block = {**SMALL_SWFP, 'block': {**SMALL_SWFP['block'], 'train_steps': 20_000}}
+    status = ros_node.collect('/swfp/status', DiagnosticArray)
+    proc = start_learner(swfp=slow_block)
+    pub = sender(ros_node)
+    for i in range(70):                                          # warm-up 64: the first block is due
+        pub.publish(transition(i))
+    ros_node.wait_for(lambda: learner_status(status).get('phase') == 'block', 60.0, what='a block under way')
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.proc.wait(60) == 0, proc.output()[-3000:]
+    out = proc.output()
+    assert 'final checkpoint' in out and 'Traceback' not in out, out[-3000:]
+    final = load_learner(str(tmp_path / 'ckpt' / 'learner.pt'))
+    assert final.counters.blocks_trained == 0 and final.counters.transitions == 70          # no block, all data
+    assert final.counters.next_block_at <= final.counters.env_steps                          # and the block due
+    status.clear()
+    proc = start_learner(swfp=slow_block)
+    ros_node.wait_for(lambda: learner_status(status).get('phase') == 'block', 60.0, what='the block trained again')
+    proc.kill()
