@@ -10,8 +10,8 @@ graph: the sim_finetune graph (sim bridge + policy node in /actor0, lockstep, ac
     behind, + learner node with the default critic and small blocks), every command audited against the bridge's
     joint states, then:
     SIGKILL of the learner under load (sent / journaled before the kill / stored after the restart), SIGKILL of the sim
-    bridge and of the policy node (each restarted), SIGINT of a learner that owes 20,000 critic updates (time to exit,
-    final checkpoint), and a damaged learner checkpoint at restart.
+    bridge and of the policy node (each restarted), SIGINT of a learner that owes 20,000 critic updates and of one
+    training a long block (time to the final checkpoint and to exit), and a damaged learner checkpoint at restart.
 Run on a shared 2-core machine, times are indicative.
 """
 from __future__ import annotations
@@ -356,7 +356,34 @@ def graph_part(work: Path) -> list[dict]:
             {'critic_updates_saved': final.counters.critic_updates, 'still_owed': int(final.counters.owed_updates),
              'lost': 0}, final=True)
 
-        # 6. a damaged learner checkpoint at restart
+        # 6. SIGINT while a block trains (20,000 train steps: minutes)
+        slow = work / 'slow_block'
+        learner, _ = load_or_create_learner(slow / 'learner.pt', str(bc), swfp_config(
+            {'critic.hidden': 64, 'critic.layers': 2, 'critic.batch_size': 64, 'warmup_steps': 300,
+             'block.train_steps': 20_000}), 'cpu')
+        n = 400
+        learner.add_transitions(rng.normal(size=(n, obs_dim)), rng.uniform(-1, 1, (n, 7)), -rng.random(n),
+                                rng.normal(size=(n, obs_dim)), np.zeros(n, bool), np.ones(n))
+        learner.counters.owed_updates = 0.0      # no critic catch-up first: the block is due at once
+        save_learner(str(slow / 'learner.pt'), learner)
+        sp = params_file(work / 'slow_params.yaml', {'checkpoint_dir': str(slow), 'device': 'cpu',
+                                                     'status_period': 0.2})
+        proc = Proc('learner_node', [cfg / 'learner.yaml', sp], work / 'slow_block.log')
+        wait_for(lambda: latest('/learner_node').get('phase') == 'block', 300, 'the block under way')
+        time.sleep(1.0)
+        t = time.time()
+        proc.signal(signal.SIGINT)
+        rc = proc.popen.wait(120)
+        exit_s = time.time() - t
+        final_s = logged_at(proc.log, 'final checkpoint') - t
+        proc.stop()
+        final = load_learner(str(slow / 'learner.pt'))
+        row('learner_sigint_block', 'SIGINT while a block trains (20,000 train steps)',
+            f'final checkpoint after {final_s:.2f} s (block still due: '
+            f'{final.counters.next_block_at <= final.counters.env_steps}), exit {rc} after {exit_s:.2f} s',
+            {'blocks_trained': final.counters.blocks_trained, 'lost': 0}, final=True)
+
+        # 7. a damaged learner checkpoint at restart
         path = ckpt_dir / 'learner.pt'
         good = path.read_bytes()
         path.write_bytes(good[:len(good) // 2])
