@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from dataclasses import asdict, dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -16,7 +17,7 @@ from .flow import FlowPolicy
 from .jko import BlockReport, train_block
 from .normalize import ObsNormalizer
 from .replay import FIELDS, NStepAssembler, ReplayBuffer, sample_mixed
-from .serialize import BlockUpdate
+from .serialize import BlockUpdate, policy_digest
 
 
 @dataclass
@@ -129,44 +130,65 @@ class Learner:
         return self._batch(n)['obs']
 
     # --- training --------------------------------------------------------------------------------------------------
-    def update(self) -> list[BlockUpdate]:
-        """Spend the owed critic updates; then, if a block is due, train/validate/publish it (and compact if full)."""
+    def update(self, max_critic_updates: int | None = None, should_stop: Callable[[], bool] | None = None
+               ) -> list[BlockUpdate]:
+        """Spend the owed critic updates (at most ``max_critic_updates`` in this call; the rest stays owed); then, if a
+        block is due, train/validate/publish it (and compact if full). ``should_stop`` is asked between critic updates
+        and train steps: True ends the call early, with what is not done still owed or due."""
         c = self.counters
+        stop = should_stop or (lambda: False)
         if self._available() >= self.cfg.critic.batch_size and c.owed_updates >= 1:
-            n = int(c.owed_updates)
+            n = int(c.owed_updates) if max_critic_updates is None else min(int(c.owed_updates), max_critic_updates)
             for _ in range(n):
+                if stop():
+                    return []
                 self.critic_metrics = self.critic.update(self._batch(self.cfg.critic.batch_size), self.policy,
                                                          self.cfg.block.alpha, self.gen)
-            c.owed_updates -= n
-            c.critic_updates += n
+                c.owed_updates -= 1
+                c.critic_updates += 1
+            if c.owed_updates >= 1:     # capped: a due block waits until the critic has caught up
+                return []
         if c.env_steps < c.next_block_at or self._available() < 2:
             return []
+        due = c.next_block_at
         while c.next_block_at <= c.env_steps:  # one block per call even after a long gap
             c.next_block_at += self.cfg.steps_per_block
-        return self._improve()
+        out = self._improve(should_stop)
+        if out is None:                         # stopped before the block was done: it is due again
+            c.next_block_at = due
+            return []
+        return out
 
-    def _improve(self) -> list[BlockUpdate]:
+    def _improve(self, should_stop: Callable[[], bool] | None = None) -> list[BlockUpdate] | None:
+        """The next block (and a compaction when the cascade is full); None when stopped before the block was done."""
         self.critic.requires_grad_(False)  # frozen while a block climbs it
         try:
             block, report = train_block(self.policy, self.critic.q_min, self._states(self.cfg.block.pool_size),
-                                        self.cfg.block, self.log_lambda, self.gen)
+                                        self.cfg.block, self.log_lambda, self.gen, should_stop)
         finally:
             self.critic.q.requires_grad_(True)
+        if report.reason == 'stopped':
+            return None
         self.log_lambda = report.log_lambda
         self.reports.append(report)
         self.counters.blocks_trained += 1
         if block is None:
             return []
+        parent = policy_digest(self.policy, self.normalizer)   # actors check that the block extends this policy
         self.policy.append(block)
         self.counters.blocks_accepted += 1
         self.counters.version += 1
-        out = [BlockUpdate.from_block(self.counters.version, block)]
+        bc = self.cfg.block
+        out = [BlockUpdate.from_block(self.counters.version, block, parent, w2_bound=bc.tolerance * bc.delta ** 2)]
         if len(self.policy.blocks) >= self.cfg.block.max_blocks:
-            out.append(self.compact())
+            base = self.compact(should_stop)
+            if base is not None:                # stopped: the block stands, the compaction follows the next block
+                out.append(base)
         return out
 
-    def compact(self) -> BlockUpdate:
-        """Re-fit the base flow to samples of the current cascade on replay states; restart the cascade (§3)."""
+    def compact(self, should_stop: Callable[[], bool] | None = None) -> BlockUpdate | None:
+        """Re-fit the base flow to samples of the current cascade on replay states; restart the cascade (§3). None (and
+        nothing changed) when ``should_stop`` ended the fit."""
         bc = self.cfg.block
         s = self._states(bc.pool_size)
         with torch.no_grad():
@@ -177,7 +199,9 @@ class Learner:
         # Distil the cascade's map x0 -> a (paired noise), not only its marginal: measured on the bandit test, an
         # unpaired re-fit lost 13% of the true reward of the cascade it replaced.
         losses = fit_flow(base, s_fit, a_fit, bc.compaction_steps, self.cfg.critic.batch_size, bc.compaction_lr,
-                          self.gen, tag='compaction', x0=x0)
+                          self.gen, tag='compaction', x0=x0, should_stop=should_stop)
+        if should_stop is not None and should_stop():
+            return None
         new = Cascade(base.requires_grad_(False), clip=self.policy.clip)
         with torch.no_grad():  # predicted value of the compacted policy vs the cascade it replaces, same states
             q_old = self.critic.q_min(s, self.policy.sample(s, generator=self.gen)).mean().item()

@@ -253,7 +253,9 @@ def test_real_runtime_applies_block_and_rejects_corrupt(launch_node, ros_node, t
                          params={'checkpoint': str(ckpt), 'device': 'cpu', 'status_period_s': 0.2})
     try:
         ros_node.wait_for(lambda: len(transitions) >= 20, timeout=40, what='20 transitions')
-        good = BlockUpdate.from_block(1, block).to_bytes()
+        from swfp_ros.algo.checkpoint import load_policy
+        parent = load_policy(str(ckpt), device='cpu').digest      # the policy the node runs
+        good = BlockUpdate.from_block(1, block, parent, w2_bound=0.05).to_bytes()
         corrupt = bytearray(good)
         corrupt[len(corrupt) // 2] ^= 0xFF
         update_pub.publish(M.update_msg(bytes(corrupt)))
