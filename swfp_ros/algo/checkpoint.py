@@ -349,6 +349,14 @@ def save_learner(path: str, learner: Learner, include_replay: bool = True, extra
                                        'numpy_global_rng': np.random.get_state()}, extra)
 
 
+def carried_info(path: str) -> dict:
+    """What a checkpoint made from the one at ``path`` carries on (``extra`` of :func:`save_learner`): its task,
+    labels, control rate and provenance, so that a learner's checkpoint still says what it was trained for."""
+    info = checkpoint_info(path)
+    return {'task': info.task, 'obs_labels': info.obs_labels, 'action_labels': info.action_labels,
+            'control_rate_hz': info.control_rate_hz, 'provenance': info.provenance}
+
+
 def _policy_payload(kind: str, d: dict) -> tuple[dict, int]:
     if kind == 'policy':
         return d['policy'], d['version']

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from swfp_ros.files import write_text_atomic
+
 SEGMENT_RECORDS = 4096
 FORMAT = 'swfp-transition-journal'
 FORMAT_VERSION = 1
@@ -32,15 +34,6 @@ FORMAT_VERSION = 1
 
 class JournalError(RuntimeError):
     """A journal that cannot be used as it is; the message names the file."""
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f'.{path.name}.tmp')
-    with open(tmp, 'w') as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class TransitionJournal:
@@ -68,7 +61,7 @@ class TransitionJournal:
         else:
             self.dir.mkdir(parents=True, exist_ok=True)
             self.first_transition = int(first_transition)
-            _atomic_write_text(meta_path, json.dumps({**want, 'first_transition': self.first_transition}))
+            write_text_atomic(meta_path, json.dumps({**want, 'first_transition': self.first_transition}))
         self.torn_bytes = 0
         self._segments = self._scan()              # sorted first seqs
         self.written = self._recover_tail()         # records in the journal (next seq to write)

@@ -68,9 +68,7 @@ everything received so far is stored and trained on).
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 import threading
 import time
 import traceback
@@ -81,14 +79,16 @@ import numpy as np
 import torch
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Float64MultiArray, Int64, UInt8MultiArray
 
 from swfp_ros.algo import auth
-from swfp_ros.algo.checkpoint import CheckpointError, load_learner, load_policy, save_learner
+from swfp_ros.algo.checkpoint import CheckpointError, carried_info, load_learner, load_policy, save_learner
 from swfp_ros.algo.config import SwfpConfig
 from swfp_ros.algo.learner import Learner, validate_transitions
+from swfp_ros.files import write_text_atomic
 from swfp_ros.ros import messages
 from swfp_ros.ros.executors import run_node, steady_clock
 from swfp_ros.ros.journal import JournalError, TransitionJournal
@@ -98,6 +98,7 @@ TOPIC_UPDATE = '/swfp/policy_update'
 TOPIC_STATUS = '/swfp/status'
 TOPIC_BACKLOG = '/swfp/learner_backlog'
 CHECKPOINT_NAME = 'learner.pt'
+ACK_WAIT_S = 2.0   # s a compaction waits for the policies to acknowledge the blocks before it
 STATE_NAME = 'node_state.json'
 JOURNAL_DIR = 'inbox'
 # At a stop request, how long the worker may take to reach its next stop check (one critic update or train step, or
@@ -124,21 +125,6 @@ def backlog_qos() -> QoSProfile:
     """/swfp/learner_backlog: the latest value only; a late actor gets it at once."""
     return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
                       durability=DurabilityPolicy.TRANSIENT_LOCAL)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 # --- the algorithm side (swfp_ros.algo) -----------------------------------------------------------------------------
@@ -301,6 +287,8 @@ class LearnerNode(Node):
             self.counters['restarts'] += 1
         self.obs_dim, self.act_dim = int(self.learner.obs_dim), int(self.learner.act_dim)
         self._max_steps = self.learner.cfg.flow.chunk
+        # the task, labels and provenance of the BC checkpoint, carried on by every checkpoint of this learner
+        self._carried = carried_info(str(self.ckpt_path) if self.resumed else str(g('base_checkpoint')))
         if self.resumed:
             self.get_logger().info(f'resumed from {self.ckpt_path} ({learner_stats(self.learner)})')
         else:
@@ -460,8 +448,12 @@ class LearnerNode(Node):
         return auth.sign(payload, self._key) if self._key is not None else payload
 
     def _publish_base(self, update, recreate: bool) -> None:
-        """A base update restarts the history: a fresh publisher (older entries dropped), then the base."""
+        """A base update restarts the history: a fresh publisher (older entries dropped), then the base. The old
+        publisher first gets up to ``ACK_WAIT_S`` for the policies to acknowledge its last blocks: destroyed with
+        blocks still in flight, a running policy would miss them (harmless -- the base holds them -- but its update
+        stream would skip versions)."""
         if recreate:
+            self.update_pub.wait_for_all_acked(Duration(seconds=ACK_WAIT_S))
             self.destroy_publisher(self.update_pub)
             self.update_pub = self.create_publisher(UInt8MultiArray, TOPIC_UPDATE, update_qos(self._update_depth))
         payload = self._signed(update.to_bytes())
@@ -483,10 +475,9 @@ class LearnerNode(Node):
             phase, self._phase = self._phase, 'checkpoint'
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
             self.journal.sync()
-            save_learner(str(self.ckpt_path), self.learner)
+            save_learner(str(self.ckpt_path), self.learner, extra=self._carried)
             self.counters['checkpoints'] += 1
-            atomic_write_bytes(self.ckpt_dir / STATE_NAME,
-                               json.dumps({'counters': self.counters, 'time': time.time()}).encode())
+            write_text_atomic(self.ckpt_dir / STATE_NAME, json.dumps({'counters': self.counters, 'time': time.time()}))
             self.journal.prune(self._stored)
             self._ckpt_mark, self._since_ckpt, self._phase = self._mark(), 0, phase
             return True

@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..algo.checkpoint import checkpoint_info, load_learner, load_policy, save_learner
+from ..algo.checkpoint import carried_info, load_learner, load_policy, save_learner
 from ..algo.config import SwfpConfig
 from ..algo.learner import Learner
 from ..algo.naive import NaiveLearner
@@ -187,9 +187,7 @@ def finetune(bc_checkpoint: str, out_dir: str, run: RunnerConfig, swfp: SwfpConf
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(run.seed)
     bc = load_policy(bc_checkpoint, device=run.device)
-    bc_info = checkpoint_info(bc_checkpoint)   # task, labels and provenance, passed on to learner.pt
-    passed_on = {'task': bc_info.task, 'obs_labels': bc_info.obs_labels, 'action_labels': bc_info.action_labels,
-                 'control_rate_hz': bc_info.control_rate_hz, 'provenance': bc_info.provenance}
+    passed_on = carried_info(bc_checkpoint)   # task, labels and provenance, passed on to learner.pt
     swfp = dataclasses.replace(swfp, flow=bc.cascade.base.cfg)  # the BC flow's architecture (chunk H included)
     demo = demo_transitions(demos, swfp) if demos is not None else None
     if (out / CHECKPOINT).is_file():
