@@ -17,6 +17,7 @@ NODE_EXECUTABLES = {
     'learner_node': 'swfp_ros.ros.learner_node:main',
     'sim_bridge': 'swfp_ros.ros.sim_bridge_node:main',
     'recorder_node': 'swfp_ros.ros.recorder_node:main',
+    'task_node': 'swfp_ros.ros.task_node:main',
 }
 CONSOLE_SCRIPTS = {'swfp': 'swfp_ros.cli:main', **NODE_EXECUTABLES}
 
@@ -33,6 +34,9 @@ INSTALL_REQUIRES = [
     'gymnasium-robotics==1.4.2',
     # Pure-Python rosbag2 reader/writer (sqlite3 + MCAP, formats v4-v9); rosbag2_py is not on PyPI.
     'rosbags==0.11.9',
+    # Checkpoint container: tensors as raw bytes behind a JSON header, so loading a (downloaded) checkpoint can
+    # never execute code from it, unlike torch.load's pickles. 0.8.0 is the release tested.
+    'safetensors==0.8.0',
     'numpy>=1.26,<3',
     'pyyaml>=6.0',
     'transforms3d==0.4.2',
@@ -60,8 +64,12 @@ EXTRAS_REQUIRE = {
         'ros-kilted-lifecycle-msgs==2.3.0',
         'ros-kilted-rosgraph-msgs==2.3.0',
     ],
-    # SAC-from-scratch baseline of the benchmark.
+    # SAC-from-scratch, DSRL and residual-RL baselines of the benchmark (all three are SB3's SAC).
     'baselines': ['stable-baselines3==2.9.2'],
+    # The OGBench manipulation task (cube_single): OGBench's UR5e + Robotiq scene, task definitions and scripted
+    # oracle ship in its wheel (no dataset is downloaded). OGBench builds its scene with dm_control's MJCF library.
+    # ogbench 1.2.2 + dm_control 1.0.50 are the releases tested on mujoco 4.0.0 (dm_control requires mujoco >= 3.17).
+    'ogbench': ['ogbench==1.2.2', 'dm-control==1.0.50'],
     'test': ['pytest>=8', 'pytest-timeout>=2.3'],
 }
 
@@ -86,6 +94,21 @@ def lib_wrappers():
     return [(f'lib/{PACKAGE}', paths)]
 
 
+def bin_wrapper():
+    """<prefix>/bin/swfp for `setup.py install` (what colcon runs): setup.cfg sends every console script to
+    lib/swfp_ros/, where launch_ros finds the nodes but which is not on PATH after `source install/setup.bash`;
+    <prefix>/bin is (colcon adds it when it exists). A wheel (pip) puts `swfp` in bin/ itself."""
+    if 'bdist_wheel' in sys.argv:
+        return []
+    out_dir = os.path.join('build', 'bin_wrapper')
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, 'swfp')
+    with open(path, 'w') as f:
+        f.write(f'#!/bin/sh\nexec "$(dirname "$(readlink -f "$0")")/../lib/{PACKAGE}/swfp" "$@"\n')
+    os.chmod(path, os.stat(path).st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return [('bin', [path])]
+
+
 setup(
     name=PACKAGE,
     version='0.1.0',
@@ -96,6 +119,7 @@ setup(
         (f'share/{PACKAGE}/launch', glob('launch/*.launch.py')),
         (f'share/{PACKAGE}/config', glob('config/*.yaml')),
         *lib_wrappers(),
+        *bin_wrapper(),
     ],
     python_requires='>=3.10',
     install_requires=INSTALL_REQUIRES,

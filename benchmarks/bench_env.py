@@ -1,4 +1,4 @@
-"""Env steps per second for each Panda task: the env alone (random actions) and with the scripted expert in the loop.
+"""Env steps per second for each task: the env alone (random actions) and with the scripted expert in the loop.
 
     python benchmarks/bench_env.py [--steps 3000]
 
@@ -21,7 +21,7 @@ def steps_per_second(task: str, steps: int, with_expert: bool) -> float:
     rng = np.random.default_rng(0)
     start = time.perf_counter()
     for _ in range(steps):
-        action = expert(obs) if expert else rng.uniform(-1, 1, 7).astype(np.float32)
+        action = expert(obs) if expert else rng.uniform(-1, 1, env.action_space.shape).astype(np.float32)
         obs, _, terminated, truncated, _ = env.step(action)
         if terminated or truncated:
             obs, _ = env.reset()

@@ -1,15 +1,17 @@
-"""BC vs SWFP vs naive fine-tuning vs SAC from scratch on panda_reach and panda_push, several seeds.
+"""BC vs SWFP vs naive fine-tuning vs SAC from scratch vs DSRL vs residual RL on panda_reach, panda_push and
+OGBench's cube-single, several seeds.
 
     python benchmarks/bench_finetune.py --out results/finetune [--seeds 0 1 2] [--workers 2]
 
 Per (task, seed): noisy expert demos -> BC checkpoint -> evaluations of BC, and online runs of SWFP, naive
-fine-tuning (from the same BC checkpoint, same critic, same settings) and SAC from scratch, all with the same
-env-step budget and the same evaluation episodes (stochastic policies, fixed seeds). The seed seeds the demos, the BC,
-and every online run: its learner (critic initialisation, minibatches, block noise), its actor's noise and its envs.
-Jobs run in ``--workers`` processes with one torch thread each. Each run writes its own curve.csv; re-running skips
-finished runs and resumes unfinished fine-tuning runs from their checkpoints. Outputs in --out: results.json (every
-curve, wall-clock and update costs), results.csv (one row per evaluation), curves.png, and command.txt. The last
-stdout line is JSON.
+fine-tuning (from the same BC checkpoint, same critic, same settings), SAC from scratch, and DSRL and residual RL
+(SAC on top of the same frozen BC checkpoint, swfp_ros/train/peers.py), all with the same env-step budget and the same
+evaluation episodes (the policies as deployed, fixed seeds). The seed seeds the demos, the BC, and every online run:
+its learner (critic initialisation, minibatches, block noise), its actor's noise and its envs. Jobs run in
+``--workers`` processes with one torch thread each. Each run writes its own curve.csv; re-running skips finished runs
+and resumes unfinished fine-tuning runs from their checkpoints. Outputs in --out: results.json (every curve,
+wall-clock and update costs), results.csv (one row per evaluation), curves.png, and command.txt. The last stdout line
+is JSON.
 """
 from __future__ import annotations
 
@@ -33,12 +35,19 @@ TASK_SETTINGS = {
     # delta 0.1 / 0.2 / 0.3 ended at 0.63 / 0.73 / 0.83 after 10k env steps, none below BC (§6: larger is faster).
     'panda_reach': {'demos': 30, 'noise': 1.0, 'epsilon': 0.6, 'env_steps': 15_000, 'swfp': ['block.delta=0.3']},
     'panda_push': {'demos': 100, 'noise': 0.5, 'epsilon': 0.1, 'env_steps': 12_000, 'swfp': ['steps_per_block=2000']},
+    # OGBench cube-single (task 2), demos from OGBench's oracle. BC (seeds 0 / 1 / 2, 30 episodes) from 50 demos at
+    # sigma 0.7, eps 0.2 (30 % of them succeed): 0.17 / 0.33 / 0.13; at sigma 0.5, eps 0.1 (95 % succeed) 100 demos gave
+    # 0.40 / 0.60 (seeds 0 / 1) and 30 demos 0.63 (seed 0). An evaluation is 30 episodes of up to 200 steps (up to 6k
+    # env steps, the cost of 1-2k online steps): every 2k env steps.
+    'cube_single': {'demos': 50, 'noise': 0.7, 'epsilon': 0.2, 'env_steps': 12_000, 'eval_every': 2000, 'swfp': []},
 }
 BC_STEPS = 3000
-METHODS = ('swfp', 'naive', 'sac')
-# Budgets are sized so the whole comparison (2 tasks x 3 seeds x BC/SWFP/naive/SAC) re-runs in <= 90 min on a 2-core
-# CPU with 2 workers. Algorithm settings on top of config/learner.yaml (warm-up 2k, a block every 1k): a 1k warm-up
-# here so that more blocks fit the budgets.
+METHODS = ('swfp', 'naive', 'sac', 'dsrl', 'residual')
+# Budgets were sized so that the comparison of 2 tasks x 3 seeds x BC/SWFP/naive/SAC re-ran in <= 90 min on a 2-core
+# CPU with 2 workers; with DSRL, residual RL and cube_single it takes longer (about 3 h on 2 workers, estimated from
+# one-seed smoke runs), so run it in resumable passes (--tasks / --methods subsets; finished runs are skipped).
+# Algorithm settings on top of config/learner.yaml (warm-up 2k, a block every 1k): a 1k warm-up here so that more
+# blocks fit the budgets.
 SWFP_OVERRIDES = ['warmup_steps=1000', 'steps_per_block=1000']
 
 
@@ -71,6 +80,7 @@ def job(args: tuple) -> dict:
     from swfp_ros.data import DemoDataset
     from swfp_ros.train.baselines import train_sac
     from swfp_ros.train.finetune import RunnerConfig, finetune
+    from swfp_ros.train.peers import PEER_METHODS, PeerConfig, train_peer
     from swfp_ros.train.settings import load_swfp_config
 
     out = Path(out)
@@ -87,6 +97,10 @@ def job(args: tuple) -> dict:
     if method == 'sac':
         rows = train_sac(str(directory), run, log=log)
         costs = {}
+    elif method in PEER_METHODS:
+        peer = PeerConfig.from_overrides(TASK_SETTINGS[task].get('peers', []))
+        rows = train_peer(str(ckpt), str(directory), run, peer, log=log)
+        costs = json.loads((directory / 'summary.json').read_text())['timing']
     else:
         demos = DemoDataset.load(ckpt.parent / 'demos.npz')
         settings = load_swfp_config(overrides=[*overrides, *TASK_SETTINGS[task]['swfp']])
@@ -123,7 +137,8 @@ def plot(results: list[dict], bc: list[dict], path: Path) -> None:
 
     tasks = sorted({r['task'] for r in results})
     fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4), squeeze=False)
-    colours = {'swfp': 'tab:blue', 'naive': 'tab:orange', 'sac': 'tab:green'}
+    colours = {'swfp': 'tab:blue', 'naive': 'tab:orange', 'sac': 'tab:green', 'dsrl': 'tab:red',
+               'residual': 'tab:purple'}
     for ax, task in zip(axes[0], tasks):
         for method in METHODS:
             curves = [r['curve'] for r in results if r['task'] == task and r['method'] == method]
@@ -137,7 +152,7 @@ def plot(results: list[dict], bc: list[dict], path: Path) -> None:
         bc_mean = np.mean([b['success_rate'] for b in bc if b['task'] == task])
         ax.axhline(bc_mean, color='k', linestyle='--', label=f'BC ({bc_mean:.2f})')
         ax.set(title=task, xlabel='online env steps', ylabel='success rate', ylim=(-0.02, 1.02))
-        ax.legend(loc='lower right')
+        ax.legend(loc='upper left', fontsize='small')
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -158,7 +173,7 @@ def summarise(results: list[dict], bc: list[dict], budgets: dict) -> dict:
                              'largest_dip_below_bc': float(max(0.0, bc_mean - mean_curve.min())),
                              'wall_s_mean': float(np.mean([r['wall_s'] for r in runs])),
                              'peak_rss_mb_max': float(max(r['peak_rss_mb'] for r in runs))}
-            for key in ('critic_ms_per_update', 'block_s_per_block'):
+            for key in ('critic_ms_per_update', 'block_s_per_block', 'gradient_ms_per_update'):
                 if key in runs[0]:
                     entry[method][key] = float(np.mean([r[key] for r in runs]))
         summary[task] = entry
@@ -172,7 +187,8 @@ def main() -> int:
     parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
     parser.add_argument('--methods', nargs='+', default=list(METHODS), choices=METHODS)
     parser.add_argument('--workers', type=int, default=2)
-    parser.add_argument('--eval-every', type=int, default=1000)
+    parser.add_argument('--eval-every', type=int,
+                        help="env steps between evaluations (default: the task's eval_every setting, else 1000)")
     parser.add_argument('--eval-episodes', type=int, default=30)
     parser.add_argument('--env-steps', type=int, help='override every task\'s online budget (smoke runs)')
     parser.add_argument('--bc-steps', type=int, default=BC_STEPS)
@@ -191,7 +207,8 @@ def main() -> int:
         # longest (push) first so that the pool stays busy to the end.
         bc = pool.map(bc_job, [(str(out), t, s, args.eval_episodes, args.bc_steps)
                                for t in args.tasks for s in args.seeds])
-        jobs = [(str(out), t, s, m, budgets[t], args.eval_every, args.eval_episodes, args.set)
+        jobs = [(str(out), t, s, m, budgets[t], args.eval_every or TASK_SETTINGS[t].get('eval_every', 1000),
+                 args.eval_episodes, args.set)
                 for t in sorted(args.tasks) for s in args.seeds for m in args.methods]
         results = pool.map(job, jobs, chunksize=1)
     summary = summarise(results, bc, budgets)

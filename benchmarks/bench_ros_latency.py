@@ -172,8 +172,8 @@ def main():
             while time.perf_counter() < t_end:
                 js_pub.publish(M.joint_state_msg(names, pos, vel, eff))
                 if swap_at is not None and not swapped and time.perf_counter() > t_end - seconds + swap_at:
-                    upd_pub.publish(M.update_msg(BlockUpdate.from_block(1, RefinementBlock(obs_dim, 7, 128, 2, 0.1))
-                                                 .to_bytes()))
+                    block = RefinementBlock(obs_dim, 7, 128, 2, 0.1)
+                    upd_pub.publish(M.update_msg(BlockUpdate.from_block(1, block, rt.digest, 0.0125).to_bytes()))
                     swapped = True
                 rclpy.spin_once(node, timeout_sec=0.005)
             d = np.diff(acts)

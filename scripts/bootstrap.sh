@@ -31,6 +31,6 @@ want=$(cat setup.py package.xml | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! .venv/bin/python -c "import swfp_ros" 2>/dev/null; then
   echo "[bootstrap] installing swfp_ros and its pinned dependencies into .venv (first run: a few minutes)"
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e '.[ros,baselines,test]'
+  .venv/bin/python -m pip install -q -e '.[ros,baselines,ogbench,test]'
   echo "$want" > "$stamp"
 fi

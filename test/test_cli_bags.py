@@ -118,9 +118,7 @@ def test_ingest_gives_back_the_demo_arrays(recorded, storage, tmp_path):
 
 
 def test_pretrain_from_bags_writes_a_loadable_checkpoint(recorded, tmp_path):
-    import torch
-
-    from swfp_ros.algo.checkpoint import load_policy
+    from swfp_ros.algo.checkpoint import checkpoint_info, load_policy
 
     mcap_dir = recorded['mcap'][0]
     db3_file = recorded['sqlite3'][0] / 'demo_sqlite3.db3'   # a single storage file works as well as a directory
@@ -138,9 +136,9 @@ def test_pretrain_from_bags_writes_a_loadable_checkpoint(recorded, tmp_path):
     action = runtime.act(obs)
     assert action.shape == (5, 7) and np.all(np.abs(action) <= 1.0 + 1e-6)
 
-    extra = torch.load(ckpt, map_location='cpu', weights_only=False)['extra']
-    assert extra['task'] == 'panda_reach' and len(extra['obs_labels']) == 20
-    assert sorted(p['storage'] for p in extra['provenance']) == ['mcap', 'sqlite3']
+    info = checkpoint_info(str(ckpt))
+    assert info.task == 'panda_reach' and len(info.obs_labels) == 20
+    assert sorted(p['storage'] for p in info.provenance) == ['mcap', 'sqlite3']
 
 
 # ---------------------------------------------------------------------------------------------- failures
@@ -235,3 +233,29 @@ def test_pretrain_from_bad_bags_fails_naming_the_bag(pretrain_failures, case):
 def test_pretrain_bag_errors_are_messages_not_tracebacks(pretrain_failures):
     for r, _ckpt, _ in pretrain_failures.values():
         assert 'Traceback' not in r.stderr, r.stderr
+
+
+def test_a_bag_warning_is_printed_once_as_a_report_line(recorded, tmp_path):
+    """metadata.yaml off by 5 messages: ingest falls back to the storage files and says so once, in its report (no
+    raw Python warning line); pretrain --bag says it once on stderr."""
+    import yaml
+
+    bag = Path(shutil.copytree(recorded['mcap'][0], tmp_path / 'miscounted'))
+    meta = yaml.safe_load((bag / 'metadata.yaml').read_text())
+    meta['rosbag2_bagfile_information']['message_count'] += 5
+    (bag / 'metadata.yaml').write_text(yaml.safe_dump(meta))
+    r = ok(swfp('ingest', bag, '--spec', SPEC, '--out', tmp_path / 'x.npz'))
+    assert (r.stdout + r.stderr).count('metadata.yaml says') == 1 and 'BagWarning' not in r.stdout + r.stderr
+    assert 'warning:' in r.stdout
+    r = ok(swfp('pretrain', '--bag', bag, '--spec', SPEC, '--steps', 1, '--hidden', 16, '--layers', 1,
+                '--out', tmp_path / 'bc.pt'))
+    lines = [line for line in r.stderr.splitlines() if 'metadata.yaml says' in line]
+    assert len(lines) == 1 and lines[0].startswith('swfp pretrain: warning:') and 'BagWarning' not in r.stderr
+
+
+def test_demos_into_the_default_folder_of_a_fresh_checkout(tmp_path):
+    """outputs/ is the one folder swfp creates; the bag is staged beside its place and moved in whole."""
+    r = subprocess.run([*SWFP, 'demos', '--episodes', '1', '--out', 'outputs/d.npz', '--bag', 'outputs/b'],
+                       cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert sorted(os.listdir(tmp_path / 'outputs')) == ['b', 'd.npz'] and (tmp_path / 'outputs/b/metadata.yaml').is_file()

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-NODES = ('policy_node', 'learner_node', 'sim_bridge', 'recorder_node')
+NODES = ('policy_node', 'learner_node', 'sim_bridge', 'recorder_node', 'task_node')
 
 
 @pytest.fixture(scope='module')
@@ -49,3 +49,21 @@ def test_lib_wrapper_execs_the_console_script(prefix, tmp_path):
     finally:
         probe.write_text(original)
     assert out.strip() == 'probe --ros-args -p x:=1'
+
+
+def test_colcon_install_puts_swfp_on_path(tmp_path):
+    """What `colcon build` runs for an ament_python package (`setup.py install`, setup.cfg's lib/swfp_ros script
+    dir): the node executables land where launch_ros looks, and `swfp` also in <prefix>/bin, the folder that
+    `source install/setup.bash` puts on PATH (colcon adds it when it holds files)."""
+    build, prefix = tmp_path / 'build', tmp_path / 'install'
+    build.mkdir()
+    subprocess.run([sys.executable, 'setup.py', '-q', 'egg_info', '--egg-base', str(build), 'build', '--build-base',
+                    str(build / 'build'), 'install', '--prefix', str(prefix), '--record', str(build / 'install.log'),
+                    '--single-version-externally-managed'], check=True, cwd=ROOT, capture_output=True)
+    for name in (*NODES, 'swfp'):
+        assert (prefix / 'lib/swfp_ros' / name).is_file(), name
+    assert sorted(p.name for p in (prefix / 'bin').iterdir()) == ['swfp']
+    site = next((prefix / 'lib').glob('python3*/site-packages'))
+    out = subprocess.run([str(prefix / 'bin' / 'swfp'), 'up', '--help'], capture_output=True, text=True, check=True,
+                         env={**os.environ, 'PYTHONPATH': str(site)}).stdout
+    assert 'real_arm' in out and 'sim_finetune' in out

@@ -1,4 +1,7 @@
-"""launch/*.launch.py build their arguments and nodes from swfp_ros/ros/graph.py, with real launch/launch_ros APIs.
+"""launch/*.launch.py build their arguments and nodes from swfp_ros/ros/graph.py, with real launch/launch_ros APIs:
+the arguments are declared, and an OpaqueFunction makes the nodes that graph.resolve() returns for the arguments'
+values (the bring-up's own resolution), each with an exit handler that ends the launch (with the reason) when a
+required node exits or any node fails to start.
 
 launch and launch_ros are not on PyPI. With them importable (a ROS 2 install) the real LaunchDescription is built
 and checked; otherwise minimal recording stand-ins with the real names are installed in sys.modules, so the same
@@ -21,7 +24,10 @@ LAUNCH_FILES = {'sim_finetune': REPO / 'launch' / 'sim_finetune.launch.py',
 # module -> names, as they exist in ros2/launch and ros2/launch_ros (Jazzy / Kilted / Rolling)
 REAL_API = {
     'launch': {'LaunchDescription', 'LaunchContext'},
-    'launch.actions': {'DeclareLaunchArgument', 'IncludeLaunchDescription', 'GroupAction'},
+    'launch.actions': {'DeclareLaunchArgument', 'IncludeLaunchDescription', 'GroupAction', 'OpaqueFunction',
+                       'RegisterEventHandler', 'EmitEvent', 'LogInfo'},
+    'launch.event_handlers': {'OnProcessExit'},
+    'launch.events': {'Shutdown'},
     'launch.conditions': {'IfCondition', 'UnlessCondition'},
     'launch.substitutions': {'LaunchConfiguration', 'PathJoinSubstitution', 'TextSubstitution'},
     'launch_ros.actions': {'Node', 'PushRosNamespace'},
@@ -29,7 +35,7 @@ REAL_API = {
     'launch_ros.substitutions': {'FindPackageShare'},
 }
 NODE_KWARGS = {'executable', 'package', 'name', 'namespace', 'exec_name', 'parameters', 'remappings',
-               'ros_arguments', 'arguments', 'condition', 'output', 'emulate_tty'}
+               'ros_arguments', 'arguments', 'condition', 'output', 'emulate_tty', 'respawn', 'respawn_delay'}
 DECLARE_KWARGS = {'default_value', 'description', 'choices'}
 
 
@@ -64,29 +70,47 @@ def _stand_ins(monkeypatch):
             setattr(m, n, classes[n])
         monkeypatch.setitem(sys.modules, mod, m)
     for parent, child in (('launch', 'actions'), ('launch', 'conditions'), ('launch', 'substitutions'),
+                          ('launch', 'event_handlers'), ('launch', 'events'),
                           ('launch_ros', 'actions'), ('launch_ros', 'parameter_descriptions'),
                           ('launch_ros', 'substitutions')):
         setattr(sys.modules[parent], child, sys.modules[f'{parent}.{child}'])
     return classes
 
 
+class _Context:
+    def __init__(self, configurations, is_shutdown=False):
+        self.launch_configurations, self.is_shutdown = configurations, is_shutdown
+
+
+class _Exit:
+    def __init__(self, returncode):
+        self.returncode = returncode
+
+
+def _given(g, **overrides):
+    """Launch configurations as launch holds them: every argument's text (its default unless overridden)."""
+    out = {a.name: a.launch_default() for a in g.arguments}
+    out['config'] = str(REPO / 'config')
+    return {**out, **overrides}
+
+
 @pytest.mark.parametrize('name', sorted(LAUNCH_FILES))
 def test_launch_file_builds_the_graph(name, monkeypatch):
     g = graph.get_graph(name)
+    overrides = {'checkpoint': '/x/bc.pt', 'namespace': 'arm1,arm2', 'record_bag': 'true'}
+    if name == 'real_arm':
+        overrides.update(learn='true', command_topic='/robot/cmd', respawn_learner='true')
     if _real_launch():
-        from launch.actions import DeclareLaunchArgument
-        from launch_ros.actions import Node
+        from launch.actions import DeclareLaunchArgument, OpaqueFunction
         ld = _load(LAUNCH_FILES[name]).generate_launch_description()
         assert [a.name for a in ld.get_launch_arguments()] == [a.name for a in g.arguments]
-        assert len([e for e in ld.entities if isinstance(e, Node)]) == len(g.nodes)
-        assert all(isinstance(e, (DeclareLaunchArgument, Node)) for e in ld.entities)
+        assert all(isinstance(e, (DeclareLaunchArgument, OpaqueFunction)) for e in ld.entities)
         return
     classes = _stand_ins(monkeypatch)
     ld = _load(LAUNCH_FILES[name]).generate_launch_description()
     assert isinstance(ld, classes['LaunchDescription'])
     entities = ld.args[0]
     declared = [e for e in entities if isinstance(e, classes['DeclareLaunchArgument'])]
-    nodes = [e for e in entities if isinstance(e, classes['Node'])]
     assert [d.args[0] for d in declared] == [a.name for a in g.arguments]
     for d, a in zip(declared, g.arguments):
         assert set(d.kwargs) <= DECLARE_KWARGS and d.kwargs['description'] == a.description
@@ -96,26 +120,30 @@ def test_launch_file_builds_the_graph(name, monkeypatch):
             assert isinstance(sub.args[0][0], classes['FindPackageShare']) and sub.args[0][1] == 'config'
         else:
             assert d.kwargs['default_value'] == a.launch_default()
-    assert len(nodes) == len(g.nodes)
-    for n, spec in zip(nodes, g.nodes):
+    opaque = entities[-1]
+    assert isinstance(opaque, classes['OpaqueFunction']) and len(entities) == len(declared) + 1
+    actions = opaque.kwargs['function'](_Context(_given(g, **overrides)), *opaque.kwargs['args'])
+    nodes = actions[0::2]
+    expected = graph.resolve(g, _given(g, **overrides))
+    assert len(nodes) == len(expected) and all(isinstance(n, classes['Node']) for n in nodes)
+    for n, rn, handler in zip(nodes, expected, actions[1::2]):
         assert set(n.kwargs) <= NODE_KWARGS
-        assert (n.kwargs['package'], n.kwargs['executable'], n.kwargs['name']) == ('swfp_ros', spec.executable,
-                                                                                   spec.name)
-        files = [p for p in n.kwargs['parameters'] if isinstance(p, classes['PathJoinSubstitution'])]
-        assert [f.args[0][1] for f in files] == list(spec.param_files)
-        assert all(isinstance(f.args[0][0], classes['LaunchConfiguration']) and f.args[0][0].args[0] == 'config'
-                   for f in files)
-        overrides = n.kwargs['parameters'][-1]
-        assert set(overrides) == {k for k, _ in spec.parameters} and 'use_sim_time' in overrides
-        for v in overrides.values():
-            assert isinstance(v, classes['ParameterValue']) and 'value_type' in v.kwargs
-        assert [src for src, _ in n.kwargs['remappings']] == [src for src, _ in spec.remappings]
-        if spec.condition:
-            cond = n.kwargs['condition']
-            assert isinstance(cond, classes['IfCondition']) and cond.args[0].args[0] == spec.condition
-        else:
-            assert 'condition' not in n.kwargs
-        assert ('namespace' in n.kwargs) == spec.namespaced
+        assert (n.kwargs['package'], n.kwargs['executable'], n.kwargs['name']) == ('swfp_ros', rn.executable, rn.name)
+        assert n.kwargs.get('namespace', '') == rn.namespace
+        assert n.kwargs['parameters'] == [*(str(f) for f in rn.param_files), rn.parameters]
+        assert n.kwargs['remappings'] == rn.remappings and n.kwargs['respawn'] == rn.respawn
+        # the exit rule: required nodes and failed starts end the launch with the reason; a dead learner does not
+        assert isinstance(handler, classes['RegisterEventHandler'])
+        on_exit = handler.args[0]
+        assert isinstance(on_exit, classes['OnProcessExit']) and on_exit.kwargs['target_action'] is n
+        died, failed = (on_exit.kwargs['on_exit'](_Exit(rc), _Context({})) for rc in (1, graph.EXIT_START_FAILED))
+        assert isinstance(failed[-1], classes['EmitEvent']) and rn.label in failed[-1].kwargs['event'].kwargs['reason']
+        assert isinstance(died[-1], classes['EmitEvent' if rn.required else 'LogInfo']), rn.name
+        assert on_exit.kwargs['on_exit'](_Exit(0), _Context({}, is_shutdown=True)) is None
+    names = [(rn.namespace, rn.executable) for rn in expected]
+    assert ('/arm1', 'policy_node') in names and ('/arm2', 'policy_node') in names and ('', 'learner_node') in names
+    learner = next(rn for rn in expected if rn.executable == 'learner_node')
+    assert not learner.required and learner.respawn == (name == 'real_arm')
 
 
 def test_only_real_launch_apis_are_used():
@@ -146,6 +174,22 @@ def test_graph_descriptions_are_consistent():
     assert 'task' in {a.name for a in graph.SIM_FINETUNE.arguments}
     real = graph.get_graph('real_arm')
     assert real.argument('dry_run').default is True and real.argument('use_sim_time').default is False
-    assert {n.executable for n in real.nodes} == {'policy_node', 'learner_node', 'recorder_node'}
+    assert real.argument('mode').default == 'realtime' and real.argument('learn').default is False
+    assert {n.executable for n in real.nodes} == {'sim_bridge', 'task_node', 'policy_node', 'learner_node',
+                                                  'recorder_node'}
     policy = next(n for n in real.nodes if n.executable == 'policy_node')
-    assert ('/swfp/action', graph.Arg('command_topic')) in policy.remappings
+    # relative sources: the remaps also match under a namespace (/arm1/swfp/action)
+    assert ('swfp/action', graph.Arg('command_topic')) in policy.remappings
+    assert ('joint_states', graph.Arg('joint_states_topic')) in policy.remappings
+
+
+def test_real_arm_recorder_records_the_command_topic_in_use():
+    g = graph.get_graph('real_arm')
+    values = graph.resolve_arguments(g, {'namespace': 'arm1,arm2', 'dry_run': 'false'})
+    topics = graph.real_arm_topics(values)
+    assert {'/arm1/forward_position_controller/commands', '/arm2/forward_position_controller/commands',
+            '/arm1/joint_states', '/swfp/transition'} <= set(topics) and '/swfp/action' not in topics
+    values = graph.resolve_arguments(g, {'command_topic': '/robot/cmd', 'dry_run': 'false'})
+    assert '/robot/cmd' in graph.real_arm_topics(values)
+    values = graph.resolve_arguments(g, {})
+    assert '/policy_node/action_preview' in graph.real_arm_topics(values)   # dry-run: the debug topic

@@ -6,7 +6,8 @@
     critic.Critic            twin LayerNorm Q, Polyak targets, chunk-aware n-step TD
     learner.Learner          online loop: transitions -> critic -> blocks -> BlockUpdates (naive.NaiveLearner: baseline)
     serialize.BlockUpdate    checksummed wire format of an update (UpdateRejected on anything wrong)
-    runtime.PolicyRuntime    actor side: act() + validated, atomic apply_update()
+    auth                     HMAC-SHA256 signatures of updates with a shared key
+    runtime.PolicyRuntime    actor side: act() + checked (UpdateChecks), atomic apply_update()
     checkpoint               save/load_policy, save/load_learner (CheckpointError)
     bc.train_bc              behaviour cloning of the base flow
 """

@@ -12,12 +12,15 @@ from .normalize import ObsNormalizer
 
 def fit_flow(flow: FlowPolicy, s: torch.Tensor, a: torch.Tensor, steps: int, batch: int, lr: float,
              generator: torch.Generator | None = None, log_every: int = 0, writer=None, progress: bool = False,
-             tag: str = 'bc', x0: torch.Tensor | None = None) -> list[float]:
+             tag: str = 'bc', x0: torch.Tensor | None = None, should_stop=None) -> list[float]:
     """Flow-matching regression of `flow` onto pairs (s, a) (normalised obs, [-1,1] actions), with the noise x0 that
-    produced each a when given (distillation); returns the loss curve."""
+    produced each a when given (distillation); returns the loss curve. ``should_stop()`` True ends it early (the
+    caller checks it again and discards the partial fit)."""
     opt = torch.optim.Adam(flow.parameters(), lr=lr)
     losses = []
     for step in tqdm(range(steps), desc=tag, disable=not progress):
+        if should_stop is not None and should_stop():
+            break
         idx = torch.randint(len(s), (min(batch, len(s)),), generator=generator, device=s.device)
         loss = flow.loss(s[idx], a[idx], generator, None if x0 is None else x0[idx])
         opt.zero_grad(set_to_none=True)

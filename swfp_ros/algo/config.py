@@ -2,10 +2,47 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import numbers
+import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import torch
+
+
+class ConfigError(ValueError):
+    """An invalid setting: ``key`` is its dotted name (``critic.gamma``), ``problem`` says what is wrong."""
+
+    def __init__(self, key: str, problem: str):
+        super().__init__(f'{key}: {problem}')
+        self.key, self.problem = key, problem
+
+
+def _validate(cfg, ranges: dict[str, tuple[Callable[[Any], bool], str]]) -> None:
+    """Every field of the dataclass ``cfg`` has its annotated type (an int is accepted for a float and stored as
+    one; a float is never accepted for an int, nor a bool for a number), then passes its range test."""
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        value, want = getattr(cfg, f.name), hints[f.name]
+        if want in (int, float):
+            number = numbers.Integral if want is int else numbers.Real
+            if isinstance(value, bool) or not isinstance(value, number):
+                raise ConfigError(f.name, f'expected {"an integer" if want is int else "a number"}, got {value!r}')
+            setattr(cfg, f.name, want(value))
+        elif not isinstance(value, want):
+            raise ConfigError(f.name, f'expected {getattr(want, "__name__", want)}, got {value!r}')
+    for name, (ok, what) in ranges.items():
+        if not ok(getattr(cfg, name)):
+            raise ConfigError(name, f'must be {what}, got {getattr(cfg, name)!r}')
+
+
+def _at_least(n):
+    return lambda v: v >= n, f'>= {n}'
+
+
+_POSITIVE = (lambda v: v > 0, '> 0')
+_FRACTION = (lambda v: 0 < v < 1, 'in (0, 1)')
 
 
 @dataclass
@@ -16,6 +53,10 @@ class FlowConfig:
     euler_steps: int = 4          # K; Δ = 1/K
     time_embed_dim: int = 32      # sinusoidal features of t
     chunk: int = 1                # H: actions per decision, flattened into one vector
+
+    def __post_init__(self):
+        _validate(self, {'hidden': _at_least(1), 'layers': _at_least(1), 'euler_steps': _at_least(1),
+                         'time_embed_dim': (lambda v: v >= 2 and v % 2 == 0, 'even and >= 2'), 'chunk': _at_least(1)})
 
 
 @dataclass
@@ -52,12 +93,13 @@ class BlockConfig:
     compaction_value_tolerance: float = 0.5
 
     def __post_init__(self):
-        if self.q_scale not in ('grad_norm', 'none'):
-            raise ValueError(f"BlockConfig.q_scale must be 'grad_norm' or 'none', got {self.q_scale!r}")
-        if self.delta <= 0 or self.tolerance < 1.0:
-            raise ValueError('BlockConfig needs delta > 0 and tolerance >= 1')
-        if self.holdout_actions < 1:
-            raise ValueError(f'BlockConfig.holdout_actions must be >= 1, got {self.holdout_actions}')
+        _validate(self, {'hidden': _at_least(1), 'layers': _at_least(1), 'delta': _POSITIVE, 'alpha': _at_least(0),
+                         'q_scale': (lambda v: v in ('grad_norm', 'none'), "'grad_norm' or 'none'"),
+                         'train_steps': _at_least(0), 'lr': _POSITIVE, 'batch_size': _at_least(1),
+                         'pool_size': _at_least(2), 'holdout_frac': _FRACTION, 'holdout_actions': _at_least(1),
+                         'dual_step': _at_least(0), 'tolerance': _at_least(1), 'state_p95': _POSITIVE,
+                         'max_blocks': _at_least(1), 'compaction_steps': _at_least(1), 'compaction_lr': _POSITIVE,
+                         'compaction_tolerance': _POSITIVE, 'compaction_value_tolerance': _at_least(0)})
 
 
 @dataclass
@@ -79,8 +121,8 @@ class CriticConfig:
     soft_target: bool = False
 
     def __post_init__(self):
-        if self.n_step < 1:
-            raise ValueError(f'CriticConfig.n_step must be >= 1, got {self.n_step}')
+        _validate(self, {'hidden': _at_least(1), 'layers': _at_least(1), 'gamma': _FRACTION, 'n_step': _at_least(1),
+                         'polyak': (lambda v: 0 < v <= 1, 'in (0, 1]'), 'lr': _POSITIVE, 'batch_size': _at_least(1)})
 
 
 @dataclass
@@ -96,18 +138,41 @@ class SwfpConfig:
     replay_capacity: int = 1_000_000
     seed: int = 0                 # critic initialisation, minibatches, block noise (the runner sets its run seed)
 
+    def __post_init__(self):
+        _validate(self, {'warmup_steps': _at_least(0), 'steps_per_block': _at_least(1), 'utd': _POSITIVE,
+                         'demo_ratio': (lambda v: 0 <= v <= 1, 'in [0, 1]'), 'replay_capacity': _at_least(1),
+                         'seed': _at_least(0)})
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> 'SwfpConfig':
+        """From nested plain values (YAML); ``ConfigError`` names the dotted key of an unknown or invalid setting."""
         d = dict(d)
         subs = {'flow': FlowConfig, 'block': BlockConfig, 'critic': CriticConfig}
-        kwargs = {k: subs[k](**d.pop(k, {})) for k in subs}
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f'unknown SwfpConfig keys: {sorted(unknown)}')
+        _check_keys(cls, d, '')
+        kwargs = {}
+        for name, sub in subs.items():
+            values = d.pop(name, None) or {}
+            if not isinstance(values, dict):
+                raise ConfigError(name, f'expected a mapping of {name} settings, got {values!r}')
+            _check_keys(sub, values, f'{name}.')
+            try:
+                kwargs[name] = sub(**values)
+            except ConfigError as e:
+                raise ConfigError(f'{name}.{e.key}', e.problem) from None
         return cls(**kwargs, **d)
+
+
+def _check_keys(cls, values: dict, prefix: str) -> None:
+    valid = [f.name for f in dataclasses.fields(cls)]
+    for key in values:
+        if key not in valid:
+            close = difflib.get_close_matches(str(key), valid, n=1)
+            hint = f'did you mean {prefix}{close[0]}? ' if close else ''
+            group = f'{prefix[:-1]} ' if prefix else 'top-level '
+            raise ConfigError(f'{prefix}{key}', f'unknown setting ({hint}valid {group}settings: {", ".join(valid)})')
 
 
 def resolve_device(device: str | torch.device) -> torch.device:

@@ -19,7 +19,7 @@ LOG_LAMBDA_MAX = 10.0  # keeps the dual finite when the constraint is hard to me
 class BlockReport:
     """Held-out diagnostics of one trained block (§6: these explained every failure of the prototype)."""
     accepted: bool
-    reason: str               # 'ok', 'shrunk', 'trust_region', 'no_improvement', 'non_finite'
+    reason: str               # 'ok', 'shrunk', 'trust_region', 'no_improvement', 'non_finite', 'stopped'
     w2_bound: float           # E||M(a)-a||² on held-out states: an upper bound on W2²(π_{n+1}, π_n); compare delta²
     w2_state_p95: float       # 95th percentile over held-out states of the per-state E_a||M(a)-a||²
     delta_sq: float
@@ -80,8 +80,10 @@ def _validate(block: RefinementBlock, q_fn: QFn, s: torch.Tensor, a: torch.Tenso
 
 
 def train_block(cascade: Cascade, q_fn: QFn, states: torch.Tensor, cfg: BlockConfig, log_lambda: float | None = None,
-                generator: torch.Generator | None = None) -> tuple[RefinementBlock | None, BlockReport]:
+                generator: torch.Generator | None = None, should_stop: Callable[[], bool] | None = None
+                ) -> tuple[RefinementBlock | None, BlockReport]:
     """Train the next block on normalised `states` (distinct) against a frozen critic; return (block or None, report).
+    ``should_stop`` is asked before each train step: True abandons the block (report reason 'stopped').
 
     A random `holdout_frac` of the states (shuffled with `generator`) is held out, each with `holdout_actions` action
     samples. Accept rule: held-out displacement <= tolerance·δ² and its per-state 95th percentile <=
@@ -117,6 +119,11 @@ def train_block(cascade: Cascade, q_fn: QFn, states: torch.Tensor, cfg: BlockCon
     loss = torch.zeros(())
     log_lambda_t = torch.tensor(log_lambda, device=device)   # on the device: no host sync per step
     for _ in range(cfg.train_steps):
+        if should_stop is not None and should_stop():
+            nan = float('nan')
+            return None, BlockReport(accepted=False, reason='stopped', w2_bound=nan, w2_state_p95=nan,
+                                     delta_sq=delta_sq, shrink=1.0, logdet=nan, delta_q=nan, improvement=nan,
+                                     spread=nan, frac_beyond=nan, log_lambda=log_lambda, q_scale=scale, train_loss=nan)
         idx = torch.randint(len(s_tr), (min(cfg.batch_size, len(s_tr)),), generator=generator, device=device)
         loss, d2 = block_loss(block, q_fn, s_tr[idx], a_tr[idx], log_lambda_t, cfg.alpha, scale, cascade.clip)
         opt.zero_grad(set_to_none=True)

@@ -5,6 +5,7 @@ import copy
 import dataclasses
 import hashlib
 from dataclasses import asdict, dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -17,7 +18,7 @@ from .flow import FlowPolicy
 from .jko import BlockReport, grad_norm_scale, train_block
 from .normalize import ObsNormalizer
 from .replay import FIELDS, NStepAssembler, ReplayBuffer, batch_indices, pool_indices
-from .serialize import BlockUpdate
+from .serialize import BlockUpdate, policy_digest
 
 
 @dataclass
@@ -209,52 +210,71 @@ class Learner:
         q_target = lambda s, a: torch.minimum(*self.critic.target(s, a))  # noqa: E731
         return alpha * grad_norm_scale(q_target, batch['next_obs'], batch['next_action'], clip=False).item()
 
-    def update(self, max_batches: int = 64) -> list[BlockUpdate]:
-        """Spend the owed critic updates; then, if a block is due, train/validate/publish it (and compact if full).
+    def update(self, max_critic_updates: int | None = None, should_stop: Callable[[], bool] | None = None,
+               max_batches: int = 64) -> list[BlockUpdate]:
+        """Spend the owed critic updates (at most ``max_critic_updates`` in this call; the rest stays owed); then, if a
+        block is due, train/validate/publish it (and compact if full). ``should_stop`` is asked between critic updates
+        and train steps: True ends the call early, with what is not done still owed or due.
 
         Minibatches are drawn ``max_batches`` at a time, so that their next actions come from one policy pass.
         """
         c = self.counters
+        stop = should_stop or (lambda: False)
         if self._available() >= self.cfg.critic.batch_size and c.owed_updates >= 1:
-            n = int(c.owed_updates)
+            n = int(c.owed_updates) if max_critic_updates is None else min(int(c.owed_updates), max_critic_updates)
             for first in range(0, n, max_batches):
                 batches = self._batches(min(max_batches, n - first))
                 for i in range(len(batches['obs'])):
+                    if stop():
+                        return []
                     batch = {k: v[i] for k, v in batches.items()}
                     self._critic_metrics = self.critic.update(batch, self._temperature(batch))
-            c.owed_updates -= n
-            c.critic_updates += n
+                    c.owed_updates -= 1
+                    c.critic_updates += 1
+            if c.owed_updates >= 1:     # capped: a due block waits until the critic has caught up
+                return []
         if c.env_steps < c.next_block_at or self._available() < 2:
             return []
+        due = c.next_block_at
         while c.next_block_at <= c.env_steps:  # one block per call even after a long gap
             c.next_block_at += self.cfg.steps_per_block
-        return self._improve()
+        out = self._improve(should_stop)
+        if out is None:                         # stopped before the block was done: it is due again
+            c.next_block_at = due
+            return []
+        return out
 
-    def _improve(self) -> list[BlockUpdate]:
+    def _improve(self, should_stop: Callable[[], bool] | None = None) -> list[BlockUpdate] | None:
+        """The next block (and a compaction when the cascade is full); None when stopped before the block was done."""
         self.critic.requires_grad_(False)  # frozen while a block climbs it
         try:
             block, report = train_block(self.policy, self.critic.q_min, self._states(self.cfg.block.pool_size),
-                                        self.cfg.block, self.log_lambda, self.gen)
+                                        self.cfg.block, self.log_lambda, self.gen, should_stop)
         finally:
             self.critic.q.requires_grad_(True)
+        if report.reason == 'stopped':
+            return None
         self.log_lambda = report.log_lambda
         self.reports.append(report)
         self.counters.blocks_trained += 1
         if block is None:
             return []
+        parent = policy_digest(self.policy, self.normalizer)   # actors check that the block extends this policy
         self.policy.append(block)
         self.counters.blocks_accepted += 1
         self.counters.version += 1
-        out = [BlockUpdate.from_block(self.counters.version, block)]
+        bc = self.cfg.block
+        out = [BlockUpdate.from_block(self.counters.version, block, parent, w2_bound=bc.tolerance * bc.delta ** 2)]
         if len(self.policy.blocks) >= self.cfg.block.max_blocks:
-            compacted = self.compact()
-            if compacted is not None:
-                out.append(compacted)
+            base = self.compact(should_stop)    # None (stopped or not published): the block stands and the
+            if base is not None:                # compaction is tried again after the next block
+                out.append(base)
         return out
 
-    def compact(self) -> BlockUpdate | None:
+    def compact(self, should_stop: Callable[[], bool] | None = None) -> BlockUpdate | None:
         """Re-fit the base flow to samples of the current cascade on replay states (§3); publish it (a 'base' update
-        that restarts the cascade) only if it reproduces the cascade, else keep the cascade and return None.
+        that restarts the cascade) only if it reproduces the cascade, else keep the cascade and return None. None (and
+        nothing changed) too when ``should_stop`` ended the fit.
 
         The gate (BlockConfig.compaction_tolerance, compaction_value_tolerance) is measured on held-out states with
         paired noise: E||base'(x0) - cascade(x0)||² of the executed actions, and the critic's value of both.
@@ -271,7 +291,9 @@ class Learner:
         # Distil the cascade's map x0 -> a (paired noise), not only its marginal: measured on the bandit test, an
         # unpaired re-fit lost 13% of the true reward of the cascade it replaced.
         losses = fit_flow(base, s_fit, a_fit, bc.compaction_steps, self.cfg.critic.batch_size, bc.compaction_lr,
-                          self.gen, tag='compaction', x0=x0)
+                          self.gen, tag='compaction', x0=x0, should_stop=should_stop)
+        if should_stop is not None and should_stop():
+            return None
         new = Cascade(base.requires_grad_(False), clip=self.policy.clip)
         with torch.no_grad():
             x0 = torch.randn(len(s_ho), self.act_dim, generator=self.gen, device=self.device)

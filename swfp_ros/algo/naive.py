@@ -17,7 +17,9 @@ def naive_loss(policy: Cascade, q_fn, s: torch.Tensor, q_scale: float,
 
 
 class NaiveLearner(Learner):
-    def _improve(self) -> list[BlockUpdate]:
+    def _improve(self, should_stop=None) -> list[BlockUpdate]:
+        """One improvement step; it updates the base in place, so it always runs to the end (``should_stop`` is not
+        asked)."""
         bc = self.cfg.block
         base = self.policy.base.requires_grad_(True)
         opt = torch.optim.Adam(base.parameters(), lr=bc.lr * 0.1)  # the whole base moves: a block's lr is too large

@@ -2,28 +2,65 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import threading
+from collections import Counter
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from . import auth
 from .blocks import Cascade
 from .config import resolve_device
 from .normalize import ObsNormalizer
-from .serialize import BlockUpdate, UpdateRejected
+from .serialize import MAX_UPDATE_BYTES, BlockUpdate, UpdateRejected, policy_digest
+
+
+@dataclass(frozen=True)
+class UpdateChecks:
+    """What an actor checks before it swaps an update in, beyond the format's own checks (checksum, finite weights,
+    architecture) and the signature (when a key is set).
+
+    Order: a block must be the next version and extend exactly the running policy (its ``parent`` digest); a base must
+    not be older than the policy, not more than ``max_version_jump`` ahead, and at the same version it must be the
+    running policy itself (a restarted learner's snapshot); it must keep the running flow's architecture. Then the new
+    policy is run on probe states: its actions must be finite, and a block's mean displacement E||M(a) - a||^2 on them
+    must stay within ``probe_slack`` times the trust region it claims, which may not exceed ``max_block_w2``.
+    """
+    max_bytes: int = MAX_UPDATE_BYTES
+    # Versions count published updates: one per accepted block plus one per compaction (at the defaults, a version
+    # per ~2,300 env steps). A policy started from an older checkpoint than that behind a learner must be started
+    # from the learner's checkpoint instead. Bounds how far a forged base can push the version (and lock the real
+    # learner's blocks out as "out of order").
+    max_version_jump: int = 1000
+    max_block_w2: float = 1.0         # largest claimable trust region, in [-1, 1] action units (delta 0.3 claims 0.11)
+    # Probe states are not the learner's held-out states: a block moves more on some. Measured with
+    # benchmarks/bench_update_checks.py (reach, delta 0.1 and 0.3, 22 learner blocks): up to 3.3x its claim on the
+    # newest observed states (0.9x on the held-out ones, 1.7x on synthetic ones), hence 10. A forged block that
+    # saturates the actions (~1 per joint: d2 ~ act_dim = 7) exceeds a claim of 0.0125 (delta 0.1) by 560x.
+    probe_slack: float = 10.0
+    probe_states: int = 64            # states per check (x one action each)
+    probe_min_observed: int = 16      # fewer observations seen so far -> synthetic states (normalised N(0, I))
+    max_blocks: int = 256             # cascade length after the update (a learner compacts at block.max_blocks)
+
+
+PROBE_MEMORY = 256                    # recent observations kept as probe states
+PROBE_SEED = 1234                     # fixed: a check gives the same verdict for the same update and states
 
 
 class PolicyRuntime:
-    """act() reads one immutable (normaliser, cascade, version) snapshot; apply_update() builds a new snapshot off to
-    the side and swaps the reference under a lock, so a swap never lands in the middle of an inference.
-
-    The runtime acts with its own copy of the policy it is given: a learner that keeps training its cascade in place
-    (appending blocks, re-fitting the base) reaches the actor only through published updates.
-    """
+    """act() reads one immutable (normaliser, cascade, version, digest) snapshot; apply_update() checks an update
+    and builds a new snapshot off to the side, then swaps the reference under a lock, so a swap never lands in the
+    middle of an inference. The runtime owns copies of the modules it is given: a learner that keeps training its own
+    cascade never changes what the actor runs."""
 
     def __init__(self, cascade: Cascade, normalizer: ObsNormalizer, version: int = 0, device: str = 'auto',
-                 seed: int | None = None):
+                 seed: int | None = None, checks: UpdateChecks | None = None):
         self.device = resolve_device(device)
+        self.checks = checks or UpdateChecks()
+        self.rejections: Counter[str] = Counter()       # per UpdateRejected.reason
+        self._key: bytes | None = None
         self._lock = threading.Lock()
         self._gen = torch.Generator(device=self.device)
         # Unseeded actors draw a fresh seed: the generator's fixed default would give every actor the same noise.
@@ -31,14 +68,23 @@ class PolicyRuntime:
             self._gen.seed()
         else:
             self._gen.manual_seed(seed)
-        self._snap = self._prepare(copy.deepcopy(cascade), copy.deepcopy(normalizer), version)
+        self._observed = np.zeros((PROBE_MEMORY, cascade.obs_dim), np.float32)
+        self._n_observed = 0
+        cascade, normalizer = copy.deepcopy(cascade), copy.deepcopy(normalizer)
+        self._snap = self._prepare(cascade, normalizer, version, policy_digest(cascade, normalizer))
 
-    def _prepare(self, cascade: Cascade, normalizer: ObsNormalizer, version: int):
-        return (normalizer.to(self.device).eval(), cascade.to(self.device).eval().requires_grad_(False), version)
+    def _prepare(self, cascade: Cascade, normalizer: ObsNormalizer, version: int, digest: str):
+        return (normalizer.to(self.device).eval(), cascade.to(self.device).eval().requires_grad_(False), version,
+                digest)
 
     @property
     def version(self) -> int:
         return self._snap[2]
+
+    @property
+    def digest(self) -> str:
+        """policy_digest of the running policy (what a block's ``parent`` must name)."""
+        return self._snap[3]
 
     @property
     def cascade(self) -> Cascade:
@@ -56,13 +102,29 @@ class PolicyRuntime:
     def act_dim(self) -> int:
         return self._snap[1].act_dim
 
+    def set_update_key(self, key: bytes | None) -> None:
+        """With a key, only updates signed with it (``auth.sign``) are accepted; None accepts unsigned ones again."""
+        if key is not None and len(key) < auth.MIN_KEY_BYTES:
+            raise ValueError(f'update key too short: {len(key)} bytes, at least {auth.MIN_KEY_BYTES}')
+        self._key = key
+
+    @property
+    def requires_signature(self) -> bool:
+        return self._key is not None
+
+    def clear_observations(self) -> None:
+        """Forget the observations kept as probe states (e.g. after a warm-up on made-up observations)."""
+        with self._lock:
+            self._n_observed = 0
+
     @torch.no_grad()
-    def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
+    def act(self, obs: np.ndarray, deterministic: bool = False, noise: np.ndarray | None = None) -> np.ndarray:
         """obs [obs_dim] or [B, obs_dim] (raw) -> action(s) in [-1, 1], flattened chunk [act_dim] or [B, act_dim].
 
-        Stochastic: fresh x0 ~ N(0, I) per decision. Deterministic: x0 = 0.
+        Stochastic: fresh x0 ~ N(0, I) per decision. Deterministic: x0 = 0. ``noise`` (shaped like the actions): the x0
+        to decode, for a caller that steers the noise (the DSRL baseline); deterministic is noise = 0.
         """
-        norm, cascade, _ = self._snap  # one consistent snapshot for the whole inference
+        norm, cascade, _, _ = self._snap  # one consistent snapshot for the whole inference
         o = np.asarray(obs, np.float32)
         single = o.ndim == 1
         o2 = o.reshape(1, -1) if single else o
@@ -71,36 +133,125 @@ class PolicyRuntime:
         if not np.isfinite(o2).all():
             raise ValueError('act: observation contains NaN or inf')
         s = norm(torch.as_tensor(o2, device=self.device))
-        x0 = torch.zeros(len(s), cascade.act_dim, device=self.device) if deterministic else None
+        x0 = None
+        if noise is not None:
+            n = np.asarray(noise, np.float32)
+            if n.size != len(o2) * cascade.act_dim or not np.isfinite(n).all():
+                raise ValueError(f'act: noise must be {len(o2)} x {cascade.act_dim} finite values, got shape {n.shape}')
+            x0 = torch.as_tensor(n.reshape(len(o2), cascade.act_dim), device=self.device)
+        elif deterministic:
+            x0 = torch.zeros(len(s), cascade.act_dim, device=self.device)
         with self._lock:  # the generator is shared between threads
             # clip=True even for a clip=False (unbounded toy) cascade: an actor never emits out-of-range actions.
-            a = cascade.sample(s, x0, generator=None if deterministic else self._gen, clip=True)
+            a = cascade.sample(s, x0, generator=None if x0 is not None else self._gen, clip=True)
+            for row in o2[-PROBE_MEMORY:]:
+                self._observed[self._n_observed % PROBE_MEMORY] = row
+                self._n_observed += 1
         a = a.cpu().numpy()
         return a[0] if single else a
 
+    # --- updates ---------------------------------------------------------------------------------------------------
     def apply_update(self, update: bytes | BlockUpdate) -> int:
-        """Validate, then swap atomically; returns the new version. Raises UpdateRejected and keeps the old policy.
+        """Check, then swap atomically; returns the new version. Raises UpdateRejected (its ``reason`` also counted in
+        ``rejections``) and keeps the old policy. Bytes are the network path (signature, size, format); a
+        BlockUpdate object comes from local code and skips the signature."""
+        try:
+            return self._apply(update)
+        except UpdateRejected as e:
+            self.rejections[e.reason] += 1
+            raise
 
-        A block must carry version = current + 1; a base (compaction or snapshot) must not be older than the current.
-        """
-        norm, cascade, version = self._snap
+    def _apply(self, update: bytes | BlockUpdate) -> int:
+        norm, cascade, version, digest = self._snap
+        c = self.checks
         if isinstance(update, BlockUpdate):
             update.validate(cascade.obs_dim, cascade.act_dim)
             upd = update
         else:
-            upd = BlockUpdate.from_bytes(update, cascade.obs_dim, cascade.act_dim)
+            payload = auth.verify(update, self._key)
+            upd = BlockUpdate.from_bytes(payload, cascade.obs_dim, cascade.act_dim, max_bytes=c.max_bytes)
         if upd.kind == 'block':
-            if upd.version != version + 1:
-                raise UpdateRejected(f'block update v{upd.version} out of order: policy is at v{version}')
-            new_cascade = Cascade(cascade.base, [*cascade.blocks, upd.build_block()], clip=cascade.clip)
-            new_norm = norm
+            new = self._check_block(upd, norm, cascade, version, digest)
         else:
-            if upd.version < version:
-                raise UpdateRejected(f'base update v{upd.version} is older than the policy (v{version})')
-            new_cascade, new_norm = upd.build_policy()
-        snap = self._prepare(new_cascade, new_norm, upd.version)
+            new = self._check_base(upd, cascade, version, digest)
+            if new is None:
+                return version                          # the running policy itself (a learner's restart snapshot)
+        snap = self._prepare(*new)
         with self._lock:
             if self._snap[2] != version:  # another thread applied an update meanwhile: re-check the order
-                raise UpdateRejected(f'update v{upd.version} raced with another update (policy now v{self._snap[2]})')
+                raise UpdateRejected(f'update v{upd.version} raced with another update (policy now v{self._snap[2]})',
+                                     'raced')
             self._snap = snap
         return upd.version
+
+    def _check_block(self, upd: BlockUpdate, norm, cascade: Cascade, version: int, digest: str):
+        c = self.checks
+        if upd.version != version + 1:
+            raise UpdateRejected(f'block update v{upd.version} out of order: policy is at v{version}', 'out_of_order')
+        if upd.meta['parent'] != digest:
+            raise UpdateRejected(f'block update v{upd.version} extends another policy (parent {upd.meta["parent"][:12]}'
+                                 f', running {digest[:12]})', 'wrong_parent')
+        claim = float(upd.meta['w2_bound'])
+        if claim > c.max_block_w2:
+            raise UpdateRejected(f'block update v{upd.version} claims a trust region of {claim:.3g} '
+                                 f'(E||M(a)-a||^2), over the limit of {c.max_block_w2:.3g}', 'claim_too_large')
+        if len(cascade.blocks) + 1 > c.max_blocks:
+            raise UpdateRejected(f'block update v{upd.version} would make {len(cascade.blocks) + 1} blocks '
+                                 f'(limit {c.max_blocks})', 'too_many_blocks')
+        block = upd.build_block().to(self.device)
+        s, x0 = self._probes(norm)
+        with torch.no_grad():
+            a = cascade.sample(s, x0, clip=False)   # pre-clip, as the learner measures its trust region
+            m = block(s, a)
+        if not torch.isfinite(m).all():
+            raise UpdateRejected(f'block update v{upd.version} gives non-finite actions on probe states',
+                                 'non_finite_output')
+        d2 = (m - a).pow(2).sum(-1).mean().item()
+        if d2 > c.probe_slack * claim:
+            raise UpdateRejected(f'block update v{upd.version} moves actions by E||M(a)-a||^2 = {d2:.3g} on probe '
+                                 f'states, over {c.probe_slack:g} x its claimed {claim:.3g}', 'trust_region')
+        return (Cascade(cascade.base, [*cascade.blocks, block], clip=cascade.clip), norm, upd.version,
+                upd.digest(digest))
+
+    def _check_base(self, upd: BlockUpdate, cascade: Cascade, version: int, digest: str):
+        c = self.checks
+        if upd.version < version:
+            raise UpdateRejected(f'base update v{upd.version} is older than the policy (v{version})', 'older')
+        if upd.version > version + c.max_version_jump:
+            raise UpdateRejected(f'base update v{upd.version} jumps more than {c.max_version_jump} versions ahead of '
+                                 f'the policy (v{version})', 'version_jump')
+        new_digest = upd.digest()
+        if upd.version == version:
+            if new_digest == digest:
+                return None
+            raise UpdateRejected(f'base update v{upd.version} is a different policy at the running version',
+                                 'same_version_differs')
+        if upd.meta['flow'] != dataclasses.asdict(cascade.base.cfg):
+            raise UpdateRejected(f'base update v{upd.version} changes the flow architecture {upd.meta["flow"]} '
+                                 f'(running {dataclasses.asdict(cascade.base.cfg)})', 'incompatible')
+        if len(upd.meta['blocks']) > c.max_blocks:
+            raise UpdateRejected(f'base update v{upd.version} has {len(upd.meta["blocks"])} blocks '
+                                 f'(limit {c.max_blocks})', 'too_many_blocks')
+        new_cascade, new_norm = upd.build_policy()
+        new_cascade, new_norm = new_cascade.to(self.device), new_norm.to(self.device)
+        s, x0 = self._probes(new_norm)
+        with torch.no_grad():
+            a = new_cascade.sample(s, x0, clip=False)
+        if not torch.isfinite(a).all():
+            raise UpdateRejected(f'base update v{upd.version} gives non-finite actions on probe states',
+                                 'non_finite_output')
+        return new_cascade, new_norm, upd.version, new_digest
+
+    def _probes(self, norm: ObsNormalizer) -> tuple[torch.Tensor, torch.Tensor]:
+        """(normalised probe states, x0 noise): recent observations when enough were seen, else N(0, I) states."""
+        c = self.checks
+        gen = torch.Generator(device='cpu').manual_seed(PROBE_SEED)
+        with self._lock:
+            n = min(self._n_observed, PROBE_MEMORY)
+            observed = self._observed[:n].copy()
+        if n >= c.probe_min_observed:
+            idx = torch.randint(n, (c.probe_states,), generator=gen)
+            s = norm(torch.as_tensor(observed, device=self.device)[idx.to(self.device)])
+        else:
+            s = torch.randn(c.probe_states, self.obs_dim, generator=gen).clamp(-3, 3).to(self.device)
+        return s, torch.randn(c.probe_states, self.act_dim, generator=gen).to(self.device)

@@ -9,13 +9,18 @@ Two ways in:
   ``[reward, terminated, truncated, step]``, when the episodes carry rewards), ``/swfp/episode`` (std_msgs/msg/Int32,
   the episode index, once at each episode start) and ``/clock`` (rosgraph_msgs/msg/Clock).
 * :class:`BagRecorder` — a streaming writer a ROS recorder node feeds with raw CDR bytes (or message objects) from
-  live subscriptions; connections are registered on first use by (topic, type).
+  live subscriptions; connections are registered on first use by (topic, type). Under simulation time its
+  :class:`SimTimeStamper` gives each message the sim time at which it was published.
 
 MCAP is the default storage, sqlite3 on request; rosbag2 format version 8 or 9.
 """
 from __future__ import annotations
 
+import bisect
+import heapq
+import itertools
 import os
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -174,6 +179,65 @@ class BagRecorder:
     def __exit__(self, exc_type, exc, tb) -> bool:
         self.close()
         return False
+
+
+def clock_ns_from_cdr(raw: bytes) -> int:
+    """Sim time (ns) of a serialized rosgraph_msgs/Clock (CDR: 4-byte encapsulation header, int32 sec, uint32 ns)."""
+    sec, nanosec = struct.unpack_from('<iI' if raw[1] == 1 else '>iI', raw, 4)
+    return sec * 1_000_000_000 + nanosec
+
+
+class SimTimeStamper:
+    """Bag timestamps in simulation time, from publish order instead of arrival order.
+
+    A recorder that stamps each message with its own sim clock as it processes it mixes steps up: in a lockstep graph
+    the next /clock tick (published once the bridge got action t) can be processed before action t itself, which then
+    takes the next step's time, and two actions share one timestamp. Here every message is stamped from its publish
+    time (the DDS source timestamp, one wall clock on one host): the sim time of the last /clock published before it,
+    plus its rank among the messages published since, in nanoseconds. So within one tick the bag keeps the order in
+    which things happened (state, action, then the reward of that action) at offsets far below a control period.
+    A message is held ``hold_ns`` after its arrival (any monotonic clock, the same for ``add`` and ``ready``) so that
+    ones delivered out of order are sorted first, and until a /clock published after it has arrived (so the tick it
+    belongs to is known even when a lagging recorder drains its /clock queue late), or at most ``max_hold_ns``.
+    """
+
+    def __init__(self, clock_topic: str = '/clock', hold_ns: int = 250_000_000, max_hold_ns: int = 2_000_000_000):
+        self.clock_topic, self.hold_ns, self.max_hold_ns = clock_topic, hold_ns, max_hold_ns
+        self._newest_clock = -1                   # source time of the newest /clock that has arrived
+        self._pending: list = []                 # heap of (source_ns, seq, arrival_ns, topic, msgtype, raw)
+        self._seq = itertools.count()
+        self._clocks: list[tuple[int, int]] = []   # (source_ns, sim_ns) of released /clock messages, in order
+        self._tick, self._rank = -1, 0             # the clock tick messages are being ranked in
+
+    def add(self, topic: str, msgtype: str, raw: bytes, source_ns: int, arrival_ns: int) -> None:
+        heapq.heappush(self._pending, (source_ns, next(self._seq), arrival_ns, topic, msgtype, raw))
+        if topic == self.clock_topic:
+            self._newest_clock = max(self._newest_clock, source_ns)
+
+    def ready(self, now_ns: int) -> list[tuple[str, str, bytes, int]]:
+        """(topic, msgtype, raw, stamp_ns) of the messages held long enough, in publish order."""
+        out = []
+        while self._pending:
+            source_ns, _, arrival_ns, topic = self._pending[0][:4]
+            held = now_ns - arrival_ns
+            tick_known = topic == self.clock_topic or self._newest_clock > source_ns
+            if held < self.hold_ns or (not tick_known and held < self.max_hold_ns):
+                break
+            out.append(self._release(*heapq.heappop(self._pending)))
+        return out
+
+    def flush(self) -> list[tuple[str, str, bytes, int]]:
+        """Everything still held (the recording stops)."""
+        return [self._release(*heapq.heappop(self._pending)) for _ in range(len(self._pending))]
+
+    def _release(self, source_ns, _seq, _arrival, topic, msgtype, raw):
+        if topic == self.clock_topic:
+            self._clocks.append((source_ns, clock_ns_from_cdr(raw)))
+            self._tick, self._rank = len(self._clocks) - 1, 0
+            return topic, msgtype, raw, self._clocks[-1][1]
+        tick = bisect.bisect_right(self._clocks, (source_ns, 2 ** 63)) - 1
+        self._tick, self._rank = tick, (self._rank + 1 if tick == self._tick else 1)
+        return topic, msgtype, raw, (self._clocks[tick][1] if tick >= 0 else 0) + self._rank
 
 
 class _Msgs:

@@ -12,8 +12,8 @@ metadata string::
     metadata      ()           str         JSON: format_version, task, obs_labels, action_labels, control_rate_hz,
                                            provenance (list of dicts), schema (ingest spec or null), episode_info
 
-``load`` checks the format version, the presence, dtypes and shapes of every array and raises ``ValueError`` naming
-the file on any mismatch.
+``load`` checks the format version, the presence, dtypes and shapes of every array and raises ``DatasetError`` (a
+``ValueError``) naming the file on any mismatch.
 """
 from __future__ import annotations
 
@@ -26,8 +26,16 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from ..files import atomic_path
+
 FORMAT_NAME = 'swfp_demo_dataset'
 FORMAT_VERSION = 1
+
+
+class DatasetError(ValueError):
+    """A file that is not a valid dataset; the message names the file and says why."""
+
+
 _ARRAYS = ('obs', 'actions', 'rewards', 'timestamps', 'ep_lengths', 'ep_success', 'metadata')
 
 
@@ -196,11 +204,8 @@ class DemoDataset:
             'ep_success': self.successes,
             'metadata': np.array(json.dumps(self.metadata(), default=_json_default)),
         }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
-        with open(tmp, 'wb') as f:
+        with atomic_path(path) as tmp, open(tmp, 'wb') as f:
             np.savez_compressed(f, **arrays)
-        os.replace(tmp, path)
         return path
 
     @classmethod
@@ -210,8 +215,9 @@ class DemoDataset:
         if not path.is_file():
             raise FileNotFoundError(f'{path}: no such dataset file')
 
-        def bad(why: str) -> ValueError:
-            return ValueError(f'{path}: not a valid {FORMAT_NAME} file: {why}')
+        def bad(why: str) -> DatasetError:
+            return DatasetError(f'{path}: not a valid {FORMAT_NAME} file: {why} (datasets come from swfp demos or '
+                                f'swfp ingest)')
 
         try:
             with np.load(path, allow_pickle=False) as z:

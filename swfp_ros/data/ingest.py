@@ -344,6 +344,11 @@ class _BagIngest:
                 raise BagError(f'{self.name}: topic {topic!r} carries several types {sorted(types)}',
                                bag=self.name, topic=topic)
             msgtype = types.pop()
+            formats = {c.serialization_format for c in conns} - {'cdr'}
+            if formats:
+                raise BagError(f'{self.name}: topic {topic!r} is serialized as {" and ".join(sorted(formats))}; '
+                               f'only CDR (what rosbag2 records from ROS 2) can be decoded', bag=self.name,
+                               topic=topic, msgtype=msgtype)
             allowed = SOURCE_TYPES.get(s.kind) if s is not None else None
             if allowed is not None and msgtype not in allowed:
                 raise BagError(f'{self.name}: topic {topic!r} has type {msgtype}, but spec {where} '
@@ -624,7 +629,7 @@ def ingest(bags: 'str | os.PathLike | Iterable[str | os.PathLike]', spec, *, pro
         bags = [bags]
     bags = list(bags)
     if not bags:
-        raise ValueError('ingest: no bags given')
+        raise ValueError('no bags given')
     report = IngestReport()
     ds = DemoDataset(task=spec.task, control_rate_hz=spec.control_rate_hz, schema=spec.to_dict())
     labels = None
@@ -654,24 +659,9 @@ def ingest(bags: 'str | os.PathLike | Iterable[str | os.PathLike]', spec, *, pro
         ds.provenance.append(prov)
     ds.report = report
     if not ds.episodes:
-        raise IngestError('ingest: nothing could be ingested:\n' + str(report), report)
+        raise IngestError('nothing could be ingested:\n' + str(report), report)
     return (ds, report) if return_report else ds
 
 
 __all__ = ['ingest', 'ingest_bag', 'IngestReport', 'BagReport', 'IngestError', 'BagError', 'BagReadError',
            'Extractor', 'FieldError']
-
-
-def main_ingest(bags: Sequence[str], spec_path: str, out: str, *, progress: bool | None = None) -> int:
-    """CLI body for ``swfp ingest BAG [BAG...] --spec SPEC --out DATA.npz``; prints the report, returns the exit
-    status (0: every bag ingested, 1: nothing ingested, 2: some bags failed)."""
-    import sys
-    try:
-        ds, report = ingest(bags, spec_path, progress=progress, return_report=True)
-    except IngestError as err:
-        print(f'swfp ingest: {err}', file=sys.stderr)
-        return 1
-    path = ds.save(out)
-    print(report)
-    print(f'wrote {path}: {ds}')
-    return 2 if report.failed else 0

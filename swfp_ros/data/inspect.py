@@ -16,6 +16,7 @@ class TopicSummary:
     count: int
     rate_hz: float | None          # mean rate: (count - 1) / (last - first) over the topic's own messages
     has_definition: bool           # the bag carries the type's definition
+    serialization_format: str = 'cdr'
 
 
 @dataclass
@@ -65,11 +66,12 @@ def inspect_bag(path: str | os.PathLike, *, rates: bool = True) -> BagSummary:
                 else:
                     span = (end - start) * 1e-9 if start is not None and end is not None else 0.0
                 rate = (c.msgcount - 1) / span if c.msgcount > 1 and span > 0 else None
-                topics.append(TopicSummary(c.topic, c.msgtype, c.msgcount, rate, bool(c.msgdef)))
+                topics.append(TopicSummary(c.topic, c.msgtype, c.msgcount, rate, bool(c.msgdef),
+                                           c.serialization_format))
             summary = BagSummary(path=str(path), storage_id=bag.storage_id, format_version=bag.version,
                                  files=[f.name for f in bag.files], message_count=bag.message_count,
                                  start_ns=start, end_ns=end, topics=topics, warnings=list(bag.warnings),
-                                 ros_distro=(bag.metadata or {}).get('ros_distro'))
+                                 ros_distro=bag.ros_distro)
     for w in caught:
         if not issubclass(w.category, BagWarning):
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
@@ -101,23 +103,8 @@ def format_summary(s: BagSummary) -> str:
         for t in s.topics:
             rate = f'{t.rate_hz:9.2f} Hz' if t.rate_hz is not None else '        - Hz'
             lines.append(f'  {t.topic:<{wt}}  {t.msgtype:<{wy}}  {t.count:>9d} msgs  {rate}'
-                         + ('' if t.has_definition else '  (no embedded definition)'))
+                         + ('' if t.has_definition else '  (no embedded definition)')
+                         + ('' if t.serialization_format == 'cdr' else f'  (serialized as {t.serialization_format})'))
     for w in s.warnings:
         lines.append(f'Warning: {w}')
     return '\n'.join(lines)
-
-
-def main_inspect(paths: list[str], as_json: bool = False) -> int:
-    """CLI body for ``swfp inspect BAG [BAG...] [--json]``; returns the exit status."""
-    import json
-    import sys
-    rc = 0
-    for p in paths:
-        try:
-            s = inspect_bag(p)
-        except Exception as err:  # noqa: BLE001
-            print(f'swfp inspect: {err}' if str(p) in str(err) else f'swfp inspect: {p}: {err}', file=sys.stderr)
-            rc = 1
-            continue
-        print(json.dumps(s.to_dict()) if as_json else format_summary(s))
-    return rc

@@ -2,9 +2,13 @@
 
 * A directory whose ``metadata.yaml`` is valid and matches its files is read through the storage files it lists
   (or through rosbags' directory reader when the bag is compressed).
-* A ``metadata.yaml`` that is missing, unreadable, lists files that do not exist, or whose message counts disagree
-  with the storage files triggers a :class:`BagWarning` and a fall back to the ``.mcap`` / ``.db3`` files in the
-  directory.
+* A ``metadata.yaml`` that is missing, unreadable, lists files that do not exist, or whose message counts or
+  serialization formats disagree with the storage files triggers a :class:`BagWarning` and a fall back to the
+  ``.mcap`` / ``.db3`` files in the directory. Its ``relative_file_paths`` are relative to the bag directory
+  (subdirectories included; early rosbag2 releases prefixed the bag directory's own name, which is accepted too).
+* A single storage file's embedded metadata is used for the format version and ROS distro only: rosbag2 writes the
+  MCAP copy when the bag is opened (0 messages), so its counts say nothing.
+* Each topic keeps its serialization format; only CDR can be decoded (ingest refuses any other, naming the topic).
 * Message definitions come from the bag itself (MCAP schemas, sqlite3 ``message_definitions``); types a bag does not
   define (old bags) come from the standard ROS 2 type store.
 * Any failure to read a storage file (truncated MCAP, garbled sqlite3) raises :class:`BagReadError` naming the file.
@@ -53,6 +57,7 @@ class BagConnection:
     msgcount: int
     msgdef: str
     msgdef_format: str           # 'msg' | 'idl' | ''
+    serialization_format: str = 'cdr'
     conns: list = field(default_factory=list)   # rosbags Connection objects (one per storage file)
 
 
@@ -142,7 +147,9 @@ class BagSource:
         self.files: list[Path] = []
         self.storage_id: str | None = None
         self.version: int | None = None
-        self.metadata: dict | None = None
+        self.metadata: dict | None = None         # metadata.yaml when it matches the files, else embedded metadata
+        self.ros_distro: str | None = None        # from any metadata that names it, even one not otherwise used
+        self._counts_claimed = False              # self.metadata is a metadata.yaml whose counts must match
         self._readers: list = []
         self._dir_reader = None
         self.connections: dict[tuple[str, str], BagConnection] = {}
@@ -172,14 +179,18 @@ class BagSource:
                 self.version = int(self.metadata['version'])
             except (TypeError, ValueError):
                 self.version = None
-        if self.version is None:
+        if self.version is None or self.ros_distro is None:
             for f in self.files:
-                meta = _embedded_metadata(f)
-                if meta and meta.get('version') is not None:
+                meta = _embedded_metadata(f) or {}
+                if self.version is None and meta.get('version') is not None:
                     self.version = int(meta['version'])
-                    break
+                self.ros_distro = self.ros_distro or meta.get('ros_distro')
+        self.ros_distro = self.ros_distro or (self.metadata or {}).get('ros_distro')
         ids = {STORAGE_SUFFIXES.get(f.suffix) for f in self.files}
-        self.storage_id = ids.pop() if len(ids) == 1 else (self.metadata or {}).get('storage_identifier')
+        if self._counts_claimed:    # a valid metadata.yaml names it (compressed files end in .zstd)
+            self.storage_id = self.metadata['storage_identifier']
+        else:
+            self.storage_id = ids.pop() if len(ids) == 1 else (self.metadata or {}).get('storage_identifier')
         try:
             self._open_readers()
         except BaseException:
@@ -198,16 +209,19 @@ class BagSource:
             try:
                 meta = _read_yaml(mpath)
                 meta = meta['rosbag2_bagfile_information']
-                listed = [d / Path(x).name for x in meta['relative_file_paths']]
+                if isinstance(meta, dict) and isinstance(meta.get('ros_distro'), str):
+                    self.ros_distro = meta['ros_distro']
+                listed = [_listed_file(d, x) for x in meta['relative_file_paths']]
                 ver = int(meta['version'])
                 if ver > 9 or ver < 1:
                     problem = f'metadata.yaml has unsupported version {ver}'
-                elif missing := [str(x.name) for x in listed if not x.exists()]:
+                elif missing := [str(x.relative_to(d)) for x in listed if not x.is_file()]:
                     problem = f'metadata.yaml lists storage file(s) that do not exist: {missing}'
                 elif meta.get('storage_identifier') not in ('mcap', 'sqlite3'):
                     problem = f'metadata.yaml has unsupported storage_identifier {meta.get("storage_identifier")!r}'
                 else:
                     self.metadata = meta
+                    self._counts_claimed = True
                     mode = str(meta.get('compression_mode') or '').lower()
                     if mode and mode != 'none':
                         self._dir_reader = Reader(d)   # rosbags handles file / message compression
@@ -245,12 +259,13 @@ class BagSource:
             fmt = {MessageDefinitionFormat.MSG: 'msg', MessageDefinitionFormat.IDL: 'idl'}.get(c.msgdef.format, '')
             bc = self.connections.get(key)
             if bc is None:
-                bc = self.connections[key] = BagConnection(c.topic, c.msgtype, 0, c.msgdef.data, fmt)
+                bc = self.connections[key] = BagConnection(c.topic, c.msgtype, 0, c.msgdef.data, fmt,
+                                                           getattr(c.ext, 'serialization_format', None) or 'cdr')
             elif not bc.msgdef and fmt:
                 bc.msgdef, bc.msgdef_format = c.msgdef.data, fmt
             bc.msgcount += c.msgcount
             bc.conns.append(c)
-        if self.metadata and self._dir_reader is None:
+        if self._counts_claimed and self._dir_reader is None:
             self._check_counts()
 
     def _check_counts(self) -> None:
@@ -269,6 +284,13 @@ class BagSource:
         if claimed != actual or any(have.get(k, 0) != v for k, v in per_topic.items()):
             self._warn(f'{self.path}: metadata.yaml says {claimed} messages but the storage files hold {actual} '
                        f'(per topic: metadata {per_topic}, files {have}); using the storage files')
+        formats = {t['topic_metadata']['name']: t['topic_metadata'].get('serialization_format')
+                   for t in meta.get('topics_with_message_count') or []}
+        for c in self.connections.values():
+            claimed_format = formats.get(c.topic) or c.serialization_format
+            if claimed_format != c.serialization_format:
+                self._warn(f'{self.path}: metadata.yaml says topic {c.topic} is serialized as {claimed_format!r} '
+                           f'but its storage file says {c.serialization_format!r}; using the storage file')
 
     def close(self) -> None:
         readers, self._readers = self._readers, []
@@ -347,6 +369,17 @@ class BagSource:
                 streams.append(_guarded(f, r.messages(connections=conns)))
         it = streams[0] if len(streams) == 1 else heapq.merge(*streams, key=lambda x: x[2])
         return it
+
+
+def _listed_file(d: Path, listed: str) -> Path:
+    """A ``relative_file_paths`` entry of bag directory ``d``: relative to ``d`` (early rosbag2 releases prefixed
+    ``d``'s own name). Absolute paths or ones that climb out of ``d`` are refused (``ValueError``)."""
+    rel = Path(listed)
+    if rel.is_absolute() or '..' in rel.parts:
+        raise ValueError(f'storage file path {listed!r} is not inside the bag directory')
+    if not (d / rel).is_file() and len(rel.parts) > 1 and rel.parts[0] == d.name:
+        return d.joinpath(*rel.parts[1:])
+    return d / rel
 
 
 def _guarded(path: Path, gen) -> Iterator[tuple[str, str, int, bytes]]:

@@ -433,7 +433,7 @@ def load_spec(spec: 'str | os.PathLike | dict | IngestSpec') -> IngestSpec:
     if isinstance(spec, os.PathLike) or (isinstance(spec, str) and '\n' not in spec and spec.endswith(('.yaml', '.yml'))):
         p = Path(spec)
         if not p.is_file():
-            raise FileNotFoundError(f'ingest spec file {p} does not exist')
+            raise SpecError(f'ingest spec {p}: no such file')
         text, origin = p.read_text(), str(p)
     elif isinstance(spec, str):
         text, origin = spec, '<string>'
@@ -442,7 +442,7 @@ def load_spec(spec: 'str | os.PathLike | dict | IngestSpec') -> IngestSpec:
     try:
         d = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise SpecError(f'ingest spec {origin}: invalid YAML: {err}') from None
+        raise SpecError(f'ingest spec {origin}: invalid YAML ({" ".join(str(err).split())})') from None
     try:
         return parse_spec(d)
     except SpecError as err:

@@ -4,8 +4,11 @@ Starts the graph described in :mod:`swfp_ros.ros.graph` — the same description
 processes: the same executables (``<prefix>/lib/swfp_ros/``, this interpreter's console scripts, then PATH), the
 same parameter files (the package's ``config/`` or the ``config:=DIR`` argument), and the argument-derived overrides
 written to a typed parameter file per node (as launch_ros does). Each node runs in its own process group, its output
-is prefixed ``[name]`` and line-buffered. Ctrl-C / SIGTERM: SIGINT to every node, wait ``--grace`` seconds, then
-SIGKILL the stragglers. When a node dies, the others are shut down the same way and the exit status is non-zero.
+is prefixed ``[name]`` and line-buffered. Ctrl-C / SIGTERM (any number of them): SIGINT to every node once, wait
+``--grace`` seconds, then SIGKILL the stragglers; each node's exit status is reported. When a node exits, the graph's
+exit rule applies (:func:`swfp_ros.ros.graph.exit_verdict`): a required node (an actor) or a node that failed to
+start ends the graph with a non-zero status; the learner dying does not — the actors keep acting with their last
+accepted policy, and it is restarted when ``respawn_learner:=true``.
 
 Also usable as ``python -m swfp_ros.ros.bringup``.
 """
@@ -23,7 +26,8 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from swfp_ros.ros.graph import GRAPHS, PACKAGE_CONFIG_DIR, ResolvedNode, get_graph, parse_assignments, resolve
+from swfp_ros.ros.graph import (GRAPHS, PACKAGE_CONFIG_DIR, RESPAWN_DELAY_S, ResolvedNode, exit_verdict, get_graph,
+                                parse_assignments, resolve)
 
 # Last-resort fallback for a source checkout that was never installed: module of each executable (setup.py's map).
 EXECUTABLE_MODULES = {
@@ -31,6 +35,7 @@ EXECUTABLE_MODULES = {
     'learner_node': 'swfp_ros.ros.learner_node',
     'sim_bridge': 'swfp_ros.ros.sim_bridge_node',
     'recorder_node': 'swfp_ros.ros.recorder_node',
+    'task_node': 'swfp_ros.ros.task_node',
 }
 
 
@@ -54,8 +59,10 @@ def find_executable(name: str, package: str = 'swfp_ros') -> list[str]:
 class _Proc:
     def __init__(self, node: ResolvedNode, cmd: list[str], popen: subprocess.Popen):
         self.node, self.cmd, self.popen = node, cmd, popen
-        self.label = (node.namespace.strip('/') + '/' if node.namespace else '') + node.name
+        self.label = node.label
         self.reader: threading.Thread | None = None
+        self.gone = False                         # exited and not restarted (a node the graph can do without)
+        self.restart_at: float | None = None
 
 
 class Bringup:
@@ -98,33 +105,42 @@ class Bringup:
 
     def start(self) -> None:
         for node, cmd in zip(self.nodes, self.commands()):
-            popen = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     env=self.env, start_new_session=True)  # own session = own process group
-            proc = _Proc(node, cmd, popen)
-            proc.reader = threading.Thread(target=self._pump, args=(proc,), daemon=True, name=f'pump-{proc.label}')
-            proc.reader.start()
-            self.procs.append(proc)
-            self._say('swfp up', f'started {proc.label} (pid {popen.pid}): {" ".join(cmd)}')
+            self.procs.append(self._spawn(_Proc(node, cmd, None)))
+
+    def _spawn(self, proc: _Proc) -> _Proc:
+        proc.popen = subprocess.Popen(proc.cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, env=self.env,
+                                      start_new_session=True)  # own session = own process group
+        proc.reader = threading.Thread(target=self._pump, args=(proc,), daemon=True, name=f'pump-{proc.label}')
+        proc.reader.start()
+        proc.restart_at = None
+        self._say('swfp up', f'started {proc.label} (pid {proc.popen.pid}): {" ".join(proc.cmd)}')
+        return proc
 
     def request_stop(self, *_args) -> None:
         self._stop.set()
 
     def wait(self, poll: float = 0.1) -> int:
-        """Until Ctrl-C/SIGTERM (-> 0 when everything stops cleanly) or a node exits (-> non-zero)."""
-        failed: _Proc | None = None
+        """Until Ctrl-C/SIGTERM (-> 0 when everything stops cleanly) or an exit that ends the graph (-> non-zero)."""
         while not self._stop.is_set():
             for p in self.procs:
-                if p.popen.poll() is not None:
-                    failed = p
-                    break
-            if failed is not None:
-                break
+                if p.restart_at is not None and time.monotonic() >= p.restart_at:
+                    self._spawn(p)
+                if p.gone or p.restart_at is not None or p.popen.poll() is None:
+                    continue
+                rc = p.popen.returncode
+                stop, message = exit_verdict(p.node, rc)
+                self._say('swfp up', message)
+                if stop:
+                    self.shutdown()
+                    return rc if rc and rc > 0 else 1
+                if p.reader is not None:
+                    p.reader.join(timeout=2.0)
+                if p.node.respawn:
+                    p.restart_at = time.monotonic() + RESPAWN_DELAY_S
+                else:
+                    p.gone = True
             self._stop.wait(poll)
-        if failed is not None:
-            rc = failed.popen.returncode
-            self._say('swfp up', f'{failed.label} exited with status {rc}; shutting the graph down')
-            self.shutdown()
-            return rc if rc and rc > 0 else 1
         self._say('swfp up', 'shutting down')
         return self.shutdown()
 
@@ -151,7 +167,9 @@ class Bringup:
                 p.reader.join(timeout=2.0)
         for p in self.procs:
             code = p.popen.returncode
-            if code not in (0, -signal.SIGINT, 128 + signal.SIGINT, -signal.SIGTERM) and rc == 0:
+            if not p.gone:
+                self._say('swfp up', f'{p.label} exited with status {code}')
+            if code not in (0, -signal.SIGINT, 128 + signal.SIGINT, -signal.SIGTERM) and rc == 0 and not p.gone:
                 rc = 1
         self._tmp.cleanup()
         return rc

@@ -7,12 +7,23 @@ experimental EventsExecutor was tried too: it did not stop on SIGINT (Kilted whe
 """
 from __future__ import annotations
 
+import signal
 import sys
+import threading
+import time
 import traceback
 from typing import Callable
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.signals import SignalHandlerOptions
+
+# Seconds between checks of the stop flag while the executor waits for work: the bound on how late a signal is seen.
+STOP_POLL_S = 0.1
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# Exit status of a node that could not start (bad parameters, missing checkpoint): launchers end the whole graph on
+# it, while a node that fails later (status 1) may be one the graph can do without for a while (the learner).
+EXIT_START_FAILED = 3
 
 
 def make_executor() -> SingleThreadedExecutor:
@@ -28,34 +39,53 @@ def steady_clock():
 
 
 def run_node(name: str, make_node: Callable, on_start: Callable | None = None, args=None) -> int:
-    """Init rclpy, build the node, spin it until Ctrl-C / SIGTERM / shutdown, then ``node.close()`` and tear down.
+    """Init rclpy, build the node, spin it until SIGINT / SIGTERM / shutdown, then ``node.close()`` and tear down.
 
-    Returns the process exit status: 0 for a requested stop (also ``SystemExit(0)`` from inside the node), 1 for an
-    error, which is printed with its traceback. A RuntimeError raised after the context was shut down is a message take
-    interrupted by Ctrl-C: a clean stop, not a crash.
+    Signals only *request* the stop: rclpy's own handlers are off, and ours set a flag that the spin loop checks
+    between callbacks (at most ``STOP_POLL_S`` later). A KeyboardInterrupt raised at an arbitrary point would cut
+    short whatever runs at that moment -- an rclpy Task under construction (whose ``__del__`` then prints a
+    traceback), the learner's final checkpoint, a bag's metadata -- and a terminal Ctrl-C under ``ros2 launch``
+    delivers SIGINT twice (from the terminal to the process group, then from launch), then SIGTERM when a node is
+    slow. Once the shutdown sequence has begun, both signals are ignored: it runs to the end and the exit status is
+    0. (Ignored rather than left to a Python handler: Python resets its handlers to the default -- terminate -- while
+    the interpreter exits.)
+
+    Returns the process exit status: 0 for a requested stop (also ``SystemExit(0)`` from inside the node),
+    ``EXIT_START_FAILED`` when building or starting the node failed (or it raised ``SystemExit(EXIT_START_FAILED)``),
+    1 for an error while running, which is printed with its traceback.
     """
-    rclpy.init(args=args)
+    stop = threading.Event()
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, lambda *_: stop.set())
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     executor = make_executor()
     node = None
     rc = 0
+    started = False
     try:
         node = make_node()
         executor.add_node(node)
-        if on_start is not None:
+        if on_start is not None and not stop.is_set():
             on_start(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
+        started = True
+        while not stop.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=STOP_POLL_S)
+    except ExternalShutdownException:
         pass
     except SystemExit as e:
-        rc = 0 if e.code in (0, None) else 1
+        rc = 0 if e.code in (0, None) else EXIT_START_FAILED if e.code == EXIT_START_FAILED or not started else 1
     except Exception as e:  # noqa: BLE001 -- the node's last word before the process exits
-        if not (isinstance(e, RuntimeError) and not rclpy.ok()):
-            print(f'{name}: {type(e).__name__}: {e}', file=sys.stderr)
-            traceback.print_exc()
-            rc = 1
+        print(f'{name}: {"failed to start: " if not started else ""}{type(e).__name__}: {e}', file=sys.stderr)
+        traceback.print_exc()
+        rc = 1 if started else EXIT_START_FAILED
     finally:
+        for sig in STOP_SIGNALS:   # the stop is under way; ignored (not default) also through interpreter exit
+            signal.signal(sig, signal.SIG_IGN)
+        t0 = time.monotonic()
         if node is not None:
+            node.get_logger().info('stopping' + (' (signal)' if stop.is_set() else ''))
             node.close()
+            node.get_logger().info(f'stopped in {time.monotonic() - t0:.2f} s')
             node.destroy_node()
         executor.shutdown(timeout_sec=1.0)
         rclpy.try_shutdown()

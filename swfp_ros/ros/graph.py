@@ -3,16 +3,25 @@
 Two ways in read this module and nothing else:
 
 * ``launch/*.launch.py`` (a ROS 2 install, ``ros2 launch swfp_ros sim_finetune.launch.py``) turn it into
-  ``DeclareLaunchArgument`` and ``launch_ros.actions.Node`` actions with :func:`launch_description`;
+  ``DeclareLaunchArgument`` actions and, once the arguments are known, ``launch_ros.actions.Node`` actions of the
+  nodes :func:`resolve` returns, with exit handlers (:func:`launch_description`);
 * :mod:`swfp_ros.ros.bringup` (``swfp up sim_finetune``, pip-only machines) resolves it to command lines with
   :func:`resolve`.
 
-This module is pure data + pure functions: it imports neither rclpy nor launch at module level (``launch`` and
-``launch_ros`` are imported inside :func:`launch_description` only).
+Both therefore start the same processes with the same parameters, and apply the same exit rules: a node whose
+``required`` is true ends the graph when it exits (with the reason); a node that is not required (the learner) ends
+it only when it fails to start (exit status ``EXIT_START_FAILED``); otherwise the actors keep acting with their last
+accepted policy, and the node is restarted when its ``respawn`` value is true.
 
-Values inside a node description are either literals or :class:`Arg` references to a declared argument. Every
-argument has a ``type`` used both ways: ``launch_ros.parameter_descriptions.ParameterValue(value_type=...)`` in the
-launch files, and the typed parameter YAML that the bring-up writes.
+``namespace`` may list several namespaces (``arm1,arm2``): the actor nodes (``namespaced``) are started once per
+namespace, with ``actor_id`` counting up from the given one; the learner and the recorder stay single and global.
+
+This module is pure data + pure functions: it imports neither rclpy nor launch at module level (``launch`` and
+``launch_ros`` are imported inside :func:`launch_description` and :func:`launch_nodes` only).
+
+Values inside a node description are literals, :class:`Arg` references to a declared argument, or :class:`Computed`
+values derived from all the argument values. Every argument has a ``type``: its text (from the command line or
+from launch) is parsed into a typed parameter value the same way for both.
 """
 from __future__ import annotations
 
@@ -21,6 +30,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence, Union
 
 PACKAGE = 'swfp_ros'
+EXIT_START_FAILED = 3          # swfp_ros.ros.executors.EXIT_START_FAILED (this module does not import rclpy)
+RESPAWN_DELAY_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -38,7 +49,15 @@ class PackageConfigDir:
 
 
 PACKAGE_CONFIG_DIR = PackageConfigDir()
-Value = Union[Arg, str, int, float, bool]
+
+
+@dataclass(frozen=True)
+class Computed:
+    """A value computed from the typed values of all arguments (and the node's namespace, '' or '/ns')."""
+    fn: Callable[[Mapping[str, Any], str], Any]
+
+
+Value = Union[Arg, Computed, str, int, float, bool, list]
 
 
 @dataclass(frozen=True)
@@ -84,6 +103,8 @@ class NodeSpec:
     namespaced: bool = True                                 # under the `namespace` argument (actors); False: global
     condition: str | None = None                            # a bool argument: start only when true
     package: str = PACKAGE
+    required: bool = True                                   # its exit ends the graph (else only a failed start does)
+    respawn: Value = False                                  # restart it when it exits (not required nodes)
 
 
 @dataclass(frozen=True)
@@ -104,12 +125,12 @@ class Graph:
 # ---------------------------------------------------------------------------------------------- the arguments
 def _common_arguments(use_sim_time: bool) -> list[Argument]:
     return [
-        Argument('namespace', '', 'ROS namespace of the actor nodes (sim bridge / policy): their own topics '
-                 '(joint_states, swfp/action, swfp/task, swfp/reward) go under it, while /swfp/transition, '
-                 '/swfp/policy_update, /swfp/estop and the learner and recorder stay global, so that several actors '
-                 'feed one learner. Empty: no namespace.'),
-        Argument('actor_id', 0, 'Integer tag of this actor\'s transitions (policy node); give each actor its own.',
-                 type=int),
+        Argument('namespace', '', 'ROS namespace of the actor nodes: their own topics (joint_states, swfp/action, '
+                 'swfp/task, swfp/reward) go under it, while /swfp/transition, /swfp/policy_update, /swfp/estop and '
+                 'the learner and recorder stay global, so that several actors feed one learner. A comma-separated '
+                 'list (arm1,arm2) starts the actor nodes once per namespace. Empty: no namespace.'),
+        Argument('actor_id', 0, 'Integer tag of the actor\'s transitions (policy node); with several namespaces, '
+                 'the first one\'s (the next ones count up).', type=int),
         Argument('checkpoint', '', 'BC (base policy) checkpoint loaded by the policy node and used by the learner '
                  'as its base when it has no checkpoint of its own yet. Empty: the value in the config files.'),
         Argument('device', 'auto', 'torch device of the policy and learner nodes: auto (CUDA when present), cpu, '
@@ -128,21 +149,24 @@ def _common_arguments(use_sim_time: bool) -> list[Argument]:
         Argument('use_sim_time', use_sim_time, 'Use /clock (simulation time) in every node.', type=bool),
         Argument('log_level', 'info', 'ROS log level of every node.',
                  choices=('debug', 'info', 'warn', 'error', 'fatal')),
+        Argument('respawn_learner', False, 'Restart the learner when it dies (it resumes from checkpoint_dir); the '
+                 'actors keep acting with their last accepted policy meanwhile.', type=bool),
     ]
 
 
-def _learner(extra_params: Sequence[tuple[str, Value]] = ()) -> NodeSpec:
-    return NodeSpec('learner_node', 'learner_node', param_files=('learner.yaml',), namespaced=False, parameters=(
+def _learner(extra_params: Sequence[tuple[str, Value]] = (), condition: str | None = None) -> NodeSpec:
+    return NodeSpec('learner_node', 'learner_node', param_files=('learner.yaml',), namespaced=False,
+                    required=False, respawn=Arg('respawn_learner'), condition=condition, parameters=(
         ('base_checkpoint', Arg('checkpoint')), ('checkpoint_dir', Arg('checkpoint_dir')),
         ('transition_bag', Arg('transition_bag')), ('device', Arg('device')), ('use_sim_time', Arg('use_sim_time')),
         *extra_params))
 
 
-def _recorder() -> NodeSpec:
+def _recorder(extra_params: Sequence[tuple[str, Value]] = ()) -> NodeSpec:
     return NodeSpec('recorder_node', 'recorder_node', param_files=('recorder.yaml',), namespaced=False,
                     condition='record_bag', parameters=(
                         ('output', Arg('bag_path')), ('storage', Arg('bag_storage')),
-                        ('use_sim_time', Arg('use_sim_time'))))
+                        ('use_sim_time', Arg('use_sim_time')), *extra_params))
 
 
 SIM_FINETUNE = Graph(
@@ -169,26 +193,95 @@ SIM_FINETUNE = Graph(
     ),
 )
 
+def namespaces(values: Mapping[str, Any]) -> list[str]:
+    """The actor namespaces ('' or '/ns' each) of the ``namespace`` argument (comma-separated)."""
+    names = [_namespace(n) for n in str(values.get('namespace', '')).split(',')]
+    if len(names) > 1 and '' in names:
+        raise ValueError(f'namespace:={values.get("namespace")!r}: an empty entry in a list of namespaces')
+    if len(set(names)) != len(names):
+        raise ValueError(f'namespace:={values.get("namespace")!r}: duplicate namespaces')
+    return names
+
+
+def _in_namespace(topic: str, ns: str) -> str:
+    return topic if topic.startswith('/') else f'{ns}/{topic}'
+
+
+def real_arm_topics(values: Mapping[str, Any], _ns: str = '') -> list[str]:
+    """What the real-arm recorder records: per arm its joint states, the command topic actually used (the debug
+    topic in dry-run), task, reward, episode and goal; then the learner's shared topics."""
+    topics = []
+    for ns in namespaces(values):
+        command = (f'{ns}/policy_node/action_preview' if values['dry_run']
+                   else _in_namespace(str(values['command_topic']), ns))
+        topics += [_in_namespace(str(values['joint_states_topic']), ns), command,
+                   *(f'{ns}/swfp/{t}' for t in ('task', 'reward', 'episode', 'goal'))]
+    return topics + ['/swfp/transition', '/swfp/policy_update', '/swfp/estop']
+
+
+def _goal_list(text: str) -> list[float]:
+    """'x,y,z' or 'x1,y1,z1;x2,y2,z2' (m) -> a flat list; '' -> [0.0] (the parameter's "none")."""
+    text = str(text).strip()
+    if not text:
+        return [0.0]
+    values = [float(v) for v in text.replace(';', ',').split(',') if v.strip()]
+    if not values or len(values) % 3:
+        raise ValueError(f'goal list {text!r}: expected x,y,z triples separated by ; (metres)')
+    return values
+
+
 REAL_ARM = Graph(
     name='real_arm',
-    description='A real arm: policy node + learner node; the policy\'s /swfp/action and /joint_states are '
-                'remapped to the robot\'s topics; dry_run (commands to a debug topic only) by default.',
+    description='A real arm (ros2_control): per arm a policy node in realtime mode + a task node (end effector by '
+                'forward kinematics of the joint states, goal from swfp/goal or goal:=); learn:=true adds the '
+                'learner and turns the task node into a task monitor (rewards, episodes, home posture between them); '
+                'dry_run (commands to a debug topic only) by default; mock_arm:=true adds a simulated ros2_control '
+                'arm (the sim bridge in hardware mode) to try it without hardware.',
     arguments=(
-        Argument('command_topic', '/forward_position_controller/commands', 'The robot controller\'s command '
-                 'topic (std_msgs/Float64MultiArray, e.g. ros2_control forward_command_controller); /swfp/action '
-                 'is remapped to it.'),
-        Argument('joint_states_topic', '/joint_states', 'The robot\'s sensor_msgs/JointState topic.'),
-        Argument('dry_run', True, 'Publish commands to a debug topic only, never to the robot. Set false to move '
-                 'the arm.', type=bool),
+        Argument('command_topic', 'forward_position_controller/commands', 'The controller\'s command topic, '
+                 'relative to the arm\'s namespace unless absolute: std_msgs/Float64MultiArray for '
+                 'forward_position_controller, trajectory_msgs/JointTrajectory (command_type:=trajectory) for '
+                 'joint_trajectory_controller/joint_trajectory. The policy\'s swfp/action is remapped to it.'),
+        Argument('joint_states_topic', 'joint_states', 'The arm\'s sensor_msgs/JointState topic, relative to the '
+                 'arm\'s namespace unless absolute.'),
+        Argument('command_type', 'float64_array', 'What the controller takes: float64_array (one position target '
+                 'per control step) or trajectory (a JointTrajectory per action chunk).',
+                 choices=('float64_array', 'trajectory')),
+        Argument('dry_run', True, 'Publish commands to a debug topic (policy_node/action_preview) only, never to '
+                 'the robot. Set false to move the arm.', type=bool),
+        Argument('mode', 'realtime', 'Policy stepping: realtime (a control-rate timer with the latest joint state: '
+                 'a robot) or lockstep (one decision per new joint state and reward: a simulator that waits).',
+                 choices=('realtime', 'lockstep')),
+        Argument('control_rate', 20.0, 'Control rate of the policy and task nodes (Hz); must match training.',
+                 type=float),
+        Argument('goal', '', 'Reach goal(s) x,y,z in metres in the robot base frame; several as x1,y1,z1;x2,y2,z2 '
+                 '(the task monitor cycles through them). Empty: goals come from the swfp/goal topic '
+                 '(geometry_msgs/PoseStamped); without a goal the arm holds.'),
+        Argument('learn', False, 'Fine-tune online: start the learner and let the task node publish rewards and '
+                 'episodes (task monitor), bringing the arm home between episodes.', type=bool),
+        Argument('model_path', '', 'MJCF of the arm for the task node\'s forward kinematics (and the mock arm). '
+                 'Empty: the simulation\'s Panda.'),
+        Argument('mock_arm', False, 'Also start a simulated ros2_control arm per namespace (the sim bridge in '
+                 'hardware mode: joint_states, forward_position_controller/commands or '
+                 'joint_trajectory_controller/joint_trajectory), to run this graph without hardware.', type=bool),
         *_common_arguments(use_sim_time=False),
     ),
     nodes=(
+        NodeSpec('sim_bridge', 'mock_arm', param_files=('sim_bridge.yaml',), condition='mock_arm', parameters=(
+            ('mode', 'hardware'), ('command_type', Arg('command_type')), ('model_path', Arg('model_path')),
+            ('publish_clock', False), ('use_sim_time', Arg('use_sim_time')))),
+        NodeSpec('task_node', 'task_node', param_files=('task_node.yaml',), parameters=(
+            ('goals', Computed(lambda v, ns: _goal_list(v['goal']))), ('monitor', Arg('learn')),
+            ('control_rate', Arg('control_rate')), ('model_path', Arg('model_path')),
+            ('use_sim_time', Arg('use_sim_time'))),
+            remappings=(('joint_states', Arg('joint_states_topic')),)),
         NodeSpec('policy_node', 'policy_node', param_files=('policy.yaml',), parameters=(
             ('checkpoint', Arg('checkpoint')), ('device', Arg('device')), ('dry_run', Arg('dry_run')),
+            ('mode', Arg('mode')), ('control_rate', Arg('control_rate')), ('command_type', Arg('command_type')),
             ('actor_id', Arg('actor_id')), ('use_sim_time', Arg('use_sim_time'))),
-            remappings=(('/swfp/action', Arg('command_topic')), ('/joint_states', Arg('joint_states_topic')))),
-        _learner(),
-        _recorder(),
+            remappings=(('swfp/action', Arg('command_topic')), ('joint_states', Arg('joint_states_topic')))),
+        _learner(condition='learn'),
+        _recorder((('topics', Computed(real_arm_topics)),)),
     ),
 )
 
@@ -233,6 +326,12 @@ class ResolvedNode:
     remappings: list[tuple[str, str]]
     log_level: str
     package: str = PACKAGE
+    required: bool = True
+    respawn: bool = False
+
+    @property
+    def label(self) -> str:
+        return (self.namespace.strip('/') + '/' if self.namespace else '') + self.name
 
     def ros_args(self, overrides_file: Path | None = None) -> list[str]:
         """``--ros-args`` for this node; ``overrides_file`` holds :attr:`parameters` (see :func:`overrides_yaml`)."""
@@ -292,10 +391,6 @@ def resolve(graph: Graph, given: Mapping[str, str]) -> list[ResolvedNode]:
     from swfp_ros.paths import config_path
 
     values = resolve_arguments(graph, given)
-
-    def value(v: Value) -> Any:
-        return values[v.name] if isinstance(v, Arg) else v
-
     def param_file(name: str) -> Path:
         cfg = values.get('config', PACKAGE_CONFIG_DIR)
         if cfg is PACKAGE_CONFIG_DIR:
@@ -317,25 +412,45 @@ def resolve(graph: Graph, given: Mapping[str, str]) -> list[ResolvedNode]:
     for spec in graph.nodes:
         if spec.condition is not None and not values[spec.condition]:
             continue
-        nodes.append(ResolvedNode(
-            executable=spec.executable, name=spec.name, package=spec.package,
-            namespace=_namespace(values.get('namespace', '')) if spec.namespaced else '',
-            param_files=[param_file(f) for f in spec.param_files],
-            parameters={k: value(v) for k, v in spec.parameters},
-            remappings=[(src, str(value(dst))) for src, dst in spec.remappings],
-            log_level=str(values.get('log_level', 'info'))))
+        for i, ns in enumerate(namespaces(values) if spec.namespaced else ['']):
+            def value(v: Value) -> Any:
+                if isinstance(v, Arg):
+                    return values[v.name]
+                return v.fn(values, ns) if isinstance(v, Computed) else v
+            params = {k: value(v) for k, v in spec.parameters}
+            if i and 'actor_id' in params:
+                params['actor_id'] = int(params['actor_id']) + i
+            nodes.append(ResolvedNode(
+                executable=spec.executable, name=spec.name, package=spec.package, namespace=ns,
+                param_files=[param_file(f) for f in spec.param_files], parameters=params,
+                remappings=[(src, str(value(dst))) for src, dst in spec.remappings],
+                log_level=str(values.get('log_level', 'info')), required=spec.required,
+                respawn=bool(value(spec.respawn))))
     return nodes
 
 
 # ---------------------------------------------------------------------------------------------- launch side
+def exit_verdict(node: ResolvedNode, returncode: int | None) -> tuple[bool, str]:
+    """(end the graph?, message) when ``node`` exited with ``returncode``: the one rule of both ways in."""
+    if node.required:
+        return True, f'{node.label} exited with status {returncode}; shutting the graph down'
+    if returncode == EXIT_START_FAILED:
+        return True, f'{node.label} failed to start (status {returncode}); shutting the graph down'
+    then = f'restarting it in {RESPAWN_DELAY_S:g} s' if node.respawn else 'not restarting it (respawn off)'
+    return False, (f'{node.label} exited with status {returncode}; the actors keep acting with their last accepted '
+                   f'policy; {then}')
+
+
 def launch_description(graph_name: str):
-    """A ``launch.LaunchDescription`` of the graph (for ``ros2 launch``; needs launch + launch_ros)."""
+    """A ``launch.LaunchDescription`` of the graph (for ``ros2 launch``; needs launch + launch_ros).
+
+    The arguments are declared up front; the nodes are made once launch knows the arguments' values
+    (``OpaqueFunction``), by :func:`resolve` — the bring-up's own resolution — so both ways in start the same
+    processes. Each node gets an ``OnProcessExit`` handler applying :func:`exit_verdict`: the launch ends (with the
+    reason) when a required node exits or any node fails to start."""
     from launch import LaunchDescription
-    from launch.actions import DeclareLaunchArgument
-    from launch.conditions import IfCondition
-    from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
-    from launch_ros.actions import Node
-    from launch_ros.parameter_descriptions import ParameterValue
+    from launch.actions import DeclareLaunchArgument, OpaqueFunction
+    from launch.substitutions import PathJoinSubstitution
     from launch_ros.substitutions import FindPackageShare
 
     graph = get_graph(graph_name)
@@ -347,26 +462,34 @@ def launch_description(graph_name: str):
             default = a.launch_default()
         kwargs = {'choices': list(a.choices)} if a.choices else {}
         entities.append(DeclareLaunchArgument(a.name, default_value=default, description=a.description, **kwargs))
-
-    def value(v: Value, typ: type | None = None):
-        if isinstance(v, Arg):
-            arg_type = graph.argument(v.name).type
-            return ParameterValue(LaunchConfiguration(v.name), value_type=typ or arg_type)
-        return v
-
-    for spec in graph.nodes:
-        params: list = [PathJoinSubstitution([LaunchConfiguration('config'), f]) for f in spec.param_files]
-        if spec.parameters:
-            params.append({k: value(v) for k, v in spec.parameters})
-        remaps = [(src, LaunchConfiguration(dst.name) if isinstance(dst, Arg) else dst)
-                  for src, dst in spec.remappings]
-        kwargs = {}
-        if spec.condition is not None:
-            kwargs['condition'] = IfCondition(LaunchConfiguration(spec.condition))
-        if spec.namespaced:
-            kwargs['namespace'] = LaunchConfiguration('namespace')
-        entities.append(Node(
-            package=spec.package, executable=spec.executable, name=spec.name,
-            parameters=params, remappings=remaps, output='screen', emulate_tty=True,
-            ros_arguments=['--log-level', LaunchConfiguration('log_level')], **kwargs))
+    entities.append(OpaqueFunction(function=launch_nodes, args=[graph_name]))
     return LaunchDescription(entities)
+
+
+def launch_nodes(context, graph_name: str) -> list:
+    """The launch actions of the graph's nodes for the argument values in ``context`` (see launch_description)."""
+    from launch.actions import EmitEvent, LogInfo, RegisterEventHandler
+    from launch.event_handlers import OnProcessExit
+    from launch.events import Shutdown
+    from launch_ros.actions import Node
+
+    graph = get_graph(graph_name)
+    given = {a.name: context.launch_configurations[a.name] for a in graph.arguments
+             if a.name in context.launch_configurations}
+    actions: list = []
+    for rn in resolve(graph, given):
+        kwargs = {'namespace': rn.namespace} if rn.namespace else {}
+        node = Node(package=rn.package, executable=rn.executable, name=rn.name,
+                    parameters=[*(str(f) for f in rn.param_files), dict(rn.parameters)],
+                    remappings=list(rn.remappings), ros_arguments=['--log-level', rn.log_level], output='screen',
+                    emulate_tty=True, respawn=rn.respawn, respawn_delay=RESPAWN_DELAY_S, **kwargs)
+
+        def on_exit(event, ctx, rn=rn):
+            if ctx.is_shutdown:
+                return None
+            stop, message = exit_verdict(rn, event.returncode)
+            if not stop:
+                return [LogInfo(msg=message)]
+            return [LogInfo(msg=message), EmitEvent(event=Shutdown(reason=message))]
+        actions += [node, RegisterEventHandler(OnProcessExit(target_action=node, on_exit=on_exit))]
+    return actions

@@ -4,37 +4,55 @@
 The algorithm is :class:`swfp_ros.algo.learner.Learner`, used directly: a fresh start builds it on the base flow and
 normaliser of ``base_checkpoint`` (``load_policy``) with the ``swfp.*`` parameters as its :class:`SwfpConfig`; a
 restart resumes it with ``load_learner`` from ``checkpoint_dir/learner.pt``; checkpoints are ``save_learner``
-(atomic).
+(atomic). A fresh start never happens over a previous run: when ``checkpoint_dir`` holds that run's node state or
+journal but no learner checkpoint, or its learner checkpoint cannot be read, the node says so and exits non-zero.
 
-Threads: the executor thread only unpacks and validates transition messages (``swfp_ros.ros.messages``) into a
-bounded in-memory queue; one worker thread owns the learner — it drains the queue into the replay buffer (each
-message's ``actor_id`` is its n-step stream), calls ``update()``, checkpoints and publishes. Training therefore never starves the subscriptions, and the learner object is
-touched by one thread only (plus the final checkpoint after the worker stopped).
+Data path (nothing the learner took is lost, nothing is stored twice): the executor thread validates each transition
+message (``swfp_ros.ros.messages`` and the learner's own rules) and appends it to the on-disk journal
+``checkpoint_dir/inbox`` (``swfp_ros.ros.journal``): from then on it counts as received (``journaled``) and survives
+the process being killed. One worker thread owns the learner: it reads the journal in order, at most ``max_batch``
+transitions per round, and only once the critic has spent the updates owed for what it already stored -- so the
+backlog waits on disk, not in memory, and the replay grows at the pace the learner trains. Each round calls
+``update()`` with at most ``max_critic_updates`` critic updates, so no call runs a long catch-up. A checkpoint records
+how far the journal was stored (the learner's transition count) and deletes the journal segments before that. After
+a restart, the learner resumes from its checkpoint and reads the journal from there. Beyond ``max_backlog``
+transitions not yet stored, new ones are refused (counted as dropped).
 
-Late joiners and restarts: at start (fresh or resumed) the node publishes ``learner.snapshot()`` — the whole current
-policy as a 'base' update at the current version — then every accepted block (version + 1 each). The reliable,
+Stopping (SIGINT/SIGTERM, via ``executors.run_node``): ``update()`` is asked to stop between two critic updates and
+between two train steps of a block or of a compaction (an unfinished block is due again, an unfinished compaction
+follows the next block); then the final checkpoint is written (skipped when nothing changed since the last one).
+
+Authentication: with ``update_key_file``, every published update is signed (HMAC-SHA256, ``swfp_ros.algo.auth``) and
+policy nodes holding the same key accept only signed updates.
+
+Late joiners and restarts: at start (fresh or resumed) the node publishes ``learner.snapshot()`` -- the whole current
+policy as a 'base' update at the current version -- then every accepted block (version + 1 each). The reliable,
 transient-local history therefore holds the latest base followed by the blocks after it: when the learner publishes
 a new base (a compaction), the publisher is re-created first, which drops the older entries. A policy node that
 (re)joins replays base (accepted when its version >= the policy's) then the blocks, in order.
 
 Parameters (config/learner.yaml; launch / ``swfp up`` override base_checkpoint, checkpoint_dir, transition_bag, device):
-    checkpoint_dir     string  the learner's own checkpoint (``learner.pt``) and the node's counters
-                               (``node_state.json``)
+    checkpoint_dir     string  the learner's own checkpoint (``learner.pt``), the node's counters
+                               (``node_state.json``) and the transition journal (``inbox/``)
     base_checkpoint    string  BC checkpoint to start from when checkpoint_dir holds no learner checkpoint yet
     transition_bag     string  rosbag2 (dir / .mcap / .db3) whose /swfp/transition messages pre-fill the replay
                                buffer at start (only on a fresh start: a resumed learner already has them)
+    update_key_file    string  file with the key shared with the policy nodes ('' = updates are not signed)
     device             string  auto | cpu | cuda[:N]
     torch_threads      int     torch.set_num_threads (intra-op threads; 1 is fastest when cores are shared: OpenMP
                                spin-waits make a critic update ~7x slower with 2 threads on 2 busy cores)
-    checkpoint_every   int     learner updates (``update()`` calls that trained) between periodic checkpoints; a
-                               checkpoint is also written before every accepted block is published and at shutdown
+    checkpoint_every   int     rounds that stored transitions between periodic checkpoints; a checkpoint is also
+                               written before a block is trained, before every accepted block is published and at
+                               shutdown
     update_period      double  s the worker waits for new transitions when there is nothing to train on
     status_period      double  s between /swfp/status diagnostics
     queue_depth        int     depth of the /swfp/transition subscription (reliable)
-    max_pending        int     transitions buffered between the executor and the worker (oldest dropped beyond)
-    backlog_period     double  s between /swfp/learner_backlog messages
-    max_batch          int     transitions stored per ``update()`` call (a lagging learner still trains one block per
+    max_batch          int     transitions stored per round (a lagging learner still trains one block per
                                ``steps_per_block`` crossing, with the critic updates spent in between)
+    max_critic_updates int     critic updates per round (bounds how long the worker is busy between two checks of
+                               the stop request)
+    max_backlog        int     transitions journaled but not yet stored beyond which new ones are refused
+    backlog_period     double  s between /swfp/learner_backlog messages
     update_history     int     /swfp/policy_update history depth (reliable + transient local); at least
                                swfp.block.max_blocks + 1 is used so that base + all its blocks fit
     swfp.<field>...    SwfpConfig for a fresh learner (same names as swfp_ros/algo/config.py, e.g. swfp.warmup_steps,
@@ -43,16 +61,14 @@ Parameters (config/learner.yaml; launch / ``swfp up`` override base_checkpoint, 
 
 Topics: sub ``/swfp/transition`` (Float64MultiArray, TRANSITION layout), pub ``/swfp/policy_update``
 (UInt8MultiArray), pub ``/swfp/learner_backlog`` (std_msgs/Int64 every ``backlog_period`` s, reliable, transient
-local, depth 1: transitions received but not yet trained on; lockstep actors can pace themselves on it), pub ``/swfp/status`` (DiagnosticArray: replay size, env steps, counters, version, ``idle`` = true
-when everything received so far is stored and trained on).
+local, depth 1: transitions journaled but not yet stored and trained on; lockstep actors can pace themselves on it),
+pub ``/swfp/status`` (DiagnosticArray: journal, replay size, env steps, counters, version, ``idle`` = true when
+everything received so far is stored and trained on).
 """
 from __future__ import annotations
 
-import collections
 import json
-import os
 import sys
-import tempfile
 import threading
 import time
 import traceback
@@ -63,22 +79,35 @@ import numpy as np
 import torch
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Float64MultiArray, Int64, UInt8MultiArray
 
-from swfp_ros.algo.checkpoint import load_learner, load_policy, save_learner
+from swfp_ros.algo import auth
+from swfp_ros.algo.checkpoint import CheckpointError, carried_info, load_learner, load_policy, save_learner
 from swfp_ros.algo.config import SwfpConfig
-from swfp_ros.algo.learner import Learner
+from swfp_ros.algo.learner import Learner, validate_transitions
+from swfp_ros.files import write_text_atomic
 from swfp_ros.ros import messages
 from swfp_ros.ros.executors import run_node, steady_clock
+from swfp_ros.ros.journal import JournalError, TransitionJournal
 
 TOPIC_TRANSITION = '/swfp/transition'
 TOPIC_UPDATE = '/swfp/policy_update'
 TOPIC_STATUS = '/swfp/status'
 TOPIC_BACKLOG = '/swfp/learner_backlog'
 CHECKPOINT_NAME = 'learner.pt'
+ACK_WAIT_S = 2.0   # s a compaction waits for the policies to acknowledge the blocks before it
 STATE_NAME = 'node_state.json'
+JOURNAL_DIR = 'inbox'
+# At a stop request, how long the worker may take to reach its next stop check (one critic update or train step, or
+# a checkpoint being written) before the node gives up on the final checkpoint.
+STOP_WAIT_S = 10.0
+
+
+class StartRefused(RuntimeError):
+    """The node cannot start with these files or parameters; the message says why and what to do."""
 
 
 def transition_qos(depth: int) -> QoSProfile:
@@ -96,21 +125,6 @@ def backlog_qos() -> QoSProfile:
     """/swfp/learner_backlog: the latest value only; a late actor gets it at once."""
     return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
                       durability=DurabilityPolicy.TRANSIENT_LOCAL)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 # --- the algorithm side (swfp_ros.algo) -----------------------------------------------------------------------------
@@ -146,11 +160,17 @@ def swfp_config(values: dict[str, Any]) -> SwfpConfig:
 
 def load_or_create_learner(checkpoint: Path, base_checkpoint: str, cfg: SwfpConfig, device: str
                            ) -> tuple[Learner, bool]:
-    """(learner, resumed): the learner's own checkpoint if present, else a fresh one on the BC checkpoint."""
+    """(learner, resumed): the learner's own checkpoint if present, else a fresh one on the BC checkpoint -- unless
+    the checkpoint's folder holds a previous run's state without it (a fresh start would then write over that run)."""
     if checkpoint.is_file():
         return load_learner(str(checkpoint), device=device), True
+    leftovers = [p.name for p in (checkpoint.parent / STATE_NAME, checkpoint.parent / JOURNAL_DIR) if p.exists()]
+    if leftovers:
+        raise StartRefused(f'{checkpoint.parent} holds a previous run ({", ".join(leftovers)}) but no '
+                           f'{checkpoint.name}: refusing to start a fresh learner over it; restore {checkpoint.name} '
+                           f'or use another checkpoint_dir')
     if not base_checkpoint:
-        raise RuntimeError(f'no learner checkpoint in {checkpoint.parent} and no base_checkpoint given: '
+        raise StartRefused(f'no learner checkpoint in {checkpoint.parent} and no base_checkpoint given: '
                            f'the learner needs a BC checkpoint to start from')
     bc = load_policy(base_checkpoint, device='cpu')
     return Learner(bc.cascade.base, bc.normalizer, cfg, device=device), False
@@ -194,14 +214,16 @@ class LearnerNode(Node):
         d('checkpoint_dir', 'swfp_checkpoints/learner')
         d('base_checkpoint', '')
         d('transition_bag', '')
+        d('update_key_file', '')
         d('device', 'auto')
         d('torch_threads', 1)
         d('checkpoint_every', 20)
         d('update_period', 0.02)
         d('status_period', 1.0)
         d('queue_depth', 1000)
-        d('max_pending', 100000)
         d('max_batch', 64)
+        d('max_critic_updates', 8)
+        d('max_backlog', 1_000_000)
         d('backlog_period', 0.05)
         d('update_history', 64)
         defaults = flat_config_defaults()
@@ -213,8 +235,9 @@ class LearnerNode(Node):
         self.ckpt_path = self.ckpt_dir / CHECKPOINT_NAME
         self.checkpoint_every = max(1, int(g('checkpoint_every')))
         self.update_period = float(g('update_period'))
-        self.max_pending = int(g('max_pending'))
         self.max_batch = max(1, int(g('max_batch')))
+        self.max_critic_updates = max(1, int(g('max_critic_updates')))
+        self.max_backlog = max(1, int(g('max_backlog')))
 
         # counters (persisted in node_state.json so that they continue across restarts)
         self.counters = {'received': 0, 'accepted': 0, 'rejected': 0, 'dropped': 0, 'updates': 0,
@@ -223,23 +246,28 @@ class LearnerNode(Node):
         self.last_error = ''
         self.learner: Learner | None = None
         self.resumed = False
-        self._pending: collections.deque = collections.deque()
-        self._pending_lock = threading.Lock()
         self._wake = threading.Event()          # set by the executor when transitions arrive
         self._stop = threading.Event()
-        self._learner_lock = threading.Lock()
+        self._learner_lock = threading.Lock()   # the worker's round, or the final checkpoint
+        self._ckpt_lock = threading.Lock()      # one checkpoint at a time; none after the final one
+        self._final = False
         self._stats: dict[str, Any] = {}
         self._state = 'starting'
-        self._kick = False                      # train once without new messages (after a bag pre-fill)
+        self._phase = 'idle'                    # what the worker is doing: idle | critic | block | checkpoint
         self._idle = False
 
         cfg = swfp_config({k: g(f'swfp.{k}') for k in defaults})
-        self._load(g, cfg)
+        try:
+            key_file = str(g('update_key_file'))
+            self._key = auth.load_key(key_file) if key_file else None
+            self._load(g, cfg)
+        except (CheckpointError, StartRefused, JournalError, auth.KeyFileError, ValueError, OSError) as e:
+            self.get_logger().fatal(f'cannot start: {e}')
+            raise SystemExit(1) from None
         self._update_depth = max(int(g('update_history')), self.learner.cfg.block.max_blocks + 1)
         self.update_pub = self.create_publisher(UInt8MultiArray, TOPIC_UPDATE, update_qos(self._update_depth))
         self.status_pub = self.create_publisher(DiagnosticArray, TOPIC_STATUS, 10)
         self.backlog_pub = self.create_publisher(Int64, TOPIC_BACKLOG, backlog_qos())
-        self._in_flight = 0
         self._publish_base(self.learner.snapshot(), recreate=False)   # late joiners / restarted actors catch up
         self.create_subscription(Float64MultiArray, TOPIC_TRANSITION, self._on_transition,
                                  transition_qos(g('queue_depth')))
@@ -258,6 +286,9 @@ class LearnerNode(Node):
             self.counters.update({k: int(v) for k, v in saved.get('counters', {}).items() if k in self.counters})
             self.counters['restarts'] += 1
         self.obs_dim, self.act_dim = int(self.learner.obs_dim), int(self.learner.act_dim)
+        self._max_steps = self.learner.cfg.flow.chunk
+        # the task, labels and provenance of the BC checkpoint, carried on by every checkpoint of this learner
+        self._carried = carried_info(str(self.ckpt_path) if self.resumed else str(g('base_checkpoint')))
         if self.resumed:
             self.get_logger().info(f'resumed from {self.ckpt_path} ({learner_stats(self.learner)})')
         else:
@@ -267,8 +298,24 @@ class LearnerNode(Node):
             bag = str(g('transition_bag'))
             if bag:
                 self._prefill(bag)
-                self._kick = True
+        # Record k of the journal is the learner's transition first_transition + k (a journal created now starts at
+        # the learner's count; one that exists keeps its own).
+        self.journal = TransitionJournal(self.ckpt_dir / JOURNAL_DIR, messages.transition_size(self.obs_dim,
+                                                                                               self.act_dim),
+                                         self.obs_dim, self.act_dim, first_transition=self.learner.counters.transitions)
+        self._stored = self.learner.counters.transitions - self.journal.first_transition
+        if not 0 <= self._stored <= self.journal.written:
+            raise StartRefused(f'{self.ckpt_path} holds {self.learner.counters.transitions} transitions, but its '
+                               f'journal {self.journal.dir} covers {self.journal.first_transition}..'
+                               f'{self.journal.first_transition + self.journal.written}: not the same run')
+        if self.journal.torn_bytes:
+            self.get_logger().warning(f'journal: cut off {self.journal.torn_bytes} bytes of a record torn by a kill')
+        if self.resumed and self._stored < self.journal.written:
+            self.get_logger().info(f'journal: {self.journal.written - self._stored} transitions received after the '
+                                   f'checkpoint will be stored')
+        if not self.resumed:
             self._checkpoint()
+        self._ckpt_mark = self._mark()
         self._stats = learner_stats(self.learner)
         self._state = 'running'
 
@@ -280,26 +327,36 @@ class LearnerNode(Node):
                                  f'learner (obs {self.obs_dim}, act {self.act_dim})')
             batch.append(t)
             if len(batch) >= 4096:
-                n += self._add(batch)
-                batch = []
+                self.learner.add_transitions(**stack(batch))
+                n, batch = n + len(batch), []
         if batch:
-            n += self._add(batch)
+            self.learner.add_transitions(**stack(batch))
+            n += len(batch)
         self.counters['bag_transitions'] += n
         self.get_logger().info(f'pre-filled replay with {n} transitions from {bag}')
 
-    # --- executor thread: receive ---------------------------------------------------------------------------------
+    # --- executor thread: receive into the journal ----------------------------------------------------------------
     def _on_transition(self, msg: Float64MultiArray) -> None:
         self.counters['received'] += 1
         try:
             t = messages.transition_from_msg(msg, self.obs_dim, self.act_dim)
+            validate_transitions(t.obs, t.action, t.reward, t.next_obs, t.terminated, t.n_steps, self.obs_dim,
+                                 self.act_dim, self._max_steps)    # what the learner would refuse, refused here
         except ValueError as e:
             self._reject(str(e))
             return
-        with self._pending_lock:
-            self._pending.append(t)
-            if len(self._pending) > self.max_pending:
-                self._pending.popleft()
-                self.counters['dropped'] += 1
+        if self.journal.written - self._stored >= self.max_backlog:
+            self.counters['dropped'] += 1
+            self.get_logger().warning(f'backlog of {self.max_backlog} transitions not yet stored: dropping new ones '
+                                      f'({self.counters["dropped"]} so far)', throttle_duration_sec=5.0)
+            return
+        try:
+            self.journal.append(messages.pack_transition(t))
+        except OSError as e:
+            self.counters['dropped'] += 1
+            self.last_error = f'journal write failed: {e}'
+            self.get_logger().error(self.last_error, throttle_duration_sec=5.0)
+            return
         self._wake.set()
 
     def _reject(self, reason: str, n: int = 1) -> None:
@@ -309,51 +366,56 @@ class LearnerNode(Node):
                                   throttle_duration_sec=2.0)
 
     # --- worker thread: learn -------------------------------------------------------------------------------------
-    def _add(self, transitions: list) -> int:
-        """Store transitions; a batch the learner refuses is retried one by one so only bad ones are dropped."""
+    def _ingest(self) -> int:
+        """Store the next journal records (at most ``max_batch``) into the learner, in order."""
+        records = self.journal.read(self._stored, self.max_batch)
+        if not len(records):
+            return 0
+        batch = [messages.unpack_transition(r, self.obs_dim, self.act_dim) for r in records]
         try:
-            self.learner.add_transitions(**stack(transitions))
-            self.counters['accepted'] += len(transitions)
-            return len(transitions)
-        except ValueError as e:
-            if len(transitions) == 1:
-                self._reject(f'learner refused it: {e}')
-                return 0
-        return sum(self._add([t]) for t in transitions)
+            self.learner.add_transitions(**stack(batch))
+        except ValueError as e:   # validated on arrival with the learner's own rules: a bug, not bad data
+            raise RuntimeError(f'journal records {self._stored}..{self._stored + len(batch)}: the learner refused '
+                               f'them ({e}); they stay in the journal') from e
+        self._stored += len(batch)
+        self.counters['accepted'] += len(batch)
+        return len(batch)
 
-    def _drain(self) -> int:
-        """Store up to ``max_batch`` pending transitions, oldest first. Small batches keep the in-process runner's
-        cadence when the learner lags behind the actors: critic updates are spent as the data arrives, and a block is
-        trained at every ``steps_per_block`` crossing (a large batch would cross several at once: one block)."""
-        with self._pending_lock:
-            n = min(len(self._pending), self.max_batch)
-            batch = [self._pending.popleft() for _ in range(n)]
-            self._in_flight = n                     # still counts as backlog until update() returns
-            if not self._pending:
-                self._wake.clear()
-        return self._add(batch) if batch else 0
+    def _round(self) -> bool:
+        """One bounded round: store a batch once the critic has spent what it owes for the previous one (the
+        in-process cadence: a batch, its critic updates, then a block if one is due -- storing more before would
+        keep the learner owing and the block waiting for as long as the actors are faster), spend at most
+        ``max_critic_updates`` of the owed critic updates, train a block if one is due. Returns whether anything
+        was done."""
+        c = self.learner.counters
+        stored = self._ingest() if c.owed_updates < 1 or self._starved else 0
+        # a block can be due without new data: after a restart that stopped it
+        due = (c.env_steps >= c.next_block_at and int(c.owed_updates) <= self.max_critic_updates
+               and len(self.learner.replay) >= 2)
+        if not stored and not due and (c.owed_updates < 1 or self._starved):
+            return False
+        self._phase = 'block' if due else 'critic'
+        critic_before = c.critic_updates
+        updates = self.learner.update(max_critic_updates=self.max_critic_updates, should_stop=self._stop.is_set)
+        # the critic cannot train yet (replay smaller than a batch): keep storing instead of waiting for it
+        self._starved = c.critic_updates == critic_before and c.owed_updates >= 1
+        self._stats = learner_stats(self.learner)   # before publishing: status never lags
+        self.counters['updates'] += 1
+        self._since_ckpt += bool(stored)
+        if updates:
+            self._publish_updates(updates)
+        elif self._since_ckpt >= self.checkpoint_every:
+            self._checkpoint()
+        self._stats = learner_stats(self.learner)
+        return True
 
     def _work(self) -> None:
-        since_ckpt = 0
+        self._since_ckpt, self._starved = 0, False
         while not self._stop.is_set():
-            trained = False
+            progressed = False
             try:
                 with self._learner_lock:
-                    if self._drain() or self._kick:
-                        self._kick = False
-                        updates = self.learner.update()
-                        self._stats = learner_stats(self.learner)   # before publishing: status never lags
-                        trained = True
-                        self.counters['updates'] += 1
-                        since_ckpt += 1
-                        if updates:
-                            self._publish_updates(updates)
-                            since_ckpt = 0
-                        elif since_ckpt >= self.checkpoint_every:
-                            self._checkpoint()
-                            since_ckpt = 0
-                        self._stats = learner_stats(self.learner)
-                    self._in_flight = 0
+                    progressed = self._round()
             except Exception as e:  # noqa: BLE001 - keep learning; the error shows on /swfp/status
                 if not self.context.ok():
                     return                          # shutting down: the final checkpoint is close()'s
@@ -361,53 +423,80 @@ class LearnerNode(Node):
                 self.get_logger().error(f'learner update failed: {self.last_error}\n{traceback.format_exc()}',
                                         throttle_duration_sec=5.0)
                 self._stop.wait(1.0)
-            if not trained:
+            self._phase = 'idle'
+            if not progressed:
                 self._idle = True                   # everything received so far is stored and trained on
                 self._wake.wait(self.update_period)
+                self._wake.clear()
                 self._idle = False
 
     def _publish_updates(self, updates: list) -> None:
-        """Checkpoint the learner state that contains them, then publish them in order."""
-        self._checkpoint()
+        """Checkpoint the learner state that contains them, then publish them in order (never an update that no
+        checkpoint holds: a learner restarted from an older one would publish a different policy at that version)."""
+        if not self._checkpoint():
+            return
         for u in updates:
             if u.kind == 'base':
                 self._publish_base(u, recreate=True)
             else:
-                payload = u.to_bytes()
+                payload = self._signed(u.to_bytes())
                 self.update_pub.publish(messages.update_msg(payload))
                 self.counters['blocks_published'] += 1
                 self.get_logger().info(f'published policy update v{u.version} (block, {len(payload)} bytes)')
 
+    def _signed(self, payload: bytes) -> bytes:
+        return auth.sign(payload, self._key) if self._key is not None else payload
+
     def _publish_base(self, update, recreate: bool) -> None:
-        """A base update restarts the history: a fresh publisher (older entries dropped), then the base."""
+        """A base update restarts the history: a fresh publisher (older entries dropped), then the base. The old
+        publisher first gets up to ``ACK_WAIT_S`` for the policies to acknowledge its last blocks: destroyed with
+        blocks still in flight, a running policy would miss them (harmless -- the base holds them -- but its update
+        stream would skip versions)."""
         if recreate:
+            self.update_pub.wait_for_all_acked(Duration(seconds=ACK_WAIT_S))
             self.destroy_publisher(self.update_pub)
             self.update_pub = self.create_publisher(UInt8MultiArray, TOPIC_UPDATE, update_qos(self._update_depth))
-        payload = update.to_bytes()
+        payload = self._signed(update.to_bytes())
         self.update_pub.publish(messages.update_msg(payload))
         self.counters['bases_published'] += 1
         self.get_logger().info(f'published policy update v{update.version} (base, {len(payload)} bytes)')
 
-    def _checkpoint(self) -> None:
-        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        save_learner(str(self.ckpt_path), self.learner)
-        self.counters['checkpoints'] += 1
-        atomic_write_bytes(self.ckpt_dir / STATE_NAME,
-                           json.dumps({'counters': self.counters, 'time': time.time()}).encode())
+    def _mark(self) -> tuple:
+        """What a checkpoint would change: stored transitions, critic updates, version."""
+        c = self.learner.counters
+        return self._stored, c.critic_updates, c.version, c.blocks_trained
+
+    def _checkpoint(self) -> bool:
+        """Save the learner, the node's counters, then drop the journal segments it covers. False after the final
+        checkpoint (a worker still busy at shutdown must not write over it)."""
+        with self._ckpt_lock:
+            if self._final:
+                return False
+            phase, self._phase = self._phase, 'checkpoint'
+            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+            self.journal.sync()
+            save_learner(str(self.ckpt_path), self.learner, extra=self._carried)
+            self.counters['checkpoints'] += 1
+            write_text_atomic(self.ckpt_dir / STATE_NAME, json.dumps({'counters': self.counters, 'time': time.time()}))
+            self.journal.prune(self._stored)
+            self._ckpt_mark, self._since_ckpt, self._phase = self._mark(), 0, phase
+            return True
 
     # --- diagnostics / shutdown -----------------------------------------------------------------------------------
+    def _backlog(self) -> int:
+        return self.journal.written - self._stored
+
     def _publish_backlog(self) -> None:
-        with self._pending_lock:
-            n = len(self._pending) + self._in_flight
-        self.backlog_pub.publish(Int64(data=n))
+        self.backlog_pub.publish(Int64(data=self._backlog()))
 
     def _publish_status(self) -> None:
         stats = dict(self._stats)
-        with self._pending_lock:
-            pending = len(self._pending)
-        idle = self._idle and pending == 0
-        values = {'state': self._state, 'resumed': str(self.resumed).lower(), 'pending': pending,
-                  'idle': str(idle).lower(),
+        backlog = self._backlog()
+        idle = self._idle and backlog == 0
+        values = {'state': self._state, 'resumed': str(self.resumed).lower(), 'pending': backlog,
+                  'idle': str(idle).lower(), 'phase': self._phase, 'signed': str(self._key is not None).lower(),
+                  'journaled': self.journal.first_transition + self.journal.written,
+                  'journal_mb': f'{self.journal.disk_bytes() / 2 ** 20:.2f}',
                   'checkpoint': str(self.ckpt_path), **self.counters, **stats}
         self.status_pub.publish(messages.status_msg(
             self.get_fully_qualified_name(), 'swfp_ros',
@@ -415,21 +504,29 @@ class LearnerNode(Node):
             warn=bool(self.last_error), stamp=self.get_clock().now().to_msg()))
 
     def close(self) -> None:
-        """Stop the worker, store what is pending, write the final checkpoint (idempotent)."""
+        """Stop the worker (it stops at its next check; STOP_WAIT_S at most), write the final checkpoint (idempotent)."""
         if self._stop.is_set():
             return
         self._stop.set()
         self._wake.set()
-        self._worker.join(timeout=120.0)
-        with self._learner_lock:
-            if self.learner is not None:
-                try:
-                    while self._drain():
-                        pass
-                    self._checkpoint()
+        self._worker.join(timeout=STOP_WAIT_S)
+        if self._learner_lock.acquire(blocking=False):
+            try:
+                if self._mark() == self._ckpt_mark:
+                    self.get_logger().info(f'final checkpoint: {self.ckpt_path} is up to date ({self.counters})')
+                elif self._checkpoint():
                     self.get_logger().info(f'final checkpoint {self.ckpt_path} ({self.counters})')
-                except Exception as e:  # noqa: BLE001
-                    self.get_logger().error(f'final checkpoint failed: {e}')
+            except Exception as e:  # noqa: BLE001
+                self.get_logger().error(f'final checkpoint failed: {e}')
+            finally:
+                self._learner_lock.release()
+        else:
+            self.get_logger().error(f'final checkpoint: not written, the worker did not stop within {STOP_WAIT_S} s '
+                                    f'({self._phase}); {self.ckpt_path} as last written stands, the '
+                                    f'{self._backlog()} transitions not in it are in the journal')
+        with self._ckpt_lock:                 # waits for a checkpoint in progress; none starts after this
+            self._final = True
+        self.journal.close()
 
 
 def main(args=None) -> int:

@@ -42,10 +42,12 @@ Layouts (all ``std_msgs/Float64MultiArray`` unless stated):
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+
+# The actor's data types (swfp_ros.actor, pure Python), re-exported: the wire format packs exactly these.
+from swfp_ros.actor.types import RewardInfo, Transition  # noqa: F401
 
 REWARD_LABELS = ('reward', 'terminated', 'truncated', 'step')
 TRANSITION_DIM_LABELS = ('obs_dim', 'act_dim')
@@ -151,18 +153,6 @@ def task_from_msg(msg, expected_labels: Sequence[str] | None = None) -> tuple[tu
 
 
 # --- /swfp/reward -------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class RewardInfo:
-    reward: float
-    terminated: bool
-    truncated: bool
-    step: int
-
-    @property
-    def done(self) -> bool:
-        return self.terminated or self.truncated
-
-
 def reward_msg(reward: float, terminated: bool, truncated: bool, step: int):
     return _f64_array([(','.join(REWARD_LABELS), 4, 4)],
                       np.array([reward, float(terminated), float(truncated), float(step)]))
@@ -216,18 +206,6 @@ def trajectory_msg(joint_names: Sequence[str], targets, dt: float, stamp=None):
 
 
 # --- /swfp/transition ---------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Transition:
-    obs: np.ndarray
-    action: np.ndarray
-    reward: float
-    next_obs: np.ndarray
-    terminated: bool
-    n_steps: int = 1
-    version: int = 0
-    actor_id: int = 0
-
-
 def transition_size(obs_dim: int, act_dim: int) -> int:
     return 2 * obs_dim + act_dim + TRANSITION_TAIL
 

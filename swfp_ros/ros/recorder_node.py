@@ -16,8 +16,9 @@ Parameters (config/recorder.yaml):
 QoS: like rosbag2, each subscription adapts to the publishers it finds — reliable if every publisher is reliable
 (otherwise best effort), transient local if every publisher is transient local (so latched topics such as
 /swfp/policy_update and /swfp/estop are recorded from their first sample). Receive timestamps come from the node's
-clock (simulation time when use_sim_time is true, as ``ros2 bag record --use-sim-time``). The bag is closed (index
-and metadata.yaml written) on SIGINT / SIGTERM.
+clock; with use_sim_time they are the simulation time at which each message was published (see
+:class:`swfp_ros.data.bag_writer.SimTimeStamper`: stamping on arrival mixed up lockstep steps), written after a hold
+of a quarter second. The bag is closed (index and metadata.yaml written) on SIGINT / SIGTERM.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-from swfp_ros.data.bag_writer import BagRecorder
+from swfp_ros.data.bag_writer import BagRecorder, SimTimeStamper
 from swfp_ros.ros.executors import run_node, steady_clock
 from swfp_ros.ros import messages as M
 
@@ -69,10 +70,13 @@ class RecorderNode(Node):
         self.counts: dict[str, int] = {}
         self.errors = 0
         self._subs: dict[str, object] = {}
+        self._stamper = SimTimeStamper() if self.get_parameter('use_sim_time').value else None
         self._status_pub = self.create_publisher(DiagnosticArray, '/swfp/status', 10)
         steady = steady_clock()
         self.create_timer(float(self.get_parameter('discovery_period').value), self._discover, clock=steady)
         self.create_timer(float(self.get_parameter('status_period').value), self._publish_status, clock=steady)
+        if self._stamper is not None:
+            self.create_timer(0.05, self._write_stamped, clock=steady)
         self.get_logger().info(f'recording {", ".join(self.topics)} to {self.path} ({storage}, v{version})')
         self._discover()
 
@@ -111,21 +115,33 @@ class RecorderNode(Node):
                 continue
             self.counts[topic] = 0
             self._subs[topic] = self.create_subscription(
-                cls, topic, lambda data, t=topic, m=msgtype: self._on_message(t, m, data), qos, raw=True)
+                cls, topic, lambda data, info, t=topic, m=msgtype: self._on_message(t, m, data, info), qos, raw=True)
             self.get_logger().info(f'subscribed {topic} [{msgtype}] '
                                    f'({qos.reliability.name.lower()}, {qos.durability.name.lower()})')
 
-    def _on_message(self, topic: str, msgtype: str, data: bytes) -> None:
-        stamp = self.get_clock().now().nanoseconds
+    def _on_message(self, topic: str, msgtype: str, data: bytes, info) -> None:
         with self._lock:
-            if not self._bag.is_open:
-                return
-            try:
-                self._bag.write(topic, msgtype, data, stamp)
-                self.counts[topic] += 1
-            except Exception as e:  # noqa: BLE001
-                self.errors += 1
-                self.get_logger().error(f'write failed on {topic}: {e}', throttle_duration_sec=5.0)
+            if self._stamper is not None:
+                self._stamper.add(topic, msgtype, data, info['source_timestamp'] or info['received_timestamp'],
+                                  time.monotonic_ns())
+            else:
+                self._write(topic, msgtype, data, self.get_clock().now().nanoseconds)
+
+    def _write_stamped(self) -> None:
+        with self._lock:
+            for item in self._stamper.ready(time.monotonic_ns()):
+                self._write(*item)
+
+    def _write(self, topic: str, msgtype: str, data: bytes, stamp: int) -> None:
+        """Append one message (the lock is held)."""
+        if not self._bag.is_open:
+            return
+        try:
+            self._bag.write(topic, msgtype, data, stamp)
+            self.counts[topic] += 1
+        except Exception as e:  # noqa: BLE001
+            self.errors += 1
+            self.get_logger().error(f'write failed on {topic}: {e}', throttle_duration_sec=5.0)
 
     # --- diagnostics / shutdown -----------------------------------------------------------------------------------
     def _publish_status(self) -> None:
@@ -139,6 +155,8 @@ class RecorderNode(Node):
         """Finish the bag (idempotent)."""
         with self._lock:
             if self._bag.is_open:
+                for item in self._stamper.flush() if self._stamper is not None else ():
+                    self._write(*item)
                 self._bag.close()
                 self.get_logger().info(f'closed {self.path}: {sum(self.counts.values())} messages '
                                        f'({", ".join(f"{t}: {n}" for t, n in sorted(self.counts.items()))})')

@@ -1,4 +1,5 @@
-"""MuJoCo sim bridge: a Panda task behind the same topics a real arm has, plus task, reward and sim clock.
+"""MuJoCo sim bridge: a Panda task behind the same topics a real arm has, plus task, reward and sim clock — or, in
+``hardware`` mode, a mock arm that behaves like a ros2_control Panda and nothing more.
 
 Topic names are relative (``joint_states``, ``swfp/...``): in namespace ``actor0`` the bridge is
 ``/actor0/joint_states`` etc., one simulated robot per actor namespace. ``/clock`` and ``/swfp/status`` are absolute
@@ -13,7 +14,17 @@ Subscribes
     swfp/action     std_msgs/Float64MultiArray (7 absolute joint targets) or trajectory_msgs/JointTrajectory
                     (``command_type: trajectory``; points executed one control step each), reliable, keep last 10.
 
+In ``hardware`` mode the topics are those of ros2_control instead (relative, so ``arm1/...`` in namespace arm1):
+    joint_states                                 sensor_msgs/JointState at ``joint_state_rate`` (the
+                                                 joint_state_broadcaster), stamped with the node's clock
+    forward_position_controller/commands         std_msgs/Float64MultiArray (``command_type: float64_array``)
+    joint_trajectory_controller/joint_trajectory trajectory_msgs/JointTrajectory (``command_type: trajectory``;
+                                                 followed by linear interpolation over time_from_start)
+and no task, reward, episode or /clock: the task node computes those on a real arm.
+
 Modes
+    hardware  physics at wall-clock rate, following the latest valid command; a command of the wrong size or with
+              non-finite values is ignored with a counted warning, as forward_command_controller does.
     lockstep  one control step per received action, then publish: reward, task, joint_states (in this order; the
               policy node pairs each reward with the observation that follows it). An idle bridge republishes the
               current state every ``heartbeat_s`` (same stamp) so a policy that starts late gets its first observation.
@@ -54,7 +65,7 @@ ACTION_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, histor
 class SimBridge(Node):
     def __init__(self, **kwargs):
         super().__init__('sim_bridge', **kwargs)
-        from swfp_ros.sim import TASKS
+        from swfp_ros.sim import BRIDGE_TASKS, TASKS
         p = self.declare_parameter
         self.task_name = p('task', 'panda_reach').value
         self.seed = int(p('seed', 0).value)
@@ -65,16 +76,23 @@ class SimBridge(Node):
         self.command_type = p('command_type', 'float64_array').value
         self.heartbeat_s = float(p('heartbeat_s', 0.5).value)
         self.max_episodes = int(p('max_episodes', 0).value)  # 0 = unlimited
-        if self.mode not in ('lockstep', 'realtime'):
-            raise ValueError(f"mode must be 'lockstep' or 'realtime', got {self.mode!r}")
+        self.joint_state_rate = float(p('joint_state_rate', 100.0).value)   # hardware: controller/broadcaster Hz
+        if self.mode not in ('lockstep', 'realtime', 'hardware'):
+            raise ValueError(f"mode must be 'lockstep', 'realtime' or 'hardware', got {self.mode!r}")
         if self.command_type not in ('float64_array', 'trajectory'):
             raise ValueError(f"command_type must be 'float64_array' or 'trajectory', got {self.command_type!r}")
-        if self.task_name not in TASKS:
-            raise ValueError(f'unknown task {self.task_name!r}; choose one of {sorted(TASKS)}')
+        if self.task_name not in BRIDGE_TASKS:
+            why = ' (end-effector actions: it runs in-process only, swfp finetune)' if self.task_name in TASKS else ''
+            raise ValueError(f'task {self.task_name!r} is not served by the sim bridge{why}; choose one of '
+                             f'{sorted(BRIDGE_TASKS)}')
         _, cls, self.step_limit = TASKS[self.task_name]
         self.env = cls(model_path=model_path or None)
         self.dt = 1.0 / self.env.control_rate_hz
         self.control_rate = rate if rate > 0 else self.env.control_rate_hz
+        self.counters = {'steps': 0, 'episodes': 0, 'successes': 0, 'rejected_actions': 0, 'actions': 0}
+        if self.mode == 'hardware':
+            self._start_hardware()
+            return
 
         self.js_pub = self.create_publisher(JointState, 'joint_states', qos_profile_sensor_data)
         self.task_pub = self.create_publisher(Float64MultiArray, 'swfp/task', TASK_QOS)
@@ -86,7 +104,6 @@ class SimBridge(Node):
         msg_type = JointTrajectory if self.command_type == 'trajectory' else Float64MultiArray
         self.create_subscription(msg_type, 'swfp/action', self._on_action, ACTION_QOS)
 
-        self.counters = {'steps': 0, 'episodes': 0, 'successes': 0, 'rejected_actions': 0, 'actions': 0}
         self.time_offset = 0.0
         self.episode_return = 0.0
         self.last_rx = time.monotonic()
@@ -101,6 +118,72 @@ class SimBridge(Node):
         self.create_timer(1.0, self._publish_status, clock=steady_clock())
         self.get_logger().info(f'{self.task_name} in {self.mode} mode, control {self.control_rate:g} Hz, '
                                f'seed {self.seed}, command {self.command_type}')
+
+    # --- hardware mode (mock ros2_control arm) -----------------------------------------------------------------
+    def _start_hardware(self):
+        if not self.joint_state_rate > 0:
+            raise ValueError(f'joint_state_rate must be positive, got {self.joint_state_rate}')
+        self._warn_t = 0.0
+        self.env.reset(seed=self.seed)
+        self.command = self.env.joint_positions
+        self.trajectory = None                          # (start time, start q, [(t, q), ...])
+        self.js_pub = self.create_publisher(JointState, 'joint_states', qos_profile_sensor_data)
+        self.status_pub = self.create_publisher(DiagnosticArray, '/swfp/status', 10)
+        if self.command_type == 'trajectory':
+            topic = 'joint_trajectory_controller/joint_trajectory'
+            self.create_subscription(JointTrajectory, topic, self._on_hw_trajectory, ACTION_QOS)
+        else:
+            topic = 'forward_position_controller/commands'
+            self.create_subscription(Float64MultiArray, topic, self._on_hw_command, ACTION_QOS)
+        self._hw_last, self._hw_due = time.monotonic(), 0.0
+        self.create_timer(1.0 / self.joint_state_rate, self._hardware_tick, clock=steady_clock())
+        self.create_timer(1.0, self._publish_status, clock=steady_clock())
+        self.get_logger().info(f'mock ros2_control arm: joint_states at {self.joint_state_rate:g} Hz, commands on '
+                               f'{self.resolve_topic_name(topic)}')
+
+    def _on_hw_command(self, msg):
+        try:
+            self.command = M.action_from_msg(msg, len(self.env.joint_names))
+        except M.MessageError as e:
+            self._reject(str(e))
+            return
+        self.trajectory = None
+        self.counters['actions'] += 1
+
+    def _on_hw_trajectory(self, msg):
+        try:
+            points = self._targets(msg)
+        except M.MessageError as e:
+            self._reject(str(e))
+            return
+        times = [M.time_to_sec(pt.time_from_start) for pt in msg.points]
+        if any(b <= a for a, b in zip([0.0] + times, times)):
+            self._reject('trajectory times must increase from > 0')
+            return
+        self.trajectory = (time.monotonic(), self.env.joint_positions, list(zip(times, points)))
+        self.counters['actions'] += 1
+
+    def _trajectory_target(self, now: float) -> np.ndarray:
+        t0, q0, points = self.trajectory
+        t, prev_t, prev_q = now - t0, 0.0, q0
+        for pt_t, pt_q in points:
+            if t < pt_t:
+                return prev_q + (pt_q - prev_q) * (t - prev_t) / (pt_t - prev_t)
+            prev_t, prev_q = pt_t, pt_q
+        return points[-1][1]
+
+    def _hardware_tick(self):
+        # Physics follows the wall clock like a real arm: a tick that comes late (a busy machine) advances by the
+        # time that actually passed (at most 0.1 s), not by the nominal period.
+        now = time.monotonic()
+        self._hw_due = min(self._hw_due + now - self._hw_last, 0.1)   # physics time owed to the wall clock
+        self._hw_last = now
+        if self.trajectory is not None:
+            self.command = self._trajectory_target(now)
+        self._hw_due -= self.env.advance(self.command, self._hw_due)
+        self.counters['steps'] += 1
+        names, pos, vel, eff = self.env.joint_state()
+        self.js_pub.publish(M.joint_state_msg(names, pos, vel, eff, stamp=self.get_clock().now().to_msg()))
 
     # --- sim ------------------------------------------------------------------------------------------------------
     @property
@@ -198,7 +281,7 @@ class SimBridge(Node):
             self._publish_state()
 
     def _publish_status(self):
-        values = {**self.counters, 'sim_time': f'{self.sim_time:.3f}'}
+        values = {**self.counters, 'sim_time': f'{self.env.sim_time if self.mode == "hardware" else self.sim_time:.3f}'}
         self.status_pub.publish(M.status_msg(self.get_fully_qualified_name(), self.task_name,
                                              f'{self.mode} {self.task_name}', values,
                                              stamp=self.get_clock().now().to_msg()))

@@ -3,7 +3,8 @@
 An expert picks an end-effector target from the observation, turns the Cartesian error (plus keeping the gripper
 pointing down, plus a pull towards the home posture in the null space) into a joint displacement by damped least
 squares, and sends it as an action in [-1, 1]. Noise: Gaussian action noise ``noise_std`` and, with probability
-``epsilon``, a uniformly random action instead, so demonstrations can be made deliberately imperfect.
+``epsilon``, a uniformly random action instead, so demonstrations can be made deliberately imperfect
+(``NoisyExpert``, shared with OGBench's cube oracle in ``ogbench_tasks``).
 """
 from __future__ import annotations
 
@@ -15,8 +16,31 @@ from .tasks import HOME_Q, PandaPushEnv, PandaReachEnv, PandaTaskEnv
 DOWN = np.array([0.0, 0.0, -1.0])
 
 
-class ScriptedExpert:
-    """Callable ``expert(obs) -> action``; reads the arm's Jacobian from the environment it is bound to."""
+class NoisyExpert:
+    """Callable ``expert(obs) -> action`` in [-1, 1]: a task's clean action (``clean_action``) made imperfect by
+    Gaussian noise ``noise_std`` and, with probability ``epsilon``, a uniformly random action instead."""
+
+    def __init__(self, env, noise_std: float = 0.0, epsilon: float = 0.0, seed: int | None = None):
+        self.env = env.unwrapped
+        self.act_dim = self.env.action_space.shape[0]
+        self.noise_std = noise_std
+        self.epsilon = epsilon
+        self.rng = np.random.default_rng(seed)
+
+    def clean_action(self, obs: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        if self.epsilon > 0 and self.rng.random() < self.epsilon:
+            return self.rng.uniform(-1.0, 1.0, size=self.act_dim).astype(np.float32)
+        action = self.clean_action(np.asarray(obs, dtype=np.float64))
+        if self.noise_std > 0:
+            action = action + self.noise_std * self.rng.standard_normal(self.act_dim)
+        return np.clip(action, -1.0, 1.0).astype(np.float32)
+
+
+class ScriptedExpert(NoisyExpert):
+    """The Panda experts; read the arm's Jacobian from the environment they are bound to."""
 
     damping = 0.05          # DLS damping (m): keeps steps bounded near singularities
     orientation_gain = 0.5  # weight of the gripper-down error against position error
@@ -24,10 +48,8 @@ class ScriptedExpert:
     max_step = 0.05         # Cartesian error followed per control step (m)
 
     def __init__(self, env, noise_std: float = 0.0, epsilon: float = 0.0, seed: int | None = None):
-        self.env: PandaTaskEnv = env.unwrapped
-        self.noise_std = noise_std
-        self.epsilon = epsilon
-        self.rng = np.random.default_rng(seed)
+        super().__init__(env, noise_std, epsilon, seed)
+        self.env: PandaTaskEnv
         self._jac_pos = np.zeros((3, self.env.model.nv))
         self._jac_rot = np.zeros((3, self.env.model.nv))
 
@@ -50,15 +72,6 @@ class ScriptedExpert:
         action = dq / env.action_scale
         # Scale the whole vector, not each joint: clipping joints one by one bends the Cartesian direction.
         return action / max(1.0, np.abs(action).max())
-
-    def __call__(self, obs: np.ndarray) -> np.ndarray:
-        if self.epsilon > 0 and self.rng.random() < self.epsilon:
-            return self.rng.uniform(-1.0, 1.0, size=7).astype(np.float32)
-        action = self.clean_action(np.asarray(obs, dtype=np.float64))
-        if self.noise_std > 0:
-            action = action + self.noise_std * self.rng.standard_normal(7)
-        return np.clip(action, -1.0, 1.0).astype(np.float32)
-
 
 class ReachExpert(ScriptedExpert):
     def ee_target(self, obs):
@@ -92,10 +105,12 @@ class PushExpert(ScriptedExpert):
         return np.array([*behind, self.travel_height])
 
 
-def make_expert(env, noise_std: float = 0.0, epsilon: float = 0.0, seed: int | None = None) -> ScriptedExpert:
-    """The scripted expert for ``env``'s task."""
+def make_expert(env, noise_std: float = 0.0, epsilon: float = 0.0, seed: int | None = None) -> NoisyExpert:
+    """The scripted expert for ``env``'s task (OGBench's own oracle for the OGBench task)."""
+    from .ogbench_tasks import CubeOracleExpert, CubeSingleEnv
+
     task = type(env.unwrapped)
-    experts = {PandaReachEnv: ReachExpert, PandaPushEnv: PushExpert}
+    experts = {PandaReachEnv: ReachExpert, PandaPushEnv: PushExpert, CubeSingleEnv: CubeOracleExpert}
     if task not in experts:
         raise ValueError(f'no scripted expert for {task.__name__}')
     return experts[task](env, noise_std=noise_std, epsilon=epsilon, seed=seed)

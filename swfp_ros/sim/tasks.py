@@ -5,7 +5,9 @@ Interface shared with a real arm (and the ROS sim bridge):
   ``clip(q_measured + action * ACTION_SCALE, joint limits)``, i.e. an absolute joint target, which is what a real
   arm's forward_command_controller takes (``step_joint_targets`` accepts such targets directly);
 - observation: ``[q (7), qdot (7), task vector]``, where the task vector (labels in ``task_labels``) carries what a
-  real cell gets from perception: end-effector position, goal, and for push the object position.
+  real cell gets from kinematics and perception: end-effector position, goal, and for push the object position.
+  The reach task's vector and reward are :data:`REACH` — one definition, used by this environment and by the ROS
+  task node that computes them on a real arm (forward kinematics of the measured joints, :mod:`.kinematics`).
 Control at 20 Hz (25 physics steps of 2 ms). Episodes end on success (terminated) or at the time limit (truncated,
 added by the registered TimeLimit wrapper). Action chunking belongs to the runner, not here.
 """
@@ -24,6 +26,27 @@ ACTION_SCALE = 0.1            # rad per control step at |action| = 1 (2 rad/s co
 LIMIT_MARGIN = 0.02           # rad kept away from each joint limit
 HOME_Q = np.array([0.0, -0.3, 0.0, -2.2, 0.0, 0.33, 0.785])  # gripper pointing down above the workspace
 SUCCESS_DISTANCE = 0.05       # m
+
+
+class ReachDefinition:
+    """The reach task's vector and reward from the end-effector and goal positions (metres, robot base frame): what
+    the simulated task computes and what the task node computes from a real arm's joint states."""
+
+    labels = ('ee_x', 'ee_y', 'ee_z', 'goal_x', 'goal_y', 'goal_z')
+
+    def __init__(self, success_distance: float = SUCCESS_DISTANCE):
+        self.success_distance = float(success_distance)
+
+    def vector(self, ee: np.ndarray, goal: np.ndarray) -> np.ndarray:
+        return np.concatenate([np.asarray(ee, np.float64).ravel(), np.asarray(goal, np.float64).ravel()])
+
+    def reward(self, ee: np.ndarray, goal: np.ndarray) -> tuple[float, bool]:
+        """(-distance, distance < success_distance)."""
+        distance = float(np.linalg.norm(np.asarray(ee, np.float64) - np.asarray(goal, np.float64)))
+        return -distance, distance < self.success_distance
+
+
+REACH = ReachDefinition()
 
 
 class PandaTaskEnv(gym.Env):
@@ -90,6 +113,11 @@ class PandaTaskEnv(gym.Env):
         return self.data.site_xpos[self.arm.ee_site].copy()
 
     @property
+    def action_labels(self) -> list[str]:
+        """One joint-position delta per arm joint."""
+        return list(self.joint_names)
+
+    @property
     def sim_time(self) -> float:
         return float(self.data.time)
 
@@ -141,6 +169,17 @@ class PandaTaskEnv(gym.Env):
         reward, success = self._reward_and_success()
         return self.observation(), float(reward), bool(success), False, {'is_success': bool(success)}
 
+    def advance(self, q_target: np.ndarray, seconds: float) -> float:
+        """Hold the absolute joint targets ``q_target`` (clipped to the limits) for ``seconds`` of physics (rounded to
+        whole physics steps; returns the seconds simulated): what a position-controlled arm does between two
+        commands. No episode bookkeeping (the mock arm's clock)."""
+        self.data.ctrl[self.arm.actuator] = np.clip(np.asarray(q_target, np.float64), self.joint_lower,
+                                                    self.joint_upper)
+        nstep = int(seconds / PHYSICS_DT)
+        if nstep:
+            mujoco.mj_step(self.model, self.data, nstep=nstep)
+        return nstep * PHYSICS_DT
+
     def render(self):
         if self.render_mode != 'rgb_array':
             return None
@@ -162,7 +201,7 @@ class PandaTaskEnv(gym.Env):
 class PandaReachEnv(PandaTaskEnv):
     """Bring the end effector within 5 cm of a goal sampled in front of the robot. Reward: -distance (m)."""
 
-    task_labels = ('ee_x', 'ee_y', 'ee_z', 'goal_x', 'goal_y', 'goal_z')
+    task_labels = REACH.labels
     goal_low = np.array([0.30, -0.25, 0.15])
     goal_high = np.array([0.60, 0.25, 0.45])
 
@@ -171,11 +210,10 @@ class PandaReachEnv(PandaTaskEnv):
         self.model.site('goal').pos[:] = self.goal
 
     def task_vector(self):
-        return np.concatenate([self.ee_position, self.goal])
+        return REACH.vector(self.ee_position, self.goal)
 
     def _reward_and_success(self):
-        distance = float(np.linalg.norm(self.ee_position - self.goal))
-        return -distance, distance < SUCCESS_DISTANCE
+        return REACH.reward(self.ee_position, self.goal)
 
 
 class PandaPushEnv(PandaTaskEnv):

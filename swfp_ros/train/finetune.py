@@ -28,13 +28,14 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..algo.checkpoint import load_learner, load_policy, save_learner
+from ..algo.checkpoint import carried_info, load_learner, load_policy, save_learner
 from ..algo.config import SwfpConfig
 from ..algo.learner import Learner
 from ..algo.naive import NaiveLearner
 from ..algo.replay import FIELDS, NStepAssembler
 from ..algo.runtime import PolicyRuntime
 from ..data import DemoDataset
+from ..files import write_text_atomic
 from ..sim import make_env
 
 LEARNERS = {'swfp': Learner, 'naive': NaiveLearner}
@@ -197,6 +198,7 @@ def finetune(bc_checkpoint: str, out_dir: str, run: RunnerConfig, swfp: SwfpConf
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(run.seed)
     bc = load_policy(bc_checkpoint, device=run.device)
+    passed_on = carried_info(bc_checkpoint)   # task, labels and provenance, passed on to learner.pt
     # the BC flow's architecture (chunk H included); the run's seed seeds the learner too
     swfp = dataclasses.replace(swfp, flow=bc.cascade.base.cfg, seed=run.seed)
     identity = {'bc_sha256': hashlib.sha256(Path(bc_checkpoint).read_bytes()).hexdigest(), 'method': run.method,
@@ -224,8 +226,9 @@ def finetune(bc_checkpoint: str, out_dir: str, run: RunnerConfig, swfp: SwfpConf
         finished = steps_done >= run.env_steps
         if steps_done >= next_eval or (finished and (not rows or rows[-1]['env_steps'] < steps_done)):
             rows.append(_evaluate_row(runtime, learner, run, steps_done, time.perf_counter() - start))
+            # checkpoint first: interrupted between the two, a resume re-evaluates this point instead of skipping it
+            save_learner(str(out / CHECKPOINT), learner, extra=passed_on)
             _append_curve(out / CURVE, rows[-1])
-            save_learner(str(out / CHECKPOINT), learner)
             log(f"[{run.method} {run.task} seed {run.seed}] {steps_done:>6d} env steps: success "
                 f"{rows[-1]['success_rate']:.2f}, return {rows[-1]['mean_return']:.2f}, blocks {rows[-1]['blocks']}, "
                 f"critic bias {rows[-1]['critic_q_bias']:+.2f} (corr {rows[-1]['critic_q_mc_corr']:.2f})")
@@ -252,7 +255,7 @@ def finetune(bc_checkpoint: str, out_dir: str, run: RunnerConfig, swfp: SwfpConf
                           'block_s_per_block': timing['block_s'] / max(timing['blocks'], 1),
                           'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024},
                'config': {'runner': dataclasses.asdict(run), 'swfp': learner.cfg.to_dict()}}
-    (out / 'summary.json').write_text(json.dumps(summary, indent=1))
+    write_text_atomic(out / 'summary.json', json.dumps(summary, indent=1))
     return rows
 
 

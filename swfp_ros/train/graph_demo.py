@@ -49,8 +49,8 @@ def _config_dir(dest: Path, swfp: dict, policy: dict | None = None) -> Path:
     set in policy.yaml."""
     from ..paths import config_path
     dest.mkdir(parents=True, exist_ok=True)
-    for name in ('sim_bridge.yaml', 'policy.yaml', 'learner.yaml', 'recorder.yaml'):
-        shutil.copy(config_path(name), dest / name)
+    for path in config_path('policy.yaml').parent.glob('*.yaml'):   # every node's file (config:= needs them all)
+        shutil.copy(path, dest / path.name)
     doc = yaml.safe_load((dest / 'learner.yaml').read_text())
     for entry in doc.values():
         entry['ros__parameters']['swfp'] = swfp

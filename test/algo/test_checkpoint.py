@@ -1,12 +1,20 @@
-"""Checkpoints: identical actions after a round trip, clear errors on damage, learner resume continues counters."""
+"""Checkpoints: identical actions after a round trip, clear errors on damage, learner resume continues counters,
+pickles refused unread, any state tree stored exactly."""
+import json
+import os
+import pickle
+import struct
+
 import numpy as np
 import pytest
+import safetensors.torch
 import torch
 import yaml
 
 from helpers import identity_normalizer, small_flow
 from swfp_ros.algo.blocks import Cascade
-from swfp_ros.algo.checkpoint import CheckpointError, load_learner, load_policy, save_learner, save_policy
+from swfp_ros.algo.checkpoint import (CheckpointError, checkpoint_info, encode_tree, load_learner, load_policy,
+                                      read_checkpoint, save_learner, save_policy, write_checkpoint)
 from swfp_ros.algo.config import BlockConfig, CriticConfig, FlowConfig, SwfpConfig
 from swfp_ros.algo.learner import Learner
 from swfp_ros.algo.normalize import ObsNormalizer
@@ -28,18 +36,129 @@ def test_policy_round_trip_identical_actions(tmp_path):
                                    casc.sample(norm(torch.as_tensor(obs)), x0), rtol=0, atol=0)
 
 
-@pytest.mark.parametrize('damage', ['truncate', 'garbage', 'missing'])
-def test_damaged_checkpoint_names_the_file(tmp_path, damage):
+def _rewrite_metadata(path, **changes):
+    """Re-save a checkpoint's tensors with some metadata entries changed (a foreign or future file)."""
+    from safetensors import safe_open
+    with safe_open(str(path), 'pt') as f:
+        meta = {**f.metadata(), **changes}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    safetensors.torch.save_file(tensors, str(path), metadata={k: v for k, v in meta.items() if v is not None})
+
+
+DAMAGE = {'truncate': 'truncated or corrupt', 'garbage': 'not an SWFP checkpoint', 'missing': 'no such file',
+          'bitflip': 'damaged', 'foreign': 'not an SWFP checkpoint', 'future': 'format version 3',
+          'directory': 'is a directory'}
+
+
+@pytest.mark.parametrize('damage', sorted(DAMAGE))
+def test_damaged_checkpoint_names_the_file_and_the_problem(tmp_path, damage):
     path = tmp_path / 'policy.pt'
     save_policy(str(path), Cascade(small_flow()), identity_normalizer(3))
+    data = path.read_bytes()
     if damage == 'truncate':
-        path.write_bytes(path.read_bytes()[:200])
+        path.write_bytes(data[:len(data) // 2])
     elif damage == 'garbage':
         path.write_bytes(b'not a checkpoint at all')
+    elif damage == 'missing':
+        path.unlink()
+    elif damage == 'bitflip':   # one byte of the last tensor's data: the file still parses as safetensors
+        path.write_bytes(data[:-3] + bytes([data[-3] ^ 0x01]) + data[-2:])
+    elif damage == 'foreign':   # someone else's safetensors model
+        _rewrite_metadata(path, format=None)
+    elif damage == 'future':
+        _rewrite_metadata(path, format_version='3')
     else:
         path.unlink()
-    with pytest.raises(CheckpointError, match='policy.pt'):
-        load_policy(str(path), device='cpu')
+        path.mkdir()
+    # inspecting reads the metadata only, which a flipped tensor byte leaves intact; loading checks the digest
+    for load in (load_policy, checkpoint_info) if damage != 'bitflip' else (load_policy,):
+        with pytest.raises(CheckpointError, match=f'policy.pt.*{DAMAGE[damage]}'):
+            load(str(path))
+
+
+class _Evil:
+    """A pickle payload that, when unpickled, runs a shell command creating ``marker``."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return os.system, (f'touch {self.marker}',)
+
+
+@pytest.mark.parametrize('writer', ['torch.save', 'pickle'])
+def test_malicious_pickle_checkpoint_is_refused_and_its_payload_never_runs(tmp_path, writer):
+    marker = tmp_path / 'payload_ran'
+    evil = tmp_path / 'evil.pt'
+    payload = {'format': 'swfp-checkpoint', 'format_version': 1, 'kind': 'policy', 'x': _Evil(marker)}
+    if writer == 'torch.save':
+        torch.save(payload, evil)
+    else:
+        evil.write_bytes(pickle.dumps(payload, protocol=4))
+    with open(evil, 'rb') as f:      # the payload is live: unpickling the file does run it
+        pickle.load(f) if writer == 'pickle' else torch.load(f, weights_only=False)
+    assert marker.exists()
+    marker.unlink()
+    for load in (load_policy, load_learner, checkpoint_info):
+        with pytest.raises(CheckpointError, match='evil.pt: a pickle .* refused unread'):
+            load(str(evil))
+    assert not marker.exists()
+
+
+def test_any_state_tree_round_trips_exactly(tmp_path):
+    """What a learner's state holds: nested dicts with int keys, tuples, numpy arrays of every dtype used, numpy
+    scalars, PCG64 state (128-bit ints), torch generator bytes, non-finite floats, empty and shared tensors."""
+    base = torch.arange(12.0)
+    tree = {'rng': {'numpy': np.random.default_rng(7).bit_generator.state, 'torch': torch.Generator().get_state(),
+                    'legacy': np.random.RandomState(3).get_state()},
+            'replay': {np.dtype(t).name: np.ones((4, 2), t)
+                       for t in (np.float32, np.bool_, np.int32, np.uint32, np.float64)},
+            'open': {3: [{'reward': np.float32(0.25), 'terminated': np.bool_(True), 'obs': np.zeros(0, np.float32),
+                          'n_steps': np.array(5, np.int32)}]},   # a 0-d array stays 0-d
+            'floats': [float('nan'), float('inf'), -0.0, 1e-300], 'views': [base[:4], base[4:], base],
+            'tricky_keys': {'__tensor__': 'not a tensor', None: 1, 2.5: 'x'}, 'tuple': (1, ('a', None)),
+            'optimizer': torch.optim.Adam([torch.nn.Parameter(torch.ones(2))]).state_dict()}
+    write_checkpoint(str(tmp_path / 'state.pt'), 'learner', tree)
+    header, back = read_checkpoint(str(tmp_path / 'state.pt'))
+
+    def same(a, b):
+        assert type(a) is type(b), (a, b)
+        if isinstance(a, dict):
+            assert list(a) == list(b) and all(same(a[k], b[k]) for k in a)
+        elif isinstance(a, (list, tuple)):
+            assert len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+        elif isinstance(a, np.ndarray):
+            assert a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b)
+        elif isinstance(a, torch.Tensor):
+            assert a.dtype == b.dtype and torch.equal(a, b)
+        elif isinstance(a, float) and np.isnan(a):
+            assert np.isnan(b)
+        else:
+            assert a == b and str(a) == str(b)
+        return True
+    same(tree, back)
+    assert back['rng']['numpy']['state']['state'] > 2 ** 64          # the big int survived
+    rng = np.random.default_rng()
+    rng.bit_generator.state = back['rng']['numpy']
+    assert rng.random() == np.random.default_rng(7).random()
+    with pytest.raises(TypeError, match='open/3/0/obj'):
+        encode_tree({'open': {3: [{'obj': object()}]}})
+
+
+def test_checkpoint_info_reports_task_labels_provenance_and_version(tmp_path):
+    path = str(tmp_path / 'bc.pt')
+    extra = {'task': 'panda_reach', 'obs_labels': ['a', 'b', 'c'], 'action_labels': ['j1', 'j2'],
+             'control_rate_hz': 20.0, 'provenance': [{'source': 'rosbag2', 'bag': '/bags/x', 'episodes': 3,
+                                                      'steps': 90}], 'bc': {'steps': 10, 'final_loss': 0.5}}
+    save_policy(path, Cascade(small_flow()), identity_normalizer(3), version=4, extra=extra)
+    info = checkpoint_info(path)
+    assert (info.kind, info.format_version, info.task, info.obs_labels, info.action_labels) == \
+        ('policy', 2, 'panda_reach', ['a', 'b', 'c'], ['j1', 'j2'])
+    assert (info.obs_dim, info.act_dim, info.policy_version, info.blocks) == (3, 2, 4, 0)
+    assert info.provenance == extra['provenance'] and info.bc == extra['bc'] and info.flow['hidden'] == 32
+    with open(path, 'rb') as f:     # a standard safetensors file: JSON header first, nothing executable
+        (n,) = struct.unpack('<Q', f.read(8))
+        assert json.loads(f.read(n))['__metadata__']['format'] == 'swfp-checkpoint'
 
 
 def test_wrong_kind_rejected(tmp_path):
@@ -69,8 +188,11 @@ def test_learner_resume_continues(tmp_path):
         feed(a, rng)
     assert a.counters.blocks_trained >= 1 and a.counters.critic_updates > 0  # there is state to resume
     path = str(tmp_path / 'learner.pt')
-    save_learner(path, a)
+    save_learner(path, a, extra={'task': 'panda_reach'})
     saved_version = a.counters.version
+    info = checkpoint_info(path)
+    assert info.kind == 'learner' and info.task == 'panda_reach' and info.counters == vars(a.counters)
+    assert info.config == a.cfg.to_dict() and info.replay_size == len(a.replay)
     b = load_learner(path)
     assert b.counters == a.counters and len(b.replay) == len(a.replay) and b.log_lambda == a.log_lambda
     assert len(b.policy.blocks) == len(a.policy.blocks)

@@ -22,31 +22,13 @@ def runtime():
     return PolicyRuntime(Cascade(small_flow()), identity_normalizer(3), version=0, device='cpu', seed=0)
 
 
-def test_runtime_acts_with_its_own_copy_and_matches_the_learner_after_an_update():
-    """The in-process runner builds its actor from the learner's live cascade, which the learner then trains in place
-    (appends blocks, re-fits the base): only published updates may reach the actor, each exactly once."""
-    learner_cascade, norm = Cascade(small_flow()), identity_normalizer(3)
-    actor = PolicyRuntime(learner_cascade, norm, version=0, device='cpu', seed=0)
-    obs = np.random.default_rng(0).normal(size=(32, 3)).astype(np.float32)
-    before = actor.act(obs, deterministic=True)
-    block = trained_block()
-    learner_cascade.append(block)                      # what Learner._improve does to its policy
-    np.testing.assert_array_equal(actor.act(obs, deterministic=True), before)
-    actor.apply_update(BlockUpdate.from_block(1, block).to_bytes())
-    with torch.no_grad():
-        learner_actions = learner_cascade.sample(torch.as_tensor(obs), torch.zeros(32, 2)).numpy()
-    assert len(actor.cascade.blocks) == 1
-    np.testing.assert_array_equal(actor.act(obs, deterministic=True), learner_actions)
-    with torch.no_grad():                              # what the naive learner does to its base
-        for p in learner_cascade.base.parameters():
-            p.add_(1.0)
-        norm.mean.add_(1.0)
-    np.testing.assert_array_equal(actor.act(obs, deterministic=True), learner_actions)
+def block_update(version, block, parent='0' * 64, w2_bound=0.5):
+    return BlockUpdate.from_block(version, block, parent, w2_bound)
 
 
 def test_round_trip_block_and_base():
     b = trained_block()
-    upd = BlockUpdate.from_block(1, b)
+    upd = block_update(1, b)
     back = BlockUpdate.from_bytes(upd.to_bytes(), obs_dim=3, act_dim=2)
     s, a = torch.randn(5, 3), torch.randn(5, 2)
     torch.testing.assert_close(back.build_block()(s, a), b(s, a))
@@ -60,7 +42,7 @@ def test_round_trip_block_and_base():
 
 @pytest.mark.parametrize('damage', ['flip', 'truncate', 'magic', 'empty'])
 def test_damaged_bytes_rejected(damage):
-    raw = bytearray(BlockUpdate.from_block(1, trained_block()).to_bytes())
+    raw = bytearray(block_update(1, trained_block()).to_bytes())
     if damage == 'flip':
         raw[len(raw) // 2] ^= 0x01
     elif damage == 'truncate':
@@ -74,15 +56,15 @@ def test_damaged_bytes_rejected(damage):
 
 
 def test_wrong_dims_and_nonfinite_rejected():
-    upd = BlockUpdate.from_block(1, trained_block(obs_dim=4))
+    upd = block_update(1, trained_block(obs_dim=4))
     with pytest.raises(UpdateRejected, match='obs 4'):
         BlockUpdate.from_bytes(upd.to_bytes(), obs_dim=3, act_dim=2)
     bad = trained_block()
     with torch.no_grad():
         bad.u[0].weight[0, 0] = float('nan')
     with pytest.raises(UpdateRejected, match='non-finite'):
-        BlockUpdate.from_bytes(BlockUpdate.from_block(1, bad).to_bytes())
-    lying = BlockUpdate.from_block(1, trained_block())
+        BlockUpdate.from_bytes(block_update(1, bad).to_bytes())
+    lying = block_update(1, trained_block())
     lying.meta['hidden'] = 32  # header says one architecture, tensors are another
     with pytest.raises(UpdateRejected, match='architecture'):
         BlockUpdate.from_bytes(lying.to_bytes())
@@ -94,14 +76,14 @@ def test_runtime_applies_in_order_rejects_out_of_order_and_keeps_acting():
     a0 = rt.act(obs, deterministic=True)
     assert a0.shape == (2,) and np.all(np.abs(a0) <= 1)
     with pytest.raises(UpdateRejected, match='out of order'):
-        rt.apply_update(BlockUpdate.from_block(2, trained_block()).to_bytes())
+        rt.apply_update(block_update(2, trained_block(), rt.digest).to_bytes())
     assert rt.version == 0
     np.testing.assert_array_equal(rt.act(obs, deterministic=True), a0)  # rejected: unchanged
-    assert rt.apply_update(BlockUpdate.from_block(1, trained_block()).to_bytes()) == 1
+    assert rt.apply_update(block_update(1, trained_block(), rt.digest).to_bytes()) == 1
     a1 = rt.act(obs, deterministic=True)
     assert not np.allclose(a1, a0)
     with pytest.raises(UpdateRejected):
-        rt.apply_update(BlockUpdate.from_block(1, trained_block(seed=2)).to_bytes())  # replay of v1
+        rt.apply_update(block_update(1, trained_block(seed=2), rt.digest).to_bytes())  # replay of v1
     with pytest.raises(UpdateRejected):
         rt.apply_update(b'garbage')
     np.testing.assert_array_equal(rt.act(obs, deterministic=True), a1)
@@ -130,7 +112,7 @@ def test_swap_between_inferences_under_threads():
     t = threading.Thread(target=actor)
     t.start()
     for v in range(1, 21):
-        rt.apply_update(BlockUpdate.from_block(v, trained_block(seed=v)).to_bytes())
+        rt.apply_update(block_update(v, trained_block(seed=v), rt.digest).to_bytes())
     stop.set()
     t.join()
     assert not errors and rt.version == 20 and len(rt.cascade.blocks) == 20

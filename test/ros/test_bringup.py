@@ -62,7 +62,8 @@ def test_up_runs_graph_and_stops_cleanly_on_sigint(tmp_path, ros_env, ros_node):
 
 def test_up_exits_nonzero_when_a_node_dies(tmp_path, ros_env):
     env = dict(ros_env)
-    # no base checkpoint and an empty checkpoint_dir: the learner cannot start and exits with status 1
+    # no base checkpoint and an empty checkpoint_dir: the learner cannot start (status 3), which ends the graph even
+    # though a learner that dies later would not
     proc, log = _up(tmp_path, env, f'checkpoint_dir:={tmp_path / "ckpt"}', 'record_bag:=true',
                     f'bag_path:={tmp_path / "bag"}', 'use_sim_time:=false')
     try:
@@ -70,7 +71,7 @@ def test_up_exits_nonzero_when_a_node_dies(tmp_path, ros_env):
     finally:
         out = finish(proc, log)
     assert rc != 0, out
-    assert 'learner_node exited with status 1' in out, out
+    assert 'learner_node failed to start (status 3); shutting the graph down' in out, out
     pids = started_pids(out)
     assert all(process_gone(p) for p in pids.values()), out
 
@@ -84,7 +85,16 @@ def test_print_and_help_resolve_the_real_graphs(tmp_path, capsys):
     assert 'config/sim_bridge.yaml' in out and 'config/learner.yaml' in out
     assert bringup.main(['real_arm', 'command_topic:=/arm/cmd', '--print']) == 0
     out = capsys.readouterr().out
-    assert '-r /swfp/action:=/arm/cmd' in out and 'dry_run: true' in out and 'recorder_node' not in out
+    assert '-r swfp/action:=/arm/cmd' in out and 'dry_run: true' in out and 'recorder_node' not in out
+    assert 'task_node --ros-args' in out and 'mode: realtime' in out and 'learner_node' not in out
+    # several arms: the actor nodes once per namespace, actor ids counting up, relative controller topics per arm
+    assert bringup.main(['real_arm', 'namespace:=arm1,arm2', 'learn:=true', 'actor_id:=4', '--print']) == 0
+    out = capsys.readouterr().out
+    for ns in ('arm1', 'arm2'):
+        for exe in ('task_node', 'policy_node'):
+            assert re.search(rf'{exe} --ros-args -r __node:={exe} -r __ns:=/{ns} ', out), out
+    assert out.count('learner_node --ros-args') == 1 and 'actor_id: 4' in out and 'actor_id: 5' in out
+    assert '-r swfp/action:=forward_position_controller/commands' in out
     assert bringup.main(['sim_finetune', 'nosuch:=1']) == 2
     assert 'no argument(s) nosuch' in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:

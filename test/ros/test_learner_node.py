@@ -2,6 +2,8 @@
 transitions in, accepted blocks out (transient local: the latest base + the blocks after it), bad messages rejected,
 a compaction trims the history, resume from its checkpoint after being killed, replay pre-filled from a rosbag.
 """
+import json
+
 import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
@@ -128,7 +130,11 @@ def test_resume_after_kill(ros_node, learner_setup, tmp_path):
     publish(ros_node, 70)
     ros_node.wait_for(lambda: learner_status(status).get('blocks_trained') == '1'
                       and learner_status(status).get('accepted') == '70', 60.0, what='a block')
-    ros_node.wait_for(lambda: int(learner_status(status).get('checkpoints', '0')) >= 3, 20.0, what='checkpoints')
+
+    def checkpointed_all():   # node_state.json is written right after learner.pt, with the counters it holds
+        state = tmp_path / 'ckpt' / 'node_state.json'
+        return state.is_file() and json.loads(state.read_text())['counters']['accepted'] == 70
+    ros_node.wait_for(checkpointed_all, 20.0, what='a checkpoint holding all 70 transitions')
     version = learner_status(status)['version']
     proc.kill()                       # a crash: no final checkpoint
     assert (tmp_path / 'ckpt' / 'learner.pt').is_file()

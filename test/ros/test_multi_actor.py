@@ -54,15 +54,25 @@ def test_two_namespaced_actors_one_learner(launch_node, ros_node, tmp_path):
             s = statuses(status)
             return [int(s.get(f'/actor{i}/policy_node', {}).get('policy_version', -1)) for i in (0, 1)]
         ros_node.wait_for(lambda: min(versions()) >= 1, 150.0, what='both policies at version >= 1')   # loaded CI
+
+        def acted_with_block():   # transitions of both actors acted with the learner's block
+            ts = [M.transition_from_msg(m, OBS_DIM, 7) for _, m in list(transitions)]
+            return {(t.actor_id, t.version >= 1) for t in ts} >= {(0, True), (1, True)}
+        ros_node.wait_for(acted_with_block, 60.0, what='transitions acted with version >= 1 from both actors')
+
+        def learner_trained():
+            learner = statuses(status).get('/learner_node', {})
+            return int(learner.get('accepted', 0)) >= 64 and int(learner.get('blocks_accepted', 0)) >= 1
+        ros_node.wait_for(learner_trained, 10.0, what='learner status: >= 64 transitions stored, a block accepted')
+        ros_node.wait_for(lambda: len(actions[0]) > 10 and len(actions[1]) > 10, 30.0,
+                          what="this test's subscriptions receiving both actors' actions")
     finally:
         for p in procs:
             print(p.name, p.output()[-1500:])
     ts = [M.transition_from_msg(m, OBS_DIM, 7) for _, m in list(transitions)]
     assert {t.actor_id for t in ts} == {0, 1}
-    assert {t.version for t in ts} >= {0, 1}           # transitions acted with the learner's block
-    assert len(actions[0]) > 10 and len(actions[1]) > 10 and not plain
-    s = statuses(status)
-    assert int(s['/learner_node']['accepted']) >= 64 and int(s['/learner_node']['blocks_accepted']) >= 1, s
+    assert min(t.version for t in ts) == 0 and max(t.version for t in ts) >= 1   # BC first, then the blocks
+    assert not plain
     assert all(p.alive() for p in procs)
     for p in reversed(procs):
         assert p.stop() == 0, p.output()

@@ -22,13 +22,14 @@ from swfp_ros.ros.policy_node import ESTOP_QOS, TASK_QOS, TRANSITION_QOS, UPDATE
 from swfp_ros.sim import TASKS  # noqa: E402
 from swfp_ros.sim.panda_model import ARM_JOINTS, FINGER_JOINTS  # noqa: E402
 
-pytestmark = pytest.mark.timeout(90) if hasattr(pytest.mark, 'timeout') else []
+pytestmark = pytest.mark.timeout(300)   # a hang guard; each wait has its own, shorter timeout
 HERE = Path(__file__).resolve().parent
 CONFIG = HERE.parents[1] / 'config'
 LABELS = TASKS['panda_reach'][1].task_labels
 OBS_DIM = 14 + len(LABELS)
 # The test's own collectors keep everything: a shallow history would drop commands while the test is busy.
 ACTION_QOS = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
+HOME_Q = np.array([0.0, -0.3, 0.0, -2.2, 0.0, 0.33, 0.785])   # a Panda posture well inside its joint limits
 
 
 def stub_env():
@@ -38,6 +39,15 @@ def stub_env():
 
 def policy_params(ckpt, **kw):
     return {'checkpoint': str(ckpt), 'policy_loader': 'stub_runtime:load_policy', 'status_period_s': 0.2, **kw}
+
+
+def node_status(box, name):
+    """The latest /swfp/status values of the node called ``name``."""
+    for _, msg in reversed(list(box)):
+        for st in msg.status:
+            if st.name == name:
+                return {kv.key: kv.value for kv in st.values}
+    return {}
 
 
 def status_values(box):
@@ -51,24 +61,32 @@ def test_lockstep_graph_actions_and_transitions(launch_node, ros_node, tmp_path)
     actions = ros_node.collect('/swfp/action', Float64MultiArray, ACTION_QOS)
     transitions = ros_node.collect('/swfp/transition', Float64MultiArray, TRANSITION_QOS)
     rewards = ros_node.collect('/swfp/reward', Float64MultiArray, ACTION_QOS)
+    status = ros_node.collect('/swfp/status', DiagnosticArray, ACTION_QOS)
     bridge = launch_node('sim_bridge', params_file=CONFIG / 'sim_bridge.yaml', params={'seed': 3})
     policy = launch_node('policy_node', params_file=CONFIG / 'policy.yaml', params=policy_params(ckpt),
                          env=stub_env())
     try:
-        ros_node.wait_for(lambda: len(transitions) >= 120, timeout=40, what='120 transitions')
+        ros_node.wait_for(lambda: len(transitions) >= 120 and len(rewards) >= 120, timeout=40,
+                          what='120 transitions and 120 rewards')
+        ros_node.wait_for(lambda: int(node_status(status, '/sim_bridge').get('steps', 0)) >= 120
+                          and int(node_status(status, '/policy_node').get('transitions', 0)) >= 120, timeout=10,
+                          what='sim bridge and policy node status after 120 steps')
     finally:
         print(policy.output()[-3000:], bridge.output()[-2000:])
     assert bridge.alive() and policy.alive()
     # every transition decodes, actions are within [-1, 1], and episode ends are marked
-    ts = [M.transition_from_msg(m, OBS_DIM, 7) for _, m in transitions]
+    ts = [M.transition_from_msg(m, OBS_DIM, 7) for _, m in list(transitions)]
     assert all(np.all(np.abs(t.action) <= 1) and t.n_steps == 1 for t in ts)
     # consecutive transitions chain: next_obs of one is obs of the next, except across resets
     breaks = sum(not np.allclose(a.next_obs, b.obs) for a, b in zip(ts, ts[1:]))
     assert 1 <= breaks <= len(ts) // 2, 'episodes of <= 50 steps: the chain breaks at resets only'
     assert sum(t.terminated for t in ts) <= breaks + 1
-    # the lockstep loop: one action per step, rewards match transitions
-    assert len(actions) >= len(ts)
-    r = [M.reward_from_msg(m) for _, m in rewards]
+    # the lockstep loop: every action the bridge took was one step; a transition per command at most
+    bridge_counts, policy_counts = node_status(status, '/sim_bridge'), node_status(status, '/policy_node')
+    assert bridge_counts['actions'] == bridge_counts['steps'] and bridge_counts['rejected_actions'] == '0'
+    assert int(policy_counts['commands']) >= int(policy_counts['transitions'])
+    assert actions
+    r = [M.reward_from_msg(m) for _, m in list(rewards)]
     assert r and all(np.isfinite(x.reward) and x.reward <= 0 for x in r)   # reach reward = -distance
     trunc = [t for t in ts if not t.terminated]
     assert trunc and all(np.all(np.isfinite(t.next_obs)) for t in trunc)
@@ -89,16 +107,12 @@ def _robot(ros_node):
     return publish
 
 
-def _wait_new(ros_node, box, n=3, timeout=5.0):
-    start = len(box)
-    ros_node.wait_for(lambda: len(box) >= start + n, timeout, what=f'{n} new messages')
-    return [np.asarray(m.data) for _, m in box[start:]]
-
-
 def test_realtime_safety_holds_clamps_and_updates(launch_node, ros_node, tmp_path):
+    """Each phase starts when the node's own status shows the state it tests (stale, e-stop engaged or released),
+    plus one more status period for commands still in flight, so a slow machine changes the timing, not the result."""
     ckpt = stub_runtime.write_checkpoint(tmp_path / 'stub.json', OBS_DIM, gain=1.0)
     actions = ros_node.collect('/swfp/action', Float64MultiArray, ACTION_QOS)
-    status = ros_node.collect('/swfp/status', DiagnosticArray, 10)
+    status = ros_node.collect('/swfp/status', DiagnosticArray, ACTION_QOS)
     publish = _robot(ros_node)
     estop_pub = ros_node.node.create_publisher(Bool, '/swfp/estop', ESTOP_QOS)
     update_pub = ros_node.node.create_publisher(UInt8MultiArray, '/swfp/policy_update', UPDATE_QOS)
@@ -107,73 +121,85 @@ def test_realtime_safety_holds_clamps_and_updates(launch_node, ros_node, tmp_pat
     policy = launch_node('policy_node', params_file=CONFIG / 'policy.yaml',
                          params=policy_params(ckpt, mode='realtime', control_rate=50.0, stale_timeout_s=0.3),
                          env=stub_env())
-    q = np.array([0.0, -0.3, 0.0, -2.2, 0.0, 0.33, 0.785])
+    q = HOME_Q
     task = np.array([0.4, 0.0, 0.3, 0.5, 0.1, 0.3])
     ros_node.wait_for_subscribers('/joint_states', timeout=20)
 
-    def feed(qq, seconds, **kw):
-        t_end = time.monotonic() + seconds
-        while time.monotonic() < t_end:
+    def values():
+        return node_status(status, '/policy_node')
+
+    def feed_until(qq, done, what, timeout=20.0, **kw):
+        """Publish fresh joint states (and the task) at ~50 Hz until ``done()``."""
+        t_end = time.monotonic() + timeout
+        while not done():
+            if time.monotonic() > t_end:
+                raise TimeoutError(f'timed out after {timeout:.0f} s waiting for {what}')
             publish(qq, task, **kw)
             time.sleep(0.02)
+
+    def new_commands(n):
+        start = len(actions)
+        return lambda: len(actions) >= start + n
+
+    def after_status(pred, what):
+        """Wait until the status satisfies ``pred``, then one more status message (in-flight commands land)."""
+        ros_node.wait_for(lambda: pred(values()), 20.0, what=what)
+        seen = len(status)
+        ros_node.wait_for(lambda: len(status) > seen, 10.0, what='the next status message')
+        return len(actions)
+
+    def commands(start):
+        return [np.asarray(m.data) for _, m in list(actions)[start:]]
+
     try:
         # 1. fresh observations -> moving commands, within max_delta of q
-        feed(q, 0.1)
-        ros_node.wait_for(lambda: len(actions) > 0, 20, what='first action')
-        feed(q, 0.4)
-        cmds = _wait_new(ros_node, actions, 5)
-        feed(q, 0.1)
+        start = len(actions)
+        feed_until(q, new_commands(10), 'commands from fresh observations')
+        cmds = commands(start)
         assert any(not np.allclose(c, q) for c in cmds)
         assert all(np.all(np.abs(c - q) <= 0.1 + 1e-9) for c in cmds)
         # 2. stale: stop publishing -> hold at the last measured position
-        time.sleep(0.5)
-        cmds = _wait_new(ros_node, actions, 5)
-        assert all(np.allclose(c, q) for c in cmds)
+        start = after_status(lambda v: int(v.get('safety_stale', 0)) > 0, 'the stale watchdog')
+        ros_node.wait_for(new_commands(5), 10.0, what='commands while stale')
+        assert all(np.allclose(c, q) for c in commands(start))
         # 3. NaN joint state -> hold (at the last valid position), counted
-        publish(np.full(7, np.nan), task)
-        time.sleep(0.05)
-        feed_nan_start = len(actions)
-        t_end = time.monotonic() + 0.3
-        while time.monotonic() < t_end:
-            publish(np.full(7, np.nan), task)
-            time.sleep(0.02)
-        assert all(np.allclose(np.asarray(m.data), q) for _, m in actions[feed_nan_start:])
+        feed_until(np.full(7, np.nan), lambda: int(values().get('safety_bad_joint_state', 0)) > 0, 'a NaN counted')
+        start = len(actions)
+        feed_until(np.full(7, np.nan), new_commands(5), 'commands during NaN joint states')
+        assert all(np.allclose(c, q) for c in commands(start))
         # 4. wrong size (a joint missing) -> hold too
         start = len(actions)
-        t_end = time.monotonic() + 0.3
-        while time.monotonic() < t_end:
-            publish(q[:6], task, names_=list(ARM_JOINTS[:6]))
-            time.sleep(0.02)
-        assert all(np.allclose(np.asarray(m.data), q) for _, m in actions[start:])
+        feed_until(q[:6], new_commands(5), 'commands during short joint states', names_=list(ARM_JOINTS[:6]))
+        assert all(np.allclose(c, q) for c in commands(start))
         # 5. at the joint limits: commands never leave them
         q_lim = np.where(np.arange(7) % 2 == 0, upper, lower)
-        feed(q_lim, 0.6)
-        cmds = [np.asarray(m.data) for _, m in actions[-10:]]
-        assert all(np.all(c <= upper + 1e-12) and np.all(c >= lower - 1e-12) for c in cmds)
+        start = len(actions)
+        feed_until(q_lim, new_commands(10), 'commands at the limits')
+        assert all(np.all(c <= upper + 1e-12) and np.all(c >= lower - 1e-12) for c in commands(start))
         # 6. e-stop (latched) -> hold even with fresh observations; release -> moves again
         estop_pub.publish(Bool(data=True))
-        feed(q, 0.3)
+        feed_until(q, lambda: values().get('estop') == '1', 'e-stop engaged (status)')
+        seen = len(status)
+        feed_until(q, lambda: len(status) > seen, 'the next status message')
         start = len(actions)
-        feed(q, 0.4)
-        assert len(actions) > start and all(np.allclose(np.asarray(m.data), q) for _, m in actions[start:])
+        feed_until(q, new_commands(10), 'commands during the e-stop')
+        assert all(np.allclose(c, q) for c in commands(start))
         estop_pub.publish(Bool(data=False))
-        feed(q, 0.3)
+        feed_until(q, lambda: values().get('estop') == '0', 'e-stop released (status)')
         start = len(actions)
-        feed(q, 0.4)
-        assert any(not np.allclose(np.asarray(m.data), q) for _, m in actions[start:])
+        feed_until(q, lambda: any(not np.allclose(c, q) for c in commands(start)), 'moving again after release')
         # 7. policy updates: a valid one is applied, corrupt / out-of-order ones rejected, commands keep flowing
         update_pub.publish(M.update_msg(stub_runtime.make_update(1, np.full(7, 0.3))))
         bad = bytearray(stub_runtime.make_update(2, np.zeros(7)))
         bad[-1] ^= 0xFF
-        feed(q, 0.3)
+        feed_until(q, lambda: values().get('policy_version') == '1', 'update v1 applied')
         update_pub.publish(M.update_msg(bytes(bad)))                                    # checksum
         update_pub.publish(M.update_msg(stub_runtime.make_update(5, np.zeros(7))))       # out of order
         update_pub.publish(M.update_msg(stub_runtime.make_update(2, np.zeros(3))))       # mismatched size
+        feed_until(q, lambda: values().get('updates_rejected') == '3', '3 rejections')
         start = len(actions)
-        feed(q, 1.0)
-        assert len(actions) - start >= 10, 'the policy must keep commanding while updates are handled'
-        ros_node.wait_for(lambda: status_values(status).get('updates_rejected') == '3', 5, what='3 rejections')
-        vals = status_values(status)
+        feed_until(q, new_commands(10), 'commands after the rejected updates')  # the policy keeps commanding
+        vals = values()
         assert vals['policy_version'] == '1' and vals['updates_applied'] == '1'
         assert int(vals['safety_stale']) > 0 and int(vals['safety_estop']) > 0
         assert int(vals['safety_bad_joint_state']) > 0 and int(vals['safety_clamp_limit']) > 0
@@ -194,7 +220,7 @@ def test_dry_run_publishes_preview_only(launch_node, ros_node, tmp_path):
     ros_node.wait_for_subscribers('/joint_states', timeout=20)
     t_end = time.monotonic() + 8
     while time.monotonic() < t_end and len(preview) < 5:
-        publish(np.zeros(7), np.zeros(6))
+        publish(HOME_Q, np.zeros(6))   # a measured position inside the limits (outside them nothing is sent)
         time.sleep(0.02)
     assert len(preview) >= 5 and not actions
     assert policy.stop() == 0
@@ -228,7 +254,9 @@ def test_real_runtime_applies_block_and_rejects_corrupt(launch_node, ros_node, t
                          params={'checkpoint': str(ckpt), 'device': 'cpu', 'status_period_s': 0.2})
     try:
         ros_node.wait_for(lambda: len(transitions) >= 20, timeout=40, what='20 transitions')
-        good = BlockUpdate.from_block(1, block).to_bytes()
+        from swfp_ros.algo.checkpoint import load_policy
+        parent = load_policy(str(ckpt), device='cpu').digest      # the policy the node runs
+        good = BlockUpdate.from_block(1, block, parent, w2_bound=0.05).to_bytes()
         corrupt = bytearray(good)
         corrupt[len(corrupt) // 2] ^= 0xFF
         update_pub.publish(M.update_msg(bytes(corrupt)))

@@ -1,4 +1,6 @@
 """SafetyFilter: limits, delta clamp, holds and counters (pure numpy, no ROS)."""
+from collections import Counter
+
 import numpy as np
 import pytest
 
@@ -46,14 +48,54 @@ def test_joint_limit_clamp_at_limit():
     assert f.counters['clamp_limit'] == 2
 
 
-def test_never_commands_outside_limits_random():
+def test_commands_within_limits_and_max_delta_at_once_random():
+    """The invariant, for measured positions inside, just beyond and far beyond the limits, and wild targets."""
     rng = np.random.default_rng(0)
     f = make(max_delta=0.2)
-    for _ in range(500):
-        q = rng.uniform(-1.2, 1.2, 7)          # measured can even be outside the soft limits
+    seen = Counter()
+    for _ in range(2000):
+        q = rng.uniform(-1.6, 1.6, 7)
         r = f.filter(rng.normal(0, 3, 7), q, 0.0)
-        assert np.all(r.command >= LOWER) and np.all(r.command <= UPPER)
-        assert np.all(np.abs(r.command - np.clip(q, LOWER, UPPER)) <= 0.2 + 1e-12) or not r.ok
+        far = np.any(np.maximum(LOWER - q, q - UPPER) > 0.2)
+        if far:
+            assert r.command is None and r.reason == 'measured_out_of_limits'
+        else:
+            assert r.ok and np.all(r.command >= LOWER) and np.all(r.command <= UPPER)
+            assert np.all(np.abs(r.command - q) <= 0.2 + 1e-12)
+        seen[far] += 1
+    assert seen[True] > 100 and seen[False] > 100          # both branches exercised
+    assert f.counters['measured_out_of_limits'] == seen[True]
+
+
+def test_measured_beyond_limit_by_less_than_max_delta():
+    f = make(max_delta=0.1)
+    q = np.zeros(7)
+    q[0] = 1.05                                               # 0.05 past the upper limit: still usable
+    up = f.filter(q + 1.0, q, 0.0)
+    assert up.ok and up.command[0] == 1.0 and 'clamp_limit' in up.clamped
+    down = f.filter(q - 1.0, q, 0.0)
+    assert down.ok and np.isclose(down.command[0], 0.95) and 'clamp_delta' in down.clamped
+    f.set_estop(True)
+    held = f.filter(q, q, 0.0)                                # the hold is brought inside, a 0.05 step
+    assert held.held and held.command[0] == 1.0 and np.all(np.abs(held.command - q) <= 0.1)
+    assert f.counters['measured_beyond_limit'] == 3 and f.counters['measured_out_of_limits'] == 0
+
+
+@pytest.mark.parametrize('excess', [0.12, 0.6, 50.0])
+def test_measured_far_outside_limits_is_invalid(excess):
+    """A joint 0.12 rad past its limit (max_delta 0.1) or a glitch: no target is within both bounds -> no command,
+    for every path (normal, e-stop hold, stale hold, the node's own holds)."""
+    f = make(max_delta=0.1)
+    q = np.full(7, 0.5)
+    q[3] = -1.0 - excess
+    r = f.filter(q, q, 0.0)
+    assert r.command is None and r.held and r.reason == 'measured_out_of_limits'
+    assert f.filter(np.zeros(7), q, obs_age_s=10.0).command is None
+    assert f.hold(q, 'bad_observation').command is None
+    f.set_estop(True)
+    assert f.filter(np.zeros(7), q, 0.0).command is None
+    assert f.counters['measured_out_of_limits'] == 4 and f.holds == 4
+    assert f.counters['estop'] == 0 and f.counters['stale'] == 0
 
 
 @pytest.mark.parametrize('target,reason', [

@@ -1,12 +1,15 @@
-"""The Panda tasks: gymnasium API, determinism, action handling at the joint limits, experts, rendering."""
+"""The tasks: gymnasium API, determinism and experts for all; action handling at the joint limits and rendering for
+the Panda tasks (the OGBench task's own checks: test_ogbench_task.py)."""
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from swfp_ros.sim import TASKS, make_env
+from swfp_ros.sim import TASKS, PandaTaskEnv, make_env
 from swfp_ros.sim.experts import make_expert
 from swfp_ros.sim.panda_model import ARM_JOINTS, default_panda_xml
 from swfp_ros.train.evaluate import evaluate
+
+PANDA_TASKS = sorted(t for t, (_, cls, _) in TASKS.items() if issubclass(cls, PandaTaskEnv))
 
 
 @pytest.mark.parametrize('task', sorted(TASKS))
@@ -16,7 +19,7 @@ def test_check_env_passes(task):
     assert env.spec.max_episode_steps == TASKS[task][2]
 
 
-@pytest.mark.parametrize('task', sorted(TASKS))
+@pytest.mark.parametrize('task', PANDA_TASKS)
 def test_observation_layout(task):
     env = make_env(task)
     obs, _ = env.reset(seed=3)
@@ -38,7 +41,7 @@ def test_same_seed_same_rollout(task):
         rng = np.random.default_rng(0)
         trace = [obs]
         for _ in range(15):
-            obs, reward, *_ = env.step(rng.uniform(-1, 1, 7).astype(np.float32))
+            obs, reward, *_ = env.step(rng.uniform(-1, 1, env.action_space.shape).astype(np.float32))
             trace.append(obs)
         return np.stack(trace)
 

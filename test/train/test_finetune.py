@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from swfp_ros.algo.checkpoint import load_learner, load_policy
+from swfp_ros.algo.checkpoint import checkpoint_info, load_learner, load_policy
 from swfp_ros.algo.config import FlowConfig
 from swfp_ros.algo.naive import NaiveLearner
 from swfp_ros.train.demos import collect_demos
@@ -37,9 +37,9 @@ def _curve(path):
 def test_bc_checkpoint_carries_normaliser_and_provenance(bc_checkpoint):
     runtime = load_policy(str(bc_checkpoint / 'bc.pt'), device='cpu')
     assert runtime.obs_dim == 20 and runtime.act_dim == 7
-    extra = torch.load(bc_checkpoint / 'bc.pt', weights_only=False)['extra']
-    assert extra['task'] == 'panda_reach' and extra['provenance'][0]['source'] == 'simulator'
-    assert len(extra['obs_labels']) == 20
+    info = checkpoint_info(str(bc_checkpoint / 'bc.pt'))
+    assert info.task == 'panda_reach' and info.provenance[0]['source'] == 'simulator'
+    assert len(info.obs_labels) == 20
 
 
 def test_collector_transitions_start_where_the_env_was(bc_checkpoint):

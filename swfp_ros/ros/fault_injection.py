@@ -1,0 +1,467 @@
+"""Fault injection against a running policy node, black-box over its topics: a scripted arm that follows the commands
+it receives and reports (possibly faulty) joint states, an audit of every command the policy node sends, and the
+fault scenarios. Used by ``test/ros/test_faults_policy.py`` and ``benchmarks/bench_faults.py``.
+
+The audit's rule is the safety filter's contract, checked from outside: every command is finite, has one value per
+arm joint, lies within the joint limits, and is either a hold -- the arm's last valid joint state brought into the
+limits, however old: it asks for no motion -- or within ``max_delta`` (per joint) of a valid joint state the arm
+reported in the ``stale_timeout_s`` (+ latency margin) before the command arrived. A joint state is valid when it
+names every arm joint, is finite, and is no more than ``max_delta`` outside the limits. A command that breaks the rule
+is a violation; during an e-stop, any command but a hold is one too.
+
+Times are the publishers' own send times (DDS source timestamps, wall clock, one host), and a command is judged only
+once a joint state sent after it has arrived (a publisher's messages arrive in order): a busy monitoring process can
+take a command before the joint state it was computed from, so judging on arrival would misjudge it.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from . import messages as M
+
+LATENCY_MARGIN_S = 0.2
+UNVERIFIED = 'unverified: no joint state of the window reached the monitor'
+
+
+def monitor_qos():
+    """Best effort (what joint-state publishers offer) but deep: a busy monitor must not drop the states it audits
+    against (the sensor-data profile keeps 5)."""
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    return QoSProfile(depth=1000, reliability=ReliabilityPolicy.BEST_EFFORT)
+
+
+@dataclass
+class Measurement:
+    t: float
+    q: np.ndarray | None          # arm joints by name, or None when the message is invalid
+
+
+def source_time(info) -> float:
+    """A message's send time in seconds (rclpy MessageInfo's source timestamp)."""
+    return info['source_timestamp'] * 1e-9
+
+
+class CommandAudit:
+    """Checks commands against the joint states sent before them (pure numpy; times in seconds, one clock)."""
+
+    def __init__(self, joint_names, lower, upper, max_delta: float, window_s: float, sees_every_state: bool = True):
+        """``sees_every_state``: the audit is told about every joint state sent (the scripted arm); False for a
+        monitor that can miss some -- e.g. those a restarted publisher sends before the monitor discovered it --
+        where a command with no joint state at all in its window counts as unverified rather than as a violation."""
+        self.sees_every_state = sees_every_state
+        self.joint_names = tuple(joint_names)
+        self.lower, self.upper = np.asarray(lower, float), np.asarray(upper, float)
+        self.max_delta = float(max_delta)
+        self.window_s = float(window_s)
+        self.measurements: deque[Measurement] = deque(maxlen=200_000)
+        self.estopped = False
+        self._lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        """Start counting afresh (commands not judged yet are judged and counted in the next period)."""
+        with self._lock:
+            self.checked = 0
+            self.unverified = 0
+            self.violations: list[str] = []
+            self._unjudged = getattr(self, '_unjudged', [])
+            self._last_state_t = getattr(self, '_last_state_t', float('-inf'))
+
+    def measured(self, msg, t: float) -> None:
+        """Record a JointState sent at ``t``."""
+        try:
+            q, _ = M.arm_from_joint_state(msg, self.joint_names)
+        except M.MessageError:
+            q = None
+        if q is not None and np.any(np.maximum(self.lower - q, q - self.upper) > self.max_delta):
+            q = None
+        with self._lock:
+            self.measurements.append(Measurement(t, q))
+            self._last_state_t = max(self._last_state_t, t)
+
+    def command(self, values, t: float) -> None:
+        """A command sent at ``t``: judged once the joint states sent before it have arrived."""
+        with self._lock:
+            self._unjudged.append((t, np.asarray(values, float), self.estopped))
+
+    def judge(self, final: bool = False) -> tuple[int, list[str], int]:
+        """Judge the commands after which a joint state has arrived (all of them when ``final``: no more states will
+        come); returns (commands checked, violations, unverified commands) since the last reset."""
+        with self._lock:
+            due = [u for u in self._unjudged if final or u[0] < self._last_state_t]
+            self._unjudged = [u for u in self._unjudged if not (final or u[0] < self._last_state_t)]
+            for t, c, estopped in due:
+                self.checked += 1
+                problem = self._problem(c, t, estopped)
+                if problem == UNVERIFIED:
+                    self.unverified += 1
+                elif problem:
+                    self.violations.append(problem)
+            return self.checked, list(self.violations), self.unverified
+
+    def _problem(self, c: np.ndarray, t: float, estopped: bool) -> str | None:
+        valid = []                          # valid joint states sent before t, newest first (arrival order is
+        for m in reversed(self.measurements):   # send order but for milliseconds: stop well past the window)
+            if m.t < t - self.window_s - 5.0 and valid:
+                break
+            if m.t <= t and m.q is not None:
+                valid.append(m)
+        valid.sort(key=lambda m: -m.t)
+        hold = bool(valid) and c.shape == self.lower.shape and np.allclose(
+            c, np.clip(valid[0].q, self.lower, self.upper), rtol=0, atol=1e-9)
+        recent = [m.q for m in valid if m.t >= t - self.window_s]
+        if c.shape != self.lower.shape:
+            return f'{c.size} values'
+        if not np.all(np.isfinite(c)):
+            return 'non-finite'
+        if np.any(c < self.lower - 1e-9) or np.any(c > self.upper + 1e-9):
+            return f'outside the limits by {np.max(np.maximum(self.lower - c, c - self.upper)):.3f} rad'
+        if estopped and not hold:
+            return 'moved during an e-stop'
+        if not hold and not any(np.all(np.abs(c - q) <= self.max_delta + 1e-9) for q in recent):
+            if not self.sees_every_state and not any(t - self.window_s <= m.t <= t for m in self.measurements):
+                return UNVERIFIED
+            gap = min((np.max(np.abs(c - q)) for q in recent), default=float('inf'))
+            return f'{gap:.3f} rad from every valid joint state of the last {self.window_s:.1f} s'
+        return None
+
+
+class ScriptedArm:
+    """A position-controlled arm played by the caller's rclpy node: it moves to every valid command it receives (from
+    any publisher, like ros2_control's forward_command_controller) and publishes its joint states at ``rate_hz``
+    through ``report`` -- the fault hook, which turns the true position into the messages to publish (none: silence).
+    """
+
+    def __init__(self, node, joint_names, extra_joints, q0, task_labels, task_vector, audit: CommandAudit,
+                 policy_node_name: str = 'policy_node', rate_hz: float = 100.0):
+        from rclpy.qos import qos_profile_sensor_data
+        from sensor_msgs.msg import JointState
+        from std_msgs.msg import Float64MultiArray
+
+        from .policy_node import ACTION_QOS, TASK_QOS
+        self.node, self.audit = node, audit
+        self.names = list(joint_names) + list(extra_joints)
+        self.n = len(joint_names)
+        self.q = np.asarray(q0, float).copy()
+        self.rate_hz = rate_hz
+        self.policy_node_name = policy_node_name
+        self.task_labels, self.task_vector = tuple(task_labels), np.asarray(task_vector, float)
+        self.report: Callable[[np.ndarray], list] = self.normal
+        self.task_report: Callable[[], object | None] = lambda: M.task_msg(self.task_labels, self.task_vector)
+        self.held: dict[int, float] = {}     # joints held by hand at a position, whatever the commands
+        self.policy_commands = 0
+        self.foreign_commands = 0
+        self._lock = threading.Lock()
+        self._policy_gids: set[bytes] = set()
+        self.js_pub = node.create_publisher(JointState, 'joint_states', qos_profile_sensor_data)
+        self.task_pub = node.create_publisher(Float64MultiArray, 'swfp/task', TASK_QOS)
+        self.sub = node.create_subscription(Float64MultiArray, 'swfp/action', self._on_command, ACTION_QOS)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name='scripted-arm')
+        self._thread.start()
+
+    # --- what the arm reports -------------------------------------------------------------------------------------
+    def joint_state(self, q_arm, names=None, velocity=None):
+        names = names or self.names
+        pos = np.concatenate([q_arm, np.zeros(len(names) - len(q_arm))]) if len(q_arm) < len(names) else q_arm
+        vel = np.zeros(len(pos)) if velocity is None else velocity
+        return M.joint_state_msg(names, pos, vel)
+
+    def normal(self, q):
+        return [self.joint_state(q)]
+
+    def _loop(self):
+        period = 1.0 / self.rate_hz
+        next_t = time.monotonic()
+        while not self._stop.is_set():
+            with self._lock:
+                q = self.q.copy()
+            for msg in self.report(q):
+                self.audit.measured(msg, time.time())     # just before it is sent: the source timestamp's clock
+                self.js_pub.publish(msg)
+            task = self.task_report()
+            if task is not None:
+                self.task_pub.publish(task)
+            next_t += period
+            self._stop.wait(max(0.0, next_t - time.monotonic()))
+
+    # --- commands ---------------------------------------------------------------------------------------------------
+    def _is_policy(self, gid) -> bool:
+        if gid in self._policy_gids:
+            return True
+        for info in self.node.get_publishers_info_by_topic(self.sub.topic_name):
+            if info.node_name == self.policy_node_name:
+                self._policy_gids.add(bytes(info.endpoint_gid))
+        return gid in self._policy_gids
+
+    def _on_command(self, msg, info):
+        t = source_time(info)
+        gid = bytes((info.get('publisher_gid') or {}).get('data', b''))
+        c = np.asarray(msg.data, float)
+        if self._is_policy(gid):
+            self.policy_commands += 1
+            self.audit.command(c, t)
+        else:
+            self.foreign_commands += 1
+        if c.shape == (self.n,) and np.all(np.isfinite(c)):
+            with self._lock:
+                self.q = c.copy()
+                for j, v in self.held.items():
+                    self.q[j] = v
+
+    def hold_by_hand(self, joints: dict[int, float]) -> None:
+        with self._lock:
+            self.held = dict(joints)
+            for j, v in joints.items():
+                self.q[j] = v
+
+    def close(self):
+        self._stop.set()
+        self._thread.join(2.0)
+
+
+@dataclass
+class Scenario:
+    name: str
+    fault: str                                      # what is injected, in words (the table's first column)
+    run: Callable                                   # run(ctx): injects for a while, then restores normal operation
+    counters: tuple[str, ...] = ()                  # /swfp/status counters that must move
+    expect: str = ''                                # the required reaction, in words
+    extra: dict = field(default_factory=dict)
+
+
+def _for(ctx, seconds: float, report=None, task_report=None):
+    """Inject ``report`` / ``task_report`` for ``seconds``, then restore the normal ones."""
+    arm = ctx.arm
+    if report is not None:
+        arm.report = report
+    if task_report is not None:
+        arm.task_report = task_report
+    time.sleep(seconds)
+    arm.report = arm.normal
+    arm.task_report = lambda: M.task_msg(arm.task_labels, arm.task_vector)
+
+
+def _every(n: int, bad, good):
+    """A report that is ``bad`` on one message in ``n``."""
+    count = [0]
+
+    def report(q):
+        count[0] += 1
+        return bad(q) if count[0] % n == 0 else good(q)
+    return report
+
+
+def measurement_scenarios(lower, upper, max_delta) -> list[Scenario]:
+    lower, upper = np.asarray(lower, float), np.asarray(upper, float)
+
+    def nan(ctx):
+        _for(ctx, 1.0, lambda q: [ctx.arm.joint_state(np.where(np.arange(len(q)) == 2, np.nan, q))])
+
+    def inf_velocity(ctx):
+        _for(ctx, 1.0, lambda q: [ctx.arm.joint_state(q, velocity=np.full(len(ctx.arm.names), np.inf))])
+
+    def wrong_size(ctx):
+        _for(ctx, 1.0, lambda q: [M.joint_state_msg(ctx.arm.names[:5], q[:5])])
+
+    def shuffled(ctx):
+        perm = np.random.default_rng(0).permutation(len(ctx.arm.names))
+
+        def report(q):
+            msg = ctx.arm.joint_state(q)
+            return [M.joint_state_msg([msg.name[i] for i in perm], np.asarray(msg.position)[perm],
+                                      np.asarray(msg.velocity)[perm])]
+        _for(ctx, 1.0, report)
+
+    def missing_name(ctx):
+        _for(ctx, 1.0, lambda q: [M.joint_state_msg([n if i != 3 else 'elbow' for i, n in enumerate(ctx.arm.names)],
+                                                    np.concatenate([q, np.zeros(len(ctx.arm.names) - len(q))]))])
+
+    def pushed_past_limit(excess):
+        def run(ctx):
+            ctx.arm.hold_by_hand({1: upper[1] + excess})    # someone holds joint 2 past its soft limit
+            time.sleep(1.0)
+            ctx.arm.hold_by_hand({1: upper[1] - 0.2})       # and brings it back inside
+            ctx.arm.hold_by_hand({})
+        return run
+
+    def glitch(ctx):
+        def bad(q):
+            return [ctx.arm.joint_state(np.where(np.arange(len(q)) == 0, upper[0] + 0.6, q))]
+        _for(ctx, 1.5, _every(3, bad, ctx.arm.normal))
+
+    def stale(ctx):
+        _for(ctx, 1.2, lambda q: [])
+
+    def bursty(ctx):
+        tick = [0]
+
+        def report(q):
+            tick[0] += 1
+            return [ctx.arm.joint_state(q)] * 10 if tick[0] % 70 == 0 else []   # 10 at once, every 0.7 s
+        _for(ctx, 2.5, report)
+
+    return [
+        Scenario('nan_joint', 'NaN joint position (1 of 7)', nan, ('bad_joint_state',), 'hold at the last valid'),
+        Scenario('inf_velocity', 'inf joint velocities', inf_velocity, ('bad_joint_state',), 'hold'),
+        Scenario('wrong_size', 'joint state with 5 joints', wrong_size, ('bad_joint_state',), 'hold'),
+        Scenario('shuffled_names', 'joint names in shuffled order', shuffled, (), 'normal (read by name)'),
+        Scenario('missing_name', 'a joint name missing', missing_name, ('bad_joint_state',), 'hold'),
+        Scenario('beyond_limit_small', f'arm 0.05 rad past a limit (< max_delta {max_delta})',
+                 pushed_past_limit(0.05), ('safety_measured_beyond_limit',), 'commands inside the limits'),
+        Scenario('beyond_limit_far', 'arm 0.12 rad past a limit (> max_delta)', pushed_past_limit(0.12),
+                 ('safety_measured_out_of_limits',), 'no command'),
+        Scenario('glitch_far_outside', '1 in 3 joint states 0.6 rad outside a limit', glitch,
+                 ('safety_measured_out_of_limits',), 'no command on the glitch'),
+        Scenario('stale', 'joint states stop for 1.2 s', stale, ('safety_stale',), 'hold'),
+        Scenario('bursty', 'bursts of 10 joint states every 0.7 s', bursty, ('safety_stale',), 'hold when stale'),
+    ]
+
+
+def task_scenarios() -> list[Scenario]:
+    def nan_task(ctx):
+        arm = ctx.arm
+        _for(ctx, 1.0, task_report=lambda: M.task_msg(arm.task_labels, np.full(len(arm.task_labels), np.nan)))
+
+    def wrong_labels(ctx):
+        arm = ctx.arm
+        _for(ctx, 1.0, task_report=lambda: M.task_msg(tuple(f'x{i}' for i in range(len(arm.task_labels))),
+                                                      arm.task_vector))
+
+    def wrong_size(ctx):
+        arm = ctx.arm
+        _for(ctx, 1.0, task_report=lambda: M.task_msg(arm.task_labels[:-1], arm.task_vector[:-1]))
+
+    return [
+        Scenario('nan_task', 'NaN task vector', nan_task, ('bad_task',), 'hold'),
+        Scenario('task_labels', 'task vector with other labels', wrong_labels, ('bad_task',), 'hold'),
+        Scenario('task_size', 'task vector one value short', wrong_size, ('bad_task',), 'hold'),
+    ]
+
+
+def estop_scenario() -> Scenario:
+    def run(ctx):
+        from std_msgs.msg import Bool
+        ctx.estop_pub.publish(Bool(data=True))
+        time.sleep(0.3)                       # the latch reaches the node
+        ctx.arm.audit.estopped = True
+        time.sleep(1.0)
+        ctx.arm.audit.estopped = False
+        ctx.estop_pub.publish(Bool(data=False))
+    return Scenario('estop', 'e-stop latched for 1.3 s, then released', run, ('safety_estop',),
+                    'hold while latched, moving after the release')
+
+
+def update_scenarios(runtime) -> list[Scenario]:
+    """Updates an attacker (or a broken learner) publishes, crafted against ``runtime``: a PolicyRuntime loaded from
+    the checkpoint the policy node runs (its digest and version are what a forger would read off the topic)."""
+    import torch
+
+    from swfp_ros.algo.blocks import Cascade, RefinementBlock
+    from swfp_ros.algo.serialize import BlockUpdate
+
+    obs, act, digest, v = runtime.obs_dim, runtime.act_dim, runtime.digest, runtime.version
+
+    def block(bias=0.0, w2=0.0125, huge=False):
+        b = RefinementBlock(obs, act, 16, 2, tau=1.0)
+        with torch.no_grad():
+            b.u[-1].bias.fill_(bias)
+            if huge:
+                b.u[0].weight.fill_(1e30)
+                b.u[-1].weight.fill_(1e30)
+        return b, w2
+
+    def block_update(version=v + 1, parent=digest, **kw):
+        b, w2 = block(**kw)
+        return BlockUpdate.from_block(version, b, parent, w2).to_bytes()
+
+    def publish(payload: bytes):
+        def run(ctx):
+            ctx.update_pub.publish(M.update_msg(payload))
+            time.sleep(1.0)
+        return run
+
+    corrupt = bytearray(block_update(bias=0.01))
+    corrupt[len(corrupt) // 2] ^= 0xFF
+    hidden = Cascade(runtime.cascade.base, [*runtime.cascade.blocks, block(bias=0.5)[0]], clip=runtime.cascade.clip)
+    rows = [
+        ('corrupt_update', 'block with one byte flipped', bytes(corrupt), 'rejected: checksum'),
+        ('out_of_order', f'block v{v + 2} (policy at v{v})', block_update(version=v + 2), 'rejected: out of order'),
+        ('wrong_parent', 'block that extends another policy', block_update(parent='f' * 64), 'rejected: parent'),
+        ('forged_bias', 'forged block: +1.0 on every action, claims delta 0.1', block_update(bias=1.0),
+         'rejected: 560x its claim on probe states'),
+        ('forged_claim', 'forged block claiming a trust region of 5.0', block_update(bias=1.0, w2=5.0),
+         'rejected: claim over the limit'),
+        ('nan_output', 'block with finite weights and infinite output', block_update(huge=True),
+         'rejected: non-finite actions on probe states'),
+        ('version_jump', 'base at version 2^40', BlockUpdate.from_policy(2 ** 40, runtime.cascade,
+                                                                         runtime.normalizer).to_bytes(),
+         'rejected: more than 1000 versions ahead'),
+        ('same_version_base', f'base at v{v} with a hidden block', BlockUpdate.from_policy(
+            v, hidden, runtime.normalizer).to_bytes(), 'rejected: a different policy at the running version'),
+    ]
+    return [Scenario(name, fault, publish(payload), ('updates_rejected',), expect)
+            for name, fault, payload, expect in rows]
+
+
+class StatusWatch:
+    """The latest /swfp/status values of each node, with the time they arrived."""
+
+    def __init__(self, node):
+        from diagnostic_msgs.msg import DiagnosticArray
+        self._latest: dict[str, tuple[float, dict]] = {}
+        self._lock = threading.Lock()
+        node.create_subscription(DiagnosticArray, '/swfp/status', self._on_status, 50)
+
+    def _on_status(self, msg):
+        t = time.monotonic()
+        with self._lock:
+            for st in msg.status:
+                self._latest[st.name] = (t, {kv.key: kv.value for kv in st.values})
+
+    def fresh(self, name: str, timeout: float = 10.0) -> dict:
+        """The first status of ``name`` that arrives after this call."""
+        start = time.monotonic()
+        while time.monotonic() - start < timeout:
+            with self._lock:
+                t, values = self._latest.get(name, (0.0, {}))
+            if t > start:
+                return values
+            time.sleep(0.02)
+        raise TimeoutError(f'no /swfp/status from {name} within {timeout} s')
+
+
+@dataclass
+class Context:
+    arm: ScriptedArm
+    status: StatusWatch
+    estop_pub: object
+    update_pub: object
+    policy_name: str = '/policy_node'
+
+
+def run_scenario(ctx: Context, sc: Scenario, settle_s: float = 0.7) -> dict:
+    """Normal operation, the fault, normal operation again: every policy command in the fault and the recovery
+    after it is audited. Returns the table row."""
+    time.sleep(settle_s)
+    before = ctx.status.fresh(ctx.policy_name)
+    audit = ctx.arm.audit
+    audit.judge()
+    audit.reset()
+    sc.run(ctx)
+    time.sleep(settle_s)
+    after = ctx.status.fresh(ctx.policy_name)
+    checked, violations, _ = audit.judge()
+
+    def delta(key):
+        return int(after.get(key, 0)) - int(before.get(key, 0))
+    return {'scenario': sc.name, 'fault': sc.fault, 'commands': checked, 'violations': len(violations),
+            'examples': violations[:3], 'holds': delta('holds'),
+            'counters': {k: delta(k) for k in sc.counters}, 'version': int(after.get('policy_version', -1)),
+            'version_before': int(before.get('policy_version', -1)), 'expect': sc.expect}

@@ -1,0 +1,268 @@
+"""The actor loop as a library, without any ROS graph: chunk execution, per-step safety, the asynchronous next
+chunk, transition assembly, pacing, the update swap, temporal ensembling and the return home — and an in-process
+lockstep run on the real MuJoCo reach task, driven the way a runner would drive it."""
+import numpy as np
+import pytest
+
+from swfp_ros.actor import ActorConfig, ActorLoop, RewardInfo
+from swfp_ros.ros.safety import SafetyFilter
+
+N = 7
+TASK = np.array([0.4, 0.0, 0.3, 0.5, 0.1, 0.3])
+OBS_DIM = 2 * N + TASK.size
+JOINTS = tuple(f'panda_joint{i}' for i in range(1, 8))
+
+
+class Clock:
+    def __init__(self):
+        self.t = 100.0
+
+    def __call__(self):
+        return self.t
+
+
+class ScriptedRuntime:
+    """Chunk k (the k-th inference) is all (k + 1) / 10 per step, clipped: easy to tell chunks and steps apart."""
+
+    def __init__(self, horizon=1):
+        self.horizon, self.version, self.calls, self.obs_seen = horizon, 0, 0, []
+
+    def act(self, obs, deterministic=False):
+        self.obs_seen.append(np.asarray(obs, dtype=np.float64).copy())
+        self.calls += 1
+        step = np.clip(np.full(N, self.calls / 10.0), -1, 1)
+        return np.tile(step, self.horizon) + 0.01 * np.repeat(np.arange(self.horizon), N)
+
+    def apply_update(self, data):
+        if data != b'next':
+            raise ValueError('bad update')
+        self.version += 1
+
+
+def make(horizon=1, clock=None, max_delta=0.1, **cfg):
+    clock = clock or Clock()
+    runtime = ScriptedRuntime(horizon)
+    safety = SafetyFilter(np.full(N, -3.0), np.full(N, 3.0), max_delta, stale_timeout_s=0.5)
+    commands, transitions = [], []
+    loop = ActorLoop(runtime, safety, ActorConfig(joint_names=JOINTS, **cfg), commands.append, transitions.append,
+                     clock=clock)
+    loop.warmup(OBS_DIM, iters=1)
+    runtime.calls = 0
+    runtime.obs_seen.clear()
+    return loop, runtime, commands, transitions, clock
+
+
+def feed(loop, clock, q, stamp):
+    loop.joint_state(np.asarray(q, float), np.zeros(N), stamp, clock())
+
+
+def test_realtime_chunk_steps_are_filtered_against_the_latest_measured_position():
+    loop, runtime, commands, transitions, clock = make(horizon=4, mode='realtime', async_chunks=False)
+    loop.task(TASK)
+    loop.set_active(True)
+    q = np.zeros(N)
+    for k in range(8):
+        q = q + 0.08                                 # the arm moves between ticks: 0.24 rad within a chunk
+        feed(loop, clock, q, k)
+        loop.tick(clock())
+        cmd = commands[-1][0]
+        assert np.all(np.abs(cmd - q) <= 0.1 + 1e-12), 'every step within max_delta of the measured position'
+        clock.t += 0.05
+        loop.reward(RewardInfo(-1.0, False, False, k + 1))
+    assert runtime.calls == 2                        # two chunks of 4 steps, inferred at ticks 0 and 4
+    assert len(commands) == 8 and len(transitions) == 1
+    t = transitions[0]
+    assert t.n_steps == 4 and t.reward == -4.0 and t.action.shape == (4 * N,)
+    # the executed actions are the first chunk's steps (0.1 + 0.01 j), each relative to the position measured then
+    assert np.allclose(t.action.reshape(4, N)[:, 0], [0.1, 0.11, 0.12, 0.13], atol=1e-9)
+
+
+def test_async_next_chunk_is_ready_at_the_boundary_and_chains_transitions():
+    for async_chunks in (False, True):
+        loop, runtime, commands, transitions, clock = make(horizon=3, mode='realtime', async_chunks=async_chunks)
+        loop.task(TASK)
+        loop.set_active(True)
+        calls_at_tick = []
+        for k in range(9):
+            feed(loop, clock, np.full(N, 0.01 * k), k)
+            before = runtime.calls
+            loop.tick(clock())
+            if loop.prefetch is not None:
+                loop.prefetch[1].result()            # the background inference finishes within the period
+            calls_at_tick.append(runtime.calls - before)
+            clock.t += 0.05
+            loop.reward(RewardInfo(-0.5, False, False, k + 1))
+        loop.close()
+        if async_chunks:
+            # inference is started at each chunk's last step (ticks 2, 5, 8), never at a boundary tick (3, 6)
+            assert [i for i, c in enumerate(calls_at_tick) if c] == [0, 2, 5, 8]
+            assert loop.counters['prefetched_chunks'] == 2
+            # the next decision is taken from the observation at the last step (one step of action latency)
+            assert np.allclose(runtime.obs_seen[1][:N], 0.02) and np.allclose(runtime.obs_seen[2][:N], 0.05)
+        else:
+            assert [i for i, c in enumerate(calls_at_tick) if c] == [0, 3, 6]
+        assert len(transitions) == 2
+        a, b = transitions
+        assert np.array_equal(a.next_obs, b.obs), 'consecutive decisions chain (the learner\'s n-step windows)'
+        assert np.allclose(b.obs, runtime.obs_seen[1], atol=1e-6), 'a decision\'s obs is what the policy saw'
+        assert a.n_steps == 3
+
+
+def test_stale_observation_and_estop_hold_and_are_not_recorded():
+    loop, runtime, commands, transitions, clock = make(horizon=1, mode='realtime')
+    loop.task(TASK)
+    loop.set_active(True)
+    q = np.full(N, 0.2)
+    feed(loop, clock, q, 0)
+    clock.t += 0.6                                   # older than stale_timeout_s
+    loop.tick(clock())
+    assert np.allclose(commands[-1][0], q) and loop.safety.counters['stale'] == 1
+    assert runtime.calls == 0, 'no inference from a stale observation'
+    feed(loop, clock, q, 1)
+    loop.estop(True)
+    loop.tick(clock())
+    assert np.allclose(commands[-1][0], q) and loop.safety.counters['estop'] >= 1
+    loop.reward(RewardInfo(-1.0, False, False, 1))
+    loop.estop(False)
+    feed(loop, clock, q, 2)
+    loop.tick(clock())
+    assert not np.allclose(commands[-1][0], q)       # moving again
+    assert not transitions, 'holds are never recorded'
+
+
+def test_no_task_holds_and_invalid_input_holds():
+    loop, runtime, commands, transitions, clock = make(mode='realtime')
+    loop.set_active(True)
+    q = np.full(N, 0.3)
+    feed(loop, clock, q, 0)
+    loop.tick(clock())
+    assert np.allclose(commands[-1][0], q) and loop.safety.counters['no_task'] == 1 and runtime.calls == 0
+    loop.task(TASK)
+    loop.invalid('bad_task')
+    loop.tick(clock())
+    assert np.allclose(commands[-1][0], q) and loop.safety.counters['bad_task'] == 1 and runtime.calls == 0
+    loop.task(TASK)                                  # a valid task clears it
+    loop.tick(clock())
+    assert runtime.calls == 1
+
+
+def test_realtime_updates_swap_after_a_command_and_bad_ones_are_rejected():
+    loop, runtime, commands, transitions, clock = make(mode='realtime')
+    loop.task(TASK)
+    loop.set_active(True)
+    loop.update(b'next')
+    loop.update(b'corrupt')
+    assert runtime.version == 0, 'deferred while active: never before the next command'
+    feed(loop, clock, np.zeros(N), 0)
+    loop.tick(clock())
+    assert runtime.version == 1 and loop.counters['updates_applied'] == 1 and loop.counters['updates_rejected'] == 1
+
+
+def test_lockstep_pacing_waits_for_the_learner_but_not_for_a_dead_one():
+    loop, runtime, commands, transitions, clock = make(mode='lockstep', max_learner_backlog=8, backlog_timeout_s=1.0)
+    loop.task(TASK)
+    loop.set_active(True)
+    loop.backlog_report(50)
+    feed(loop, clock, np.zeros(N), 1)
+    assert not commands and loop.paused is not None and loop.counters['paced_waits'] == 1
+    loop.backlog_report(3)                           # the learner caught up
+    assert len(commands) == 1
+    loop.backlog_report(50)
+    loop.reward(RewardInfo(-1.0, False, False, 1))
+    feed(loop, clock, np.zeros(N), 2)
+    assert len(commands) == 1 and loop.paused is not None
+    clock.t += 1.5                                   # no report for longer than backlog_timeout_s: learner gone
+    loop.idle()
+    assert len(commands) == 2 and loop.paused is None
+
+
+def test_temporal_ensemble_averages_overlapping_chunks_and_records_nothing():
+    loop, runtime, commands, transitions, clock = make(horizon=3, mode='realtime', temporal_ensemble=True,
+                                                       ensemble_decay=0.5, max_delta=1.0, action_scale=1.0)
+    loop.task(TASK)
+    loop.set_active(True)
+    for k in range(3):
+        feed(loop, clock, np.zeros(N), k)
+        loop.tick(clock())
+        loop.reward(RewardInfo(-1.0, False, False, k + 1))
+    # tick 3 is covered by chunk 1 (step 2: 0.1 + 0.02), chunk 2 (step 1: 0.2 + 0.01) and chunk 3 (step 0: 0.3)
+    w = np.exp(-0.5 * np.arange(3))
+    expected = (w * np.array([0.12, 0.21, 0.3])).sum() / w.sum()
+    assert np.allclose(commands[-1][0], expected) and not transitions
+    with pytest.raises(ValueError):
+        ActorConfig(joint_names=JOINTS, mode='lockstep', temporal_ensemble=True)
+
+
+def test_home_posture_between_episodes_is_rate_limited_and_ends_with_the_next_episode():
+    loop, runtime, commands, transitions, clock = make(mode='realtime', home_speed=0.4)   # 0.02 rad per 20 Hz tick
+    loop.task(TASK)
+    loop.set_active(True)
+    home = np.full(N, 0.5)
+    loop.home(home)
+    loop.episode(0)
+    q = np.zeros(N)
+    feed(loop, clock, q, 0)
+    loop.tick(clock())
+    loop.reward(RewardInfo(0.0, True, False, 1))     # success: the episode ends
+    feed(loop, clock, q, 1)                          # the terminal observation
+    assert len(transitions) == 1 and transitions[0].terminated
+    calls = runtime.calls
+    for k in range(5):
+        loop.tick(clock())
+        assert np.allclose(commands[-1][0] - q, 0.02), 'one rate-limited step towards home per tick'
+        q = commands[-1][0]
+        feed(loop, clock, q, 2 + k)
+    assert runtime.calls == calls and loop.homing
+    loop.episode(1)
+    loop.tick(clock())
+    assert not loop.homing and runtime.calls == calls + 1
+
+
+def test_in_process_lockstep_run_on_the_reach_task():
+    """A runner drives the loop with a real MuJoCo env: every command is the env's next joint target, every reward
+    pairs with the following observation, and the transitions match what the env produced."""
+    from swfp_ros.algo.runtime import PolicyRuntime  # noqa: F401  (the real runtime has the same interface)
+    from swfp_ros.sim import TASKS
+    env = TASKS['panda_reach'][1]()
+    env.reset(seed=1)
+    loop, runtime, commands, transitions, clock = make(horizon=2, mode='lockstep', max_delta=0.1)
+    loop.safety = SafetyFilter(env.joint_lower, env.joint_upper, 0.1, 0.5)
+    loop.task(env.task_vector())
+    loop.set_active(True)
+    stamp, rewards = 0, []
+    names, pos, vel, _ = env.joint_state()
+    loop.joint_state(pos[:N], vel[:N], stamp, clock())
+    while len(transitions) < 10:
+        assert commands, 'the loop answers every observation'
+        target = commands.pop(0)[0]
+        q_before = env.joint_positions
+        assert np.all(np.abs(target - q_before) <= 0.1 + 1e-12)
+        _, r, terminated, _, _ = env.step_joint_targets(target)
+        rewards.append(r)
+        stamp += 1
+        loop.reward(RewardInfo(r, terminated, False, env.elapsed_steps))
+        loop.task(env.task_vector())
+        loop.joint_state(env.joint_positions, env.joint_velocities, stamp, clock())
+    assert all(t.n_steps == 2 for t in transitions)
+    assert np.allclose([t.reward for t in transitions], np.add.reduceat(rewards[:20], np.arange(0, 20, 2)))
+    assert all(np.array_equal(a.next_obs, b.obs) for a, b in zip(transitions, transitions[1:]))
+
+
+def test_trajectory_mode_sends_a_chunk_per_message_and_holds_mid_trajectory_when_stale():
+    loop, runtime, commands, transitions, clock = make(horizon=3, mode='realtime', command_type='trajectory')
+    loop.task(TASK)
+    loop.set_active(True)
+    q = np.zeros(N)
+    for k in range(5):                               # chunks start at ticks 1 and 4
+        feed(loop, clock, q, k)
+        loop.tick(clock())
+        clock.t += 0.05
+        loop.reward(RewardInfo(-1.0, False, False, k + 1))
+    assert runtime.calls == 2 and len(commands) == 2, 'one trajectory per chunk, the next after H ticks'
+    points = commands[0]
+    assert points.shape == (3, N) and np.all(np.abs(np.diff(np.vstack([q, points]), axis=0)) <= 0.1 + 1e-12)
+    assert len(transitions) == 1 and transitions[0].n_steps == 3
+    feed(loop, clock, q, 6)
+    clock.t += 0.6                                   # tick 6, mid-trajectory: the joint states stopped
+    loop.tick(clock())
+    assert len(commands) == 3 and commands[-1].shape == (1, N) and np.allclose(commands[-1][0], q)

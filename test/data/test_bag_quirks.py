@@ -1,0 +1,148 @@
+"""What real rosbag2 recordings look like beyond the happy path: single MCAP files (whose embedded metadata says 0
+messages), file-compressed bags, storage files in subdirectories, a wrong serialization format, metadata.yaml
+fallbacks that must keep the ROS distro. Every bag is written here by rosbags (the same files rosbag2 writes)."""
+import re
+import shutil
+import warnings
+
+import numpy as np
+import pytest
+import yaml
+from data_synth import RATE, SCALE, expected_obs
+from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
+
+from swfp_ros.data import BagWarning, IngestError, default_panda_spec, ingest, write_demo_bag
+from swfp_ros.data.bag_writer import standard_typestore
+from swfp_ros.data.inspect import format_summary, inspect_bag
+from swfp_ros.data.spec import PANDA_JOINTS, REACH_TASK_LABELS
+
+
+@pytest.fixture
+def demo_bag(tmp_path, episodes):
+    bag = tmp_path / 'demo'
+    write_demo_bag(bag, episodes, PANDA_JOINTS, REACH_TASK_LABELS, RATE)
+    return bag
+
+
+def _quietly(fn, *args, **kwargs):
+    """fn(...) and the BagWarnings it raised."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always', BagWarning)
+        result = fn(*args, **kwargs)
+    return result, [str(w.message) for w in caught if issubclass(w.category, BagWarning)]
+
+
+def _edit_metadata(bag, edit):
+    path = bag / 'metadata.yaml'
+    doc = yaml.safe_load(path.read_text())
+    edit(doc['rosbag2_bagfile_information'])
+    path.write_text(yaml.safe_dump(doc))
+
+
+def _assert_same_steps(ds, episodes):
+    assert len(ds) == len(episodes)
+    for got, ep in zip(ds, episodes):
+        np.testing.assert_allclose(got.obs, expected_obs(ep), atol=1e-5)
+
+
+def _as_rosbag2_writes_it(mcap):
+    """rosbag2 embeds its metadata record when it opens an MCAP file, so the record says 0 messages (rosbags writes
+    it at close, with the true counts): zero the counts in place, keeping every length."""
+    data = mcap.read_bytes()
+    zeroed = re.sub(rb'message_count: (\d+)', lambda m: b'message_count: 0' + b' ' * (len(m.group(1)) - 1), data)
+    assert zeroed != data and len(zeroed) == len(data)
+    mcap.write_bytes(zeroed)
+
+
+def test_single_mcap_file_reads_without_a_false_count_warning(demo_bag, episodes):
+    single = next(demo_bag.glob('*.mcap'))
+    _as_rosbag2_writes_it(single)
+    summary = inspect_bag(single)
+    assert summary.warnings == []
+    assert summary.storage_id == 'mcap' and summary.message_count > 0
+    ds, caught = _quietly(ingest, single, default_panda_spec(action_scale=SCALE), progress=False)
+    assert caught == []
+    _assert_same_steps(ds, episodes)
+
+
+def test_file_compressed_bag_names_its_storage(tmp_path, episodes):
+    src = tmp_path / 'plain'
+    write_demo_bag(src, episodes, PANDA_JOINTS, REACH_TASK_LABELS, RATE)
+    bag = tmp_path / 'compressed'
+    writer = Writer(bag, version=9, storage_plugin=StoragePlugin.MCAP)
+    writer.set_compression(CompressionMode.FILE, CompressionFormat.ZSTD)
+    from rosbags.rosbag2 import Reader
+    with Reader(src) as reader, writer:
+        conns = {c.id: writer.add_connection(c.topic, c.msgtype, typestore=standard_typestore())
+                 for c in reader.connections}
+        for c, t, raw in reader.messages():
+            writer.write(conns[c.id], t, raw)
+    assert [p.name for p in bag.iterdir() if p.name != 'metadata.yaml'][0].endswith('.mcap.zstd')
+    summary = inspect_bag(bag)
+    assert summary.storage_id == 'mcap' and 'Storage:        mcap' in format_summary(summary)
+    _assert_same_steps(ingest(bag, default_panda_spec(action_scale=SCALE), progress=False), episodes)
+
+
+@pytest.mark.parametrize('layout', ['subdirectory', 'prefixed_with_bag_name'])
+def test_relative_file_paths_with_folders(demo_bag, episodes, layout):
+    storage = next(demo_bag.glob('*.mcap'))
+    if layout == 'subdirectory':            # relative to the bag folder, inside a subfolder
+        (demo_bag / 'data').mkdir()
+        listed = f'data/{storage.name}'
+        storage.rename(demo_bag / listed)
+    else:                                   # early rosbag2: '<bag folder name>/<file>'
+        listed = f'{demo_bag.name}/{storage.name}'
+    _edit_metadata(demo_bag, lambda m: m.update(relative_file_paths=[listed]))
+    summary = inspect_bag(demo_bag)
+    assert summary.warnings == [] and summary.files == [storage.name]
+    ds, caught = _quietly(ingest, demo_bag, default_panda_spec(action_scale=SCALE), progress=False)
+    assert caught == []
+    _assert_same_steps(ds, episodes)
+
+
+def test_relative_file_path_outside_the_bag_is_not_followed(tmp_path, demo_bag):
+    outside = tmp_path / 'elsewhere.mcap'
+    shutil.copy(next(demo_bag.glob('*.mcap')), outside)
+    _edit_metadata(demo_bag, lambda m: m.update(relative_file_paths=['../elsewhere.mcap']))
+    summary = inspect_bag(demo_bag)
+    (warning,) = summary.warnings
+    assert 'not inside the bag directory' in warning and 'falling back' in warning
+    assert summary.files == [next(demo_bag.glob('*.mcap')).name]
+
+
+def test_wrong_serialization_format_in_metadata_is_reported(demo_bag, episodes):
+    def edit(meta):
+        for t in meta['topics_with_message_count']:
+            if t['topic_metadata']['name'] == '/swfp/action':
+                t['topic_metadata']['serialization_format'] = 'wrong_format'
+    _edit_metadata(demo_bag, edit)
+    ds, caught = _quietly(ingest, demo_bag, default_panda_spec(action_scale=SCALE), progress=False)
+    assert len(caught) == 1 and '/swfp/action' in caught[0] and "'wrong_format'" in caught[0]
+    _assert_same_steps(ds, episodes)      # the storage file itself says CDR, and is what is read
+
+
+def test_non_cdr_topic_is_refused_naming_it(tmp_path, demo_bag):
+    """A bag whose storage records /swfp/task as JSON: ingest names the topic instead of decoding it as CDR."""
+    from rosbags.rosbag2 import Reader
+    bag = tmp_path / 'json_task'
+    with Reader(demo_bag) as reader, Writer(bag, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        conns = {c.id: writer.add_connection(c.topic, c.msgtype, typestore=standard_typestore(),
+                                             serialization_format='json' if c.topic == '/swfp/task' else 'cdr')
+                 for c in reader.connections}
+        for c, t, raw in reader.messages():
+            writer.write(conns[c.id], t, raw)
+    summary = inspect_bag(bag)
+    assert {t.topic: t.serialization_format for t in summary.topics}['/swfp/task'] == 'json'
+    assert '(serialized as json)' in format_summary(summary)
+    with pytest.raises(IngestError) as ei:
+        ingest(bag, default_panda_spec(action_scale=SCALE), progress=False)
+    (msg,) = ei.value.report.errors.values()
+    assert "topic '/swfp/task' is serialized as json" in msg and 'only CDR' in msg
+
+
+def test_ros_distro_survives_a_metadata_fallback(demo_bag):
+    _edit_metadata(demo_bag, lambda m: m.update(ros_distro='kilted', message_count=m['message_count'] + 5))
+    summary = inspect_bag(demo_bag)
+    (warning,) = summary.warnings
+    assert 'metadata.yaml says' in warning
+    assert summary.ros_distro == 'kilted' and 'recorded by: kilted' in format_summary(summary)

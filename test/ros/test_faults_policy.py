@@ -1,0 +1,77 @@
+"""Fault injection against a real policy node in realtime mode (a tiny real FlowPolicy checkpoint), black-box over
+its topics: a scripted arm (this process) follows its commands and reports faulty joint states, task vectors, an
+e-stop and forged or broken policy updates. Every command the node sends in a fault and in the second after it is
+audited against the safety contract (swfp_ros/ros/fault_injection.py); each fault must also move its counter on
+/swfp/status. benchmarks/bench_faults.py prints the same scenarios as a table."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip('rclpy')
+from std_msgs.msg import Bool, UInt8MultiArray  # noqa: E402
+
+from swfp_ros.algo.checkpoint import load_policy  # noqa: E402
+from swfp_ros.ros import fault_injection as F  # noqa: E402
+from swfp_ros.ros.policy_node import ESTOP_QOS, UPDATE_QOS  # noqa: E402
+from swfp_ros.sim import TASKS  # noqa: E402
+from swfp_ros.sim.panda_model import ARM_JOINTS, FINGER_JOINTS  # noqa: E402
+from tiny_policy import write_bc_checkpoint  # noqa: E402
+
+CONFIG = Path(__file__).resolve().parents[2] / 'config'
+TASK = TASKS['panda_reach'][1]
+OBS_DIM = 14 + len(TASK.task_labels)
+MAX_DELTA, STALE_S = 0.1, 0.5
+Q0 = np.array([0.0, -0.3, 0.0, -2.2, 0.0, 0.33, 0.785])
+
+
+@pytest.fixture
+def rig(launch_node, ros_node, tmp_path):
+    env = TASK()
+    lower, upper = env.joint_lower, env.joint_upper
+    env.close()
+    ckpt = write_bc_checkpoint(tmp_path / 'policy.pt', OBS_DIM, 7)
+    audit = F.CommandAudit(ARM_JOINTS, lower, upper, MAX_DELTA, STALE_S + F.LATENCY_MARGIN_S)
+    arm = F.ScriptedArm(ros_node.node, ARM_JOINTS, FINGER_JOINTS, Q0, TASK.task_labels,
+                        [0.4, 0.0, 0.3, 0.5, 0.1, 0.3], audit)
+    ctx = F.Context(arm, F.StatusWatch(ros_node.node),
+                    ros_node.node.create_publisher(Bool, '/swfp/estop', ESTOP_QOS),
+                    ros_node.node.create_publisher(UInt8MultiArray, '/swfp/policy_update', UPDATE_QOS))
+    policy = launch_node('policy_node', params_file=CONFIG / 'policy.yaml', params={
+        'checkpoint': str(ckpt), 'device': 'cpu', 'mode': 'realtime', 'control_rate': 50.0, 'max_delta': MAX_DELTA,
+        'stale_timeout_s': STALE_S, 'status_period_s': 0.2})
+    ros_node.wait_for(lambda: arm.policy_commands >= 20, 60.0, what='the policy commanding the arm')
+    ctx.bounds, ctx.runtime, ctx.process = (lower, upper), load_policy(str(ckpt), device='cpu'), policy
+    yield ctx
+    arm.close()
+    print(policy.output()[-3000:])
+
+
+def check(rows, require_commands=True):
+    bad = [r for r in rows if r['violations'] or any(v <= 0 for v in r['counters'].values())
+           or (require_commands and r['commands'] == 0)]
+    assert not bad, '\n'.join(str(r) for r in bad)
+
+
+def test_measurement_faults(rig):
+    rows = [F.run_scenario(rig, sc) for sc in F.measurement_scenarios(*rig.bounds, MAX_DELTA)]
+    check(rows)
+    by = {r['scenario']: r for r in rows}
+    assert by['shuffled_names']['holds'] == 0            # read by name: a shuffled order is not a fault
+    assert all(by[k]['holds'] > 0 for k in ('nan_joint', 'wrong_size', 'missing_name', 'stale', 'beyond_limit_far'))
+    assert rig.process.alive()
+
+
+def test_task_and_estop_faults(rig, ros_node):
+    rows = [F.run_scenario(rig, sc) for sc in F.task_scenarios() + [F.estop_scenario()]]
+    check(rows)
+    assert all(r['holds'] > 0 for r in rows)
+    q = rig.arm.q.copy()                                  # released: the policy moves the arm again
+    ros_node.wait_for(lambda: not np.allclose(rig.arm.q, q), 10.0, what='the arm moving after the release')
+
+
+def test_update_faults(rig):
+    rows = [F.run_scenario(rig, sc) for sc in F.update_scenarios(rig.runtime)]
+    check(rows)
+    assert all(r['counters']['updates_rejected'] == 1 and r['version'] == r['version_before'] == 0 for r in rows), rows
+    assert rig.process.alive()

@@ -1,0 +1,94 @@
+"""The learner's transition journal (pure Python): records survive a reopen in order, a torn last record is cut off,
+damage elsewhere is an error, pruning keeps what is not yet stored, and a killed writer loses nothing it wrote."""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from swfp_ros.ros import journal as J
+
+N = 11
+
+
+def rec(i):
+    return np.arange(N, dtype=np.float64) + 1000.0 * i
+
+
+def test_append_read_reopen_across_segments(tmp_path, monkeypatch):
+    monkeypatch.setattr(J, 'SEGMENT_RECORDS', 8)
+    j = J.TransitionJournal(tmp_path / 'inbox', N, 3, 2, first_transition=17)
+    assert [j.append(rec(i)) for i in range(20)] == list(range(20))
+    np.testing.assert_array_equal(j.read(5, 10), np.stack([rec(i) for i in range(5, 15)]))
+    assert len(j.read(18, 100)) == 2 and len(j.read(20, 5)) == 0
+    j.close()
+    assert len(list((tmp_path / 'inbox').glob('*.seg'))) == 3
+    j2 = J.TransitionJournal(tmp_path / 'inbox', N, 3, 2, first_transition=0)
+    assert j2.written == 20 and j2.first_transition == 17          # the stored first_transition wins
+    j2.append(rec(20))
+    np.testing.assert_array_equal(j2.read(0, 100), np.stack([rec(i) for i in range(21)]))
+    with pytest.raises(J.JournalError, match='needs'):
+        J.TransitionJournal(tmp_path / 'inbox', N + 1, 3, 2)
+
+
+def test_prune_keeps_unstored_records(tmp_path, monkeypatch):
+    monkeypatch.setattr(J, 'SEGMENT_RECORDS', 8)
+    j = J.TransitionJournal(tmp_path, N, 3, 2)
+    for i in range(30):
+        j.append(rec(i))
+    assert j.prune(17) == 2                      # segments 0-7 and 8-15 are below 17; 16-23 holds 17
+    np.testing.assert_array_equal(j.read(16, 20), np.stack([rec(i) for i in range(16, 30)]))
+    with pytest.raises(J.JournalError, match='pruned'):
+        j.read(3, 2)
+    j.close()
+    assert J.TransitionJournal(tmp_path, N, 3, 2).written == 30
+
+
+def test_torn_tail_cut_off_damage_elsewhere_refused(tmp_path):
+    j = J.TransitionJournal(tmp_path, N, 3, 2)
+    for i in range(5):
+        j.append(rec(i))
+    j.close()
+    seg = next(tmp_path.glob('*.seg'))
+    with open(seg, 'ab') as f:
+        f.write(rec(5).tobytes()[:50])           # a write cut short by a kill
+    j2 = J.TransitionJournal(tmp_path, N, 3, 2)
+    assert j2.written == 5 and j2.torn_bytes == 50
+    j2.append(rec(5))                            # goes where the torn record was
+    np.testing.assert_array_equal(j2.read(0, 10), np.stack([rec(i) for i in range(6)]))
+    j2.close()
+    data = bytearray(seg.read_bytes())
+    data[j2.record_bytes + 3] ^= 0xFF            # record 1 of 5: damage, not a torn write
+    seg.write_bytes(bytes(data))
+    with pytest.raises(J.JournalError, match='record 1 fails its checksum'):
+        J.TransitionJournal(tmp_path, N, 3, 2)
+
+
+def test_killed_writer_loses_nothing_it_wrote(tmp_path):
+    """SIGKILL a process that appends as fast as it can: every record whose append returned (it prints the count
+    after each) is in the journal when it is reopened."""
+    code = textwrap.dedent(f'''
+        import sys, numpy as np
+        from swfp_ros.ros.journal import TransitionJournal
+        j = TransitionJournal(sys.argv[1], {N}, 3, 2)
+        i = 0
+        while True:
+            j.append(np.full({N}, float(i)))
+            i += 1
+            print(i, flush=True)
+    ''')
+    p = subprocess.Popen([sys.executable, '-c', code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    acknowledged = 0
+    for line in p.stdout:
+        acknowledged = int(line)
+        if acknowledged >= 5000:
+            break
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    j = J.TransitionJournal(tmp_path, N, 3, 2)
+    assert j.written >= acknowledged
+    data = j.read(0, j.written)
+    np.testing.assert_array_equal(data[:, 0], np.arange(j.written))

@@ -1,0 +1,165 @@
+"""Learner node under faults, in a real process: nothing it journaled is lost to a SIGKILL, a SIGINT during a long
+catch-up stops it at once with a final checkpoint, a damaged checkpoint is refused (never a silent fresh start over
+it), and with a key file every update it publishes is signed."""
+import os
+import signal
+
+import numpy as np
+import pytest
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from std_msgs.msg import Float64MultiArray, UInt8MultiArray
+
+from swfp_ros.algo import auth
+from swfp_ros.algo.checkpoint import load_learner, load_policy, save_learner
+from swfp_ros.ros import messages
+from swfp_ros.ros.learner_node import load_or_create_learner, swfp_config
+from test_learner_node import ACT, LATCHED, OBS, learner_status, stored, transition
+from tiny_policy import SMALL_SWFP, write_bc_checkpoint
+
+KEEP_ALL = QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.VOLATILE)
+# utd 2: storing a transition costs two critic updates, so a fast sender builds a backlog the learner works through
+SLOW = {**SMALL_SWFP, 'utd': 2.0, 'warmup_steps': 10 ** 6}
+
+
+@pytest.fixture
+def start_learner(tmp_path, launch_node):
+    bc = write_bc_checkpoint(tmp_path / 'bc.pt', OBS, ACT)
+
+    def start(**params):
+        base = {'checkpoint_dir': str(tmp_path / 'ckpt'), 'base_checkpoint': str(bc), 'device': 'cpu',
+                'status_period': 0.2, 'update_period': 0.01, 'swfp': SMALL_SWFP}
+        return launch_node('learner_node', params={**base, **params})
+    start.bc = bc
+    return start
+
+
+def sender(ros_node):
+    pub = ros_node.node.create_publisher(Float64MultiArray, '/swfp/transition', KEEP_ALL)
+    ros_node.wait_for(lambda: pub.get_subscription_count() > 0, 30.0, what='learner subscription')
+    return pub
+
+
+def test_sigkill_under_load_loses_nothing_it_journaled(ros_node, start_learner, tmp_path):
+    status = ros_node.collect('/swfp/status', DiagnosticArray)
+    proc = start_learner(swfp=SLOW)
+    pub = sender(ros_node)
+    for i in range(1500):
+        pub.publish(transition(i))
+    ros_node.wait_for(lambda: int(learner_status(status).get('journaled', 0)) >= 800, 60.0, what='800 journaled')
+    before = learner_status(status)
+    assert int(before['transitions']) < int(before['journaled']), before     # a backlog waits on disk
+    proc.kill()
+    status.clear()
+    proc2 = start_learner(swfp=SLOW)
+    ros_node.wait_for(lambda: learner_status(status).get('resumed') == 'true', 60.0, what='the resumed learner')
+    journaled = int(learner_status(status)['journaled'])
+    assert journaled >= int(before['journaled'])
+    ros_node.wait_for(lambda: learner_status(status).get('idle') == 'true', 240.0, what='the backlog stored')
+    after = learner_status(status)
+    # every journaled transition is in the learner exactly once (each of these breaks the n-step chain: one window
+    # stays open), and nothing arrives after the restart (the sender stopped)
+    assert int(after['transitions']) == journaled and after['replay_size'] == stored(journaled), after
+    assert int(after['journaled']) == journaled
+    assert proc2.stop() == 0
+
+
+def test_sigint_during_catch_up_stops_at_once_with_a_final_checkpoint(ros_node, start_learner, tmp_path):
+    """A checkpoint owing 20,000 critic updates (what the old node left after a SIGINT with a full queue): the resumed
+    node works them off in bounded rounds, and a SIGINT in the middle is honoured between two rounds."""
+    ckpt_dir = tmp_path / 'ckpt'
+    learner, _ = load_or_create_learner(ckpt_dir / 'learner.pt', str(start_learner.bc), swfp_config(
+        {'critic.hidden': 32, 'critic.layers': 2, 'critic.batch_size': 32, 'warmup_steps': 10 ** 6}), 'cpu')
+    rng = np.random.default_rng(0)
+    n = 40_000
+    learner.add_transitions(rng.normal(size=(n, OBS)), rng.uniform(-1, 1, (n, ACT)), -rng.random(n),
+                            rng.normal(size=(n, OBS)), np.zeros(n, bool), np.ones(n))
+    owed = learner.counters.owed_updates
+    save_learner(str(ckpt_dir / 'learner.pt'), learner)
+    status = ros_node.collect('/swfp/status', DiagnosticArray)
+    proc = start_learner()
+    ros_node.wait_for(lambda: int(learner_status(status).get('critic_updates', 0)) >= 50, 120.0,
+                      what='the catch-up under way')
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.proc.wait(60) == 0, proc.output()[-3000:]
+    out = proc.output()
+    assert 'final checkpoint' in out and 'Traceback' not in out, out[-3000:]
+    final = load_learner(str(ckpt_dir / 'learner.pt'))
+    assert final.counters.critic_updates >= 50                   # the progress is in the final checkpoint
+    assert 1 <= final.counters.owed_updates < owed                # and it stopped in the middle of the catch-up
+
+
+def test_damaged_checkpoint_refused_never_started_over(ros_node, start_learner, tmp_path):
+    ckpt = tmp_path / 'ckpt' / 'learner.pt'
+    status = ros_node.collect('/swfp/status', DiagnosticArray)
+    proc = start_learner()
+    pub = sender(ros_node)
+    for i in range(20):
+        pub.publish(transition(i))
+    ros_node.wait_for(lambda: learner_status(status).get('accepted') == '20', 30.0, what='20 stored')
+    assert proc.stop() == 0
+    good = ckpt.read_bytes()
+    ckpt.write_bytes(good[:len(good) // 2])                      # a checkpoint cut short (disk full, a copy aborted)
+    damaged = ckpt.read_bytes()
+    for attempt in ('damaged', 'missing'):
+        bad = start_learner()
+        assert bad.proc.wait(60) != 0
+        out = bad.output()
+        assert 'cannot start' in out and 'Traceback' not in out, out[-2000:]
+        if attempt == 'damaged':
+            assert str(ckpt) in out and ckpt.read_bytes() == damaged     # named, and left as it was
+            ckpt.unlink()
+        else:
+            assert 'refusing to start a fresh learner' in out and not ckpt.exists()
+    ckpt.write_bytes(good)                                       # restored: resumes with its 20 transitions
+    status.clear()
+    proc = start_learner()
+    ros_node.wait_for(lambda: learner_status(status).get('resumed') == 'true', 60.0, what='resumed')
+    assert learner_status(status)['transitions'] == '20'
+    assert proc.stop() == 0
+
+
+def test_updates_signed_with_the_key_file(ros_node, start_learner, tmp_path):
+    key_file = tmp_path / 'update.key'
+    key_file.write_text(os.urandom(32).hex())
+    key_file.chmod(0o644)
+    loose = start_learner(update_key_file=str(key_file))
+    assert loose.proc.wait(60) != 0 and 'chmod 600' in loose.output()
+    key_file.chmod(0o600)
+    updates = ros_node.collect('/swfp/policy_update', UInt8MultiArray, LATCHED)
+    proc = start_learner(update_key_file=str(key_file))
+    ros_node.wait_for(lambda: len(updates) >= 1, 60.0, what='the signed snapshot')
+    blob = messages.update_from_msg(updates[0][1])
+    assert auth.is_signed(blob)
+    actor = load_policy(str(start_learner.bc), device='cpu')
+    actor.set_update_key(auth.load_key(key_file))
+    assert actor.apply_update(blob) == 0                         # the learner's snapshot: same policy, accepted
+    tampered = bytearray(blob)
+    tampered[-1] ^= 1
+    with pytest.raises(ValueError, match='signature'):
+        actor.apply_update(bytes(tampered))
+    assert proc.stop() == 0
+
+
+def test_sigint_during_a_block_stops_it_with_a_final_checkpoint(ros_node, start_learner, tmp_path):
+    """A block takes seconds (here: 20,000 train steps, minutes): a stop request ends it at the next train step, the
+    final checkpoint holds the state before it (the block still due), and a restarted learner trains it."""
+    slow_block = {**SMALL_SWFP, 'block': {**SMALL_SWFP['block'], 'train_steps': 20_000}}
+    status = ros_node.collect('/swfp/status', DiagnosticArray)
+    proc = start_learner(swfp=slow_block)
+    pub = sender(ros_node)
+    for i in range(70):                                          # warm-up 64: the first block is due
+        pub.publish(transition(i))
+    ros_node.wait_for(lambda: learner_status(status).get('phase') == 'block', 60.0, what='a block under way')
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.proc.wait(60) == 0, proc.output()[-3000:]
+    out = proc.output()
+    assert 'final checkpoint' in out and 'Traceback' not in out, out[-3000:]
+    final = load_learner(str(tmp_path / 'ckpt' / 'learner.pt'))
+    assert final.counters.blocks_trained == 0 and final.counters.transitions == 70          # no block, all data
+    assert final.counters.next_block_at <= final.counters.env_steps                          # and the block due
+    status.clear()
+    proc = start_learner(swfp=slow_block)
+    ros_node.wait_for(lambda: learner_status(status).get('phase') == 'block', 60.0, what='the block trained again')
+    proc.kill()

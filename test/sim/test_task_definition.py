@@ -1,0 +1,76 @@
+"""One definition of the reach task's vector and reward, shared by the simulated task and the task node: the task
+monitor, fed only the simulated arm's joint positions and its goal, computes exactly what the environment does.
+
+(MuJoCo's mj_step leaves the site positions of the last substep's start, 2 ms behind the joint positions; the test
+refreshes the simulation's kinematics before comparing, so that both sides see the same arm state.)"""
+import numpy as np
+import pytest
+
+from swfp_ros.sim import TASKS
+from swfp_ros.sim.kinematics import ArmKinematics
+from swfp_ros.sim.monitor import TaskMonitor
+from swfp_ros.sim.tasks import HOME_Q, REACH
+
+
+@pytest.fixture(scope='module')
+def kin():
+    return ArmKinematics()
+
+
+def test_monitor_matches_the_simulated_reach_task(kin):
+    import mujoco   # after swfp_ros.sim, which chooses MuJoCo's GL backend on import
+    env = TASKS['panda_reach'][1]()
+    rng = np.random.default_rng(0)
+    for episode in range(3):
+        env.reset(seed=episode)
+        monitor = TaskMonitor(kin, monitor=True, episode_steps=50, goals=[env.goal])
+        first = monitor.control_step(env.joint_positions)
+        assert first.episode == 0 and first.reward is None
+        assert np.allclose(first.task, env.task_vector(), atol=1e-9)
+        for step in range(1, 20):
+            env.step(rng.uniform(-1, 1, 7))
+            mujoco.mj_kinematics(env.model, env.data)
+            reward, terminated = env._reward_and_success()
+            out = monitor.control_step(env.joint_positions)
+            assert np.allclose(out.task, env.task_vector(), atol=1e-12), 'same task vector from joint states'
+            assert out.reward[0] == pytest.approx(reward, abs=1e-12) and out.reward[1] == terminated
+            assert out.reward[3] == step
+            if terminated:
+                break
+
+
+def test_monitor_episodes_time_limit_home_and_goal_list(kin):
+    goals = [np.array([0.5, 0.0, 0.3]), np.array([0.4, 0.2, 0.25])]
+    monitor = TaskMonitor(kin, monitor=True, episode_steps=3, goals=goals, home_tolerance=0.05)
+    away = HOME_Q + 0.3
+    assert monitor.control_step(away).episode == 0          # the first episode starts wherever the arm is
+    rewards = [monitor.control_step(away).reward for _ in range(3)]
+    assert [r[2] for r in rewards] == [False, False, True] and monitor.state == 'homing'
+    out = monitor.control_step(away)                         # not home yet: no new episode, no reward
+    assert out.episode is None and out.reward is None and np.allclose(out.task[3:], goals[0])
+    out = monitor.control_step(HOME_Q + 0.01)                # home: the next goal of the list
+    assert out.episode == 1 and np.allclose(out.task[3:], goals[1])
+    ee = kin.ee_position(HOME_Q)
+    monitor.goals, monitor.state = [ee], 'homing'
+    monitor.control_step(HOME_Q)
+    r = monitor.control_step(HOME_Q).reward
+    assert r[1] and r[0] == pytest.approx(-0.0)              # at the goal: success
+    assert monitor.counters == {'episodes': 2, 'successes': 1, 'time_limits': 1}
+
+
+def test_plain_task_source_follows_the_latest_goal_and_rejects_bad_ones(kin):
+    monitor = TaskMonitor(kin, monitor=False)
+    assert monitor.control_step(HOME_Q).task is None         # no goal: nothing to publish, the policy holds
+    monitor.set_goal([0.5, 0.1, 0.2])
+    out = monitor.control_step(HOME_Q)
+    assert np.allclose(out.task, REACH.vector(kin.ee_position(HOME_Q), [0.5, 0.1, 0.2])) and out.reward is None
+    assert REACH.labels[:3] == ('ee_x', 'ee_y', 'ee_z')                     # the order the checkpoints expect
+    assert np.allclose(out.task[:3], kin.ee_position(HOME_Q)) and np.allclose(out.task[3:], [0.5, 0.1, 0.2])
+    with pytest.raises(ValueError):
+        monitor.set_goal([0.5, np.nan, 0.2])
+    with pytest.raises(ValueError):
+        monitor.set_goal([0.5, 0.2])
+    with pytest.raises(ValueError):
+        TaskMonitor(kin, monitor=True, home=np.full(7, 9.0))  # outside the joint limits
+    with pytest.raises(ValueError):
+        kin.ee_position(np.full(6, 0.0))
