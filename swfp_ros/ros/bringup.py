@@ -1,8 +1,8 @@
 """Bring-up without ``ros2 launch`` (pip-only machines): ``swfp up sim_finetune [name:=value ...]``.
 
 Starts the graph described in :mod:`swfp_ros.ros.graph` — the same description the launch files use — as separate
-processes: the same executables (``<prefix>/lib/swfp_ros/``, this interpreter's console scripts, then PATH), the
-same parameter files (the package's ``config/`` or the ``config:=DIR`` argument), and the argument-derived overrides
+processes: the same executables (``lib/swfp_ros/`` of the package's install prefix, where ros2 launch finds them,
+then this interpreter's console scripts, then PATH), the same parameter files (the package's ``config/`` or the ``config:=DIR`` argument), and the argument-derived overrides
 written to a typed parameter file per node (as launch_ros does). Each node runs in its own process group, its output
 is prefixed ``[name]`` and line-buffered. Ctrl-C / SIGTERM (any number of them): SIGINT to every node once, wait
 ``--grace`` seconds, then SIGKILL the stragglers; each node's exit status is reported. When a node exits, the graph's
@@ -29,31 +29,40 @@ from typing import Sequence
 from swfp_ros.ros.graph import (GRAPHS, PACKAGE_CONFIG_DIR, RESPAWN_DELAY_S, ResolvedNode, exit_verdict, get_graph,
                                 parse_assignments, resolve)
 
-# Last-resort fallback for a source checkout that was never installed: module of each executable (setup.py's map).
-EXECUTABLE_MODULES = {
-    'policy_node': 'swfp_ros.ros.policy_node',
-    'learner_node': 'swfp_ros.ros.learner_node',
-    'sim_bridge': 'swfp_ros.ros.sim_bridge_node',
-    'recorder_node': 'swfp_ros.ros.recorder_node',
-    'task_node': 'swfp_ros.ros.task_node',
-}
+# Last-resort fallback for a source checkout that was never installed: the executables' entry points.
+NODE_ENTRY_POINTS = ('policy_node', 'learner_node', 'sim_bridge', 'recorder_node', 'task_node')   # in process.py
+
+
+def _package_lib_dir(package: str) -> Path | None:
+    """``<prefix>/lib/<package>`` of the package's install prefix in the ament index (AMENT_PREFIX_PATH: a sourced
+    colcon workspace or ROS install), which is where ``ros2 launch`` / ``ros2 run`` find executables."""
+    try:
+        from ament_index_python.packages import PackageNotFoundError, get_package_prefix
+    except ImportError:
+        return None
+    try:
+        return Path(get_package_prefix(package)) / 'lib' / package
+    except (PackageNotFoundError, ValueError, OSError):
+        return None
 
 
 def find_executable(name: str, package: str = 'swfp_ros') -> list[str]:
-    """The command that starts executable ``name``: ``<prefix>/lib/<package>/name`` (where launch_ros looks), this
-    interpreter's console scripts, PATH, else ``python -c 'from <module> import main; ...'``."""
-    candidates = [Path(sys.prefix) / 'lib' / package / name, Path(sys.executable).parent / name]
+    """The command that starts executable ``name``: the package's ``lib/<package>/name`` in the ament index (what
+    ros2 launch runs), ``<sys.prefix>/lib/<package>/name``, this interpreter's console scripts, PATH, else
+    ``python -c 'from swfp_ros.ros.process import <name>; <name>()'``."""
+    lib = _package_lib_dir(package)
+    candidates = [*([lib / name] if lib else []), Path(sys.prefix) / 'lib' / package / name,
+                  Path(sys.executable).parent / name]
     for c in candidates:
         if c.is_file() and os.access(c, os.X_OK):
             return [str(c)]
     found = shutil.which(name)
     if found:
         return [found]
-    module = EXECUTABLE_MODULES.get(name)
-    if module is None:
+    if package != 'swfp_ros' or name not in NODE_ENTRY_POINTS:
         raise FileNotFoundError(f'executable {name!r} of package {package!r} not found in '
                                 f'{", ".join(map(str, candidates))} or on PATH')
-    return [sys.executable, '-c', f'import sys; from {module} import main; sys.exit(main())']
+    return [sys.executable, '-c', f'from swfp_ros.ros.process import {name}; {name}()']
 
 
 class _Proc:

@@ -135,8 +135,9 @@ def _common_arguments(use_sim_time: bool) -> list[Argument]:
                  'as its base when it has no checkpoint of its own yet. Empty: the value in the config files.'),
         Argument('device', 'auto', 'torch device of the policy and learner nodes: auto (CUDA when present), cpu, '
                  'cuda, cuda:N.'),
-        Argument('config', PACKAGE_CONFIG_DIR, 'Directory holding the parameter files (sim_bridge.yaml, '
-                 'policy.yaml, learner.yaml, recorder.yaml); default: the package\'s config/.'),
+        Argument('config', PACKAGE_CONFIG_DIR, 'Directory holding every node\'s parameter file (sim_bridge.yaml, '
+                 'policy.yaml, learner.yaml, recorder.yaml, task_node.yaml: a copy of the package\'s config/ to '
+                 'edit); default: the package\'s config/.'),
         Argument('checkpoint_dir', 'swfp_checkpoints/learner', 'Directory of the learner\'s own checkpoints; a '
                  'restarted learner resumes from it.'),
         Argument('transition_bag', '', 'Optional rosbag2 (directory, .mcap or .db3) of recorded /swfp/transition '
@@ -441,13 +442,21 @@ def exit_verdict(node: ResolvedNode, returncode: int | None) -> tuple[bool, str]
                    f'policy; {then}')
 
 
+class GraphEnded(RuntimeError):
+    """Raised by a node's exit handler under ``ros2 launch`` when the exit rule ends the graph.
+
+    launch has no action that shuts it down with a failure status (``Shutdown`` ends it with status 0); an exception
+    from an event handler does: launch logs ``Caught exception in launch ...: <the reason>``, shuts every node down
+    as for a Ctrl-C, and ``ros2 launch`` exits with status 1, like ``swfp up`` (non-zero) in the same case."""
+
+
 def launch_description(graph_name: str):
     """A ``launch.LaunchDescription`` of the graph (for ``ros2 launch``; needs launch + launch_ros).
 
     The arguments are declared up front; the nodes are made once launch knows the arguments' values
     (``OpaqueFunction``), by :func:`resolve` — the bring-up's own resolution — so both ways in start the same
-    processes. Each node gets an ``OnProcessExit`` handler applying :func:`exit_verdict`: the launch ends (with the
-    reason) when a required node exits or any node fails to start."""
+    processes. Each node gets an ``OnProcessExit`` handler applying :func:`exit_verdict`: the launch ends, with the
+    reason and status 1 (:class:`GraphEnded`), when a required node exits or any node fails to start."""
     from launch import LaunchDescription
     from launch.actions import DeclareLaunchArgument, OpaqueFunction
     from launch.substitutions import PathJoinSubstitution
@@ -468,9 +477,8 @@ def launch_description(graph_name: str):
 
 def launch_nodes(context, graph_name: str) -> list:
     """The launch actions of the graph's nodes for the argument values in ``context`` (see launch_description)."""
-    from launch.actions import EmitEvent, LogInfo, RegisterEventHandler
+    from launch.actions import LogInfo, RegisterEventHandler
     from launch.event_handlers import OnProcessExit
-    from launch.events import Shutdown
     from launch_ros.actions import Node
 
     graph = get_graph(graph_name)
@@ -488,8 +496,8 @@ def launch_nodes(context, graph_name: str) -> list:
             if ctx.is_shutdown:
                 return None
             stop, message = exit_verdict(rn, event.returncode)
-            if not stop:
-                return [LogInfo(msg=message)]
-            return [LogInfo(msg=message), EmitEvent(event=Shutdown(reason=message))]
+            if stop:
+                raise GraphEnded(message)
+            return [LogInfo(msg=message)]
         actions += [node, RegisterEventHandler(OnProcessExit(target_action=node, on_exit=on_exit))]
     return actions
