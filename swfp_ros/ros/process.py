@@ -8,7 +8,6 @@ KeyboardInterrupt traceback (status -2); a stop requested that early now ends it
 """
 from __future__ import annotations
 
-import ctypes
 import importlib
 import os
 import signal
@@ -38,13 +37,13 @@ def end_process(status: int) -> NoReturn:
 
     Skips the interpreter's finalisation: with torch and MuJoCo loaded, its garbage collection took 2-5 s on the
     2 shared cores here, and over 10 s in one run under ``ros2 launch``, which escalates to SIGKILL 10 s after its
-    SIGINT by default. Nothing of value is left to it: every node closes its files in ``close()``."""
+    SIGINT by default. Nothing of value is left to it: every node closes its files in ``close()``, and rcutils
+    flushes each log line itself; Python's own buffered streams are flushed here."""
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except (OSError, ValueError):
             pass
-    ctypes.CDLL(None).fflush(None)   # the C streams too: rcutils logs through them (a pipe's are fully buffered)
     os._exit(status)
 
 
