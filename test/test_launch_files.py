@@ -36,7 +36,8 @@ REAL_API = {
     'launch_ros.substitutions': {'FindPackageShare'},
 }
 NODE_KWARGS = {'executable', 'package', 'name', 'namespace', 'exec_name', 'parameters', 'remappings',
-               'ros_arguments', 'arguments', 'condition', 'output', 'emulate_tty', 'respawn', 'respawn_delay'}
+               'ros_arguments', 'arguments', 'condition', 'output', 'emulate_tty', 'respawn', 'respawn_delay',
+               'sigterm_timeout', 'sigkill_timeout'}   # the last two: ExecuteProcess's, through Node's **kwargs
 DECLARE_KWARGS = {'default_value', 'description', 'choices'}
 
 
@@ -133,6 +134,8 @@ def test_launch_file_builds_the_graph(name, monkeypatch):
         assert n.kwargs.get('namespace', '') == rn.namespace
         assert n.kwargs['parameters'] == [*(str(f) for f in rn.param_files), rn.parameters]
         assert n.kwargs['remappings'] == rn.remappings and n.kwargs['respawn'] == rn.respawn
+        # SIGKILL (SIGTERM timeout + SIGKILL timeout after the SIGINT) when swfp up would send it
+        assert float(n.kwargs['sigterm_timeout']) + float(n.kwargs['sigkill_timeout']) == rn.stop_timeout_s
         # the exit rule: required nodes and failed starts end the launch with the reason; a dead learner does not
         assert isinstance(handler, classes['RegisterEventHandler'])
         on_exit = handler.args[0]
@@ -151,6 +154,7 @@ def test_launch_file_builds_the_graph(name, monkeypatch):
     assert ('/arm1', 'policy_node') in names and ('/arm2', 'policy_node') in names and ('', 'learner_node') in names
     learner = next(rn for rn in expected if rn.executable == 'learner_node')
     assert not learner.required and learner.respawn == (name == 'real_arm')
+    assert learner.stop_timeout_s == graph.LEARNER_STOP_TIMEOUT_S > graph.STOP_TIMEOUT_S    # its final checkpoint
 
 
 def test_only_real_launch_apis_are_used():

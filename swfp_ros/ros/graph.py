@@ -32,6 +32,12 @@ from typing import Any, Callable, Mapping, Sequence, Union
 PACKAGE = 'swfp_ros'
 EXIT_START_FAILED = 3          # swfp_ros.ros.executors.EXIT_START_FAILED (this module does not import rclpy)
 RESPAWN_DELAY_S = 2.0
+# Seconds a node gets between its SIGINT and a SIGKILL, under both ways in. 10 s is ros2 launch's own default
+# (SIGTERM after 5 s, SIGKILL 5 s later; the nodes treat SIGTERM as one more stop request). The learner gets more: its
+# stop waits for the block in training (5-6 s at the default size on 2 loaded cores), then writes its final checkpoint.
+STOP_TIMEOUT_S = 10.0
+LEARNER_STOP_TIMEOUT_S = 30.0
+LAUNCH_SIGKILL_TIMEOUT_S = 5.0  # ros2 launch: SIGTERM after stop_timeout_s - this, SIGKILL at stop_timeout_s
 
 
 @dataclass(frozen=True)
@@ -105,6 +111,7 @@ class NodeSpec:
     package: str = PACKAGE
     required: bool = True                                   # its exit ends the graph (else only a failed start does)
     respawn: Value = False                                  # restart it when it exits (not required nodes)
+    stop_timeout_s: float = STOP_TIMEOUT_S                  # SIGINT -> SIGKILL at shutdown
 
 
 @dataclass(frozen=True)
@@ -157,7 +164,8 @@ def _common_arguments(use_sim_time: bool) -> list[Argument]:
 
 def _learner(extra_params: Sequence[tuple[str, Value]] = (), condition: str | None = None) -> NodeSpec:
     return NodeSpec('learner_node', 'learner_node', param_files=('learner.yaml',), namespaced=False,
-                    required=False, respawn=Arg('respawn_learner'), condition=condition, parameters=(
+                    required=False, respawn=Arg('respawn_learner'), condition=condition,
+                    stop_timeout_s=LEARNER_STOP_TIMEOUT_S, parameters=(
         ('base_checkpoint', Arg('checkpoint')), ('checkpoint_dir', Arg('checkpoint_dir')),
         ('transition_bag', Arg('transition_bag')), ('device', Arg('device')), ('use_sim_time', Arg('use_sim_time')),
         *extra_params))
@@ -329,6 +337,7 @@ class ResolvedNode:
     package: str = PACKAGE
     required: bool = True
     respawn: bool = False
+    stop_timeout_s: float = STOP_TIMEOUT_S
 
     @property
     def label(self) -> str:
@@ -426,7 +435,7 @@ def resolve(graph: Graph, given: Mapping[str, str]) -> list[ResolvedNode]:
                 param_files=[param_file(f) for f in spec.param_files], parameters=params,
                 remappings=[(src, str(value(dst))) for src, dst in spec.remappings],
                 log_level=str(values.get('log_level', 'info')), required=spec.required,
-                respawn=bool(value(spec.respawn))))
+                respawn=bool(value(spec.respawn)), stop_timeout_s=spec.stop_timeout_s))
     return nodes
 
 
@@ -490,7 +499,9 @@ def launch_nodes(context, graph_name: str) -> list:
         node = Node(package=rn.package, executable=rn.executable, name=rn.name,
                     parameters=[*(str(f) for f in rn.param_files), dict(rn.parameters)],
                     remappings=list(rn.remappings), ros_arguments=['--log-level', rn.log_level], output='screen',
-                    emulate_tty=True, respawn=rn.respawn, respawn_delay=RESPAWN_DELAY_S, **kwargs)
+                    emulate_tty=True, respawn=rn.respawn, respawn_delay=RESPAWN_DELAY_S,
+                    sigterm_timeout=str(rn.stop_timeout_s - LAUNCH_SIGKILL_TIMEOUT_S),
+                    sigkill_timeout=str(LAUNCH_SIGKILL_TIMEOUT_S), **kwargs)
 
         def on_exit(event, ctx, rn=rn):
             if ctx.is_shutdown:
