@@ -84,3 +84,22 @@ def test_swfp_up_runs_the_executables_of_the_sourced_workspace(colcon_prefix, mo
         assert find_executable(name) == [str(colcon_prefix / 'lib/swfp_ros' / name)]
     monkeypatch.delenv('AMENT_PREFIX_PATH')
     assert find_executable('policy_node') != [str(colcon_prefix / 'lib/swfp_ros/policy_node')]
+
+
+def test_requirements_script_prints_what_setuptools_installs(tmp_path):
+    """scripts/requirements.py (what a ROS user pip-installs before colcon build) lists exactly setup.py's
+    install_requires, plus an extra's requirements when asked, as setuptools itself reads them."""
+    subprocess.run([sys.executable, 'setup.py', '-q', 'egg_info', '--egg-base', str(tmp_path)], check=True, cwd=ROOT,
+                   capture_output=True)
+    sections, name = {}, ''
+    for line in (tmp_path / 'swfp_ros.egg-info' / 'requires.txt').read_text().splitlines():
+        if line.startswith('['):
+            name = line.strip('[]')
+        elif line.strip():
+            sections.setdefault(name, []).append(line.strip())
+    from packaging.requirements import Requirement     # setuptools reorders a specifier set: compare parsed
+    script = [sys.executable, str(ROOT / 'scripts' / 'requirements.py')]
+    printed = lambda *a: [Requirement(r) for r in subprocess.run(  # noqa: E731
+        [*script, *a], capture_output=True, text=True, check=True).stdout.split()]
+    assert printed() == [Requirement(r) for r in sections['']]
+    assert printed('--extra', 'ros') == [Requirement(r) for r in sections[''] + sections['ros']]
