@@ -29,6 +29,7 @@ REAL_API = {
                        'RegisterEventHandler', 'EmitEvent', 'LogInfo'},
     'launch.event_handlers': {'OnProcessExit'},
     'launch.events': {'Shutdown'},
+    'launch.logging': {'get_logger'},
     'launch.conditions': {'IfCondition', 'UnlessCondition'},
     'launch.substitutions': {'LaunchConfiguration', 'PathJoinSubstitution', 'TextSubstitution'},
     'launch_ros.actions': {'Node', 'PushRosNamespace'},
@@ -71,8 +72,12 @@ def _stand_ins(monkeypatch):
             classes[n] = type(n, (_Rec,), {})
             setattr(m, n, classes[n])
         monkeypatch.setitem(sys.modules, mod, m)
+    warnings = []
+    sys.modules['launch.logging'].get_logger = lambda name: types.SimpleNamespace(
+        warning=lambda msg: warnings.append((name, msg)))
+    classes['warnings'] = warnings
     for parent, child in (('launch', 'actions'), ('launch', 'conditions'), ('launch', 'substitutions'),
-                          ('launch', 'event_handlers'), ('launch', 'events'),
+                          ('launch', 'event_handlers'), ('launch', 'events'), ('launch', 'logging'),
                           ('launch_ros', 'actions'), ('launch_ros', 'parameter_descriptions'),
                           ('launch_ros', 'substitutions')):
         setattr(sys.modules[parent], child, sys.modules[f'{parent}.{child}'])
@@ -124,7 +129,11 @@ def test_launch_file_builds_the_graph(name, monkeypatch):
             assert d.kwargs['default_value'] == a.launch_default()
     opaque = entities[-1]
     assert isinstance(opaque, classes['OpaqueFunction']) and len(entities) == len(declared) + 1
-    actions = opaque.kwargs['function'](_Context(_given(g, **overrides)), *opaque.kwargs['args'])
+    # a misspelt argument name (ros2 launch passes it on silently) is warned about; a foreign one is not
+    actions = opaque.kwargs['function'](_Context({**_given(g, **overrides), 'chekpoint': '/y.pt', 'robot': 'x'}),
+                                        *opaque.kwargs['args'])
+    assert classes['warnings'] == [('launch.user', f'chekpoint:= is not an argument of {name} and is ignored; did '
+                                    f'you mean checkpoint:=? (ros2 launch {name}.launch.py --show-args)')]
     nodes = actions[0::2]
     expected = graph.resolve(g, _given(g, **overrides))
     assert len(nodes) == len(expected) and all(isinstance(n, classes['Node']) for n in nodes)

@@ -25,6 +25,7 @@ from launch) is parsed into a typed parameter value the same way for both.
 """
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence, Union
@@ -451,6 +452,16 @@ def exit_verdict(node: ResolvedNode, returncode: int | None) -> tuple[bool, str]
                    f'policy; {then}')
 
 
+def misspelt_arguments(graph: Graph, names: Sequence[str]) -> list[tuple[str, str]]:
+    """(name, the declared argument it probably meant) for each undeclared name close to a declared one.
+
+    ros2 launch passes on argument names a launch file does not declare (they may be meant for an enclosing launch
+    file), so ``chekpoint:=x`` would be ignored without a word; ``swfp up`` rejects unknown names outright."""
+    declared = [a.name for a in graph.arguments]
+    return [(name, close[0]) for name in names if name not in declared
+            for close in [difflib.get_close_matches(name, declared, n=1, cutoff=0.8)] if close]
+
+
 class GraphEnded(RuntimeError):
     """Raised by a node's exit handler under ``ros2 launch`` when the exit rule ends the graph.
 
@@ -488,11 +499,15 @@ def launch_nodes(context, graph_name: str) -> list:
     """The launch actions of the graph's nodes for the argument values in ``context`` (see launch_description)."""
     from launch.actions import LogInfo, RegisterEventHandler
     from launch.event_handlers import OnProcessExit
+    from launch.logging import get_logger
     from launch_ros.actions import Node
 
     graph = get_graph(graph_name)
     given = {a.name: context.launch_configurations[a.name] for a in graph.arguments
              if a.name in context.launch_configurations}
+    for name, meant in misspelt_arguments(graph, context.launch_configurations):
+        get_logger('launch.user').warning(f'{name}:= is not an argument of {graph.name} and is ignored; did you '
+                                          f'mean {meant}:=? (ros2 launch {graph.name}.launch.py --show-args)')
     actions: list = []
     for rn in resolve(graph, given):
         kwargs = {'namespace': rn.namespace} if rn.namespace else {}

@@ -153,12 +153,16 @@ def test_ctrl_c_to_the_process_group_stops_every_node_cleanly(launch_env, ros_no
 
 
 def test_a_policy_that_cannot_start_ends_the_launch_with_the_reason(launch_env, tmp_path):
-    run = Launch(tmp_path, launch_env, 'sim_finetune.launch.py', 'device:=cpu')      # no checkpoint
+    """No checkpoint (its argument misspelt, which launch itself lets pass): a warning naming the argument, then the
+    policy node's failed start ends the launch with status 1 and the reason."""
+    run = Launch(tmp_path, launch_env, 'sim_finetune.launch.py', 'device:=cpu', f'chekpoint:={tmp_path / "bc.pt"}')
     try:
         rc = run.proc.wait(120)
     finally:
         out = run.finish()
     assert rc == 1, out[-4000:]
+    assert '[WARNING] [launch.user]: chekpoint:= is not an argument of sim_finetune and is ignored; did you mean ' \
+           'checkpoint:=?' in out, out[-4000:]
     assert 'Caught exception in launch (see debug for traceback): policy_node exited with status 3; shutting the ' \
            'graph down' in out, out[-4000:]
     assert 'Traceback' not in out and 'KeyboardInterrupt' not in out, out[-4000:]
