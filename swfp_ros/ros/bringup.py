@@ -2,14 +2,15 @@
 
 Starts the graph described in :mod:`swfp_ros.ros.graph` — the same description the launch files use — as separate
 processes: the same executables (``lib/swfp_ros/`` of the package's install prefix, where ros2 launch finds them,
-then this interpreter's console scripts, then PATH), the same parameter files (the package's ``config/`` or the ``config:=DIR`` argument), and the argument-derived overrides
-written to a typed parameter file per node (as launch_ros does). Each node runs in its own process group, its output
-is prefixed ``[name]`` and line-buffered. Ctrl-C / SIGTERM (any number of them): SIGINT to every node once, wait
-its stop timeout (the graph's, as under ros2 launch: 30 s for the learner, 10 s for the others; or ``--grace``
-seconds), then SIGKILL the stragglers; each node's exit status is reported. When a node exits, the graph's
-exit rule applies (:func:`swfp_ros.ros.graph.exit_verdict`): a required node (an actor) or a node that failed to
-start ends the graph with a non-zero status; the learner dying does not — the actors keep acting with their last
-accepted policy, and it is restarted when ``respawn_learner:=true``.
+then this interpreter's console scripts, then PATH), the same parameter files (the package's ``config/`` or the
+``config:=DIR`` argument), and the argument-derived overrides written to a typed parameter file per node (as
+launch_ros does). Each node runs in its own process group, its output is prefixed ``[name]`` and line-buffered.
+Ctrl-C / SIGTERM (any number of them): SIGINT to every node once, wait its stop timeout (the graph's, as under
+ros2 launch: 30 s for the learner, 10 s for the others; or ``--grace`` seconds), then SIGKILL the stragglers; each
+node's exit status is reported. When a node exits, the graph's exit rule applies
+(:func:`swfp_ros.ros.graph.exit_verdict`): a required node (an actor) or a node that failed to start ends the graph
+with a non-zero status; the learner dying does not — the actors keep acting with their last accepted policy, and it
+is restarted when ``respawn_learner:=true``.
 
 Also usable as ``python -m swfp_ros.ros.bringup``.
 """
