@@ -11,14 +11,10 @@ from setuptools import find_packages, setup
 
 PACKAGE = 'swfp_ros'
 
-# Executables launch_ros must find under <prefix>/lib/swfp_ros/ (name -> module:function).
-NODE_EXECUTABLES = {
-    'policy_node': 'swfp_ros.ros.policy_node:main',
-    'learner_node': 'swfp_ros.ros.learner_node:main',
-    'sim_bridge': 'swfp_ros.ros.sim_bridge_node:main',
-    'recorder_node': 'swfp_ros.ros.recorder_node:main',
-    'task_node': 'swfp_ros.ros.task_node:main',
-}
+# Executables launch_ros must find under <prefix>/lib/swfp_ros/ (name -> module:function). Their entry points catch
+# Ctrl-C before the node's (slow to import) module is imported: see swfp_ros/ros/process.py.
+NODE_EXECUTABLES = {name: f'swfp_ros.ros.process:{name}'
+                    for name in ('policy_node', 'learner_node', 'sim_bridge', 'recorder_node', 'task_node')}
 CONSOLE_SCRIPTS = {'swfp': 'swfp_ros.cli:main', **NODE_EXECUTABLES}
 
 INSTALL_REQUIRES = [

@@ -51,15 +51,21 @@ def test_lib_wrapper_execs_the_console_script(prefix, tmp_path):
     assert out.strip() == 'probe --ros-args -p x:=1'
 
 
-def test_colcon_install_puts_swfp_on_path(tmp_path):
-    """What `colcon build` runs for an ament_python package (`setup.py install`, setup.cfg's lib/swfp_ros script
-    dir): the node executables land where launch_ros looks, and `swfp` also in <prefix>/bin, the folder that
-    `source install/setup.bash` puts on PATH (colcon adds it when it holds files)."""
-    build, prefix = tmp_path / 'build', tmp_path / 'install'
-    build.mkdir()
+@pytest.fixture(scope='module')
+def colcon_prefix(tmp_path_factory):
+    """What `colcon build` runs for an ament_python package: `setup.py install` (setup.cfg's lib/swfp_ros script
+    dir) into the package's install prefix."""
+    build, prefix = tmp_path_factory.mktemp('colcon_build'), tmp_path_factory.mktemp('colcon') / 'install'
     subprocess.run([sys.executable, 'setup.py', '-q', 'egg_info', '--egg-base', str(build), 'build', '--build-base',
                     str(build / 'build'), 'install', '--prefix', str(prefix), '--record', str(build / 'install.log'),
                     '--single-version-externally-managed'], check=True, cwd=ROOT, capture_output=True)
+    return prefix
+
+
+def test_colcon_install_puts_swfp_on_path(colcon_prefix):
+    """The node executables land where launch_ros looks, and `swfp` also in <prefix>/bin, the folder that
+    `source install/setup.bash` puts on PATH (colcon adds it when it holds files)."""
+    prefix = colcon_prefix
     for name in (*NODES, 'swfp'):
         assert (prefix / 'lib/swfp_ros' / name).is_file(), name
     assert sorted(p.name for p in (prefix / 'bin').iterdir()) == ['swfp']
@@ -67,3 +73,33 @@ def test_colcon_install_puts_swfp_on_path(tmp_path):
     out = subprocess.run([str(prefix / 'bin' / 'swfp'), 'up', '--help'], capture_output=True, text=True, check=True,
                          env={**os.environ, 'PYTHONPATH': str(site)}).stdout
     assert 'real_arm' in out and 'sim_finetune' in out
+
+
+def test_swfp_up_runs_the_executables_of_the_sourced_workspace(colcon_prefix, monkeypatch):
+    """With the workspace sourced (its prefix in AMENT_PREFIX_PATH), `swfp up` starts the node executables that
+    `ros2 launch` would: <prefix>/lib/swfp_ros/<node>, not this interpreter's console scripts."""
+    from swfp_ros.ros.bringup import find_executable
+    monkeypatch.setenv('AMENT_PREFIX_PATH', f'{colcon_prefix}{os.pathsep}{os.environ.get("AMENT_PREFIX_PATH", "")}')
+    for name in NODES:
+        assert find_executable(name) == [str(colcon_prefix / 'lib/swfp_ros' / name)]
+    monkeypatch.delenv('AMENT_PREFIX_PATH')
+    assert find_executable('policy_node') != [str(colcon_prefix / 'lib/swfp_ros/policy_node')]
+
+
+def test_requirements_script_prints_what_setuptools_installs(tmp_path):
+    """scripts/requirements.py (what a ROS user pip-installs before colcon build) lists exactly setup.py's
+    install_requires, plus an extra's requirements when asked, as setuptools itself reads them."""
+    subprocess.run([sys.executable, 'setup.py', '-q', 'egg_info', '--egg-base', str(tmp_path)], check=True, cwd=ROOT,
+                   capture_output=True)
+    sections, name = {}, ''
+    for line in (tmp_path / 'swfp_ros.egg-info' / 'requires.txt').read_text().splitlines():
+        if line.startswith('['):
+            name = line.strip('[]')
+        elif line.strip():
+            sections.setdefault(name, []).append(line.strip())
+    from packaging.requirements import Requirement     # setuptools reorders a specifier set: compare parsed
+    script = [sys.executable, str(ROOT / 'scripts' / 'requirements.py')]
+    printed = lambda *a: [Requirement(r) for r in subprocess.run(  # noqa: E731
+        [*script, *a], capture_output=True, text=True, check=True).stdout.split()]
+    assert printed() == [Requirement(r) for r in sections['']]
+    assert printed('--extra', 'ros') == [Requirement(r) for r in sections[''] + sections['ros']]

@@ -10,6 +10,7 @@ code path runs, and an AST check confirms that only launch/launch_ros names that
 """
 import ast
 import importlib.util
+import re
 import sys
 import types
 from pathlib import Path
@@ -28,6 +29,7 @@ REAL_API = {
                        'RegisterEventHandler', 'EmitEvent', 'LogInfo'},
     'launch.event_handlers': {'OnProcessExit'},
     'launch.events': {'Shutdown'},
+    'launch.logging': {'get_logger'},
     'launch.conditions': {'IfCondition', 'UnlessCondition'},
     'launch.substitutions': {'LaunchConfiguration', 'PathJoinSubstitution', 'TextSubstitution'},
     'launch_ros.actions': {'Node', 'PushRosNamespace'},
@@ -35,7 +37,8 @@ REAL_API = {
     'launch_ros.substitutions': {'FindPackageShare'},
 }
 NODE_KWARGS = {'executable', 'package', 'name', 'namespace', 'exec_name', 'parameters', 'remappings',
-               'ros_arguments', 'arguments', 'condition', 'output', 'emulate_tty', 'respawn', 'respawn_delay'}
+               'ros_arguments', 'arguments', 'condition', 'output', 'emulate_tty', 'respawn', 'respawn_delay',
+               'sigterm_timeout', 'sigkill_timeout'}   # the last two: ExecuteProcess's, through Node's **kwargs
 DECLARE_KWARGS = {'default_value', 'description', 'choices'}
 
 
@@ -69,8 +72,12 @@ def _stand_ins(monkeypatch):
             classes[n] = type(n, (_Rec,), {})
             setattr(m, n, classes[n])
         monkeypatch.setitem(sys.modules, mod, m)
+    warnings = []
+    sys.modules['launch.logging'].get_logger = lambda name: types.SimpleNamespace(
+        warning=lambda msg: warnings.append((name, msg)))
+    classes['warnings'] = warnings
     for parent, child in (('launch', 'actions'), ('launch', 'conditions'), ('launch', 'substitutions'),
-                          ('launch', 'event_handlers'), ('launch', 'events'),
+                          ('launch', 'event_handlers'), ('launch', 'events'), ('launch', 'logging'),
                           ('launch_ros', 'actions'), ('launch_ros', 'parameter_descriptions'),
                           ('launch_ros', 'substitutions')):
         setattr(sys.modules[parent], child, sys.modules[f'{parent}.{child}'])
@@ -122,7 +129,11 @@ def test_launch_file_builds_the_graph(name, monkeypatch):
             assert d.kwargs['default_value'] == a.launch_default()
     opaque = entities[-1]
     assert isinstance(opaque, classes['OpaqueFunction']) and len(entities) == len(declared) + 1
-    actions = opaque.kwargs['function'](_Context(_given(g, **overrides)), *opaque.kwargs['args'])
+    # a misspelt argument name (ros2 launch passes it on silently) is warned about; a foreign one is not
+    actions = opaque.kwargs['function'](_Context({**_given(g, **overrides), 'chekpoint': '/y.pt', 'robot': 'x'}),
+                                        *opaque.kwargs['args'])
+    assert classes['warnings'] == [('launch.user', f'chekpoint:= is not an argument of {name} and is ignored; did '
+                                    f'you mean checkpoint:=? (ros2 launch {name}.launch.py --show-args)')]
     nodes = actions[0::2]
     expected = graph.resolve(g, _given(g, **overrides))
     assert len(nodes) == len(expected) and all(isinstance(n, classes['Node']) for n in nodes)
@@ -132,18 +143,27 @@ def test_launch_file_builds_the_graph(name, monkeypatch):
         assert n.kwargs.get('namespace', '') == rn.namespace
         assert n.kwargs['parameters'] == [*(str(f) for f in rn.param_files), rn.parameters]
         assert n.kwargs['remappings'] == rn.remappings and n.kwargs['respawn'] == rn.respawn
+        # SIGKILL (SIGTERM timeout + SIGKILL timeout after the SIGINT) when swfp up would send it
+        assert float(n.kwargs['sigterm_timeout']) + float(n.kwargs['sigkill_timeout']) == rn.stop_timeout_s
         # the exit rule: required nodes and failed starts end the launch with the reason; a dead learner does not
         assert isinstance(handler, classes['RegisterEventHandler'])
         on_exit = handler.args[0]
         assert isinstance(on_exit, classes['OnProcessExit']) and on_exit.kwargs['target_action'] is n
-        died, failed = (on_exit.kwargs['on_exit'](_Exit(rc), _Context({})) for rc in (1, graph.EXIT_START_FAILED))
-        assert isinstance(failed[-1], classes['EmitEvent']) and rn.label in failed[-1].kwargs['event'].kwargs['reason']
-        assert isinstance(died[-1], classes['EmitEvent' if rn.required else 'LogInfo']), rn.name
-        assert on_exit.kwargs['on_exit'](_Exit(0), _Context({}, is_shutdown=True)) is None
+        # ending the graph raises (ros2 launch then exits with status 1, the reason logged); else a log line
+        for rc in (1, graph.EXIT_START_FAILED):
+            if rn.required or rc == graph.EXIT_START_FAILED:
+                with pytest.raises(graph.GraphEnded, match=rf'^{re.escape(rn.label)} .*status {rc}\)?; shutting'):
+                    on_exit.kwargs['on_exit'](_Exit(rc), _Context({}))
+            else:
+                logged = on_exit.kwargs['on_exit'](_Exit(rc), _Context({}))
+                assert [type(a) for a in logged] == [classes['LogInfo']], rn.name
+                assert 'keep acting' in logged[0].kwargs['msg']
+        assert on_exit.kwargs['on_exit'](_Exit(3), _Context({}, is_shutdown=True)) is None
     names = [(rn.namespace, rn.executable) for rn in expected]
     assert ('/arm1', 'policy_node') in names and ('/arm2', 'policy_node') in names and ('', 'learner_node') in names
     learner = next(rn for rn in expected if rn.executable == 'learner_node')
     assert not learner.required and learner.respawn == (name == 'real_arm')
+    assert learner.stop_timeout_s == graph.LEARNER_STOP_TIMEOUT_S > graph.STOP_TIMEOUT_S    # its final checkpoint
 
 
 def test_only_real_launch_apis_are_used():

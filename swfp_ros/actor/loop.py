@@ -298,7 +298,8 @@ class ActorLoop:
         self._release_paused()
 
     def idle(self) -> None:
-        """Nothing happened for a while: lockstep restart after a timeout, pacing released when the learner left."""
+        """Periodic check (the worker calls it every ``idle_s``): lockstep restart when nothing progressed for
+        ``lockstep_timeout_s``, pacing released when the learner left."""
         self._release_paused()
         if (self.cfg.mode == 'lockstep' and self.active and self.pending is not None
                 and self.clock() - self.last_progress > self.cfg.lockstep_timeout_s):
@@ -600,11 +601,18 @@ class ActorWorker:
         self.loop.close()
 
     def _run(self) -> None:
+        # idle() runs every idle_s however busy the queue is: a steady stream of events (the learner's backlog
+        # reports arrive every 50 ms) must not hold back the lockstep restart or the release of a dead learner
+        next_idle = time.monotonic() + self.idle_s
         while not self._stop.is_set():
-            try:
-                event, args = self._events.get(timeout=self.idle_s)
-            except queue.Empty:
-                event, args = 'idle', ()
+            now = time.monotonic()
+            if now >= next_idle:
+                event, args, next_idle = 'idle', (), now + self.idle_s
+            else:
+                try:
+                    event, args = self._events.get(timeout=next_idle - now)
+                except queue.Empty:
+                    continue
             if event == 'tick':
                 with self._lock:
                     self._ticks -= 1

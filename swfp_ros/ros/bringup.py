@@ -1,14 +1,16 @@
 """Bring-up without ``ros2 launch`` (pip-only machines): ``swfp up sim_finetune [name:=value ...]``.
 
 Starts the graph described in :mod:`swfp_ros.ros.graph` — the same description the launch files use — as separate
-processes: the same executables (``<prefix>/lib/swfp_ros/``, this interpreter's console scripts, then PATH), the
-same parameter files (the package's ``config/`` or the ``config:=DIR`` argument), and the argument-derived overrides
-written to a typed parameter file per node (as launch_ros does). Each node runs in its own process group, its output
-is prefixed ``[name]`` and line-buffered. Ctrl-C / SIGTERM (any number of them): SIGINT to every node once, wait
-``--grace`` seconds, then SIGKILL the stragglers; each node's exit status is reported. When a node exits, the graph's
-exit rule applies (:func:`swfp_ros.ros.graph.exit_verdict`): a required node (an actor) or a node that failed to
-start ends the graph with a non-zero status; the learner dying does not — the actors keep acting with their last
-accepted policy, and it is restarted when ``respawn_learner:=true``.
+processes: the same executables (``lib/swfp_ros/`` of the package's install prefix, where ros2 launch finds them,
+then this interpreter's console scripts, then PATH), the same parameter files (the package's ``config/`` or the
+``config:=DIR`` argument), and the argument-derived overrides written to a typed parameter file per node (as
+launch_ros does). Each node runs in its own process group, its output is prefixed ``[name]`` and line-buffered.
+Ctrl-C / SIGTERM (any number of them): SIGINT to every node once, wait its stop timeout (the graph's, as under
+ros2 launch: 30 s for the learner, 10 s for the others; or ``--grace`` seconds), then SIGKILL the stragglers; each
+node's exit status is reported. When a node exits, the graph's exit rule applies
+(:func:`swfp_ros.ros.graph.exit_verdict`): a required node (an actor) or a node that failed to start ends the graph
+with a non-zero status; the learner dying does not — the actors keep acting with their last accepted policy, and it
+is restarted when ``respawn_learner:=true``.
 
 Also usable as ``python -m swfp_ros.ros.bringup``.
 """
@@ -26,34 +28,43 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from swfp_ros.ros.graph import (GRAPHS, PACKAGE_CONFIG_DIR, RESPAWN_DELAY_S, ResolvedNode, exit_verdict, get_graph,
-                                parse_assignments, resolve)
+from swfp_ros.ros.graph import (GRAPHS, LEARNER_STOP_TIMEOUT_S, PACKAGE_CONFIG_DIR, RESPAWN_DELAY_S,
+                                STOP_TIMEOUT_S, ResolvedNode, exit_verdict, get_graph, parse_assignments, resolve)
 
-# Last-resort fallback for a source checkout that was never installed: module of each executable (setup.py's map).
-EXECUTABLE_MODULES = {
-    'policy_node': 'swfp_ros.ros.policy_node',
-    'learner_node': 'swfp_ros.ros.learner_node',
-    'sim_bridge': 'swfp_ros.ros.sim_bridge_node',
-    'recorder_node': 'swfp_ros.ros.recorder_node',
-    'task_node': 'swfp_ros.ros.task_node',
-}
+# Last-resort fallback for a source checkout that was never installed: the executables' entry points.
+NODE_ENTRY_POINTS = ('policy_node', 'learner_node', 'sim_bridge', 'recorder_node', 'task_node')   # in process.py
+
+
+def _package_lib_dir(package: str) -> Path | None:
+    """``<prefix>/lib/<package>`` of the package's install prefix in the ament index (AMENT_PREFIX_PATH: a sourced
+    colcon workspace or ROS install), which is where ``ros2 launch`` / ``ros2 run`` find executables."""
+    try:
+        from ament_index_python.packages import PackageNotFoundError, get_package_prefix
+    except ImportError:
+        return None
+    try:
+        return Path(get_package_prefix(package)) / 'lib' / package
+    except (PackageNotFoundError, ValueError, OSError):
+        return None
 
 
 def find_executable(name: str, package: str = 'swfp_ros') -> list[str]:
-    """The command that starts executable ``name``: ``<prefix>/lib/<package>/name`` (where launch_ros looks), this
-    interpreter's console scripts, PATH, else ``python -c 'from <module> import main; ...'``."""
-    candidates = [Path(sys.prefix) / 'lib' / package / name, Path(sys.executable).parent / name]
+    """The command that starts executable ``name``: the package's ``lib/<package>/name`` in the ament index (what
+    ros2 launch runs), ``<sys.prefix>/lib/<package>/name``, this interpreter's console scripts, PATH, else
+    ``python -c 'from swfp_ros.ros.process import <name>; <name>()'``."""
+    lib = _package_lib_dir(package)
+    candidates = [*([lib / name] if lib else []), Path(sys.prefix) / 'lib' / package / name,
+                  Path(sys.executable).parent / name]
     for c in candidates:
         if c.is_file() and os.access(c, os.X_OK):
             return [str(c)]
     found = shutil.which(name)
     if found:
         return [found]
-    module = EXECUTABLE_MODULES.get(name)
-    if module is None:
+    if package != 'swfp_ros' or name not in NODE_ENTRY_POINTS:
         raise FileNotFoundError(f'executable {name!r} of package {package!r} not found in '
                                 f'{", ".join(map(str, candidates))} or on PATH')
-    return [sys.executable, '-c', f'import sys; from {module} import main; sys.exit(main())']
+    return [sys.executable, '-c', f'from swfp_ros.ros.process import {name}; {name}()']
 
 
 class _Proc:
@@ -68,9 +79,11 @@ class _Proc:
 class Bringup:
     """Start, watch and stop the processes of one resolved graph."""
 
-    def __init__(self, nodes: Sequence[ResolvedNode], *, grace: float = 10.0, out=None, env: dict | None = None):
+    def __init__(self, nodes: Sequence[ResolvedNode], *, grace: float | None = None, out=None,
+                 env: dict | None = None):
+        """``grace``: seconds between SIGINT and SIGKILL at shutdown for every node; None: each node's own."""
         self.nodes = list(nodes)
-        self.grace = float(grace)
+        self.grace = None if grace is None else float(grace)
         self.out = out if out is not None else sys.stdout
         self.env = dict(os.environ if env is None else env)
         # line-buffered, uncoloured output from Python and from rcutils loggers
@@ -144,19 +157,23 @@ class Bringup:
         self._say('swfp up', 'shutting down')
         return self.shutdown()
 
+    def stop_timeout(self, node: ResolvedNode) -> float:
+        return node.stop_timeout_s if self.grace is None else self.grace
+
     def shutdown(self) -> int:
-        """SIGINT to every running node's process group, wait ``grace`` s, SIGKILL the rest. 0 if all stopped on
-        SIGINT by themselves (exit 0, or killed by that SIGINT)."""
+        """SIGINT to every running node's process group, wait its stop timeout, SIGKILL the rest. 0 if all stopped
+        on SIGINT by themselves (exit 0, or killed by that SIGINT)."""
         for p in self.procs:
             if p.popen.poll() is None:
                 _killpg(p.popen.pid, signal.SIGINT)
-        deadline = time.monotonic() + self.grace
+        start = time.monotonic()
         rc = 0
         for p in self.procs:
+            timeout = self.stop_timeout(p.node)
             try:
-                p.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
+                p.popen.wait(timeout=max(0.0, start + timeout - time.monotonic()))
             except subprocess.TimeoutExpired:
-                self._say('swfp up', f'{p.label} did not stop within {self.grace:g} s: SIGKILL')
+                self._say('swfp up', f'{p.label} did not stop within {timeout:g} s: SIGKILL')
                 _killpg(p.popen.pid, signal.SIGKILL)
                 p.popen.wait()
                 rc = 1
@@ -203,7 +220,10 @@ def build_parser(prog: str = 'swfp up') -> argparse.ArgumentParser:
                     'parameter files as launch/*.launch.py). Ctrl-C stops every node.')
     p.add_argument('graph', choices=sorted(GRAPHS), help='which graph')
     p.add_argument('assignments', nargs='*', metavar='name:=value', help='graph arguments, as with ros2 launch')
-    p.add_argument('--grace', type=float, default=10.0, help='seconds between SIGINT and SIGKILL at shutdown')
+    p.add_argument('--grace', type=float, default=None,
+                   help='seconds between SIGINT and SIGKILL at shutdown (default: each node\'s stop timeout, as '
+                        'under ros2 launch: %g s for the learner, %g s for the others)'
+                        % (LEARNER_STOP_TIMEOUT_S, STOP_TIMEOUT_S))
     p.add_argument('--print', dest='print_only', action='store_true',
                    help='print the resolved command lines and exit')
     return p

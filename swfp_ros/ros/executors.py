@@ -7,20 +7,19 @@ experimental EventsExecutor was tried too: it did not stop on SIGINT (Kilted whe
 """
 from __future__ import annotations
 
-import signal
 import sys
-import threading
 import time
 import traceback
-from typing import Callable
+from typing import Callable, NoReturn
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.signals import SignalHandlerOptions
 
+from .process import catch_stop_signals, end_process, ignore_stop_signals, stop_requested
+
 # Seconds between checks of the stop flag while the executor waits for work: the bound on how late a signal is seen.
 STOP_POLL_S = 0.1
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # Exit status of a node that could not start (bad parameters, missing checkpoint): launchers end the whole graph on
 # it, while a node that fails later (status 1) may be one the graph can do without for a while (the learner).
 EXIT_START_FAILED = 3
@@ -38,8 +37,9 @@ def steady_clock():
     return Clock(clock_type=ClockType.STEADY_TIME)
 
 
-def run_node(name: str, make_node: Callable, on_start: Callable | None = None, args=None) -> int:
-    """Init rclpy, build the node, spin it until SIGINT / SIGTERM / shutdown, then ``node.close()`` and tear down.
+def run_node(name: str, make_node: Callable, on_start: Callable | None = None, args=None) -> NoReturn:
+    """Init rclpy, build the node, spin it until SIGINT / SIGTERM / shutdown, then ``node.close()``, tear down, and
+    end the process (:func:`swfp_ros.ros.process.end_process`) with its exit status.
 
     Signals only *request* the stop: rclpy's own handlers are off, and ours set a flag that the spin loop checks
     between callbacks (at most ``STOP_POLL_S`` later). A KeyboardInterrupt raised at an arbitrary point would cut
@@ -47,16 +47,16 @@ def run_node(name: str, make_node: Callable, on_start: Callable | None = None, a
     traceback), the learner's final checkpoint, a bag's metadata -- and a terminal Ctrl-C under ``ros2 launch``
     delivers SIGINT twice (from the terminal to the process group, then from launch), then SIGTERM when a node is
     slow. Once the shutdown sequence has begun, both signals are ignored: it runs to the end and the exit status is
-    0. (Ignored rather than left to a Python handler: Python resets its handlers to the default -- terminate -- while
-    the interpreter exits.)
+    0. A stop requested before the node was built (the executables catch the signals before importing the node's
+    module, see :mod:`swfp_ros.ros.process`) ends the process with status 0 without building it.
 
-    Returns the process exit status: 0 for a requested stop (also ``SystemExit(0)`` from inside the node),
-    ``EXIT_START_FAILED`` when building or starting the node failed (or it raised ``SystemExit(EXIT_START_FAILED)``),
-    1 for an error while running, which is printed with its traceback.
+    Exit status: 0 for a requested stop (also ``SystemExit(0)`` from inside the node), ``EXIT_START_FAILED`` when
+    building or starting the node failed (or it raised ``SystemExit(EXIT_START_FAILED)``), 1 for an error while
+    running, which is printed with its traceback.
     """
-    stop = threading.Event()
-    for sig in STOP_SIGNALS:
-        signal.signal(sig, lambda *_: stop.set())
+    catch_stop_signals()
+    if stop_requested.is_set():
+        end_process(0)
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     executor = make_executor()
     node = None
@@ -65,10 +65,10 @@ def run_node(name: str, make_node: Callable, on_start: Callable | None = None, a
     try:
         node = make_node()
         executor.add_node(node)
-        if on_start is not None and not stop.is_set():
+        if on_start is not None and not stop_requested.is_set():
             on_start(node)
         started = True
-        while not stop.is_set() and rclpy.ok():
+        while not stop_requested.is_set() and rclpy.ok():
             executor.spin_once(timeout_sec=STOP_POLL_S)
     except ExternalShutdownException:
         pass
@@ -79,14 +79,13 @@ def run_node(name: str, make_node: Callable, on_start: Callable | None = None, a
         traceback.print_exc()
         rc = 1 if started else EXIT_START_FAILED
     finally:
-        for sig in STOP_SIGNALS:   # the stop is under way; ignored (not default) also through interpreter exit
-            signal.signal(sig, signal.SIG_IGN)
+        ignore_stop_signals()   # the stop is under way
         t0 = time.monotonic()
         if node is not None:
-            node.get_logger().info('stopping' + (' (signal)' if stop.is_set() else ''))
+            node.get_logger().info('stopping' + (' (signal)' if stop_requested.is_set() else ''))
             node.close()
             node.get_logger().info(f'stopped in {time.monotonic() - t0:.2f} s')
             node.destroy_node()
         executor.shutdown(timeout_sec=1.0)
         rclpy.try_shutdown()
-    return rc
+    end_process(rc)

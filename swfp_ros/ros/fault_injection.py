@@ -436,6 +436,11 @@ class StatusWatch:
             time.sleep(0.02)
         raise TimeoutError(f'no /swfp/status from {name} within {timeout} s')
 
+    def latest(self, name: str) -> dict:
+        """The last status of ``name`` received so far (empty if none): for failure reports."""
+        with self._lock:
+            return self._latest.get(name, (0.0, {}))[1]
+
 
 @dataclass
 class Context:

@@ -25,6 +25,7 @@ from launch) is parsed into a typed parameter value the same way for both.
 """
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence, Union
@@ -32,6 +33,12 @@ from typing import Any, Callable, Mapping, Sequence, Union
 PACKAGE = 'swfp_ros'
 EXIT_START_FAILED = 3          # swfp_ros.ros.executors.EXIT_START_FAILED (this module does not import rclpy)
 RESPAWN_DELAY_S = 2.0
+# Seconds a node gets between its SIGINT and a SIGKILL, under both ways in. 10 s is ros2 launch's own default
+# (SIGTERM after 5 s, SIGKILL 5 s later; the nodes treat SIGTERM as one more stop request). The learner gets more: its
+# stop waits for the block in training (5-6 s at the default size on 2 loaded cores), then writes its final checkpoint.
+STOP_TIMEOUT_S = 10.0
+LEARNER_STOP_TIMEOUT_S = 30.0
+LAUNCH_SIGKILL_TIMEOUT_S = 5.0  # ros2 launch: SIGTERM after stop_timeout_s - this, SIGKILL at stop_timeout_s
 
 
 @dataclass(frozen=True)
@@ -105,6 +112,7 @@ class NodeSpec:
     package: str = PACKAGE
     required: bool = True                                   # its exit ends the graph (else only a failed start does)
     respawn: Value = False                                  # restart it when it exits (not required nodes)
+    stop_timeout_s: float = STOP_TIMEOUT_S                  # SIGINT -> SIGKILL at shutdown
 
 
 @dataclass(frozen=True)
@@ -135,8 +143,9 @@ def _common_arguments(use_sim_time: bool) -> list[Argument]:
                  'as its base when it has no checkpoint of its own yet. Empty: the value in the config files.'),
         Argument('device', 'auto', 'torch device of the policy and learner nodes: auto (CUDA when present), cpu, '
                  'cuda, cuda:N.'),
-        Argument('config', PACKAGE_CONFIG_DIR, 'Directory holding the parameter files (sim_bridge.yaml, '
-                 'policy.yaml, learner.yaml, recorder.yaml); default: the package\'s config/.'),
+        Argument('config', PACKAGE_CONFIG_DIR, 'Directory holding every node\'s parameter file (sim_bridge.yaml, '
+                 'policy.yaml, learner.yaml, recorder.yaml, task_node.yaml: a copy of the package\'s config/ to '
+                 'edit); default: the package\'s config/.'),
         Argument('checkpoint_dir', 'swfp_checkpoints/learner', 'Directory of the learner\'s own checkpoints; a '
                  'restarted learner resumes from it.'),
         Argument('transition_bag', '', 'Optional rosbag2 (directory, .mcap or .db3) of recorded /swfp/transition '
@@ -156,7 +165,8 @@ def _common_arguments(use_sim_time: bool) -> list[Argument]:
 
 def _learner(extra_params: Sequence[tuple[str, Value]] = (), condition: str | None = None) -> NodeSpec:
     return NodeSpec('learner_node', 'learner_node', param_files=('learner.yaml',), namespaced=False,
-                    required=False, respawn=Arg('respawn_learner'), condition=condition, parameters=(
+                    required=False, respawn=Arg('respawn_learner'), condition=condition,
+                    stop_timeout_s=LEARNER_STOP_TIMEOUT_S, parameters=(
         ('base_checkpoint', Arg('checkpoint')), ('checkpoint_dir', Arg('checkpoint_dir')),
         ('transition_bag', Arg('transition_bag')), ('device', Arg('device')), ('use_sim_time', Arg('use_sim_time')),
         *extra_params))
@@ -328,6 +338,7 @@ class ResolvedNode:
     package: str = PACKAGE
     required: bool = True
     respawn: bool = False
+    stop_timeout_s: float = STOP_TIMEOUT_S
 
     @property
     def label(self) -> str:
@@ -425,7 +436,7 @@ def resolve(graph: Graph, given: Mapping[str, str]) -> list[ResolvedNode]:
                 param_files=[param_file(f) for f in spec.param_files], parameters=params,
                 remappings=[(src, str(value(dst))) for src, dst in spec.remappings],
                 log_level=str(values.get('log_level', 'info')), required=spec.required,
-                respawn=bool(value(spec.respawn))))
+                respawn=bool(value(spec.respawn)), stop_timeout_s=spec.stop_timeout_s))
     return nodes
 
 
@@ -441,13 +452,31 @@ def exit_verdict(node: ResolvedNode, returncode: int | None) -> tuple[bool, str]
                    f'policy; {then}')
 
 
+def misspelt_arguments(graph: Graph, names: Sequence[str]) -> list[tuple[str, str]]:
+    """(name, the declared argument it probably meant) for each undeclared name close to a declared one.
+
+    ros2 launch passes on argument names a launch file does not declare (they may be meant for an enclosing launch
+    file), so ``chekpoint:=x`` would be ignored without a word; ``swfp up`` rejects unknown names outright."""
+    declared = [a.name for a in graph.arguments]
+    return [(name, close[0]) for name in names if name not in declared
+            for close in [difflib.get_close_matches(name, declared, n=1, cutoff=0.8)] if close]
+
+
+class GraphEnded(RuntimeError):
+    """Raised by a node's exit handler under ``ros2 launch`` when the exit rule ends the graph.
+
+    launch has no action that shuts it down with a failure status (``Shutdown`` ends it with status 0); an exception
+    from an event handler does: launch logs ``Caught exception in launch ...: <the reason>``, shuts every node down
+    as for a Ctrl-C, and ``ros2 launch`` exits with status 1, like ``swfp up`` (non-zero) in the same case."""
+
+
 def launch_description(graph_name: str):
     """A ``launch.LaunchDescription`` of the graph (for ``ros2 launch``; needs launch + launch_ros).
 
     The arguments are declared up front; the nodes are made once launch knows the arguments' values
     (``OpaqueFunction``), by :func:`resolve` — the bring-up's own resolution — so both ways in start the same
-    processes. Each node gets an ``OnProcessExit`` handler applying :func:`exit_verdict`: the launch ends (with the
-    reason) when a required node exits or any node fails to start."""
+    processes. Each node gets an ``OnProcessExit`` handler applying :func:`exit_verdict`: the launch ends, with the
+    reason and status 1 (:class:`GraphEnded`), when a required node exits or any node fails to start."""
     from launch import LaunchDescription
     from launch.actions import DeclareLaunchArgument, OpaqueFunction
     from launch.substitutions import PathJoinSubstitution
@@ -468,28 +497,33 @@ def launch_description(graph_name: str):
 
 def launch_nodes(context, graph_name: str) -> list:
     """The launch actions of the graph's nodes for the argument values in ``context`` (see launch_description)."""
-    from launch.actions import EmitEvent, LogInfo, RegisterEventHandler
+    from launch.actions import LogInfo, RegisterEventHandler
     from launch.event_handlers import OnProcessExit
-    from launch.events import Shutdown
+    from launch.logging import get_logger
     from launch_ros.actions import Node
 
     graph = get_graph(graph_name)
     given = {a.name: context.launch_configurations[a.name] for a in graph.arguments
              if a.name in context.launch_configurations}
+    for name, meant in misspelt_arguments(graph, context.launch_configurations):
+        get_logger('launch.user').warning(f'{name}:= is not an argument of {graph.name} and is ignored; did you '
+                                          f'mean {meant}:=? (ros2 launch {graph.name}.launch.py --show-args)')
     actions: list = []
     for rn in resolve(graph, given):
         kwargs = {'namespace': rn.namespace} if rn.namespace else {}
         node = Node(package=rn.package, executable=rn.executable, name=rn.name,
                     parameters=[*(str(f) for f in rn.param_files), dict(rn.parameters)],
                     remappings=list(rn.remappings), ros_arguments=['--log-level', rn.log_level], output='screen',
-                    emulate_tty=True, respawn=rn.respawn, respawn_delay=RESPAWN_DELAY_S, **kwargs)
+                    emulate_tty=True, respawn=rn.respawn, respawn_delay=RESPAWN_DELAY_S,
+                    sigterm_timeout=str(rn.stop_timeout_s - LAUNCH_SIGKILL_TIMEOUT_S),
+                    sigkill_timeout=str(LAUNCH_SIGKILL_TIMEOUT_S), **kwargs)
 
         def on_exit(event, ctx, rn=rn):
             if ctx.is_shutdown:
                 return None
             stop, message = exit_verdict(rn, event.returncode)
-            if not stop:
-                return [LogInfo(msg=message)]
-            return [LogInfo(msg=message), EmitEvent(event=Shutdown(reason=message))]
+            if stop:
+                raise GraphEnded(message)
+            return [LogInfo(msg=message)]
         actions += [node, RegisterEventHandler(OnProcessExit(target_action=node, on_exit=on_exit))]
     return actions

@@ -251,7 +251,11 @@ class PolicyNode(LifecycleNode):
         self.transition_pub.publish(M.transition_msg(t))
 
     def _log(self, level: str, text: str):
-        getattr(self.get_logger(), level)(text)
+        # one call site per severity: rclpy refuses a call site whose severity changes between calls
+        if level == 'warning':
+            self.get_logger().warning(text)
+        else:
+            self.get_logger().info(text)
 
     def _on_worker_error(self, event: str, e: Exception):
         if self.context.ok():

@@ -1,10 +1,12 @@
 """The actor loop as a library, without any ROS graph: chunk execution, per-step safety, the asynchronous next
 chunk, transition assembly, pacing, the update swap, temporal ensembling and the return home — and an in-process
 lockstep run on the real MuJoCo reach task, driven the way a runner would drive it."""
+import time
+
 import numpy as np
 import pytest
 
-from swfp_ros.actor import ActorConfig, ActorLoop, RewardInfo
+from swfp_ros.actor import ActorConfig, ActorLoop, ActorWorker, RewardInfo
 from swfp_ros.ros.safety import SafetyFilter
 
 N = 7
@@ -174,6 +176,27 @@ def test_lockstep_pacing_waits_for_the_learner_but_not_for_a_dead_one():
     clock.t += 1.5                                   # no report for longer than backlog_timeout_s: learner gone
     loop.idle()
     assert len(commands) == 2 and loop.paused is None
+
+
+def test_worker_restarts_lockstep_while_other_events_keep_arriving():
+    """A simulator restarted mid-step never sends the reward the loop waits for; the learner's backlog reports
+    (every 50 ms) keep the worker's queue busy, and the restart must happen all the same."""
+    loop, runtime, commands, transitions, _ = make(mode='lockstep', lockstep_timeout_s=0.3, clock=time.monotonic)
+    loop.task(TASK)
+    loop.set_active(True)
+    feed(loop, time.monotonic, np.zeros(N), 1)
+    assert len(commands) == 1 and loop.pending is not None       # waiting for a reward that will never come
+    worker = ActorWorker(loop, on_error=lambda event, e: None, idle_s=0.1)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 5.0            # the restart is due after 0.3 s + at most one idle_s
+        while loop.counters['lockstep_timeouts'] == 0 and time.monotonic() < deadline:
+            worker.post('backlog_report', 0)
+            time.sleep(0.005)
+        restarts = loop.counters['lockstep_timeouts']    # read while the events still flow: stopping idles
+    finally:
+        worker.stop()
+    assert restarts >= 1 and loop.pending is None
 
 
 def test_temporal_ensemble_averages_overlapping_chunks_and_records_nothing():

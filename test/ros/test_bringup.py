@@ -105,3 +105,14 @@ def test_print_and_help_resolve_the_real_graphs(tmp_path, capsys):
         assert g.name in out
         for a in g.arguments:
             assert f'{a.name}:=' in out and a.description[:30] in out
+
+
+def test_each_node_gets_its_stop_timeout_as_under_ros2_launch():
+    """SIGINT -> SIGKILL: the graph's per-node timeout (the learner's final checkpoint may wait for a block in
+    training), unless --grace sets one for all."""
+    nodes = graph.resolve(graph.SIM_FINETUNE, {'checkpoint': 'bc.pt'})
+    for grace, expected in ((None, {'sim_bridge': 10.0, 'policy_node': 10.0, 'learner_node': 30.0}),
+                            (60.0, {'sim_bridge': 60.0, 'policy_node': 60.0, 'learner_node': 60.0})):
+        up = bringup.Bringup(nodes, grace=grace)
+        assert {n.executable: up.stop_timeout(n) for n in nodes} == expected
+        up._tmp.cleanup()

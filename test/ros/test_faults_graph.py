@@ -93,5 +93,7 @@ def test_sigkill_learner_bridge_policy(launch_node, ros_node, tmp_path):
         print(f'{checked} commands audited, {unverified} unverified (sent before this monitor saw a restarted bridge)')
         assert checked > 300 and not violations and unverified < checked / 10, (checked, violations[:5], unverified)
     finally:
+        for name in ('/learner_node', '/actor0/policy_node', '/actor0/sim_bridge'):
+            print(name, status.latest(name))
         for p in procs.values():
-            print(p.name, p.output()[-1500:])
+            print(p.name, p.output()[-3000:])
