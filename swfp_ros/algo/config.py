@@ -1,4 +1,4 @@
-"""Typed configuration of the SWFP algorithm (ALGORITHM.md); defaults follow the prototype findings of §6."""
+"""Typed configuration of the SWFP algorithm (docs/algorithm.md); defaults follow the prototype findings of §9."""
 from __future__ import annotations
 
 import dataclasses
@@ -65,9 +65,9 @@ class BlockConfig:
     hidden: int = 128
     layers: int = 2
     delta: float = 0.1            # trust-region radius: E||M(a)-a||² <= delta², in [-1,1] action units
-    alpha: float = 0.0            # entropy temperature; 0 skips the Jacobian (§6: alpha=0 works, halves the cost)
-    # 'grad_norm': divide Q by the batch mean ||∇_a Q|| (§6: keeps the entropy balance as |Q| grows);
-    # 'none': raw Q (the analytic Boltzmann target of §5.1 only holds unscaled).
+    alpha: float = 0.0            # entropy temperature; 0 skips the Jacobian (§9: alpha=0 works, halves the cost)
+    # 'grad_norm': divide Q by the batch mean ||∇_a Q|| (§8 D6: keeps the entropy balance as |Q| grows);
+    # 'none': raw Q (the analytic Boltzmann target of §7 only holds unscaled).
     q_scale: str = 'grad_norm'
     train_steps: int = 300
     lr: float = 1e-3

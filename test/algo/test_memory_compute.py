@@ -1,4 +1,4 @@
-"""§5.5: a block update does not back-propagate through the base flow: its saved-activation memory and time stay flat
+"""A block update does not back-propagate through the base flow: its saved-activation memory and time stay flat
 from K=4 to K=32, while naive fine-tuning's grow with K (the contrast shows the measurement can fail)."""
 import time
 

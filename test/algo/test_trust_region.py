@@ -1,4 +1,4 @@
-"""§5.4: no accepted block violates E||M(a) - a||² <= tolerance·δ², whatever the critic."""
+"""No accepted block violates E||M(a) - a||² <= tolerance·δ², whatever the critic."""
 import pytest
 import torch
 
