@@ -1,4 +1,5 @@
-"""Time of a block update against naive fine-tuning as the number of Euler steps K grows (§5.5).
+"""Time of a block update against naive fine-tuning as the number of Euler steps K grows: a block does not
+back-propagate through the base flow (docs/algorithm.md §3).
 
     python benchmarks/bench_block_cost.py [--repeats 3]
 

@@ -1,4 +1,4 @@
-"""The SWFP algorithm: pure torch + numpy, no ROS, no simulator (see shared design ALGORITHM.md).
+"""The SWFP algorithm: pure torch + numpy, no ROS, no simulator (docs/algorithm.md describes it).
 
     flow.FlowPolicy          base policy: flow matching, K Euler steps, exact log-density
     blocks.Cascade           base + frozen JKO refinement blocks, clipped once at the end

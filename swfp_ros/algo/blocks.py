@@ -41,7 +41,7 @@ class RefinementBlock(nn.Module):
 class Cascade(nn.Module):
     """Base flow followed by frozen refinement blocks; works on normalised obs s.
 
-    Actions are clipped to [-1, 1] once, at the very end (clip=False only for unbounded toy problems such as §5.1).
+    Actions are clipped to [-1, 1] once, at the very end (clip=False only for unbounded toys: the analytic test, §7).
     """
 
     def __init__(self, base: FlowPolicy, blocks: list[RefinementBlock] | None = None, clip: bool = True):

@@ -1,4 +1,4 @@
-"""Typed configuration of the SWFP algorithm (ALGORITHM.md); defaults follow the prototype findings of §6."""
+"""Typed configuration of the SWFP algorithm (docs/algorithm.md); defaults follow the prototype findings of §9."""
 from __future__ import annotations
 
 import dataclasses
@@ -65,11 +65,11 @@ class BlockConfig:
     hidden: int = 128
     layers: int = 2
     delta: float = 0.1            # trust-region radius: E||M(a)-a||² <= delta², in [-1,1] action units
-    alpha: float = 0.0            # entropy temperature; 0 skips the Jacobian (§6: alpha=0 works, halves the cost)
-    # 'grad_norm': divide Q by the pool's mean ||∇_a Q||, at every alpha (§6: keeps the entropy balance as |Q| grows;
+    alpha: float = 0.0            # entropy temperature; 0 skips the Jacobian (§9: alpha=0 works, halves the cost)
+    # 'grad_norm': divide Q by the pool's mean ||∇_a Q||, at every alpha (§8 D6: keeps the entropy balance as |Q| grows;
     # at alpha = 0 it makes λ's starting value 1/(2δ) a first step of about δ whatever the critic's scale); the
     # temperature is then alpha·E||∇_a Q|| in Q units, which the soft critic target uses too.
-    # 'none': raw Q (the analytic Boltzmann target of §5.1 only holds unscaled).
+    # 'none': raw Q (the analytic Boltzmann target of §7 only holds unscaled).
     q_scale: str = 'grad_norm'
     train_steps: int = 300
     lr: float = 1e-3

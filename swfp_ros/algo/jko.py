@@ -17,7 +17,7 @@ LOG_LAMBDA_MAX = 10.0  # keeps the dual finite when the constraint is hard to me
 
 @dataclass
 class BlockReport:
-    """Held-out diagnostics of one trained block (§6: these explained every failure of the prototype)."""
+    """Held-out diagnostics of one trained block (§9: these explained every failure of the prototype)."""
     accepted: bool
     reason: str               # 'ok', 'shrunk', 'trust_region', 'no_improvement', 'non_finite', 'stopped'
     w2_bound: float           # E||M(a)-a||² on held-out states: an upper bound on W2²(π_{n+1}, π_n); compare delta²
@@ -59,7 +59,7 @@ def block_loss(block: RefinementBlock, q_fn: QFn, s: torch.Tensor, a: torch.Tens
     executed = m.clamp(-1.0, 1.0) if clip else m
     lam = torch.as_tensor(log_lambda, dtype=d2.dtype, device=d2.device).exp()
     loss = -q_fn(s, executed).mean() / q_scale + lam * d2.mean()
-    if alpha > 0:  # the exact Jacobian doubles the cost (§6): skip it when it has no weight
+    if alpha > 0:  # the exact Jacobian doubles the cost (§9): skip it when it has no weight
         loss = loss - alpha * block.logabsdet(s, a).mean()
     return loss, d2
 
@@ -90,8 +90,8 @@ def train_block(cascade: Cascade, q_fn: QFn, states: torch.Tensor, cfg: BlockCon
     tolerance·state_p95·δ², else shrink τ to meet δ² and state_p95·δ² and re-measure; reject if still violated, if
     anything is non-finite, or if the predicted improvement on held-out states is not positive. Improvement is
     ΔQ/scale + α·E logdet, the block's own objective without the proximity term: for α = 0 it is the sign of the
-    critic-predicted ΔQ (§6); for α > 0 a block that trades a little Q for entropy towards the Boltzmann target is an
-    improvement too (rejecting it would stall §5.1 short of the target covariance).
+    critic-predicted ΔQ (§9); for α > 0 a block that trades a little Q for entropy towards the Boltzmann target is an
+    improvement too (rejecting it would stall the analytic test of §7 short of the target covariance).
     """
     if states.ndim != 2 or states.shape[1] != cascade.obs_dim or len(states) < 2:
         raise ValueError(f'train_block: expected states [N>=2, {cascade.obs_dim}], got {tuple(states.shape)}')

@@ -322,7 +322,7 @@ class Learner:
     # --- diagnostics -----------------------------------------------------------------------------------------------
     @torch.no_grad()
     def critic_check(self, episodes: list[dict]) -> dict[str, float]:
-        """The critic against the returns actually obtained (§6: check the critic before blaming the policy update).
+        """The critic against the returns actually obtained (§9: check the critic before blaming the policy update).
 
         ``episodes``: recorded evaluation episodes (``evaluate_batched(..., record=True)``). Every decision's discounted
         return to the episode's end, bootstrapped with the critic only where a time limit cut the episode (as the TD

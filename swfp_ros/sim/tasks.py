@@ -88,7 +88,19 @@ class PandaTaskEnv(gym.Env):
         world = spec.worldbody
         world.add_light(pos=[0.5, 0.0, 2.5], dir=[0, 0, -1], diffuse=[0.8, 0.8, 0.8])
         world.add_geom(name='floor', type=mujoco.mjtGeom.mjGEOM_PLANE, size=[2, 2, 0.1], rgba=[0.3, 0.35, 0.4, 1])
-        world.add_site(name='goal', type=mujoco.mjtGeom.mjGEOM_SPHERE, size=[0.02, 0, 0], rgba=[0.1, 0.9, 0.2, 0.6])
+        # The goal marker rides a mocap body: a site on the world body is static, and MuJoCo 4.0 computes its
+        # site_xpos once, at compile time, so moving its model pos left it drawn at the origin. A mocap body's pose is
+        # data (mocap_pos), placed by every mj_forward/mj_step.
+        marker = world.add_body(name='goal', mocap=True)
+        marker.add_site(name='goal', **self._goal_marker)
+
+    # Drawn only (a site never collides): a translucent green sphere where the end effector should go.
+    _goal_marker = {'type': mujoco.mjtGeom.mjGEOM_SPHERE, 'size': [0.02, 0, 0], 'rgba': [0.1, 0.9, 0.2, 0.6]}
+
+    def _set_goal(self, goal: np.ndarray) -> None:
+        """The task's goal, and its marker in renders."""
+        self.goal = np.asarray(goal, np.float64)
+        self.data.mocap_pos[self.model.body('goal').mocapid[0]] = self.goal
 
     def _sample_task(self) -> None:
         raise NotImplementedError
@@ -206,8 +218,7 @@ class PandaReachEnv(PandaTaskEnv):
     goal_high = np.array([0.60, 0.25, 0.45])
 
     def _sample_task(self):
-        self.goal = self.np_random.uniform(self.goal_low, self.goal_high)
-        self.model.site('goal').pos[:] = self.goal
+        self._set_goal(self.np_random.uniform(self.goal_low, self.goal_high))
 
     def task_vector(self):
         return REACH.vector(self.ee_position, self.goal)
@@ -225,6 +236,9 @@ class PandaPushEnv(PandaTaskEnv):
     task_labels = ('ee_x', 'ee_y', 'ee_z', 'goal_x', 'goal_y', 'goal_z', 'obj_x', 'obj_y', 'obj_z')
     puck_radius = 0.025
     puck_half_height = 0.02
+    # The target: a flat green disc of the puck's size on the floor, centred under the goal the puck must reach.
+    _goal_marker = {'type': mujoco.mjtGeom.mjGEOM_CYLINDER, 'size': [puck_radius, 0.002, 0],
+                    'pos': [0, 0, 0.002 - puck_half_height], 'rgba': [0.1, 0.9, 0.2, 0.6]}
 
     def _build_scene(self, spec):
         super()._build_scene(spec)
@@ -237,8 +251,7 @@ class PandaPushEnv(PandaTaskEnv):
         start = np.array([0.5, 0.0]) + self.np_random.uniform([-0.05, -0.1], [0.05, 0.1])
         angle = self.np_random.uniform(-np.pi, np.pi)
         radius = self.np_random.uniform(0.10, 0.20)
-        self.goal = np.array([*(start + radius * np.array([np.cos(angle), np.sin(angle)])), self.puck_half_height])
-        self.model.site('goal').pos[:] = self.goal
+        self._set_goal([*(start + radius * np.array([np.cos(angle), np.sin(angle)])), self.puck_half_height])
         joint = self.model.joint('puck_free')
         self.data.qpos[joint.qposadr[0]:joint.qposadr[0] + 7] = [*start, self.puck_half_height, 1, 0, 0, 0]
 

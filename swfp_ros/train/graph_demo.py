@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import signal
 import threading
@@ -62,12 +61,20 @@ def _config_dir(dest: Path, swfp: dict, policy: dict | None = None) -> Path:
     return dest
 
 
+_domain_lease = None
+
+
 def _ensure_domain() -> None:
-    """An isolated DDS domain on this host unless the caller chose one."""
+    """An isolated DDS domain on this host unless the caller chose one: a domain leased for the rest of this process
+    (a random pick collided with another graph on a shared machine: the demo then read a foreign learner's status and
+    its learner received foreign transitions)."""
+    global _domain_lease
     os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
     os.environ.pop('ROS_LOCALHOST_ONLY', None)
     if not os.environ.get('ROS_DOMAIN_ID'):
-        os.environ['ROS_DOMAIN_ID'] = str(random.SystemRandom().randint(1, 101))
+        from ..ros.domains import DomainLease
+        _domain_lease = DomainLease()
+        os.environ['ROS_DOMAIN_ID'] = str(_domain_lease.domain_id)
 
 
 def graph_nodes(bc_checkpoint: str, checkpoint_dir: str, config_dir: str, task: str, actors: int, seed: int):

@@ -1,4 +1,4 @@
-"""§5.1: JKO refinements of N(0, I) under Q(a) = -||a - μ||²/2 converge to the Boltzmann target N(μ, αI)."""
+"""JKO refinements of N(0, I) under Q(a) = -||a - μ||²/2 converge to the Boltzmann target N(μ, αI)."""
 import torch
 
 from swfp_ros.algo.blocks import Cascade

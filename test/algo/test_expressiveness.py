@@ -1,4 +1,4 @@
-"""§5.3: BC keeps both modes of a bimodal action distribution (a Gaussian policy would average them)."""
+"""BC keeps both modes of a bimodal action distribution (a Gaussian policy would average them)."""
 import numpy as np
 import torch
 

@@ -1,4 +1,4 @@
-"""§5.2: change-of-variables log-density against closed forms and a numerical normalisation check."""
+"""Change-of-variables log-density against closed forms and a numerical normalisation check."""
 import numpy as np
 import torch
 

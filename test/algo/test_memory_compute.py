@@ -1,4 +1,4 @@
-"""§5.5: a block update does not back-propagate through the base flow: its saved-activation memory stays flat from K=4
+"""A block update does not back-propagate through the base flow: its saved-activation memory stays flat from K=4
 to K=32, while naive fine-tuning's grows with K (the contrast shows the measurement can fail). The matching time
 figures are a benchmark (benchmarks/bench_block_cost.py): timings on shared cores are no test."""
 import torch

@@ -1,4 +1,4 @@
-"""§5.4: no accepted block violates E||M(a) - a||² <= tolerance·δ² (nor its per-state 95th percentile bound), whatever
+"""No accepted block violates E||M(a) - a||² <= tolerance·δ² (nor its per-state 95th percentile bound), whatever
 the critic; the dual ascent does the work the shrink step only backs up; held-out states are never trained on; a block
 is accepted only if the critic predicts an improvement on them."""
 import math

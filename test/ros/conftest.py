@@ -14,14 +14,11 @@ Helpers on ``ros_node`` (an rclpy node spun in a background thread): ``wait_for(
 """
 from __future__ import annotations
 
-import fcntl
 import os
-import random
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -31,36 +28,13 @@ import yaml
 
 rclpy = pytest.importorskip('rclpy')
 
+from swfp_ros.ros.domains import DomainLease  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[2]
-DOMAIN_IDS = list(range(1, 102))          # Fast DDS port arithmetic allows 0-101 (and 215-232) on Linux
 SHM_PREFIXES = ('fastdds_', 'fastrtps_', 'fast_datasharing_', 'sem.fastdds_', 'sem.fastrtps_')
 
 
-# --- domain isolation -----------------------------------------------------------------------------------------------
-class DomainLease:
-    """An exclusive ROS_DOMAIN_ID for this machine, held by an flock until released."""
-
-    def __init__(self):
-        lock_dir = Path(tempfile.gettempdir()) / 'swfp_ros_domains'
-        lock_dir.mkdir(exist_ok=True)
-        ids = DOMAIN_IDS[:]
-        random.Random(os.getpid() ^ time.monotonic_ns()).shuffle(ids)
-        for did in ids:
-            f = open(lock_dir / f'{did}.lock', 'w')
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                f.close()
-                continue
-            self.domain_id, self._file = did, f
-            return
-        raise RuntimeError('no free ROS_DOMAIN_ID')
-
-    def release(self):
-        fcntl.flock(self._file, fcntl.LOCK_UN)
-        self._file.close()
-
-
+# --- domain isolation (swfp_ros.ros.domains) ------------------------------------------------------------------------
 @pytest.fixture
 def ros_env(monkeypatch):
     """Environment for this test's ROS processes (also applied to the test process)."""
