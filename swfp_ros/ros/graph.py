@@ -20,7 +20,8 @@ This module is pure data + pure functions: it imports neither rclpy nor launch a
 ``launch_ros`` are imported inside :func:`launch_description` and :func:`launch_nodes` only).
 
 Values inside a node description are literals, :class:`Arg` references to a declared argument, or :class:`Computed`
-values derived from all the argument values. Every argument has a ``type``: its text (from the command line or
+values derived from all the argument values; a parameter whose value resolves to None is not overridden (the
+parameter files' value stands). Every argument has a ``type``: its text (from the command line or
 from launch) is parsed into a typed parameter value the same way for both.
 """
 from __future__ import annotations
@@ -151,7 +152,15 @@ def _common_arguments(use_sim_time: bool) -> list[Argument]:
                  choices=('debug', 'info', 'warn', 'error', 'fatal')),
         Argument('respawn_learner', False, 'Restart the learner when it dies (it resumes from checkpoint_dir); the '
                  'actors keep acting with their last accepted policy meanwhile.', type=bool),
+        Argument('update_key_file', '', 'Key file shared by the learner and the policy nodes (at least 32 bytes, '
+                 'chmod 600): the learner signs every policy update with it and the policy nodes apply only updates '
+                 'signed with it. Empty: the value in the config files (none by default: updates are not '
+                 'authenticated).'),
     ]
+
+
+# update_key_file:=... when given, else the parameter files' value (None: not overridden)
+UPDATE_KEY_FILE = ('update_key_file', Computed(lambda v, ns: v['update_key_file'] or None))
 
 
 def _learner(extra_params: Sequence[tuple[str, Value]] = (), condition: str | None = None) -> NodeSpec:
@@ -159,7 +168,7 @@ def _learner(extra_params: Sequence[tuple[str, Value]] = (), condition: str | No
                     required=False, respawn=Arg('respawn_learner'), condition=condition, parameters=(
         ('base_checkpoint', Arg('checkpoint')), ('checkpoint_dir', Arg('checkpoint_dir')),
         ('transition_bag', Arg('transition_bag')), ('device', Arg('device')), ('use_sim_time', Arg('use_sim_time')),
-        *extra_params))
+        UPDATE_KEY_FILE, *extra_params))
 
 
 def _recorder(extra_params: Sequence[tuple[str, Value]] = ()) -> NodeSpec:
@@ -187,7 +196,7 @@ SIM_FINETUNE = Graph(
             ('use_sim_time', Arg('use_sim_time')))),
         NodeSpec('policy_node', 'policy_node', param_files=('policy.yaml',), parameters=(
             ('checkpoint', Arg('checkpoint')), ('device', Arg('device')), ('actor_id', Arg('actor_id')),
-            ('use_sim_time', Arg('use_sim_time')))),
+            ('use_sim_time', Arg('use_sim_time')), UPDATE_KEY_FILE)),
         _learner(),
         _recorder(),
     ),
@@ -278,7 +287,7 @@ REAL_ARM = Graph(
         NodeSpec('policy_node', 'policy_node', param_files=('policy.yaml',), parameters=(
             ('checkpoint', Arg('checkpoint')), ('device', Arg('device')), ('dry_run', Arg('dry_run')),
             ('mode', Arg('mode')), ('control_rate', Arg('control_rate')), ('command_type', Arg('command_type')),
-            ('actor_id', Arg('actor_id')), ('use_sim_time', Arg('use_sim_time'))),
+            ('actor_id', Arg('actor_id')), ('use_sim_time', Arg('use_sim_time')), UPDATE_KEY_FILE),
             remappings=(('swfp/action', Arg('command_topic')), ('joint_states', Arg('joint_states_topic')))),
         _learner(condition='learn'),
         _recorder((('topics', Computed(real_arm_topics)),)),
@@ -418,6 +427,7 @@ def resolve(graph: Graph, given: Mapping[str, str]) -> list[ResolvedNode]:
                     return values[v.name]
                 return v.fn(values, ns) if isinstance(v, Computed) else v
             params = {k: value(v) for k, v in spec.parameters}
+            params = {k: v for k, v in params.items() if v is not None}
             if i and 'actor_id' in params:
                 params['actor_id'] = int(params['actor_id']) + i
             nodes.append(ResolvedNode(
