@@ -29,6 +29,7 @@ LABELS = TASKS['panda_reach'][1].task_labels
 OBS_DIM = 14 + len(LABELS)
 # The test's own collectors keep everything: a shallow history would drop commands while the test is busy.
 ACTION_QOS = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
+HOME_Q = np.array([0.0, -0.3, 0.0, -2.2, 0.0, 0.33, 0.785])   # a Panda posture well inside its joint limits
 
 
 def stub_env():
@@ -121,7 +122,7 @@ def test_realtime_safety_holds_clamps_and_updates(launch_node, ros_node, tmp_pat
                          params=policy_params(ckpt, mode='realtime', control_rate=50.0, stale_timeout_s=0.3,
                                               estop_release_sources=[ros_node.node.get_fully_qualified_name()]),
                          env=stub_env())
-    q = np.array([0.0, -0.3, 0.0, -2.2, 0.0, 0.33, 0.785])
+    q = HOME_Q
     task = np.array([0.4, 0.0, 0.3, 0.5, 0.1, 0.3])
     ros_node.wait_for_subscribers('/joint_states', timeout=20)
 
@@ -220,7 +221,7 @@ def test_dry_run_publishes_preview_only(launch_node, ros_node, tmp_path):
     ros_node.wait_for_subscribers('/joint_states', timeout=20)
     t_end = time.monotonic() + 8
     while time.monotonic() < t_end and len(preview) < 5:
-        publish(np.zeros(7), np.zeros(6))
+        publish(HOME_Q, np.zeros(6))   # a measured position inside the limits (outside them nothing is sent)
         time.sleep(0.02)
     assert len(preview) >= 5 and not actions
     assert policy.stop() == 0
