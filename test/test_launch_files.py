@@ -193,3 +193,21 @@ def test_real_arm_recorder_records_the_command_topic_in_use():
     assert '/robot/cmd' in graph.real_arm_topics(values)
     values = graph.resolve_arguments(g, {})
     assert '/policy_node/action_preview' in graph.real_arm_topics(values)   # dry-run: the debug topic
+
+
+@pytest.mark.parametrize('name', sorted(LAUNCH_FILES))
+def test_update_key_and_estop_release_sources_reach_the_nodes(name):
+    """update_key_file:= goes to the learner and every policy node, estop_release_sources:= to every policy node;
+    left empty, neither is overridden (the parameter files' values stand)."""
+    g = graph.get_graph(name)
+    given = {'namespace': 'arm1,arm2', 'learn': 'true'} if name == 'real_arm' else {'namespace': 'arm1,arm2'}
+    nodes = graph.resolve(g, _given(g, **given, update_key_file='/keys/swfp.key',
+                                    estop_release_sources='/operator, /arm1/panel'))
+    policies = [rn for rn in nodes if rn.executable == 'policy_node']
+    learner = next(rn for rn in nodes if rn.executable == 'learner_node')
+    assert len(policies) == 2 and learner.parameters['update_key_file'] == '/keys/swfp.key'
+    for rn in policies:
+        assert rn.parameters['update_key_file'] == '/keys/swfp.key'
+        assert rn.parameters['estop_release_sources'] == ['/operator', '/arm1/panel']
+    for rn in graph.resolve(g, _given(g, **given)):
+        assert 'update_key_file' not in rn.parameters and 'estop_release_sources' not in rn.parameters, rn.name

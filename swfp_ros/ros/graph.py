@@ -156,11 +156,16 @@ def _common_arguments(use_sim_time: bool) -> list[Argument]:
                  'chmod 600): the learner signs every policy update with it and the policy nodes apply only updates '
                  'signed with it. Empty: the value in the config files (none by default: updates are not '
                  'authenticated).'),
+        Argument('estop_release_sources', '', 'Comma-separated fully qualified names of the nodes whose '
+                 '/swfp/estop false releases an engaged e-stop (e.g. /operator_panel); anyone may engage it. Empty: '
+                 'the value in the config files (none by default: a release is refused and reported).'),
     ]
 
 
-# update_key_file:=... when given, else the parameter files' value (None: not overridden)
+# update_key_file:=... / estop_release_sources:=... when given, else the parameter files' value (None: not overridden)
 UPDATE_KEY_FILE = ('update_key_file', Computed(lambda v, ns: v['update_key_file'] or None))
+ESTOP_RELEASE_SOURCES = ('estop_release_sources', Computed(
+    lambda v, ns: [s.strip() for s in v['estop_release_sources'].split(',') if s.strip()] or None))
 
 
 def _learner(extra_params: Sequence[tuple[str, Value]] = (), condition: str | None = None) -> NodeSpec:
@@ -196,7 +201,7 @@ SIM_FINETUNE = Graph(
             ('use_sim_time', Arg('use_sim_time')))),
         NodeSpec('policy_node', 'policy_node', param_files=('policy.yaml',), parameters=(
             ('checkpoint', Arg('checkpoint')), ('device', Arg('device')), ('actor_id', Arg('actor_id')),
-            ('use_sim_time', Arg('use_sim_time')), UPDATE_KEY_FILE)),
+            ('use_sim_time', Arg('use_sim_time')), UPDATE_KEY_FILE, ESTOP_RELEASE_SOURCES)),
         _learner(),
         _recorder(),
     ),
@@ -287,7 +292,8 @@ REAL_ARM = Graph(
         NodeSpec('policy_node', 'policy_node', param_files=('policy.yaml',), parameters=(
             ('checkpoint', Arg('checkpoint')), ('device', Arg('device')), ('dry_run', Arg('dry_run')),
             ('mode', Arg('mode')), ('control_rate', Arg('control_rate')), ('command_type', Arg('command_type')),
-            ('actor_id', Arg('actor_id')), ('use_sim_time', Arg('use_sim_time')), UPDATE_KEY_FILE),
+            ('actor_id', Arg('actor_id')), ('use_sim_time', Arg('use_sim_time')), UPDATE_KEY_FILE,
+            ESTOP_RELEASE_SOURCES),
             remappings=(('swfp/action', Arg('command_topic')), ('joint_states', Arg('joint_states_topic')))),
         _learner(condition='learn'),
         _recorder((('topics', Computed(real_arm_topics)),)),
