@@ -159,6 +159,10 @@ def _common_arguments(use_sim_time: bool) -> list[Argument]:
         Argument('estop_release_sources', '', 'Comma-separated fully qualified names of the nodes whose '
                  '/swfp/estop false releases an engaged e-stop (e.g. /operator_panel); anyone may engage it. Empty: '
                  'the value in the config files (none by default: a release is refused and reported).'),
+        Argument('enclave_root', '', 'SROS2 (DDS security): run each node in its own enclave, <enclave_root>/'
+                 '<namespace>/<node name> (e.g. /swfp/arm1/policy_node), so that each gets its own certificate and '
+                 'topic permissions; needs ROS_SECURITY_ENABLE=true and a keystore (README, "DDS security"). Empty: '
+                 'no enclave given (security off, or the whole process in ROS_SECURITY_ENCLAVE_OVERRIDE).'),
     ]
 
 
@@ -343,6 +347,7 @@ class ResolvedNode:
     package: str = PACKAGE
     required: bool = True
     respawn: bool = False
+    enclave: str = ''                    # SROS2 enclave ('' = none given)
 
     @property
     def label(self) -> str:
@@ -360,7 +365,10 @@ class ResolvedNode:
         for src, dst in self.remappings:
             args += ['-r', f'{src}:={dst}']
         args += ['--log-level', self.log_level]
-        return args
+        return args + self.enclave_args()
+
+    def enclave_args(self) -> list[str]:
+        return ['--enclave', self.enclave] if self.enclave else []
 
     def overrides_yaml(self) -> str:
         import yaml
@@ -399,6 +407,14 @@ def resolve_arguments(graph: Graph, given: Mapping[str, str],
 def _namespace(ns: str) -> str:
     ns = str(ns).strip().strip('/')
     return f'/{ns}' if ns else ''
+
+
+def _enclave(root: str, ns: str, name: str) -> str:
+    """'/swfp', '/arm1', 'policy_node' -> '/swfp/arm1/policy_node'; no root: ''."""
+    root = root.strip().rstrip('/')
+    if not root:
+        return ''
+    return ('' if root.startswith('/') else '/') + root + ns + '/' + name
 
 
 def resolve(graph: Graph, given: Mapping[str, str]) -> list[ResolvedNode]:
@@ -441,7 +457,7 @@ def resolve(graph: Graph, given: Mapping[str, str]) -> list[ResolvedNode]:
                 param_files=[param_file(f) for f in spec.param_files], parameters=params,
                 remappings=[(src, str(value(dst))) for src, dst in spec.remappings],
                 log_level=str(values.get('log_level', 'info')), required=spec.required,
-                respawn=bool(value(spec.respawn))))
+                respawn=bool(value(spec.respawn)), enclave=_enclave(values.get('enclave_root', ''), ns, spec.name)))
     return nodes
 
 
@@ -497,8 +513,8 @@ def launch_nodes(context, graph_name: str) -> list:
         kwargs = {'namespace': rn.namespace} if rn.namespace else {}
         node = Node(package=rn.package, executable=rn.executable, name=rn.name,
                     parameters=[*(str(f) for f in rn.param_files), dict(rn.parameters)],
-                    remappings=list(rn.remappings), ros_arguments=['--log-level', rn.log_level], output='screen',
-                    emulate_tty=True, respawn=rn.respawn, respawn_delay=RESPAWN_DELAY_S, **kwargs)
+                    remappings=list(rn.remappings), ros_arguments=['--log-level', rn.log_level, *rn.enclave_args()],
+                    output='screen', emulate_tty=True, respawn=rn.respawn, respawn_delay=RESPAWN_DELAY_S, **kwargs)
 
         def on_exit(event, ctx, rn=rn):
             if ctx.is_shutdown:
