@@ -324,7 +324,8 @@ def graph_part(work: Path) -> list[dict]:
                  and int(latest('/actor0/policy_node').get('transitions', 0)) >= 50, 120, 'the restarted policy')
         p = latest('/actor0/policy_node')
         row('policy_sigkill', 'SIGKILL of the policy node, restarted after 3 s',
-            f"restarted policy took the learner's latched base + blocks: v{p['policy_version']} (learner v{lv})",
+            f"restarted policy took the learner's latched base + blocks: v{p['policy_version']} (learner v{lv} at "
+            f"the restart, v{latest('/learner_node')['version']} now)",
             {'updates_rejected': int(p.get('updates_rejected', 0)), 'lost': 0})
 
         # 4. SIGINT of the learner with a backlog; the actor stops too, so that the restarted learner's catch-up ends
