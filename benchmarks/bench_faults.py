@@ -5,7 +5,8 @@ the safety contract or data was lost. Prints a markdown table (the README's) and
 
 policy: a real policy node (realtime, 50 Hz, the default 3x256 flow, untrained) against a scripted arm in this process,
     every scenario of swfp_ros/ros/fault_injection.py (the same as test/ros/test_faults_policy.py); every command in a
-    fault and in the settling time after it is audited.
+    fault and in the settling time after it is audited. First without update_key_file (every scenario), then a fresh
+    policy node with it (the forged-update rows with the key on).
 graph: the sim_finetune graph (sim bridge + policy node in /actor0, lockstep, actors not paced so the learner falls
     behind, + learner node with the default critic and small blocks), every command audited against the bridge's
     joint states, then:
@@ -34,6 +35,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 Q0 = np.array([0.0, -0.3, 0.0, -2.2, 0.0, 0.33, 0.785])
 MAX_DELTA, STALE_S = 0.1, 0.5
+MAX_UPDATE_BYTES = 1 << 20       # the policy's max_update_bytes in the policy part (a 3.1 MiB block exceeds it)
 # A critic large enough that the learner falls behind one unpaced lockstep actor here, small and quick blocks.
 GRAPH_SWFP = {'warmup_steps': 300, 'steps_per_block': 300, 'critic': {'hidden': 128, 'layers': 2},
               'block': {'hidden': 64, 'layers': 2, 'train_steps': 50, 'batch_size': 64, 'pool_size': 512}}
@@ -159,29 +161,46 @@ def policy_part(work: Path) -> list[dict]:
     obs_dim = 14 + len(task.task_labels)
     ckpt = work / 'policy.pt'
     save_policy(str(ckpt), Cascade(FlowPolicy(obs_dim, 7)), ObsNormalizer(obs_dim), version=0)
+    key = os.urandom(32).hex().encode()
+    key_file = work / 'update.key'
+    key_file.write_bytes(key)
+    key_file.chmod(0o600)
     ros = Ros('bench_faults_arm')
     audit = F.CommandAudit(ARM_JOINTS, lower, upper, MAX_DELTA, STALE_S + F.LATENCY_MARGIN_S)
     arm = F.ScriptedArm(ros.node, ARM_JOINTS, FINGER_JOINTS, Q0, task.task_labels, [0.4, 0.0, 0.3, 0.5, 0.1, 0.3],
                         audit)
     ctx = F.Context(arm, F.StatusWatch(ros.node), ros.node.create_publisher(Bool, '/swfp/estop', ESTOP_QOS),
-                    ros.node.create_publisher(UInt8MultiArray, '/swfp/policy_update', UPDATE_QOS))
-    policy = Proc('policy_node', [config_path('policy.yaml'), params_file(work / 'policy_params.yaml', {
-        'checkpoint': str(ckpt), 'device': 'cpu', 'mode': 'realtime', 'control_rate': 50.0, 'max_delta': MAX_DELTA,
-        'stale_timeout_s': STALE_S, 'status_period_s': 0.2})], work / 'policy_node.log')
+                    ros.node.create_publisher(UInt8MultiArray, '/swfp/policy_update', UPDATE_QOS), ros.context)
+    params = {'checkpoint': str(ckpt), 'device': 'cpu', 'mode': 'realtime', 'control_rate': 50.0,
+              'max_delta': MAX_DELTA, 'stale_timeout_s': STALE_S, 'status_period_s': 0.2,
+              'max_update_bytes': MAX_UPDATE_BYTES, 'estop_release_sources': [ros.node.get_fully_qualified_name()]}
+    runtime = load_policy(str(ckpt), device='cpu')
+    # a policy without update_key_file, then one with it (the forged-update rows with the key on)
+    runs = [('unkeyed', {}, F.measurement_scenarios(lower, upper, MAX_DELTA) + F.task_scenarios()
+             + [F.estop_scenario()] + F.graph_scenarios(lower, upper)
+             + F.update_scenarios(runtime, max_update_bytes=MAX_UPDATE_BYTES)),
+            ('keyed', {'update_key_file': str(key_file)}, F.update_scenarios(runtime, key=key))]
     rows = []
     try:
-        wait_for(lambda: arm.policy_commands >= 20, 120, 'the policy commanding the arm')
-        scenarios = (F.measurement_scenarios(lower, upper, MAX_DELTA) + F.task_scenarios() + [F.estop_scenario()]
-                     + F.update_scenarios(load_policy(str(ckpt), device='cpu')))
-        for sc in scenarios:
-            row = F.run_scenario(ctx, sc)
-            row['alive'] = policy.popen.poll() is None
-            rows.append(row)
-            print(f"  {row['scenario']:<20} commands {row['commands']:4d}  violations {row['violations']}  "
-                  f"holds {row['holds']:4d}  {row['counters']}  v{row['version']}", flush=True)
+        for label, extra, scenarios in runs:
+            policy = Proc('policy_node', [config_path('policy.yaml'), params_file(
+                work / f'policy_{label}.yaml', {**params, **extra})], work / f'policy_node_{label}.log')
+            try:
+                start = arm.policy_commands
+                wait_for(lambda: arm.policy_commands >= start + 20, 120, 'the policy commanding the arm')
+                for sc in scenarios:
+                    row = F.run_scenario(ctx, sc)
+                    row['alive'] = policy.popen.poll() is None
+                    rows.append(row)
+                    print(f"  {row['scenario']:<22} commands {row['commands']:4d}  violations {row['violations']}  "
+                          f"holds {row['holds']:4d}  {row['counters']}  v{row['version']}  {row['observed']}",
+                          flush=True)
+            finally:
+                policy.stop()
+            warned = 'no update_key_file on a policy that commands an arm' in policy.log.read_text()
+            print(f'  {label}: start-up warning about the missing key: {warned}', flush=True)
     finally:
         arm.close()
-        policy.stop()
         ros.close()
     return rows
 
@@ -305,7 +324,8 @@ def graph_part(work: Path) -> list[dict]:
                  and int(latest('/actor0/policy_node').get('transitions', 0)) >= 50, 120, 'the restarted policy')
         p = latest('/actor0/policy_node')
         row('policy_sigkill', 'SIGKILL of the policy node, restarted after 3 s',
-            f"restarted policy took the learner's latched base + blocks: v{p['policy_version']} (learner v{lv})",
+            f"restarted policy took the learner's latched base + blocks: v{p['policy_version']} (learner v{lv} at "
+            f"the restart, v{latest('/learner_node')['version']} now)",
             {'updates_rejected': int(p.get('updates_rejected', 0)), 'lost': 0})
 
         # 4. SIGINT of the learner with a backlog; the actor stops too, so that the restarted learner's catch-up ends
@@ -411,6 +431,7 @@ def table(policy_rows, graph_rows) -> str:
         counters = ', '.join(f'{k} +{v}' for k, v in r['counters'].items()) or '-'
         reaction = r['expect'] + ('' if r['version'] == r['version_before'] else
                                   f" (version {r['version_before']} -> {r['version']})")
+        reaction += ''.join(f'; {k}: {v}' for k, v in r['observed'].items())
         lines.append(f"| {r['fault']} | {r['commands']} | {r['violations']} | {r['holds']} | {counters} | "
                      f"{reaction} |")
     for r in graph_rows:

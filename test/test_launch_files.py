@@ -104,7 +104,7 @@ def _given(g, **overrides):
 @pytest.mark.parametrize('name', sorted(LAUNCH_FILES))
 def test_launch_file_builds_the_graph(name, monkeypatch):
     g = graph.get_graph(name)
-    overrides = {'checkpoint': '/x/bc.pt', 'namespace': 'arm1,arm2', 'record_bag': 'true'}
+    overrides = {'checkpoint': '/x/bc.pt', 'namespace': 'arm1,arm2', 'record_bag': 'true', 'enclave_root': '/swfp'}
     if name == 'real_arm':
         overrides.update(learn='true', command_topic='/robot/cmd', respawn_learner='true')
     if _real_launch():
@@ -145,6 +145,7 @@ def test_launch_file_builds_the_graph(name, monkeypatch):
         assert n.kwargs['remappings'] == rn.remappings and n.kwargs['respawn'] == rn.respawn
         # SIGKILL (SIGTERM timeout + SIGKILL timeout after the SIGINT) when swfp up would send it
         assert float(n.kwargs['sigterm_timeout']) + float(n.kwargs['sigkill_timeout']) == rn.stop_timeout_s
+        assert n.kwargs['ros_arguments'] == ['--log-level', 'info', *rn.enclave_args()]
         # the exit rule: required nodes and failed starts end the launch with the reason; a dead learner does not
         assert isinstance(handler, classes['RegisterEventHandler'])
         on_exit = handler.args[0]
@@ -213,3 +214,34 @@ def test_real_arm_recorder_records_the_command_topic_in_use():
     assert '/robot/cmd' in graph.real_arm_topics(values)
     values = graph.resolve_arguments(g, {})
     assert '/policy_node/action_preview' in graph.real_arm_topics(values)   # dry-run: the debug topic
+
+
+@pytest.mark.parametrize('name', sorted(LAUNCH_FILES))
+def test_update_key_and_estop_release_sources_reach_the_nodes(name):
+    """update_key_file:= goes to the learner and every policy node, estop_release_sources:= to every policy node;
+    left empty, neither is overridden (the parameter files' values stand)."""
+    g = graph.get_graph(name)
+    given = {'namespace': 'arm1,arm2', 'learn': 'true'} if name == 'real_arm' else {'namespace': 'arm1,arm2'}
+    nodes = graph.resolve(g, _given(g, **given, update_key_file='/keys/swfp.key',
+                                    estop_release_sources='/operator, /arm1/panel'))
+    policies = [rn for rn in nodes if rn.executable == 'policy_node']
+    learner = next(rn for rn in nodes if rn.executable == 'learner_node')
+    assert len(policies) == 2 and learner.parameters['update_key_file'] == '/keys/swfp.key'
+    for rn in policies:
+        assert rn.parameters['update_key_file'] == '/keys/swfp.key'
+        assert rn.parameters['estop_release_sources'] == ['/operator', '/arm1/panel']
+    for rn in graph.resolve(g, _given(g, **given)):
+        assert 'update_key_file' not in rn.parameters and 'estop_release_sources' not in rn.parameters, rn.name
+
+
+def test_enclave_root_gives_each_node_its_own_enclave():
+    """SROS2: enclave_root:=/swfp -> --enclave /swfp/<namespace>/<node> on every node (launch passes the same
+    ros_arguments, checked above); none without it."""
+    g = graph.get_graph('real_arm')
+    nodes = graph.resolve(g, _given(g, namespace='arm1,arm2', learn='true', enclave_root='/swfp'))
+    enclaves = {rn.enclave for rn in nodes}
+    assert {'/swfp/arm1/policy_node', '/swfp/arm2/policy_node', '/swfp/arm1/task_node', '/swfp/learner_node'} <= \
+        enclaves and len(enclaves) == len(nodes)
+    policy = next(rn for rn in nodes if rn.enclave == '/swfp/arm1/policy_node')
+    assert policy.ros_args()[-2:] == ['--enclave', '/swfp/arm1/policy_node']
+    assert all('--enclave' not in rn.ros_args() for rn in graph.resolve(g, _given(g, learn='true')))

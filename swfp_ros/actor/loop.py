@@ -142,11 +142,15 @@ class ActorLoop:
 
     # --- set-up -------------------------------------------------------------------------------------------------
     def warmup(self, obs_dim: int, iters: int = 5) -> None:
-        """A few inferences (allocations, kernels); learns the chunk size H = act_dim / joints."""
+        """A few inferences (allocations, kernels); learns the chunk size H = act_dim / joints. A runtime that keeps
+        the observations it acted on (``clear_observations``: the probe states of its update checks) forgets these
+        made-up ones."""
         obs = np.zeros(obs_dim, dtype=np.float32)
         a = None
         for _ in range(max(1, iters)):
             a = np.asarray(self.runtime.act(obs, deterministic=self.cfg.deterministic), dtype=np.float64).ravel()
+        if hasattr(self.runtime, 'clear_observations'):
+            self.runtime.clear_observations()
         if a.size == 0 or a.size % self.n:
             raise ValueError(f'policy act_dim {a.size} is not a multiple of {self.n} joints')
         self.act_dim, self.horizon = a.size, a.size // self.n

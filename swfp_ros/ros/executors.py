@@ -57,7 +57,11 @@ def run_node(name: str, make_node: Callable, on_start: Callable | None = None, a
     catch_stop_signals()
     if stop_requested.is_set():
         end_process(0)
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    try:
+        rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    except Exception as e:  # noqa: BLE001 -- rcl refused (bad --ros-args; DDS security on and no enclave): one line
+        print(f'{name}: failed to start: {e}', file=sys.stderr)
+        end_process(EXIT_START_FAILED)
     executor = make_executor()
     node = None
     rc = 0

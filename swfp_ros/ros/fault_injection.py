@@ -230,7 +230,8 @@ class ScriptedArm:
 class Scenario:
     name: str
     fault: str                                      # what is injected, in words (the table's first column)
-    run: Callable                                   # run(ctx): injects for a while, then restores normal operation
+    run: Callable                                   # run(ctx): injects for a while, then restores normal operation;
+                                                    # may return what it observed (a dict: the row's 'observed')
     counters: tuple[str, ...] = ()                  # /swfp/status counters that must move
     expect: str = ''                                # the required reaction, in words
     extra: dict = field(default_factory=dict)
@@ -346,6 +347,7 @@ def task_scenarios() -> list[Scenario]:
 
 
 def estop_scenario() -> Scenario:
+    """Engaged and released by a node in the policy's ``estop_release_sources`` (the context's estop_pub)."""
     def run(ctx):
         from std_msgs.msg import Bool
         ctx.estop_pub.publish(Bool(data=True))
@@ -354,27 +356,99 @@ def estop_scenario() -> Scenario:
         time.sleep(1.0)
         ctx.arm.audit.estopped = False
         ctx.estop_pub.publish(Bool(data=False))
-    return Scenario('estop', 'e-stop latched for 1.3 s, then released', run, ('safety_estop',),
-                    'hold while latched, moving after the release')
+        ctx.status.wait(ctx.policy_name, lambda st: st.values.get('estop') == '0', 10.0)
+    return Scenario('estop', 'e-stop latched for 1.3 s, then released by a configured source', run,
+                    ('safety_estop',), 'hold while latched, moving after the release')
 
 
-def update_scenarios(runtime) -> list[Scenario]:
+def other_node(ctx, name: str):
+    """Another node in the monitor's process (a second command publisher, a stray e-stop release)."""
+    import rclpy
+    return rclpy.create_node(name, context=ctx.context)
+
+
+def graph_scenarios(lower, upper) -> list[Scenario]:
+    """Other nodes on the policy's topics: a second publisher on its command topic, an e-stop release from a node
+    that is not one of its ``estop_release_sources``."""
+    lower, upper = np.asarray(lower, float), np.asarray(upper, float)
+
+    def second_publisher(ctx):
+        from std_msgs.msg import Float64MultiArray
+
+        from .policy_node import ACTION_QOS
+        node = other_node(ctx, 'intruder')
+        try:
+            pub = node.create_publisher(Float64MultiArray, ctx.arm.sub.topic_name, ACTION_QOS)
+            # a 0.5 rad jump of joint 1 within the limits, then a NaN, every 0.1 s for 1 s; the arm takes the jumps
+            for i in range(10):
+                jump = np.clip(ctx.arm.q + np.eye(len(lower))[0] * (0.5 if i % 2 == 0 else -0.5), lower, upper)
+                pub.publish(Float64MultiArray(data=list(np.full(len(lower), np.nan) if i % 3 == 2 else jump)))
+                time.sleep(0.1)
+            seen = ctx.status.wait(ctx.policy_name, lambda st: '/intruder' in st.values.get(
+                'foreign_command_publishers', '').split(','), 10.0)
+        finally:
+            node.destroy_node()
+        gone = ctx.status.wait(ctx.policy_name, lambda st: not st.values.get('foreign_command_publishers'), 10.0)
+        return {'reported': f'{LEVELS[seen.level]}: {seen.message}', 'after': f'{LEVELS[gone.level]}: {gone.message}'}
+
+    def foreign_release(ctx):
+        from std_msgs.msg import Bool
+
+        from .policy_node import ESTOP_QOS
+        ctx.estop_pub.publish(Bool(data=True))
+        ctx.status.wait(ctx.policy_name, lambda st: st.values.get('estop') == '1', 10.0)
+        ctx.arm.audit.estopped = True
+        refused_before = int(ctx.status.fresh(ctx.policy_name).get('estop_release_refused', 0))
+        node = other_node(ctx, 'intruder')
+        try:
+            node.create_publisher(Bool, '/swfp/estop', ESTOP_QOS).publish(Bool(data=False))
+            refused = ctx.status.wait(ctx.policy_name, lambda st: int(st.values.get('estop_release_refused', 0))
+                                      > refused_before, 10.0)
+            time.sleep(0.7)                       # still latched: only holds may go out
+            still = ctx.status.fresh(ctx.policy_name)
+        finally:
+            node.destroy_node()
+        ctx.arm.audit.estopped = False
+        ctx.estop_pub.publish(Bool(data=False))
+        ctx.status.wait(ctx.policy_name, lambda st: st.values.get('estop') == '0', 10.0)
+        return {'refused_from': refused.values.get('estop_release_refused_from'),
+                'estop_after_refusal': still.get('estop'), 'reported': f'{LEVELS[refused.level]}: {refused.message}'}
+
+    return [
+        Scenario('second_publisher', 'a second node (/intruder) publishing on the command topic: 0.5 rad jumps '
+                 'and NaN', second_publisher, ('foreign_command_publishers_seen',),
+                 'reported on /swfp/status (WARN, with its name) while it exists'),
+        Scenario('foreign_estop_release', 'e-stop engaged, then released by /intruder (not a configured source)',
+                 foreign_release, ('estop_release_refused',), 'release refused and reported; still holding'),
+    ]
+
+
+def update_scenarios(runtime, key: bytes | None = None, max_update_bytes: int | None = None) -> list[Scenario]:
     """Updates an attacker (or a broken learner) publishes, crafted against ``runtime``: a PolicyRuntime loaded from
-    the checkpoint the policy node runs (its digest and version are what a forger would read off the topic)."""
+    the checkpoint the policy node runs (its digest and version are what a forger would read off the topic).
+
+    Without ``key`` (a policy without update_key_file, whose ``max_update_bytes`` is given): malformed, misordered and
+    forged updates the checks reject, an oversized one, and last a forged block that passes every check -- without a
+    key it is accepted (version + 1), which is what the key is for. With ``key`` (the policy's update_key_file): that
+    forged block unsigned, signed with another key, signed and then altered (all rejected), and signed with the key
+    (accepted: what the learner publishes)."""
     import torch
 
+    from swfp_ros.algo import auth
     from swfp_ros.algo.blocks import Cascade, RefinementBlock
     from swfp_ros.algo.serialize import BlockUpdate
 
     obs, act, digest, v = runtime.obs_dim, runtime.act_dim, runtime.digest, runtime.version
 
-    def block(bias=0.0, w2=0.0125, huge=False):
-        b = RefinementBlock(obs, act, 16, 2, tau=1.0)
+    def block(bias=0.0, w2=0.0125, nan_output=False, hidden=16, layers=2):
+        b = RefinementBlock(obs, act, hidden, layers, tau=1.0)
         with torch.no_grad():
             b.u[-1].bias.fill_(bias)
-            if huge:
-                b.u[0].weight.fill_(1e30)
-                b.u[-1].weight.fill_(1e30)
+            if nan_output:                   # finite weights; hidden units overflow to +-inf, then inf - inf = NaN
+                b.u[0].weight[0::2] = 1e30
+                b.u[0].weight[1::2] = -1e30
+                b.u[-1].weight[:, 0::2] = 1e30
+                b.u[-1].weight[:, 1::2] = -1e30
         return b, w2
 
     def block_update(version=v + 1, parent=digest, **kw):
@@ -387,35 +461,73 @@ def update_scenarios(runtime) -> list[Scenario]:
             time.sleep(1.0)
         return run
 
-    corrupt = bytearray(block_update(bias=0.01))
-    corrupt[len(corrupt) // 2] ^= 0xFF
-    hidden = Cascade(runtime.cascade.base, [*runtime.cascade.blocks, block(bias=0.5)[0]], clip=runtime.cascade.clip)
-    rows = [
-        ('corrupt_update', 'block with one byte flipped', bytes(corrupt), 'rejected: checksum'),
-        ('out_of_order', f'block v{v + 2} (policy at v{v})', block_update(version=v + 2), 'rejected: out of order'),
-        ('wrong_parent', 'block that extends another policy', block_update(parent='f' * 64), 'rejected: parent'),
-        ('forged_bias', 'forged block: +1.0 on every action, claims delta 0.1', block_update(bias=1.0),
-         'rejected: 560x its claim on probe states'),
-        ('forged_claim', 'forged block claiming a trust region of 5.0', block_update(bias=1.0, w2=5.0),
-         'rejected: claim over the limit'),
-        ('nan_output', 'block with finite weights and infinite output', block_update(huge=True),
-         'rejected: non-finite actions on probe states'),
-        ('version_jump', 'base at version 2^40', BlockUpdate.from_policy(2 ** 40, runtime.cascade,
-                                                                         runtime.normalizer).to_bytes(),
-         'rejected: more than 1000 versions ahead'),
-        ('same_version_base', f'base at v{v} with a hidden block', BlockUpdate.from_policy(
-            v, hidden, runtime.normalizer).to_bytes(), 'rejected: a different policy at the running version'),
-    ]
-    return [Scenario(name, fault, publish(payload), ('updates_rejected',), expect)
-            for name, fault, payload, expect in rows]
+    # within its claim: E||M(a) - a||^2 = 7 x 0.02^2 = 0.0028 <= 0.0125; a forger's small, persistent push
+    benign = block_update(bias=0.02)
+    if key is not None:
+        other_key = bytes(reversed(key))
+        altered = bytearray(auth.sign(benign, key))
+        altered[-100] ^= 0x01
+        rows = [
+            ('unsigned', 'forged block within its claim, unsigned (key on)', benign, 'unsigned',
+             'rejected: not signed'),
+            ('other_key', 'the same block signed with another key', auth.sign(benign, other_key), 'bad_signature',
+             'rejected: signed with another key'),
+            ('altered', 'the same block signed with the key, then one byte altered', bytes(altered), 'bad_signature',
+             'rejected: signature does not match'),
+            ('signed', 'the same block signed with the key (as the learner signs)', auth.sign(benign, key), None,
+             'accepted'),
+        ]
+    else:
+        corrupt = bytearray(block_update(bias=0.01))
+        corrupt[len(corrupt) // 2] ^= 0xFF
+        hidden = Cascade(runtime.cascade.base, [*runtime.cascade.blocks, block(bias=0.5)[0]],
+                         clip=runtime.cascade.clip)
+        big = block_update(hidden=512, layers=4)
+        rows = [
+            ('corrupt_update', 'block with one byte flipped', bytes(corrupt), 'corrupt', 'rejected: checksum'),
+            ('out_of_order', f'block v{v + 2} (policy at v{v})', block_update(version=v + 2), 'out_of_order',
+             'rejected: out of order'),
+            ('wrong_parent', 'block that extends another policy', block_update(parent='f' * 64), 'wrong_parent',
+             'rejected: parent'),
+            ('forged_bias', 'forged block: +1.0 on every action, claims delta 0.1', block_update(bias=1.0),
+             'trust_region', 'rejected: 560x its claim on probe states'),
+            ('forged_claim', 'forged block claiming a trust region of 5.0', block_update(bias=1.0, w2=5.0),
+             'claim_too_large', 'rejected: claim over the limit'),
+            ('nan_output', 'block with finite weights and NaN output', block_update(nan_output=True),
+             'non_finite_output', 'rejected: non-finite actions on probe states'),
+            ('version_jump', 'base at version 2^40', BlockUpdate.from_policy(2 ** 40, runtime.cascade,
+                                                                             runtime.normalizer).to_bytes(),
+             'version_jump', 'rejected: more than 1000 versions ahead'),
+            ('same_version_base', f'base at v{v} with a hidden block', BlockUpdate.from_policy(
+                v, hidden, runtime.normalizer).to_bytes(), 'same_version_differs',
+             'rejected: a different policy at the running version'),
+            ('oversized', f'well-formed block of {len(big) / 2 ** 20:.1f} MiB (max_update_bytes '
+             f'{max_update_bytes / 2 ** 20:g} MiB)', big, 'oversized', 'rejected unread'),
+            ('forged_accepted', 'forged block within its claim, unsigned (key off)', benign, None,
+             'accepted: without a key nothing tells it from the learner\'s'),
+        ]
+        assert len(big) > max_update_bytes, 'the oversized update must exceed the policy\'s max_update_bytes'
+    return [Scenario(name, fault, publish(payload),
+                     (f'updates_rejected_{reason}',) if reason else ('updates_applied',), expect)
+            for name, fault, payload, reason, expect in rows]
+
+
+LEVELS = {0: 'OK', 1: 'WARN', 2: 'ERROR', 3: 'STALE'}
+
+
+@dataclass
+class Status:
+    level: int                    # diagnostic_msgs/DiagnosticStatus level (LEVELS)
+    message: str
+    values: dict
 
 
 class StatusWatch:
-    """The latest /swfp/status values of each node, with the time they arrived."""
+    """The latest /swfp/status of each node, with the time it arrived."""
 
     def __init__(self, node):
         from diagnostic_msgs.msg import DiagnosticArray
-        self._latest: dict[str, tuple[float, dict]] = {}
+        self._latest: dict[str, tuple[float, Status]] = {}
         self._lock = threading.Lock()
         node.create_subscription(DiagnosticArray, '/swfp/status', self._on_status, 50)
 
@@ -423,18 +535,26 @@ class StatusWatch:
         t = time.monotonic()
         with self._lock:
             for st in msg.status:
-                self._latest[st.name] = (t, {kv.key: kv.value for kv in st.values})
+                self._latest[st.name] = (t, Status(int.from_bytes(st.level, 'little') if isinstance(st.level, bytes)
+                                                   else int(st.level), st.message,
+                                                   {kv.key: kv.value for kv in st.values}))
 
-    def fresh(self, name: str, timeout: float = 10.0) -> dict:
-        """The first status of ``name`` that arrives after this call."""
-        start = time.monotonic()
+    def wait(self, name: str, pred: Callable[[Status], bool], timeout: float = 10.0) -> Status:
+        """The first status of ``name`` that arrives after this call and satisfies ``pred``."""
+        start = last = time.monotonic()
         while time.monotonic() - start < timeout:
             with self._lock:
-                t, values = self._latest.get(name, (0.0, {}))
-            if t > start:
-                return values
+                t, st = self._latest.get(name, (0.0, None))
+            if t > last:
+                last = t
+                if pred(st):
+                    return st
             time.sleep(0.02)
-        raise TimeoutError(f'no /swfp/status from {name} within {timeout} s')
+        raise TimeoutError(f'no /swfp/status from {name} within {timeout} s that satisfies the condition')
+
+    def fresh(self, name: str, timeout: float = 10.0) -> dict:
+        """The values of the first status of ``name`` that arrives after this call."""
+        return self.wait(name, lambda st: True, timeout).values
 
     def latest(self, name: str) -> dict:
         """The last status of ``name`` received so far (empty if none): for failure reports."""
@@ -446,8 +566,9 @@ class StatusWatch:
 class Context:
     arm: ScriptedArm
     status: StatusWatch
-    estop_pub: object
+    estop_pub: object                               # a node in the policy's estop_release_sources
     update_pub: object
+    context: object = None                          # the monitor's rclpy Context (other_node)
     policy_name: str = '/policy_node'
 
 
@@ -459,7 +580,7 @@ def run_scenario(ctx: Context, sc: Scenario, settle_s: float = 0.7) -> dict:
     audit = ctx.arm.audit
     audit.judge()
     audit.reset()
-    sc.run(ctx)
+    observed = sc.run(ctx) or {}
     time.sleep(settle_s)
     after = ctx.status.fresh(ctx.policy_name)
     checked, violations, _ = audit.judge()
@@ -469,4 +590,4 @@ def run_scenario(ctx: Context, sc: Scenario, settle_s: float = 0.7) -> dict:
     return {'scenario': sc.name, 'fault': sc.fault, 'commands': checked, 'violations': len(violations),
             'examples': violations[:3], 'holds': delta('holds'),
             'counters': {k: delta(k) for k in sc.counters}, 'version': int(after.get('policy_version', -1)),
-            'version_before': int(before.get('policy_version', -1)), 'expect': sc.expect}
+            'version_before': int(before.get('policy_version', -1)), 'expect': sc.expect, 'observed': observed}

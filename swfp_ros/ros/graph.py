@@ -20,7 +20,8 @@ This module is pure data + pure functions: it imports neither rclpy nor launch a
 ``launch_ros`` are imported inside :func:`launch_description` and :func:`launch_nodes` only).
 
 Values inside a node description are literals, :class:`Arg` references to a declared argument, or :class:`Computed`
-values derived from all the argument values. Every argument has a ``type``: its text (from the command line or
+values derived from all the argument values; a parameter whose value resolves to None is not overridden (the
+parameter files' value stands). Every argument has a ``type``: its text (from the command line or
 from launch) is parsed into a typed parameter value the same way for both.
 """
 from __future__ import annotations
@@ -160,7 +161,24 @@ def _common_arguments(use_sim_time: bool) -> list[Argument]:
                  choices=('debug', 'info', 'warn', 'error', 'fatal')),
         Argument('respawn_learner', False, 'Restart the learner when it dies (it resumes from checkpoint_dir); the '
                  'actors keep acting with their last accepted policy meanwhile.', type=bool),
+        Argument('update_key_file', '', 'Key file shared by the learner and the policy nodes (at least 32 bytes, '
+                 'chmod 600): the learner signs every policy update with it and the policy nodes apply only updates '
+                 'signed with it. Empty: the value in the config files (none by default: updates are not '
+                 'authenticated).'),
+        Argument('estop_release_sources', '', 'Comma-separated fully qualified names of the nodes whose '
+                 '/swfp/estop false releases an engaged e-stop (e.g. /operator_panel); anyone may engage it. Empty: '
+                 'the value in the config files (none by default: a release is refused and reported).'),
+        Argument('enclave_root', '', 'SROS2 (DDS security): run each node in its own enclave, <enclave_root>/'
+                 '<namespace>/<node name> (e.g. /swfp/arm1/policy_node), so that each gets its own certificate and '
+                 'topic permissions; needs ROS_SECURITY_ENABLE=true and a keystore (README, "DDS security"). Empty: '
+                 'no enclave given (security off, or the whole process in ROS_SECURITY_ENCLAVE_OVERRIDE).'),
     ]
+
+
+# update_key_file:=... / estop_release_sources:=... when given, else the parameter files' value (None: not overridden)
+UPDATE_KEY_FILE = ('update_key_file', Computed(lambda v, ns: v['update_key_file'] or None))
+ESTOP_RELEASE_SOURCES = ('estop_release_sources', Computed(
+    lambda v, ns: [s.strip() for s in v['estop_release_sources'].split(',') if s.strip()] or None))
 
 
 def _learner(extra_params: Sequence[tuple[str, Value]] = (), condition: str | None = None) -> NodeSpec:
@@ -169,7 +187,7 @@ def _learner(extra_params: Sequence[tuple[str, Value]] = (), condition: str | No
                     stop_timeout_s=LEARNER_STOP_TIMEOUT_S, parameters=(
         ('base_checkpoint', Arg('checkpoint')), ('checkpoint_dir', Arg('checkpoint_dir')),
         ('transition_bag', Arg('transition_bag')), ('device', Arg('device')), ('use_sim_time', Arg('use_sim_time')),
-        *extra_params))
+        UPDATE_KEY_FILE, *extra_params))
 
 
 def _recorder(extra_params: Sequence[tuple[str, Value]] = ()) -> NodeSpec:
@@ -197,7 +215,7 @@ SIM_FINETUNE = Graph(
             ('use_sim_time', Arg('use_sim_time')))),
         NodeSpec('policy_node', 'policy_node', param_files=('policy.yaml',), parameters=(
             ('checkpoint', Arg('checkpoint')), ('device', Arg('device')), ('actor_id', Arg('actor_id')),
-            ('use_sim_time', Arg('use_sim_time')))),
+            ('use_sim_time', Arg('use_sim_time')), UPDATE_KEY_FILE, ESTOP_RELEASE_SOURCES)),
         _learner(),
         _recorder(),
     ),
@@ -288,7 +306,8 @@ REAL_ARM = Graph(
         NodeSpec('policy_node', 'policy_node', param_files=('policy.yaml',), parameters=(
             ('checkpoint', Arg('checkpoint')), ('device', Arg('device')), ('dry_run', Arg('dry_run')),
             ('mode', Arg('mode')), ('control_rate', Arg('control_rate')), ('command_type', Arg('command_type')),
-            ('actor_id', Arg('actor_id')), ('use_sim_time', Arg('use_sim_time'))),
+            ('actor_id', Arg('actor_id')), ('use_sim_time', Arg('use_sim_time')), UPDATE_KEY_FILE,
+            ESTOP_RELEASE_SOURCES),
             remappings=(('swfp/action', Arg('command_topic')), ('joint_states', Arg('joint_states_topic')))),
         _learner(condition='learn'),
         _recorder((('topics', Computed(real_arm_topics)),)),
@@ -339,6 +358,7 @@ class ResolvedNode:
     required: bool = True
     respawn: bool = False
     stop_timeout_s: float = STOP_TIMEOUT_S
+    enclave: str = ''                    # SROS2 enclave ('' = none given)
 
     @property
     def label(self) -> str:
@@ -356,7 +376,10 @@ class ResolvedNode:
         for src, dst in self.remappings:
             args += ['-r', f'{src}:={dst}']
         args += ['--log-level', self.log_level]
-        return args
+        return args + self.enclave_args()
+
+    def enclave_args(self) -> list[str]:
+        return ['--enclave', self.enclave] if self.enclave else []
 
     def overrides_yaml(self) -> str:
         import yaml
@@ -397,6 +420,14 @@ def _namespace(ns: str) -> str:
     return f'/{ns}' if ns else ''
 
 
+def _enclave(root: str, ns: str, name: str) -> str:
+    """'/swfp', '/arm1', 'policy_node' -> '/swfp/arm1/policy_node'; no root: ''."""
+    root = root.strip().rstrip('/')
+    if not root:
+        return ''
+    return ('' if root.startswith('/') else '/') + root + ns + '/' + name
+
+
 def resolve(graph: Graph, given: Mapping[str, str]) -> list[ResolvedNode]:
     """The nodes to start for ``given`` argument texts (conditions applied, parameter files located)."""
     from swfp_ros.paths import config_path
@@ -429,6 +460,7 @@ def resolve(graph: Graph, given: Mapping[str, str]) -> list[ResolvedNode]:
                     return values[v.name]
                 return v.fn(values, ns) if isinstance(v, Computed) else v
             params = {k: value(v) for k, v in spec.parameters}
+            params = {k: v for k, v in params.items() if v is not None}
             if i and 'actor_id' in params:
                 params['actor_id'] = int(params['actor_id']) + i
             nodes.append(ResolvedNode(
@@ -436,7 +468,8 @@ def resolve(graph: Graph, given: Mapping[str, str]) -> list[ResolvedNode]:
                 param_files=[param_file(f) for f in spec.param_files], parameters=params,
                 remappings=[(src, str(value(dst))) for src, dst in spec.remappings],
                 log_level=str(values.get('log_level', 'info')), required=spec.required,
-                respawn=bool(value(spec.respawn)), stop_timeout_s=spec.stop_timeout_s))
+                respawn=bool(value(spec.respawn)), stop_timeout_s=spec.stop_timeout_s,
+                enclave=_enclave(values.get('enclave_root', ''), ns, spec.name)))
     return nodes
 
 
@@ -513,8 +546,8 @@ def launch_nodes(context, graph_name: str) -> list:
         kwargs = {'namespace': rn.namespace} if rn.namespace else {}
         node = Node(package=rn.package, executable=rn.executable, name=rn.name,
                     parameters=[*(str(f) for f in rn.param_files), dict(rn.parameters)],
-                    remappings=list(rn.remappings), ros_arguments=['--log-level', rn.log_level], output='screen',
-                    emulate_tty=True, respawn=rn.respawn, respawn_delay=RESPAWN_DELAY_S,
+                    remappings=list(rn.remappings), ros_arguments=['--log-level', rn.log_level, *rn.enclave_args()],
+                    output='screen', emulate_tty=True, respawn=rn.respawn, respawn_delay=RESPAWN_DELAY_S,
                     sigterm_timeout=str(rn.stop_timeout_s - LAUNCH_SIGKILL_TIMEOUT_S),
                     sigkill_timeout=str(LAUNCH_SIGKILL_TIMEOUT_S), **kwargs)
 

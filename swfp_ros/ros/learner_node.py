@@ -31,7 +31,8 @@ transient-local history therefore holds the latest base followed by the blocks a
 a new base (a compaction), the publisher is re-created first, which drops the older entries. A policy node that
 (re)joins replays base (accepted when its version >= the policy's) then the blocks, in order.
 
-Parameters (config/learner.yaml; launch / ``swfp up`` override base_checkpoint, checkpoint_dir, transition_bag, device):
+Parameters (config/learner.yaml; launch / ``swfp up`` override base_checkpoint, checkpoint_dir, transition_bag, device
+and, when given, update_key_file):
     checkpoint_dir     string  the learner's own checkpoint (``learner.pt``), the node's counters
                                (``node_state.json``) and the transition journal (``inbox/``)
     base_checkpoint    string  BC checkpoint to start from when checkpoint_dir holds no learner checkpoint yet

@@ -22,7 +22,8 @@ status are absolute, shared by every actor.
                                                              task monitor brings the arm back to between episodes
     sub /swfp/policy_update  std_msgs/UInt8MultiArray        reliable, transient local, depth 64 (the learner's
                                                              latest base + the blocks after it: late-joiner catch-up)
-    sub /swfp/estop          std_msgs/Bool                   reliable, transient local, depth 1 (latched; stops all)
+    sub /swfp/estop          std_msgs/Bool                   reliable, transient local, depth 1 (latched; stops all;
+                                                             released only by ``estop_release_sources``)
     sub /swfp/learner_backlog std_msgs/Int64                 reliable, transient local, depth 1 (lockstep pacing,
                                                              only when ``max_learner_backlog`` > 0)
     pub swfp/action          Float64MultiArray | JointTrajectory  reliable, depth 10 (``~/action_preview`` if dry_run);
@@ -33,8 +34,21 @@ Parameters (config/policy.yaml): checkpoint, policy_loader, device, deterministi
 joint_upper, action_scale, max_delta, stale_timeout_s, mode, control_rate, command_type, dry_run, actor_id,
 autostart, max_learner_backlog, backlog_timeout_s, lockstep_timeout_s, async_chunks, temporal_ensemble,
 ensemble_decay, home_speed, warmup_iters, status_period_s, torch_threads (``torch_threads`` = torch's intra-op
-threads: with shared cores, OpenMP spin-waiting makes more threads slower for these small networks). The behaviour
-they select is described in :mod:`swfp_ros.actor.loop`.
+threads: with shared cores, OpenMP spin-waiting makes more threads slower for these small networks),
+update_key_file, max_update_bytes, estop_release_sources. The behaviour they select is described in
+:mod:`swfp_ros.actor.loop`.
+
+Guards of the node itself (:mod:`swfp_ros.ros.guards`; the actor loop knows nothing of the ROS graph):
+- ``update_key_file``: only policy updates signed with this key (the learner's) are applied. Without one, a policy
+  that commands an arm (realtime mode, dry_run false) warns at start-up: anyone on the DDS domain can then publish
+  an update that passes the update checks.
+- ``max_update_bytes``: larger update messages are rejected before they are copied or parsed.
+- Every rejected update is counted on /swfp/status by reason (``updates_rejected_<reason>``).
+- Other publishers on this node's command topic (another node, or a second node of this name) are reported on
+  /swfp/status at WARN level with their node names (``foreign_command_publishers``), polled every status period.
+- /swfp/estop: anyone may engage it; a release (``false``) is applied only when its sender's node is one of
+  ``estop_release_sources`` (fully qualified names); otherwise it is refused, logged and counted
+  (``estop_release_refused``, the sender in ``estop_release_refused_from``) and the e-stop stays latched.
 Latency on /swfp/status: ``inference_ms_*`` (the cascade alone); ``obs_to_action_ms_*``: from the moment the worker
 could act (the observation's arrival, or the tick when the tick comes later) to the command's publication;
 ``chunk_start_delay_ms_*`` / ``chunk_step_delay_ms_*`` (realtime): tick -> publication for a chunk's first step and
@@ -45,6 +59,7 @@ from __future__ import annotations
 import importlib
 import sys
 import time
+from collections import Counter
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
@@ -56,12 +71,17 @@ from std_msgs.msg import Bool, Float64MultiArray, Int32, Int64, UInt8MultiArray
 from trajectory_msgs.msg import JointTrajectory
 
 from swfp_ros.actor import ActorConfig, ActorLoop, ActorWorker
+from swfp_ros.algo import auth
+from swfp_ros.algo.serialize import MAX_UPDATE_BYTES
 
+from . import guards
 from . import messages as M
 from .executors import EXIT_START_FAILED, run_node, steady_clock
 from .safety import SafetyFilter
 
 ARM_JOINTS = tuple(f'panda_joint{i}' for i in range(1, 8))
+ESTOP_TOPIC = '/swfp/estop'
+RELEASE_CHECK_PERIOD_S = 0.1    # how often a release whose sender the graph cannot name yet is looked up again
 
 TASK_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL,
                       history=HistoryPolicy.KEEP_LAST)
@@ -135,10 +155,16 @@ class PolicyNode(LifecycleNode):
         p('warmup_iters', 5)
         p('status_period_s', 1.0)
         p('torch_threads', 1)
+        p('update_key_file', '')                                  # '' = updates are not authenticated
+        p('max_update_bytes', MAX_UPDATE_BYTES)
+        p('estop_release_sources', [''])                          # [''] = no node may release the e-stop
         self.loop: ActorLoop | None = None
         self.worker: ActorWorker | None = None
         self.dry_run = False
         self._warn_t: dict[str, float] = {}
+        self.guard_counters: Counter[str] = Counter(estop_release_refused=0)   # the node's own checks
+        self.update_rejections: Counter[str] = Counter()        # rejected before the runtime saw them, by reason
+        self.estop_refused_from = ''
 
     # --- lifecycle ----------------------------------------------------------------------------------------------
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -157,10 +183,22 @@ class PolicyNode(LifecycleNode):
             safety = SafetyFilter(lower, upper, g('max_delta'), g('stale_timeout_s'))
             if not g('checkpoint'):
                 raise ValueError('parameter checkpoint is empty')
+            self.max_update_bytes = int(g('max_update_bytes'))
+            if not 0 < self.max_update_bytes <= MAX_UPDATE_BYTES:
+                raise ValueError(f'max_update_bytes must be in 1..{MAX_UPDATE_BYTES} (the update format\'s limit), '
+                                 f'got {self.max_update_bytes}')
+            self.estop_guard = guards.EstopReleaseGuard(guards.node_names(g('estop_release_sources')))
+            key = auth.load_key(g('update_key_file')) if g('update_key_file') else None
             import torch
             torch.set_num_threads(max(1, int(g('torch_threads'))))
             t0 = time.perf_counter()
             runtime = _load_callable(g('policy_loader'))(g('checkpoint'), g('device'))
+            if key is not None:
+                if not hasattr(runtime, 'set_update_key'):
+                    raise ValueError(f'update_key_file is set but the runtime of {g("policy_loader")} cannot check '
+                                     f'signatures (it has no set_update_key)')
+                runtime.set_update_key(key)
+            self.signed_updates = key is not None
             self.loop = ActorLoop(runtime, safety, cfg, self._send_command, self._send_transition, self._log)
             self.loop.warmup(2 * len(cfg.joint_names) + len(self.task_labels), int(g('warmup_iters')))
             self.get_logger().info(f'loaded {g("checkpoint")} on {getattr(runtime, "device", "?")} '
@@ -172,9 +210,22 @@ class PolicyNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         self.cfg = cfg
         self._make_topics(bool(g('dry_run')), float(g('status_period_s')))
+        self._log_guards()
         self.worker = ActorWorker(self.loop, self._on_worker_error)
         self.worker.start()
         return TransitionCallbackReturn.SUCCESS
+
+    def _log_guards(self):
+        if self.signed_updates:
+            self.get_logger().info('policy updates: only those signed with update_key_file are applied')
+        elif self.cfg.mode == 'realtime' and not self.dry_run:
+            self.get_logger().warning(
+                'no update_key_file on a policy that commands an arm (realtime, dry_run false): any participant of '
+                'the DDS domain can publish a policy update that passes the update checks. Give this node and the '
+                'learner the same key file (update_key_file:=...; see the README, "Authenticated policy updates")')
+        sources = self.estop_guard.sources
+        self.get_logger().info(f'e-stop releases accepted from: {", ".join(sources)}' if sources else
+                               'no estop_release_sources: an engaged e-stop stays engaged until this node restarts')
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.worker.post('set_active', True)
@@ -211,13 +262,16 @@ class PolicyNode(LifecycleNode):
             sub(Int32, 'swfp/episode', lambda m: self.worker.post('episode', int(m.data)), REWARD_QOS),
             sub(JointState, 'swfp/home', self._on_home, HOME_QOS),
             sub(UInt8MultiArray, '/swfp/policy_update', self._on_update, UPDATE_QOS),
-            sub(Bool, '/swfp/estop', lambda m: self.worker.post('estop', bool(m.data)), ESTOP_QOS),
+            sub(Bool, ESTOP_TOPIC, self._on_estop, ESTOP_QOS),
         ]
         if self.cfg.mode == 'lockstep' and self.cfg.max_learner_backlog > 0:
             self._subs.append(sub(Int64, '/swfp/learner_backlog',
                                   lambda m: self.worker.post('backlog_report', int(m.data)), BACKLOG_QOS))
         tcg = MutuallyExclusiveCallbackGroup()
+        self.command_watch = guards.CommandPublisherWatch(self.get_fully_qualified_name())
         self._timers = [self.create_timer(status_period, self._publish_status, callback_group=tcg,
+                                          clock=steady_clock()),
+                        self.create_timer(RELEASE_CHECK_PERIOD_S, self._decide_releases, callback_group=cg,
                                           clock=steady_clock())]
         if self.cfg.mode == 'realtime':
             self._timers.append(self.create_timer(self.cfg.dt, lambda: self.worker.post('tick', time.monotonic()),
@@ -251,11 +305,13 @@ class PolicyNode(LifecycleNode):
         self.transition_pub.publish(M.transition_msg(t))
 
     def _log(self, level: str, text: str):
-        # one call site per severity: rclpy refuses a call site whose severity changes between calls
-        if level == 'warning':
+        # rclpy binds a severity to each call site (another severity there raises): one call per level
+        if level == 'info':
+            self.get_logger().info(text)
+        elif level == 'warning':
             self.get_logger().warning(text)
         else:
-            self.get_logger().info(text)
+            self.get_logger().error(text)
 
     def _on_worker_error(self, event: str, e: Exception):
         if self.context.ok():
@@ -303,18 +359,68 @@ class PolicyNode(LifecycleNode):
         self.worker.post('home', q)
 
     def _on_update(self, msg):
+        if len(msg.data) > self.max_update_bytes:
+            self.update_rejections['oversized'] += 1
+            return self._invalid('updates_rejected', f'policy update of {len(msg.data)} bytes rejected: over '
+                                 f'max_update_bytes {self.max_update_bytes}', hold=False)
         try:
             self.worker.post('update', M.update_from_msg(msg))
         except M.MessageError as e:
+            self.update_rejections['malformed'] += 1
             self._invalid('updates_rejected', f'invalid policy update message: {e}', hold=False)
+
+    # --- node-level guards (executor thread) ------------------------------------------------------------------------
+    def _publishers_on(self, topic: str) -> list[guards.Endpoint]:
+        return [guards.Endpoint(guards.fully_qualified(i.node_namespace, i.node_name), bytes(i.endpoint_gid))
+                for i in self.get_publishers_info_by_topic(topic)]
+
+    def _on_estop(self, msg, info):
+        if msg.data:
+            self.estop_guard.engaged()
+            self.worker.post('estop', True)
+            return
+        self.estop_guard.release(bytes((info.get('publisher_gid') or {}).get('data', b'')), time.monotonic())
+        self._decide_releases()
+
+    def _decide_releases(self):
+        """Apply or refuse the waiting e-stop releases whose sender the graph can name (timer and e-stop callback)."""
+        if not self.estop_guard.pending:
+            return
+        names = {e.gid: e.node for e in self._publishers_on(ESTOP_TOPIC)}
+        for d in self.estop_guard.decide(names, time.monotonic()):
+            if d.allowed:
+                self.get_logger().info(f'e-stop release from {d.source}')
+                self.worker.post('estop', False)
+                continue
+            self.guard_counters['estop_release_refused'] += 1
+            self.estop_refused_from = d.source
+            sources = self.estop_guard.sources
+            self.get_logger().error(
+                f'e-stop release from {d.source} refused ({self.guard_counters["estop_release_refused"]} so far): '
+                + (f'releases are accepted from {", ".join(sources)} only' if sources else
+                   'no estop_release_sources configured') + '; the e-stop stays as it was')
+
+    def _check_command_publishers(self):
+        for name in self.command_watch.update(self._publishers_on(self.action_pub.topic_name)):
+            self.get_logger().error(f'another publisher on the command topic {self.action_pub.topic_name}: {name} '
+                                    '(its commands reach the arm unfiltered by this node)')
 
     # --- diagnostics / shutdown ---------------------------------------------------------------------------------
     def _publish_status(self):
+        self._check_command_publishers()
+        foreign = self.command_watch.current
+        rejections = self.update_rejections + Counter(getattr(self.loop.runtime, 'rejections', {}))
         values = {**self.loop.stats(), 'device': str(getattr(self.loop.runtime, 'device', '')),
-                  'dry_run': int(self.dry_run)}
-        self.status_pub.publish(M.status_msg(self.get_fully_qualified_name(), str(self.cfg.actor_id),
-                                             'active' if self.loop.active else 'inactive', values,
-                                             warn=self.loop.safety.estopped, stamp=self.get_clock().now().to_msg()))
+                  'dry_run': int(self.dry_run), 'signed_updates': int(self.signed_updates),
+                  **{f'updates_rejected_{reason}': n for reason, n in sorted(rejections.items())},
+                  'foreign_command_publishers': ','.join(foreign),
+                  'foreign_command_publishers_seen': len(self.command_watch.seen),
+                  **self.guard_counters, 'estop_release_refused_from': self.estop_refused_from}
+        warnings = (['e-stop engaged'] if self.loop.safety.estopped else []) + (
+            [f'other publishers on {self.action_pub.topic_name}: {", ".join(foreign)}'] if foreign else [])
+        message = '; '.join(['active' if self.loop.active else 'inactive', *warnings])
+        self.status_pub.publish(M.status_msg(self.get_fully_qualified_name(), str(self.cfg.actor_id), message, values,
+                                             warn=bool(warnings), stamp=self.get_clock().now().to_msg()))
 
     def _stop_worker(self):
         if self.worker is not None:

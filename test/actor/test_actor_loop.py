@@ -289,3 +289,21 @@ def test_trajectory_mode_sends_a_chunk_per_message_and_holds_mid_trajectory_when
     clock.t += 0.6                                   # tick 6, mid-trajectory: the joint states stopped
     loop.tick(clock())
     assert len(commands) == 3 and commands[-1].shape == (1, N) and np.allclose(commands[-1][0], q)
+
+
+def test_warmup_observations_do_not_become_probe_states():
+    """The warm-up acts on made-up (zero) observations; a runtime that keeps what it acted on as the probe states of
+    its update checks must not keep those."""
+    from swfp_ros.algo.blocks import Cascade
+    from swfp_ros.algo.config import FlowConfig
+    from swfp_ros.algo.flow import FlowPolicy
+    from swfp_ros.algo.normalize import ObsNormalizer
+    from swfp_ros.algo.runtime import PolicyRuntime
+    runtime = PolicyRuntime(Cascade(FlowPolicy(OBS_DIM, N, FlowConfig(hidden=16, layers=2))), ObsNormalizer(OBS_DIM),
+                            device='cpu', seed=0)
+    loop = ActorLoop(runtime, SafetyFilter(np.full(N, -3.0), np.full(N, 3.0), 0.1), ActorConfig(joint_names=JOINTS),
+                     lambda points: None, lambda t: None)
+    loop.warmup(OBS_DIM, iters=5)
+    assert runtime._n_observed == 0
+    runtime.act(np.ones(OBS_DIM))
+    assert runtime._n_observed == 1 and np.all(runtime._observed[0] == 1.0)

@@ -76,6 +76,21 @@ def test_up_exits_nonzero_when_a_node_dies(tmp_path, ros_env):
     assert all(process_gone(p) for p in pids.values()), out
 
 
+def test_enclave_root_reaches_rcl(tmp_path, ros_env):
+    """enclave_root:=/swfp with DDS security enforced and no keystore: rcl looks for each node's own enclave
+    (<keystore>/enclaves/swfp/<node>) and refuses; the node says so in one line (no traceback) and the graph ends."""
+    env = {**ros_env, 'ROS_SECURITY_ENABLE': 'true', 'ROS_SECURITY_STRATEGY': 'Enforce',
+           'ROS_SECURITY_KEYSTORE': str(tmp_path / 'keystore')}
+    proc, log = _up(tmp_path, env, f'checkpoint_dir:={tmp_path / "ckpt"}', 'enclave_root:=/swfp')
+    try:
+        rc = proc.wait(timeout=40)
+    finally:
+        out = finish(proc, log)
+    assert rc != 0 and 'learner_node failed to start (status 3)' in out, out
+    assert f"directory '{tmp_path / 'keystore'}/enclaves/swfp/learner_node' does not exist" in out, out
+    assert 'Traceback' not in out, out
+
+
 def test_print_and_help_resolve_the_real_graphs(tmp_path, capsys):
     assert bringup.main(['sim_finetune', 'task:=panda_push', 'record_bag:=true', 'namespace:=actor1', '--print']) == 0
     out = capsys.readouterr().out

@@ -119,7 +119,8 @@ def test_realtime_safety_holds_clamps_and_updates(launch_node, ros_node, tmp_pat
     env = TASKS['panda_reach'][1]()
     lower, upper = env.joint_lower, env.joint_upper
     policy = launch_node('policy_node', params_file=CONFIG / 'policy.yaml',
-                         params=policy_params(ckpt, mode='realtime', control_rate=50.0, stale_timeout_s=0.3),
+                         params=policy_params(ckpt, mode='realtime', control_rate=50.0, stale_timeout_s=0.3,
+                                              estop_release_sources=[ros_node.node.get_fully_qualified_name()]),
                          env=stub_env())
     q = HOME_Q
     task = np.array([0.4, 0.0, 0.3, 0.5, 0.1, 0.3])

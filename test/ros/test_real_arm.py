@@ -206,13 +206,17 @@ def test_real_arm_learns_with_the_task_monitor_and_survives_the_learner(reach_po
     """learn:=true: the task monitor's episodes (goal list, time limit, home posture in between) feed the learner,
     whose block the policy applies; the learner SIGKILLed -> the arm keeps acting with the last accepted policy and
     the learner is restarted (respawn_learner) and resumes; a double Ctrl-C ends everything with status 0 and the
-    final checkpoint written."""
+    final checkpoint written. update_key_file:= gives learner and policy one key: the learner signs, the policy
+    applies only signed updates (test_signed_updates.py shows it rejecting a forged one)."""
     arm = ArmObserver(ros_node)
+    key_file = tmp_path / 'update.key'
+    key_file.write_text(os.urandom(32).hex())
+    key_file.chmod(0o600)
     status = ros_node.collect('/swfp/status', DiagnosticArray)
     cfg = _config_dir(tmp_path / 'config', SMALL_SWFP)
     goals = ';'.join(','.join(f'{x:.3f}' for x in g) for g in _goals(4, seed=5))
     proc, log = _up(tmp_path, ros_env, f'checkpoint:={reach_policy / "bc.pt"}', 'learn:=true',
-                    'respawn_learner:=true',
+                    'respawn_learner:=true', f'update_key_file:={key_file}',
                     f'goal:={goals}', f'config:={cfg}', f'checkpoint_dir:={tmp_path / "ckpt"}')
     try:
         s = lambda name: statuses(status).get(name, {})  # noqa: E731
@@ -223,6 +227,7 @@ def test_real_arm_learns_with_the_task_monitor_and_survives_the_learner(reach_po
         learner = s('/learner_node')
         assert int(learner['env_steps']) >= SMALL_SWFP['warmup_steps'] and int(learner['blocks_accepted']) >= 1, \
             learner
+        assert learner['signed'] == 'true' and s('/policy_node')['signed_updates'] == '1', (learner, s('/policy_node'))
         pid = started_pids(log_text(log))['learner_node']
         os.killpg(pid, signal.SIGKILL)
         n = len(arm.commands)
