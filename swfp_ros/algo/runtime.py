@@ -29,10 +29,10 @@ class UpdateChecks:
     must stay within ``probe_slack`` times the trust region it claims, which may not exceed ``max_block_w2``.
     """
     max_bytes: int = MAX_UPDATE_BYTES
-    # Versions count published updates: one per accepted block plus one per compaction (at the defaults, a version
-    # per ~2,300 env steps). A policy started from an older checkpoint than that behind a learner must be started
-    # from the learner's checkpoint instead. Bounds how far a forged base can push the version (and lock the real
-    # learner's blocks out as "out of order").
+    # Versions count published updates: one per accepted block plus one per compaction (with config/learner.yaml's
+    # block every 1k env steps, one version per ~940 env steps at the most). A policy started from an older checkpoint
+    # than that behind a learner must be started from the learner's checkpoint instead. Bounds how far a forged base
+    # can push the version (and lock the real learner's blocks out as "out of order").
     max_version_jump: int = 1000
     max_block_w2: float = 1.0         # largest claimable trust region, in [-1, 1] action units (delta 0.3 claims 0.11)
     # Probe states are not the learner's held-out states: a block moves more on some. Measured with
