@@ -23,7 +23,7 @@ LATCHED = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, durabili
 def learner_setup(tmp_path, launch_node):
     bc = write_bc_checkpoint(tmp_path / 'bc.pt', OBS, ACT)
     base = {'checkpoint_dir': str(tmp_path / 'ckpt'), 'base_checkpoint': str(bc), 'device': 'cpu',
-            'checkpoint_every': 1, 'status_period': 0.2, 'update_period': 0.01, 'swfp': SMALL_SWFP}
+            'checkpoint_every': 1, 'status_period_s': 0.2, 'update_period_s': 0.01, 'swfp': SMALL_SWFP}
 
     def start(**params):
         return launch_node('learner_node', params={**base, **params})
