@@ -168,13 +168,9 @@ PARAMS = [
               'swfp.block.max_blocks + 1 is used', low=1),
 ]
 
-# swfp.<field>: one line per SwfpConfig field (swfp_ros/algo/config.py, where the defaults and the reasons live).
+# swfp.<field>: one line per SwfpConfig field (swfp_ros/algo/config.py, where the defaults and the reasons live); the
+# base flow's fields (flow.*) are not parameters: a learner's base flow is the BC checkpoint's.
 SWFP_HELP = {
-    'flow.hidden': 'base flow: hidden units per layer (a fresh learner takes the BC flow\'s architecture)',
-    'flow.layers': 'base flow: hidden layers',
-    'flow.euler_steps': 'base flow: Euler steps K from noise to action',
-    'flow.time_embed_dim': 'base flow: sinusoidal features of the flow time (even)',
-    'flow.chunk': 'actions per decision H',
     'block.hidden': 'JKO block: hidden units per layer',
     'block.layers': 'JKO block: hidden layers',
     'block.delta': 'trust-region radius: E||M(a)-a||^2 <= delta^2 in [-1, 1] action units',
@@ -208,10 +204,10 @@ SWFP_HELP = {
 
 
 def swfp_params() -> list[ParamSpec]:
-    """swfp.<field> for every scalar SwfpConfig field; typed dynamically (YAML writes 1 for 1.0), checked by
-    SwfpConfig itself at start."""
+    """swfp.<field> for every scalar SwfpConfig field but flow.* (the base flow is the BC checkpoint's); typed
+    dynamically (YAML writes 1 for 1.0), checked by SwfpConfig itself at start."""
     return [ParamSpec(f'swfp.{key}', default, f'SwfpConfig.{key} of a fresh learner: {SWFP_HELP[key]}',
-                      dynamic_typing=True) for key, default in flat_config_defaults().items()]
+                      dynamic_typing=True) for key, default in flat_config_defaults().items() if key in SWFP_HELP]
 
 
 def load_or_create_learner(checkpoint: Path, base_checkpoint: str, cfg: SwfpConfig, device: str
@@ -294,7 +290,7 @@ class LearnerNode(Node):
         self._phase = 'idle'                    # what the worker is doing: idle | critic | block | checkpoint
         self._idle = False
 
-        cfg = swfp_config({k: g(f'swfp.{k}') for k in flat_config_defaults()})
+        cfg = swfp_config({k: g(f'swfp.{k}') for k in SWFP_HELP})
         try:
             key_file = str(g('update_key_file'))
             self._key = auth.load_key(key_file) if key_file else None

@@ -74,7 +74,8 @@ class RecorderNode(Node):
         self._stamper = SimTimeStamper() if self.get_parameter('use_sim_time').value else None
         self._status_pub = self.create_publisher(DiagnosticArray, '/swfp/status', 10)
         steady = steady_clock()
-        self._live_timers = {'discovery_period_s': self.create_timer(v['discovery_period_s'], self._discover, clock=steady),
+        self._live_timers = {'discovery_period_s': self.create_timer(v['discovery_period_s'], self._discover,
+                                                                    clock=steady),
                         'status_period_s': self.create_timer(v['status_period_s'], self._publish_status,
                                                              clock=steady)}
         if self._stamper is not None:

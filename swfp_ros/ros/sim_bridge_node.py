@@ -127,7 +127,8 @@ class SimBridge(Node):
         if self.mode == 'realtime':
             self.create_timer(1.0 / self.control_rate, self._realtime_tick, clock=steady_clock())
         else:
-            self._live_timers['heartbeat_s'] = self.create_timer(self.heartbeat_s, self._heartbeat, clock=steady_clock())
+            self._live_timers['heartbeat_s'] = self.create_timer(self.heartbeat_s, self._heartbeat,
+                                                                 clock=steady_clock())
         self._live_timers['status_period_s'] = self.create_timer(v['status_period_s'], self._publish_status,
                                                             clock=steady_clock())
         self.get_logger().info(f'{self.task_name} in {self.mode} mode, control {self.control_rate:g} Hz, '

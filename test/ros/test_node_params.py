@@ -4,6 +4,7 @@ says it is read at start; a set of a read-only parameter is refused, an out-of-r
 and a live one applies -- shown by its effect: every node starts with its status timer at an hour, and its first
 /swfp/status arrives only after ``status_period_s`` is set live.
 """
+import re
 from pathlib import Path
 
 import pytest
@@ -116,11 +117,36 @@ def check_configure_parameters(ros_node, client, name):
     assert result.results[0].successful, result.results[0].reason
     change = ros_node.node.create_client(ChangeState, f'/{name}/change_state')
     assert change.wait_for_service(timeout_sec=20.0)
-    reply = call(ros_node, change.call_async(ChangeState.Request(transition=Transition(id=Transition.TRANSITION_CONFIGURE))),
-                 'configure')
+    configure = ChangeState.Request(transition=Transition(id=Transition.TRANSITION_CONFIGURE))
+    reply = call(ros_node, change.call_async(configure), 'configure')
     assert reply.success
     result = call(ros_node, client.set_parameters([Parameter('deterministic', value=False)]), 'set configured')
     assert not result.results[0].successful
     assert 'read at configure' in result.results[0].reason and 'the node is configured' in result.results[0].reason
     got = call(ros_node, client.get_parameters(['deterministic']), 'get').values[0].bool_value
     assert got is True
+
+
+def test_every_parameter_in_its_yaml_file_with_a_comment():
+    """config/<node>.yaml holds every declared parameter and nothing else, each with a comment on its line or the
+    line above."""
+    tables = {'learner': learner_node.PARAMS + learner_node.swfp_params(), 'policy': policy_node.PARAMS,
+              'recorder': recorder_node.PARAMS, 'sim_bridge': sim_bridge_node.PARAMS,
+              'task_node': task_node.task_params(TASKS, SUCCESS_DISTANCE)}
+    for stem, specs in tables.items():
+        path = HERE.parents[1] / 'config' / f'{stem}.yaml'
+        keys, stack, lines = set(), [], path.read_text().splitlines()
+        for i, line in enumerate(lines):
+            m = re.match(r'^( *)([A-Za-z_]\w*):(.*)$', line)
+            if not m or m.group(2) == 'ros__parameters':
+                continue
+            depth = len(m.group(1)) // 2
+            stack = stack[:max(depth - 2, 0)]
+            nested = i + 1 < len(lines) and lines[i + 1].startswith(' ' * (len(m.group(1)) + 2))
+            if not m.group(3).strip() and nested and not lines[i + 1].strip().startswith('#'):
+                stack.append(m.group(2))           # a mapping (swfp:, swfp.block:)
+                continue
+            keys.add('.'.join(stack + [m.group(2)]))
+            assert '#' in line or lines[i - 1].strip().startswith('#'), f'{path.name}: {line.strip()} has no comment'
+        names = {s.name for s in specs}
+        assert keys == names, f'{path.name}: missing {names - keys}, not declared {keys - names}'
