@@ -1,6 +1,10 @@
 """In-process online fine-tuning (no ROS): act -> store -> critic updates -> one JKO block every N env steps ->
 periodic evaluation -> logs and checkpoints, resumable.
 
+What a run folder holds: ``learner.pt`` (the latest, resumed from), ``best.pt`` (the learner at its best evaluation so
+far), ``learner_<env steps>.pt`` every ``keep_every`` evaluations, ``curve.csv`` + ``curve.png`` (the evaluations),
+``blocks.jsonl`` (each block's report), ``tensorboard/`` (scalars: :mod:`swfp_ros.train.monitor`), ``summary.json``.
+
 The actor side is a :class:`PolicyRuntime` fed with the learner's serialised updates, exactly as the ROS policy
 node is, so this runner exercises the same update path as the node graph. ``method='naive'`` swaps in the naive
 fine-tuning baseline (same loop, same critic).
@@ -14,6 +18,7 @@ import csv
 import dataclasses
 import json
 import resource
+import shutil
 import time
 from pathlib import Path
 from typing import Callable
@@ -30,11 +35,14 @@ from ..algo.runtime import PolicyRuntime
 from ..data import DemoDataset
 from ..files import write_text_atomic
 from ..sim import make_env
+from .monitor import ScalarLog
 
 LEARNERS = {'swfp': Learner, 'naive': NaiveLearner}
 CHECKPOINT = 'learner.pt'
 CURVE = 'curve.csv'
 BLOCKS = 'blocks.jsonl'
+BEST = 'best.pt'
+TENSORBOARD = 'tensorboard'
 
 
 @dataclasses.dataclass
@@ -47,6 +55,7 @@ class RunnerConfig:
     eval_episodes: int = 40
     seed: int = 0
     device: str = 'cpu'
+    keep_every: int = 0               # evaluations between kept checkpoints learner_<env steps>.pt; 0 = none
 
 
 def evaluate_runtime(runtime: PolicyRuntime, task: str, episodes: int, num_envs: int, seed: int,
@@ -179,8 +188,11 @@ def demo_transitions(dataset: DemoDataset, swfp: SwfpConfig) -> dict[str, np.nda
 
 
 def finetune(bc_checkpoint: str, out_dir: str, run: RunnerConfig, swfp: SwfpConfig,
-             demos: DemoDataset | None = None, log=print) -> list[dict]:
-    """Fine-tune from a BC checkpoint; resumes from ``out_dir/learner.pt`` if present. Returns the evaluation rows."""
+             demos: DemoDataset | None = None, log=print, progress: bool | None = None) -> list[dict]:
+    """Fine-tune from a BC checkpoint; resumes from ``out_dir/learner.pt`` if present. Returns the evaluation rows.
+
+    ``progress``: a progress bar with ETA over the env-step budget (None: only on a terminal)."""
+    from tqdm import tqdm
     if run.method not in LEARNERS:
         raise ValueError(f'unknown method {run.method!r}; choose one of {sorted(LEARNERS)}')
     out = Path(out_dir)
@@ -202,21 +214,54 @@ def finetune(bc_checkpoint: str, out_dir: str, run: RunnerConfig, swfp: SwfpConf
     timing = {'critic_s': 0.0, 'critic_updates': 0, 'block_s': 0.0, 'blocks': 0}
     next_eval = learner.counters.env_steps if not rows else rows[-1]['env_steps'] + run.eval_every
     start = time.perf_counter() - (rows[-1]['wall_s'] if rows else 0.0)
+    scalars = ScalarLog(out / TENSORBOARD)
+    bar = tqdm(total=run.env_steps, initial=min(learner.counters.env_steps, run.env_steps), unit='step',
+               desc=f'{run.method} {run.task}', disable=None if progress is None else not progress)
+    if log is print and not bar.disable:
+        log = bar.write                         # lines above the bar, not through it
+    try:
+        _run(learner, runtime, collector, run, out, rows, next_eval, start, passed_on, timing, scalars, bar, log)
+    finally:
+        bar.close()
+        scalars.close()
+    summary = {'timing': {'critic_ms_per_update': 1e3 * timing['critic_s'] / max(timing['critic_updates'], 1),
+                          'block_s_per_block': timing['block_s'] / max(timing['blocks'], 1),
+                          'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024},
+               'config': {'runner': dataclasses.asdict(run), 'swfp': swfp.to_dict()}}
+    write_text_atomic(out / 'summary.json', json.dumps(summary, indent=1))
+    return rows
+
+
+def _run(learner, runtime, collector, run: RunnerConfig, out: Path, rows: list[dict], next_eval: int, start: float,
+         passed_on: dict, timing: dict, scalars: ScalarLog, bar, log) -> None:
+    """The loop: evaluate when due (checkpoints, curve, scalars), collect one decision per env, update."""
     while True:
         steps_done = learner.counters.env_steps
         if steps_done >= next_eval:
             rows.append(_evaluate_row(runtime, learner, run, steps_done, time.perf_counter() - start))
             # checkpoint first: interrupted between the two, a resume re-evaluates this point instead of skipping it
             save_learner(str(out / CHECKPOINT), learner, extra=passed_on)
+            if rows[-1]['success_rate'] > max((r['success_rate'] for r in rows[:-1]), default=-1.0):
+                shutil.copyfile(out / CHECKPOINT, out / f'{BEST}.tmp')
+                (out / f'{BEST}.tmp').replace(out / BEST)
+            if run.keep_every and (len(rows) - 1) % run.keep_every == 0:
+                shutil.copyfile(out / CHECKPOINT, out / f'learner_{steps_done}.pt')
             _append_curve(out / CURVE, rows[-1])
+            plot_rows(out / 'curve.png', rows, f'{run.method} on {run.task} (seed {run.seed})')
+            row = rows[-1]
+            scalars.scalars('eval', {'success_rate': row['success_rate'], 'mean_return': row['mean_return'],
+                                     'q_bias': row['critic_q_bias'], 'q_mc_corr': row['critic_q_mc_corr']}, steps_done)
+            scalars.scalars('time', {'wall_s': row['wall_s']}, steps_done)
+            scalars.flush()
             log(f"[{run.method} {run.task} seed {run.seed}] {steps_done:>6d} env steps: success "
                 f"{rows[-1]['success_rate']:.2f}, return {rows[-1]['mean_return']:.2f}, blocks {rows[-1]['blocks']}, "
                 f"critic bias {rows[-1]['critic_q_bias']:+.2f} (corr {rows[-1]['critic_q_mc_corr']:.2f})")
             next_eval += run.eval_every
         if steps_done >= run.env_steps:
-            break
-        transitions, _ = collector.collect(runtime)
+            return
+        transitions, steps = collector.collect(runtime)
         learner.add_transitions(**transitions)
+        bar.update(min(steps, max(run.env_steps - bar.n, 0)))
         critic_before = learner.counters.critic_updates
         blocks_before = learner.counters.blocks_trained
         tick = time.perf_counter()
@@ -226,17 +271,39 @@ def finetune(bc_checkpoint: str, out_dir: str, run: RunnerConfig, swfp: SwfpConf
             timing['block_s'] += elapsed
             timing['blocks'] += 1
             _log_block(out / BLOCKS, learner, steps_done)
+            if learner.reports:
+                scalars.block(learner.reports[-1], steps_done)
+            scalars.scalars('time', {'block_s': elapsed}, steps_done)
         else:
             timing['critic_s'] += elapsed
-            timing['critic_updates'] += learner.counters.critic_updates - critic_before
+            done = learner.counters.critic_updates - critic_before
+            timing['critic_updates'] += done
+            if done:
+                scalars.critic(learner.critic_metrics, steps_done)
+                scalars.scalars('time', {'critic_ms_per_update': 1e3 * elapsed / done}, steps_done)
+        scalars.scalars('learner', {'replay_size': len(learner.replay),
+                                    'blocks_accepted': learner.counters.blocks_accepted}, steps_done)
         for update in updates:
             runtime.apply_update(update.to_bytes())   # the same validated byte path as the ROS policy node
-    summary = {'timing': {'critic_ms_per_update': 1e3 * timing['critic_s'] / max(timing['critic_updates'], 1),
-                          'block_s_per_block': timing['block_s'] / max(timing['blocks'], 1),
-                          'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024},
-               'config': {'runner': dataclasses.asdict(run), 'swfp': swfp.to_dict()}}
-    write_text_atomic(out / 'summary.json', json.dumps(summary, indent=1))
-    return rows
+
+
+def plot_rows(path: Path, rows: list[dict], title: str) -> None:
+    """The evaluations' success rate and mean return against env steps (PNG)."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    steps = [r['env_steps'] for r in rows]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5), sharex=True)
+    top.plot(steps, [r['success_rate'] for r in rows], 'o-')
+    top.set_ylabel('success rate')
+    top.set_ylim(-0.02, 1.02)
+    top.set_title(title)
+    bottom.plot(steps, [r['mean_return'] for r in rows], 'o-', color='tab:green')
+    bottom.set_ylabel('mean return')
+    bottom.set_xlabel('env steps')
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def _evaluate_row(runtime, learner, run: RunnerConfig, env_steps: int, wall_s: float) -> dict:
