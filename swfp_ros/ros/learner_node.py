@@ -72,6 +72,7 @@ from swfp_ros.ros import messages
 from swfp_ros.ros.executors import run_node, steady_clock
 from swfp_ros.ros.journal import JournalError, TransitionJournal
 from swfp_ros.ros.params import ParamSpec, declare_params, set_period
+from swfp_ros.train.monitor import ScalarLog
 
 TOPIC_TRANSITION = '/swfp/transition'
 TOPIC_UPDATE = '/swfp/policy_update'
@@ -291,6 +292,7 @@ class LearnerNode(Node):
         self._idle = False
 
         cfg = swfp_config({k: g(f'swfp.{k}') for k in SWFP_HELP})
+        self._scalars = ScalarLog(g('log_dir'))     # flushed with every checkpoint
         try:
             key_file = str(g('update_key_file'))
             self._key = auth.load_key(key_file) if key_file else None
@@ -443,8 +445,10 @@ class LearnerNode(Node):
         if not stored and not due and (c.owed_updates < 1 or self._starved):
             return False
         self._phase = 'block' if due else 'critic'
-        critic_before = c.critic_updates
+        critic_before, blocks_before, tick = c.critic_updates, c.blocks_trained, time.perf_counter()
         updates = self.learner.update(max_critic_updates=self.max_critic_updates, should_stop=self._stop.is_set)
+        self._log_scalars(c.critic_updates - critic_before, c.blocks_trained > blocks_before,
+                          time.perf_counter() - tick)
         # the critic cannot train yet (replay smaller than a batch): keep storing instead of waiting for it
         self._starved = c.critic_updates == critic_before and c.owed_updates >= 1
         self._stats = learner_stats(self.learner)   # before publishing: status never lags
@@ -456,6 +460,17 @@ class LearnerNode(Node):
             self._checkpoint()
         self._stats = learner_stats(self.learner)
         return True
+
+    def _log_scalars(self, critic_updates: int, block: bool, elapsed: float) -> None:
+        step = self.learner.counters.env_steps
+        if block:
+            self._scalars.block(self.learner.reports[-1], step)
+            self._scalars.scalars('time', {'block_s': elapsed}, step)
+        elif critic_updates:
+            self._scalars.critic(self.learner.critic_metrics, step)
+            self._scalars.scalars('time', {'critic_ms_per_update': 1e3 * elapsed / critic_updates}, step)
+        self._scalars.scalars('learner', {'replay_size': len(self.learner.replay),
+                                          'blocks_accepted': self.learner.counters.blocks_accepted}, step)
 
     def _work(self) -> None:
         self._since_ckpt, self._starved = 0, False
@@ -524,6 +539,7 @@ class LearnerNode(Node):
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
             self.journal.sync()
             save_learner(str(self.ckpt_path), self.learner, extra=self._carried)
+            self._scalars.flush()
             self.counters['checkpoints'] += 1
             write_text_atomic(self.ckpt_dir / STATE_NAME, json.dumps({'counters': self.counters, 'time': time.time()}))
             self.journal.prune(self._stored)
@@ -575,6 +591,7 @@ class LearnerNode(Node):
         with self._ckpt_lock:                 # waits for a checkpoint in progress; none starts after this
             self._final = True
         self.journal.close()
+        self._scalars.close()
 
 
 def main(args=None) -> int:
