@@ -333,23 +333,29 @@ class ResolvedNode:
     def label(self) -> str:
         return (self.namespace.strip('/') + '/' if self.namespace else '') + self.name
 
-    def ros_args(self, overrides_file: Path | None = None) -> list[str]:
-        """``--ros-args`` for this node; ``overrides_file`` holds :attr:`parameters` (see :func:`overrides_yaml`)."""
+    def ros_args(self) -> list[str]:
+        """``--ros-args`` for this node: the parameter files, then :attr:`parameters` inline (``-p name:=value``,
+        after the files: the last value given wins), so a printed command line works on its own."""
         args = ['--ros-args', '-r', f'__node:={self.name}']
         if self.namespace:
             args += ['-r', f'__ns:={self.namespace}']
         for f in self.param_files:
             args += ['--params-file', str(f)]
-        if overrides_file is not None:
-            args += ['--params-file', str(overrides_file)]
+        for name, value in self.parameters.items():
+            args += ['-p', f'{name}:={inline_value(value)}']
         for src, dst in self.remappings:
             args += ['-r', f'{src}:={dst}']
         args += ['--log-level', self.log_level]
         return args
 
-    def overrides_yaml(self) -> str:
-        import yaml
-        return yaml.safe_dump({'/**': {'ros__parameters': dict(self.parameters)}}, sort_keys=False)
+
+
+def inline_value(value: Any) -> str:
+    """A parameter value as ``-p name:=VALUE`` takes it: YAML in flow style (quoted where a string would read as
+    another type)."""
+    import yaml
+    text = yaml.safe_dump(value, default_flow_style=True, width=float('inf')).strip()
+    return text[:-len('...')].strip() if text.endswith('\n...') else text
 
 
 def parse_assignments(items: Sequence[str]) -> dict[str, str]:
