@@ -1,0 +1,76 @@
+"""The CLI as a user meets it: every option of every subcommand explained with its default in --help, `swfp eval`
+taking the task from the checkpoint and acting deterministically on request."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from swfp_ros import cli
+
+_script = Path(sys.executable).with_name('swfp')
+SWFP = [str(_script)] if _script.exists() else [sys.executable, '-m', 'swfp_ros.cli']
+ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONUNBUFFERED': '1'}
+
+
+def subcommands() -> dict[str, argparse.ArgumentParser]:
+    parser = cli.build_parser()
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return {name: p for name, p in action.choices.items() if name != 'up'}   # up: swfp_ros.ros.bringup's parser
+
+
+def test_help_explains_every_option_with_its_default():
+    for name, parser in subcommands().items():
+        text = ' '.join(parser.format_help().split())
+        for action in parser._actions:
+            if not action.option_strings or action.dest == 'help':
+                continue
+            assert action.help, f'swfp {name} {action.option_strings[0]} has no help'
+            default = action.default
+            if default is None or default is False or default == [] or default is argparse.SUPPRESS:
+                continue
+            assert f'{" ".join(action.help.split())} (default: {default})' in text, \
+                f'swfp {name} --help does not show the default of {action.option_strings[0]} ({default})'
+    out = subprocess.run(SWFP + ['finetune', '--help'], capture_output=True, text=True, env=ENV, timeout=60).stdout
+    assert '(default: 20000)' in out and '(default: 40)' in out
+    out = subprocess.run(SWFP + ['demos', '--help'], capture_output=True, text=True, env=ENV, timeout=60).stdout
+    assert 'noise sigma of the expert (default: 0.5)' in ' '.join(out.split())
+
+
+@pytest.fixture(scope='module')
+def push_bc(tmp_path_factory):
+    from swfp_ros.algo.config import FlowConfig
+    from swfp_ros.train.demos import collect_demos
+    from swfp_ros.train.pretrain import pretrain
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp('cli_surface')
+    dataset, _ = collect_demos('panda_push', 2, 0.3, 0.05, seed=3, progress=False)
+    pretrain(dataset, root / 'push_bc.pt', FlowConfig(hidden=16, layers=1), steps=2, progress=False)
+    return root / 'push_bc.pt'
+
+
+def test_eval_takes_the_task_from_the_checkpoint_and_acts_deterministically(push_bc):
+    # no --task: the checkpoint's own (panda_push), where the old default (panda_reach) would refuse it
+    r = subprocess.run(SWFP + ['eval', '--policy', str(push_bc), '--episodes', '1', '--deterministic'],
+                       capture_output=True, text=True, env=ENV, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(f'panda_push / {push_bc} (deterministic): success')
+    assert json.loads(r.stdout.splitlines()[-1])['episodes'] == 1
+    # the flag reaches the policy: the same observation, the same action only when deterministic
+    from swfp_ros.sim import make_env
+    env = make_env('panda_push')
+    obs, _ = env.reset(seed=0)
+    for flag, same in ((['--deterministic'], True), ([], False)):
+        args = cli.build_parser().parse_args(['eval', '--policy', str(push_bc), *flag])
+        args.task = cli._policy_task(args)
+        policy = cli._make_policy(env, args)
+        assert np.array_equal(policy(obs), policy(obs)) == same
+    r = subprocess.run(SWFP + ['eval', '--deterministic'], capture_output=True, text=True, env=ENV, timeout=60)
+    assert r.returncode == 2 and '--deterministic applies to checkpoint policies' in r.stderr
