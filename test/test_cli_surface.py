@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -74,3 +75,33 @@ def test_eval_takes_the_task_from_the_checkpoint_and_acts_deterministically(push
         assert np.array_equal(policy(obs), policy(obs)) == same
     r = subprocess.run(SWFP + ['eval', '--deterministic'], capture_output=True, text=True, env=ENV, timeout=60)
     assert r.returncode == 2 and '--deterministic applies to checkpoint policies' in r.stderr
+
+
+def write_paused_bag(path: Path, start_ns: int) -> Path:
+    """/x at 20 Hz: 20 messages, a 10 s pause, 20 more (count / span would read 3.6 Hz)."""
+    from rosbags.typesys.stores.ros2_kilted import std_msgs__msg__Float64MultiArray as F64, \
+        std_msgs__msg__MultiArrayLayout as Layout
+    from swfp_ros.data.bag_writer import BagRecorder
+    msg = F64(layout=Layout(dim=[], data_offset=0), data=np.zeros(2))
+    with BagRecorder(path) as rec:
+        for i in range(40):
+            t = start_ns + int(i * 0.05e9) + (10 * 10**9 if i >= 20 else 0)
+            rec.write('/x', 'std_msgs/msg/Float64MultiArray', msg, t)
+    return path
+
+
+def test_inspect_rate_ignores_pauses_and_sim_time_is_not_a_date(tmp_path):
+    sim = write_paused_bag(tmp_path / 'sim_bag', start_ns=2 * 10**9)
+    wall = write_paused_bag(tmp_path / 'wall_bag', start_ns=1_790_000_000 * 10**9)
+    r = subprocess.run(SWFP + ['inspect', str(sim), str(wall)], capture_output=True, text=True, env=ENV, timeout=120)
+    assert r.returncode == 0, r.stderr
+    sim_text, wall_text = r.stdout.split('Bag:')[1:]
+    for text in (sim_text, wall_text):
+        assert 'rate = 1 / median interval between messages' in text
+        assert re.search(r'/x\s+std_msgs/msg/Float64MultiArray\s+40 msgs\s+20\.00 Hz', text), text
+    assert 'Clock:          simulation time (use_sim_time)' in sim_text
+    assert 'Start:          2.000 s of simulation time' in sim_text and '1970' not in sim_text
+    assert 'Clock:          wall clock' in wall_text and 'Start:          2026-' in wall_text
+    r = subprocess.run(SWFP + ['inspect', '--json', str(sim)], capture_output=True, text=True, env=ENV, timeout=120)
+    summary = json.loads(r.stdout)
+    assert summary['clock'] == 'sim' and summary['topics'][0]['rate_hz'] == pytest.approx(20.0)
