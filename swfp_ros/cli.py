@@ -420,7 +420,8 @@ def cmd_finetune(args) -> int:
     _set_torch_threads(args.threads)
     run = RunnerConfig(task=args.task, method=args.method, env_steps=args.env_steps, num_envs=args.num_envs,
                        eval_every=args.eval_every, eval_episodes=args.eval_episodes, seed=args.seed,
-                       device=args.device, keep_every=args.keep_every)
+                       device=args.device, keep_every=args.keep_every,
+                       gif_every=args.gif_every)
     try:
         if peer:
             rows = train_peer(args.bc, args.out, run, peer_cfg)
@@ -563,6 +564,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--eval-episodes', type=POSITIVE_INT, default=40, help='episodes per evaluation')
     p.add_argument('--keep-every', type=COUNT, default=0,
                    help='keep learner_<env steps>.pt every N evaluations (0: only learner.pt and best.pt)')
+    p.add_argument('--gif-every', type=COUNT, default=0,
+                   help='render one evaluation rollout to eval_<env steps>.gif every N evaluations (0: never)')
     p.add_argument('--demos', help='dataset seeding the replay buffer (at the configured demo_ratio)')
     p.add_argument('--config', help='learner parameter YAML whose swfp: section sets the algorithm '
                    '(default: the package config/learner.yaml, the same file the learner node reads)')

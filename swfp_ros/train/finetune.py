@@ -2,7 +2,8 @@
 periodic evaluation -> logs and checkpoints, resumable.
 
 What a run folder holds: ``learner.pt`` (the latest, resumed from), ``best.pt`` (the learner at its best evaluation so
-far), ``learner_<env steps>.pt`` every ``keep_every`` evaluations, ``curve.csv`` + ``curve.png`` (the evaluations),
+far), ``learner_<env steps>.pt`` every ``keep_every`` evaluations, ``eval_<env steps>.gif`` (one rollout of the
+policy as evaluated) every ``gif_every`` evaluations, ``curve.csv`` + ``curve.png`` (the evaluations),
 ``blocks.jsonl`` (each block's report), ``tensorboard/`` (scalars: :mod:`swfp_ros.train.monitor`), ``summary.json``.
 
 The actor side is a :class:`PolicyRuntime` fed with the learner's serialised updates, exactly as the ROS policy
@@ -56,6 +57,7 @@ class RunnerConfig:
     seed: int = 0
     device: str = 'cpu'
     keep_every: int = 0               # evaluations between kept checkpoints learner_<env steps>.pt; 0 = none
+    gif_every: int = 0                # evaluations between evaluation GIFs eval_<env steps>.gif; 0 = none
 
 
 def evaluate_runtime(runtime: PolicyRuntime, task: str, episodes: int, num_envs: int, seed: int,
@@ -246,6 +248,8 @@ def _run(learner, runtime, collector, run: RunnerConfig, out: Path, rows: list[d
                 (out / f'{BEST}.tmp').replace(out / BEST)
             if run.keep_every and (len(rows) - 1) % run.keep_every == 0:
                 shutil.copyfile(out / CHECKPOINT, out / f'learner_{steps_done}.pt')
+            if run.gif_every and (len(rows) - 1) % run.gif_every == 0:
+                _write_gif(out / f'eval_{steps_done}.gif', runtime, run)
             _append_curve(out / CURVE, rows[-1])
             plot_rows(out / 'curve.png', rows, f'{run.method} on {run.task} (seed {run.seed})')
             row = rows[-1]
@@ -285,6 +289,18 @@ def _run(learner, runtime, collector, run: RunnerConfig, out: Path, rows: list[d
                                     'blocks_accepted': learner.counters.blocks_accepted}, steps_done)
         for update in updates:
             runtime.apply_update(update.to_bytes())   # the same validated byte path as the ROS policy node
+
+
+def _write_gif(path: Path, runtime: PolicyRuntime, run: RunnerConfig) -> None:
+    """One rollout of the policy as evaluated (stochastic, the first evaluation seed), rendered offscreen."""
+    from ..sim.render import record_rollouts, save_gif
+    env = make_env(run.task, render_mode='rgb_array', width=240, height=180)
+    try:
+        frames, _ = record_rollouts(env, runtime.act, episodes=1,
+                                    seed=1_000_000 + run.seed * 1000, every=2)
+    finally:
+        env.close()
+    save_gif(frames, path, fps=10)
 
 
 def plot_rows(path: Path, rows: list[dict], title: str) -> None:

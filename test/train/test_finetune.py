@@ -115,7 +115,8 @@ def event_scalars(log_dir) -> dict[str, list[tuple[int, float]]]:
 
 def test_finetune_monitoring_tensorboard_curve_png_best_and_kept_checkpoints(bc_checkpoint, tmp_path):
     swfp = load_swfp_config(overrides=SMALL)
-    run = RunnerConfig(task='panda_reach', env_steps=200, num_envs=4, eval_every=100, eval_episodes=4, keep_every=2)
+    run = RunnerConfig(task='panda_reach', env_steps=200, num_envs=4, eval_every=100, eval_episodes=4, keep_every=2,
+                       gif_every=2)
     rows = finetune(str(bc_checkpoint / 'bc.pt'), str(tmp_path), run, swfp, log=lambda *_: None, progress=False)
     scalars = event_scalars(tmp_path / 'tensorboard')
     for tag in ('eval/success_rate', 'eval/mean_return', 'eval/q_bias', 'critic/td_loss', 'block/w2_bound',
@@ -131,3 +132,8 @@ def test_finetune_monitoring_tensorboard_curve_png_best_and_kept_checkpoints(bc_
     assert checkpoint_info(str(tmp_path / 'best.pt')).counters['env_steps'] == rows[best_row]['env_steps']
     kept = sorted(p.name for p in tmp_path.glob('learner_*.pt'))
     assert kept == sorted(f'learner_{r["env_steps"]}.pt' for r in rows[::2])
+    gifs = sorted(tmp_path.glob('eval_*.gif'))
+    assert [g.name for g in gifs] == sorted(f'eval_{r["env_steps"]}.gif' for r in rows[::2])
+    import imageio.v2 as imageio
+    frames = imageio.mimread(gifs[0])
+    assert len(frames) > 5 and frames[0].std() > 0     # a rendered scene, not a blank image
