@@ -139,6 +139,8 @@ def _common_arguments(use_sim_time: bool) -> list[Argument]:
                  'policy.yaml, learner.yaml, recorder.yaml); default: the package\'s config/.'),
         Argument('checkpoint_dir', 'swfp_checkpoints/learner', 'Directory of the learner\'s own checkpoints; a '
                  'restarted learner resumes from it.'),
+        Argument('log_dir', '', 'Directory of the learner\'s TensorBoard event files (critic, blocks, replay, '
+                 'times). Empty: none.'),
         Argument('transition_bag', '', 'Optional rosbag2 (directory, .mcap or .db3) of recorded /swfp/transition '
                  'messages that pre-fills the learner\'s replay buffer. Empty: none.'),
         Argument('record_bag', False, 'Start the recorder node, which writes the live topics to a rosbag2.',
@@ -159,7 +161,7 @@ def _learner(extra_params: Sequence[tuple[str, Value]] = (), condition: str | No
                     required=False, respawn=Arg('respawn_learner'), condition=condition, parameters=(
         ('base_checkpoint', Arg('checkpoint')), ('checkpoint_dir', Arg('checkpoint_dir')),
         ('transition_bag', Arg('transition_bag')), ('device', Arg('device')), ('use_sim_time', Arg('use_sim_time')),
-        *extra_params))
+        ('log_dir', Arg('log_dir')), *extra_params))
 
 
 def _recorder(extra_params: Sequence[tuple[str, Value]] = ()) -> NodeSpec:
