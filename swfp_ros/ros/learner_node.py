@@ -307,10 +307,9 @@ class LearnerNode(Node):
         self._publish_base(self.learner.snapshot(), recreate=False)   # late joiners / restarted actors catch up
         self.create_subscription(Float64MultiArray, TOPIC_TRANSITION, self._on_transition,
                                  transition_qos(g('queue_depth')))
-        self._live_timers = {'status_period_s': self.create_timer(g('status_period_s'), self._publish_status,
-                                                             clock=steady_clock()),
-                        'backlog_period_s': self.create_timer(g('backlog_period_s'), self._publish_backlog,
-                                                              clock=steady_clock())}
+        self._live_timers = {
+            'status_period_s': self.create_timer(g('status_period_s'), self._publish_status, clock=steady_clock()),
+            'backlog_period_s': self.create_timer(g('backlog_period_s'), self._publish_backlog, clock=steady_clock())}
         self._worker = threading.Thread(target=self._work, name='swfp-learner', daemon=True)
         self._worker.start()
 
@@ -462,12 +461,14 @@ class LearnerNode(Node):
         return True
 
     def _log_scalars(self, critic_updates: int, block: bool, elapsed: float) -> None:
+        """One round's scalars; its time is the block's when it trained one (critic updates before it included)."""
         step = self.learner.counters.env_steps
+        if critic_updates:
+            self._scalars.critic(self.learner.critic_metrics, step)
         if block:
             self._scalars.block(self.learner.reports[-1], step)
             self._scalars.scalars('time', {'block_s': elapsed}, step)
         elif critic_updates:
-            self._scalars.critic(self.learner.critic_metrics, step)
             self._scalars.scalars('time', {'critic_ms_per_update': 1e3 * elapsed / critic_updates}, step)
         self._scalars.scalars('learner', {'replay_size': len(self.learner.replay),
                                           'blocks_accepted': self.learner.counters.blocks_accepted}, step)

@@ -74,10 +74,9 @@ class RecorderNode(Node):
         self._stamper = SimTimeStamper() if self.get_parameter('use_sim_time').value else None
         self._status_pub = self.create_publisher(DiagnosticArray, '/swfp/status', 10)
         steady = steady_clock()
-        self._live_timers = {'discovery_period_s': self.create_timer(v['discovery_period_s'], self._discover,
-                                                                    clock=steady),
-                        'status_period_s': self.create_timer(v['status_period_s'], self._publish_status,
-                                                             clock=steady)}
+        self._live_timers = {
+            'discovery_period_s': self.create_timer(v['discovery_period_s'], self._discover, clock=steady),
+            'status_period_s': self.create_timer(v['status_period_s'], self._publish_status, clock=steady)}
         if self._stamper is not None:
             self.create_timer(0.05, self._write_stamped, clock=steady)
         self.get_logger().info(f'recording {", ".join(self.topics)} to {self.path} ({storage}, v{version})')

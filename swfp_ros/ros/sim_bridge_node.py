@@ -129,10 +129,13 @@ class SimBridge(Node):
         else:
             self._live_timers['heartbeat_s'] = self.create_timer(self.heartbeat_s, self._heartbeat,
                                                                  clock=steady_clock())
-        self._live_timers['status_period_s'] = self.create_timer(v['status_period_s'], self._publish_status,
-                                                            clock=steady_clock())
+        self._start_status_timer()
         self.get_logger().info(f'{self.task_name} in {self.mode} mode, control {self.control_rate:g} Hz, '
                                f'seed {self.seed}, command {self.command_type}')
+
+    def _start_status_timer(self) -> None:
+        period = self.get_parameter('status_period_s').value
+        self._live_timers['status_period_s'] = self.create_timer(period, self._publish_status, clock=steady_clock())
 
     def _apply_live(self, changes: dict) -> str:
         for name, value in changes.items():
@@ -158,8 +161,7 @@ class SimBridge(Node):
             self.create_subscription(Float64MultiArray, topic, self._on_hw_command, ACTION_QOS)
         self._hw_last, self._hw_due = time.monotonic(), 0.0
         self.create_timer(1.0 / self.joint_state_rate, self._hardware_tick, clock=steady_clock())
-        self._live_timers['status_period_s'] = self.create_timer(self.get_parameter('status_period_s').value,
-                                                            self._publish_status, clock=steady_clock())
+        self._start_status_timer()
         self.get_logger().info(f'mock ros2_control arm: joint_states at {self.joint_state_rate:g} Hz, commands on '
                                f'{self.resolve_topic_name(topic)}')
 

@@ -271,6 +271,9 @@ def _run(learner, runtime, collector, run: RunnerConfig, out: Path, rows: list[d
         tick = time.perf_counter()
         updates = learner.update()
         elapsed = time.perf_counter() - tick
+        done = learner.counters.critic_updates - critic_before
+        if done:
+            scalars.critic(learner.critic_metrics, steps_done)
         if learner.counters.blocks_trained > blocks_before:
             timing['block_s'] += elapsed
             timing['blocks'] += 1
@@ -280,10 +283,8 @@ def _run(learner, runtime, collector, run: RunnerConfig, out: Path, rows: list[d
             scalars.scalars('time', {'block_s': elapsed}, steps_done)
         else:
             timing['critic_s'] += elapsed
-            done = learner.counters.critic_updates - critic_before
             timing['critic_updates'] += done
             if done:
-                scalars.critic(learner.critic_metrics, steps_done)
                 scalars.scalars('time', {'critic_ms_per_update': 1e3 * elapsed / done}, steps_done)
         scalars.scalars('learner', {'replay_size': len(learner.replay),
                                     'blocks_accepted': learner.counters.blocks_accepted}, steps_done)
