@@ -435,7 +435,7 @@ def cmd_finetune(args) -> int:
     blocks = last.get('blocks', 0)
     print(f'{args.method} on {args.task}: success {first["success_rate"]:.2f} (start) -> {last["success_rate"]:.2f} '
           f'after {last["env_steps"]} env steps, {blocks} blocks, {last["wall_s"]:.0f} s; curve in '
-          f'{args.out}/curve.csv')
+          f'{args.out}/curve.csv' + ('' if peer else f' and curve.png; tensorboard --logdir {args.out}/tensorboard'))
     print(json.dumps({'success_rate': last['success_rate'], 'mean_return': last['mean_return'],
                       'episodes': args.eval_episodes, 'start_success_rate': first['success_rate'],
                       'env_steps': last['env_steps'], 'blocks': blocks, 'wall_s': last['wall_s']}))
