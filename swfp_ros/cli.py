@@ -397,6 +397,8 @@ def cmd_finetune(args) -> int:
     _checked_policy_info(args.bc, args.task, labels, act_dim)
     peer = args.method in PEER_METHODS   # --set applies to their PeerConfig; --demos and --config do not apply
     if peer:
+        if args.keep_every or args.gif_every:
+            raise CliError(f'--keep-every and --gif-every apply to --method swfp or naive, not {args.method}', code=2)
         from .train.peers import PeerConfig, train_peer
         try:
             peer_cfg = PeerConfig.from_overrides(args.set)

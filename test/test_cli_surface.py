@@ -105,3 +105,11 @@ def test_inspect_rate_ignores_pauses_and_sim_time_is_not_a_date(tmp_path):
     r = subprocess.run(SWFP + ['inspect', '--json', str(sim)], capture_output=True, text=True, env=ENV, timeout=120)
     summary = json.loads(r.stdout)
     assert summary['clock'] == 'sim' and summary['topics'][0]['rate_hz'] == pytest.approx(20.0)
+
+
+def test_finetune_refuses_run_folder_options_a_baseline_ignores(push_bc, tmp_path, capsys):
+    out = tmp_path / 'run'
+    assert cli.main(['finetune', '--bc', str(push_bc), '--task', 'panda_push', '--method', 'dsrl', '--gif-every', '1',
+                     '--out', str(out)]) == 2
+    assert '--keep-every and --gif-every apply to --method swfp or naive, not dsrl' in capsys.readouterr().err
+    assert not out.exists()
