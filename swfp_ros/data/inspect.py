@@ -102,13 +102,14 @@ def _fmt_time(ns: int | None) -> str:
 
 def format_summary(s: BagSummary) -> str:
     """A human-readable, ``ros2 bag info``-like text."""
+    clock = 'simulation time (use_sim_time)' if s.sim_time else 'wall clock' if s.start_ns is not None else '-'
     lines = [
         f'Bag:            {s.path}',
         f'Files:          {", ".join(s.files)}',
         f'Storage:        {s.storage_id or "?"}   format version: {s.format_version if s.format_version else "?"}'
         + (f'   recorded by: {s.ros_distro}' if s.ros_distro else ''),
         f'Duration:       {s.duration_s:.3f} s',
-        f'Clock:          {"simulation time (use_sim_time)" if s.sim_time else "wall clock" if s.start_ns is not None else "-"}',
+        f'Clock:          {clock}',
         f'Start:          {_fmt_time(s.start_ns)}',
         f'End:            {_fmt_time(s.end_ns)}',
         f'Messages:       {s.message_count}',
