@@ -231,7 +231,7 @@ def graph_part(work: Path) -> list[dict]:
     ckpt_dir = work / 'learner'
     ns = ['-r', '__ns:=/actor0']
     learner_params = params_file(work / 'learner_params.yaml', {
-        'checkpoint_dir': str(ckpt_dir), 'base_checkpoint': str(bc), 'device': 'cpu', 'status_period': 0.2})
+        'checkpoint_dir': str(ckpt_dir), 'base_checkpoint': str(bc), 'device': 'cpu', 'status_period_s': 0.2})
     bridge_params = params_file(work / 'bridge_params.yaml', {'seed': 3})
     policy_params = params_file(work / 'policy_params.yaml', {'checkpoint': str(bc), 'device': 'cpu'})
 
@@ -359,7 +359,7 @@ def graph_part(work: Path) -> list[dict]:
                                 rng.normal(size=(n, obs_dim)), np.zeros(n, bool), np.ones(n))
         save_learner(str(legacy / 'learner.pt'), learner)
         lp = params_file(work / 'legacy_params.yaml', {'checkpoint_dir': str(legacy), 'device': 'cpu',
-                                                       'status_period': 0.2})
+                                                       'status_period_s': 0.2})
         proc = Proc('learner_node', [cfg / 'learner.yaml', lp], work / 'legacy.log')
         wait_for(lambda: int(latest('/learner_node').get('critic_updates', 0)) >= 50, 300, 'the catch-up under way')
         mtime = (legacy / 'learner.pt').stat().st_mtime
@@ -387,7 +387,7 @@ def graph_part(work: Path) -> list[dict]:
         learner.counters.owed_updates = 0.0      # no critic catch-up first: the block is due at once
         save_learner(str(slow / 'learner.pt'), learner)
         sp = params_file(work / 'slow_params.yaml', {'checkpoint_dir': str(slow), 'device': 'cpu',
-                                                     'status_period': 0.2})
+                                                     'status_period_s': 0.2})
         proc = Proc('learner_node', [cfg / 'learner.yaml', sp], work / 'slow_block.log')
         wait_for(lambda: latest('/learner_node').get('phase') == 'block', 300, 'the block under way')
         time.sleep(1.0)

@@ -38,6 +38,17 @@ class _Parser(argparse.ArgumentParser):
         raise CliError(f'{message} (see {self.prog} --help)', code=2, prog=self.prog)
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's default in its help, except where there is none to show (unset, a flag off)."""
+
+    def _get_help_string(self, action):
+        default = action.default
+        if default is None or default is False or default is argparse.SUPPRESS or default == [] or \
+                '(default' in (action.help or ''):
+            return action.help
+        return super()._get_help_string(action)
+
+
 # --- argument types: ranges are checked while parsing --------------------------------------------------------------
 def _integer(minimum: int):
     def parse(text: str) -> int:
@@ -176,6 +187,23 @@ def _set_torch_threads(n: int) -> None:
     torch.set_num_threads(n)
 
 
+def _policy_task(args) -> str:
+    """--task, else the checkpoint's own task (the expert's default: panda_reach); checked before any work."""
+    if args.policy == 'expert':
+        if args.deterministic:
+            raise CliError('--deterministic applies to checkpoint policies; the expert acts as --noise and '
+                           '--epsilon say', code=2)
+        return args.task or 'panda_reach'
+    if args.task:
+        return args.task
+    from .algo.checkpoint import checkpoint_info
+    task = checkpoint_info(args.policy).task
+    if task not in TASK_CHOICES:
+        raise CliError(f'checkpoint {args.policy} records task {task!r}, not one of the simulated tasks; give --task '
+                       f'({" | ".join(TASK_CHOICES)})', code=2)
+    return task
+
+
 def _make_policy(env, args):
     """``expert`` -> the scripted expert (with noise); anything else is a checkpoint path, checked against the task."""
     if args.policy == 'expert':
@@ -185,18 +213,20 @@ def _make_policy(env, args):
     base = env.unwrapped
     _checked_policy_info(args.policy, args.task, base.obs_labels, env.action_space.shape[0])
     runtime = load_policy(args.policy, device=args.device, seed=args.seed)   # its noise too: a --seed repeats exactly
-    return lambda obs: runtime.act(obs, deterministic=False)
+    return lambda obs: runtime.act(obs, deterministic=args.deterministic)
 
 
 def cmd_eval(args) -> int:
     from .sim import make_env
     from .train.evaluate import evaluate
 
+    args.task = _policy_task(args)
     _set_torch_threads(args.threads)
     env = make_env(args.task)
     policy = _make_policy(env, args)
-    result = evaluate(env, policy, episodes=args.episodes, seed=args.seed)
-    print(f'{args.task} / {args.policy}: success {result.success_rate:.2f} over {result.episodes} episodes, '
+    result = evaluate(env, policy, episodes=args.episodes, seed=args.seed, progress=None)
+    mode = ' (deterministic)' if args.deterministic else ''
+    print(f'{args.task} / {args.policy}{mode}: success {result.success_rate:.2f} over {result.episodes} episodes, '
           f'mean return {result.mean_return:.2f}, mean length {result.mean_length:.1f} steps')
     print(result.to_json())
     return 0
@@ -206,6 +236,7 @@ def cmd_render(args) -> int:
     from .sim import make_env
     from .sim.render import record_rollouts, save_gif, save_png
 
+    args.task = _policy_task(args)
     out = _output_file(args, args.out)
     _set_torch_threads(args.threads)
     env = make_env(args.task, render_mode='rgb_array', width=args.width, height=args.height)
@@ -366,6 +397,8 @@ def cmd_finetune(args) -> int:
     _checked_policy_info(args.bc, args.task, labels, act_dim)
     peer = args.method in PEER_METHODS   # --set applies to their PeerConfig; --demos and --config do not apply
     if peer:
+        if args.keep_every or args.gif_every:
+            raise CliError(f'--keep-every and --gif-every apply to --method swfp or naive, not {args.method}', code=2)
         from .train.peers import PeerConfig, train_peer
         try:
             peer_cfg = PeerConfig.from_overrides(args.set)
@@ -389,7 +422,8 @@ def cmd_finetune(args) -> int:
     _set_torch_threads(args.threads)
     run = RunnerConfig(task=args.task, method=args.method, env_steps=args.env_steps, num_envs=args.num_envs,
                        eval_every=args.eval_every, eval_episodes=args.eval_episodes, seed=args.seed,
-                       device=args.device)
+                       device=args.device, keep_every=args.keep_every,
+                       gif_every=args.gif_every)
     try:
         if peer:
             rows = train_peer(args.bc, args.out, run, peer_cfg)
@@ -403,7 +437,7 @@ def cmd_finetune(args) -> int:
     blocks = last.get('blocks', 0)
     print(f'{args.method} on {args.task}: success {first["success_rate"]:.2f} (start) -> {last["success_rate"]:.2f} '
           f'after {last["env_steps"]} env steps, {blocks} blocks, {last["wall_s"]:.0f} s; curve in '
-          f'{args.out}/curve.csv')
+          f'{args.out}/curve.csv' + ('' if peer else f' and curve.png; tensorboard --logdir {args.out}/tensorboard'))
     print(json.dumps({'success_rate': last['success_rate'], 'mean_return': last['mean_return'],
                       'episodes': args.eval_episodes, 'start_success_rate': first['success_rate'],
                       'env_steps': last['env_steps'], 'blocks': blocks, 'wall_s': last['wall_s']}))
@@ -432,9 +466,13 @@ PROBABILITY, NON_NEGATIVE, POSITIVE = _real(0.0, 1.0), _real(0.0), _real(above=0
 
 
 def _add_policy_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('--task', choices=TASK_CHOICES, default='panda_reach', help='simulated task')
+    parser.add_argument('--task', choices=TASK_CHOICES,
+                        help="simulated task (default: the checkpoint's task; panda_reach for the expert)")
     parser.add_argument('--policy', default='expert',
                         help='"expert" (scripted DLS-IK expert) or a policy checkpoint file')
+    parser.add_argument('--deterministic', action='store_true',
+                        help='checkpoint policies: act with zero noise (the flow from the noise mean) instead of '
+                        'sampling, as deployed while fine-tuning')
     parser.add_argument('--noise', type=NON_NEGATIVE, default=0.0, help='expert: Gaussian action noise sigma')
     parser.add_argument('--epsilon', type=PROBABILITY, default=0.0, help='expert: probability of a random action')
     parser.add_argument('--episodes', type=POSITIVE_INT, default=20, help='number of episodes')
@@ -452,22 +490,24 @@ def build_parser() -> argparse.ArgumentParser:
                         help='on an error, show the Python traceback')
     sub = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
 
-    p = sub.add_parser('eval', parents=[common], help='evaluate a policy (expert or checkpoint) on a task; '
+    def command(name: str, **kwargs) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], formatter_class=_HelpFormatter, **kwargs)
+
+    p = command('eval', help='evaluate a policy (expert or checkpoint) on a task; '
                        'last line is JSON')
     _add_policy_args(p)
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser('render', parents=[common],
-                       help='render rollouts offscreen to a GIF (and the last frame to PNG)')
+    p = command('render', help='render rollouts offscreen to a GIF (and the last frame to PNG)')
     _add_policy_args(p)
     p.set_defaults(episodes=2)
     p.add_argument('--out', default='outputs/rollout.gif', help='GIF path (the PNG goes beside it)')
-    p.add_argument('--width', type=_integer(16), default=480)
-    p.add_argument('--height', type=_integer(16), default=360)
+    p.add_argument('--width', type=_integer(16), default=480, help='frame width (pixels)')
+    p.add_argument('--height', type=_integer(16), default=360, help='frame height (pixels)')
     p.add_argument('--every', type=POSITIVE_INT, default=1, help='keep every N-th control step')
     p.set_defaults(func=cmd_render)
 
-    p = sub.add_parser('demos', parents=[common], help='record scripted-expert demonstrations (with noise) to a '
+    p = command('demos', help='record scripted-expert demonstrations (with noise) to a '
                        'dataset, optionally a bag')
     p.add_argument('--task', choices=TASK_CHOICES, default='panda_reach', help='simulated task')
     p.add_argument('--episodes', type=POSITIVE_INT, default=100, help='number of demonstration episodes')
@@ -479,85 +519,92 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--storage', choices=('mcap', 'sqlite3'), default='mcap', help='rosbag2 storage of --bag')
     p.set_defaults(func=cmd_demos)
 
-    p = sub.add_parser('inspect', parents=[common], help='summarise rosbag2 files (topics, types, counts, rates, '
+    p = command('inspect', help='summarise rosbag2 files (topics, types, counts, rates, '
                        'duration) or checkpoints (task, labels, config, provenance, format version)')
     p.add_argument('paths', nargs='+', metavar='PATH',
                    help='bag directory, single .mcap/.db3 file, or checkpoint file (bc.pt, learner.pt)')
     p.add_argument('--json', action='store_true', help='one JSON object per path instead of a table')
     p.set_defaults(func=cmd_inspect)
 
-    p = sub.add_parser('ingest', parents=[common], help='turn rosbag2 files into a dataset with a YAML mapping spec')
+    p = command('ingest', help='turn rosbag2 files into a dataset with a YAML mapping spec')
     p.add_argument('bags', nargs='+', metavar='BAG', help='bag directories or single .mcap/.db3 files')
     p.add_argument('--spec', required=True, help='ingest spec YAML (see config/ingest_panda_reach.yaml)')
     p.add_argument('--out', required=True, help='dataset file to write (.npz)')
     p.set_defaults(func=cmd_ingest)
 
-    p = sub.add_parser('pretrain', parents=[common], help='behaviour cloning of the base flow policy from a dataset '
+    p = command('pretrain', help='behaviour cloning of the base flow policy from a dataset '
                        'or rosbags')
     p.add_argument('--data', help='dataset (.npz) from `swfp demos` or `swfp ingest`')
     p.add_argument('--bag', nargs='+', help='rosbag2 directories / .mcap / .db3 files to ingest on the fly')
     p.add_argument('--spec', help='ingest spec YAML for --bag')
     p.add_argument('--out', default='outputs/bc.pt', help='policy checkpoint to write')
     p.add_argument('--steps', type=POSITIVE_INT, default=5000, help='gradient steps')
-    p.add_argument('--batch', type=POSITIVE_INT, default=256)
-    p.add_argument('--lr', type=POSITIVE, default=3e-4)
+    p.add_argument('--batch', type=POSITIVE_INT, default=256, help='samples per gradient step')
+    p.add_argument('--lr', type=POSITIVE, default=3e-4, help='Adam learning rate')
     p.add_argument('--hidden', type=POSITIVE_INT, default=256, help='velocity MLP width')
     p.add_argument('--layers', type=POSITIVE_INT, default=3, help='velocity MLP hidden layers')
     p.add_argument('--euler-steps', type=POSITIVE_INT, default=4, help='K, Euler steps of the sampler')
     p.add_argument('--chunk', type=POSITIVE_INT, default=1, help='H, actions per decision (executed open loop)')
-    p.add_argument('--seed', type=SEED, default=0)
+    p.add_argument('--seed', type=SEED, default=0, help='network initialisation and batch sampling seed')
     p.add_argument('--device', type=_device, default='cpu', help='cpu | cuda | auto')
     p.add_argument('--logdir', help='TensorBoard log directory')
     p.add_argument('--threads', type=POSITIVE_INT, default=1, help='torch intra-op threads')
     p.set_defaults(func=cmd_pretrain)
 
-    p = sub.add_parser('finetune', parents=[common], help='online SWFP fine-tuning in-process (no ROS) from a BC '
+    p = command('finetune', help='online SWFP fine-tuning in-process (no ROS) from a BC '
                        'checkpoint; resumable')
     p.add_argument('--bc', required=True, help='BC policy checkpoint (from `swfp pretrain`)')
-    p.add_argument('--task', choices=TASK_CHOICES, default='panda_reach')
+    p.add_argument('--task', choices=TASK_CHOICES, default='panda_reach', help='simulated task')
     p.add_argument('--out', default='outputs/finetune', help='run directory (curve.csv, blocks.jsonl, learner.pt); '
                    'an existing learner.pt there is resumed')
     p.add_argument('--method', choices=('swfp', 'naive', *PEER_METHODS), default='swfp',
                    help='swfp (JKO blocks with trust region), naive (-Q through the whole flow), dsrl (SAC steering '
                    "the frozen flow's noise) or residual (SAC adding a bounded residual); the last three are baselines")
     p.add_argument('--env-steps', type=POSITIVE_INT, default=20_000, help='online env-step budget')
-    p.add_argument('--num-envs', type=POSITIVE_INT, default=8)
-    p.add_argument('--eval-every', type=POSITIVE_INT, default=2500)
-    p.add_argument('--eval-episodes', type=POSITIVE_INT, default=40)
+    p.add_argument('--num-envs', type=POSITIVE_INT, default=8, help='envs stepped together (one batched inference)')
+    p.add_argument('--eval-every', type=POSITIVE_INT, default=2500,
+                   help='env steps between evaluations (the first is at the start)')
+    p.add_argument('--eval-episodes', type=POSITIVE_INT, default=40, help='episodes per evaluation')
+    p.add_argument('--keep-every', type=COUNT, default=0,
+                   help='keep learner_<env steps>.pt every N evaluations (0: only learner.pt and best.pt)')
+    p.add_argument('--gif-every', type=COUNT, default=0,
+                   help='render one evaluation rollout to eval_<env steps>.gif every N evaluations (0: never)')
     p.add_argument('--demos', help='dataset seeding the replay buffer (at the configured demo_ratio)')
     p.add_argument('--config', help='learner parameter YAML whose swfp: section sets the algorithm '
                    '(default: the package config/learner.yaml, the same file the learner node reads)')
     p.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
                    help='override an algorithm setting, e.g. --set block.delta=0.2 --set warmup_steps=2000 '
                    '(dsrl/residual: a PeerConfig field, e.g. --set residual_scale=0.2)')
-    p.add_argument('--seed', type=SEED, default=0)
+    p.add_argument('--seed', type=SEED, default=0, help='env, exploration and evaluation seed')
     p.add_argument('--device', type=_device, default='cpu', help='cpu | cuda | auto')
     p.add_argument('--threads', type=POSITIVE_INT, default=1, help='torch intra-op threads')
     p.set_defaults(func=cmd_finetune)
 
-    p = sub.add_parser('demo', parents=[common], help='the main job: noisy expert demos -> rosbag -> BC -> SWFP '
+    p = command('demo', help='the main job: noisy expert demos -> rosbag -> BC -> SWFP '
                        'fine-tuning through the ROS 2 node graph -> BC vs fine-tuned success + learning-curve PNG; '
                        'last line is JSON')
     from .train.graph_demo import DemoConfig   # numpy + yaml only: --help stays fast
     demo = DemoConfig()
-    p.add_argument('--task', choices=GRAPH_TASK_CHOICES, default=demo.task)
+    p.add_argument('--task', choices=GRAPH_TASK_CHOICES, default=demo.task, help='simulated task')
     p.add_argument('--demos', type=POSITIVE_INT, default=demo.demos, help='expert demonstration episodes')
     p.add_argument('--noise', type=NON_NEGATIVE, default=demo.noise,
                    help='expert Gaussian action noise (makes BC imperfect)')
     p.add_argument('--epsilon', type=PROBABILITY, default=demo.epsilon, help='probability of a random expert action')
-    p.add_argument('--bc-steps', type=POSITIVE_INT, default=demo.bc_steps)
+    p.add_argument('--bc-steps', type=POSITIVE_INT, default=demo.bc_steps, help='BC gradient steps')
     p.add_argument('--env-steps', type=POSITIVE_INT, default=demo.env_steps,
                    help='fine-tuning budget: env steps of all actors')
     p.add_argument('--actors', type=POSITIVE_INT, default=demo.actors,
                    help='namespaced actors (sim bridge + policy node each)')
     p.add_argument('--warmup-steps', type=COUNT, default=demo.swfp['warmup_steps'],
                    help='critic-only env steps before the first block')
-    p.add_argument('--steps-per-block', type=POSITIVE_INT, default=demo.swfp['steps_per_block'])
+    p.add_argument('--steps-per-block', type=POSITIVE_INT, default=demo.swfp['steps_per_block'],
+                   help='env steps between JKO blocks')
     p.add_argument('--delta', type=POSITIVE, default=demo.swfp['block']['delta'],
                    help='trust-region radius of a block')
-    p.add_argument('--eval-episodes', type=POSITIVE_INT, default=demo.eval_episodes)
-    p.add_argument('--seed', type=SEED, default=demo.seed)
-    p.add_argument('--out', default=demo.out)
+    p.add_argument('--eval-episodes', type=POSITIVE_INT, default=demo.eval_episodes,
+                   help='episodes per evaluation (BC and fine-tuned)')
+    p.add_argument('--seed', type=SEED, default=demo.seed, help='seed of demos, BC, fine-tuning and evaluation')
+    p.add_argument('--out', default=demo.out, help='run folder (bag, checkpoints, curve PNG, logs)')
     p.set_defaults(func=cmd_demo)
 
     # Listed for --help only: main() hands `swfp up ...` to the bring-up's own parser untouched.

@@ -11,14 +11,14 @@ from .normalize import ObsNormalizer
 
 
 def fit_flow(flow: FlowPolicy, s: torch.Tensor, a: torch.Tensor, steps: int, batch: int, lr: float,
-             generator: torch.Generator | None = None, log_every: int = 0, writer=None, progress: bool = False,
+             generator: torch.Generator | None = None, log_every: int = 0, writer=None, progress: bool | None = False,
              tag: str = 'bc', x0: torch.Tensor | None = None, should_stop=None) -> list[float]:
     """Flow-matching regression of `flow` onto pairs (s, a) (normalised obs, [-1,1] actions), with the noise x0 that
     produced each a when given (distillation); returns the loss curve. ``should_stop()`` True ends it early (the
     caller checks it again and discards the partial fit)."""
     opt = torch.optim.Adam(flow.parameters(), lr=lr)
     losses = []
-    for step in tqdm(range(steps), desc=tag, disable=not progress):
+    for step in tqdm(range(steps), desc=tag, disable=None if progress is None else not progress):  # None: a tty
         if should_stop is not None and should_stop():
             break
         idx = torch.randint(len(s), (min(batch, len(s)),), generator=generator, device=s.device)
@@ -33,7 +33,7 @@ def fit_flow(flow: FlowPolicy, s: torch.Tensor, a: torch.Tensor, steps: int, bat
 
 
 def train_bc(obs: np.ndarray, actions: np.ndarray, cfg: FlowConfig | None = None, steps: int = 20_000,
-             batch: int = 256, lr: float = 3e-4, log_dir: str | None = None, progress: bool = True,
+             batch: int = 256, lr: float = 3e-4, log_dir: str | None = None, progress: bool | None = True,
              device: str = 'auto', seed: int = 0) -> tuple[FlowPolicy, ObsNormalizer, dict]:
     """BC on arrays obs [N, obs_dim], actions [N, H*act_size] in [-1, 1]. Returns (flow, normaliser, metrics)."""
     obs, actions = np.asarray(obs, np.float32), np.asarray(actions, np.float32)

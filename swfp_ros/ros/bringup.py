@@ -3,14 +3,15 @@
 Starts the graph described in :mod:`swfp_ros.ros.graph` — the same description the launch files use — as separate
 processes: the same executables (``lib/swfp_ros/`` of the package's install prefix, where ros2 launch finds them,
 then this interpreter's console scripts, then PATH), the same parameter files (the package's ``config/`` or the
-``config:=DIR`` argument), and the argument-derived overrides written to a typed parameter file per node (as
-launch_ros does). Each node runs in its own process group, its output is prefixed ``[name]`` and line-buffered.
-Ctrl-C / SIGTERM (any number of them): SIGINT to every node once, wait its stop timeout (the graph's, as under
-ros2 launch: 30 s for the learner, 10 s for the others; or ``--grace`` seconds), then SIGKILL the stragglers; each
-node's exit status is reported. When a node exits, the graph's exit rule applies
-(:func:`swfp_ros.ros.graph.exit_verdict`): a required node (an actor) or a node that failed to start ends the graph
-with a non-zero status; the learner dying does not — the actors keep acting with their last accepted policy, and it
-is restarted when ``respawn_learner:=true``.
+``config:=DIR`` argument), then the argument-derived overrides inline (``-p name:=value``), so ``--print`` shows
+command lines that run as printed. A learner setting can be given like an argument, ``swfp.block.delta:=0.2`` (any
+``swfp.<field>`` of the learner's SwfpConfig, checked before anything starts). Each node runs in its own process
+group, its output is prefixed ``[name]`` and line-buffered. Ctrl-C / SIGTERM (any number of them): SIGINT to every
+node once, wait its stop timeout (the graph's, as under ros2 launch: 30 s for the learner, 10 s for the others; or
+``--grace`` seconds), then SIGKILL the stragglers; each node's exit status is reported. When a node exits, the
+graph's exit rule applies (:func:`swfp_ros.ros.graph.exit_verdict`): a required node (an actor) or a node that failed
+to start ends the graph with a non-zero status; the learner dying does not — the actors keep acting with their last
+accepted policy, and it is restarted when ``respawn_learner:=true``.
 
 Also usable as ``python -m swfp_ros.ros.bringup``.
 """
@@ -21,12 +22,12 @@ import os
 import shutil
 import signal
 import subprocess
+import shlex
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from swfp_ros.ros.graph import (GRAPHS, LEARNER_STOP_TIMEOUT_S, PACKAGE_CONFIG_DIR, RESPAWN_DELAY_S,
                                 STOP_TIMEOUT_S, ResolvedNode, exit_verdict, get_graph, parse_assignments, resolve)
@@ -93,17 +94,10 @@ class Bringup:
         self.procs: list[_Proc] = []
         self._out_lock = threading.Lock()
         self._stop = threading.Event()
-        self._tmp = tempfile.TemporaryDirectory(prefix='swfp_up_')
 
     def commands(self) -> list[list[str]]:
-        """The command line of every node (writes the override files)."""
-        cmds = []
-        for node in self.nodes:
-            ns = node.namespace.strip('/').replace('/', '_')
-            overrides = Path(self._tmp.name) / f'{ns + "_" if ns else ""}{node.name}_overrides.yaml'
-            overrides.write_text(node.overrides_yaml())
-            cmds.append(find_executable(node.executable, node.package) + node.ros_args(overrides))
-        return cmds
+        """The command line of every node."""
+        return [find_executable(node.executable, node.package) + node.ros_args() for node in self.nodes]
 
     def _say(self, label: str, line: str) -> None:
         with self._out_lock:
@@ -188,8 +182,42 @@ class Bringup:
                 self._say('swfp up', f'{p.label} exited with status {code}')
             if code not in (0, -signal.SIGINT, 128 + signal.SIGINT, -signal.SIGTERM) and rc == 0 and not p.gone:
                 rc = 1
-        self._tmp.cleanup()
         return rc
+
+
+LEARNER_SETTING = 'swfp.'
+
+
+def apply_learner_settings(nodes: Sequence[ResolvedNode], settings: dict[str, str]) -> None:
+    """``{'swfp.block.delta': '0.2'}`` -> typed parameters of the graph's learner, checked as SwfpConfig checks them
+    (with the learner's parameter files), so a typo or a value out of range stops ``swfp up`` before any node starts."""
+    if not settings:
+        return
+    learners = [n for n in nodes if n.executable == 'learner_node']
+    if not learners:
+        raise ValueError(f'{", ".join(settings)}: this graph runs no learner (real_arm: learn:=true)')
+    import yaml
+
+    from swfp_ros.train.settings import SettingsError, load_swfp_config
+    typed: dict[str, Any] = {}
+    for name, text in settings.items():
+        field = name[len(LEARNER_SETTING):]
+        if field.startswith('flow.'):
+            raise ValueError(f'{name}: the base flow is the BC checkpoint\'s (set it when pretraining)')
+        try:
+            typed[name] = yaml.safe_load(text)
+        except yaml.YAMLError:
+            typed[name] = text
+    items = {f'{name[len(LEARNER_SETTING):]}={text}': f'{name}:={text}' for name, text in settings.items()}
+    for node in learners:
+        try:
+            load_swfp_config(node.param_files[-1], list(items))
+        except SettingsError as e:   # its message names the `swfp finetune --set` item: name ours instead
+            message = str(e)
+            for item, assignment in items.items():
+                message = message.replace(f'--set {item}', assignment)
+            raise ValueError(message) from None
+        node.parameters.update(typed)
 
 
 def _killpg(pgid: int, sig: int) -> None:
@@ -209,6 +237,8 @@ def _help_epilog() -> str:
             default = a.default if a.default is PACKAGE_CONFIG_DIR else a.launch_default()
             choices = f' {{{"|".join(a.choices)}}}' if a.choices else ''
             lines.append(f'    {a.name}:={default!s}{choices}\n        {a.description}')
+    lines.append('\nlearner settings: swfp.<field>:=value sets the learner\'s SwfpConfig field (config/learner.yaml, '
+                 'section swfp:), e.g. swfp.block.delta:=0.2 swfp.warmup_steps:=2000')
     lines.append('\nexample: swfp up sim_finetune task:=panda_reach checkpoint:=bc.pt record_bag:=true')
     return '\n'.join(lines)
 
@@ -219,13 +249,14 @@ def build_parser(prog: str = 'swfp up') -> argparse.ArgumentParser:
         description='Start a swfp_ros node graph without ros2 launch (same graph description, executables and '
                     'parameter files as launch/*.launch.py). Ctrl-C stops every node.')
     p.add_argument('graph', choices=sorted(GRAPHS), help='which graph')
-    p.add_argument('assignments', nargs='*', metavar='name:=value', help='graph arguments, as with ros2 launch')
+    p.add_argument('assignments', nargs='*', metavar='name:=value',
+                   help='graph arguments, as with ros2 launch, and learner settings swfp.<field>:=value')
     p.add_argument('--grace', type=float, default=None,
                    help='seconds between SIGINT and SIGKILL at shutdown (default: each node\'s stop timeout, as '
                         'under ros2 launch: %g s for the learner, %g s for the others)'
                         % (LEARNER_STOP_TIMEOUT_S, STOP_TIMEOUT_S))
     p.add_argument('--print', dest='print_only', action='store_true',
-                   help='print the resolved command lines and exit')
+                   help='print the command lines (each runs as printed: overrides inline) and exit')
     return p
 
 
@@ -233,17 +264,17 @@ def main(argv: Sequence[str] | None = None, prog: str = 'swfp up') -> int:
     args = build_parser(prog).parse_intermixed_args(list(sys.argv[1:] if argv is None else argv))
     try:
         graph = get_graph(args.graph)
-        nodes = resolve(graph, parse_assignments(args.assignments))
+        given = parse_assignments(args.assignments)
+        settings = {k: v for k, v in given.items() if k.startswith(LEARNER_SETTING)}
+        nodes = resolve(graph, {k: v for k, v in given.items() if k not in settings})
+        apply_learner_settings(nodes, settings)
     except (KeyError, ValueError, OSError) as e:
         print(f'{prog}: error: {e.args[0] if e.args else e}', file=sys.stderr)
         return 2
     up = Bringup(nodes, grace=args.grace)
     if args.print_only:
         for cmd in up.commands():
-            print(' '.join(cmd))
-        for n in nodes:
-            print(f'# {n.name} overrides:\n' + ''.join(f'#   {line}\n' for line in n.overrides_yaml().splitlines()))
-        up._tmp.cleanup()
+            print(shlex.join(cmd))
         return 0
     previous = {s: signal.signal(s, up.request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:

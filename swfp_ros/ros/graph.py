@@ -149,6 +149,8 @@ def _common_arguments(use_sim_time: bool) -> list[Argument]:
                  'edit); default: the package\'s config/.'),
         Argument('checkpoint_dir', 'swfp_checkpoints/learner', 'Directory of the learner\'s own checkpoints; a '
                  'restarted learner resumes from it.'),
+        Argument('log_dir', '', 'Directory of the learner\'s TensorBoard event files (critic, blocks, replay, '
+                 'times). Empty: none.'),
         Argument('transition_bag', '', 'Optional rosbag2 (directory, .mcap or .db3) of recorded /swfp/transition '
                  'messages that pre-fills the learner\'s replay buffer. Empty: none.'),
         Argument('record_bag', False, 'Start the recorder node, which writes the live topics to a rosbag2.',
@@ -187,7 +189,7 @@ def _learner(extra_params: Sequence[tuple[str, Value]] = (), condition: str | No
                     stop_timeout_s=LEARNER_STOP_TIMEOUT_S, parameters=(
         ('base_checkpoint', Arg('checkpoint')), ('checkpoint_dir', Arg('checkpoint_dir')),
         ('transition_bag', Arg('transition_bag')), ('device', Arg('device')), ('use_sim_time', Arg('use_sim_time')),
-        UPDATE_KEY_FILE, *extra_params))
+        ('log_dir', Arg('log_dir')), UPDATE_KEY_FILE, *extra_params))
 
 
 def _recorder(extra_params: Sequence[tuple[str, Value]] = ()) -> NodeSpec:
@@ -364,15 +366,16 @@ class ResolvedNode:
     def label(self) -> str:
         return (self.namespace.strip('/') + '/' if self.namespace else '') + self.name
 
-    def ros_args(self, overrides_file: Path | None = None) -> list[str]:
-        """``--ros-args`` for this node; ``overrides_file`` holds :attr:`parameters` (see :func:`overrides_yaml`)."""
+    def ros_args(self) -> list[str]:
+        """``--ros-args`` for this node: the parameter files, then :attr:`parameters` inline (``-p name:=value``,
+        after the files: the last value given wins), so a printed command line works on its own."""
         args = ['--ros-args', '-r', f'__node:={self.name}']
         if self.namespace:
             args += ['-r', f'__ns:={self.namespace}']
         for f in self.param_files:
             args += ['--params-file', str(f)]
-        if overrides_file is not None:
-            args += ['--params-file', str(overrides_file)]
+        for name, value in self.parameters.items():
+            args += ['-p', f'{name}:={inline_value(value)}']
         for src, dst in self.remappings:
             args += ['-r', f'{src}:={dst}']
         args += ['--log-level', self.log_level]
@@ -381,9 +384,14 @@ class ResolvedNode:
     def enclave_args(self) -> list[str]:
         return ['--enclave', self.enclave] if self.enclave else []
 
-    def overrides_yaml(self) -> str:
-        import yaml
-        return yaml.safe_dump({'/**': {'ros__parameters': dict(self.parameters)}}, sort_keys=False)
+
+
+def inline_value(value: Any) -> str:
+    """A parameter value as ``-p name:=VALUE`` takes it: YAML in flow style (quoted where a string would read as
+    another type)."""
+    import yaml
+    text = yaml.safe_dump(value, default_flow_style=True, width=float('inf')).strip()
+    return text[:-len('...')].strip() if text.endswith('\n...') else text
 
 
 def parse_assignments(items: Sequence[str]) -> dict[str, str]:

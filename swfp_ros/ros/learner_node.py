@@ -31,37 +31,16 @@ transient-local history therefore holds the latest base followed by the blocks a
 a new base (a compaction), the publisher is re-created first, which drops the older entries. A policy node that
 (re)joins replays base (accepted when its version >= the policy's) then the blocks, in order.
 
-Parameters (config/learner.yaml; launch / ``swfp up`` override base_checkpoint, checkpoint_dir, transition_bag, device
-and, when given, update_key_file):
-    checkpoint_dir     string  the learner's own checkpoint (``learner.pt``), the node's counters
-                               (``node_state.json``) and the transition journal (``inbox/``)
-    base_checkpoint    string  BC checkpoint to start from when checkpoint_dir holds no learner checkpoint yet
-    transition_bag     string  rosbag2 (dir / .mcap / .db3) whose /swfp/transition messages pre-fill the replay
-                               buffer at start (only on a fresh start: a resumed learner already has them)
-    update_key_file    string  file with the key shared with the policy nodes ('' = updates are not signed)
-    device             string  auto | cpu | cuda[:N]
-    torch_threads      int     torch.set_num_threads (intra-op threads; 1 is fastest when cores are shared: OpenMP
-                               spin-waits make a critic update ~7x slower with 2 threads on 2 busy cores)
-    checkpoint_every   int     rounds that stored transitions between periodic checkpoints; a checkpoint is also
-                               written before a block is trained, before every accepted block is published and at
-                               shutdown
-    update_period      double  s the worker waits for new transitions when there is nothing to train on
-    status_period      double  s between /swfp/status diagnostics
-    queue_depth        int     depth of the /swfp/transition subscription (reliable)
-    max_batch          int     transitions stored per round (a lagging learner still trains one block per
-                               ``steps_per_block`` crossing, with the critic updates spent in between)
-    max_critic_updates int     critic updates per round (bounds how long the worker is busy between two checks of
-                               the stop request)
-    max_backlog        int     transitions journaled but not yet stored beyond which new ones are refused
-    backlog_period     double  s between /swfp/learner_backlog messages
-    update_history     int     /swfp/policy_update history depth (reliable + transient local); at least
-                               swfp.block.max_blocks + 1 is used so that base + all its blocks fit
-    swfp.<field>...    SwfpConfig for a fresh learner (same names as swfp_ros/algo/config.py, e.g. swfp.warmup_steps,
-                       swfp.block.train_steps, swfp.critic.hidden); unset fields keep SwfpConfig's defaults. A resumed
-                       learner keeps the config stored in its checkpoint.
+Parameters: ``PARAMS`` below and ``swfp.<field>`` (config/learner.yaml; launch / ``swfp up`` override
+base_checkpoint, checkpoint_dir, transition_bag, device, log_dir and, when given, update_key_file). Each is declared with its description and range
+(``ros2 param describe``); the pacing ones apply live (``ros2 param set``), the others are read at start.
+``swfp.<field>`` is the SwfpConfig of a fresh learner (the names of swfp_ros/algo/config.py, e.g.
+swfp.block.train_steps); a resumed learner keeps the config stored in its checkpoint. With ``log_dir``, TensorBoard
+scalars (``swfp_ros.train.monitor``): critic TD loss and Q, each block's W2 bound, acceptance and λ, replay size and
+the time spent per phase.
 
 Topics: sub ``/swfp/transition`` (Float64MultiArray, TRANSITION layout), pub ``/swfp/policy_update``
-(UInt8MultiArray), pub ``/swfp/learner_backlog`` (std_msgs/Int64 every ``backlog_period`` s, reliable, transient
+(UInt8MultiArray), pub ``/swfp/learner_backlog`` (std_msgs/Int64 every ``backlog_period_s``, reliable, transient
 local, depth 1: transitions journaled but not yet stored and trained on; lockstep actors can pace themselves on it),
 pub ``/swfp/status`` (DiagnosticArray: journal, replay size, env steps, counters, version, ``idle`` = true when
 everything received so far is stored and trained on).
@@ -79,7 +58,6 @@ from typing import Any
 import numpy as np
 import torch
 from diagnostic_msgs.msg import DiagnosticArray
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -93,6 +71,8 @@ from swfp_ros.files import write_text_atomic
 from swfp_ros.ros import messages
 from swfp_ros.ros.executors import run_node, steady_clock
 from swfp_ros.ros.journal import JournalError, TransitionJournal
+from swfp_ros.ros.params import ParamSpec, declare_params, set_period
+from swfp_ros.train.monitor import ScalarLog
 
 TOPIC_TRANSITION = '/swfp/transition'
 TOPIC_UPDATE = '/swfp/policy_update'
@@ -159,6 +139,78 @@ def swfp_config(values: dict[str, Any]) -> SwfpConfig:
     return SwfpConfig.from_dict(d)
 
 
+PARAMS = [
+    ParamSpec('checkpoint_dir', 'swfp_checkpoints/learner', "the learner's checkpoint (learner.pt), its counters "
+              '(node_state.json) and the transition journal (inbox/); resumed from after a restart'),
+    ParamSpec('base_checkpoint', '', 'BC checkpoint a fresh learner starts from (unused when checkpoint_dir holds '
+              'learner.pt)'),
+    ParamSpec('transition_bag', '', 'rosbag2 whose /swfp/transition messages pre-fill the replay on a fresh start'),
+    ParamSpec('update_key_file', '', "key shared with the policy nodes: every update is signed (HMAC-SHA256); '' = "
+              'unsigned'),
+    ParamSpec('log_dir', '', "TensorBoard event files (critic, blocks, replay, times); '' = none"),
+    ParamSpec('device', 'auto', 'torch device of the learner: auto | cpu | cuda | cuda:N'),
+    ParamSpec('torch_threads', 1, "torch intra-op threads (1: no OpenMP spin-waiting on shared cores)", low=1),
+    ParamSpec('checkpoint_every', 20, 'rounds that stored transitions between periodic checkpoints (one is also '
+              'written before each block, before each published update and at shutdown)', 'live', low=1),
+    ParamSpec('update_period_s', 0.02, 's the worker waits for new transitions when it has nothing to train on',
+              'live', low=0.001, high=10.0, former='update_period'),
+    ParamSpec('status_period_s', 1.0, 's between /swfp/status diagnostics', 'live', low=0.01, high=3600.0,
+              former='status_period'),
+    ParamSpec('backlog_period_s', 0.05, 's between /swfp/learner_backlog messages', 'live', low=0.001, high=3600.0,
+              former='backlog_period'),
+    ParamSpec('queue_depth', 1000, 'depth of the /swfp/transition subscription (reliable)', low=1),
+    ParamSpec('max_batch', 64, 'transitions stored per round (a lagging learner still trains one block per '
+              'steps_per_block)', 'live', low=1),
+    ParamSpec('max_critic_updates', 8, 'critic updates per round: bounds how long the worker runs between two '
+              'checks of a stop request', 'live', low=1),
+    ParamSpec('max_backlog', 1_000_000, 'transitions journaled but not yet stored beyond which new ones are refused '
+              '(counted as dropped)', 'live', low=1),
+    ParamSpec('update_history', 64, '/swfp/policy_update history depth (reliable, transient local); at least '
+              'swfp.block.max_blocks + 1 is used', low=1),
+]
+
+# swfp.<field>: one line per SwfpConfig field (swfp_ros/algo/config.py, where the defaults and the reasons live); the
+# base flow's fields (flow.*) are not parameters: a learner's base flow is the BC checkpoint's.
+SWFP_HELP = {
+    'block.hidden': 'JKO block: hidden units per layer',
+    'block.layers': 'JKO block: hidden layers',
+    'block.delta': 'trust-region radius: E||M(a)-a||^2 <= delta^2 in [-1, 1] action units',
+    'block.alpha': 'entropy temperature (0 skips the Jacobian term)',
+    'block.q_scale': 'Q term divisor: grad_norm (batch mean |dQ/da|) | none',
+    'block.train_steps': 'gradient steps per block',
+    'block.lr': 'block learning rate',
+    'block.batch_size': 'states per block gradient step',
+    'block.pool_size': 'replay states drawn per block',
+    'block.holdout_frac': 'fraction of the pool held out for the acceptance test',
+    'block.dual_step': 'ascent step on log lambda per train step',
+    'block.tolerance': 'accept if the held-out E||M(a)-a||^2 <= tolerance * delta^2',
+    'block.max_blocks': 'cascade length that triggers a compaction',
+    'block.compaction_steps': 'flow-matching steps of a compaction',
+    'block.compaction_lr': 'compaction learning rate',
+    'critic.hidden': 'critic: hidden units per layer',
+    'critic.layers': 'critic: hidden layers',
+    'critic.gamma': 'discount per env step',
+    'critic.n_step': 'decisions per TD target (n-step windows of one actor)',
+    'critic.polyak': 'target network averaging rate',
+    'critic.lr': 'critic learning rate',
+    'critic.batch_size': 'transitions per critic update',
+    'critic.soft_target': 'entropy term in the TD target (costs Jacobians when alpha > 0)',
+    'warmup_steps': 'env steps of critic-only training before the first block',
+    'steps_per_block': 'env steps between blocks',
+    'utd': 'critic updates per stored transition',
+    'demo_ratio': 'fraction of each critic batch drawn from demonstrations, when given',
+    'replay_capacity': 'replay buffer size (transitions)',
+    'seed': 'seed of the learner\'s random streams',
+}
+
+
+def swfp_params() -> list[ParamSpec]:
+    """swfp.<field> for every scalar SwfpConfig field but flow.* (the base flow is the BC checkpoint's); typed
+    dynamically (YAML writes 1 for 1.0), checked by SwfpConfig itself at start."""
+    return [ParamSpec(f'swfp.{key}', default, f'SwfpConfig.{key} of a fresh learner: {SWFP_HELP[key]}',
+                      dynamic_typing=True) for key, default in flat_config_defaults().items() if key in SWFP_HELP]
+
+
 def load_or_create_learner(checkpoint: Path, base_checkpoint: str, cfg: SwfpConfig, device: str
                            ) -> tuple[Learner, bool]:
     """(learner, resumed): the learner's own checkpoint if present, else a fresh one on the BC checkpoint -- unless
@@ -211,34 +263,16 @@ def stack(transitions: list) -> dict[str, np.ndarray]:
 class LearnerNode(Node):
     def __init__(self, **kwargs):
         super().__init__('learner_node', **kwargs)
-        d = self.declare_parameter
-        d('checkpoint_dir', 'swfp_checkpoints/learner')
-        d('base_checkpoint', '')
-        d('transition_bag', '')
-        d('update_key_file', '')
-        d('device', 'auto')
-        d('torch_threads', 1)
-        d('checkpoint_every', 20)
-        d('update_period', 0.02)
-        d('status_period', 1.0)
-        d('queue_depth', 1000)
-        d('max_batch', 64)
-        d('max_critic_updates', 8)
-        d('max_backlog', 1_000_000)
-        d('backlog_period', 0.05)
-        d('update_history', 64)
-        defaults = flat_config_defaults()
-        for key, default in defaults.items():   # dynamic typing: `swfp.block.delta: 1` in YAML is fine
-            self.declare_parameter(f'swfp.{key}', default, ParameterDescriptor(dynamic_typing=True))
-        g = lambda name: self.get_parameter(name).value  # noqa: E731
-        torch.set_num_threads(max(1, int(g('torch_threads'))))
+        values = declare_params(self, PARAMS + swfp_params(), on_live=self._apply_live)
+        g = values.__getitem__
+        torch.set_num_threads(g('torch_threads'))
         self.ckpt_dir = Path(g('checkpoint_dir')).expanduser().resolve()
         self.ckpt_path = self.ckpt_dir / CHECKPOINT_NAME
-        self.checkpoint_every = max(1, int(g('checkpoint_every')))
-        self.update_period = float(g('update_period'))
-        self.max_batch = max(1, int(g('max_batch')))
-        self.max_critic_updates = max(1, int(g('max_critic_updates')))
-        self.max_backlog = max(1, int(g('max_backlog')))
+        self.checkpoint_every = g('checkpoint_every')
+        self.update_period = g('update_period_s')
+        self.max_batch = g('max_batch')
+        self.max_critic_updates = g('max_critic_updates')
+        self.max_backlog = g('max_backlog')
 
         # counters (persisted in node_state.json so that they continue across restarts)
         self.counters = {'received': 0, 'accepted': 0, 'rejected': 0, 'dropped': 0, 'updates': 0,
@@ -257,7 +291,8 @@ class LearnerNode(Node):
         self._phase = 'idle'                    # what the worker is doing: idle | critic | block | checkpoint
         self._idle = False
 
-        cfg = swfp_config({k: g(f'swfp.{k}') for k in defaults})
+        cfg = swfp_config({k: g(f'swfp.{k}') for k in SWFP_HELP})
+        self._scalars = ScalarLog(g('log_dir'))     # flushed with every checkpoint
         try:
             key_file = str(g('update_key_file'))
             self._key = auth.load_key(key_file) if key_file else None
@@ -272,10 +307,23 @@ class LearnerNode(Node):
         self._publish_base(self.learner.snapshot(), recreate=False)   # late joiners / restarted actors catch up
         self.create_subscription(Float64MultiArray, TOPIC_TRANSITION, self._on_transition,
                                  transition_qos(g('queue_depth')))
-        self.create_timer(float(g('status_period')), self._publish_status, clock=steady_clock())
-        self.create_timer(float(g('backlog_period')), self._publish_backlog, clock=steady_clock())
+        self._live_timers = {
+            'status_period_s': self.create_timer(g('status_period_s'), self._publish_status, clock=steady_clock()),
+            'backlog_period_s': self.create_timer(g('backlog_period_s'), self._publish_backlog, clock=steady_clock())}
         self._worker = threading.Thread(target=self._work, name='swfp-learner', daemon=True)
         self._worker.start()
+
+    def _apply_live(self, changes: dict[str, Any]) -> str:
+        """The on-set callback's live part (executor thread): pacing values the worker reads each round."""
+        for name, value in changes.items():
+            if name in self._live_timers:
+                set_period(self._live_timers[name], value)
+            elif name == 'update_period_s':
+                self.update_period = value
+            else:
+                setattr(self, name, value)      # checkpoint_every, max_batch, max_critic_updates, max_backlog
+        self.get_logger().info(f'parameters set: {changes}')
+        return ''
 
     # --- start-up -------------------------------------------------------------------------------------------------
     def _load(self, g, cfg: SwfpConfig) -> None:
@@ -396,8 +444,10 @@ class LearnerNode(Node):
         if not stored and not due and (c.owed_updates < 1 or self._starved):
             return False
         self._phase = 'block' if due else 'critic'
-        critic_before = c.critic_updates
+        critic_before, blocks_before, tick = c.critic_updates, c.blocks_trained, time.perf_counter()
         updates = self.learner.update(max_critic_updates=self.max_critic_updates, should_stop=self._stop.is_set)
+        self._log_scalars(c.critic_updates - critic_before, c.blocks_trained > blocks_before,
+                          time.perf_counter() - tick)
         # the critic cannot train yet (replay smaller than a batch): keep storing instead of waiting for it
         self._starved = c.critic_updates == critic_before and c.owed_updates >= 1
         self._stats = learner_stats(self.learner)   # before publishing: status never lags
@@ -409,6 +459,19 @@ class LearnerNode(Node):
             self._checkpoint()
         self._stats = learner_stats(self.learner)
         return True
+
+    def _log_scalars(self, critic_updates: int, block: bool, elapsed: float) -> None:
+        """One round's scalars; its time is the block's when it trained one (critic updates before it included)."""
+        step = self.learner.counters.env_steps
+        if critic_updates:
+            self._scalars.critic(self.learner.critic_metrics, step)
+        if block:
+            self._scalars.block(self.learner.reports[-1], step)
+            self._scalars.scalars('time', {'block_s': elapsed}, step)
+        elif critic_updates:
+            self._scalars.scalars('time', {'critic_ms_per_update': 1e3 * elapsed / critic_updates}, step)
+        self._scalars.scalars('learner', {'replay_size': len(self.learner.replay),
+                                          'blocks_accepted': self.learner.counters.blocks_accepted}, step)
 
     def _work(self) -> None:
         self._since_ckpt, self._starved = 0, False
@@ -477,6 +540,7 @@ class LearnerNode(Node):
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
             self.journal.sync()
             save_learner(str(self.ckpt_path), self.learner, extra=self._carried)
+            self._scalars.flush()
             self.counters['checkpoints'] += 1
             write_text_atomic(self.ckpt_dir / STATE_NAME, json.dumps({'counters': self.counters, 'time': time.time()}))
             self.journal.prune(self._stored)
@@ -528,6 +592,7 @@ class LearnerNode(Node):
         with self._ckpt_lock:                 # waits for a checkpoint in progress; none starts after this
             self._final = True
         self.journal.close()
+        self._scalars.close()
 
 
 def main(args=None) -> int:

@@ -30,13 +30,10 @@ status are absolute, shared by every actor.
                                                              remapped to the controller's topic on a real arm
     pub /swfp/transition     std_msgs/Float64MultiArray      reliable, depth 1000 (the learner must not miss data)
     pub /swfp/status         diagnostic_msgs/DiagnosticArray default
-Parameters (config/policy.yaml): checkpoint, policy_loader, device, deterministic, task, joint_names, joint_lower,
-joint_upper, action_scale, max_delta, stale_timeout_s, mode, control_rate, command_type, dry_run, actor_id,
-autostart, max_learner_backlog, backlog_timeout_s, lockstep_timeout_s, async_chunks, temporal_ensemble,
-ensemble_decay, home_speed, warmup_iters, status_period_s, torch_threads (``torch_threads`` = torch's intra-op
-threads: with shared cores, OpenMP spin-waiting makes more threads slower for these small networks),
-update_key_file, max_update_bytes, estop_release_sources. The behaviour they select is described in
-:mod:`swfp_ros.actor.loop`.
+Parameters (config/policy.yaml): ``PARAMS`` below, each declared with its description and range (``ros2 param
+describe``). Most are read at ``configure``: a set is accepted while the node is unconfigured and refused with the
+reason once it is configured; ``status_period_s`` applies live; ``autostart`` is read at start. The behaviour they
+select is described in :mod:`swfp_ros.actor.loop`.
 
 Guards of the node itself (:mod:`swfp_ros.ros.guards`; the actor loop knows nothing of the ROS graph):
 - ``update_key_file``: only policy updates signed with this key (the learner's) are applied. Without one, a policy
@@ -77,6 +74,7 @@ from swfp_ros.algo.serialize import MAX_UPDATE_BYTES
 from . import guards
 from . import messages as M
 from .executors import EXIT_START_FAILED, run_node, steady_clock
+from .params import ParamSpec, declare_params, set_period
 from .safety import SafetyFilter
 
 ARM_JOINTS = tuple(f'panda_joint{i}' for i in range(1, 8))
@@ -98,6 +96,55 @@ ESTOP_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durabili
                        history=HistoryPolicy.KEEP_LAST)
 # The home posture is state, like the task: latched, the latest value only.
 HOME_QOS = TASK_QOS
+
+
+C = 'configure'
+PARAMS = [
+    ParamSpec('checkpoint', '', 'policy checkpoint (BC or fine-tuned) loaded at configure; required', C),
+    ParamSpec('policy_loader', 'swfp_ros.algo.checkpoint:load_policy', 'module:function(checkpoint, device) -> '
+              'the runtime that acts and applies updates', C),
+    ParamSpec('device', 'auto', 'torch device: auto (cuda when available) | cpu | cuda | cuda:N', C),
+    ParamSpec('deterministic', False, 'act with zero noise (evaluation); false while fine-tuning', C),
+    ParamSpec('task', 'panda_reach', 'the task whose /swfp/task labels are expected (and joint limits when unset)',
+              C),
+    ParamSpec('joint_names', list(ARM_JOINTS), 'the arm joints, in the policy\'s order', C),
+    ParamSpec('joint_lower', [0.0], 'rad, per joint; [0.0] = the simulated task\'s limits', C),
+    ParamSpec('joint_upper', [0.0], 'rad, per joint; [0.0] = the simulated task\'s limits', C),
+    ParamSpec('action_scale', 0.1, 'rad per control step at |action| = 1 (as in training)', C, low=1e-6, high=1.0),
+    ParamSpec('max_delta', 0.1, 'rad per control step: safety clamp of a command around the measured position', C,
+              low=1e-6, high=1.0),
+    ParamSpec('stale_timeout_s', 0.5, 's: joint states older than this make the arm hold', C, low=0.001, high=60.0),
+    ParamSpec('mode', 'lockstep', 'lockstep (sim bridge in lockstep) | realtime (control_rate timer; a real arm)', C,
+              choices=('lockstep', 'realtime')),
+    ParamSpec('control_rate', 20.0, 'Hz: realtime tick, and the spacing of trajectory points', C, low=0.1,
+              high=1000.0),
+    ParamSpec('command_type', 'float64_array', 'float64_array (forward_command_controller) | trajectory '
+              '(JointTrajectory)', C, choices=('float64_array', 'trajectory')),
+    ParamSpec('dry_run', False, 'publish commands to ~/action_preview only', C),
+    ParamSpec('actor_id', 0, "tags this actor's transitions (one n-step stream per actor)", C, low=0),
+    ParamSpec('autostart', True, 'configure and activate at start-up (no lifecycle manager needed)'),
+    ParamSpec('lockstep_timeout_s', 2.0, 's: lockstep restarts the step protocol when nothing arrives for this long',
+              C, low=0.01, high=3600.0),
+    ParamSpec('max_learner_backlog', 32, 'lockstep: wait while the learner has more untrained transitions than '
+              'this; 0 = off', C, low=0),
+    ParamSpec('backlog_timeout_s', 1.0, 's: a backlog report older than this means no learner (never wait for a '
+              'dead one)', C, low=0.01, high=3600.0),
+    ParamSpec('async_chunks', True, 'realtime: infer the next action chunk while the current one executes', C),
+    ParamSpec('temporal_ensemble', False, 'realtime: ACT temporal ensembling of overlapping chunks', C),
+    ParamSpec('ensemble_decay', 0.01, "ACT's m: weight exp(-m i) of the i-th oldest overlapping chunk", C, low=0.0,
+              high=10.0),
+    ParamSpec('home_speed', 0.5, 'rad/s per joint when the task monitor brings the arm home', C, low=0.001,
+              high=10.0),
+    ParamSpec('warmup_iters', 5, 'inferences at configure (allocations, CUDA kernels)', C, low=0),
+    ParamSpec('status_period_s', 1.0, 's between /swfp/status diagnostics', 'live', low=0.01, high=3600.0),
+    ParamSpec('torch_threads', 1, 'torch intra-op threads (1: no OpenMP spin-waiting on shared cores)', C, low=1),
+    ParamSpec('update_key_file', '', "file with the learner's update key: only updates signed with it are applied; "
+              "'' = unsigned updates pass (a warning when commanding an arm)", C),
+    ParamSpec('max_update_bytes', MAX_UPDATE_BYTES, 'bytes: larger policy-update messages are rejected unread', C,
+              low=1, high=MAX_UPDATE_BYTES),
+    ParamSpec('estop_release_sources', [''], "fully qualified node names allowed to release /swfp/estop; [''] = "
+              'none (engaging it stays open to every node)', C),
+]
 
 
 def _load_callable(spec: str):
@@ -127,37 +174,7 @@ def task_spec(task: str, n: int, lower, upper):
 class PolicyNode(LifecycleNode):
     def __init__(self, **kwargs):
         super().__init__('policy_node', **kwargs)
-        p = self.declare_parameter
-        p('checkpoint', '')
-        p('policy_loader', 'swfp_ros.algo.checkpoint:load_policy')   # module:function(checkpoint, device) -> runtime
-        p('device', 'auto')
-        p('deterministic', False)
-        p('task', 'panda_reach')
-        p('joint_names', list(ARM_JOINTS))
-        p('joint_lower', [0.0])                                   # [0.0] (unset) = the sim task's limits
-        p('joint_upper', [0.0])
-        p('action_scale', 0.1)
-        p('max_delta', 0.1)
-        p('stale_timeout_s', 0.5)
-        p('mode', 'lockstep')
-        p('control_rate', 20.0)
-        p('command_type', 'float64_array')
-        p('dry_run', False)
-        p('actor_id', 0)
-        p('autostart', True)
-        p('lockstep_timeout_s', 2.0)
-        p('max_learner_backlog', 32)
-        p('backlog_timeout_s', 1.0)
-        p('async_chunks', True)
-        p('temporal_ensemble', False)
-        p('ensemble_decay', 0.01)
-        p('home_speed', 0.5)
-        p('warmup_iters', 5)
-        p('status_period_s', 1.0)
-        p('torch_threads', 1)
-        p('update_key_file', '')                                  # '' = updates are not authenticated
-        p('max_update_bytes', MAX_UPDATE_BYTES)
-        p('estop_release_sources', [''])                          # [''] = no node may release the e-stop
+        declare_params(self, PARAMS, on_live=self._apply_live, configure_refusal=self._configure_refusal)
         self.loop: ActorLoop | None = None
         self.worker: ActorWorker | None = None
         self.dry_run = False
@@ -165,6 +182,14 @@ class PolicyNode(LifecycleNode):
         self.guard_counters: Counter[str] = Counter(estop_release_refused=0)   # the node's own checks
         self.update_rejections: Counter[str] = Counter()        # rejected before the runtime saw them, by reason
         self.estop_refused_from = ''
+
+    def _configure_refusal(self) -> str:
+        return 'the node is configured' if self.loop is not None else ''
+
+    def _apply_live(self, changes: dict) -> str:
+        if 'status_period_s' in changes and self.loop is not None:   # configured: the status timer exists
+            set_period(self._status_timer, changes['status_period_s'])
+        return ''
 
     # --- lifecycle ----------------------------------------------------------------------------------------------
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -269,8 +294,9 @@ class PolicyNode(LifecycleNode):
                                   lambda m: self.worker.post('backlog_report', int(m.data)), BACKLOG_QOS))
         tcg = MutuallyExclusiveCallbackGroup()
         self.command_watch = guards.CommandPublisherWatch(self.get_fully_qualified_name())
-        self._timers = [self.create_timer(status_period, self._publish_status, callback_group=tcg,
-                                          clock=steady_clock()),
+        self._status_timer = self.create_timer(status_period, self._publish_status, callback_group=tcg,
+                                               clock=steady_clock())
+        self._timers = [self._status_timer,
                         self.create_timer(RELEASE_CHECK_PERIOD_S, self._decide_releases, callback_group=cg,
                                           clock=steady_clock())]
         if self.cfg.mode == 'realtime':

@@ -4,14 +4,8 @@ What ``ros2 bag record`` would do, without rosbag2_py (not on PyPI): raw (serial
 :class:`swfp_ros.data.bag_writer.BagRecorder` unchanged, so ``record_bag:=true`` works in the sim launch and in
 ``swfp up`` on pip-only machines.
 
-Parameters (config/recorder.yaml):
-    topics            string[]  topics to record; each is subscribed as soon as it appears in the graph with a
-                                publisher (its type is taken from the graph); absolute names
-    output            string    bag directory to create (must not exist); '' -> ./swfp_bag_<YYYYmmdd_HHMMSS>
-    storage           string    'mcap' (default) or 'sqlite3'
-    version           int       rosbag2 format version, 8 or 9 (default 9)
-    discovery_period  double    seconds between graph scans for topics not yet subscribed (default 0.5)
-    status_period     double    seconds between /swfp/status diagnostics (default 2.0)
+Parameters (config/recorder.yaml): ``PARAMS`` below, with descriptions and ranges (``ros2 param describe``); the
+two periods apply live.
 
 QoS: like rosbag2, each subscription adapts to the publishers it finds — reliable if every publisher is reliable
 (otherwise best effort), transient local if every publisher is transient local (so latched topics such as
@@ -35,9 +29,23 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from swfp_ros.data.bag_writer import BagRecorder, SimTimeStamper
 from swfp_ros.ros.executors import run_node, steady_clock
 from swfp_ros.ros import messages as M
+from swfp_ros.ros.params import ParamSpec, declare_params, set_period
 
 DEFAULT_TOPICS = ['/joint_states', '/swfp/task', '/swfp/action', '/swfp/reward', '/swfp/transition',
                   '/swfp/policy_update', '/swfp/estop', '/clock']
+
+
+PARAMS = [
+    ParamSpec('topics', DEFAULT_TOPICS, 'topics to record (absolute names); each is subscribed once a publisher '
+              'appears, with its type from the graph'),
+    ParamSpec('output', '', "bag directory to create (must not exist); '' = ./swfp_bag_<YYYYmmdd_HHMMSS>"),
+    ParamSpec('storage', 'mcap', 'rosbag2 storage', choices=('mcap', 'sqlite3')),
+    ParamSpec('version', 9, 'rosbag2 format version (8 or 9)', low=8, high=9),
+    ParamSpec('discovery_period_s', 0.5, 's between graph scans for topics not yet subscribed', 'live', low=0.01,
+              high=3600.0, former='discovery_period'),
+    ParamSpec('status_period_s', 2.0, 's between /swfp/status diagnostics', 'live', low=0.01, high=3600.0,
+              former='status_period'),
+]
 
 
 def message_class(msgtype: str):
@@ -53,16 +61,9 @@ def default_output() -> str:
 class RecorderNode(Node):
     def __init__(self, **kwargs):
         super().__init__('recorder_node', **kwargs)
-        self.declare_parameter('topics', DEFAULT_TOPICS)
-        self.declare_parameter('output', '')
-        self.declare_parameter('storage', 'mcap')
-        self.declare_parameter('version', 9)
-        self.declare_parameter('discovery_period', 0.5)
-        self.declare_parameter('status_period', 2.0)
-        self.topics = [self._absolute(t) for t in self.get_parameter('topics').value if t]
-        output = self.get_parameter('output').value or default_output()
-        storage = str(self.get_parameter('storage').value)
-        version = int(self.get_parameter('version').value)
+        v = declare_params(self, PARAMS, on_live=self._apply_live)
+        self.topics = [self._absolute(t) for t in v['topics'] if t]
+        output, storage, version = v['output'] or default_output(), v['storage'], v['version']
         self.path = Path(output).expanduser().resolve()
         self._lock = threading.Lock()
         self._bag = BagRecorder(self.path, storage=storage, version=version,
@@ -73,12 +74,18 @@ class RecorderNode(Node):
         self._stamper = SimTimeStamper() if self.get_parameter('use_sim_time').value else None
         self._status_pub = self.create_publisher(DiagnosticArray, '/swfp/status', 10)
         steady = steady_clock()
-        self.create_timer(float(self.get_parameter('discovery_period').value), self._discover, clock=steady)
-        self.create_timer(float(self.get_parameter('status_period').value), self._publish_status, clock=steady)
+        self._live_timers = {
+            'discovery_period_s': self.create_timer(v['discovery_period_s'], self._discover, clock=steady),
+            'status_period_s': self.create_timer(v['status_period_s'], self._publish_status, clock=steady)}
         if self._stamper is not None:
             self.create_timer(0.05, self._write_stamped, clock=steady)
         self.get_logger().info(f'recording {", ".join(self.topics)} to {self.path} ({storage}, v{version})')
         self._discover()
+
+    def _apply_live(self, changes: dict) -> str:
+        for name, value in changes.items():
+            set_period(self._live_timers[name], value)
+        return ''
 
     def _absolute(self, topic: str) -> str:
         return topic if topic.startswith('/') else self.resolve_topic_name(topic)

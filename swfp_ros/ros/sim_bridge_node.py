@@ -52,6 +52,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from . import messages as M
 from .executors import run_node, steady_clock
+from .params import ParamSpec, declare_params, set_period
 
 # /swfp/task: state, not a stream: a late subscriber needs the latest value -> transient local, depth 1.
 TASK_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL,
@@ -62,25 +63,37 @@ REWARD_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, histo
 ACTION_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
 
 
+PARAMS = [
+    ParamSpec('task', 'panda_reach', 'the simulated task (panda_reach | panda_push)'),
+    ParamSpec('seed', 0, 'seeds the first reset; later resets continue the same random stream', low=0),
+    ParamSpec('mode', 'lockstep', 'lockstep: one control step per action | realtime: wall-clock physics | hardware: '
+              'a mock ros2_control arm', choices=('lockstep', 'realtime', 'hardware')),
+    ParamSpec('control_rate', 0.0, "realtime: control steps per second; 0 = the task's own rate", low=0.0,
+              high=1000.0),
+    ParamSpec('model_path', '', "Panda MJCF; '' = the gymnasium-robotics kitchen_franka assets"),
+    ParamSpec('publish_clock', True, 'publish /clock (sim time) for use_sim_time nodes'),
+    ParamSpec('command_type', 'float64_array', 'float64_array (7 absolute joint targets) | trajectory '
+              '(JointTrajectory)', choices=('float64_array', 'trajectory')),
+    ParamSpec('heartbeat_s', 0.5, 's: lockstep republishes the state when no action arrived for this long', 'live',
+              low=0.01, high=3600.0),
+    ParamSpec('max_episodes', 0, 'exit after this many episodes; 0 = run until shut down', 'live', low=0),
+    ParamSpec('joint_state_rate', 100.0, 'hardware: joint_states per second (the controller manager\'s rate)',
+              low=0.1, high=10000.0),
+    ParamSpec('status_period_s', 1.0, 's between /swfp/status diagnostics', 'live', low=0.01, high=3600.0),
+]
+
+
 class SimBridge(Node):
     def __init__(self, **kwargs):
         super().__init__('sim_bridge', **kwargs)
         from swfp_ros.sim import BRIDGE_TASKS, TASKS
-        p = self.declare_parameter
-        self.task_name = p('task', 'panda_reach').value
-        self.seed = int(p('seed', 0).value)
-        self.mode = p('mode', 'lockstep').value
-        rate = float(p('control_rate', 0.0).value)          # realtime control steps per wall-clock second; 0 = env's
-        model_path = p('model_path', '').value
-        self.publish_clock = bool(p('publish_clock', True).value)
-        self.command_type = p('command_type', 'float64_array').value
-        self.heartbeat_s = float(p('heartbeat_s', 0.5).value)
-        self.max_episodes = int(p('max_episodes', 0).value)  # 0 = unlimited
-        self.joint_state_rate = float(p('joint_state_rate', 100.0).value)   # hardware: controller/broadcaster Hz
-        if self.mode not in ('lockstep', 'realtime', 'hardware'):
-            raise ValueError(f"mode must be 'lockstep', 'realtime' or 'hardware', got {self.mode!r}")
-        if self.command_type not in ('float64_array', 'trajectory'):
-            raise ValueError(f"command_type must be 'float64_array' or 'trajectory', got {self.command_type!r}")
+        v = declare_params(self, PARAMS, on_live=self._apply_live)
+        self.task_name, self.seed, self.mode = v['task'], v['seed'], v['mode']
+        rate, model_path = v['control_rate'], v['model_path']
+        self.publish_clock, self.command_type = v['publish_clock'], v['command_type']
+        self.heartbeat_s, self.max_episodes = v['heartbeat_s'], v['max_episodes']
+        self.joint_state_rate = v['joint_state_rate']
+        self._live_timers: dict = {}
         if self.task_name not in BRIDGE_TASKS:
             why = ' (end-effector actions: it runs in-process only, swfp finetune)' if self.task_name in TASKS else ''
             raise ValueError(f'task {self.task_name!r} is not served by the sim bridge{why}; choose one of '
@@ -114,15 +127,26 @@ class SimBridge(Node):
         if self.mode == 'realtime':
             self.create_timer(1.0 / self.control_rate, self._realtime_tick, clock=steady_clock())
         else:
-            self.create_timer(self.heartbeat_s, self._heartbeat, clock=steady_clock())
-        self.create_timer(1.0, self._publish_status, clock=steady_clock())
+            self._live_timers['heartbeat_s'] = self.create_timer(self.heartbeat_s, self._heartbeat,
+                                                                 clock=steady_clock())
+        self._start_status_timer()
         self.get_logger().info(f'{self.task_name} in {self.mode} mode, control {self.control_rate:g} Hz, '
                                f'seed {self.seed}, command {self.command_type}')
 
+    def _start_status_timer(self) -> None:
+        period = self.get_parameter('status_period_s').value
+        self._live_timers['status_period_s'] = self.create_timer(period, self._publish_status, clock=steady_clock())
+
+    def _apply_live(self, changes: dict) -> str:
+        for name, value in changes.items():
+            if name in self._live_timers:
+                set_period(self._live_timers[name], value)
+            if name != 'status_period_s':
+                setattr(self, name, value)      # heartbeat_s (also read by the heartbeat), max_episodes
+        return ''
+
     # --- hardware mode (mock ros2_control arm) -----------------------------------------------------------------
     def _start_hardware(self):
-        if not self.joint_state_rate > 0:
-            raise ValueError(f'joint_state_rate must be positive, got {self.joint_state_rate}')
         self._warn_t = 0.0
         self.env.reset(seed=self.seed)
         self.command = self.env.joint_positions
@@ -137,7 +161,7 @@ class SimBridge(Node):
             self.create_subscription(Float64MultiArray, topic, self._on_hw_command, ACTION_QOS)
         self._hw_last, self._hw_due = time.monotonic(), 0.0
         self.create_timer(1.0 / self.joint_state_rate, self._hardware_tick, clock=steady_clock())
-        self.create_timer(1.0, self._publish_status, clock=steady_clock())
+        self._start_status_timer()
         self.get_logger().info(f'mock ros2_control arm: joint_states at {self.joint_state_rate:g} Hz, commands on '
                                f'{self.resolve_topic_name(topic)}')
 

@@ -17,20 +17,8 @@ Topics (relative: under the arm's namespace)
     pub swfp/episode   std_msgs/Int32                  reliable, depth 100 (monitor)
     pub swfp/home      sensor_msgs/JointState          reliable, transient local, depth 1 (monitor)
     pub /swfp/status   diagnostic_msgs/DiagnosticArray default
-Parameters (config/task_node.yaml)
-    task             string    panda_reach (the task whose vector needs no perception beyond the arm)
-    model_path       string    the arm's MJCF ('' = the simulation's Panda)
-    joint_names      string[]  the arm joints, in the model's order
-    base_frame       string    goals must be in this frame (or carry an empty frame_id): there is no TF lookup
-    goal             double[]  initial goal x, y, z (m); [] or [0.0] = none until one arrives on swfp/goal
-    goals            double[]  monitor: goal list x1, y1, z1, x2, ... (cycled); empty = the latest goal received
-    monitor          bool      publish rewards and episodes (online fine-tuning)
-    control_rate     double    Hz
-    episode_steps    int       monitor: time limit in control steps
-    success_distance double    m
-    home             double[]  monitor: home posture (rad); [] = the simulation's home
-    home_tolerance   double    rad, per joint
-    stale_timeout_s  double    joint states older than this: nothing published (the policy's watchdog holds)
+Parameters (config/task_node.yaml): ``PARAMS`` below, with descriptions and ranges (``ros2 param describe``);
+``stale_timeout_s`` and ``status_period_s`` apply live, the others are read at start.
 """
 from __future__ import annotations
 
@@ -47,6 +35,7 @@ from std_msgs.msg import Float64MultiArray, Int32
 
 from . import messages as M
 from .executors import run_node, steady_clock
+from .params import ParamSpec, declare_params, set_period
 from .policy_node import ARM_JOINTS, HOME_QOS, REWARD_QOS, TASK_QOS
 
 GOAL_QOS = TASK_QOS        # latched: a goal given before the node started still arrives
@@ -61,6 +50,31 @@ def _xyz_list(values, name: str) -> list[np.ndarray]:
     return [np.array(values[i:i + 3]) for i in range(0, len(values), 3)]
 
 
+def task_params(tasks, success_distance: float) -> list[ParamSpec]:
+    """The task node's parameters (defaults from the simulated reach task)."""
+    return [
+        ParamSpec('task', 'panda_reach', 'the task whose vector needs nothing but the arm: end effector + goal '
+                  '(panda_reach only)'),
+        ParamSpec('model_path', '', "the arm's MJCF for forward kinematics; '' = the simulation's Panda"),
+        ParamSpec('joint_names', list(ARM_JOINTS), "the arm joints, in the model's order"),
+        ParamSpec('base_frame', 'panda_link0', 'goals must be in this frame or carry an empty frame_id (no TF '
+                  'lookup)'),
+        ParamSpec('goal', [0.0], 'initial goal x, y, z (m); [0.0] = none until one arrives on swfp/goal'),
+        ParamSpec('goals', [0.0], 'monitor: goals x1, y1, z1, x2, ... cycled per episode; [0.0] = the latest '
+                  'swfp/goal'),
+        ParamSpec('monitor', False, 'publish swfp/reward, swfp/episode and swfp/home (online fine-tuning)'),
+        ParamSpec('control_rate', 20.0, 'Hz, as in training', low=0.1, high=1000.0),
+        ParamSpec('episode_steps', tasks['panda_reach'][2], 'monitor: time limit in control steps', low=1),
+        ParamSpec('success_distance', success_distance, 'm: end effector to goal for success', low=1e-4, high=1.0),
+        ParamSpec('home', [0.0], "monitor: home posture between episodes (rad); [0.0] = the simulation's home"),
+        ParamSpec('home_tolerance', 0.05, 'rad per joint: "at home"', low=1e-4, high=1.0),
+        ParamSpec('stale_timeout_s', 0.5, 's: joint states older than this publish nothing (the policy holds)',
+                  'live', low=0.001, high=60.0),
+        ParamSpec('status_period_s', 1.0, 's between /swfp/status diagnostics', 'live', low=0.01, high=3600.0,
+                  former='status_period'),
+    ]
+
+
 class TaskNode(Node):
     def __init__(self, **kwargs):
         super().__init__('task_node', **kwargs)
@@ -68,26 +82,17 @@ class TaskNode(Node):
         from swfp_ros.sim.kinematics import ArmKinematics
         from swfp_ros.sim.monitor import TaskMonitor
         from swfp_ros.sim.tasks import ReachDefinition, SUCCESS_DISTANCE
-        p = self.declare_parameter
-        task = p('task', 'panda_reach').value
-        model_path = p('model_path', '').value
-        self.joint_names = tuple(p('joint_names', list(ARM_JOINTS)).value)
-        self.base_frame = p('base_frame', 'panda_link0').value
-        goal = _xyz_list(p('goal', [0.0]).value, 'goal')
-        goals = _xyz_list(p('goals', [0.0]).value, 'goals')
-        monitor = bool(p('monitor', False).value)
-        rate = float(p('control_rate', 20.0).value)
-        episode_steps = int(p('episode_steps', TASKS.get(task, (None, None, 50))[2]).value)
-        success = float(p('success_distance', SUCCESS_DISTANCE).value)
-        home = [float(v) for v in p('home', [0.0]).value]
-        home_tol = float(p('home_tolerance', 0.05).value)
-        self.stale_timeout_s = float(p('stale_timeout_s', 0.5).value)
-        status_period = float(p('status_period', 1.0).value)
+        v = declare_params(self, task_params(TASKS, SUCCESS_DISTANCE), on_live=self._apply_live)
+        task, model_path = v['task'], v['model_path']
+        self.joint_names = tuple(v['joint_names'])
+        self.base_frame = v['base_frame']
+        goal, goals = _xyz_list(v['goal'], 'goal'), _xyz_list(v['goals'], 'goals')
+        monitor, rate, episode_steps = v['monitor'], v['control_rate'], v['episode_steps']
+        success, home, home_tol = v['success_distance'], [float(x) for x in v['home']], v['home_tolerance']
+        self.stale_timeout_s = v['stale_timeout_s']
         if task != 'panda_reach':
             raise ValueError(f'task {task!r}: the task node computes panda_reach (end effector + goal from joint '
                              f'states); other tasks need perception of the objects (publish their swfp/task yourself)')
-        if rate <= 0:
-            raise ValueError(f'control_rate must be positive, got {rate}')
         kin = ArmKinematics(model_path or None)
         if self.joint_names != kin.joint_names:
             raise ValueError(f'joint_names {list(self.joint_names)} do not match the model\'s {list(kin.joint_names)}')
@@ -110,10 +115,16 @@ class TaskNode(Node):
         self.create_subscription(JointState, 'joint_states', self._on_joint_state, qos_profile_sensor_data)
         self.create_subscription(PoseStamped, 'swfp/goal', self._on_goal, GOAL_QOS)
         self.create_timer(1.0 / rate, self._step, clock=steady_clock())
-        self.create_timer(status_period, self._publish_status, clock=steady_clock())
+        self._status_timer = self.create_timer(v['status_period_s'], self._publish_status, clock=steady_clock())
         self.get_logger().info(f'{task} from {self.joint_names[0]}..{self.joint_names[-1]} at {rate:g} Hz'
                                f'{", task monitor" if monitor else ""}; goal: '
                                f'{"list of %d" % len(goals) if goals else goal[0] if goal else "from swfp/goal"}')
+
+    def _apply_live(self, changes: dict) -> str:
+        if 'status_period_s' in changes:
+            set_period(self._status_timer, changes['status_period_s'])
+        self.stale_timeout_s = changes.get('stale_timeout_s', self.stale_timeout_s)
+        return ''
 
     def _warn(self, key: str, text: str):
         self.counters[key] += 1

@@ -15,7 +15,7 @@ from ..sim.experts import make_expert
 
 
 def collect_demos(task: str, episodes: int, noise_std: float, epsilon: float, seed: int = 0,
-                  progress: bool = True) -> tuple[DemoDataset, list[EpisodeRecord]]:
+                  progress: bool | None = True) -> tuple[DemoDataset, list[EpisodeRecord]]:
     """Roll out the scripted expert; episode i uses env seed ``seed + i``. The records (for a rosbag) are empty for a
     task that is not joint-position controlled."""
     env = make_env(task)
@@ -27,7 +27,7 @@ def collect_demos(task: str, episodes: int, noise_std: float, epsilon: float, se
                           provenance=[{'source': 'simulator', 'task': task, 'expert_noise_std': noise_std,
                                        'expert_epsilon': epsilon, 'seed': seed, 'episodes': episodes}])
     records = []
-    for i in tqdm(range(episodes), desc=f'demos {task}', disable=not progress):
+    for i in tqdm(range(episodes), desc=f'demos {task}', disable=None if progress is None else not progress):
         obs, _ = env.reset(seed=seed + i)
         steps = {'obs': [], 'actions': [], 'rewards': [], 'time': [], 'targets': []}
         done, info = False, {}

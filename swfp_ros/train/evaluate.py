@@ -48,12 +48,15 @@ def run_episode(env, policy: Policy, seed: int | None = None, on_step: Callable 
     return total, length, bool(info.get('is_success', False))
 
 
-def evaluate(env, policy: Policy, episodes: int, seed: int = 0) -> EvalResult:
-    """Success rate and mean return over ``episodes`` episodes seeded ``seed, seed+1, ...``."""
+def evaluate(env, policy: Policy, episodes: int, seed: int = 0, progress: bool | None = False) -> EvalResult:
+    """Success rate and mean return over ``episodes`` episodes seeded ``seed, seed+1, ...``; ``progress``: a bar
+    with ETA over the episodes (None: only on a terminal)."""
+    from tqdm import tqdm
     if episodes < 1:
         raise ValueError('episodes must be >= 1')
     returns, lengths, successes = [], [], []
-    for episode in range(episodes):
+    for episode in tqdm(range(episodes), desc='eval', unit='episode',
+                        disable=None if progress is None else not progress):
         ret, length, success = run_episode(env, policy, seed=seed + episode)
         returns.append(ret)
         lengths.append(length)

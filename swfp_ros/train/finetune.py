@@ -1,6 +1,11 @@
 """In-process online fine-tuning (no ROS): act -> store -> critic updates -> one JKO block every N env steps ->
 periodic evaluation -> logs and checkpoints, resumable.
 
+What a run folder holds: ``learner.pt`` (the latest, resumed from), ``best.pt`` (the learner at its best evaluation so
+far), ``learner_<env steps>.pt`` every ``keep_every`` evaluations, ``eval_<env steps>.gif`` (one rollout of the
+policy as evaluated) every ``gif_every`` evaluations, ``curve.csv`` + ``curve.png`` (the evaluations),
+``blocks.jsonl`` (each block's report), ``tensorboard/`` (scalars: :mod:`swfp_ros.train.monitor`), ``summary.json``.
+
 The actor side is a :class:`PolicyRuntime` holding its own copy of the policy, fed with the learner's serialised
 updates exactly as the ROS policy node is, so this runner exercises the same update path as the node graph; every
 evaluation row reports the largest difference between the actor's and the learner's deterministic actions
@@ -21,6 +26,7 @@ import dataclasses
 import hashlib
 import json
 import resource
+import shutil
 import time
 from pathlib import Path
 from typing import Callable
@@ -37,12 +43,15 @@ from ..algo.runtime import PolicyRuntime
 from ..data import DemoDataset
 from ..files import write_text_atomic
 from ..sim import make_env
+from .monitor import ScalarLog
 
 LEARNERS = {'swfp': Learner, 'naive': NaiveLearner}
 CHECKPOINT = 'learner.pt'
 CURVE = 'curve.csv'
 BLOCKS = 'blocks.jsonl'
 RUN = 'run.json'
+BEST = 'best.pt'
+TENSORBOARD = 'tensorboard'
 
 
 @dataclasses.dataclass
@@ -55,6 +64,8 @@ class RunnerConfig:
     eval_episodes: int = 40
     seed: int = 0
     device: str = 'cpu'
+    keep_every: int = 0               # evaluations between kept checkpoints learner_<env steps>.pt; 0 = none
+    gif_every: int = 0                # evaluations between evaluation GIFs eval_<env steps>.gif; 0 = none
 
 
 def evaluate_runtime(runtime: PolicyRuntime, task: str, episodes: int, num_envs: int, seed: int,
@@ -189,9 +200,12 @@ def demo_transitions(dataset: DemoDataset, swfp: SwfpConfig) -> dict[str, np.nda
 
 
 def finetune(bc_checkpoint: str, out_dir: str, run: RunnerConfig, swfp: SwfpConfig,
-             demos: DemoDataset | None = None, log=print) -> list[dict]:
+             demos: DemoDataset | None = None, log=print, progress: bool | None = None) -> list[dict]:
     """Fine-tune from a BC checkpoint; resumes from ``out_dir/learner.pt`` if present. Returns the evaluation rows,
-    the last one at the end of the budget."""
+    the last one at the end of the budget.
+
+    ``progress``: a progress bar with ETA over the env-step budget (None: only on a terminal)."""
+    from tqdm import tqdm
     if run.method not in LEARNERS:
         raise ValueError(f'unknown method {run.method!r}; choose one of {sorted(LEARNERS)}')
     out = Path(out_dir)
@@ -221,36 +235,16 @@ def finetune(bc_checkpoint: str, out_dir: str, run: RunnerConfig, swfp: SwfpConf
     timing = {'critic_s': 0.0, 'critic_updates': 0, 'block_s': 0.0, 'blocks': 0}
     next_eval = (rows[-1]['env_steps'] // run.eval_every + 1) * run.eval_every if rows else learner.counters.env_steps
     start = time.perf_counter() - (rows[-1]['wall_s'] if rows else 0.0)
-    while True:
-        steps_done = learner.counters.env_steps
-        finished = steps_done >= run.env_steps
-        if steps_done >= next_eval or (finished and (not rows or rows[-1]['env_steps'] < steps_done)):
-            rows.append(_evaluate_row(runtime, learner, run, steps_done, time.perf_counter() - start))
-            # checkpoint first: interrupted between the two, a resume re-evaluates this point instead of skipping it
-            save_learner(str(out / CHECKPOINT), learner, extra=passed_on)
-            _append_curve(out / CURVE, rows[-1])
-            log(f"[{run.method} {run.task} seed {run.seed}] {steps_done:>6d} env steps: success "
-                f"{rows[-1]['success_rate']:.2f}, return {rows[-1]['mean_return']:.2f}, blocks {rows[-1]['blocks']}, "
-                f"critic bias {rows[-1]['critic_q_bias']:+.2f} (corr {rows[-1]['critic_q_mc_corr']:.2f})")
-            next_eval = (steps_done // run.eval_every + 1) * run.eval_every
-        if finished:
-            break
-        transitions, _ = collector.collect(runtime)
-        learner.add_transitions(**transitions)
-        critic_before = learner.counters.critic_updates
-        blocks_before = learner.counters.blocks_trained
-        tick = time.perf_counter()
-        updates = learner.update()
-        elapsed = time.perf_counter() - tick
-        if learner.counters.blocks_trained > blocks_before:
-            timing['block_s'] += elapsed
-            timing['blocks'] += 1
-            _log_block(out / BLOCKS, learner, steps_done)
-        else:
-            timing['critic_s'] += elapsed
-            timing['critic_updates'] += learner.counters.critic_updates - critic_before
-        for update in updates:
-            runtime.apply_update(update.to_bytes())   # the same validated byte path as the ROS policy node
+    scalars = ScalarLog(out / TENSORBOARD)
+    bar = tqdm(total=run.env_steps, initial=min(learner.counters.env_steps, run.env_steps), unit='step',
+               desc=f'{run.method} {run.task}', disable=None if progress is None else not progress)
+    if log is print and not bar.disable:
+        log = bar.write                         # lines above the bar, not through it
+    try:
+        _run(learner, runtime, collector, run, out, rows, next_eval, start, passed_on, timing, scalars, bar, log)
+    finally:
+        bar.close()
+        scalars.close()
     summary = {'timing': {'critic_ms_per_update': 1e3 * timing['critic_s'] / max(timing['critic_updates'], 1),
                           'block_s_per_block': timing['block_s'] / max(timing['blocks'], 1),
                           'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024},
@@ -293,6 +287,96 @@ def _reconcile_logs(out: Path, learner) -> None:
     (out / CURVE).unlink(missing_ok=True)
     for row in rows:
         _append_curve(out / CURVE, row)
+
+
+def _run(learner, runtime, collector, run: RunnerConfig, out: Path, rows: list[dict], next_eval: int, start: float,
+         passed_on: dict, timing: dict, scalars: ScalarLog, bar, log) -> None:
+    """The loop: evaluate when due (checkpoints, curve, scalars), collect one decision per env, update."""
+    while True:
+        steps_done = learner.counters.env_steps
+        finished = steps_done >= run.env_steps
+        if steps_done >= next_eval or (finished and (not rows or rows[-1]['env_steps'] < steps_done)):
+            rows.append(_evaluate_row(runtime, learner, run, steps_done, time.perf_counter() - start))
+            # checkpoint first: interrupted between the two, a resume re-evaluates this point instead of skipping it
+            save_learner(str(out / CHECKPOINT), learner, extra=passed_on)
+            if rows[-1]['success_rate'] > max((r['success_rate'] for r in rows[:-1]), default=-1.0):
+                shutil.copyfile(out / CHECKPOINT, out / f'{BEST}.tmp')
+                (out / f'{BEST}.tmp').replace(out / BEST)
+            if run.keep_every and (len(rows) - 1) % run.keep_every == 0:
+                shutil.copyfile(out / CHECKPOINT, out / f'learner_{steps_done}.pt')
+            if run.gif_every and (len(rows) - 1) % run.gif_every == 0:
+                _write_gif(out / f'eval_{steps_done}.gif', runtime, run)
+            _append_curve(out / CURVE, rows[-1])
+            plot_rows(out / 'curve.png', rows, f'{run.method} on {run.task} (seed {run.seed})')
+            row = rows[-1]
+            scalars.scalars('eval', {'success_rate': row['success_rate'], 'mean_return': row['mean_return'],
+                                     'q_bias': row['critic_q_bias'], 'q_mc_corr': row['critic_q_mc_corr']}, steps_done)
+            scalars.scalars('time', {'wall_s': row['wall_s']}, steps_done)
+            scalars.flush()
+            log(f"[{run.method} {run.task} seed {run.seed}] {steps_done:>6d} env steps: success "
+                f"{rows[-1]['success_rate']:.2f}, return {rows[-1]['mean_return']:.2f}, blocks {rows[-1]['blocks']}, "
+                f"critic bias {rows[-1]['critic_q_bias']:+.2f} (corr {rows[-1]['critic_q_mc_corr']:.2f})")
+            next_eval = (steps_done // run.eval_every + 1) * run.eval_every
+        if finished:
+            return
+        transitions, steps = collector.collect(runtime)
+        learner.add_transitions(**transitions)
+        bar.update(min(steps, max(run.env_steps - bar.n, 0)))
+        critic_before = learner.counters.critic_updates
+        blocks_before = learner.counters.blocks_trained
+        tick = time.perf_counter()
+        updates = learner.update()
+        elapsed = time.perf_counter() - tick
+        done = learner.counters.critic_updates - critic_before
+        if done:
+            scalars.critic(learner.critic_metrics, steps_done)
+        if learner.counters.blocks_trained > blocks_before:
+            timing['block_s'] += elapsed
+            timing['blocks'] += 1
+            _log_block(out / BLOCKS, learner, steps_done)
+            if learner.reports:
+                scalars.block(learner.reports[-1], steps_done)
+            scalars.scalars('time', {'block_s': elapsed}, steps_done)
+        else:
+            timing['critic_s'] += elapsed
+            timing['critic_updates'] += done
+            if done:
+                scalars.scalars('time', {'critic_ms_per_update': 1e3 * elapsed / done}, steps_done)
+        scalars.scalars('learner', {'replay_size': len(learner.replay),
+                                    'blocks_accepted': learner.counters.blocks_accepted}, steps_done)
+        for update in updates:
+            runtime.apply_update(update.to_bytes())   # the same validated byte path as the ROS policy node
+
+
+def _write_gif(path: Path, runtime: PolicyRuntime, run: RunnerConfig) -> None:
+    """One rollout of the policy as evaluated (stochastic, the first evaluation seed), rendered offscreen."""
+    from ..sim.render import record_rollouts, save_gif
+    env = make_env(run.task, render_mode='rgb_array', width=240, height=180)
+    try:
+        frames, _ = record_rollouts(env, runtime.act, episodes=1,
+                                    seed=1_000_000 + run.seed * 1000, every=2)
+    finally:
+        env.close()
+    save_gif(frames, path, fps=10)
+
+
+def plot_rows(path: Path, rows: list[dict], title: str) -> None:
+    """The evaluations' success rate and mean return against env steps (PNG)."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    steps = [r['env_steps'] for r in rows]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5), sharex=True)
+    top.plot(steps, [r['success_rate'] for r in rows], 'o-')
+    top.set_ylabel('success rate')
+    top.set_ylim(-0.02, 1.02)
+    top.set_title(title)
+    bottom.plot(steps, [r['mean_return'] for r in rows], 'o-', color='tab:green')
+    bottom.set_ylabel('mean return')
+    bottom.set_xlabel('env steps')
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def _evaluate_row(runtime, learner, run: RunnerConfig, env_steps: int, wall_s: float) -> dict:

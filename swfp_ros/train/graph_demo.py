@@ -186,9 +186,11 @@ def run_graph_finetune(bc_checkpoint: str, out_dir: str | Path, env_steps: int, 
                 raise TimeoutError(f'graph fine-tuning: {steps}/{env_steps} env steps after {timeout_s:.0f} s')
             if time.monotonic() - last_log > 10.0:
                 last_log = time.monotonic()
+                elapsed = time.monotonic() - t0
+                eta = f', ETA {elapsed * (env_steps - steps) / steps:.0f} s' if steps else ''
                 log(f'  graph: {steps:5d}/{env_steps} env steps, learner stored {lstat.get("env_steps", "-")}, '
                     f'version {lstat.get("version", "-")}, blocks {lstat.get("blocks_accepted", "-")}/'
-                    f'{lstat.get("blocks_trained", "-")}, {time.monotonic() - t0:.0f} s')
+                    f'{lstat.get("blocks_trained", "-")}, {elapsed:.0f} s{eta}')
             time.sleep(0.05)
         for p in actor_procs:                          # 2. stop the actors
             _killpg(p.popen.pid, signal.SIGINT)
@@ -295,7 +297,7 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     # 1. noisy expert demonstrations, recorded as a rosbag2 and ingested back (the path real demos take)
     log(f'[1/5] {cfg.demos} noisy expert demos on {cfg.task} (noise {cfg.noise}, epsilon {cfg.epsilon}) -> rosbag')
-    dataset, records = collect_demos(cfg.task, cfg.demos, cfg.noise, cfg.epsilon, seed=cfg.seed, progress=False)
+    dataset, records = collect_demos(cfg.task, cfg.demos, cfg.noise, cfg.epsilon, seed=cfg.seed, progress=None)
     bag = out / 'demos_bag'
     if bag.exists():
         shutil.rmtree(bag)
@@ -307,7 +309,7 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
     # 2. BC
     log(f'[2/5] BC, {cfg.bc_steps} steps')
     bc_path = out / 'bc.pt'
-    pretrain(ingested, bc_path, steps=cfg.bc_steps, seed=cfg.seed, progress=False)
+    pretrain(ingested, bc_path, steps=cfg.bc_steps, seed=cfg.seed, progress=None)   # bars on a terminal only
     # 3. BC evaluation
     bc_success = evaluate_checkpoint(str(bc_path), cfg.task, cfg.eval_episodes)
     log(f'[3/5] BC success {bc_success:.2f} ({cfg.eval_episodes} episodes, {time.monotonic() - t0:.0f} s so far)')

@@ -12,7 +12,7 @@ from ..data import DemoDataset
 
 def pretrain(dataset: DemoDataset, out: str | Path, cfg: FlowConfig | None = None, steps: int = 5000,
              batch: int = 256, lr: float = 3e-4, seed: int = 0, device: str = 'cpu', log_dir: str | None = None,
-             progress: bool = True) -> dict:
+             progress: bool | None = True) -> dict:
     """Flow-matching BC on every step of ``dataset`` (targets: chunks of ``cfg.chunk`` actions); writes a policy checkpoint carrying the normaliser, the flow
     config and the dataset's labels and provenance. Returns the training metrics."""
     cfg = cfg or FlowConfig()

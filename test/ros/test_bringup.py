@@ -6,6 +6,7 @@ package parameter files and argument overrides), with the real learner on a tiny
 The whole sim_finetune graph (sim bridge + policy + learner, blocks applied) is test_graph_e2e.py.
 """
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -96,19 +97,19 @@ def test_print_and_help_resolve_the_real_graphs(tmp_path, capsys):
     out = capsys.readouterr().out
     for exe in ('sim_bridge', 'policy_node', 'learner_node', 'recorder_node'):
         assert re.search(rf'{exe} --ros-args -r __node:={exe}', out), out
-    assert '-r __ns:=/actor1' in out and 'task: panda_push' in out
+    assert '-r __ns:=/actor1' in out and '-p task:=panda_push' in out
     assert 'config/sim_bridge.yaml' in out and 'config/learner.yaml' in out
     assert bringup.main(['real_arm', 'command_topic:=/arm/cmd', '--print']) == 0
     out = capsys.readouterr().out
-    assert '-r swfp/action:=/arm/cmd' in out and 'dry_run: true' in out and 'recorder_node' not in out
-    assert 'task_node --ros-args' in out and 'mode: realtime' in out and 'learner_node' not in out
+    assert '-r swfp/action:=/arm/cmd' in out and '-p dry_run:=true' in out and 'recorder_node' not in out
+    assert 'task_node --ros-args' in out and '-p mode:=realtime' in out and 'learner_node' not in out
     # several arms: the actor nodes once per namespace, actor ids counting up, relative controller topics per arm
     assert bringup.main(['real_arm', 'namespace:=arm1,arm2', 'learn:=true', 'actor_id:=4', '--print']) == 0
     out = capsys.readouterr().out
     for ns in ('arm1', 'arm2'):
         for exe in ('task_node', 'policy_node'):
             assert re.search(rf'{exe} --ros-args -r __node:={exe} -r __ns:=/{ns} ', out), out
-    assert out.count('learner_node --ros-args') == 1 and 'actor_id: 4' in out and 'actor_id: 5' in out
+    assert out.count('learner_node --ros-args') == 1 and '-p actor_id:=4' in out and '-p actor_id:=5' in out
     assert '-r swfp/action:=forward_position_controller/commands' in out
     assert bringup.main(['sim_finetune', 'nosuch:=1']) == 2
     assert 'no argument(s) nosuch' in capsys.readouterr().err
@@ -130,4 +131,49 @@ def test_each_node_gets_its_stop_timeout_as_under_ros2_launch():
                             (60.0, {'sim_bridge': 60.0, 'policy_node': 60.0, 'learner_node': 60.0})):
         up = bringup.Bringup(nodes, grace=grace)
         assert {n.executable: up.stop_timeout(n) for n in nodes} == expected
-        up._tmp.cleanup()
+
+
+def test_print_output_runs_as_printed_with_learner_settings(tmp_path, ros_env, ros_node, capsys):
+    """--print: every override is on the command line (no file that vanishes when swfp up exits); a printed learner
+    command, pasted as is, starts a learner holding the swfp.* settings given to swfp up; a bad setting stops swfp up
+    before anything starts, naming it."""
+    from rclpy.parameter_client import AsyncParameterClient
+    bc = write_bc_checkpoint(tmp_path / 'bc.pt', 3, 2)
+    assert bringup.main(['sim_finetune', f'checkpoint:={bc}', f'checkpoint_dir:={tmp_path / "ckpt"}',
+                         'use_sim_time:=false', 'swfp.block.delta:=0.2', 'swfp.warmup_steps:=2000', '--print']) == 0
+    lines = capsys.readouterr().out.splitlines()
+    learner = [shlex.split(line) for line in lines if 'learner_node --ros-args' in line]
+    assert len(learner) == 1
+    cmd = learner[0]
+    assert '-p' in cmd and 'swfp.block.delta:=0.2' in cmd and 'swfp.warmup_steps:=2000' in cmd
+    files = [cmd[i + 1] for i, a in enumerate(cmd) if a == '--params-file']
+    assert files and all(f.endswith('config/learner.yaml') for f in files)
+    log = open(tmp_path / 'learner.log', 'w')
+    proc = subprocess.Popen(cmd, env=ros_env, stdout=log, stderr=subprocess.STDOUT, cwd=str(tmp_path),
+                            start_new_session=True)
+    try:
+        client = AsyncParameterClient(ros_node.node, '/learner_node')
+        ros_node.wait_for(lambda: '/learner_node' in [
+            f'{ns.rstrip("/")}/{n}' for n, ns in ros_node.node.get_node_names_and_namespaces()], 40.0,
+            what='the pasted learner command')
+        ros_node.wait_for(client.services_are_ready, 30.0, what='its parameter services')
+        values = {}
+
+        def got():   # re-asked until answered: a request sent before discovery matched its reply is lost
+            fut = client.get_parameters(['swfp.block.delta', 'swfp.warmup_steps', 'checkpoint_dir'])
+            deadline = time.monotonic() + 5.0
+            while not fut.done() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            values['v'] = fut.result().values if fut.done() else None
+            return values['v'] is not None
+        ros_node.wait_for(got, 30.0, what='the parameters')
+        delta, warmup, ckpt = values['v']
+        assert (delta.double_value, warmup.integer_value, ckpt.string_value) == (0.2, 2000, str(tmp_path / 'ckpt'))
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
+        log.close()
+    assert bringup.main(['sim_finetune', 'swfp.block.delat:=0.2', '--print']) == 2
+    assert 'swfp.block.delat:=0.2: unknown setting (did you mean block.delta?' in capsys.readouterr().err
+    assert bringup.main(['real_arm', 'swfp.block.delta:=0.2', '--print']) == 2
+    assert 'this graph runs no learner' in capsys.readouterr().err

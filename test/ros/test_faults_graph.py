@@ -39,7 +39,7 @@ def test_sigkill_learner_bridge_policy(launch_node, ros_node, tmp_path):
     ckpt_dir = tmp_path / 'ckpt'
     nodes = {
         'learner': lambda: launch_node('learner_node', params_file=CONFIG / 'learner.yaml', params={
-            'checkpoint_dir': str(ckpt_dir), 'base_checkpoint': str(bc), 'device': 'cpu', 'status_period': 0.2,
+            'checkpoint_dir': str(ckpt_dir), 'base_checkpoint': str(bc), 'device': 'cpu', 'status_period_s': 0.2,
             'swfp': {**SMALL_SWFP, 'utd': 4.0}}),     # utd 4: the learner falls behind the actor, a backlog builds
         'bridge': lambda: launch_node('sim_bridge', params_file=CONFIG / 'sim_bridge.yaml', ros_args=NS,
                                       name='sim_bridge', params={'seed': 3}),

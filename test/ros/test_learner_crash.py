@@ -23,7 +23,7 @@ def test_policy_survives_learner_crash_and_accepts_the_resumed_learner(launch_no
     status = ros_node.collect('/swfp/status', DiagnosticArray)
     actions = ros_node.collect('/swfp/action', Float64MultiArray, DEEP)
     learner_params = {'checkpoint_dir': str(tmp_path / 'ckpt'), 'base_checkpoint': str(bc), 'device': 'cpu',
-                      'status_period': 0.2, 'swfp': SMALL_SWFP}
+                      'status_period_s': 0.2, 'swfp': SMALL_SWFP}
     learner = launch_node('learner_node', params_file=CONFIG / 'learner.yaml', params=learner_params)
     bridge = launch_node('sim_bridge', params_file=CONFIG / 'sim_bridge.yaml', params={'seed': 3})
     policy = launch_node('policy_node', params_file=CONFIG / 'policy.yaml',

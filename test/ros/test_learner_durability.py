@@ -29,7 +29,7 @@ def start_learner(tmp_path, launch_node):
 
     def start(**params):
         base = {'checkpoint_dir': str(tmp_path / 'ckpt'), 'base_checkpoint': str(bc), 'device': 'cpu',
-                'status_period': 0.2, 'update_period': 0.01, 'swfp': SMALL_SWFP}
+                'status_period_s': 0.2, 'update_period_s': 0.01, 'swfp': SMALL_SWFP}
         return launch_node('learner_node', params={**base, **params})
     start.bc = bc
     return start

@@ -23,7 +23,7 @@ LATCHED = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, durabili
 def learner_setup(tmp_path, launch_node):
     bc = write_bc_checkpoint(tmp_path / 'bc.pt', OBS, ACT)
     base = {'checkpoint_dir': str(tmp_path / 'ckpt'), 'base_checkpoint': str(bc), 'device': 'cpu',
-            'checkpoint_every': 1, 'status_period': 0.2, 'update_period': 0.01, 'swfp': SMALL_SWFP}
+            'checkpoint_every': 1, 'status_period_s': 0.2, 'update_period_s': 0.01, 'swfp': SMALL_SWFP}
 
     def start(**params):
         return launch_node('learner_node', params={**base, **params})
@@ -185,3 +185,21 @@ def test_prefill_from_transition_bag(ros_node, learner_setup, tmp_path):
     bad = learner_setup(transition_bag=str(other), checkpoint_dir=str(tmp_path / 'ckpt2'))
     bad.proc.wait(60)
     assert bad.proc.returncode != 0 and 'do not match the learner' in bad.output()
+
+
+def test_tensorboard_scalars_from_log_dir(ros_node, learner_setup, tmp_path):
+    """log_dir: the learner's critic, block, replay and time scalars, readable once the node stopped."""
+    proc = learner_setup(log_dir=str(tmp_path / 'tb'))
+    status = ros_node.collect('/swfp/status', DiagnosticArray)
+    publish(ros_node, 70)
+    ros_node.wait_for(lambda: learner_status(status).get('blocks_trained') == '1', 60.0, what='a block')
+    assert proc.stop() == 0, proc.output()
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(str(tmp_path / 'tb'), size_guidance={'scalars': 0})
+    acc.Reload()
+    scalars = {tag: acc.Scalars(tag) for tag in acc.Tags()['scalars']}
+    for tag in ('critic/td_loss', 'critic/q_mean', 'block/w2_bound', 'block/accepted', 'block/lambda',
+                'learner/replay_size', 'time/critic_ms_per_update', 'time/block_s'):
+        assert scalars.get(tag), f'no {tag} in {sorted(scalars)}'
+    assert len(scalars['block/w2_bound']) == 1 and scalars['block/w2_bound'][0].step >= 64
+    assert scalars['learner/replay_size'][-1].value == int(learner_status(status)['replay_size'])

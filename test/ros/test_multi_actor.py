@@ -38,7 +38,7 @@ def test_two_namespaced_actors_one_learner(launch_node, ros_node, tmp_path):
     actions = {i: ros_node.collect(f'/actor{i}/swfp/action', Float64MultiArray, DEEP) for i in (0, 1)}
     plain = ros_node.collect('/swfp/action', Float64MultiArray, DEEP)    # no actor may use the global name
     learner = launch_node('learner_node', params_file=CONFIG / 'learner.yaml', params={
-        'checkpoint_dir': str(tmp_path / 'ckpt'), 'base_checkpoint': str(bc), 'device': 'cpu', 'status_period': 0.2,
+        'checkpoint_dir': str(tmp_path / 'ckpt'), 'base_checkpoint': str(bc), 'device': 'cpu', 'status_period_s': 0.2,
         'swfp': SMALL_SWFP})
     procs = [learner]
     for i in (0, 1):

@@ -51,7 +51,7 @@ def test_lockstep_bag_reingests_every_recorded_step(launch_node, ros_node, tmp_p
     actions = ros_node.collect('/swfp/action', Float64MultiArray, QoSProfile(depth=1000,
                                                                             reliability=ReliabilityPolicy.RELIABLE))
     recorder = launch_node('recorder_node', params_file=CONFIG / 'recorder.yaml',
-                           params={'output': str(bag), 'use_sim_time': True, 'discovery_period': 0.2})
+                           params={'output': str(bag), 'use_sim_time': True, 'discovery_period_s': 0.2})
     bridge = launch_node('sim_bridge', params_file=CONFIG / 'sim_bridge.yaml', params={'seed': 3})
     policy = launch_node('policy_node', params_file=CONFIG / 'policy.yaml',
                          params={'checkpoint': str(ckpt), 'policy_loader': 'stub_runtime:load_policy'},

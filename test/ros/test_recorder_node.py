@@ -28,7 +28,7 @@ def test_recorder_writes_readable_bag(launch_node, ros_node, tmp_path, storage):
     joints = node.create_publisher(JointState, '/joint_states', QoSProfile(depth=100))
     recorder = launch_node('recorder_node', params={
         'topics': ['/joint_states', '/swfp/task', '/swfp/estop', '/not/published'], 'output': str(bag),
-        'storage': storage, 'discovery_period': 0.2, 'status_period': 0.2})
+        'storage': storage, 'discovery_period_s': 0.2, 'status_period_s': 0.2})
     ros_node.wait_for(lambda: task.get_subscription_count() and joints.get_subscription_count()
                       and estop.get_subscription_count(), 30.0, what='the recorder subscribed to every topic')
     for i in range(25):

@@ -29,14 +29,14 @@ def _start(kind: str, launch_node, tmp_path: Path):
     if kind == 'learner_node':
         return launch_node('learner_node', params_file=CONFIG / 'learner.yaml', params={
             'checkpoint_dir': str(tmp_path / 'ckpt'), 'base_checkpoint': str(bc), 'device': 'cpu',
-            'status_period': 0.2, 'swfp': SMALL_SWFP})
+            'status_period_s': 0.2, 'swfp': SMALL_SWFP})
     if kind == 'policy_node':
         return launch_node('policy_node', params_file=CONFIG / 'policy.yaml', params={
             'checkpoint': str(bc), 'device': 'cpu', 'status_period_s': 0.2})
     if kind == 'sim_bridge':
         return launch_node('sim_bridge', params_file=CONFIG / 'sim_bridge.yaml')
     return launch_node('recorder_node', params_file=CONFIG / 'recorder.yaml', params={
-        'output': str(tmp_path / 'bag'), 'topics': ['/swfp/status'], 'status_period': 0.2})
+        'output': str(tmp_path / 'bag'), 'topics': ['/swfp/status'], 'status_period_s': 0.2})
 
 
 @pytest.mark.parametrize('kind', ['learner_node', 'policy_node', 'sim_bridge', 'recorder_node'])

@@ -194,3 +194,37 @@ def test_naive_baseline_runs_in_the_same_harness(bc_checkpoint, tmp_path):
 def test_unknown_method_is_a_clear_error(bc_checkpoint, tmp_path):
     with pytest.raises(ValueError, match='unknown method'):
         finetune(str(bc_checkpoint / 'bc.pt'), str(tmp_path), RunnerConfig(method='ppo'), load_swfp_config())
+
+
+def event_scalars(log_dir) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar in the TensorBoard event files under ``log_dir``: tag -> [(step, value)]."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(str(log_dir), size_guidance={'scalars': 0})
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()['scalars']}
+
+
+def test_finetune_monitoring_tensorboard_curve_png_best_and_kept_checkpoints(bc_checkpoint, tmp_path):
+    swfp = load_swfp_config(overrides=SMALL)
+    run = RunnerConfig(task='panda_reach', env_steps=200, num_envs=4, eval_every=100, eval_episodes=4, keep_every=2,
+                       gif_every=2)
+    rows = finetune(str(bc_checkpoint / 'bc.pt'), str(tmp_path), run, swfp, log=lambda *_: None, progress=False)
+    scalars = event_scalars(tmp_path / 'tensorboard')
+    for tag in ('eval/success_rate', 'eval/mean_return', 'eval/q_bias', 'critic/td_loss', 'block/w2_bound',
+                'block/accepted', 'block/lambda', 'learner/replay_size', 'time/wall_s', 'time/critic_ms_per_update',
+                'time/block_s'):
+        assert scalars.get(tag), f'no {tag} in {sorted(scalars)}'
+    assert [s for s, _ in scalars['eval/success_rate']] == [r['env_steps'] for r in rows]
+    assert [v for _, v in scalars['eval/success_rate']] == pytest.approx([r['success_rate'] for r in rows])
+    blocks = [json.loads(line) for line in (tmp_path / 'blocks.jsonl').read_text().splitlines()]
+    assert [v for _, v in scalars['block/w2_bound']] == pytest.approx([b['w2_bound'] for b in blocks])
+    assert (tmp_path / 'curve.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    best_row = max(range(len(rows)), key=lambda i: (rows[i]['success_rate'], -i))
+    assert checkpoint_info(str(tmp_path / 'best.pt')).counters['env_steps'] == rows[best_row]['env_steps']
+    kept = sorted(p.name for p in tmp_path.glob('learner_*.pt'))
+    assert kept == sorted(f'learner_{r["env_steps"]}.pt' for r in rows[::2])
+    gifs = sorted(tmp_path.glob('eval_*.gif'))
+    assert [g.name for g in gifs] == sorted(f'eval_{r["env_steps"]}.gif' for r in rows[::2])
+    import imageio.v2 as imageio
+    frames = imageio.mimread(gifs[0])
+    assert len(frames) > 5 and frames[0].std() > 0     # a rendered scene, not a blank image
