@@ -176,17 +176,21 @@ SWFP_HELP = {
     'block.layers': 'JKO block: hidden layers',
     'block.delta': 'trust-region radius: E||M(a)-a||^2 <= delta^2 in [-1, 1] action units',
     'block.alpha': 'entropy temperature (0 skips the Jacobian term)',
-    'block.q_scale': 'Q term divisor: grad_norm (batch mean |dQ/da|) | none',
+    'block.q_scale': 'Q term divisor: grad_norm (the pool\'s mean |dQ/da|) | none',
     'block.train_steps': 'gradient steps per block',
     'block.lr': 'block learning rate',
     'block.batch_size': 'states per block gradient step',
     'block.pool_size': 'replay states drawn per block',
-    'block.holdout_frac': 'fraction of the pool held out for the acceptance test',
+    'block.holdout_frac': 'fraction of the pool (distinct states) held out for the acceptance test',
+    'block.holdout_actions': 'actions sampled per held-out state',
     'block.dual_step': 'ascent step on log lambda per train step',
     'block.tolerance': 'accept if the held-out E||M(a)-a||^2 <= tolerance * delta^2',
+    'block.state_p95': '... and its per-state 95th percentile <= tolerance * state_p95 * delta^2',
     'block.max_blocks': 'cascade length that triggers a compaction',
     'block.compaction_steps': 'flow-matching steps of a compaction',
     'block.compaction_lr': 'compaction learning rate',
+    'block.compaction_tolerance': 'publish a compaction only within this * delta^2 of the cascade (paired noise)',
+    'block.compaction_value_tolerance': '... and losing at most this * delta * E|dQ/da| of the critic\'s value',
     'critic.hidden': 'critic: hidden units per layer',
     'critic.layers': 'critic: hidden layers',
     'critic.gamma': 'discount per env step',
@@ -197,7 +201,7 @@ SWFP_HELP = {
     'critic.soft_target': 'entropy term in the TD target (costs Jacobians when alpha > 0)',
     'warmup_steps': 'env steps of critic-only training before the first block',
     'steps_per_block': 'env steps between blocks',
-    'utd': 'critic updates per stored transition',
+    'utd': 'critic updates per env step (a chunk of H actions is H steps)',
     'demo_ratio': 'fraction of each critic batch drawn from demonstrations, when given',
     'replay_capacity': 'replay buffer size (transitions)',
     'seed': 'seed of the learner\'s random streams',
@@ -208,7 +212,8 @@ def swfp_params() -> list[ParamSpec]:
     """swfp.<field> for every scalar SwfpConfig field but flow.* (the base flow is the BC checkpoint's); typed
     dynamically (YAML writes 1 for 1.0), checked by SwfpConfig itself at start."""
     return [ParamSpec(f'swfp.{key}', default, f'SwfpConfig.{key} of a fresh learner: {SWFP_HELP[key]}',
-                      dynamic_typing=True) for key, default in flat_config_defaults().items() if key in SWFP_HELP]
+                      dynamic_typing=True) for key, default in flat_config_defaults().items()
+            if not key.startswith('flow.')]
 
 
 def load_or_create_learner(checkpoint: Path, base_checkpoint: str, cfg: SwfpConfig, device: str
