@@ -18,7 +18,6 @@ Run on a shared 2-core machine, times are indicative.
 from __future__ import annotations
 
 import argparse
-import fcntl
 import hashlib
 import json
 import os
@@ -32,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from swfp_ros.ros.domains import DomainLease
+
 ROOT = Path(__file__).resolve().parents[1]
 Q0 = np.array([0.0, -0.3, 0.0, -2.2, 0.0, 0.33, 0.785])
 MAX_DELTA, STALE_S = 0.1, 0.5
@@ -41,21 +42,12 @@ GRAPH_SWFP = {'warmup_steps': 300, 'steps_per_block': 300, 'critic': {'hidden': 
               'block': {'hidden': 64, 'layers': 2, 'train_steps': 50, 'batch_size': 64, 'pool_size': 512}}
 
 
-def lease_domain():
-    """A ROS_DOMAIN_ID no test or other benchmark on this machine uses (the tests' flock'd leases)."""
-    lock_dir = Path(tempfile.gettempdir()) / 'swfp_ros_domains'
-    lock_dir.mkdir(exist_ok=True)
-    for did in range(101, 0, -1):
-        f = open(lock_dir / f'{did}.lock', 'w')
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.close()
-            continue
-        os.environ.update(ROS_DOMAIN_ID=str(did), ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST')
-        os.environ.pop('ROS_LOCALHOST_ONLY', None)
-        return f
-    raise RuntimeError('no free ROS_DOMAIN_ID')
+def lease_domain() -> DomainLease:
+    """A ROS_DOMAIN_ID no test or other graph on this machine uses, set for this process and its nodes."""
+    lease = DomainLease()
+    os.environ.update(ROS_DOMAIN_ID=str(lease.domain_id), ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST')
+    os.environ.pop('ROS_LOCALHOST_ONLY', None)
+    return lease
 
 
 class Proc:
@@ -139,6 +131,18 @@ def wait_for(pred, timeout, what):
         time.sleep(0.05)
     raise TimeoutError(f'timed out after {timeout:.0f} s waiting for {what}')
 
+
+
+def sigint_learner(proc: Proc, checkpoint: Path):
+    """SIGINT a learner node: (exit status, s to exit, s to its final checkpoint, the learner it left)."""
+    from swfp_ros.algo.checkpoint import load_learner
+    t = time.time()
+    proc.signal(signal.SIGINT)
+    rc = proc.popen.wait(120)
+    exit_s = time.time() - t
+    final_s = logged_at(proc.log, 'final checkpoint') - t
+    proc.stop()
+    return rc, exit_s, final_s, load_learner(str(checkpoint))
 
 # --- part 1: the policy node against a scripted arm -------------------------------------------------------------
 def policy_part(work: Path) -> list[dict]:
@@ -363,13 +367,7 @@ def graph_part(work: Path) -> list[dict]:
         proc = Proc('learner_node', [cfg / 'learner.yaml', lp], work / 'legacy.log')
         wait_for(lambda: int(latest('/learner_node').get('critic_updates', 0)) >= 50, 300, 'the catch-up under way')
         mtime = (legacy / 'learner.pt').stat().st_mtime
-        t = time.time()
-        proc.signal(signal.SIGINT)
-        rc = proc.popen.wait(120)
-        exit_s = time.time() - t
-        final_s = logged_at(proc.log, 'final checkpoint') - t
-        proc.stop()
-        final = load_learner(str(legacy / 'learner.pt'))
+        rc, exit_s, final_s, final = sigint_learner(proc, legacy / 'learner.pt')
         row('learner_sigint_catch_up', 'SIGINT while working off 20,000 owed critic updates',
             f"final checkpoint {'written' if (legacy / 'learner.pt').stat().st_mtime > mtime else 'NOT written'} "
             f"after {final_s:.2f} s, exit {rc} after {exit_s:.2f} s",
@@ -391,13 +389,7 @@ def graph_part(work: Path) -> list[dict]:
         proc = Proc('learner_node', [cfg / 'learner.yaml', sp], work / 'slow_block.log')
         wait_for(lambda: latest('/learner_node').get('phase') == 'block', 300, 'the block under way')
         time.sleep(1.0)
-        t = time.time()
-        proc.signal(signal.SIGINT)
-        rc = proc.popen.wait(120)
-        exit_s = time.time() - t
-        final_s = logged_at(proc.log, 'final checkpoint') - t
-        proc.stop()
-        final = load_learner(str(slow / 'learner.pt'))
+        rc, exit_s, final_s, final = sigint_learner(proc, slow / 'learner.pt')
         row('learner_sigint_block', 'SIGINT while a block trains (20,000 train steps)',
             f'final checkpoint after {final_s:.2f} s (block still due: '
             f'{final.counters.next_block_at <= final.counters.env_steps}), exit {rc} after {exit_s:.2f} s',
@@ -457,7 +449,7 @@ def main():
                 (work / part).mkdir(exist_ok=True)
                 rows[part] = run(work / part)
     finally:
-        lease.close()
+        lease.release()
         if not args.out:
             shutil.rmtree(work, ignore_errors=True)
     policy_rows, graph_rows = rows['policy'], rows['graph']

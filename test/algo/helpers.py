@@ -13,3 +13,17 @@ def small_flow(obs_dim=3, act_dim=2, hidden=32, layers=2, euler_steps=4, seed=0)
 
 def identity_normalizer(dim):
     return ObsNormalizer(dim)
+
+
+def saved_bytes(fn) -> int:
+    """Bytes of tensors autograd saves for backward while fn() runs (deterministic)."""
+    total = 0
+
+    def pack(t):
+        nonlocal total
+        total += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return total

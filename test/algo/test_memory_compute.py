@@ -3,7 +3,7 @@ to K=32, while naive fine-tuning's grows with K (the contrast shows the measurem
 figures are a benchmark (benchmarks/bench_block_cost.py): timings on shared cores are no test."""
 import torch
 
-from helpers import small_flow
+from helpers import saved_bytes, small_flow
 from swfp_ros.algo.blocks import Cascade, RefinementBlock
 from swfp_ros.algo.flow import mlp
 from swfp_ros.algo.jko import block_loss
@@ -18,32 +18,18 @@ def q_fn(s, a):
     return Q(torch.cat([s, a], -1)).squeeze(-1)
 
 
-def saved_bytes(fn) -> int:
-    """Bytes of tensors autograd saves for backward while fn() builds its graph (deterministic)."""
-    total = 0
-
-    def pack(t):
-        nonlocal total
-        total += t.numel() * t.element_size()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn().backward()
-    return total
-
-
 def block_update_bytes(K):
     casc = Cascade(small_flow(OBS, ACT, hidden=256, layers=3, euler_steps=K))
     s = torch.randn(128, OBS)
     with torch.no_grad():
         a = casc.sample(s, clip=False)  # as in train_block: π_n samples carry no graph
     block = RefinementBlock(OBS, ACT, 128, 2, 0.1)
-    return saved_bytes(lambda: block_loss(block, q_fn, s, a, 0.0, alpha=0.1, q_scale=1.0)[0])
+    return saved_bytes(lambda: block_loss(block, q_fn, s, a, 0.0, alpha=0.1, q_scale=1.0)[0].backward())
 
 
 def naive_update_bytes(K):
     casc = Cascade(small_flow(OBS, ACT, hidden=256, layers=3, euler_steps=K).requires_grad_(True))
-    return saved_bytes(lambda: naive_loss(casc, q_fn, torch.randn(128, OBS), 1.0))
+    return saved_bytes(lambda: naive_loss(casc, q_fn, torch.randn(128, OBS), 1.0).backward())
 
 
 def test_block_update_memory_flat_in_K_naive_grows():

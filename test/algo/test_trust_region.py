@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from helpers import small_flow
+from helpers import saved_bytes, small_flow
 from swfp_ros.algo.blocks import Cascade
 from swfp_ros.algo.config import BlockConfig
 from swfp_ros.algo.jko import train_block
@@ -138,19 +138,6 @@ def test_spread_is_measured_within_a_state():
     cfg = BlockConfig(delta=0.1, hidden=32, train_steps=50, pool_size=512)
     _, rep = train_block(Cascade(flow), CRITICS['moderate'], torch.randn(512, 3, generator=gen), cfg, None, gen)
     assert rep.spread < 1e-5, rep            # across states the actions differ by ~0.5: that is not spread
-
-
-def saved_bytes(fn) -> int:
-    total = 0
-
-    def pack(t):
-        nonlocal total
-        total += t.numel() * t.element_size()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    return total
 
 
 @pytest.mark.parametrize('alpha', [0.0, 0.1])
