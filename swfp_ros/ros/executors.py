@@ -1,9 +1,15 @@
 """The executor the swfp_ros nodes spin in, and the one start-up / shutdown sequence they share.
 
-The SingleThreadedExecutor: the nodes' callbacks only parse and enqueue (worker threads do the heavy work), so one
-executor thread is enough, and rclpy's MultiThreadedExecutor costs several times more per callback (measured with
-benchmarks/bench_ros_latency.py: realtime obs->action p50 33 -> 14 ms when the policy node switched). rclpy's
-experimental EventsExecutor was tried too: it did not stop on SIGINT (Kilted wheels), which clean shutdown needs.
+rclpy's EventsExecutor (C++, event-driven): the nodes' callbacks only parse and enqueue (worker threads do the heavy
+work), so one executor thread is enough, and its cost per callback is what limits a lockstep graph. Measured with
+benchmarks/bench_ros_latency.py (panda_reach lockstep, sim bridge + policy node, shared 2-core machine): the Python
+SingleThreadedExecutor's thread spent 1.7 ms of CPU per env step in each node (it rebuilds its wait set in Python on
+every wake-up), the EventsExecutor's 0.35 (policy) and 0.7 ms (sim bridge, physics included).
+rclpy's MultiThreadedExecutor costs several times more per callback than the single-threaded one (realtime
+obs->action p50 33 -> 14 ms when the policy node left it). The EventsExecutor stops within ``STOP_POLL_S`` of a signal
+in the loop below (spin_once with a timeout, checking our stop flag). It cannot call a subscription callback that
+takes the message info (Kilted wheels: ``SystemError: null argument to internal routine``): the recorder, which
+needs the info's timestamps, spins in the SingleThreadedExecutor (``run_node(..., executor=SingleThreadedExecutor)``).
 """
 from __future__ import annotations
 
@@ -15,7 +21,8 @@ import traceback
 from typing import Callable
 
 import rclpy
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import Executor, ExternalShutdownException
+from rclpy.experimental import EventsExecutor
 from rclpy.signals import SignalHandlerOptions
 
 # Seconds between checks of the stop flag while the executor waits for work: the bound on how late a signal is seen.
@@ -26,8 +33,8 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 EXIT_START_FAILED = 3
 
 
-def make_executor() -> SingleThreadedExecutor:
-    return SingleThreadedExecutor()
+def make_executor() -> Executor:
+    return EventsExecutor()
 
 
 def steady_clock():
@@ -38,7 +45,8 @@ def steady_clock():
     return Clock(clock_type=ClockType.STEADY_TIME)
 
 
-def run_node(name: str, make_node: Callable, on_start: Callable | None = None, args=None) -> int:
+def run_node(name: str, make_node: Callable, on_start: Callable | None = None, args=None,
+             executor: Callable[[], Executor] = make_executor) -> int:
     """Init rclpy, build the node, spin it until SIGINT / SIGTERM / shutdown, then ``node.close()`` and tear down.
 
     Signals only *request* the stop: rclpy's own handlers are off, and ours set a flag that the spin loop checks
@@ -50,6 +58,8 @@ def run_node(name: str, make_node: Callable, on_start: Callable | None = None, a
     0. (Ignored rather than left to a Python handler: Python resets its handlers to the default -- terminate -- while
     the interpreter exits.)
 
+    ``executor``: builds the executor (default :func:`make_executor`).
+
     Returns the process exit status: 0 for a requested stop (also ``SystemExit(0)`` from inside the node),
     ``EXIT_START_FAILED`` when building or starting the node failed (or it raised ``SystemExit(EXIT_START_FAILED)``),
     1 for an error while running, which is printed with its traceback.
@@ -58,7 +68,7 @@ def run_node(name: str, make_node: Callable, on_start: Callable | None = None, a
     for sig in STOP_SIGNALS:
         signal.signal(sig, lambda *_: stop.set())
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    executor = make_executor()
+    executor = executor()
     node = None
     rc = 0
     started = False

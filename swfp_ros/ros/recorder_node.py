@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
@@ -163,7 +164,8 @@ class RecorderNode(Node):
 
 
 def main(args=None) -> int:
-    return run_node('recorder_node', RecorderNode, args=args)
+    # message-info callbacks (the timestamps): not served by the default EventsExecutor (see executors.py)
+    return run_node('recorder_node', RecorderNode, args=args, executor=SingleThreadedExecutor)
 
 
 if __name__ == '__main__':
