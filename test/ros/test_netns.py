@@ -1,8 +1,9 @@
 """The sim_finetune graph across Linux network namespaces: the learner in one namespace, an actor (sim bridge + policy
 node, namespace actor0) in another, connected only through a bridge in a third ("the switch") by veth links, as
-machines on a network are. DDS runs over UDP on those links: shared memory is switched off
-(FASTDDS_BUILTIN_TRANSPORTS=UDPv4, otherwise Fast DDS would take its same-host shortcut) and discovery is not limited to
-localhost (the namespaces share no loopback anyway). Passes when transitions reached the learner and its block reached
+machines on a network are. Each namespace also has its own /dev/shm (a private bind mount in the processes' mount
+namespace), as each machine has, so that no shared-memory transport can join the two sides (network namespaces share
+the host's /dev/shm; measured: with this Fast DDS the data crossed the link without it too). Discovery is not
+limited to localhost (ROS_AUTOMATIC_DISCOVERY_RANGE=SUBNET). Passes when transitions reached the learner and its block reached
 the policy; the learner's link counted at least the bytes of those transitions.
 
 Skips only when this machine cannot create network namespaces (needs root / CAP_NET_ADMIN and iproute2). The
@@ -77,8 +78,12 @@ def network():
         net.down()
 
 
-def spawn(ns: str, cmd: list[str], env: dict, log: Path) -> subprocess.Popen:
-    return subprocess.Popen(['ip', 'netns', 'exec', ns, *cmd], env=env, stdout=open(log, 'wb'),
+def spawn(ns: str, shm: Path, cmd: list[str], env: dict, log: Path) -> subprocess.Popen:
+    """``cmd`` in network namespace ``ns``, with ``shm`` as its /dev/shm (a mount namespace of its own)."""
+    shm.mkdir(exist_ok=True)
+    inner = ['unshare', '--mount', '--propagation', 'private', 'sh', '-c',
+             'mount --bind "$0" /dev/shm && exec "$@"', str(shm), *cmd]
+    return subprocess.Popen(['ip', 'netns', 'exec', ns, *inner], env=env, stdout=open(log, 'wb'),
                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
 
 
@@ -105,16 +110,17 @@ def test_graph_across_network_namespaces(network, ros_env, tmp_path):
     cfg = _config_dir(tmp_path / 'config', SMALL_SWFP, {'status_period_s': 0.5})
     nodes = graph_nodes(str(bc), str(tmp_path / 'learner'), str(cfg), 'panda_reach', 1, 0)
     up = Bringup(nodes)                                  # its command lines (and parameter override files)
-    cmds = dict(zip([n.label for n in nodes], up.commands()))
-    env = {**ros_env, 'ROS_AUTOMATIC_DISCOVERY_RANGE': 'SUBNET', 'FASTDDS_BUILTIN_TRANSPORTS': 'UDPv4'}
+    cmds = {(n.label, n.namespace): cmd for n, cmd in zip(nodes, up.commands())}
+    env = {**ros_env, 'ROS_AUTOMATIC_DISCOVERY_RANGE': 'SUBNET'}
     procs, logs = {}, {}
     monitor_log = tmp_path / 'monitor.log'
     try:
-        for label, cmd in cmds.items():
-            ns = network.actors if label.startswith('/actor') else network.learner
+        for (label, namespace), cmd in cmds.items():
+            ns = network.actors if namespace else network.learner      # the actor nodes are the namespaced ones
             logs[label] = tmp_path / f'{label.strip("/").replace("/", "_")}.log'
-            procs[label] = spawn(ns, cmd, env, logs[label])
-        procs['monitor'] = spawn(network.learner, [sys.executable, str(HERE / 'netns_monitor.py')], env, monitor_log)
+            procs[label] = spawn(ns, tmp_path / f'shm_{ns}', cmd, env, logs[label])
+        procs['monitor'] = spawn(network.learner, tmp_path / f'shm_{network.learner}',
+                                 [sys.executable, str(HERE / 'netns_monitor.py')], env, monitor_log)
 
         def latest() -> dict:
             out = {}
