@@ -152,9 +152,8 @@ class PolicyRuntime:
             for row in o2[-PROBE_MEMORY:]:
                 self._observed[self._n_observed % PROBE_MEMORY] = row
                 self._n_observed += 1
-        with torch.inference_mode():
-            # Clipped even for a clip=False (unbounded toy) cascade: an actor never emits out-of-range actions.
-            a = forward(torch.as_tensor(o2, device=self.device), x0).cpu().numpy()
+        # Clipped even for a clip=False (unbounded toy) cascade: an actor never emits out-of-range actions.
+        a = forward(torch.as_tensor(o2, device=self.device), x0).cpu().numpy()
         return a[0] if single else a
 
     # --- updates ---------------------------------------------------------------------------------------------------
