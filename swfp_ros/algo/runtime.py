@@ -12,7 +12,7 @@ import torch
 
 from . import auth
 from .blocks import Cascade
-from .compiled import CompiledPolicy
+from .compiled import CompiledPolicy, EagerPolicy
 from .config import resolve_device
 from .normalize import ObsNormalizer
 from .serialize import MAX_UPDATE_BYTES, BlockUpdate, UpdateRejected, policy_digest
@@ -51,10 +51,14 @@ PROBE_SEED = 1234                     # fixed: a check gives the same verdict fo
 
 
 class PolicyRuntime:
-    """act() reads one immutable (normaliser, cascade, version, digest, compiled forward) snapshot; apply_update()
-    checks an update and builds a new snapshot off to the side (compiling its forward included), then swaps the
-    reference under a lock, so a swap never lands in the middle of an inference. The runtime owns copies of the
-    modules it is given: a learner that keeps training its own cascade never changes what the actor runs."""
+    """act() reads one immutable (normaliser, cascade, version, digest, forward) snapshot; apply_update() checks an
+    update and builds a new snapshot off to the side, then swaps the reference under a lock, so a swap never lands in
+    the middle of an inference. The runtime owns copies of the modules it is given: a learner that keeps training its
+    own cascade never changes what the actor runs.
+
+    The forward is the compiled one (swfp_ros.algo.compiled) from the start; after an update, the eager modules act
+    until a background thread has compiled the new policy (a few hundred ms on a busy CPU, which would otherwise stall
+    the control loop that applies the update), then the compiled forward is swapped in. Both give the same actions."""
 
     def __init__(self, cascade: Cascade, normalizer: ObsNormalizer, version: int = 0, device: str = 'auto',
                  seed: int | None = None, checks: UpdateChecks | None = None):
@@ -72,14 +76,30 @@ class PolicyRuntime:
         self._observed = np.zeros((PROBE_MEMORY, cascade.obs_dim), np.float32)
         self._n_observed = 0
         cascade, normalizer = copy.deepcopy(cascade), copy.deepcopy(normalizer)
+        self._compiled: CompiledPolicy | None = None    # the latest compiled forward (its traced parts are reused)
+        self._compiling: threading.Thread | None = None
         self._snap = self._prepare(cascade, normalizer, version, policy_digest(cascade, normalizer))
+        self._compile(self._snap)
 
     def _prepare(self, cascade: Cascade, normalizer: ObsNormalizer, version: int, digest: str):
         normalizer = normalizer.to(self.device).eval()
         cascade = cascade.to(self.device).eval().requires_grad_(False)
-        previous = getattr(self, '_snap', None)
-        return (normalizer, cascade, version, digest,
-                CompiledPolicy(normalizer, cascade, self.device, previous[4] if previous else None))
+        return normalizer, cascade, version, digest, EagerPolicy(normalizer, cascade)
+
+    def _compile(self, snap: tuple) -> None:
+        """Compile ``snap``'s policy, then swap its compiled forward in if ``snap`` is still the running policy."""
+        compiled = CompiledPolicy(snap[0], snap[1], self.device, self._compiled)
+        with self._lock:
+            self._compiled = compiled
+            if self._snap is snap:
+                self._snap = (*snap[:4], compiled)
+
+    def wait_compiled(self, timeout: float | None = None) -> bool:
+        """Wait for the background compilation of the latest update; True when the running forward is compiled."""
+        thread = self._compiling
+        if thread is not None:
+            thread.join(timeout)
+        return isinstance(self._snap[4], CompiledPolicy)
 
     @property
     def version(self) -> int:
@@ -188,6 +208,10 @@ class PolicyRuntime:
                 raise UpdateRejected(f'update v{upd.version} raced with another update (policy now v{self._snap[2]})',
                                      'raced')
             self._snap = snap
+            # Not a daemon: the interpreter waits for it at exit (a daemon thread inside torch at exit aborts the
+            # process: 'terminate called without an active exception').
+            self._compiling = threading.Thread(target=self._compile, args=(snap,), name='swfp-compile')
+            self._compiling.start()
         return upd.version
 
     def _check_block(self, upd: BlockUpdate, norm, cascade: Cascade, version: int, digest: str):

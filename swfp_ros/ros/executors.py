@@ -1,15 +1,19 @@
-"""The executor the swfp_ros nodes spin in, and the one start-up / shutdown sequence they share.
+"""The executors the swfp_ros nodes spin in, and the one start-up / shutdown sequence they share.
 
-rclpy's EventsExecutor (C++, event-driven): the nodes' callbacks only parse and enqueue (worker threads do the heavy
-work), so one executor thread is enough, and its cost per callback is what limits a lockstep graph. Measured with
-benchmarks/bench_ros_latency.py (panda_reach lockstep, sim bridge + policy node, shared 2-core machine): the Python
+The nodes' callbacks only parse and enqueue (worker threads do the heavy work), so one executor thread is enough.
+rclpy's SingleThreadedExecutor by default; rclpy's EventsExecutor (C++, event-driven) for the nodes of a lockstep
+simulation (sim bridge and policy node in lockstep mode), where the executor's cost per callback is what limits the
+graph: measured with benchmarks/bench_ros_latency.py (panda_reach lockstep, shared 2-core machine), the
 SingleThreadedExecutor's thread spent 1.7 ms of CPU per env step in each node (it rebuilds its wait set in Python on
-every wake-up), the EventsExecutor's 0.35 (policy) and 0.7 ms (sim bridge, physics included).
+every wake-up), the EventsExecutor's 0.35 (policy node) and 0.7 ms (sim bridge, physics included), and the graph went from 91 to
+246 env steps/s (together with the compiled act(): 0.31 -> 0.93x the in-process runner). It is not used on the realtime / real-arm path: with it in every node, the two-arm real_arm
+test (test_real_arm.py) saw commands farther than max_delta from every joint state its observer received, twice in two
+runs (0.114 and 0.122 rad against 0.1; the same test passed on the SingleThreadedExecutor), and that was not
+understood in time. It also cannot call a subscription callback that takes the message info (Kilted wheels:
+``SystemError: null argument to internal routine``), which the recorder needs. It stops within ``STOP_POLL_S`` of a
+signal in the loop below (spin_once with a timeout, checking our stop flag).
 rclpy's MultiThreadedExecutor costs several times more per callback than the single-threaded one (realtime
-obs->action p50 33 -> 14 ms when the policy node left it). The EventsExecutor stops within ``STOP_POLL_S`` of a signal
-in the loop below (spin_once with a timeout, checking our stop flag). It cannot call a subscription callback that
-takes the message info (Kilted wheels: ``SystemError: null argument to internal routine``): the recorder, which
-needs the info's timestamps, spins in the SingleThreadedExecutor (``run_node(..., executor=SingleThreadedExecutor)``).
+obs->action p50 33 -> 14 ms when the policy node left it).
 """
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ import traceback
 from typing import Callable
 
 import rclpy
-from rclpy.executors import Executor, ExternalShutdownException
+from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedExecutor
 from rclpy.experimental import EventsExecutor
 from rclpy.signals import SignalHandlerOptions
 
@@ -33,8 +37,9 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 EXIT_START_FAILED = 3
 
 
-def make_executor() -> Executor:
-    return EventsExecutor()
+def make_executor(lockstep: bool = False) -> Executor:
+    """The EventsExecutor for a node of a lockstep simulation, else the SingleThreadedExecutor (see above)."""
+    return EventsExecutor() if lockstep else SingleThreadedExecutor()
 
 
 def steady_clock():
@@ -46,7 +51,7 @@ def steady_clock():
 
 
 def run_node(name: str, make_node: Callable, on_start: Callable | None = None, args=None,
-             executor: Callable[[], Executor] = make_executor) -> int:
+             lockstep: Callable[[object], bool] | None = None) -> int:
     """Init rclpy, build the node, spin it until SIGINT / SIGTERM / shutdown, then ``node.close()`` and tear down.
 
     Signals only *request* the stop: rclpy's own handlers are off, and ours set a flag that the spin loop checks
@@ -58,7 +63,7 @@ def run_node(name: str, make_node: Callable, on_start: Callable | None = None, a
     0. (Ignored rather than left to a Python handler: Python resets its handlers to the default -- terminate -- while
     the interpreter exits.)
 
-    ``executor``: builds the executor (default :func:`make_executor`).
+    ``lockstep(node)``: whether the built node runs in a lockstep simulation (its executor: :func:`make_executor`).
 
     Returns the process exit status: 0 for a requested stop (also ``SystemExit(0)`` from inside the node),
     ``EXIT_START_FAILED`` when building or starting the node failed (or it raised ``SystemExit(EXIT_START_FAILED)``),
@@ -68,12 +73,12 @@ def run_node(name: str, make_node: Callable, on_start: Callable | None = None, a
     for sig in STOP_SIGNALS:
         signal.signal(sig, lambda *_: stop.set())
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    executor = executor()
-    node = None
+    executor = node = None
     rc = 0
     started = False
     try:
         node = make_node()
+        executor = make_executor(lockstep is not None and lockstep(node))
         executor.add_node(node)
         if on_start is not None and not stop.is_set():
             on_start(node)
@@ -97,6 +102,7 @@ def run_node(name: str, make_node: Callable, on_start: Callable | None = None, a
             node.close()
             node.get_logger().info(f'stopped in {time.monotonic() - t0:.2f} s')
             node.destroy_node()
-        executor.shutdown(timeout_sec=1.0)
+        if executor is not None:
+            executor.shutdown(timeout_sec=1.0)
         rclpy.try_shutdown()
     return rc

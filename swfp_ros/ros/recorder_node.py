@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
@@ -164,8 +163,7 @@ class RecorderNode(Node):
 
 
 def main(args=None) -> int:
-    # message-info callbacks (the timestamps): not served by the default EventsExecutor (see executors.py)
-    return run_node('recorder_node', RecorderNode, args=args, executor=SingleThreadedExecutor)
+    return run_node('recorder_node', RecorderNode, args=args)
 
 
 if __name__ == '__main__':

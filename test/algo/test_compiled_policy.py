@@ -1,6 +1,6 @@
 """act() runs a compiled forward (swfp_ros.algo.compiled); it must give exactly the actions of the eager modules:
 ``Cascade.sample(normalizer(obs), x0, clip=True)`` with the x0 a same-seeded generator draws, bit for bit, before and
-after updates (which re-use the traced parts they share with the running policy)."""
+after updates (compiled in the background, re-using the traced parts they share with the running policy)."""
 import numpy as np
 import torch
 
@@ -62,20 +62,22 @@ def test_updates_compile_the_new_policy_and_reuse_the_shared_parts():
     before = rt._snap[4]
     block = trained_like_block(10, tau=0.02)
     rt.apply_update(BlockUpdate.from_block(1, block, rt.digest, 0.1))
-    after = rt._snap[4]
-    assert after.traced_base is before.traced_base                                  # not traced again
-    assert after.traced_blocks[0] is before.traced_blocks[0] and len(after.traced_blocks) == 2
     with torch.no_grad():
         s = norm(torch.as_tensor(obs, dtype=torch.float32))
         x0 = torch.randn(6, ACT, generator=torch.Generator().manual_seed(5))
         want = Cascade(cascade.base, [*cascade.blocks, block]).sample(s, x0, clip=True).numpy()
         without_new = cascade.sample(s, x0, clip=True).numpy()
+    assert np.array_equal(rt.act(obs, noise=x0.numpy()), want)     # at once, compiled or not yet
+    assert rt.wait_compiled(30.0)
+    after = rt._snap[4]
+    assert after.traced_base is before.traced_base                                  # not traced again
+    assert after.traced_blocks[0] is before.traced_blocks[0] and len(after.traced_blocks) == 2
     got = rt.act(obs, noise=x0.numpy())
     assert np.array_equal(got, want) and not np.array_equal(got, without_new)
 
     base_cascade, base_norm = policy(2)                          # a compaction / restart snapshot: all new parts
     rt.apply_update(BlockUpdate.from_policy(2, base_cascade, base_norm))
-    assert rt._snap[4].traced_base is not after.traced_base
+    assert rt.wait_compiled(30.0) and rt._snap[4].traced_base is not after.traced_base
     with torch.no_grad():
         want = base_cascade.sample(base_norm(torch.as_tensor(obs, dtype=torch.float32)), x0, clip=True).numpy()
     assert np.array_equal(rt.act(obs, noise=x0.numpy()), want)
