@@ -40,7 +40,8 @@ class NumpyFloor:
     def __init__(self, runtime):
         c, n = runtime.cascade, runtime.normalizer
         as_np = lambda t: t.detach().cpu().numpy().astype(np.float32)  # noqa: E731
-        linears = lambda seq: [(as_np(m.weight).T.copy(), as_np(m.bias)) for m in seq if isinstance(m, torch.nn.Linear)]  # noqa: E501,E731
+        linears = lambda seq: [(as_np(m.weight).T.copy(), as_np(m.bias))  # noqa: E731
+                               for m in seq if isinstance(m, torch.nn.Linear)]
         self.mean, self.std, self.clip = as_np(n.mean), as_np(n.std), n.clip
         self.flow = linears(c.base.velocity.net)
         self.freqs = as_np(c.base.velocity.freqs)

@@ -30,7 +30,8 @@ sys.path.insert(0, str(ROOT / 'benchmarks'))
 
 @contextlib.contextmanager
 def leased_domain():
-    """A ROS_DOMAIN_ID no test or benchmark on this machine uses meanwhile (the tests' lease), discovery on this host."""
+    """A ROS_DOMAIN_ID no test or benchmark on this machine uses meanwhile (the tests' lease); discovery on this
+    host."""
     sys.path.insert(0, str(ROOT / 'test' / 'ros'))
     from conftest import DomainLease
     lease = DomainLease()

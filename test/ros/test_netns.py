@@ -3,8 +3,8 @@ node, namespace actor0) in another, connected only through a bridge in a third (
 machines on a network are. Each namespace also has its own /dev/shm (a private bind mount in the processes' mount
 namespace), as each machine has, so that no shared-memory transport can join the two sides (network namespaces share
 the host's /dev/shm; measured: with this Fast DDS the data crossed the link without it too). Discovery is not
-limited to localhost (ROS_AUTOMATIC_DISCOVERY_RANGE=SUBNET). Passes when transitions reached the learner and its block reached
-the policy; the learner's link counted at least the bytes of those transitions.
+limited to localhost (ROS_AUTOMATIC_DISCOVERY_RANGE=SUBNET). Passes when transitions reached the learner and its block
+reached the policy; the learner's link counted at least the bytes of those transitions.
 
 Skips only when this machine cannot create network namespaces (needs root / CAP_NET_ADMIN and iproute2). The
 namespaces and links are removed even when the test fails.
