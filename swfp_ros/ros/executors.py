@@ -10,9 +10,10 @@ benchmarks/bench_ros_latency.py (and the compiled act()) the graph went from 91 
 busy with other jobs (load 7), from 236 to 275 when they were quieter (load 4.5). It is not used on the realtime /
 real-arm path: with it in every node, the two-arm real_arm test (test_real_arm.py) saw commands farther than
 max_delta from every joint state its observer received, twice in two runs (0.114 and 0.122 rad against 0.1; the same
-test passed on the SingleThreadedExecutor), and that was not understood in time. It also cannot call a subscription callback that takes the message info (Kilted wheels:
-``SystemError: null argument to internal routine``), which the recorder needs. It stops within ``STOP_POLL_S`` of a
-signal in the loop below (spin_once with a timeout, checking our stop flag).
+test passed on the SingleThreadedExecutor), and that was not understood in time. It also cannot call a
+subscription callback that takes the message info (Kilted wheels: ``SystemError: null argument to internal
+routine``), which the recorder needs. It stops within ``STOP_POLL_S`` of a signal in the loop below (spin_once with a
+timeout, checking our stop flag).
 rclpy's MultiThreadedExecutor costs several times more per callback than the single-threaded one (realtime
 obs->action p50 33 -> 14 ms when the policy node left it).
 """
