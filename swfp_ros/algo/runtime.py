@@ -12,6 +12,7 @@ import torch
 
 from . import auth
 from .blocks import Cascade
+from .compiled import CompiledPolicy, EagerPolicy
 from .config import resolve_device
 from .normalize import ObsNormalizer
 from .serialize import MAX_UPDATE_BYTES, BlockUpdate, UpdateRejected, policy_digest
@@ -50,10 +51,14 @@ PROBE_SEED = 1234                     # fixed: a check gives the same verdict fo
 
 
 class PolicyRuntime:
-    """act() reads one immutable (normaliser, cascade, version, digest) snapshot; apply_update() checks an update
-    and builds a new snapshot off to the side, then swaps the reference under a lock, so a swap never lands in the
-    middle of an inference. The runtime owns copies of the modules it is given: a learner that keeps training its own
-    cascade never changes what the actor runs."""
+    """act() reads one immutable (normaliser, cascade, version, digest, forward) snapshot; apply_update() checks an
+    update and builds a new snapshot off to the side, then swaps the reference under a lock, so a swap never lands in
+    the middle of an inference. The runtime owns copies of the modules it is given: a learner that keeps training its
+    own cascade never changes what the actor runs.
+
+    The forward is the compiled one (swfp_ros.algo.compiled) from the start; after an update, the eager modules act
+    until a background thread has compiled the new policy (a few hundred ms on a busy CPU, which would otherwise stall
+    the control loop that applies the update), then the compiled forward is swapped in. Both give the same actions."""
 
     def __init__(self, cascade: Cascade, normalizer: ObsNormalizer, version: int = 0, device: str = 'auto',
                  seed: int | None = None, checks: UpdateChecks | None = None):
@@ -71,11 +76,30 @@ class PolicyRuntime:
         self._observed = np.zeros((PROBE_MEMORY, cascade.obs_dim), np.float32)
         self._n_observed = 0
         cascade, normalizer = copy.deepcopy(cascade), copy.deepcopy(normalizer)
+        self._compiled: CompiledPolicy | None = None    # the latest compiled forward (its traced parts are reused)
+        self._compiling: threading.Thread | None = None
         self._snap = self._prepare(cascade, normalizer, version, policy_digest(cascade, normalizer))
+        self._compile(self._snap)
 
     def _prepare(self, cascade: Cascade, normalizer: ObsNormalizer, version: int, digest: str):
-        return (normalizer.to(self.device).eval(), cascade.to(self.device).eval().requires_grad_(False), version,
-                digest)
+        normalizer = normalizer.to(self.device).eval()
+        cascade = cascade.to(self.device).eval().requires_grad_(False)
+        return normalizer, cascade, version, digest, EagerPolicy(normalizer, cascade)
+
+    def _compile(self, snap: tuple) -> None:
+        """Compile ``snap``'s policy, then swap its compiled forward in if ``snap`` is still the running policy."""
+        compiled = CompiledPolicy(snap[0], snap[1], self.device, self._compiled)
+        with self._lock:
+            self._compiled = compiled
+            if self._snap is snap:
+                self._snap = (*snap[:4], compiled)
+
+    def wait_compiled(self, timeout: float | None = None) -> bool:
+        """Wait for the background compilation of the latest update; True when the running forward is compiled."""
+        thread = self._compiling
+        if thread is not None:
+            thread.join(timeout)
+        return isinstance(self._snap[4], CompiledPolicy)
 
     @property
     def version(self) -> int:
@@ -117,37 +141,39 @@ class PolicyRuntime:
         with self._lock:
             self._n_observed = 0
 
-    @torch.no_grad()
     def act(self, obs: np.ndarray, deterministic: bool = False, noise: np.ndarray | None = None) -> np.ndarray:
         """obs [obs_dim] or [B, obs_dim] (raw) -> action(s) in [-1, 1], flattened chunk [act_dim] or [B, act_dim].
 
         Stochastic: fresh x0 ~ N(0, I) per decision. Deterministic: x0 = 0. ``noise`` (shaped like the actions): the x0
-        to decode, for a caller that steers the noise (the DSRL baseline); deterministic is noise = 0.
+        to decode, for a caller that steers the noise (the DSRL baseline); deterministic is noise = 0. The actions are
+        those of ``cascade.sample(normalizer(obs), x0, clip=True)``, computed by the snapshot's compiled forward.
         """
-        norm, cascade, _, _ = self._snap  # one consistent snapshot for the whole inference
+        forward = self._snap[4]  # one consistent snapshot for the whole inference
+        obs_dim, act_dim = forward.obs_dim, forward.act_dim
         o = np.asarray(obs, np.float32)
         single = o.ndim == 1
         o2 = o.reshape(1, -1) if single else o
-        if o2.ndim != 2 or o2.shape[1] != cascade.obs_dim:
-            raise ValueError(f'act: expected obs [{cascade.obs_dim}] or [B, {cascade.obs_dim}], got {o.shape}')
+        if o2.ndim != 2 or o2.shape[1] != obs_dim:
+            raise ValueError(f'act: expected obs [{obs_dim}] or [B, {obs_dim}], got {o.shape}')
         if not np.isfinite(o2).all():
             raise ValueError('act: observation contains NaN or inf')
-        s = norm(torch.as_tensor(o2, device=self.device))
+        b = len(o2)
         x0 = None
         if noise is not None:
             n = np.asarray(noise, np.float32)
-            if n.size != len(o2) * cascade.act_dim or not np.isfinite(n).all():
-                raise ValueError(f'act: noise must be {len(o2)} x {cascade.act_dim} finite values, got shape {n.shape}')
-            x0 = torch.as_tensor(n.reshape(len(o2), cascade.act_dim), device=self.device)
+            if n.size != b * act_dim or not np.isfinite(n).all():
+                raise ValueError(f'act: noise must be {b} x {act_dim} finite values, got shape {n.shape}')
+            x0 = torch.as_tensor(n.reshape(b, act_dim), device=self.device)
         elif deterministic:
-            x0 = torch.zeros(len(s), cascade.act_dim, device=self.device)
+            x0 = torch.zeros(b, act_dim, device=self.device)
         with self._lock:  # the generator is shared between threads
-            # clip=True even for a clip=False (unbounded toy) cascade: an actor never emits out-of-range actions.
-            a = cascade.sample(s, x0, generator=None if x0 is not None else self._gen, clip=True)
+            if x0 is None:   # the draw Cascade.sample makes with a generator, so a seed gives the same actions
+                x0 = torch.randn(b, act_dim, generator=self._gen, device=self.device)
             for row in o2[-PROBE_MEMORY:]:
                 self._observed[self._n_observed % PROBE_MEMORY] = row
                 self._n_observed += 1
-        a = a.cpu().numpy()
+        # Clipped even for a clip=False (unbounded toy) cascade: an actor never emits out-of-range actions.
+        a = forward(torch.as_tensor(o2, device=self.device), x0).cpu().numpy()
         return a[0] if single else a
 
     # --- updates ---------------------------------------------------------------------------------------------------
@@ -162,7 +188,7 @@ class PolicyRuntime:
             raise
 
     def _apply(self, update: bytes | BlockUpdate) -> int:
-        norm, cascade, version, digest = self._snap
+        norm, cascade, version, digest, _ = self._snap
         c = self.checks
         if isinstance(update, BlockUpdate):
             update.validate(cascade.obs_dim, cascade.act_dim)
@@ -182,6 +208,10 @@ class PolicyRuntime:
                 raise UpdateRejected(f'update v{upd.version} raced with another update (policy now v{self._snap[2]})',
                                      'raced')
             self._snap = snap
+            # Not a daemon: the interpreter waits for it at exit (a daemon thread inside torch at exit aborts the
+            # process: 'terminate called without an active exception').
+            self._compiling = threading.Thread(target=self._compile, args=(snap,), name='swfp-compile')
+            self._compiling.start()
         return upd.version
 
     def _check_block(self, upd: BlockUpdate, norm, cascade: Cascade, version: int, digest: str):

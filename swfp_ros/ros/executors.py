@@ -1,9 +1,21 @@
-"""The executor the swfp_ros nodes spin in, and the one start-up / shutdown sequence they share.
+"""The executors the swfp_ros nodes spin in, and the one start-up / shutdown sequence they share.
 
-The SingleThreadedExecutor: the nodes' callbacks only parse and enqueue (worker threads do the heavy work), so one
-executor thread is enough, and rclpy's MultiThreadedExecutor costs several times more per callback (measured with
-benchmarks/bench_ros_latency.py: realtime obs->action p50 33 -> 14 ms when the policy node switched). rclpy's
-experimental EventsExecutor was tried too: it did not stop on SIGINT (Kilted wheels), which clean shutdown needs.
+The nodes' callbacks only parse and enqueue (worker threads do the heavy work), so one executor thread is enough.
+rclpy's SingleThreadedExecutor by default; rclpy's EventsExecutor (C++, event-driven) for the nodes of a lockstep
+simulation (sim bridge and policy node in lockstep mode), where the executor's cost per callback is what limits the
+graph. Measured on a shared 2-core machine (panda_reach lockstep, CPU per env step read from /proc): the
+SingleThreadedExecutor's thread spent 1.7 ms per step in each node (it rebuilds its wait set in Python on every
+wake-up), the EventsExecutor's 0.35 (policy node) and 0.7 ms (sim bridge, physics included); with
+benchmarks/bench_ros_latency.py (and the compiled act()) the graph went from 91 to 246 env steps/s when the cores were
+busy with other jobs (load 7), from 236 to 275 when they were quieter (load 4.5). It is not used on the realtime /
+real-arm path: with it in every node, the two-arm real_arm test (test_real_arm.py) saw commands farther than
+max_delta from every joint state its observer received, twice in two runs (0.114 and 0.122 rad against 0.1; the same
+test passed on the SingleThreadedExecutor), and that was not understood in time. It also cannot call a
+subscription callback that takes the message info (Kilted wheels: ``SystemError: null argument to internal
+routine``), which the recorder needs. It stops within ``STOP_POLL_S`` of a signal in the loop below (spin_once with a
+timeout, checking our stop flag).
+rclpy's MultiThreadedExecutor costs several times more per callback than the single-threaded one (realtime
+obs->action p50 33 -> 14 ms when the policy node left it).
 """
 from __future__ import annotations
 
@@ -13,7 +25,8 @@ import traceback
 from typing import Callable, NoReturn
 
 import rclpy
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedExecutor
+from rclpy.experimental import EventsExecutor
 from rclpy.signals import SignalHandlerOptions
 
 from .process import catch_stop_signals, end_process, ignore_stop_signals, stop_requested
@@ -25,8 +38,9 @@ STOP_POLL_S = 0.1
 EXIT_START_FAILED = 3
 
 
-def make_executor() -> SingleThreadedExecutor:
-    return SingleThreadedExecutor()
+def make_executor(lockstep: bool = False) -> Executor:
+    """The EventsExecutor for a node of a lockstep simulation, else the SingleThreadedExecutor (see above)."""
+    return EventsExecutor() if lockstep else SingleThreadedExecutor()
 
 
 def steady_clock():
@@ -37,7 +51,8 @@ def steady_clock():
     return Clock(clock_type=ClockType.STEADY_TIME)
 
 
-def run_node(name: str, make_node: Callable, on_start: Callable | None = None, args=None) -> NoReturn:
+def run_node(name: str, make_node: Callable, on_start: Callable | None = None, args=None,
+             lockstep: Callable[[object], bool] | None = None) -> NoReturn:
     """Init rclpy, build the node, spin it until SIGINT / SIGTERM / shutdown, then ``node.close()``, tear down, and
     end the process (:func:`swfp_ros.ros.process.end_process`) with its exit status.
 
@@ -49,6 +64,8 @@ def run_node(name: str, make_node: Callable, on_start: Callable | None = None, a
     slow. Once the shutdown sequence has begun, both signals are ignored: it runs to the end and the exit status is
     0. A stop requested before the node was built (the executables catch the signals before importing the node's
     module, see :mod:`swfp_ros.ros.process`) ends the process with status 0 without building it.
+
+    ``lockstep(node)``: whether the built node runs in a lockstep simulation (its executor: :func:`make_executor`).
 
     Exit status: 0 for a requested stop (also ``SystemExit(0)`` from inside the node), ``EXIT_START_FAILED`` when
     building or starting the node failed (or it raised ``SystemExit(EXIT_START_FAILED)``), 1 for an error while
@@ -62,12 +79,12 @@ def run_node(name: str, make_node: Callable, on_start: Callable | None = None, a
     except Exception as e:  # noqa: BLE001 -- rcl refused (bad --ros-args; DDS security on and no enclave): one line
         print(f'{name}: failed to start: {e}', file=sys.stderr)
         end_process(EXIT_START_FAILED)
-    executor = make_executor()
-    node = None
+    executor = node = None
     rc = 0
     started = False
     try:
         node = make_node()
+        executor = make_executor(lockstep is not None and lockstep(node))
         executor.add_node(node)
         if on_start is not None and not stop_requested.is_set():
             on_start(node)
@@ -90,6 +107,7 @@ def run_node(name: str, make_node: Callable, on_start: Callable | None = None, a
             node.close()
             node.get_logger().info(f'stopped in {time.monotonic() - t0:.2f} s')
             node.destroy_node()
-        executor.shutdown(timeout_sec=1.0)
+        if executor is not None:
+            executor.shutdown(timeout_sec=1.0)
         rclpy.try_shutdown()
     end_process(rc)

@@ -468,7 +468,8 @@ def _autostart(node: PolicyNode) -> None:
 
 
 def main(args=None) -> int:
-    return run_node('policy_node', PolicyNode, on_start=_autostart, args=args)
+    return run_node('policy_node', PolicyNode, on_start=_autostart, args=args,
+                    lockstep=lambda node: node.get_parameter('mode').value == 'lockstep')
 
 
 if __name__ == '__main__':

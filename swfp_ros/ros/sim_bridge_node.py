@@ -315,7 +315,7 @@ class SimBridge(Node):
 
 
 def main(args=None) -> int:
-    return run_node('sim_bridge', SimBridge, args=args)
+    return run_node('sim_bridge', SimBridge, args=args, lockstep=lambda node: node.mode == 'lockstep')
 
 
 if __name__ == '__main__':

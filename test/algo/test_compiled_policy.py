@@ -1,0 +1,83 @@
+"""act() runs a compiled forward (swfp_ros.algo.compiled); it must give exactly the actions of the eager modules:
+``Cascade.sample(normalizer(obs), x0, clip=True)`` with the x0 a same-seeded generator draws, bit for bit, before and
+after updates (compiled in the background, re-using the traced parts they share with the running policy)."""
+import numpy as np
+import torch
+
+from helpers import small_flow
+from swfp_ros.algo.blocks import Cascade, RefinementBlock
+from swfp_ros.algo.normalize import ObsNormalizer
+from swfp_ros.algo.runtime import PolicyRuntime
+from swfp_ros.algo.serialize import BlockUpdate
+
+OBS, ACT = 5, 4
+
+
+def trained_like_block(seed, tau=0.1):
+    torch.manual_seed(seed)
+    b = RefinementBlock(OBS, ACT, 16, 2, tau)
+    torch.nn.init.normal_(b.u[-1].weight, std=0.3)      # not the identity a new block is
+    return b
+
+
+def policy(n_blocks):
+    norm = ObsNormalizer(OBS).fit(np.random.default_rng(0).normal(2.0, 3.0, size=(100, OBS)))
+    return Cascade(small_flow(OBS, ACT), [trained_like_block(i) for i in range(n_blocks)]), norm
+
+
+def eager_actions(cascade, norm, obs, seed, calls):
+    """What act() computed before it was compiled: one generator draw per call inside Cascade.sample."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        return [cascade.sample(norm(torch.as_tensor(o, dtype=torch.float32).reshape(-1, OBS)), generator=gen,
+                               clip=True).numpy() for o in [obs] * calls]
+
+
+def test_act_is_the_eager_cascade_bit_for_bit():
+    obs1 = np.random.default_rng(1).normal(size=OBS) * 4
+    obs4 = np.random.default_rng(2).normal(size=(4, OBS)) * 4
+    for n_blocks in (0, 3):
+        cascade, norm = policy(n_blocks)
+        for obs in (obs1, obs4):
+            rt = PolicyRuntime(cascade, norm, device='cpu', seed=7)
+            got = [rt.act(obs) for _ in range(3)]                            # stochastic: x0 from the generator
+            want = eager_actions(cascade, norm, obs, 7, 3)
+            for g, w in zip(got, want):
+                assert np.array_equal(g.reshape(w.shape), w)
+            assert not np.array_equal(got[0], got[1])                        # fresh noise per decision
+            x0 = np.random.default_rng(3).normal(size=(np.atleast_2d(obs).shape[0], ACT)).astype(np.float32)
+            with torch.no_grad():
+                s = norm(torch.as_tensor(obs, dtype=torch.float32).reshape(-1, OBS))
+                steered = cascade.sample(s, torch.as_tensor(x0), clip=True).numpy()
+                det = cascade.sample(s, torch.zeros(len(s), ACT), clip=True).numpy()
+            assert np.array_equal(rt.act(obs, noise=x0).reshape(steered.shape), steered)
+            assert np.array_equal(rt.act(obs, deterministic=True).reshape(det.shape), det)
+
+
+def test_updates_compile_the_new_policy_and_reuse_the_shared_parts():
+    cascade, norm = policy(1)
+    rt = PolicyRuntime(cascade, norm, device='cpu', seed=0)
+    obs = np.random.default_rng(4).normal(size=(6, OBS))
+    rt.act(obs)                                                  # observations for the probe states
+    before = rt._snap[4]
+    block = trained_like_block(10, tau=0.02)
+    rt.apply_update(BlockUpdate.from_block(1, block, rt.digest, 0.1))
+    with torch.no_grad():
+        s = norm(torch.as_tensor(obs, dtype=torch.float32))
+        x0 = torch.randn(6, ACT, generator=torch.Generator().manual_seed(5))
+        want = Cascade(cascade.base, [*cascade.blocks, block]).sample(s, x0, clip=True).numpy()
+        without_new = cascade.sample(s, x0, clip=True).numpy()
+    assert np.array_equal(rt.act(obs, noise=x0.numpy()), want)     # at once, compiled or not yet
+    assert rt.wait_compiled(30.0)
+    after = rt._snap[4]
+    assert after.traced_base is before.traced_base                                  # not traced again
+    assert after.traced_blocks[0] is before.traced_blocks[0] and len(after.traced_blocks) == 2
+    got = rt.act(obs, noise=x0.numpy())
+    assert np.array_equal(got, want) and not np.array_equal(got, without_new)
+
+    base_cascade, base_norm = policy(2)                          # a compaction / restart snapshot: all new parts
+    rt.apply_update(BlockUpdate.from_policy(2, base_cascade, base_norm))
+    assert rt.wait_compiled(30.0) and rt._snap[4].traced_base is not after.traced_base
+    with torch.no_grad():
+        want = base_cascade.sample(base_norm(torch.as_tensor(obs, dtype=torch.float32)), x0, clip=True).numpy()
+    assert np.array_equal(rt.act(obs, noise=x0.numpy()), want)
