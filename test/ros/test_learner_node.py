@@ -192,7 +192,9 @@ def test_tensorboard_scalars_from_log_dir(ros_node, learner_setup, tmp_path):
     proc = learner_setup(log_dir=str(tmp_path / 'tb'))
     status = ros_node.collect('/swfp/status', DiagnosticArray)
     publish(ros_node, 70)
-    ros_node.wait_for(lambda: learner_status(status).get('blocks_trained') == '1', 60.0, what='a block')
+    ros_node.wait_for(lambda: learner_status(status).get('blocks_trained') == '1'
+                      and learner_status(status).get('replay_size') == stored(70), 60.0,
+                      what='a block and every transition stored')
     assert proc.stop() == 0, proc.output()
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     acc = EventAccumulator(str(tmp_path / 'tb'), size_guidance={'scalars': 0})
@@ -202,4 +204,4 @@ def test_tensorboard_scalars_from_log_dir(ros_node, learner_setup, tmp_path):
                 'learner/replay_size', 'time/critic_ms_per_update', 'time/block_s'):
         assert scalars.get(tag), f'no {tag} in {sorted(scalars)}'
     assert len(scalars['block/w2_bound']) == 1 and scalars['block/w2_bound'][0].step >= 64
-    assert scalars['learner/replay_size'][-1].value == int(learner_status(status)['replay_size'])
+    assert scalars['learner/replay_size'][-1].value == int(stored(70))
