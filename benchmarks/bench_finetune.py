@@ -9,7 +9,8 @@ fine-tuning (from the same BC checkpoint, same critic, same settings), SAC from 
 evaluation episodes (the policies as deployed, fixed seeds). The seed seeds the demos, the BC, and every online run:
 its learner (critic initialisation, minibatches, block noise), its actor's noise and its envs. Jobs run in
 ``--workers`` processes with one torch thread each. Each run writes its own curve.csv; re-running skips finished runs
-and resumes unfinished fine-tuning runs from their checkpoints. Outputs in --out: results.json (every curve,
+and resumes unfinished fine-tuning runs from their checkpoints; ``--finished-only`` summarises
+the finished runs of the selection without starting any. Outputs in --out: results.json (every curve,
 wall-clock and update costs), results.csv (one row per evaluation), curves.png, and command.txt. The last stdout line
 is JSON.
 """
@@ -194,6 +195,8 @@ def main() -> int:
     parser.add_argument('--bc-steps', type=int, default=BC_STEPS)
     parser.add_argument('--set', nargs='*', default=SWFP_OVERRIDES, metavar='KEY=VALUE',
                         help='algorithm overrides on top of config/learner.yaml (SWFP and naive runs)')
+    parser.add_argument('--finished-only', action='store_true',
+                        help='run nothing new: summarise the finished runs of the selection (and evaluate their BC)')
     args = parser.parse_args()
     budgets = {t: args.env_steps or TASK_SETTINGS[t]['env_steps'] for t in args.tasks}
     out = Path(args.out)
@@ -205,11 +208,13 @@ def main() -> int:
     with ctx.Pool(args.workers, maxtasksperchild=1) as pool:
         # BC first (it also builds the demos and checkpoints every run starts from), then the online runs,
         # longest (push) first so that the pool stays busy to the end.
-        bc = pool.map(bc_job, [(str(out), t, s, args.eval_episodes, args.bc_steps)
-                               for t in args.tasks for s in args.seeds])
         jobs = [(str(out), t, s, m, budgets[t], args.eval_every or TASK_SETTINGS[t].get('eval_every', 1000),
                  args.eval_episodes, args.set)
-                for t in sorted(args.tasks) for s in args.seeds for m in args.methods]
+                for t in sorted(args.tasks) for s in args.seeds for m in args.methods
+                if not args.finished_only or (run_dir(out, t, s, m) / 'done.json').is_file()]
+        pairs = sorted({(t, s) for _, t, s, *_ in jobs}) if args.finished_only else \
+            [(t, s) for t in args.tasks for s in args.seeds]
+        bc = pool.map(bc_job, [(str(out), t, s, args.eval_episodes, args.bc_steps) for t, s in pairs])
         results = pool.map(job, jobs, chunksize=1)
     summary = summarise(results, bc, budgets)
     (out / 'results.json').write_text(json.dumps({'settings': TASK_SETTINGS, 'budgets': budgets,
