@@ -332,12 +332,10 @@ class PolicyNode(LifecycleNode):
 
     def _log(self, level: str, text: str):
         # rclpy binds a severity to each call site (another severity there raises): one call per level
-        if level == 'info':
-            self.get_logger().info(text)
-        elif level == 'warning':
+        if level == 'warning':
             self.get_logger().warning(text)
         else:
-            self.get_logger().error(text)
+            self.get_logger().info(text)
 
     def _on_worker_error(self, event: str, e: Exception):
         if self.context.ok():
