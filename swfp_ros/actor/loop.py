@@ -29,8 +29,11 @@ are never recorded as transitions. Transitions: (obs, executed action in [-1, 1]
 zeros —, reward summed over the steps it covered, next_obs, terminated, n_steps, policy version, actor id).
 Home posture: after an episode ends, when a home posture was given (``home``, the task monitor's), the loop drives
 the arm there at ``home_speed`` rad/s through the same safety filter and waits until the next ``episode`` starts.
-Policy updates: lockstep applies them at once (the simulator waits); realtime applies them right after a command went
-out and never while an inference runs, i.e. between two inferences.
+Policy updates: lockstep applies them at once (the simulator waits). Realtime checks them on a thread of their own
+(``runtime.prepare_update``: deserialising, probe checks, building the new modules take tens of ms, longer than a
+control period on a busy CPU) and swaps the checked policy in on the control thread (``runtime.commit_update``) right
+after a command went out and never while an inference runs, i.e. between two inferences; one update at a time, in
+arrival order.
 """
 from __future__ import annotations
 
@@ -137,7 +140,8 @@ class ActorLoop:
         self.chunk_start_delay_s: deque[float] = deque(maxlen=2000)  # realtime: tick -> a chunk's first step out
         self.chunk_step_delay_s: deque[float] = deque(maxlen=2000)   # realtime: tick -> a later step out
         self.horizon = self.act_dim = None
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: ThreadPoolExecutor | None = None          # async chunks: the next chunk's inference
+        self._update_pool: ThreadPoolExecutor | None = None   # realtime: update checks
         self.reset()
 
     # --- set-up -------------------------------------------------------------------------------------------------
@@ -166,7 +170,8 @@ class ActorLoop:
         self.rewards: deque[RewardInfo] = deque()
         self.last_stamp = None
         self.last_progress = self.clock()
-        self.deferred_updates: deque[bytes] = deque()
+        self.incoming_updates: deque[bytes] = deque()         # realtime: waiting for their checks
+        self.checking_update: Future | None = None           # realtime: the update being checked, or checked
         self.tick_t = 0.0
         self.tick_index = 0
         self.backlog, self.backlog_t = 0, -math.inf
@@ -178,9 +183,10 @@ class ActorLoop:
         self.episode_index: int | None = None
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        for pool in (self._pool, self._update_pool):
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+        self._pool = self._update_pool = None
 
     @property
     def version(self) -> int:
@@ -273,10 +279,17 @@ class ActorLoop:
             self._position_tick(obs, pend)
 
     def update(self, data: bytes) -> None:
-        if self.cfg.mode == 'realtime' and self.active:
-            self.deferred_updates.append(data)       # applied right after the next command, between inferences
+        if (self.cfg.mode == 'realtime' and self.active) or self.checking_update or self.incoming_updates:
+            self.incoming_updates.append(data)       # checked aside, swapped in after a command, between inferences
+            self._check_next_update()
             return
-        self._apply_update(data)
+        t0 = time.perf_counter()
+        try:
+            prepared = self.runtime.prepare_update(data)
+        except ValueError as e:                      # UpdateRejected is a ValueError: keep the old policy
+            self._update_rejected(e)
+            return
+        self._commit_update(prepared, t0)
 
     def estop(self, engaged: bool) -> None:
         self.safety.set_estop(engaged)
@@ -305,6 +318,7 @@ class ActorLoop:
         """Periodic check (the worker calls it every ``idle_s``): lockstep restart when nothing progressed for
         ``lockstep_timeout_s``, pacing released when the learner left."""
         self._release_paused()
+        self._apply_deferred()
         if (self.cfg.mode == 'lockstep' and self.active and self.pending is not None
                 and self.clock() - self.last_progress > self.cfg.lockstep_timeout_s):
             self.counters['lockstep_timeouts'] += 1
@@ -541,21 +555,41 @@ class ActorLoop:
             self._start_chunk(obs)
 
     # --- updates and statistics -----------------------------------------------------------------------------------
-    def _apply_deferred(self) -> None:
-        while self.deferred_updates and self.prefetch is None:
-            self._apply_update(self.deferred_updates.popleft())
+    def _check_next_update(self) -> None:
+        if self.checking_update is None and self.incoming_updates:
+            if self._update_pool is None:
+                self._update_pool = ThreadPoolExecutor(1, thread_name_prefix='swfp-update')
+            data, t0 = self.incoming_updates.popleft(), time.perf_counter()
+            self.checking_update = self._update_pool.submit(lambda: (self.runtime.prepare_update(data), t0))
 
-    def _apply_update(self, data: bytes) -> None:
-        t0 = time.perf_counter()
+    def _apply_deferred(self) -> None:
+        """Swap in the update checked aside, if its checks are done and no inference is running."""
+        future = self.checking_update
+        if future is None or not future.done() or self.prefetch is not None:
+            return
+        self.checking_update = None
         try:
-            self.runtime.apply_update(data)
-        except ValueError as e:                      # UpdateRejected is a ValueError: keep the old policy
-            self.counters['updates_rejected'] += 1
-            self._log('warning', f'policy update rejected ({self.counters["updates_rejected"]} so far): {e}; '
-                                 f'keeping version {self.version}')
+            prepared, t0 = future.result()
+        except ValueError as e:
+            self._update_rejected(e)
+        else:
+            self._commit_update(prepared, t0)
+        self._check_next_update()
+
+    def _commit_update(self, prepared, t0: float) -> None:
+        try:
+            self.runtime.commit_update(prepared)
+        except ValueError as e:
+            self._update_rejected(e)
             return
         self.counters['updates_applied'] += 1
-        self._log('info', f'policy update applied: version {self.version} ({(time.perf_counter() - t0) * 1e3:.1f} ms)')
+        self._log('info', f'policy update applied: version {self.version} ({(time.perf_counter() - t0) * 1e3:.1f} ms '
+                          f'from its arrival)')
+
+    def _update_rejected(self, e: Exception) -> None:
+        self.counters['updates_rejected'] += 1
+        self._log('warning', f'policy update rejected ({self.counters["updates_rejected"]} so far): {e}; keeping '
+                             f'version {self.version}')
 
     def stats(self) -> dict:
         """Figures for diagnostics: latency percentiles (ms), counters, the safety filter's counters."""

@@ -7,7 +7,7 @@
     learner.Learner          online loop: transitions -> critic -> blocks -> BlockUpdates (naive.NaiveLearner: baseline)
     serialize.BlockUpdate    checksummed wire format of an update (UpdateRejected on anything wrong)
     auth                     HMAC-SHA256 signatures of updates with a shared key
-    runtime.PolicyRuntime    actor side: act() + checked (UpdateChecks), atomic apply_update()
+    runtime.PolicyRuntime    actor side: act() + checked (UpdateChecks), atomic updates (prepare + commit)
     checkpoint               save/load_policy, save/load_learner (CheckpointError)
     bc.train_bc              behaviour cloning of the base flow
 """

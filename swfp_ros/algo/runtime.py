@@ -46,24 +46,41 @@ class UpdateChecks:
     max_blocks: int = 256             # cascade length after the update (a learner compacts at block.max_blocks)
 
 
+@dataclass(frozen=True)
+class PreparedUpdate:
+    """An update that passed every check against the policy running at ``checked_against``, with its new snapshot
+    built (None: the update is the running policy itself), ready for PolicyRuntime.commit_update."""
+    version: int
+    checked_against: int
+    snap: tuple | None
+
+
 PROBE_MEMORY = 256                    # recent observations kept as probe states
 PROBE_SEED = 1234                     # fixed: a check gives the same verdict for the same update and states
 
 
 class PolicyRuntime:
     """act() reads one immutable (normaliser, cascade, version, digest, forward) snapshot; apply_update() checks an
-    update and builds a new snapshot off to the side, then swaps the reference under a lock, so a swap never lands in
-    the middle of an inference. The runtime owns copies of the modules it is given: a learner that keeps training its
+    update and builds a new snapshot off to the side (prepare_update), then swaps the reference under a lock
+    (commit_update), so a swap never lands in the middle of an inference. A control loop can run the two halves on
+    different threads: the checks off the control thread, the swap between two inferences. The runtime owns copies of the modules it is given: a learner that keeps training its
     own cascade never changes what the actor runs.
 
     The forward is the compiled one (swfp_ros.algo.compiled) from the start; after an update, the eager modules act
     until a background thread has compiled the new policy (a few hundred ms on a busy CPU, which would otherwise stall
-    the control loop that applies the update), then the compiled forward is swapped in. Both give the same actions."""
+    the control loop that applies the update), then the compiled forward is swapped in. Both give the same actions.
+
+    ``compile_updates = False`` keeps the eager modules after an update instead: tracing and freezing hold the
+    interpreter lock for tens of ms at a time, so the compile thread delays a wall-clock control loop running beside
+    it (measured in realtime mode: the longest tick gap at a block swap 56-120 ms with it, against 41 ms without),
+    while eager inference costs 0.2-0.7 ms, nothing at a 20-50 Hz control rate. The policy node sets it in realtime
+    mode; in lockstep, throughput matters and a late tick costs nothing."""
 
     def __init__(self, cascade: Cascade, normalizer: ObsNormalizer, version: int = 0, device: str = 'auto',
-                 seed: int | None = None, checks: UpdateChecks | None = None):
+                 seed: int | None = None, checks: UpdateChecks | None = None, compile_updates: bool = True):
         self.device = resolve_device(device)
         self.checks = checks or UpdateChecks()
+        self.compile_updates = compile_updates
         self.rejections: Counter[str] = Counter()       # per UpdateRejected.reason
         self._key: bytes | None = None
         self._lock = threading.Lock()
@@ -78,10 +95,10 @@ class PolicyRuntime:
         cascade, normalizer = copy.deepcopy(cascade), copy.deepcopy(normalizer)
         self._compiled: CompiledPolicy | None = None    # the latest compiled forward (its traced parts are reused)
         self._compiling: threading.Thread | None = None
-        self._snap = self._prepare(cascade, normalizer, version, policy_digest(cascade, normalizer))
+        self._snap = self._snapshot(cascade, normalizer, version, policy_digest(cascade, normalizer))
         self._compile(self._snap)
 
-    def _prepare(self, cascade: Cascade, normalizer: ObsNormalizer, version: int, digest: str):
+    def _snapshot(self, cascade: Cascade, normalizer: ObsNormalizer, version: int, digest: str):
         normalizer = normalizer.to(self.device).eval()
         cascade = cascade.to(self.device).eval().requires_grad_(False)
         return normalizer, cascade, version, digest, EagerPolicy(normalizer, cascade)
@@ -181,13 +198,36 @@ class PolicyRuntime:
         """Check, then swap atomically; returns the new version. Raises UpdateRejected (its ``reason`` also counted in
         ``rejections``) and keeps the old policy. Bytes are the network path (signature, size, format); a
         BlockUpdate object comes from local code and skips the signature."""
+        return self.commit_update(self.prepare_update(update))
+
+    def prepare_update(self, update: bytes | BlockUpdate) -> PreparedUpdate:
+        """Every check of apply_update and the new policy's modules, without swapping them in: the slow part (tens of
+        ms on a busy CPU), which may run on another thread while act() goes on. Raises UpdateRejected (counted)."""
         try:
-            return self._apply(update)
+            return self._prepare_update(update)
         except UpdateRejected as e:
             self.rejections[e.reason] += 1
             raise
 
-    def _apply(self, update: bytes | BlockUpdate) -> int:
+    def commit_update(self, prepared: PreparedUpdate) -> int:
+        """Swap a prepared update in (a reference swap under the lock); returns the running version. Raises
+        UpdateRejected ('raced', counted) when another update was swapped in since it was prepared."""
+        with self._lock:
+            if self._snap[2] != prepared.checked_against:
+                self.rejections['raced'] += 1
+                raise UpdateRejected(f'update v{prepared.version} raced with another update (policy now '
+                                     f'v{self._snap[2]})', 'raced')
+            if prepared.snap is None:
+                return prepared.version                # the running policy itself (a learner's restart snapshot)
+            self._snap = prepared.snap
+            if self.compile_updates:
+                # Not a daemon: the interpreter waits for it at exit (a daemon thread inside torch at exit aborts the
+                # process: 'terminate called without an active exception').
+                self._compiling = threading.Thread(target=self._compile, args=(prepared.snap,), name='swfp-compile')
+                self._compiling.start()
+        return prepared.version
+
+    def _prepare_update(self, update: bytes | BlockUpdate) -> PreparedUpdate:
         norm, cascade, version, digest, _ = self._snap
         c = self.checks
         if isinstance(update, BlockUpdate):
@@ -200,19 +240,7 @@ class PolicyRuntime:
             new = self._check_block(upd, norm, cascade, version, digest)
         else:
             new = self._check_base(upd, cascade, version, digest)
-            if new is None:
-                return version                          # the running policy itself (a learner's restart snapshot)
-        snap = self._prepare(*new)
-        with self._lock:
-            if self._snap[2] != version:  # another thread applied an update meanwhile: re-check the order
-                raise UpdateRejected(f'update v{upd.version} raced with another update (policy now v{self._snap[2]})',
-                                     'raced')
-            self._snap = snap
-            # Not a daemon: the interpreter waits for it at exit (a daemon thread inside torch at exit aborts the
-            # process: 'terminate called without an active exception').
-            self._compiling = threading.Thread(target=self._compile, args=(snap,), name='swfp-compile')
-            self._compiling.start()
-        return upd.version
+        return PreparedUpdate(upd.version, version, None if new is None else self._snapshot(*new))
 
     def _check_block(self, upd: BlockUpdate, norm, cascade: Cascade, version: int, digest: str):
         c = self.checks

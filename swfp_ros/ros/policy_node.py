@@ -223,6 +223,8 @@ class PolicyNode(LifecycleNode):
                     raise ValueError(f'update_key_file is set but the runtime of {g("policy_loader")} cannot check '
                                      f'signatures (it has no set_update_key)')
                 runtime.set_update_key(key)
+            if cfg.mode == 'realtime' and hasattr(runtime, 'compile_updates'):
+                runtime.compile_updates = False     # a compile thread would delay control ticks (PolicyRuntime)
             self.signed_updates = key is not None
             self.loop = ActorLoop(runtime, safety, cfg, self._send_command, self._send_transition, self._log)
             self.loop.warmup(2 * len(cfg.joint_names) + len(self.task_labels), int(g('warmup_iters')))

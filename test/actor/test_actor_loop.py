@@ -1,7 +1,9 @@
 """The actor loop as a library, without any ROS graph: chunk execution, per-step safety, the asynchronous next
 chunk, transition assembly, pacing, the update swap, temporal ensembling and the return home — and an in-process
 lockstep run on the real MuJoCo reach task, driven the way a runner would drive it."""
+import threading
 import time
+from concurrent import futures
 
 import numpy as np
 import pytest
@@ -28,6 +30,8 @@ class ScriptedRuntime:
 
     def __init__(self, horizon=1):
         self.horizon, self.version, self.calls, self.obs_seen = horizon, 0, 0, []
+        self.threads = {}                            # the thread that ran prepare_update / commit_update
+        self.before_prepare = lambda: None
 
     def act(self, obs, deterministic=False):
         self.obs_seen.append(np.asarray(obs, dtype=np.float64).copy())
@@ -35,10 +39,17 @@ class ScriptedRuntime:
         step = np.clip(np.full(N, self.calls / 10.0), -1, 1)
         return np.tile(step, self.horizon) + 0.01 * np.repeat(np.arange(self.horizon), N)
 
-    def apply_update(self, data):
+    def prepare_update(self, data):
+        self.before_prepare()
+        self.threads['prepare'] = threading.current_thread().name
         if data != b'next':
             raise ValueError('bad update')
-        self.version += 1
+        return self.version + 1
+
+    def commit_update(self, version):
+        self.threads['commit'] = threading.current_thread().name
+        self.version = version
+        return version
 
 
 def make(horizon=1, clock=None, max_delta=0.1, **cfg):
@@ -148,16 +159,41 @@ def test_no_task_holds_and_invalid_input_holds():
     assert runtime.calls == 1
 
 
-def test_realtime_updates_swap_after_a_command_and_bad_ones_are_rejected():
+def test_realtime_updates_are_checked_aside_and_swapped_after_a_command():
     loop, runtime, commands, transitions, clock = make(mode='realtime')
     loop.task(TASK)
     loop.set_active(True)
     loop.update(b'next')
     loop.update(b'corrupt')
-    assert runtime.version == 0, 'deferred while active: never before the next command'
+    loop.checking_update.result(10.0)                # the first update's checks are done ...
+    assert runtime.version == 0, '... but it is swapped in only after the next command'
     feed(loop, clock, np.zeros(N), 0)
     loop.tick(clock())
-    assert runtime.version == 1 and loop.counters['updates_applied'] == 1 and loop.counters['updates_rejected'] == 1
+    assert runtime.version == 1 and loop.counters['updates_applied'] == 1 and commands
+    assert runtime.threads == {'prepare': 'swfp-update_0', 'commit': threading.current_thread().name}
+    futures.wait([loop.checking_update], 10.0)       # the second one, checked after the first was swapped in
+    loop.tick(clock())
+    assert loop.counters['updates_rejected'] == 1 and runtime.version == 1
+
+
+def test_ticks_go_on_while_an_update_is_being_checked():
+    """The checks take longer than a control period on a busy CPU: they must not hold the control thread."""
+    loop, runtime, commands, transitions, clock = make(mode='realtime')
+    release = threading.Event()
+    runtime.before_prepare = lambda: release.wait(30.0)
+    loop.task(TASK)
+    loop.set_active(True)
+    loop.update(b'next')
+    for i in range(3):
+        feed(loop, clock, np.zeros(N), i)
+        loop.tick(clock())
+        loop.reward(RewardInfo(-1.0, False, False, i + 1))
+    assert len(commands) == 3 and runtime.calls == 3 and runtime.version == 0
+    release.set()
+    loop.checking_update.result(10.0)
+    feed(loop, clock, np.zeros(N), 3)
+    loop.tick(clock())
+    assert runtime.version == 1 and loop.counters['updates_applied'] == 1
 
 
 def test_lockstep_pacing_waits_for_the_learner_but_not_for_a_dead_one():

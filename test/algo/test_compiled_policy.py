@@ -81,3 +81,19 @@ def test_updates_compile_the_new_policy_and_reuse_the_shared_parts():
     with torch.no_grad():
         want = base_cascade.sample(base_norm(torch.as_tensor(obs, dtype=torch.float32)), x0, clip=True).numpy()
     assert np.array_equal(rt.act(obs, noise=x0.numpy()), want)
+
+
+def test_without_compile_updates_an_update_acts_with_the_eager_modules():
+    """compile_updates=False (the policy node in realtime mode): no compile thread; the update's actions at once."""
+    cascade, norm = policy(1)
+    rt = PolicyRuntime(cascade, norm, device='cpu', seed=0, compile_updates=False)
+    obs = np.random.default_rng(4).normal(size=(6, OBS))
+    rt.act(obs)
+    block = trained_like_block(11, tau=0.02)
+    rt.apply_update(BlockUpdate.from_block(1, block, rt.digest, 0.1))
+    assert rt._compiling is None and not rt.wait_compiled(0.0)
+    x0 = np.random.default_rng(5).normal(size=(6, ACT)).astype(np.float32)
+    with torch.no_grad():
+        s = norm(torch.as_tensor(obs, dtype=torch.float32))
+        want = Cascade(cascade.base, [*cascade.blocks, block]).sample(s, torch.as_tensor(x0), clip=True).numpy()
+    assert np.array_equal(rt.act(obs, noise=x0), want)

@@ -1,4 +1,5 @@
-"""A tiny stand-in for ``swfp_ros.algo.runtime`` with the same interface (act / apply_update / version / device).
+"""A tiny stand-in for ``swfp_ros.algo.runtime`` with the same interface (act / prepare_update / commit_update /
+version / device).
 
 The ROS tests use it to exercise the node plumbing independently of the algorithm (``policy_loader:
 stub_runtime:load_policy`` with this directory on PYTHONPATH). Update bytes: b'SWFPSTUB' + version (u32) + crc32 of
@@ -42,7 +43,7 @@ class StubRuntime:
             a = a + self.rng.normal(0, 0.1, self.act_dim)
         return np.clip(a, -1, 1)
 
-    def apply_update(self, data: bytes) -> None:
+    def prepare_update(self, data: bytes) -> tuple[int, np.ndarray]:
         if len(data) < 16 or data[:8] != MAGIC:
             raise UpdateRejected('not a stub update (bad magic)')
         version, crc = struct.unpack('<II', data[8:16])
@@ -54,7 +55,14 @@ class StubRuntime:
         bias = np.frombuffer(payload, dtype=np.float64)
         if bias.size != self.act_dim:
             raise UpdateRejected(f'update for act_dim {bias.size}, policy has {self.act_dim}')
-        self.bias, self.version = bias.copy(), version
+        return version, bias.copy()
+
+    def commit_update(self, prepared: tuple[int, np.ndarray]) -> int:
+        version, bias = prepared
+        if version != self.version + 1:
+            raise UpdateRejected(f'out-of-order update {version}, have {self.version}')
+        self.bias, self.version = bias, version
+        return version
 
 
 def make_update(version: int, bias) -> bytes:
