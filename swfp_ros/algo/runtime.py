@@ -63,8 +63,8 @@ class PolicyRuntime:
     """act() reads one immutable (normaliser, cascade, version, digest, forward) snapshot; apply_update() checks an
     update and builds a new snapshot off to the side (prepare_update), then swaps the reference under a lock
     (commit_update), so a swap never lands in the middle of an inference. A control loop can run the two halves on
-    different threads: the checks off the control thread, the swap between two inferences. The runtime owns copies of the modules it is given: a learner that keeps training its
-    own cascade never changes what the actor runs.
+    different threads: the checks off the control thread, the swap between two inferences. The runtime owns copies
+    of the modules it is given: a learner that keeps training its own cascade never changes what the actor runs.
 
     The forward is the compiled one (swfp_ros.algo.compiled) from the start; after an update, the eager modules act
     until a background thread has compiled the new policy (a few hundred ms on a busy CPU, which would otherwise stall
