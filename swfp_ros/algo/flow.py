@@ -60,8 +60,11 @@ class VelocityNet(nn.Module):
         self.net = mlp(obs_dim + act_dim + cfg.time_embed_dim, cfg.hidden, cfg.layers, act_dim)
 
     def forward(self, s: torch.Tensor, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """t: [B] (a time per sample) or [1] (one time for the batch: its features are computed once, and in a
+        frozen compiled forward they become constants)."""
         ang = t.unsqueeze(-1) * self.freqs
-        return self.net(torch.cat([s, x, torch.sin(ang), torch.cos(ang)], -1))
+        features = torch.cat([torch.sin(ang), torch.cos(ang)], -1).expand(x.shape[0], -1)
+        return self.net(torch.cat([s, x, features], -1))
 
 
 class FlowPolicy(nn.Module):
@@ -103,7 +106,7 @@ class FlowPolicy(nn.Module):
         x = self._x0(s, x0, generator)
         dt = 1.0 / self.cfg.euler_steps
         for k in range(self.cfg.euler_steps):
-            x = x + dt * self.velocity(s, x, torch.full((x.shape[0],), k * dt, device=x.device))
+            x = x + dt * self.velocity(s, x, torch.full((1,), k * dt, device=x.device))
         return x
 
     def sample_with_log_prob(self, s: torch.Tensor, x0: torch.Tensor | None = None,
