@@ -114,6 +114,7 @@ setup(
         (f'share/{PACKAGE}', ['package.xml']),
         (f'share/{PACKAGE}/launch', glob('launch/*.launch.py')),
         (f'share/{PACKAGE}/config', glob('config/*.yaml')),
+        (f'share/{PACKAGE}/config/sros2', glob('config/sros2/*.xml')),
         *lib_wrappers(),
         *bin_wrapper(),
     ],

@@ -254,6 +254,8 @@ def test_real_arm_learns_with_the_task_monitor_and_survives_the_learner(reach_po
         ros_node.wait_for(lambda: log_text(log).count('started learner_node') == 2, 20.0, what='the learner restarted')
         ros_node.wait_for(lambda: s('/learner_node').get('resumed') == 'true', 60.0, what='the learner resumed')
         assert int(s('/policy_node').get('updates_rejected', 0)) == 0
+        for node in ('policy_node', 'task_node', 'learner_node'):
+            assert_sros2_policy_grants(ros_node.node, node)
         _ctrl_c_twice(proc)
         rc = proc.wait(timeout=60)
     finally:
@@ -265,6 +267,41 @@ def test_real_arm_learns_with_the_task_monitor_and_survives_the_learner(reach_po
     assert (tmp_path / 'ckpt' / 'learner.pt').is_file()
     assert arm.check_commands() > 200
     assert all(process_gone(p) for p in started_pids(out).values())
+
+
+SROS2_POLICY = Path(__file__).resolve().parents[2] / 'config' / 'sros2' / 'swfp_policy.xml'
+
+
+def assert_sros2_policy_grants(graph_node, node: str, ns: str = '/'):
+    """Every topic ``node`` publishes or subscribes and every service it serves on the running graph is allowed to
+    it by the example SROS2 policy (whose profiles are written for namespace /arm1: resolved here in ``ns``, the way
+    sros2 resolves relative and ~ names). Also: only the learner may publish policy updates."""
+    import xml.etree.ElementTree as ET
+
+    def resolve(name):
+        if name.startswith('/'):
+            return name
+        base = ns.rstrip('/')
+        return f'{base}/{node}/{name[2:]}' if name.startswith('~/') else f'{base}/{name}'
+
+    root = ET.parse(SROS2_POLICY).getroot()
+    profile = next(p for p in root.iter('profile') if p.get('node') == node)
+    allowed = {kind: set() for kind in ('publish', 'subscribe', 'reply')}
+    for group in profile:
+        for kind in allowed:
+            if group.get(kind) == 'ALLOW':
+                allowed[kind] |= {resolve(e.text.strip()) for e in group}
+    used = {'publish': graph_node.get_publisher_names_and_types_by_node(node, ns),
+            'subscribe': graph_node.get_subscriber_names_and_types_by_node(node, ns),
+            'reply': graph_node.get_service_names_and_types_by_node(node, ns)}
+    for kind, endpoints in used.items():
+        names = {name for name, _types in endpoints}
+        assert names, (node, kind, 'no endpoints seen')
+        assert names <= allowed[kind], (node, kind, sorted(names - allowed[kind]))
+    publishers_of_updates = {p.get('node') for p in root.iter('profile')
+                             for group in p if group.get('publish') == 'ALLOW'
+                             for e in group if e.text.strip() == '/swfp/policy_update'}
+    assert publishers_of_updates == {'learner_node'}, publishers_of_updates
 
 
 def log_text(log) -> str:
