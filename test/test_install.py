@@ -28,6 +28,7 @@ def test_ament_index_marker_and_share(prefix):
         sorted(p.name for p in (ROOT / 'launch').glob('*.launch.py'))
     assert sorted(p.name for p in (share / 'config').glob('*.yaml')) == \
         sorted(p.name for p in (ROOT / 'config').glob('*.yaml'))
+    assert (share / 'config/sros2/swfp_policy.xml').is_file()
 
 
 @pytest.mark.parametrize('name', NODES)
