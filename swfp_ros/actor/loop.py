@@ -279,7 +279,7 @@ class ActorLoop:
             self._position_tick(obs, pend)
 
     def update(self, data: bytes) -> None:
-        if (self.cfg.mode == 'realtime' and self.active) or self.checking_update or self.incoming_updates:
+        if (self.cfg.mode == 'realtime' and self.active) or self.checking_update is not None or self.incoming_updates:
             self.incoming_updates.append(data)       # checked aside, swapped in after a command, between inferences
             self._check_next_update()
             return

@@ -82,7 +82,9 @@ class PolicyRuntime:
         self.device = resolve_device(device)
         self.checks = checks or UpdateChecks()
         self.compile_updates = compile_updates
-        self.rejections: Counter[str] = Counter()       # per UpdateRejected.reason
+        # Per UpdateRejected.reason. Replaced, never changed in place: other threads (a node's status) read it while
+        # updates are checked on their own thread.
+        self.rejections: Counter[str] = Counter()
         self._key: bytes | None = None
         self._lock = threading.Lock()
         self._gen = torch.Generator(device=self.device)
@@ -212,7 +214,7 @@ class PolicyRuntime:
         try:
             return self._prepare_update(update)
         except UpdateRejected as e:
-            self.rejections[e.reason] += 1
+            self._count_rejection(e.reason)
             raise
 
     def commit_update(self, prepared: PreparedUpdate) -> int:
@@ -220,7 +222,7 @@ class PolicyRuntime:
         UpdateRejected ('raced', counted) when another update was swapped in since it was prepared."""
         with self._lock:
             if self._snap[2] != prepared.checked_against:
-                self.rejections['raced'] += 1
+                self._count_rejection('raced')
                 raise UpdateRejected(f'update v{prepared.version} raced with another update (policy now '
                                      f'v{self._snap[2]})', 'raced')
             if prepared.snap is None:
@@ -232,6 +234,9 @@ class PolicyRuntime:
                 self._compiling = threading.Thread(target=self._compile, args=(prepared.snap,), name='swfp-compile')
                 self._compiling.start()
         return prepared.version
+
+    def _count_rejection(self, reason: str) -> None:
+        self.rejections = self.rejections + Counter({reason: 1})
 
     def _prepare_update(self, update: bytes | BlockUpdate) -> PreparedUpdate:
         norm, cascade, version, digest, _ = self._snap
