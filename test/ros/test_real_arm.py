@@ -186,11 +186,10 @@ def test_real_arm_reaches_20_goals_with_the_task_monitor(reach_policy, tmp_path,
                     'goal:=' + ';'.join(','.join(f'{x:.4f}' for x in g) for g in goals),
                     f'checkpoint_dir:={tmp_path / "ckpt"}', 'record_bag:=true', f'bag_path:={tmp_path / "bag"}')
     try:
-        ros_node.wait_for(lambda: len(arm.commands) > 0, 90.0, what='the first command')
-        t_start = time.monotonic() + START_UP_S
+        ros_node.wait_for(lambda: len(arm.commands_sent) > 0, 90.0, what='the first command')
         started = lambda: {m.data: t for t, m in list(episodes)}  # noqa: E731
         ros_node.wait_for(lambda: len(goals) + 1 in started(), 240.0, what='episodes 1..20 done (the 21st started)')
-        t_end = time.monotonic()
+        sent_end = time.time()          # the senders' clock: source timestamps are this host's wall clock
         _ctrl_c_twice(proc)
         rc = proc.wait(timeout=60)
     finally:
@@ -205,11 +204,14 @@ def test_real_arm_reaches_20_goals_with_the_task_monitor(reach_policy, tmp_path,
                for k in range(1, len(goals) + 1)]
     reached = [d < 0.05 for d in closest]
     print('closest approach to each goal (m):', np.round(closest, 3))
-    stamps = np.array([t for t, _ in arm.commands if t_start <= t <= t_end])
-    per_second = np.histogram(stamps, bins=np.arange(t_start, t_end, 1.0))[0]
-    print(f'goals reached: {sum(reached)} of {len(goals)} in {t_end - t_start:.0f} s; commands per second: '
+    # The rate the policy commanded at, on its own send times (this observer's callbacks can stall on a loaded
+    # machine: then one second of receptions holds 10 commands and the next 30)
+    sent = np.array(sorted(t for t, _ in arm.commands_sent))
+    sent_start = sent[0] + START_UP_S
+    per_second = np.histogram(sent, bins=np.arange(sent_start, sent_end, 1.0))[0]
+    print(f'goals reached: {sum(reached)} of {len(goals)} in {sent_end - sent_start:.0f} s; commands per second: '
           f'min {per_second.min()}, mean {per_second.mean():.1f}')
-    assert t_end - t_start >= 40 and per_second.min() >= 16 and 18 <= per_second.mean() <= 22, per_second
+    assert sent_end - sent_start >= 40 and per_second.min() >= 16 and 18 <= per_second.mean() <= 22, per_second
     assert arm.check_commands() > 800
     assert sum(reached) >= 16, reached
 
