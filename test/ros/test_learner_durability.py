@@ -13,8 +13,9 @@ from std_msgs.msg import Float64MultiArray, UInt8MultiArray
 from swfp_ros.algo import auth
 from swfp_ros.algo.checkpoint import load_learner, load_policy, save_learner
 from swfp_ros.ros import messages
+from swfp_ros.ros.journal import TransitionJournal
 from swfp_ros.ros.learner_node import load_or_create_learner, swfp_config
-from test_learner_node import ACT, LATCHED, OBS, learner_status, stored, transition
+from test_learner_node import ACT, LATCHED, OBS, learner_status, transition
 from tiny_policy import SMALL_SWFP, write_bc_checkpoint
 
 KEEP_ALL = QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE,
@@ -58,11 +59,22 @@ def test_sigkill_under_load_loses_nothing_it_journaled(ros_node, start_learner, 
     assert journaled >= int(before['journaled'])
     ros_node.wait_for(lambda: learner_status(status).get('idle') == 'true', 240.0, what='the backlog stored')
     after = learner_status(status)
-    # every journaled transition is in the learner exactly once (each of these breaks the n-step chain: one window
-    # stays open), and nothing arrives after the restart (the sender stopped)
-    assert int(after['transitions']) == journaled and after['replay_size'] == stored(journaled), after
-    assert int(after['journaled']) == journaled
     assert proc2.stop() == 0
+    # What the journal holds: the test's transitions in the order sent. A burst of 1,500 can overflow the learner's
+    # subscription history (depth 1,000) on a loaded machine before anything is journaled (seen: 67..312 and
+    # 319..499 never arrived), so which ones is not fixed; the learner's promise is about those it journaled.
+    journal = TransitionJournal(tmp_path / 'ckpt' / 'inbox', messages.transition_size(OBS, ACT), OBS, ACT)
+    key = lambda t: np.asarray(t.obs, np.float64).tobytes()  # noqa: E731
+    sent = [messages.transition_from_msg(transition(i), OBS, ACT) for i in range(1500)]
+    index = {key(t): i for i, t in enumerate(sent)}
+    order = [index[key(messages.unpack_transition(r, OBS, ACT))] for r in journal.read(0, 10 ** 6)]
+    assert len(order) == journaled and order == sorted(set(order)), order
+    # every journaled transition is in the learner exactly once, and nothing arrived after the restart (the sender
+    # stopped): each of these breaks the n-step chain, so all but the last one's window are closed, and that one too
+    # when it terminated
+    last_open = not sent[order[-1]].terminated
+    assert int(after['transitions']) == journaled and int(after['replay_size']) == journaled - last_open, after
+    assert int(after['journaled']) == journaled
 
 
 def test_sigint_during_catch_up_stops_at_once_with_a_final_checkpoint(ros_node, start_learner, tmp_path):
