@@ -191,8 +191,8 @@ def test_debug_shows_the_traceback(work):
 
 
 def test_ctrl_c_during_finetune_exits_130_and_keeps_a_whole_checkpoint(work, tmp_path):
-    """SIGINT once the run has written its first checkpoint: one line, exit 130, learner.pt loads, curve.csv holds
-    only whole rows, no temporary file is left; the same command then resumes."""
+    """SIGINT once the run has written its first checkpoint and curve row: one line, exit 130, learner.pt loads,
+    curve.csv holds only whole rows, no temporary file is left; the same command then resumes."""
     from swfp_ros.algo.checkpoint import load_learner
 
     out = tmp_path / 'run'
@@ -203,10 +203,12 @@ def test_ctrl_c_during_finetune_exits_130_and_keeps_a_whole_checkpoint(work, tmp
     # background jobs with SIGINT ignored, and Python then installs no KeyboardInterrupt handler).
     p = subprocess.Popen(args, cwd=work, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    # the first checkpoint can be written before the first evaluation row: wait for both, the things checked below
+    written = lambda: (out / 'learner.pt').is_file() and (out / 'curve.csv').is_file()  # noqa: E731
     deadline = time.monotonic() + 120
-    while not (out / 'learner.pt').is_file() and p.poll() is None and time.monotonic() < deadline:
+    while not written() and p.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert (out / 'learner.pt').is_file(), p.communicate(timeout=5)
+    assert written(), p.communicate(timeout=5)
     p.send_signal(signal.SIGINT)
     stdout, stderr = p.communicate(timeout=60)
     lines = stderr.strip().splitlines()
