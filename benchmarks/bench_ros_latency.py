@@ -169,8 +169,6 @@ def main():
         def ticks(seconds, swaps=0):
             """Tick intervals over ``seconds`` of joint states, with ``swaps`` block updates spread over them; also
             the longest interval ending within 1 s after each swap was published."""
-            track = load_policy(str(ckpt), 'cpu')   # the node's policy, for the blocks' versions and parent digests
-            track.compile_updates = False           # no compile thread in the measuring process
             acts.clear()
             t0 = time.perf_counter()
             swap_times = [t0 + seconds * (i + 1) / (swaps + 1) for i in range(swaps)]
@@ -187,6 +185,8 @@ def main():
             t = np.asarray(acts)
             per_swap = [float(np.diff(t)[(t[1:] > ts) & (t[1:] < ts + 1.0)].max(initial=0.0)) for ts in sent]
             return np.diff(t), per_swap
+        track = load_policy(str(ckpt), 'cpu')   # the node's policy, for the blocks' versions and parent digests
+        track.compile_updates = False           # no compile thread in the measuring process
         base, _ = ticks(3.0)
         swap, per_swap = ticks(8.0, swaps=5)
         result.update(tick_period_ms_nominal=20.0,

@@ -73,8 +73,8 @@ class PolicyRuntime:
 
     ``compile_updates = False`` keeps the eager modules after an update instead: tracing and freezing hold the
     interpreter lock for tens of ms at a time, so the compile thread delays a wall-clock control loop running beside
-    it (measured in realtime mode: the longest tick gap at a block swap 56-120 ms with it, against 41 ms without),
-    while eager inference costs 0.2-0.7 ms, nothing at a 20-50 Hz control rate. The policy node sets it in realtime
+    it (when the background compile came in, the longest realtime tick gap at a block swap went from 41 ms to
+    56-120 ms), while eager inference costs 0.2-0.7 ms, nothing at a 20-50 Hz control rate. The policy node sets it in realtime
     mode; in lockstep, throughput matters and a late tick costs nothing."""
 
     def __init__(self, cascade: Cascade, normalizer: ObsNormalizer, version: int = 0, device: str = 'auto',
