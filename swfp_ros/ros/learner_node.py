@@ -443,6 +443,8 @@ class LearnerNode(Node):
         was done."""
         c = self.learner.counters
         stored = self._ingest() if c.owed_updates < 1 or self._starved else 0
+        if stored:
+            self._stats = learner_stats(self.learner)   # a block can take minutes: status shows what it trains on
         # a block can be due without new data: after a restart that stopped it
         due = (c.env_steps >= c.next_block_at and int(c.owed_updates) <= self.max_critic_updates
                and len(self.learner.replay) >= 2)
