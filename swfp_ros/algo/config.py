@@ -104,7 +104,7 @@ class BlockConfig:
 
 @dataclass
 class CriticConfig:
-    """Twin LayerNorm critics with Polyak targets (§4)."""
+    """LayerNorm Q critics (twin by default) with Polyak targets (§4)."""
     hidden: int = 256
     layers: int = 3
     gamma: float = 0.99
@@ -116,12 +116,16 @@ class CriticConfig:
     polyak: float = 0.005
     lr: float = 3e-4
     batch_size: int = 256
+    # Q heads. 2: clipped double Q. More: the target takes the minimum of a random pair, blocks climb the minimum of
+    # all (a pessimistic objective against blocks that follow the critic's errors; see the README's push table).
+    ensemble: int = 2
     # Hard (not soft) target by default: with alpha=0 the soft term vanishes anyway, and with alpha>0 it costs K+blocks
     # Jacobians per target; the prototype's results were all obtained without it.
     soft_target: bool = False
 
     def __post_init__(self):
         _validate(self, {'hidden': _at_least(1), 'layers': _at_least(1), 'gamma': _FRACTION, 'n_step': _at_least(1),
+                         'ensemble': _at_least(2),
                          'polyak': (lambda v: 0 < v <= 1, 'in (0, 1]'), 'lr': _POSITIVE, 'batch_size': _at_least(1)})
 
 

@@ -207,7 +207,7 @@ class Learner:
             return 0.0
         if self.cfg.block.q_scale != 'grad_norm':
             return alpha
-        q_target = lambda s, a: torch.minimum(*self.critic.target(s, a))  # noqa: E731
+        q_target = lambda s, a: self.critic.target(s, a).amin(0)  # noqa: E731
         return alpha * grad_norm_scale(q_target, batch['next_obs'], batch['next_action'], clip=False).item()
 
     def update(self, max_critic_updates: int | None = None, should_stop: Callable[[], bool] | None = None,
@@ -228,7 +228,7 @@ class Learner:
                     if stop():
                         return []
                     batch = {k: v[i] for k, v in batches.items()}
-                    self._critic_metrics = self.critic.update(batch, self._temperature(batch))
+                    self._critic_metrics = self.critic.update(batch, self._temperature(batch), self.rng)
                     c.owed_updates -= 1
                     c.critic_updates += 1
             if c.owed_updates >= 1:     # capped: a due block waits until the critic has caught up

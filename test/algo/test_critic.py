@@ -1,5 +1,5 @@
-"""The TD target against a hand computation (γ^n, min of the twins, the target network, termination, soft term), and
-the learner's next actions: drawn at the normalised next observation, once per policy version and stored slot."""
+"""The TD target against a hand computation (γ^n, min of the twins or of an ensemble's drawn pair, the target network,
+termination, soft term), and the learner's next actions: drawn at the normalised next observation, once per policy version and stored slot."""
 import numpy as np
 import torch
 
@@ -15,9 +15,9 @@ OBS, ACT = 3, 2
 GAMMA = 0.9
 
 
-def critic(soft=False):
+def critic(soft=False, ensemble=2):
     torch.manual_seed(0)
-    c = Critic(OBS, ACT, CriticConfig(hidden=16, layers=1, gamma=GAMMA, soft_target=soft))
+    c = Critic(OBS, ACT, CriticConfig(hidden=16, layers=1, gamma=GAMMA, soft_target=soft, ensemble=ensemble))
     with torch.no_grad():  # the target network differs from the online one, and its two heads from each other
         for p in c.target.parameters():
             p.add_(0.3 * torch.randn_like(p))
@@ -51,6 +51,27 @@ def test_td_target_by_hand():
     with torch.no_grad():
         online = torch.minimum(c.q.q1(x), c.q.q2(x)).squeeze(-1)
     assert not torch.allclose(online, torch.minimum(c.target.q1(x), c.target.q2(x)).squeeze(-1))
+
+
+def test_ensemble_target_is_the_min_of_a_drawn_pair_and_blocks_climb_the_min_of_all():
+    c, b = critic(ensemble=5), batch()
+    x = torch.cat([b['next_obs'], b['next_action']], -1)
+    with torch.no_grad():
+        heads = [getattr(c.target, f'q{i + 1}')(x).squeeze(-1) for i in range(5)]
+    pair = c.target_heads(np.random.default_rng(3))
+    assert pair == [int(i) for i in np.random.default_rng(3).choice(5, 2, replace=False)] and len(set(pair)) == 2
+    bootstrap = torch.tensor([GAMMA ** int(n) * (0.0 if t else 1.0) for n, t in zip(b['n_steps'], b['terminated'])])
+    pair_min = torch.minimum(heads[pair[0]], heads[pair[1]])
+    assert not torch.allclose(pair_min, torch.stack(heads).amin(0))   # a pair, not all five
+    torch.testing.assert_close(c.td_target(b, heads=pair), b['reward'] + bootstrap * pair_min)
+    with torch.no_grad():
+        online = torch.stack([getattr(c.q, f'q{i + 1}')(torch.cat([b['obs'], b['action']], -1)).squeeze(-1)
+                              for i in range(5)])
+        torch.testing.assert_close(c.q_min(b['obs'], b['action']), online.amin(0))
+    # one TD step trains every head
+    before = [p.clone() for p in c.q.parameters()]
+    c.update(b, rng=np.random.default_rng(0))
+    assert all(not torch.equal(p0, p) for p0, p in zip(before, c.q.parameters()) if p.dim() == 2)
 
 
 def test_soft_target_subtracts_the_temperature_times_the_log_density():
