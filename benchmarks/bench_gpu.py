@@ -84,24 +84,32 @@ def inference(n_blocks: int, calls: int) -> dict:
             'cuda_graph_max_abs_diff': float(np.abs(static_out.cpu().numpy()[0] - ref).max()), 'last': a.tolist()}
 
 
-def learner_figures(device: str, critic_updates: int, blocks: int) -> dict:
+def filled_learner(device: str, n: int):
+    """A default-size learner on ``device`` with ``n`` random transitions (short of the warm-up: no block is due)."""
     from swfp_ros.algo.flow import FlowPolicy
     from swfp_ros.algo.learner import Learner
     from swfp_ros.algo.normalize import ObsNormalizer
     torch.manual_seed(0)
     learner = Learner(FlowPolicy(OBS_DIM, ACT_DIM), ObsNormalizer(OBS_DIM), device=device)
     rng = np.random.default_rng(0)
-    n = 4096
     learner.add_transitions(rng.normal(size=(n, OBS_DIM)), rng.uniform(-1, 1, size=(n, ACT_DIM)), rng.normal(size=n),
                             rng.normal(size=(n, OBS_DIM)), np.zeros(n, bool))
-    bs = learner.cfg.critic.batch_size
-    for _ in range(5):
-        learner.critic.update(learner._batch(bs), learner.policy, 0.0, learner.gen)
+    assert learner.counters.env_steps < learner.counters.next_block_at
+    learner.counters.owed_updates = 0.0
+    return learner
+
+
+def learner_figures(device: str, critic_updates: int, blocks: int) -> dict:
+    """Critic updates/s and block seconds through the learner's own calls (update() draws its minibatches and their
+    next actions as a fine-tuning run does)."""
+    learner = filled_learner(device, 4096)
     sync = torch.cuda.synchronize if device.startswith('cuda') else (lambda: None)
+    learner.counters.owed_updates = 5
+    learner.update()
     sync()
     t = time.perf_counter()
-    for _ in range(critic_updates):
-        learner.critic.update(learner._batch(bs), learner.policy, 0.0, learner.gen)
+    learner.counters.owed_updates = critic_updates
+    learner.update()
     sync()
     critic_per_s = critic_updates / (time.perf_counter() - t)
     block_s = []
@@ -112,35 +120,29 @@ def learner_figures(device: str, critic_updates: int, blocks: int) -> dict:
         sync()
         block_s.append(time.perf_counter() - t)
     return {'device': device, 'critic_updates_per_s': critic_per_s, 'block_s': block_s,
-            'blocks_accepted': learner.counters.blocks_accepted}
+            'critic_updates': learner.counters.critic_updates, 'blocks_accepted': learner.counters.blocks_accepted}
 
 
-def checkpoint_round_trip(tmp: Path) -> dict:
+def checkpoint_round_trip(tmp: Path, device: str = 'cuda') -> dict:
+    """Saved on CPU, resumed on ``device``, trained there (critic updates and a block), saved, resumed on CPU."""
     from swfp_ros.algo.checkpoint import load_learner, save_learner
-    from swfp_ros.algo.flow import FlowPolicy
-    from swfp_ros.algo.learner import Learner
-    from swfp_ros.algo.normalize import ObsNormalizer
-    torch.manual_seed(0)
-    learner = Learner(FlowPolicy(OBS_DIM, ACT_DIM), ObsNormalizer(OBS_DIM), device='cpu')
-    rng = np.random.default_rng(0)
-    n = 2048
-    learner.add_transitions(rng.normal(size=(n, OBS_DIM)), rng.uniform(-1, 1, size=(n, ACT_DIM)), rng.normal(size=n),
-                            rng.normal(size=(n, OBS_DIM)), np.zeros(n, bool))
+    learner = filled_learner('cpu', 2048)
     save_learner(str(tmp / 'cpu.pt'), learner)
     t = time.perf_counter()
-    gpu = load_learner(str(tmp / 'cpu.pt'), device='cuda')
-    load_gpu_s = time.perf_counter() - t
-    gpu.counters.owed_updates = 20
-    gpu.update()                                   # trains on the GPU (critic updates)
-    gpu._improve()                                 # and a block
-    save_learner(str(tmp / 'gpu.pt'), gpu)
-    back = load_learner(str(tmp / 'gpu.pt'), device='cpu')
-    s = torch.as_tensor(rng.normal(size=(64, OBS_DIM)), dtype=torch.float32)
+    moved = load_learner(str(tmp / 'cpu.pt'), device=device)
+    load_s = time.perf_counter() - t
+    moved.counters.owed_updates = 20
+    moved.update()
+    moved._improve()
+    save_learner(str(tmp / 'moved.pt'), moved)
+    back = load_learner(str(tmp / 'moved.pt'), device='cpu')
+    s = torch.as_tensor(np.random.default_rng(1).normal(size=(64, OBS_DIM)), dtype=torch.float32)
     with torch.no_grad():
-        a_gpu = gpu.policy.sample(gpu.normalizer(s.cuda()), torch.zeros(64, ACT_DIM, device='cuda')).cpu()
+        a_moved = moved.policy.sample(moved.normalizer(s.to(device)), torch.zeros(64, ACT_DIM, device=device)).cpu()
         a_cpu = back.policy.sample(back.normalizer(s), torch.zeros(64, ACT_DIM))
-    return {'load_on_cuda_s': load_gpu_s, 'blocks': len(back.policy.blocks),
-            'counters_equal': back.counters == gpu.counters, 'max_abs_action_diff': float((a_gpu - a_cpu).abs().max())}
+    return {'load_s': load_s, 'critic_updates': back.counters.critic_updates, 'blocks': len(back.policy.blocks),
+            'counters_equal': back.counters == moved.counters,
+            'max_abs_action_diff': float((a_moved - a_cpu).abs().max())}
 
 
 def policy_node_on_cuda(steps: int) -> dict:
@@ -214,7 +216,7 @@ def main():
         print(f'learner on {r["device"]}: {r["critic_updates_per_s"]:.1f} critic updates/s, block '
               f'{", ".join(f"{s:.2f}" for s in r["block_s"])} s', flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        out['checkpoint_round_trip'] = checkpoint_round_trip(Path(tmp))
+        out['checkpoint_round_trip'] = checkpoint_round_trip(Path(tmp), 'cuda')
     print(f'checkpoint CPU -> GPU -> CPU: {out["checkpoint_round_trip"]}', flush=True)
     if not args.skip_graph:
         out['policy_node_cuda'] = policy_node_on_cuda(300 if args.quick else 1000)
