@@ -199,6 +199,7 @@ SWFP_HELP = {
     'critic.lr': 'critic learning rate',
     'critic.batch_size': 'transitions per critic update',
     'critic.soft_target': 'entropy term in the TD target (costs Jacobians when alpha > 0)',
+    'critic.ensemble': 'Q heads: 2 = clipped double Q; more: targets from a random pair, blocks climb the min of all',
     'warmup_steps': 'env steps of critic-only training before the first block',
     'steps_per_block': 'env steps between blocks',
     'utd': 'critic updates per env step (a chunk of H actions is H steps)',
