@@ -3,7 +3,10 @@
 
 Topic names are relative (``joint_states``, ``swfp/...``): in namespace ``actor0`` the bridge is
 ``/actor0/joint_states`` etc., one simulated robot per actor namespace. ``/clock`` and ``/swfp/status`` are absolute
-(with several bridges, let one publish the clock: ``publish_clock``).
+(with several bridges, let one publish the clock: ``publish_clock``). One bridge process can also simulate several
+robots (``robots``: their relative namespaces, e.g. ``[actor0, actor1]``, each with its own env seeded
+``seed + 1000·i`` and its own topics ``actor0/joint_states`` ...); it steps each robot on that robot's actions, and its
+/clock follows the first robot.
 Publishes
     joint_states    sensor_msgs/JointState        sensor-data QoS (best effort, keep last 5): like a robot driver
     swfp/task       std_msgs/Float64MultiArray    reliable, keep last 1, transient local (a late policy gets it)
@@ -80,7 +83,29 @@ PARAMS = [
     ParamSpec('joint_state_rate', 100.0, 'hardware: joint_states per second (the controller manager\'s rate)',
               low=0.1, high=10000.0),
     ParamSpec('status_period_s', 1.0, 's between /swfp/status diagnostics', 'live', low=0.01, high=3600.0),
+    ParamSpec('robots', [''], "lockstep/realtime: relative namespaces of the robots this process simulates ('' = the "
+              "node's own); counters in /swfp/status are their totals"),
 ]
+
+
+def relative_topic(prefix: str, name: str) -> str:
+    return f'{prefix}/{name}' if prefix else name
+
+
+def check_robot_namespaces(robots: list[str]) -> list[str]:
+    """The ``robots`` parameter, checked: distinct relative namespaces ('' alone for the node's own)."""
+    robots = list(robots)
+    if not robots:
+        raise ValueError("robots: at least one namespace ('' = the node's own)")
+    if len(set(robots)) != len(robots):
+        raise ValueError(f'robots: namespaces repeat in {robots}')
+    for ns in robots:
+        if ns == '' and len(robots) > 1:
+            raise ValueError(f"robots: '' (the node's own namespace) cannot be one of several: {robots}")
+        if ns and not all(part and (part[0].isalpha() or part[0] == '_') and
+                          all(c.isalnum() or c == '_' for c in part) for part in ns.split('/')):
+            raise ValueError(f'robots: {ns!r} is not a relative ROS namespace (letters, digits, _ and /)')
+    return robots
 
 
 class SimBridge(Node):
@@ -98,40 +123,33 @@ class SimBridge(Node):
             why = ' (end-effector actions: it runs in-process only, swfp finetune)' if self.task_name in TASKS else ''
             raise ValueError(f'task {self.task_name!r} is not served by the sim bridge{why}; choose one of '
                              f'{sorted(BRIDGE_TASKS)}')
+        robots = check_robot_namespaces(v['robots'])
+        if self.mode == 'hardware' and robots != ['']:
+            raise ValueError('robots: a hardware-mode bridge is one mock arm; run one bridge per arm namespace')
         _, cls, self.step_limit = TASKS[self.task_name]
-        self.env = cls(model_path=model_path or None)
-        self.dt = 1.0 / self.env.control_rate_hz
-        self.control_rate = rate if rate > 0 else self.env.control_rate_hz
+        make_env = lambda: cls(model_path=model_path or None)  # noqa: E731
         self.counters = {'steps': 0, 'episodes': 0, 'successes': 0, 'rejected_actions': 0, 'actions': 0}
+        self._warn_t = 0.0
         if self.mode == 'hardware':
+            self.env = make_env()
+            self.control_rate = rate if rate > 0 else self.env.control_rate_hz
             self._start_hardware()
             return
 
-        self.js_pub = self.create_publisher(JointState, 'joint_states', qos_profile_sensor_data)
-        self.task_pub = self.create_publisher(Float64MultiArray, 'swfp/task', TASK_QOS)
-        self.reward_pub = self.create_publisher(Float64MultiArray, 'swfp/reward', REWARD_QOS)
-        # Episode index at each episode start: what a recorded bag is segmented on (config/ingest_panda_*.yaml).
-        self.episode_pub = self.create_publisher(Int32, 'swfp/episode', REWARD_QOS)
-        self.clock_pub = self.create_publisher(Clock, '/clock', 10) if self.publish_clock else None
+        clock_pub = self.create_publisher(Clock, '/clock', 10) if self.publish_clock else None
         self.status_pub = self.create_publisher(DiagnosticArray, '/swfp/status', 10)
-        msg_type = JointTrajectory if self.command_type == 'trajectory' else Float64MultiArray
-        self.create_subscription(msg_type, 'swfp/action', self._on_action, ACTION_QOS)
-
-        self.time_offset = 0.0
-        self.episode_return = 0.0
-        self.last_rx = time.monotonic()
-        self._warn_t = 0.0
-        self._reset(seed=self.seed)
-        self.command = self.env.joint_positions        # realtime: the latest valid target (hold at start)
-        self.queue: list[np.ndarray] = []               # realtime trajectory points still to execute
+        self.robots = [SimRobot(self, ns, make_env(), self.seed + 1000 * i, clock_pub if i == 0 else None)
+                       for i, ns in enumerate(robots)]
+        self.control_rate = rate if rate > 0 else self.robots[0].env.control_rate_hz
         if self.mode == 'realtime':
             self.create_timer(1.0 / self.control_rate, self._realtime_tick, clock=steady_clock())
         else:
             self._live_timers['heartbeat_s'] = self.create_timer(self.heartbeat_s, self._heartbeat,
                                                                  clock=steady_clock())
         self._start_status_timer()
+        where = f', robots {", ".join(robots)}' if robots != [''] else ''
         self.get_logger().info(f'{self.task_name} in {self.mode} mode, control {self.control_rate:g} Hz, '
-                               f'seed {self.seed}, command {self.command_type}')
+                               f'seed {self.seed}, command {self.command_type}{where}')
 
     def _start_status_timer(self) -> None:
         period = self.get_parameter('status_period_s').value
@@ -147,7 +165,6 @@ class SimBridge(Node):
 
     # --- hardware mode (mock ros2_control arm) -----------------------------------------------------------------
     def _start_hardware(self):
-        self._warn_t = 0.0
         self.env.reset(seed=self.seed)
         self.command = self.env.joint_positions
         self.trajectory = None                          # (start time, start q, [(t, q), ...])
@@ -169,20 +186,20 @@ class SimBridge(Node):
         try:
             self.command = M.action_from_msg(msg, len(self.env.joint_names))
         except M.MessageError as e:
-            self._reject(str(e))
+            self.reject(str(e))
             return
         self.trajectory = None
         self.counters['actions'] += 1
 
     def _on_hw_trajectory(self, msg):
         try:
-            points = self._targets(msg)
+            points = command_targets(msg, self.command_type, self.env.joint_names)
         except M.MessageError as e:
-            self._reject(str(e))
+            self.reject(str(e))
             return
         times = [M.time_to_sec(pt.time_from_start) for pt in msg.points]
         if any(b <= a for a, b in zip([0.0] + times, times)):
-            self._reject('trajectory times must increase from > 0')
+            self.reject('trajectory times must increase from > 0')
             return
         self.trajectory = (time.monotonic(), self.env.joint_positions, list(zip(times, points)))
         self.counters['actions'] += 1
@@ -209,22 +226,82 @@ class SimBridge(Node):
         names, pos, vel, eff = self.env.joint_state()
         self.js_pub.publish(M.joint_state_msg(names, pos, vel, eff, stamp=self.get_clock().now().to_msg()))
 
-    # --- sim ------------------------------------------------------------------------------------------------------
+    # --- sim (every robot) ----------------------------------------------------------------------------------------
+    def reject(self, why: str):
+        self.counters['rejected_actions'] += 1
+        now = time.monotonic()
+        if now - self._warn_t > 1.0:
+            self._warn_t = now
+            self.get_logger().warning(f'rejected action ({self.counters["rejected_actions"]} so far): {why}; holding')
+
+    def episode_done(self, robot: 'SimRobot', success: bool):
+        self.counters['episodes'] += 1
+        self.counters['successes'] += int(success)
+        self.get_logger().debug(f'{robot.prefix or "episode"} {self.counters["episodes"]}: return '
+                                f'{robot.episode_return:.3f}, {"success" if success else "time limit"}')
+        if self.max_episodes and self.counters['episodes'] >= self.max_episodes:
+            self.get_logger().info(f'{self.max_episodes} episodes done')
+            raise SystemExit(0)
+
+    def _realtime_tick(self):
+        for robot in self.robots:
+            robot.realtime_tick()
+
+    def _heartbeat(self):
+        for robot in self.robots:
+            if time.monotonic() - robot.last_rx >= self.heartbeat_s:
+                robot.publish_state()
+
+    def _publish_status(self):
+        sim_time = self.env.sim_time if self.mode == 'hardware' else self.robots[0].sim_time
+        values = {**self.counters, 'sim_time': f'{sim_time:.3f}'}
+        if self.mode != 'hardware' and len(self.robots) > 1:
+            values['robots'] = len(self.robots)
+        self.status_pub.publish(M.status_msg(self.get_fully_qualified_name(), self.task_name,
+                                             f'{self.mode} {self.task_name}', values,
+                                             stamp=self.get_clock().now().to_msg()))
+
+    def close(self):
+        for env in [self.env] if self.mode == 'hardware' else [r.env for r in self.robots]:
+            env.close()
+
+
+class SimRobot:
+    """One simulated arm of a bridge: its env, its topics under ``prefix``, its episode and sim time. The bridge
+    keeps the counters (totals over its robots) and the episode limit."""
+
+    def __init__(self, bridge: SimBridge, prefix: str, env, seed: int, clock_pub):
+        self.bridge, self.prefix, self.env, self.clock_pub = bridge, prefix, env, clock_pub
+        self.dt = 1.0 / env.control_rate_hz
+        self.js_pub = bridge.create_publisher(JointState, relative_topic(prefix, 'joint_states'),
+                                              qos_profile_sensor_data)
+        self.task_pub = bridge.create_publisher(Float64MultiArray, relative_topic(prefix, 'swfp/task'), TASK_QOS)
+        self.reward_pub = bridge.create_publisher(Float64MultiArray, relative_topic(prefix, 'swfp/reward'),
+                                                  REWARD_QOS)
+        # Episode index at each episode start: what a recorded bag is segmented on (config/ingest_panda_*.yaml).
+        self.episode_pub = bridge.create_publisher(Int32, relative_topic(prefix, 'swfp/episode'), REWARD_QOS)
+        msg_type = JointTrajectory if bridge.command_type == 'trajectory' else Float64MultiArray
+        bridge.create_subscription(msg_type, relative_topic(prefix, 'swfp/action'), self._on_action, ACTION_QOS)
+        self.time_offset = 0.0
+        self.steps = self.episodes = 0
+        self.last_rx = time.monotonic()
+        self.reset(seed=seed)
+
     @property
     def sim_time(self) -> float:
         return self.time_offset + self.env.sim_time
 
-    def _reset(self, seed=None):
-        if self.counters['steps'] or self.counters['episodes']:
+    def reset(self, seed=None):
+        if self.steps or self.episodes:
             self.time_offset = self.sim_time + self.dt
         self.env.reset(seed=seed)
         self.episode_return = 0.0
-        self.command = self.env.joint_positions
-        self.queue = []
-        self.episode_pub.publish(Int32(data=self.counters['episodes']))
-        self._publish_state()
+        self.command = self.env.joint_positions        # realtime: the latest valid target (hold at start)
+        self.queue: list[np.ndarray] = []               # realtime trajectory points still to execute
+        self.episode_pub.publish(Int32(data=self.episodes))
+        self.publish_state()
 
-    def _publish_state(self):
+    def publish_state(self):
         stamp = M.time_msg(self.sim_time)
         if self.clock_pub is not None:
             self.clock_pub.publish(Clock(clock=stamp))
@@ -233,85 +310,63 @@ class SimBridge(Node):
         names, pos, vel, eff = env.joint_state()
         self.js_pub.publish(M.joint_state_msg(names, pos, vel, eff, stamp=stamp))
 
-    def _step(self, target: np.ndarray):
+    def step(self, target: np.ndarray) -> bool:
+        """One control step toward ``target``; True when it ended the episode (and reset)."""
         env = self.env
         _, reward, terminated, _, _ = env.step_joint_targets(target)
-        truncated = (not terminated) and env.elapsed_steps >= self.step_limit
-        self.counters['steps'] += 1
+        truncated = (not terminated) and env.elapsed_steps >= self.bridge.step_limit
+        self.steps += 1
+        self.bridge.counters['steps'] += 1
         self.episode_return += reward
         self.reward_pub.publish(M.reward_msg(reward, terminated, truncated, env.elapsed_steps))
-        self._publish_state()
-        if terminated or truncated:
-            self.counters['episodes'] += 1
-            self.counters['successes'] += int(terminated)
-            self.get_logger().debug(f'episode {self.counters["episodes"]}: return {self.episode_return:.3f}, '
-                                    f'{"success" if terminated else "time limit"}')
-            if self.max_episodes and self.counters['episodes'] >= self.max_episodes:
-                self.get_logger().info(f'{self.max_episodes} episodes done')
-                raise SystemExit(0)
-            self._reset()
-
-    # --- commands -------------------------------------------------------------------------------------------------
-    def _reject(self, why: str):
-        self.counters['rejected_actions'] += 1
-        now = time.monotonic()
-        if now - self._warn_t > 1.0:
-            self._warn_t = now
-            self.get_logger().warning(f'rejected action ({self.counters["rejected_actions"]} so far): {why}; holding')
-
-    def _targets(self, msg) -> list[np.ndarray]:
-        n = len(self.env.joint_names)
-        if self.command_type == 'float64_array':
-            return [M.action_from_msg(msg, n)]
-        index = {name: i for i, name in enumerate(msg.joint_names)}
-        missing = [j for j in self.env.joint_names if j not in index]
-        if missing:
-            raise M.MessageError(f'trajectory lacks joints {missing}')
-        if not msg.points:
-            raise M.MessageError('trajectory has no points')
-        cols = [index[j] for j in self.env.joint_names]
-        points = []
-        for pt in msg.points:
-            pos = np.asarray(pt.positions, dtype=np.float64)
-            if pos.size != len(msg.joint_names) or not np.all(np.isfinite(pos)):
-                raise M.MessageError('trajectory point has a wrong size or non-finite positions')
-            points.append(pos[cols])
-        return points
+        self.publish_state()
+        if not (terminated or truncated):
+            return False
+        self.episodes += 1
+        self.bridge.episode_done(self, bool(terminated))
+        self.reset()
+        return True
 
     def _on_action(self, msg):
         self.last_rx = time.monotonic()
         try:
-            targets = self._targets(msg)
+            targets = command_targets(msg, self.bridge.command_type, self.env.joint_names)
         except M.MessageError as e:
-            self._reject(str(e))
+            self.bridge.reject(f'{self.prefix}: {e}' if self.prefix else str(e))
             return
-        self.counters['actions'] += 1
-        if self.mode == 'lockstep':
+        self.bridge.counters['actions'] += 1
+        if self.bridge.mode == 'lockstep':
             for target in targets:
-                episodes = self.counters['episodes']
-                self._step(target)
-                if self.counters['episodes'] != episodes:
+                if self.step(target):
                     break                         # the rest of a chunk does not carry over into a new episode
         else:
             self.command, self.queue = targets[0], targets[1:]
 
-    def _realtime_tick(self):
+    def realtime_tick(self):
         if self.queue:
             self.command = self.queue.pop(0)
-        self._step(self.command)
+        self.step(self.command)
 
-    def _heartbeat(self):
-        if time.monotonic() - self.last_rx >= self.heartbeat_s:
-            self._publish_state()
 
-    def _publish_status(self):
-        values = {**self.counters, 'sim_time': f'{self.env.sim_time if self.mode == "hardware" else self.sim_time:.3f}'}
-        self.status_pub.publish(M.status_msg(self.get_fully_qualified_name(), self.task_name,
-                                             f'{self.mode} {self.task_name}', values,
-                                             stamp=self.get_clock().now().to_msg()))
-
-    def close(self):
-        self.env.close()
+def command_targets(msg, command_type: str, joint_names: list[str]) -> list[np.ndarray]:
+    """The joint targets of a command message, in ``joint_names`` order; MessageError when it is not a valid one."""
+    n = len(joint_names)
+    if command_type == 'float64_array':
+        return [M.action_from_msg(msg, n)]
+    index = {name: i for i, name in enumerate(msg.joint_names)}
+    missing = [j for j in joint_names if j not in index]
+    if missing:
+        raise M.MessageError(f'trajectory lacks joints {missing}')
+    if not msg.points:
+        raise M.MessageError('trajectory has no points')
+    cols = [index[j] for j in joint_names]
+    points = []
+    for pt in msg.points:
+        pos = np.asarray(pt.positions, dtype=np.float64)
+        if pos.size != len(msg.joint_names) or not np.all(np.isfinite(pos)):
+            raise M.MessageError('trajectory point has a wrong size or non-finite positions')
+        points.append(pos[cols])
+    return points
 
 
 def main(args=None) -> int:

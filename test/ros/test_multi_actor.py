@@ -1,11 +1,13 @@
 """Two namespaced actors (sim bridge + policy node each, in /actor0 and /actor1) feeding ONE learner, every node a
-separate process started with the package's parameter files (``/**`` keys apply under any namespace).
+separate process started with the package's parameter files (``/**`` keys apply under any namespace); and one sim
+bridge process simulating both actors' robots.
 
 Each actor has its own /actorN/joint_states, /actorN/swfp/action, /actorN/swfp/reward; /swfp/transition and
 /swfp/policy_update are shared: transitions of both actors reach the learner, and both policies apply its blocks.
 """
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip('rclpy')
@@ -76,3 +78,46 @@ def test_two_namespaced_actors_one_learner(launch_node, ros_node, tmp_path):
     assert all(p.alive() for p in procs)
     for p in reversed(procs):
         assert p.stop() == 0, p.output()
+
+
+def test_one_bridge_process_simulates_two_robots(launch_node, ros_node, tmp_path):
+    """``robots: [actor0, actor1]``: one sim bridge process, two arms on their own topics, each driven by the policy
+    node in its namespace; each robot steps only on its own actions, and the bridge's counters are their totals."""
+    bc = write_bc_checkpoint(tmp_path / 'bc.pt', OBS_DIM, 7)
+    status = ros_node.collect('/swfp/status', DiagnosticArray)
+    transitions = ros_node.collect('/swfp/transition', Float64MultiArray, TRANSITION_QOS)
+    rewards = {i: ros_node.collect(f'/actor{i}/swfp/reward', Float64MultiArray, DEEP) for i in (0, 1)}
+    plain = ros_node.collect('/swfp/reward', Float64MultiArray, DEEP)
+    bridge = launch_node('sim_bridge', params_file=CONFIG / 'sim_bridge.yaml', name='sim_bridge',
+                         params={'seed': 10, 'robots': ['actor0', 'actor1'], 'status_period_s': 0.2})
+    policies = [launch_node('policy_node', params_file=CONFIG / 'policy.yaml', ros_args=['-r', f'__ns:=/actor{i}'],
+                            name='policy_node', params={'checkpoint': str(bc), 'device': 'cpu', 'actor_id': i,
+                                                        'max_learner_backlog': 0})
+                for i in (0, 1)]
+    try:
+        ros_node.wait_for(lambda: len(rewards[0]) >= 60 and len(rewards[1]) >= 60, 120.0,
+                          what='60 rewards on each robot')
+        policies[1].stop()                 # robot 1 loses its policy: only robot 0 goes on stepping
+        held = len(rewards[1])
+        ros_node.wait_for(lambda: len(rewards[0]) >= 120, 60.0, what='robot 0 stepping on alone')
+
+        def bridge_totals():
+            s = statuses(status).get('/sim_bridge', {})
+            return s and int(s['steps']) == len(rewards[0]) + len(rewards[1]) and s['robots'] == '2'
+        ros_node.wait_for(bridge_totals, 10.0, what="the bridge's step count = both robots' rewards")
+    finally:
+        print(bridge.output()[-2000:])
+    assert len(rewards[1]) == held and not plain
+    ts = [M.transition_from_msg(m, OBS_DIM, 7) for _, m in list(transitions)]
+    first = {i: next(t.obs for t in ts if t.actor_id == i) for i in (0, 1)}
+    assert not np.allclose(first[0], first[1])          # each robot its own env and seed
+    assert bridge.alive() and policies[0].stop() == 0 and bridge.stop() == 0
+
+
+@pytest.mark.parametrize('robots, problem', [(['actor0', 'actor0'], 'namespaces repeat'),
+                                             (['', 'actor1'], 'cannot be one of several'),
+                                             (['/actor0'], 'not a relative ROS namespace')])
+def test_bridge_refuses_bad_robot_namespaces(launch_node, robots, problem):
+    bridge = launch_node('sim_bridge', params={'robots': robots})
+    assert bridge.proc.wait(timeout=60) != 0
+    assert problem in bridge.output(), bridge.output()[-2000:]
