@@ -104,7 +104,8 @@ def job(args: tuple) -> dict:
         costs = json.loads((directory / 'summary.json').read_text())['timing']
     else:
         demos = DemoDataset.load(ckpt.parent / 'demos.npz')
-        settings = load_swfp_config(overrides=[*overrides, *TASK_SETTINGS[task]['swfp']])
+        # the benchmark's settings, then the task's, then the command line's: the last one given for a key wins
+        settings = load_swfp_config(overrides=[*SWFP_OVERRIDES, *TASK_SETTINGS[task]['swfp'], *overrides])
         rows = finetune(str(ckpt), str(directory), run, settings, demos, log=log)
         summary = json.loads((directory / 'summary.json').read_text())
         # finetune seeds the learner with run.seed: each seed's runs are independent, not only its demos and BC
@@ -193,8 +194,9 @@ def main() -> int:
     parser.add_argument('--eval-episodes', type=int, default=30)
     parser.add_argument('--env-steps', type=int, help='override every task\'s online budget (smoke runs)')
     parser.add_argument('--bc-steps', type=int, default=BC_STEPS)
-    parser.add_argument('--set', nargs='*', default=SWFP_OVERRIDES, metavar='KEY=VALUE',
-                        help='algorithm overrides on top of config/learner.yaml (SWFP and naive runs)')
+    parser.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE',
+                        help='algorithm overrides on top of the benchmark\'s and the task\'s settings (SWFP and '
+                             'naive runs)')
     parser.add_argument('--finished-only', action='store_true',
                         help='run nothing new: summarise the finished runs of the selection (and evaluate their BC)')
     args = parser.parse_args()
@@ -218,7 +220,7 @@ def main() -> int:
         results = pool.map(job, jobs, chunksize=1)
     summary = summarise(results, bc, budgets)
     (out / 'results.json').write_text(json.dumps({'settings': TASK_SETTINGS, 'budgets': budgets,
-                                                  'swfp_overrides': args.set,
+                                                  'swfp_overrides': [*SWFP_OVERRIDES, *args.set],
                                                   'bc_steps': args.bc_steps, 'bc': bc,
                                                   'runs': results, 'summary': summary,
                                                   'total_wall_s': round(time.perf_counter() - start, 1)},
