@@ -114,6 +114,15 @@ def test_one_bridge_process_simulates_two_robots(launch_node, ros_node, tmp_path
     assert bridge.alive() and policies[0].stop() == 0 and bridge.stop() == 0
 
 
+def test_one_bridge_process_runs_two_robots_in_realtime(launch_node, ros_node):
+    """Realtime: every tick steps each robot (holding its targets: no policy runs here)."""
+    rewards = {i: ros_node.collect(f'/r{i}/swfp/reward', Float64MultiArray, DEEP) for i in (0, 1)}
+    bridge = launch_node('sim_bridge', params_file=CONFIG / 'sim_bridge.yaml',
+                         params={'mode': 'realtime', 'robots': ['r0', 'r1']})
+    ros_node.wait_for(lambda: len(rewards[0]) >= 10 and len(rewards[1]) >= 10, 60.0, what='10 rewards on each robot')
+    assert bridge.stop() == 0
+
+
 @pytest.mark.parametrize('robots, problem', [(['actor0', 'actor0'], 'namespaces repeat'),
                                              (['', 'actor1'], 'cannot be one of several'),
                                              (['/actor0'], 'not a relative ROS namespace')])
