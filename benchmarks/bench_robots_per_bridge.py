@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / 'benchmarks'))
@@ -108,6 +109,7 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     ckpt = str(out / 'policy.pt')
     make_checkpoint(ckpt, 14 + len(TASKS['panda_reach'][1].task_labels))
+    torch.set_num_threads(1)     # as the policy node runs (torch_threads: 1)
     rows = []
     with leased_domain():
         import rclpy
@@ -117,11 +119,11 @@ def main():
             for n in args.robots:
                 inproc = in_process(ckpt, n, 1000)
                 row = {'robots': n, 'inprocess_steps_per_s': inproc}
+                rows.append(row)
                 for layout, shared in (('separate', False), ('shared', True)):
                     g = graph(node, ckpt, n, shared, args.seconds)
                     row.update({f'{layout}_{k}': v for k, v in g.items()},
                                **{f'{layout}_to_inprocess': g['steps_per_s'] / inproc})
-                rows.append(row)
                 print(json.dumps(row), flush=True)
         finally:
             node.destroy_node()
