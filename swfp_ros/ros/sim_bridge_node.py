@@ -46,8 +46,10 @@ import time
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.exceptions import InvalidNamespaceException
 from rclpy.node import Node
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data)
+from rclpy.validate_namespace import validate_namespace
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, Int32
@@ -102,9 +104,13 @@ def check_robot_namespaces(robots: list[str]) -> list[str]:
     for ns in robots:
         if ns == '' and len(robots) > 1:
             raise ValueError(f"robots: '' (the node's own namespace) cannot be one of several: {robots}")
-        if ns and not all(part and (part[0].isalpha() or part[0] == '_') and
-                          all(c.isalnum() or c == '_' for c in part) for part in ns.split('/')):
-            raise ValueError(f'robots: {ns!r} is not a relative ROS namespace (letters, digits, _ and /)')
+        if ns.startswith('/'):
+            raise ValueError(f'robots: {ns!r} is not a relative ROS namespace (no leading /)')
+        if ns:
+            try:
+                validate_namespace(f'/{ns}')
+            except InvalidNamespaceException as e:
+                raise ValueError(f'robots: {ns!r} is not a relative ROS namespace: {str(e).splitlines()[0]}') from None
     return robots
 
 
@@ -126,19 +132,21 @@ class SimBridge(Node):
         robots = check_robot_namespaces(v['robots'])
         if self.mode == 'hardware' and robots != ['']:
             raise ValueError('robots: a hardware-mode bridge is one mock arm; run one bridge per arm namespace')
-        _, cls, self.step_limit = TASKS[self.task_name]
-        make_env = lambda: cls(model_path=model_path or None)  # noqa: E731
+        _, env_class, self.step_limit = TASKS[self.task_name]
+
+        def new_env():
+            return env_class(model_path=model_path or None)
         self.counters = {'steps': 0, 'episodes': 0, 'successes': 0, 'rejected_actions': 0, 'actions': 0}
         self._warn_t = 0.0
         if self.mode == 'hardware':
-            self.env = make_env()
+            self.env = new_env()
             self.control_rate = rate if rate > 0 else self.env.control_rate_hz
             self._start_hardware()
             return
 
         clock_pub = self.create_publisher(Clock, '/clock', 10) if self.publish_clock else None
         self.status_pub = self.create_publisher(DiagnosticArray, '/swfp/status', 10)
-        self.robots = [SimRobot(self, ns, make_env(), self.seed + 1000 * i, clock_pub if i == 0 else None)
+        self.robots = [SimRobot(self, ns, new_env(), self.seed + 1000 * i, clock_pub if i == 0 else None)
                        for i, ns in enumerate(robots)]
         self.control_rate = rate if rate > 0 else self.robots[0].env.control_rate_hz
         if self.mode == 'realtime':
@@ -237,8 +245,9 @@ class SimBridge(Node):
     def episode_done(self, robot: 'SimRobot', success: bool):
         self.counters['episodes'] += 1
         self.counters['successes'] += int(success)
-        self.get_logger().debug(f'{robot.prefix or "episode"} {self.counters["episodes"]}: return '
-                                f'{robot.episode_return:.3f}, {"success" if success else "time limit"}')
+        where = f'{robot.prefix}: ' if robot.prefix else ''
+        self.get_logger().debug(f'{where}episode {robot.episodes}: return {robot.episode_return:.3f}, '
+                                f'{"success" if success else "time limit"}')
         if self.max_episodes and self.counters['episodes'] >= self.max_episodes:
             self.get_logger().info(f'{self.max_episodes} episodes done')
             raise SystemExit(0)
