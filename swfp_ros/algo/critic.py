@@ -18,12 +18,13 @@ class QEnsemble(nn.Module):
         super().__init__()
         for i in range(cfg.ensemble):
             self.add_module(f'q{i + 1}', mlp(obs_dim + act_dim, cfg.hidden, cfg.layers, 1, layer_norm=True))
+        self.heads = tuple(self.children())
 
     def forward(self, s: torch.Tensor, a: torch.Tensor, heads: list[int] | None = None) -> torch.Tensor:
         """[heads, B]: every head's Q(s, a), or those listed."""
         x = torch.cat([s, a], -1)
-        modules = list(self.children())
-        return torch.stack([modules[i](x).squeeze(-1) for i in (heads if heads is not None else range(len(modules)))])
+        chosen = self.heads if heads is None else [self.heads[i] for i in heads]
+        return torch.stack([head(x).squeeze(-1) for head in chosen])
 
 
 class Critic(nn.Module):
