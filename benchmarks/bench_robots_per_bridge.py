@@ -12,9 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -23,19 +21,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / 'benchmarks'))
-from bench_ros_latency import CONFIG, make_checkpoint, stop  # noqa: E402
+from bench_ros_latency import make_checkpoint, start, stop  # noqa: E402
 from bench_scale_out import leased_domain, proc_cpu_s  # noqa: E402
-
-
-def launch(exe: str, namespace: str, params: dict) -> subprocess.Popen:
-    import yaml
-    f = tempfile.NamedTemporaryFile('w', suffix='.yaml', delete=False)
-    yaml.safe_dump({'/**': {'ros__parameters': params}}, f)
-    f.close()
-    base = CONFIG / ('policy.yaml' if exe == 'policy_node' else 'sim_bridge.yaml')
-    cmd = [str(Path(sys.executable).parent / exe), '--ros-args', *(['-r', f'__ns:=/{namespace}'] if namespace else []),
-           '--params-file', str(base), '--params-file', f.name]
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
 def in_process(ckpt: str, n: int, steps: int) -> float:
@@ -69,13 +56,14 @@ def graph(node, ckpt: str, n: int, shared: bool, seconds: float) -> dict:
         subs.append(node.create_subscription(Float64MultiArray, f'/actor{i}/swfp/reward', on_reward,
                                              QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)))
     namespaces = [f'actor{i}' for i in range(n)]
+    env = dict(os.environ)
     if shared:
-        bridges = [launch('sim_bridge', '', {'robots': namespaces, 'publish_clock': False})]
+        bridges = [start('sim_bridge', {'robots': namespaces, 'publish_clock': False}, env)]
     else:
-        bridges = [launch('sim_bridge', ns, {'seed': 1000 * i, 'publish_clock': False})
+        bridges = [start('sim_bridge', {'seed': 1000 * i, 'publish_clock': False}, env, ns)
                    for i, ns in enumerate(namespaces)]
-    policies = [launch('policy_node', ns, {'checkpoint': ckpt, 'device': 'cpu', 'actor_id': i,
-                                           'max_learner_backlog': 0}) for i, ns in enumerate(namespaces)]
+    policies = [start('policy_node', {'checkpoint': ckpt, 'device': 'cpu', 'actor_id': i, 'max_learner_backlog': 0},
+                      env, ns) for i, ns in enumerate(namespaces)]
     try:
         deadline = time.monotonic() + 120
         while min(counts) < 20:

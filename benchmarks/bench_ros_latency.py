@@ -32,13 +32,14 @@ def make_checkpoint(path, obs_dim):
     save_policy(str(path), Cascade(FlowPolicy(obs_dim, 7)), ObsNormalizer(obs_dim), version=0)
 
 
-def start(exe, params: dict, env):
+def start(exe, params: dict, env, namespace: str = ''):
     import yaml
     f = tempfile.NamedTemporaryFile('w', suffix='.yaml', delete=False)
     yaml.safe_dump({'/**': {'ros__parameters': params}}, f)
     f.close()
     base = CONFIG / ('policy.yaml' if exe == 'policy_node' else 'sim_bridge.yaml')
-    cmd = [str(Path(sys.executable).parent / exe), '--ros-args', '--params-file', str(base), '--params-file', f.name]
+    cmd = [str(Path(sys.executable).parent / exe), '--ros-args', *(['-r', f'__ns:=/{namespace}'] if namespace else []),
+           '--params-file', str(base), '--params-file', f.name]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
 
