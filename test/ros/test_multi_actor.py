@@ -87,6 +87,7 @@ def test_one_bridge_process_simulates_two_robots(launch_node, ros_node, tmp_path
     status = ros_node.collect('/swfp/status', DiagnosticArray)
     transitions = ros_node.collect('/swfp/transition', Float64MultiArray, TRANSITION_QOS)
     rewards = {i: ros_node.collect(f'/actor{i}/swfp/reward', Float64MultiArray, DEEP) for i in (0, 1)}
+    actions = {i: ros_node.collect(f'/actor{i}/swfp/action', Float64MultiArray, DEEP) for i in (0, 1)}
     plain = ros_node.collect('/swfp/reward', Float64MultiArray, DEEP)
     bridge = launch_node('sim_bridge', params_file=CONFIG / 'sim_bridge.yaml', name='sim_bridge',
                          params={'seed': 10, 'robots': ['actor0', 'actor1'], 'status_period_s': 0.2})
@@ -97,21 +98,24 @@ def test_one_bridge_process_simulates_two_robots(launch_node, ros_node, tmp_path
     try:
         ros_node.wait_for(lambda: len(rewards[0]) >= 60 and len(rewards[1]) >= 60, 120.0,
                           what='60 rewards on each robot')
-        policies[1].stop()                 # robot 1 loses its policy: only robot 0 goes on stepping
-        held = len(rewards[1])
-        ros_node.wait_for(lambda: len(rewards[0]) >= 120, 60.0, what='robot 0 stepping on alone')
+        assert policies[1].stop() == 0     # robot 1 loses its policy: robot 0 goes on stepping alone
+        r0 = len(rewards[0])
+        ros_node.wait_for(lambda: len(rewards[0]) >= r0 + 60, 60.0, what='robot 0 stepping on alone')
+        assert policies[0].stop() == 0     # both idle: every count settles
 
-        def bridge_totals():
+        def one_step_per_own_action():      # the bridge's counters are the robots' totals
             s = statuses(status).get('/sim_bridge', {})
-            return s and int(s['steps']) == len(rewards[0]) + len(rewards[1]) and s['robots'] == '2'
-        ros_node.wait_for(bridge_totals, 10.0, what="the bridge's step count = both robots' rewards")
+            return (all(len(rewards[i]) == len(actions[i]) for i in (0, 1)) and s.get('robots') == '2'
+                    and int(s['steps']) == int(s['actions']) == len(rewards[0]) + len(rewards[1]))
+        ros_node.wait_for(one_step_per_own_action, 30.0,
+                          what="each robot one step per action of its own policy, the bridge's counts their sum")
     finally:
         print(bridge.output()[-2000:])
-    assert len(rewards[1]) == held and not plain
+    assert not plain
     ts = [M.transition_from_msg(m, OBS_DIM, 7) for _, m in list(transitions)]
     first = {i: next(t.obs for t in ts if t.actor_id == i) for i in (0, 1)}
     assert not np.allclose(first[0], first[1])          # each robot its own env and seed
-    assert bridge.alive() and policies[0].stop() == 0 and bridge.stop() == 0
+    assert bridge.alive() and bridge.stop() == 0
 
 
 def test_one_bridge_process_runs_two_robots_in_realtime(launch_node, ros_node):
@@ -125,7 +129,8 @@ def test_one_bridge_process_runs_two_robots_in_realtime(launch_node, ros_node):
 
 @pytest.mark.parametrize('robots, problem', [(['actor0', 'actor0'], 'namespaces repeat'),
                                              (['', 'actor1'], 'cannot be one of several'),
-                                             (['/actor0'], 'not a relative ROS namespace')])
+                                             (['/actor0'], 'not a relative ROS namespace'),
+                                             (['actor-0'], 'not a relative ROS namespace')])
 def test_bridge_refuses_bad_robot_namespaces(launch_node, robots, problem):
     bridge = launch_node('sim_bridge', params={'robots': robots})
     assert bridge.proc.wait(timeout=60) != 0
