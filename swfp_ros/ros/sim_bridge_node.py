@@ -110,7 +110,7 @@ def check_robot_namespaces(robots: list[str]) -> list[str]:
             try:
                 validate_namespace(f'/{ns}')
             except InvalidNamespaceException as e:
-                raise ValueError(f'robots: {ns!r} is not a relative ROS namespace: {str(e).splitlines()[0]}') from None
+                raise ValueError(f'robots: {ns!r} is not a relative ROS namespace: {str(e).splitlines()[0].rstrip(":")}') from None
     return robots
 
 
@@ -125,13 +125,18 @@ class SimBridge(Node):
         self.heartbeat_s, self.max_episodes = v['heartbeat_s'], v['max_episodes']
         self.joint_state_rate = v['joint_state_rate']
         self._live_timers: dict = {}
-        if self.task_name not in BRIDGE_TASKS:
-            why = ' (end-effector actions: it runs in-process only, swfp finetune)' if self.task_name in TASKS else ''
-            raise ValueError(f'task {self.task_name!r} is not served by the sim bridge{why}; choose one of '
-                             f'{sorted(BRIDGE_TASKS)}')
-        robots = check_robot_namespaces(v['robots'])
-        if self.mode == 'hardware' and robots != ['']:
-            raise ValueError('robots: a hardware-mode bridge is one mock arm; run one bridge per arm namespace')
+        try:    # settings a user got wrong: one line, as the learner node does, no traceback
+            if self.task_name not in BRIDGE_TASKS:
+                why = ' (end-effector actions: it runs in-process only, swfp finetune)' if self.task_name in TASKS \
+                    else ''
+                raise ValueError(f'task {self.task_name!r} is not served by the sim bridge{why}; choose one of '
+                                 f'{sorted(BRIDGE_TASKS)}')
+            robots = check_robot_namespaces(v['robots'])
+            if self.mode == 'hardware' and robots != ['']:
+                raise ValueError('robots: a hardware-mode bridge is one mock arm; run one bridge per arm namespace')
+        except ValueError as e:
+            self.get_logger().fatal(f'cannot start: {e}')
+            raise SystemExit(1) from None
         _, env_class, self.step_limit = TASKS[self.task_name]
 
         def new_env():
