@@ -110,7 +110,8 @@ def check_robot_namespaces(robots: list[str]) -> list[str]:
             try:
                 validate_namespace(f'/{ns}')
             except InvalidNamespaceException as e:
-                raise ValueError(f'robots: {ns!r} is not a relative ROS namespace: {str(e).splitlines()[0].rstrip(":")}') from None
+                why = str(e).splitlines()[0].rstrip(':')
+                raise ValueError(f'robots: {ns!r} is not a relative ROS namespace: {why}') from None
     return robots
 
 
