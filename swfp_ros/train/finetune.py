@@ -206,6 +206,7 @@ def finetune(bc_checkpoint: str, out_dir: str, run: RunnerConfig, swfp: SwfpConf
 
     ``progress``: a progress bar with ETA over the env-step budget (None: only on a terminal)."""
     from tqdm import tqdm
+    pyplot()   # loaded now, not at the first curve.png (see pyplot)
     if run.method not in LEARNERS:
         raise ValueError(f'unknown method {run.method!r}; choose one of {sorted(LEARNERS)}')
     out = Path(out_dir)
@@ -360,11 +361,19 @@ def _write_gif(path: Path, runtime: PolicyRuntime, run: RunnerConfig) -> None:
     save_gif(frames, path, fps=10)
 
 
-def plot_rows(path: Path, rows: list[dict], title: str) -> None:
-    """The evaluations' success rate and mean return against env steps (PNG)."""
+def pyplot():
+    """matplotlib.pyplot on the Agg backend. finetune loads it before its loop: a Ctrl-C landing inside the import of
+    one of matplotlib's C extensions (at the first curve.png) became "ImportError: initialization failed" and then an
+    abort at interpreter exit instead of the interrupt's exit 130."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
+    return plt
+
+
+def plot_rows(path: Path, rows: list[dict], title: str) -> None:
+    """The evaluations' success rate and mean return against env steps (PNG)."""
+    plt = pyplot()
     steps = [r['env_steps'] for r in rows]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5), sharex=True)
     top.plot(steps, [r['success_rate'] for r in rows], 'o-')
