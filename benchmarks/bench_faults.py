@@ -65,6 +65,10 @@ class Proc:
         self.popen = subprocess.Popen(cmd, stdout=self._f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                       start_new_session=True, env={**os.environ, 'PYTHONUNBUFFERED': '1'})
 
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
     def signal(self, sig):
         try:
             os.killpg(self.popen.pid, sig)
@@ -189,6 +193,7 @@ def policy_part(work: Path) -> list[dict]:
         for label, extra, scenarios in runs:
             policy = Proc('policy_node', [config_path('policy.yaml'), params_file(
                 work / f'policy_{label}.yaml', {**params, **extra})], work / f'policy_node_{label}.log')
+            ctx.process = policy
             try:
                 start = arm.policy_commands
                 wait_for(lambda: arm.policy_commands >= start + 20, 120, 'the policy commanding the arm')

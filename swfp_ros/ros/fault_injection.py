@@ -15,6 +15,8 @@ take a command before the joint state it was computed from, so judging on arriva
 """
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from collections import deque
@@ -300,6 +302,25 @@ def measurement_scenarios(lower, upper, max_delta) -> list[Scenario]:
     def stale(ctx):
         _for(ctx, 1.2, lambda q: [])
 
+    def stalled_pushed_nan(ctx):
+        # A busy machine: the policy node's process is stopped for 0.3 s, the arm is pushed 0.3 rad meanwhile, and
+        # its joint states turn NaN before the node runs again. Holding at the position it saw before the stall
+        # would command a 0.3 rad jump back: the node must still take the pushed position from its queue.
+        def nan_report(q):
+            return [ctx.arm.joint_state(np.where(np.arange(len(q)) == 2, np.nan, q))]
+        pushed = ctx.arm.q[0] + 0.3 if ctx.arm.q[0] + 0.3 <= upper[0] else ctx.arm.q[0] - 0.3
+        os.killpg(ctx.process.pid, signal.SIGSTOP)
+        try:
+            time.sleep(0.05)
+            ctx.arm.hold_by_hand({0: pushed})
+            time.sleep(0.1)
+            ctx.arm.report = nan_report
+            time.sleep(0.15)
+        finally:
+            os.killpg(ctx.process.pid, signal.SIGCONT)
+        _for(ctx, 1.0, nan_report)
+        ctx.arm.hold_by_hand({})
+
     def bursty(ctx):
         tick = [0]
 
@@ -321,6 +342,8 @@ def measurement_scenarios(lower, upper, max_delta) -> list[Scenario]:
         Scenario('glitch_far_outside', '1 in 3 joint states 0.6 rad outside a limit', glitch,
                  ('safety_measured_out_of_limits',), 'no command on the glitch'),
         Scenario('stale', 'joint states stop for 1.2 s', stale, ('safety_stale',), 'hold'),
+        Scenario('stalled_pushed_nan', 'policy node stopped 0.3 s while the arm is pushed 0.3 rad and its joint '
+                 'states turn NaN', stalled_pushed_nan, ('bad_joint_state',), 'hold at the pushed position'),
         Scenario('bursty', 'bursts of 10 joint states every 0.7 s', bursty, ('safety_stale',), 'hold when stale'),
     ]
 
@@ -569,6 +592,7 @@ class Context:
     estop_pub: object                               # a node in the policy's estop_release_sources
     update_pub: object
     context: object = None                          # the monitor's rclpy Context (other_node)
+    process: object = None                          # the policy node's process (.pid: leader of its process group)
     policy_name: str = '/policy_node'
 
 

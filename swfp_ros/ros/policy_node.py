@@ -14,7 +14,7 @@ itself at start-up and exits with status 3 when configuring fails; otherwise dri
 Topics (QoS chosen per use). The actor's own topics are relative names, so a node in namespace ``arm1`` talks to
 ``/arm1/joint_states`` etc. (without a namespace: ``/joint_states``); the learner's topics, the e-stop and the
 status are absolute, shared by every actor.
-    sub joint_states         sensor_msgs/JointState          sensor data (best effort): what drivers publish
+    sub joint_states         sensor_msgs/JointState          best effort (what drivers publish), depth 100
     sub swfp/task            std_msgs/Float64MultiArray      reliable, depth 1, transient local (latest task state)
     sub swfp/reward          std_msgs/Float64MultiArray      reliable, depth 100
     sub swfp/episode         std_msgs/Int32                  reliable, depth 100 (a new episode: homing ends)
@@ -62,7 +62,7 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data)
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64MultiArray, Int32, Int64, UInt8MultiArray
 from trajectory_msgs.msg import JointTrajectory
@@ -85,6 +85,12 @@ TASK_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durabilit
                       history=HistoryPolicy.KEEP_LAST)
 REWARD_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
 ACTION_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+# Best effort, as drivers publish, but deep (the sensor-data profile keeps 5): when this process stalls (a busy
+# machine) and the joint states turn invalid meanwhile, the last valid one must still be in the queue -- the node
+# holds there, and holding at the one it saw before the stall can command a jump back from where the arm now is.
+# 100 covers a 1 s stall of a 100 Hz driver (0.1 s at 1 kHz); the backlog is cheap to drain (parse and post only).
+JOINT_STATE_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.BEST_EFFORT,
+                             durability=DurabilityPolicy.VOLATILE, history=HistoryPolicy.KEEP_LAST)
 # Deep and reliable: a learner that is slow to take data must not lose transitions.
 TRANSITION_QOS = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
 # Latched: a policy that (re)starts after the learner published gets the learner's latest base + blocks / e-stop.
@@ -285,7 +291,7 @@ class PolicyNode(LifecycleNode):
         self._subs = [
             sub(Float64MultiArray, 'swfp/reward', self._on_reward, REWARD_QOS),
             sub(Float64MultiArray, 'swfp/task', self._on_task, TASK_QOS),
-            sub(JointState, 'joint_states', self._on_joint_state, qos_profile_sensor_data),
+            sub(JointState, 'joint_states', self._on_joint_state, JOINT_STATE_QOS),
             sub(Int32, 'swfp/episode', lambda m: self.worker.post('episode', int(m.data)), REWARD_QOS),
             sub(JointState, 'swfp/home', self._on_home, HOME_QOS),
             sub(UInt8MultiArray, '/swfp/policy_update', self._on_update, UPDATE_QOS),
