@@ -25,8 +25,11 @@ Modes
               published.
 Safety: every command goes through the :class:`SafetyFilter` (limits, per-step delta from the measured position,
 stale observations, e-stop); an invalid joint state or task message holds; a missing task (no goal yet) holds; holds
-are never recorded as transitions. Transitions: (obs, executed action in [-1, 1] — a chunk cut short is padded with
-zeros —, reward summed over the steps it covered, next_obs, terminated, n_steps, policy version, actor id).
+are never recorded as transitions. In realtime a hold goes to the measured position only while that measurement is
+fresh (``stale_timeout_s``): once it is older, nothing is sent (``stale_holds_withheld``) and the controller keeps
+its last target, since the arm may have moved since the measurement (pushed, or a stalled node resuming).
+Transitions: (obs, executed action in [-1, 1] — a chunk cut short is padded with zeros —, reward summed over the
+steps it covered, next_obs, terminated, n_steps, policy version, actor id).
 Home posture: after an episode ends, when a home posture was given (``home``, the task monitor's), the loop drives
 the arm there at ``home_speed`` rad/s through the same safety filter and waits until the next ``episode`` starts.
 Policy updates: lockstep applies them at once (the simulator waits). Realtime checks them on a thread of their own
@@ -356,21 +359,35 @@ class ActorLoop:
         self._send_command(np.atleast_2d(points))
         self.counters['commands'] += 1
 
-    def _send_hold(self, reason: str, q=None) -> None:
-        if q is None:
+    def _send_hold(self, reason: str, obs: Observation | None = None) -> None:
+        """Hold at the measured position of ``obs`` (default: the latest joint state)."""
+        if obs is None:
             if self.js is None:
                 return
-            q = self.js[0]
-        res = self.safety.hold(q, reason)
-        if res.command is not None:
-            self._publish(res.command)
+            q, rx = self.js[0], self.js[3]
+        else:
+            q, rx = obs.q, obs.rx
+        if self._publish_hold(self.safety.hold(q, reason), rx):
             self.counters['holds'] += 1
+
+    def _publish_hold(self, res, rx: float) -> bool:
+        """Send the hold the safety filter decided (measured at ``rx``); whether one went out. Realtime: never at a
+        measurement older than ``stale_timeout_s`` -- the arm may have moved since (pushed by hand, or still on its way
+        to the last target), so holding there can command a jump; nothing is sent and the controller keeps its last
+        target. Lockstep: the simulated arm waits for the next command, so the last observation is where it is."""
+        if res.command is None:
+            return False
+        if self.cfg.mode == 'realtime' and not (self.clock() - rx <= self.safety.stale_timeout_s):
+            self.counters['stale_holds_withheld'] += 1
+            return False
+        self._publish(res.command)
+        return True
 
     def _command(self, obs: Observation, pend: Pending) -> bool:
         """Send the next step(s) of ``pend`` from ``obs``; False when the safety filter held instead."""
         age = self.clock() - obs.rx
         if self.obs_invalid:
-            self._send_hold(self.obs_invalid, obs.q)
+            self._send_hold(self.obs_invalid, obs)
             return False
         k = len(pend.executed)
         steps = pend.chunk[k:] if self.cfg.command_type == 'trajectory' else pend.chunk[k:k + 1]
@@ -378,8 +395,7 @@ class ActorLoop:
         for a in steps:
             res = self.safety.filter(base + np.clip(a, -1, 1) * self.cfg.action_scale, base, age)
             if res.command is None or res.held:
-                if res.command is not None:
-                    self._publish(res.command)
+                self._publish_hold(res, obs.rx)
                 self.counters['holds'] += 1
                 return False
             executed.append(np.clip((res.command - base) / self.cfg.action_scale, -1.0, 1.0))
@@ -438,7 +454,7 @@ class ActorLoop:
         if pend is not None and pend.record and self.tick_index - pend.start_tick < self.horizon:
             if self._stale(obs):                     # the watchdog and the e-stop also act mid-trajectory
                 self._discard_pending()
-                self._send_hold('estop' if self.safety.estopped else 'stale', obs.q)
+                self._send_hold('estop' if self.safety.estopped else 'stale', obs)
             return
         if pend is not None:
             self._finish(obs)
@@ -451,7 +467,7 @@ class ActorLoop:
         while self.ensemble and self.tick_index - self.ensemble[0][0] >= self.horizon:
             self.ensemble.popleft()
         if not self.ensemble:
-            self._send_hold('stale', obs.q)
+            self._send_hold('stale', obs)
             return
         weights = np.exp(-self.cfg.ensemble_decay * np.arange(len(self.ensemble)))   # i = 0: the oldest chunk
         actions = np.stack([c[self.tick_index - start] for start, c in self.ensemble])
@@ -466,9 +482,11 @@ class ActorLoop:
         q = self.js[0]
         step = np.clip(self.home_q - q, -self.cfg.home_speed * self.cfg.dt, self.cfg.home_speed * self.cfg.dt)
         res = self.safety.filter(q + step, q, self.clock() - self.js[3])
-        if res.command is not None:
+        if not res.held:
             self._publish(res.command)
-            self.counters['holds' if res.held else 'homing_steps'] += 1
+            self.counters['homing_steps'] += 1
+        elif self._publish_hold(res, self.js[3]):
+            self.counters['holds'] += 1
 
     # --- transitions ----------------------------------------------------------------------------------------------
     def _add_reward(self, pend: Pending, r: RewardInfo) -> None:

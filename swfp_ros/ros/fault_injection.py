@@ -170,10 +170,11 @@ class ScriptedArm:
 
     # --- what the arm reports -------------------------------------------------------------------------------------
     def joint_state(self, q_arm, names=None, velocity=None):
+        """Stamped with the wall clock, as a driver on this host stamps them."""
         names = names or self.names
         pos = np.concatenate([q_arm, np.zeros(len(names) - len(q_arm))]) if len(q_arm) < len(names) else q_arm
         vel = np.zeros(len(pos)) if velocity is None else velocity
-        return M.joint_state_msg(names, pos, vel)
+        return M.joint_state_msg(names, pos, vel, stamp=M.time_msg(time.time()))
 
     def normal(self, q):
         return [self.joint_state(q)]
@@ -261,6 +262,11 @@ def _every(n: int, bad, good):
     return report
 
 
+# The reaction to invalid joint states: hold at the last valid one while it is fresh (stale_timeout_s), then send
+# nothing -- the arm may have moved since, and the controller keeps its last target.
+HOLD_THEN_NOTHING = 'hold, then nothing'
+
+
 def measurement_scenarios(lower, upper, max_delta) -> list[Scenario]:
     lower, upper = np.asarray(lower, float), np.asarray(upper, float)
 
@@ -279,7 +285,7 @@ def measurement_scenarios(lower, upper, max_delta) -> list[Scenario]:
         def report(q):
             msg = ctx.arm.joint_state(q)
             return [M.joint_state_msg([msg.name[i] for i in perm], np.asarray(msg.position)[perm],
-                                      np.asarray(msg.velocity)[perm])]
+                                      np.asarray(msg.velocity)[perm], stamp=msg.header.stamp)]
         _for(ctx, 1.0, report)
 
     def missing_name(ctx):
@@ -302,24 +308,28 @@ def measurement_scenarios(lower, upper, max_delta) -> list[Scenario]:
     def stale(ctx):
         _for(ctx, 1.2, lambda q: [])
 
-    def stalled_pushed_nan(ctx):
-        # A busy machine: the policy node's process is stopped for 0.3 s, the arm is pushed 0.3 rad meanwhile, and
-        # its joint states turn NaN before the node runs again. Holding at the position it saw before the stall
-        # would command a 0.3 rad jump back: the node must still take the pushed position from its queue.
-        def nan_report(q):
-            return [ctx.arm.joint_state(np.where(np.arange(len(q)) == 2, np.nan, q))]
-        pushed = ctx.arm.q[0] + 0.3 if ctx.arm.q[0] + 0.3 <= upper[0] else ctx.arm.q[0] - 0.3
-        os.killpg(ctx.process.pid, signal.SIGSTOP)
-        try:
-            time.sleep(0.05)
-            ctx.arm.hold_by_hand({0: pushed})
-            time.sleep(0.1)
-            ctx.arm.report = nan_report
-            time.sleep(0.15)
-        finally:
-            os.killpg(ctx.process.pid, signal.SIGCONT)
-        _for(ctx, 1.0, nan_report)
-        ctx.arm.hold_by_hand({})
+    def stalled_pushed(stall_s, nan_after_s=None):
+        # A busy machine: the policy node's process is stopped for stall_s while the arm is pushed 0.3 rad (joint 1,
+        # 50 ms in), its joint states turning NaN nan_after_s into the stall if given; then 1 s more of the same.
+        # Neither the last position the node saw before the stall nor any other old one may be held to: that
+        # commands a 0.3 rad jump back.
+        def run(ctx):
+            def nan_report(q):
+                return [ctx.arm.joint_state(np.where(np.arange(len(q)) == 2, np.nan, q))]
+            pushed = ctx.arm.q[0] + 0.3 if ctx.arm.q[0] + 0.3 <= upper[0] else ctx.arm.q[0] - 0.3
+            os.killpg(ctx.process.pid, signal.SIGSTOP)
+            try:
+                time.sleep(0.05)
+                ctx.arm.hold_by_hand({0: pushed})
+                if nan_after_s is not None:
+                    time.sleep(nan_after_s - 0.05)
+                    ctx.arm.report = nan_report
+                time.sleep(stall_s - (nan_after_s or 0.05))
+            finally:
+                os.killpg(ctx.process.pid, signal.SIGCONT)
+            _for(ctx, 1.0, nan_report if nan_after_s is not None else None)
+            ctx.arm.hold_by_hand({})
+        return run
 
     def bursty(ctx):
         tick = [0]
@@ -330,21 +340,27 @@ def measurement_scenarios(lower, upper, max_delta) -> list[Scenario]:
         _for(ctx, 2.5, report)
 
     return [
-        Scenario('nan_joint', 'NaN joint position (1 of 7)', nan, ('bad_joint_state',), 'hold at the last valid'),
-        Scenario('inf_velocity', 'inf joint velocities', inf_velocity, ('bad_joint_state',), 'hold'),
-        Scenario('wrong_size', 'joint state with 5 joints', wrong_size, ('bad_joint_state',), 'hold'),
+        Scenario('nan_joint', 'NaN joint position (1 of 7)', nan, ('bad_joint_state', 'stale_holds_withheld'),
+                 'hold at the last valid while it is fresh, then nothing'),
+        Scenario('inf_velocity', 'inf joint velocities', inf_velocity, ('bad_joint_state',), HOLD_THEN_NOTHING),
+        Scenario('wrong_size', 'joint state with 5 joints', wrong_size, ('bad_joint_state',), HOLD_THEN_NOTHING),
         Scenario('shuffled_names', 'joint names in shuffled order', shuffled, (), 'normal (read by name)'),
-        Scenario('missing_name', 'a joint name missing', missing_name, ('bad_joint_state',), 'hold'),
+        Scenario('missing_name', 'a joint name missing', missing_name, ('bad_joint_state',), HOLD_THEN_NOTHING),
         Scenario('beyond_limit_small', f'arm 0.05 rad past a limit (< max_delta {max_delta})',
                  pushed_past_limit(0.05), ('safety_measured_beyond_limit',), 'commands inside the limits'),
         Scenario('beyond_limit_far', 'arm 0.12 rad past a limit (> max_delta)', pushed_past_limit(0.12),
                  ('safety_measured_out_of_limits',), 'no command'),
         Scenario('glitch_far_outside', '1 in 3 joint states 0.6 rad outside a limit', glitch,
                  ('safety_measured_out_of_limits',), 'no command on the glitch'),
-        Scenario('stale', 'joint states stop for 1.2 s', stale, ('safety_stale',), 'hold'),
+        Scenario('stale', 'joint states stop for 1.2 s', stale, ('safety_stale', 'stale_holds_withheld'),
+                 'nothing sent once stale (the controller keeps its last target)'),
+        Scenario('stalled_pushed', 'policy node stopped 1 s while the arm is pushed 0.3 rad', stalled_pushed(1.0),
+                 (), 'no hold at the pre-stall position; acting from the pushed one'),
         Scenario('stalled_pushed_nan', 'policy node stopped 0.3 s while the arm is pushed 0.3 rad and its joint '
-                 'states turn NaN', stalled_pushed_nan, ('bad_joint_state',), 'hold at the pushed position'),
-        Scenario('bursty', 'bursts of 10 joint states every 0.7 s', bursty, ('safety_stale',), 'hold when stale'),
+                 'states turn NaN', stalled_pushed(0.3, nan_after_s=0.15), ('bad_joint_state',),
+                 'hold at the pushed position'),
+        Scenario('bursty', 'bursts of 10 joint states every 0.7 s', bursty, ('safety_stale',),
+                 'nothing sent while stale'),
     ]
 
 

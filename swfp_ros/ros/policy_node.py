@@ -119,7 +119,11 @@ PARAMS = [
     ParamSpec('action_scale', 0.1, 'rad per control step at |action| = 1 (as in training)', C, low=1e-6, high=1.0),
     ParamSpec('max_delta', 0.1, 'rad per control step: safety clamp of a command around the measured position', C,
               low=1e-6, high=1.0),
-    ParamSpec('stale_timeout_s', 0.5, 's: joint states older than this make the arm hold', C, low=0.001, high=60.0),
+    ParamSpec('stale_timeout_s', 0.5, 's: joint states older than this: no policy step; in realtime no command at all, '
+              'not even a hold (the controller keeps its last target)', C, low=0.001, high=60.0),
+    ParamSpec('stamp_age', True, "realtime: a joint state's age counts from its header stamp when that is older "
+              "than its arrival (a state that waited in this node's queue is not fresh); needs the driver's clock to "
+              "agree with this node's (one host, or synced); a zero stamp is judged by arrival", C),
     ParamSpec('mode', 'lockstep', 'lockstep (sim bridge in lockstep) | realtime (control_rate timer; a real arm)', C,
               choices=('lockstep', 'realtime')),
     ParamSpec('control_rate', 20.0, 'Hz: realtime tick, and the spacing of trajectory points', C, low=0.1,
@@ -242,6 +246,7 @@ class PolicyNode(LifecycleNode):
             self.loop = None
             return TransitionCallbackReturn.FAILURE
         self.cfg = cfg
+        self.stamp_age = cfg.mode == 'realtime' and bool(g('stamp_age'))
         self._make_topics(bool(g('dry_run')), float(g('status_period_s')))
         self._log_guards()
         self.worker = ActorWorker(self.loop, self._on_worker_error)
@@ -368,7 +373,23 @@ class PolicyNode(LifecycleNode):
             q, qd = M.arm_from_joint_state(msg, self.cfg.joint_names)
         except M.MessageError as e:
             return self._invalid('bad_joint_state', f'invalid joint state: {e}; holding')
-        self.worker.post('joint_state', q, qd, msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec, rx)
+        stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        self.worker.post('joint_state', q, qd, stamp_ns, rx - self._stamp_age_s(stamp_ns))
+
+    def _stamp_age_s(self, stamp_ns: int) -> float:
+        """How much older than its arrival a joint state is by its stamp (``stamp_age``; 0 without a stamp): a node
+        that stalled takes the states queued meanwhile late, and one measured a second ago is no longer where the arm
+        is. A clock disagreeing with the driver's by more than ``stale_timeout_s`` makes every state stale: warned."""
+        if not self.stamp_age or stamp_ns <= 0:
+            return 0.0
+        age = (self.get_clock().now().nanoseconds - stamp_ns) * 1e-9
+        limit = self.loop.safety.stale_timeout_s
+        if age > limit:
+            self.loop.counters['old_joint_state_stamps'] += 1
+            self._warn('old_joint_state_stamps', f'joint state stamped {age:.2f} s before now (over stale_timeout_s '
+                       f'{limit}): not acted on. If this repeats, the driver\'s clock and this '
+                       "machine's disagree: sync them, or set stamp_age false to judge by arrival only")
+        return max(0.0, age)
 
     def _on_task(self, msg):
         try:

@@ -16,7 +16,9 @@ position, brought into the limits):
 6. otherwise clamp: joint limits first, then the delta bound around the measured position. Because the measured
    position is within ``max_delta`` of the limits (check 2), the two intervals intersect and the result lies in both.
 
-Every hold and clamp is counted per reason (``counters``), so diagnostics can show what the filter did.
+Every hold and clamp is counted per reason (``counters``), so diagnostics can show what the filter did. A hold is
+a decision; in realtime the actor loop sends it only while the measurement it holds at is fresh (an older one may no
+longer be where the arm is), see :mod:`swfp_ros.actor.loop`.
 """
 from __future__ import annotations
 

@@ -127,9 +127,12 @@ def test_stale_observation_and_estop_hold_and_are_not_recorded():
     loop.set_active(True)
     q = np.full(N, 0.2)
     feed(loop, clock, q, 0)
+    sent = len(commands)
     clock.t += 0.6                                   # older than stale_timeout_s
     loop.tick(clock())
-    assert np.allclose(commands[-1][0], q) and loop.safety.counters['stale'] == 1
+    # no hold at a measurement that old (the arm may have moved since): nothing is sent, the controller keeps its target
+    assert len(commands) == sent and loop.safety.counters['stale'] == 1
+    assert loop.counters['stale_holds_withheld'] == 1
     assert runtime.calls == 0, 'no inference from a stale observation'
     feed(loop, clock, q, 1)
     loop.estop(True)
@@ -307,7 +310,7 @@ def test_in_process_lockstep_run_on_the_reach_task():
     assert all(np.array_equal(a.next_obs, b.obs) for a, b in zip(transitions, transitions[1:]))
 
 
-def test_trajectory_mode_sends_a_chunk_per_message_and_holds_mid_trajectory_when_stale():
+def test_trajectory_mode_sends_a_chunk_per_message_and_nothing_mid_trajectory_when_stale():
     loop, runtime, commands, transitions, clock = make(horizon=3, mode='realtime', command_type='trajectory')
     loop.task(TASK)
     loop.set_active(True)
@@ -324,7 +327,12 @@ def test_trajectory_mode_sends_a_chunk_per_message_and_holds_mid_trajectory_when
     feed(loop, clock, q, 6)
     clock.t += 0.6                                   # tick 6, mid-trajectory: the joint states stopped
     loop.tick(clock())
-    assert len(commands) == 3 and commands[-1].shape == (1, N) and np.allclose(commands[-1][0], q)
+    # no new chunk, and no hold at the stale measurement (the arm has moved along the trajectory since): the
+    # controller finishes the points it has, each checked against a fresh measurement when sent
+    assert len(commands) == 2 and runtime.calls == 2 and loop.counters['stale_holds_withheld'] == 1
+    feed(loop, clock, q, 7)                          # fresh again: a new chunk from it replaces the trajectory
+    loop.tick(clock())
+    assert len(commands) == 3 and commands[-1].shape == (3, N) and runtime.calls == 3
 
 
 def test_warmup_observations_do_not_become_probe_states():

@@ -29,6 +29,7 @@ LABELS = TASKS['panda_reach'][1].task_labels
 OBS_DIM = 14 + len(LABELS)
 # The test's own collectors keep everything: a shallow history would drop commands while the test is busy.
 ACTION_QOS = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
+STALE_S = 1.0    # long enough that a busy machine still sends holds at the last valid state before it goes stale
 HOME_Q = np.array([0.0, -0.3, 0.0, -2.2, 0.0, 0.33, 0.785])   # a Panda posture well inside its joint limits
 
 
@@ -98,10 +99,11 @@ def _robot(ros_node):
     task_pub = ros_node.node.create_publisher(Float64MultiArray, '/swfp/task', TASK_QOS)
     names = list(ARM_JOINTS) + list(FINGER_JOINTS)
 
-    def publish(q, task=None, names_=None):
+    def publish(q, task=None, names_=None, stamp=None):
         q = np.asarray(q, dtype=float)
         pos = np.concatenate([q, [0.0, 0.0]]) if q.size == 7 else q
-        js_pub.publish(M.joint_state_msg(names_ or names[:pos.size], pos, np.zeros(pos.size), np.zeros(pos.size)))
+        js_pub.publish(M.joint_state_msg(names_ or names[:pos.size], pos, np.zeros(pos.size), np.zeros(pos.size),
+                                         stamp=stamp))
         if task is not None:
             task_pub.publish(M.task_msg(LABELS, task))
     return publish
@@ -119,7 +121,7 @@ def test_realtime_safety_holds_clamps_and_updates(launch_node, ros_node, tmp_pat
     env = TASKS['panda_reach'][1]()
     lower, upper = env.joint_lower, env.joint_upper
     policy = launch_node('policy_node', params_file=CONFIG / 'policy.yaml',
-                         params=policy_params(ckpt, mode='realtime', control_rate=50.0, stale_timeout_s=0.3,
+                         params=policy_params(ckpt, mode='realtime', control_rate=50.0, stale_timeout_s=STALE_S,
                                               estop_release_sources=[ros_node.node.get_fully_qualified_name()]),
                          env=stub_env())
     q = HOME_Q
@@ -152,6 +154,9 @@ def test_realtime_safety_holds_clamps_and_updates(launch_node, ros_node, tmp_pat
     def commands(start):
         return [np.asarray(m.data) for _, m in list(actions)[start:]]
 
+    def withheld(v):
+        return int(v.get('stale_holds_withheld', 0))
+
     try:
         # 1. fresh observations -> moving commands, within max_delta of q
         start = len(actions)
@@ -159,19 +164,34 @@ def test_realtime_safety_holds_clamps_and_updates(launch_node, ros_node, tmp_pat
         cmds = commands(start)
         assert any(not np.allclose(c, q) for c in cmds)
         assert all(np.all(np.abs(c - q) <= 0.1 + 1e-9) for c in cmds)
-        # 2. stale: stop publishing -> hold at the last measured position
-        start = after_status(lambda v: int(v.get('safety_stale', 0)) > 0, 'the stale watchdog')
-        ros_node.wait_for(new_commands(5), 10.0, what='commands while stale')
-        assert all(np.allclose(c, q) for c in commands(start))
+        # 2. stale: stop publishing -> nothing is sent (no hold at a measurement that old: the arm may have moved)
+        start = after_status(lambda v: withheld(v) > 0, 'the stale watchdog withholding holds')
+        w = withheld(values())
+        ros_node.wait_for(lambda: withheld(values()) > w + 5, 10.0, what='more withheld holds')
+        assert commands(start) == [] and int(values()['safety_stale']) > 0
+
+        def invalid_phase(bad, what, **kw):
+            """Fresh states, then invalid ones: holds at the last valid position while it is fresh, then nothing."""
+            feed_until(q, new_commands(3), 'commands from fresh observations again')
+            seen = len(status)                       # a status sent after those: its count of withheld holds is final
+            feed_until(q, lambda: len(status) > seen, 'a status from the fresh observations')
+            w0, b0 = withheld(values()), int(values().get('bad_joint_state', 0))
+            feed_until(bad, lambda: int(values().get('bad_joint_state', 0)) > b0, f'{what} counted', **kw)
+            seen = len(status)                       # the commands sent before it have landed
+            feed_until(bad, lambda: len(status) > seen, 'the next status', **kw)
+            start = len(actions)
+            feed_until(bad, lambda: withheld(values()) > w0, f'{what}: holds withheld once the last valid is stale',
+                       **kw)
+            held = commands(start)
+            assert held and all(np.allclose(c, q) for c in held), held
+            quiet = after_status(lambda v: True, 'a status')
+            feed_until(bad, lambda: withheld(values()) > w0 + 5, f'{what}: more withheld holds', **kw)
+            assert commands(quiet) == []
         # 3. NaN joint state -> hold (at the last valid position), counted
-        feed_until(np.full(7, np.nan), lambda: int(values().get('safety_bad_joint_state', 0)) > 0, 'a NaN counted')
-        start = len(actions)
-        feed_until(np.full(7, np.nan), new_commands(5), 'commands during NaN joint states')
-        assert all(np.allclose(c, q) for c in commands(start))
-        # 4. wrong size (a joint missing) -> hold too
-        start = len(actions)
-        feed_until(q[:6], new_commands(5), 'commands during short joint states', names_=list(ARM_JOINTS[:6]))
-        assert all(np.allclose(c, q) for c in commands(start))
+        invalid_phase(np.full(7, np.nan), 'NaN joint states')
+        assert int(values()['safety_bad_joint_state']) > 0
+        # 4. wrong size (a joint missing) -> the same
+        invalid_phase(q[:6], 'short joint states', names_=list(ARM_JOINTS[:6]))
         # 5. at the joint limits: commands never leave them
         q_lim = np.where(np.arange(7) % 2 == 0, upper, lower)
         start = len(actions)
@@ -208,6 +228,41 @@ def test_realtime_safety_holds_clamps_and_updates(launch_node, ros_node, tmp_pat
         assert policy.alive()
     finally:
         print(policy.output()[-3000:])
+    assert policy.stop() == 0
+
+
+@pytest.mark.parametrize('stamp_age', [True, False])
+def test_realtime_judges_joint_states_by_their_stamps(launch_node, ros_node, tmp_path, stamp_age):
+    """Joint states that arrive now but were stamped 1 s ago (they waited in a queue) are stale: no command at all,
+    counted and warned; stamped now, the policy commands. ``stamp_age: false`` judges by arrival only."""
+    ckpt = stub_runtime.write_checkpoint(tmp_path / 'stub.json', OBS_DIM, gain=1.0)
+    actions = ros_node.collect('/swfp/action', Float64MultiArray, ACTION_QOS)
+    status = ros_node.collect('/swfp/status', DiagnosticArray, ACTION_QOS)
+    publish = _robot(ros_node)
+    policy = launch_node('policy_node', params_file=CONFIG / 'policy.yaml', env=stub_env(),
+                         params=policy_params(ckpt, mode='realtime', control_rate=50.0, stale_timeout_s=0.5,
+                                              stamp_age=stamp_age))
+    ros_node.wait_for_subscribers('/joint_states', timeout=20)
+    task = np.array([0.4, 0.0, 0.3, 0.5, 0.1, 0.3])
+
+    def feed_until(done, what, age_s):
+        t_end = time.monotonic() + 20.0
+        while not done():
+            assert time.monotonic() < t_end, f'timed out waiting for {what}'
+            publish(HOME_Q, task, stamp=M.time_msg(time.time() - age_s))
+            time.sleep(0.02)
+
+    def values():
+        return node_status(status, '/policy_node')
+    if stamp_age:
+        feed_until(lambda: int(values().get('old_joint_state_stamps', 0)) > 0, 'old stamps counted', 1.0)
+        seen = len(status)
+        feed_until(lambda: len(status) > seen + 2, 'two more status messages', 1.0)
+        assert not actions and int(values()['safety_stale']) > 0
+        assert 'before now (over stale_timeout_s 0.5)' in policy.output()
+    else:
+        feed_until(lambda: len(actions) >= 5, 'commands from old-stamped states judged by arrival', 1.0)
+    feed_until(lambda: len(actions) >= 10, 'commands from fresh stamps', 0.0)
     assert policy.stop() == 0
 
 

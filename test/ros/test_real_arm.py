@@ -94,12 +94,12 @@ class ArmObserver:
 
     def check_commands(self, window_s=0.6):
         """Every command within max_delta of a joint state the policy could have measured: one sent in the
-        ``window_s`` before the command was sent (the policy holds on joint states older than stale_timeout_s =
-        0.5 s). Times are the senders' (source timestamps), so the order of this observer's callbacks does not
-        matter. Best-effort joint states this observer missed (a gap longer than 1.5 periods) may have been the one
-        the policy measured: a command may then also be within max_delta of any point the arm passed through in the
-        gap, bounded by the largest move between the two states around it. Returns the number checked (those after
-        the observer's first joint states)."""
+        ``window_s`` before the command was sent (the policy commands nothing from joint states older than
+        stale_timeout_s = 0.5 s). Times are the senders' (source timestamps), so the order of this observer's
+        callbacks does not matter. Best-effort joint states this observer missed (a gap longer than 1.5 periods)
+        may have been the one the policy measured: a command may then also be within max_delta of any point the
+        arm passed through in the gap, bounded by the largest move between the two states around it. Returns the
+        number checked (those after the observer's first joint states)."""
         js = sorted(self.js_sent, key=lambda x: x[0])
         times = np.array([t for t, _ in js])
         checked = 0
