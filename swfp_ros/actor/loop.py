@@ -395,8 +395,8 @@ class ActorLoop:
         for a in steps:
             res = self.safety.filter(base + np.clip(a, -1, 1) * self.cfg.action_scale, base, age)
             if res.command is None or res.held:
-                self._publish_hold(res, obs.rx)
-                self.counters['holds'] += 1
+                if self._publish_hold(res, obs.rx):
+                    self.counters['holds'] += 1
                 return False
             executed.append(np.clip((res.command - base) / self.cfg.action_scale, -1.0, 1.0))
             points.append(res.command)
