@@ -58,8 +58,11 @@ def test_swfp_up_sim_finetune_end_to_end(tmp_path, ros_env, ros_node):
     finally:
         out = finish(proc, log)
     assert rc == 0, out[-4000:]
+    # What this collector received: it may have matched the policy's publisher only after the first transitions
+    # (discovery on a busy machine), so the stream it saw need not start at version 0; the learner's count below
+    # shows those reached the learner.
     v = versions()
-    assert v[0] == 0 and v == sorted(v), 'the policy version only grows along the transition stream'
+    assert v == sorted(v) and v[-1] >= 1, 'the policy version only grows along the transition stream'
     assert int(learner['accepted']) >= SMALL_SWFP['warmup_steps'] and int(learner['blocks_accepted']) >= 1, learner
     pids = started_pids(out)
     assert set(pids) == {'sim_bridge', 'policy_node', 'learner_node', 'recorder_node'}, out[-4000:]
