@@ -350,9 +350,12 @@ class ActorLoop:
             return np.full((self.horizon, self.n), np.nan), version
         return a.reshape(self.horizon, self.n), version
 
+    def _old(self, rx: float) -> bool:
+        """Whether a measurement taken at ``rx`` is older than ``stale_timeout_s`` (a NaN time counts as old)."""
+        return not (self.clock() - rx <= self.safety.stale_timeout_s)
+
     def _stale(self, obs: Observation) -> bool:
-        return self.safety.estopped or bool(self.obs_invalid) or \
-            not (self.clock() - obs.rx <= self.safety.stale_timeout_s)
+        return self.safety.estopped or bool(self.obs_invalid) or self._old(obs.rx)
 
     # --- commanding ---------------------------------------------------------------------------------------------
     def _publish(self, points: np.ndarray) -> None:
@@ -367,21 +370,20 @@ class ActorLoop:
             q, rx = self.js[0], self.js[3]
         else:
             q, rx = obs.q, obs.rx
-        if self._publish_hold(self.safety.hold(q, reason), rx):
-            self.counters['holds'] += 1
+        self._publish_hold(self.safety.hold(q, reason), rx)
 
-    def _publish_hold(self, res, rx: float) -> bool:
-        """Send the hold the safety filter decided (measured at ``rx``); whether one went out. Realtime: never at a
+    def _publish_hold(self, res, rx: float) -> None:
+        """Send the hold the safety filter decided (measured at ``rx``), counted in ``holds``. Realtime: never at a
         measurement older than ``stale_timeout_s`` -- the arm may have moved since (pushed by hand, or still on its way
         to the last target), so holding there can command a jump; nothing is sent and the controller keeps its last
         target. Lockstep: the simulated arm waits for the next command, so the last observation is where it is."""
         if res.command is None:
-            return False
-        if self.cfg.mode == 'realtime' and not (self.clock() - rx <= self.safety.stale_timeout_s):
+            return
+        if self.cfg.mode == 'realtime' and self._old(rx):
             self.counters['stale_holds_withheld'] += 1
-            return False
+            return
         self._publish(res.command)
-        return True
+        self.counters['holds'] += 1
 
     def _command(self, obs: Observation, pend: Pending) -> bool:
         """Send the next step(s) of ``pend`` from ``obs``; False when the safety filter held instead."""
@@ -395,8 +397,7 @@ class ActorLoop:
         for a in steps:
             res = self.safety.filter(base + np.clip(a, -1, 1) * self.cfg.action_scale, base, age)
             if res.command is None or res.held:
-                if self._publish_hold(res, obs.rx):
-                    self.counters['holds'] += 1
+                self._publish_hold(res, obs.rx)
                 return False
             executed.append(np.clip((res.command - base) / self.cfg.action_scale, -1.0, 1.0))
             points.append(res.command)
@@ -485,8 +486,8 @@ class ActorLoop:
         if not res.held:
             self._publish(res.command)
             self.counters['homing_steps'] += 1
-        elif self._publish_hold(res, self.js[3]):
-            self.counters['holds'] += 1
+        else:
+            self._publish_hold(res, self.js[3])
 
     # --- transitions ----------------------------------------------------------------------------------------------
     def _add_reward(self, pend: Pending, r: RewardInfo) -> None:
