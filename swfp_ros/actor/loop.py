@@ -396,7 +396,7 @@ class ActorLoop:
         base, points, executed = obs.q, [], []
         for a in steps:
             res = self.safety.filter(base + np.clip(a, -1, 1) * self.cfg.action_scale, base, age)
-            if res.command is None or res.held:
+            if not res.ok:
                 self._publish_hold(res, obs.rx)
                 return False
             executed.append(np.clip((res.command - base) / self.cfg.action_scale, -1.0, 1.0))
@@ -483,7 +483,7 @@ class ActorLoop:
         q = self.js[0]
         step = np.clip(self.home_q - q, -self.cfg.home_speed * self.cfg.dt, self.cfg.home_speed * self.cfg.dt)
         res = self.safety.filter(q + step, q, self.clock() - self.js[3])
-        if not res.held:
+        if res.ok:
             self._publish(res.command)
             self.counters['homing_steps'] += 1
         else:
