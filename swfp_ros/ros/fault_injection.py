@@ -317,14 +317,15 @@ def measurement_scenarios(lower, upper, max_delta) -> list[Scenario]:
             def nan_report(q):
                 return [ctx.arm.joint_state(np.where(np.arange(len(q)) == 2, np.nan, q))]
             pushed = ctx.arm.q[0] + 0.3 if ctx.arm.q[0] + 0.3 <= upper[0] else ctx.arm.q[0] - 0.3
+            stopped = time.monotonic()
             os.killpg(ctx.process.pid, signal.SIGSTOP)
             try:
                 time.sleep(0.05)
                 ctx.arm.hold_by_hand({0: pushed})
                 if nan_after_s is not None:
-                    time.sleep(nan_after_s - 0.05)
+                    time.sleep(max(0.0, stopped + nan_after_s - time.monotonic()))
                     ctx.arm.report = nan_report
-                time.sleep(stall_s - (nan_after_s or 0.05))
+                time.sleep(max(0.0, stopped + stall_s - time.monotonic()))
             finally:
                 os.killpg(ctx.process.pid, signal.SIGCONT)
             _for(ctx, 1.0, nan_report if nan_after_s is not None else None)
