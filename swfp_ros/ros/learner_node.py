@@ -151,7 +151,7 @@ PARAMS = [
     ParamSpec('device', 'auto', 'torch device of the learner: auto | cpu | cuda | cuda:N'),
     ParamSpec('torch_threads', 1, "torch intra-op threads (1: no OpenMP spin-waiting on shared cores)", low=1),
     ParamSpec('checkpoint_every', 20, 'rounds that stored transitions between periodic checkpoints (one is also '
-              'written before each block, before each published update and at shutdown)', 'live', low=1),
+              'written after each block trained, before an update is published, and at shutdown)', 'live', low=1),
     ParamSpec('update_period_s', 0.02, 's the worker waits for new transitions when it has nothing to train on',
               'live', low=0.001, high=10.0, former='update_period'),
     ParamSpec('status_period_s', 1.0, 's between /swfp/status diagnostics', 'live', low=0.01, high=3600.0,
@@ -463,8 +463,8 @@ class LearnerNode(Node):
         self._since_ckpt += bool(stored)
         if updates:
             self._publish_updates(updates)
-        elif self._since_ckpt >= self.checkpoint_every:
-            self._checkpoint()
+        elif self._since_ckpt >= self.checkpoint_every or c.blocks_trained > blocks_before:
+            self._checkpoint()      # a rejected block too: a restart must not train it again
         self._stats = learner_stats(self.learner)
         return True
 

@@ -2,15 +2,13 @@
 transitions in, accepted blocks out (transient local: the latest base + the blocks after it), bad messages rejected,
 a compaction trims the history, resume from its checkpoint after being killed, replay pre-filled from a rosbag.
 """
-import json
-
 import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension, UInt8MultiArray
 
-from swfp_ros.algo.checkpoint import load_policy
+from swfp_ros.algo.checkpoint import load_policy, read_checkpoint
 from swfp_ros.algo.serialize import BlockUpdate
 from swfp_ros.ros import messages
 from tiny_policy import SMALL_SWFP, write_bc_checkpoint
@@ -110,7 +108,8 @@ def test_transitions_blocks_compaction_bad_messages(ros_node, learner_setup):
     assert runtime.version == accepted + compactions
     # a late joiner gets the latest base and the blocks after it only (older history trimmed by the compaction)
     late = ros_node.collect('/swfp/policy_update', UInt8MultiArray, LATCHED)
-    ros_node.wait_for(lambda: len(late) >= 1, 20.0, what='history on a late subscriber')
+    ros_node.wait_for(lambda: late and updates_of(late)[-1].version == runtime.version, 20.0,
+                      what='the history up to the latest version on a late subscriber')   # a message per update
     late_ups = updates_of(late)
     assert late_ups[0].kind == 'base'
     assert [u.version for u in late_ups] == list(range(late_ups[0].version, late_ups[0].version + len(late_ups)))
@@ -130,16 +129,14 @@ def test_resume_after_kill(ros_node, learner_setup, tmp_path):
     proc = learner_setup()
     status = ros_node.collect('/swfp/status', DiagnosticArray)
     publish(ros_node, 70)
-    ros_node.wait_for(lambda: learner_status(status).get('blocks_trained') == '1'
-                      and learner_status(status).get('accepted') == '70', 60.0, what='a block')
 
-    def checkpointed_all():   # node_state.json is written right after learner.pt, with the counters it holds
-        state = tmp_path / 'ckpt' / 'node_state.json'
-        return state.is_file() and json.loads(state.read_text())['counters']['accepted'] == 70
-    ros_node.wait_for(checkpointed_all, 20.0, what='a checkpoint holding all 70 transitions')
-    version = learner_status(status)['version']
+    def checkpointed():       # what the restarted learner is asserted to resume with: the block and all 70
+        path = tmp_path / 'ckpt' / 'learner.pt'     # (status shows a block before its checkpoint is written)
+        counters = read_checkpoint(str(path))[1]['learner']['counters'] if path.is_file() else {}
+        return counters if counters.get('env_steps') == 70 and counters.get('blocks_trained') == 1 else None
+    ros_node.wait_for(checkpointed, 60.0, what='a checkpoint holding the block and all 70 transitions')
+    version = str(checkpointed()['version'])
     proc.kill()                       # a crash: no final checkpoint
-    assert (tmp_path / 'ckpt' / 'learner.pt').is_file()
     status.clear()
     proc2 = learner_setup()
     ros_node.wait_for(lambda: learner_status(status).get('resumed') == 'true', 40.0, what='resumed learner')
@@ -158,6 +155,20 @@ def test_resume_after_kill(ros_node, learner_setup, tmp_path):
     ros_node.wait_for(lambda: learner_status(status).get('replay_size') == stored(134)
                       and learner_status(status).get('blocks_trained') == '2', 60.0, what='training continues')
     assert proc2.stop() == 0, proc2.output()
+
+
+def test_rejected_block_is_checkpointed(ros_node, learner_setup, tmp_path):
+    """A block the acceptance test rejects (here: never trained, so it predicts no gain) still cost its training: the
+    checkpoint after it holds it whatever checkpoint_every says, so a restart does not train it again."""
+    proc = learner_setup(checkpoint_every=1000, swfp={**SMALL_SWFP, 'block': {**SMALL_SWFP['block'], 'train_steps': 0}})
+    publish(ros_node, 70)
+
+    def checkpoint_counters():
+        return read_checkpoint(str(tmp_path / 'ckpt' / 'learner.pt'))[1]['learner']['counters']
+    ros_node.wait_for(lambda: checkpoint_counters()['blocks_trained'] == 1, 60.0, what='a checkpoint with the block')
+    counters = checkpoint_counters()
+    assert counters['blocks_accepted'] == 0 and counters['version'] == 0, counters
+    assert proc.stop() == 0, proc.output()
 
 
 def test_prefill_from_transition_bag(ros_node, learner_setup, tmp_path):
