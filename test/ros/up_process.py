@@ -19,11 +19,17 @@ def started_pids(text: str) -> dict[str, int]:
 
 
 def finish(proc: subprocess.Popen, log) -> str:
-    """SIGKILL the bring-up (its whole process group) if it is still running, then return its output."""
+    """SIGKILL the bring-up (its whole process group) if it is still running and every node it started (each in a
+    process group of its own, so a killed bring-up leaves them running), then return its output."""
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     log.seek(0)
     out = log.read()
     log.close()
+    for pid in started_pids(out).values():
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:      # stopped already (the usual case after a clean stop)
+            pass
     return out
