@@ -391,7 +391,8 @@ def estop_scenario() -> Scenario:
     def run(ctx):
         from std_msgs.msg import Bool
         ctx.estop_pub.publish(Bool(data=True))
-        time.sleep(0.3)                       # the latch reaches the node
+        ctx.status.wait(ctx.policy_name, lambda st: st.values.get('estop') == '1', 10.0)   # the node latched it
+        ctx.status.fresh(ctx.policy_name)     # and a command it sent before is delivered (another topic)
         ctx.arm.audit.estopped = True
         time.sleep(1.0)
         ctx.arm.audit.estopped = False
