@@ -251,12 +251,15 @@ def test_real_arm_learns_with_the_task_monitor_and_survives_the_learner(reach_po
         learner = s('/learner_node')
         assert int(learner['env_steps']) >= SMALL_SWFP['warmup_steps'], learner
         assert learner['signed'] == 'true' and s('/policy_node')['signed_updates'] == '1', (learner, s('/policy_node'))
+        applied = int(s('/policy_node').get('updates_applied', 0))
         pid = started_pids(log_text(log))['learner_node']
         os.killpg(pid, signal.SIGKILL)
         n = len(arm.commands)
         ros_node.wait_for(lambda: len(arm.commands) >= n + 40, 20.0, what='commands while the learner is dead')
         ros_node.wait_for(lambda: log_text(log).count('started learner_node') == 2, 20.0, what='the learner restarted')
         ros_node.wait_for(lambda: s('/learner_node').get('resumed') == 'true', 60.0, what='the learner resumed')
+        ros_node.wait_for(lambda: int(s('/policy_node').get('updates_applied', 0)) > applied, 30.0,
+                          what="the resumed learner's signed snapshot applied")
         assert int(s('/policy_node').get('updates_rejected', 0)) == 0
         for node in ('policy_node', 'task_node', 'learner_node'):
             assert_sros2_policy_grants(ros_node.node, node)
