@@ -50,6 +50,12 @@ def learner_status(box) -> dict:
     return {}
 
 
+def checkpoint_counters(ckpt_dir) -> dict:
+    """The learner counters its checkpoint holds ({} before the first one)."""
+    path = ckpt_dir / 'learner.pt'
+    return read_checkpoint(str(path))[1]['learner']['counters'] if path.is_file() else {}
+
+
 def publish(ros_node, n: int, start: int = 0):
     pub = ros_node.node.create_publisher(Float64MultiArray, '/swfp/transition', QoSProfile(depth=1000))
     ros_node.wait_for(lambda: pub.get_subscription_count() > 0, 30.0, what='learner subscription')
@@ -130,12 +136,12 @@ def test_resume_after_kill(ros_node, learner_setup, tmp_path):
     status = ros_node.collect('/swfp/status', DiagnosticArray)
     publish(ros_node, 70)
 
-    def checkpointed():       # what the restarted learner is asserted to resume with: the block and all 70
-        path = tmp_path / 'ckpt' / 'learner.pt'     # (status shows a block before its checkpoint is written)
-        counters = read_checkpoint(str(path))[1]['learner']['counters'] if path.is_file() else {}
-        return counters if counters.get('env_steps') == 70 and counters.get('blocks_trained') == 1 else None
-    ros_node.wait_for(checkpointed, 60.0, what='a checkpoint holding the block and all 70 transitions')
-    version = str(checkpointed()['version'])
+    # what the restarted learner is asserted to resume with, in its checkpoint (status shows a block before the
+    # checkpoint holding it is written): the block and all 70 transitions
+    ros_node.wait_for(lambda: checkpoint_counters(tmp_path / 'ckpt').items() >= {'env_steps': 70,
+                                                                                  'blocks_trained': 1}.items(),
+                      60.0, what='a checkpoint holding the block and all 70 transitions')
+    version = str(checkpoint_counters(tmp_path / 'ckpt')['version'])
     proc.kill()                       # a crash: no final checkpoint
     status.clear()
     proc2 = learner_setup()
@@ -162,11 +168,9 @@ def test_rejected_block_is_checkpointed(ros_node, learner_setup, tmp_path):
     checkpoint after it holds it whatever checkpoint_every says, so a restart does not train it again."""
     proc = learner_setup(checkpoint_every=1000, swfp={**SMALL_SWFP, 'block': {**SMALL_SWFP['block'], 'train_steps': 0}})
     publish(ros_node, 70)
-
-    def checkpoint_counters():
-        return read_checkpoint(str(tmp_path / 'ckpt' / 'learner.pt'))[1]['learner']['counters']
-    ros_node.wait_for(lambda: checkpoint_counters()['blocks_trained'] == 1, 60.0, what='a checkpoint with the block')
-    counters = checkpoint_counters()
+    ros_node.wait_for(lambda: checkpoint_counters(tmp_path / 'ckpt').get('blocks_trained') == 1, 60.0,
+                      what='a checkpoint with the block')
+    counters = checkpoint_counters(tmp_path / 'ckpt')
     assert counters['blocks_accepted'] == 0 and counters['version'] == 0, counters
     assert proc.stop() == 0, proc.output()
 
