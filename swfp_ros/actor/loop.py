@@ -29,7 +29,9 @@ are never recorded as transitions. In realtime a hold goes to the measured posit
 fresh (``stale_timeout_s``): once it is older, nothing is sent (``stale_holds_withheld``) and the controller keeps
 its last target, since the arm may have moved since the measurement (pushed, or a stalled node resuming).
 Transitions: (obs, executed action in [-1, 1] — a chunk cut short is padded with zeros —, reward summed over the
-steps it covered, next_obs, terminated, n_steps, policy version, actor id).
+steps it covered, next_obs, terminated, n_steps, policy version, actor id). The observation that finishes one is
+usually the next decision's: the transition goes out after that decision's command, not before it, so building and
+publishing it is off the observation → command path.
 Home posture: after an episode ends, when a home posture was given (``home``, the task monitor's), the loop drives
 the arm there at ``home_speed`` rad/s through the same safety filter and waits until the next ``episode`` starts.
 Policy updates: lockstep applies them at once (the simulator waits). Realtime checks them on a thread of their own
@@ -138,6 +140,7 @@ class ActorLoop:
         self._log = log or (lambda level, text: None)
         self.clock = clock
         self.counters: Counter[str] = Counter()
+        self.unsent: deque[Transition] = deque()              # finished in this event, sent once its command is out
         self.inference_s: deque[float] = deque(maxlen=2000)
         self.obs_to_command_s: deque[float] = deque(maxlen=2000)     # obs arrival (or the later tick) -> command
         self.chunk_start_delay_s: deque[float] = deque(maxlen=2000)  # realtime: tick -> a chunk's first step out
@@ -210,6 +213,7 @@ class ActorLoop:
                 self._lockstep_advance()
         elif self.pending is not None and self.pending.done:
             self._finish(obs)                        # the terminal observation of a realtime episode
+        self._send_finished()
 
     def task(self, vector: np.ndarray) -> None:
         self.task_vec = np.asarray(vector, dtype=np.float64)
@@ -226,6 +230,7 @@ class ActorLoop:
         if self.cfg.mode == 'lockstep':
             self.rewards.append(r)
             self._lockstep_advance()
+            self._send_finished()
             return
         if self.pending is not None and not self.pending.done:
             self._add_reward(self.pending, r)
@@ -280,6 +285,7 @@ class ActorLoop:
             self._trajectory_tick(obs, pend)
         else:
             self._position_tick(obs, pend)
+        self._send_finished()
 
     def update(self, data: bytes) -> None:
         if (self.cfg.mode == 'realtime' and self.active) or self.checking_update is not None or self.incoming_updates:
@@ -504,10 +510,15 @@ class ActorLoop:
         action = np.concatenate(pend.executed)
         if action.size != self.act_dim:              # chunk cut short by an episode end: pad with zeros
             action = np.concatenate([action, np.zeros(self.act_dim - action.size)])
-        self._send_transition(Transition(obs=pend.obs, action=action, reward=pend.reward, next_obs=next_obs.vector,
-                                         terminated=pend.terminated, n_steps=pend.n_rewards, version=pend.version,
-                                         actor_id=self.cfg.actor_id))
-        self.counters['transitions'] += 1
+        self.unsent.append(Transition(obs=pend.obs, action=action, reward=pend.reward, next_obs=next_obs.vector,
+                                      terminated=pend.terminated, n_steps=pend.n_rewards, version=pend.version,
+                                      actor_id=self.cfg.actor_id))
+
+    def _send_finished(self) -> None:
+        """Send the transitions this event finished (called once its command, if any, went out)."""
+        while self.unsent:
+            self._send_transition(self.unsent.popleft())
+            self.counters['transitions'] += 1
 
     def _discard_pending(self) -> None:
         if self.pending is not None:

@@ -217,6 +217,28 @@ def test_lockstep_pacing_waits_for_the_learner_but_not_for_a_dead_one():
     assert len(commands) == 2 and loop.paused is None
 
 
+def test_the_next_command_goes_out_before_the_transition_its_observation_finished():
+    """The observation that ends a decision starts the next one: its command is on the observation → command path,
+    the finished transition is not, so the transition follows the command, within the same event."""
+    for mode in ('lockstep', 'realtime'):
+        out = []
+        runtime = ScriptedRuntime()
+        safety = SafetyFilter(np.full(N, -3.0), np.full(N, 3.0), 0.1, stale_timeout_s=0.5)
+        clock = Clock()
+        loop = ActorLoop(runtime, safety, ActorConfig(joint_names=JOINTS, mode=mode, async_chunks=False),
+                         lambda points: out.append('command'), lambda t: out.append('transition'), clock=clock)
+        loop.warmup(OBS_DIM, iters=1)
+        loop.task(TASK)
+        loop.set_active(True)
+        for k in range(3):
+            feed(loop, clock, np.full(N, 0.01 * k), k)
+            if mode == 'realtime':
+                loop.tick(clock())
+            loop.reward(RewardInfo(-1.0, False, False, k + 1))
+        assert out == ['command', 'command', 'transition', 'command', 'transition'], mode
+        assert loop.counters['transitions'] == 2
+
+
 def test_worker_restarts_lockstep_while_other_events_keep_arriving():
     """A simulator restarted mid-step never sends the reward the loop waits for; the learner's backlog reports
     (every 50 ms) keep the worker's queue busy, and the restart must happen all the same."""
