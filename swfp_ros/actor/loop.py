@@ -12,6 +12,9 @@ Modes
               that waits for each action: training as fast as the two sides allow). With ``max_learner_backlog`` > 0
               the loop also waits while the learner reports more untrained transitions than that (a backlog report
               older than ``backlog_timeout_s`` counts as "no learner": an actor never waits for a dead learner).
+              Before the learner's first report it waits up to ``learner_wait_s`` after activation: the learner is
+              still being discovered, and the transitions of steps taken before its subscription matched would be
+              lost (the topic is volatile); with no report by then it acts unpaced until one arrives.
     realtime  one control step per ``tick`` (a timer at ``control_rate``) with the latest measured joint state (a
               real arm, or the simulator in realtime). A chunk of H actions runs over H ticks, each step filtered
               against the joint position measured at that tick. With ``async_chunks`` (and H > 1) the next chunk
@@ -72,6 +75,7 @@ class ActorConfig:
     lockstep_timeout_s: float = 2.0      # lockstep: restart the step protocol when nothing arrived for this long
     max_learner_backlog: int = 0         # lockstep pacing on the learner's backlog; 0 = off
     backlog_timeout_s: float = 1.0       # a backlog report older than this is ignored (learner gone: no pacing)
+    learner_wait_s: float = 5.0          # pacing: how long after activation to wait for the first backlog report
     async_chunks: bool = True            # realtime: infer the next chunk while the current one executes
     temporal_ensemble: bool = False      # realtime, float64_array: ACT temporal ensembling (off by default)
     ensemble_decay: float = 0.01         # ACT's m: weight exp(-m i) of the i-th oldest chunk
@@ -92,6 +96,8 @@ class ActorConfig:
             raise ValueError('temporal_ensemble needs mode realtime and command_type float64_array')
         if self.ensemble_decay < 0:
             raise ValueError(f'ensemble_decay must be >= 0, got {self.ensemble_decay}')
+        if not (0 <= self.learner_wait_s < math.inf):
+            raise ValueError(f'learner_wait_s must be >= 0 and finite, got {self.learner_wait_s}')
 
     @property
     def dt(self) -> float:
@@ -180,7 +186,8 @@ class ActorLoop:
         self.checking_update: Future | None = None           # realtime: the update being checked, or checked
         self.tick_t = 0.0
         self.tick_index = 0
-        self.backlog, self.backlog_t = 0, -math.inf
+        self.backlog, self.backlog_t = 0, -math.inf           # no report yet
+        self.active_t = -math.inf                             # clock() at the last activation
         self.paused: Observation | None = None       # lockstep pacing: the observation waiting for the learner
         self.prefetch: tuple[Observation, Future] | None = None
         self.ensemble: deque[tuple[int, np.ndarray]] = deque()
@@ -314,7 +321,7 @@ class ActorLoop:
             self._discard_pending()
             self._send_hold('deactivated')
         else:
-            self.last_progress = self.clock()
+            self.last_progress = self.active_t = self.clock()
             self.last_stamp = None                   # act on the current (possibly heartbeat) observation
             self.obs_q.clear()
             self.rewards.clear()
@@ -566,19 +573,30 @@ class ActorLoop:
                     self._start_chunk(obs)
 
     def learner_behind(self) -> bool:
-        return (self.cfg.max_learner_backlog > 0 and self.backlog > self.cfg.max_learner_backlog
-                and self.clock() - self.backlog_t <= self.cfg.backlog_timeout_s)
+        if self.cfg.max_learner_backlog <= 0:
+            return False
+        now = self.clock()
+        if self.backlog_t == -math.inf:              # no report yet: the learner may still be being discovered
+            return now - self.active_t < self.cfg.learner_wait_s
+        return self.backlog > self.cfg.max_learner_backlog and now - self.backlog_t <= self.cfg.backlog_timeout_s
 
     def _act_paced(self, obs: Observation) -> None:
         """Act now, or (pacing) keep the observation until the learner caught up; the simulator waits meanwhile."""
         if self.learner_behind():
+            if self.backlog_t == -math.inf and not self.counters['learner_waits']:
+                self._log('info', f'waiting up to {self.cfg.learner_wait_s} s for the learner\'s first backlog report '
+                                  'before acting (pacing)')
+            self.counters['learner_waits' if self.backlog_t == -math.inf else 'paced_waits'] += 1
             self.paused = obs
-            self.counters['paced_waits'] += 1
             return
         self._start_chunk(obs)
 
     def _release_paused(self) -> None:
         if self.paused is not None and self.active and not self.learner_behind():
+            if self.backlog_t == -math.inf:
+                self.counters['learner_wait_expired'] += 1
+                self._log('warning', f'no learner backlog report within learner_wait_s {self.cfg.learner_wait_s} s '
+                                     'of activation: acting unpaced until one arrives')
             obs, self.paused = self.paused, None
             obs.rx = self.clock()       # the simulator waited for this action: the observation is still current
             self.last_progress = self.clock()

@@ -139,6 +139,9 @@ PARAMS = [
               'this; 0 = off', C, low=0),
     ParamSpec('backlog_timeout_s', 1.0, 's: a backlog report older than this means no learner (never wait for a '
               'dead one)', C, low=0.01, high=3600.0),
+    ParamSpec('learner_wait_s', 5.0, "s: lockstep pacing waits this long after activation for the learner's first "
+              'backlog report (steps taken before its subscription matched would lose their transitions); 0 = no '
+              'wait', C, low=0.0, high=3600.0),
     ParamSpec('async_chunks', True, 'realtime: infer the next action chunk while the current one executes', C),
     ParamSpec('temporal_ensemble', False, 'realtime: ACT temporal ensembling of overlapping chunks', C),
     ParamSpec('ensemble_decay', 0.01, "ACT's m: weight exp(-m i) of the i-th oldest overlapping chunk", C, low=0.0,
@@ -210,7 +213,8 @@ class PolicyNode(LifecycleNode):
                 control_rate=float(g('control_rate')), command_type=g('command_type'),
                 deterministic=bool(g('deterministic')), actor_id=int(g('actor_id')),
                 lockstep_timeout_s=float(g('lockstep_timeout_s')), max_learner_backlog=int(g('max_learner_backlog')),
-                backlog_timeout_s=float(g('backlog_timeout_s')), async_chunks=bool(g('async_chunks')),
+                backlog_timeout_s=float(g('backlog_timeout_s')), learner_wait_s=float(g('learner_wait_s')),
+                async_chunks=bool(g('async_chunks')),
                 temporal_ensemble=bool(g('temporal_ensemble')), ensemble_decay=float(g('ensemble_decay')),
                 home_speed=float(g('home_speed')))
             lower, upper, self.task_labels = task_spec(g('task'), len(cfg.joint_names), g('joint_lower'),

@@ -239,6 +239,41 @@ def test_the_next_command_goes_out_before_the_transition_its_observation_finishe
         assert loop.counters['transitions'] == 2
 
 
+def test_lockstep_pacing_waits_for_the_learners_first_report_then_acts_unpaced_without_one():
+    """Until the learner's first backlog report the learner may still be being discovered: steps taken then would
+    send transitions no learner receives. The actor waits up to learner_wait_s after activation, released by the
+    first report; with none by then it acts unpaced."""
+    loop, runtime, commands, transitions, clock = make(mode='lockstep', max_learner_backlog=8, learner_wait_s=2.0)
+    loop.task(TASK)
+    loop.set_active(True)
+    feed(loop, clock, np.zeros(N), 1)
+    clock.t += 1.5
+    loop.idle()
+    assert not commands and loop.counters['learner_waits'] == 1
+    loop.backlog_report(3)                           # the learner is there and not behind
+    assert len(commands) == 1 and loop.counters['learner_wait_expired'] == 0
+
+    loop, runtime, commands, transitions, clock = make(mode='lockstep', max_learner_backlog=8, learner_wait_s=2.0)
+    loop.task(TASK)
+    loop.set_active(True)
+    feed(loop, clock, np.zeros(N), 1)
+    clock.t += 1.5
+    loop.idle()
+    assert not commands
+    clock.t += 1.0                                   # no report within learner_wait_s: no learner
+    loop.idle()
+    assert len(commands) == 1 and loop.counters['learner_wait_expired'] == 1
+    loop.reward(RewardInfo(-1.0, False, False, 1))
+    feed(loop, clock, np.zeros(N), 2)
+    assert len(commands) == 2, 'unpaced from then on'
+
+    loop, runtime, commands, transitions, clock = make(mode='lockstep', max_learner_backlog=8, learner_wait_s=0.0)
+    loop.task(TASK)
+    loop.set_active(True)
+    feed(loop, clock, np.zeros(N), 1)
+    assert len(commands) == 1, 'learner_wait_s 0: no wait'
+
+
 def test_worker_restarts_lockstep_while_other_events_keep_arriving():
     """A simulator restarted mid-step never sends the reward the loop waits for; the learner's backlog reports
     (every 50 ms) keep the worker's queue busy, and the restart must happen all the same."""
