@@ -1,6 +1,9 @@
 """Parity: SWFP fine-tuning through the ROS 2 node graph vs the in-process runner, same BC checkpoint, same settings,
 same env-step budget, same number of actors (N namespaced actors in the graph vs num_envs=N in-process). Both final
-policies are evaluated the same way (stochastic, as deployed; the same episode seeds). Prints a final JSON line.
+policies are evaluated the same way (stochastic, as deployed; the same episode seeds). Training throughput of both in
+the same run: env steps/s of the graph from its first env step to the budget spent (process start-up and the
+learner's wind-down excluded), and of the in-process runner (collection and learner updates alternating in one
+process) by its own clock. Prints a final JSON line.
 
 Usage: python benchmarks/bench_ros_finetune.py [--bc outputs/demo/bc.pt] [--env-steps 2000] [--actors 2]
 Without --bc, a BC checkpoint is trained first exactly as `swfp demo` does (its DemoConfig demos, noise, BC steps).
@@ -63,7 +66,9 @@ def main():
     result['max_learner_backlog'] = pacing
     run = run_graph_finetune(bc, out / 'graph', args.env_steps, swfp, args.task, args.actors, args.seed,
                              max_learner_backlog=pacing)
-    result.update(graph_s=round(time.perf_counter() - t0, 1), graph_env_steps=run.env_steps,
+    result.update(graph_s=round(time.perf_counter() - t0, 1), graph_acting_s=round(run.acting_s, 1),
+                  graph_env_steps_per_s=round(run.acting_steps / run.acting_s, 1),
+                  graph_actor_env_steps=run.actor_steps, graph_env_steps=run.env_steps,
                   graph_blocks=int(run.learner.get('blocks_accepted', 0)), graph_version=int(run.learner['version']))
     result['graph_success'] = evaluate_checkpoint(run.checkpoint, args.task, args.eval_episodes)
     print(f'graph: success {result["graph_success"]:.2f} after {run.env_steps} env steps ({result["graph_s"]} s)',
@@ -73,8 +78,12 @@ def main():
     cfg = load_swfp_config(None, [f'{k}={v}' for k, v in swfp.items()])
     run_cfg = RunnerConfig(task=args.task, env_steps=args.env_steps, num_envs=args.actors, eval_every=args.env_steps,
                            eval_episodes=10, seed=args.seed, device='cpu')
-    finetune(bc, str(out / 'inprocess'), run_cfg, cfg, log=lambda *a: None)
+    rows = finetune(bc, str(out / 'inprocess'), run_cfg, cfg, log=lambda *a: None)
     result['inprocess_s'] = round(time.perf_counter() - t0, 1)
+    # the runner's clock at its final evaluation: training, and the step-0 evaluation (10 episodes) before it
+    result['inprocess_env_steps_per_s'] = round(rows[-1]['env_steps'] / rows[-1]['wall_s'], 1)
+    result['graph_to_inprocess_env_steps_per_s'] = round(result['graph_env_steps_per_s']
+                                                         / result['inprocess_env_steps_per_s'], 2)
     from swfp_ros.algo.checkpoint import load_learner
     learner = load_learner(str(out / 'inprocess' / 'learner.pt'))
     result.update(inprocess_env_steps=learner.counters.env_steps, inprocess_blocks=learner.counters.blocks_accepted)

@@ -41,6 +41,8 @@ class GraphRun:
     versions: list = field(default_factory=list)   # (env steps so far, policy version) per update on the topic
     learner: dict = field(default_factory=dict)    # the learner's last status
     wall_s: float = 0.0
+    acting_s: float = 0.0                 # from the first env step to the budget spent (no start-up, no wind-down)
+    acting_steps: int = 0                 # env steps counted by then
 
 
 def _config_dir(dest: Path, swfp: dict, policy: dict | None = None) -> Path:
@@ -118,12 +120,14 @@ def run_graph_finetune(bc_checkpoint: str, out_dir: str | Path, env_steps: int, 
     up_actors = Bringup([n for n in nodes if n.namespace], grace=60.0, out=logf)
 
     lock = threading.Lock()
-    state = {'steps': 0, 'episodes': [], 'versions': [], 'learner': {}}
+    state = {'steps': 0, 'episodes': [], 'versions': [], 'learner': {}, 'first_step_t': None}
 
     def on_reward(msg):
         r = M.reward_from_msg(msg)
         with lock:
             state['steps'] += 1
+            if state['first_step_t'] is None:
+                state['first_step_t'] = time.monotonic()
             if r.done:
                 state['episodes'].append((state['steps'], bool(r.terminated)))
 
@@ -181,6 +185,7 @@ def run_graph_finetune(bc_checkpoint: str, out_dir: str | Path, env_steps: int, 
             with lock:
                 steps, lstat = state['steps'], dict(state['learner'])
             if steps >= env_steps:
+                acting_s, acting_steps = time.monotonic() - state['first_step_t'], steps
                 break
             if time.monotonic() - t0 > timeout_s:
                 raise TimeoutError(f'graph fine-tuning: {steps}/{env_steps} env steps after {timeout_s:.0f} s')
@@ -229,7 +234,8 @@ def run_graph_finetune(bc_checkpoint: str, out_dir: str | Path, env_steps: int, 
         return GraphRun(checkpoint=str(ckpt_dir / 'learner.pt'), env_steps=int(state['learner'].get('env_steps', 0)),
                         actor_steps=state['steps'], episodes=list(state['episodes']),
                         versions=list(state['versions']), learner=dict(state['learner']),
-                        wall_s=time.monotonic() - t0)
+                        wall_s=time.monotonic() - t0, acting_s=acting_s,
+                        acting_steps=acting_steps)
 
 
 def evaluate_checkpoint(path: str, task: str, episodes: int, seed: int = 1_000_000) -> float:
