@@ -166,7 +166,8 @@ def policy_node_on_cuda(steps: int) -> dict:
                                  QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE))
         node.create_subscription(DiagnosticArray, '/swfp/status', lambda m: status.append(m), 10)
         procs = [start('sim_bridge', {}, dict(os.environ)),
-                 start('policy_node', {'checkpoint': str(ckpt), 'device': 'cuda'}, dict(os.environ))]
+                 start('policy_node', {'checkpoint': str(ckpt), 'device': 'cuda', 'max_learner_backlog': 0},
+                       dict(os.environ))]
         try:
             deadline = time.monotonic() + 90
             while len(trans) < 20 and time.monotonic() < deadline:

@@ -117,7 +117,8 @@ def main():
         node.create_subscription(Float64MultiArray, '/swfp/transition', lambda m: trans.append(time.perf_counter()),
                                  QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE))
         procs.append(start('sim_bridge', {}, env_vars))
-        procs.append(start('policy_node', {'checkpoint': str(ckpt), 'device': args.device}, env_vars))
+        procs.append(start('policy_node', {'checkpoint': str(ckpt), 'device': args.device,
+                                            'max_learner_backlog': 0}, env_vars))
         deadline = time.monotonic() + 60
         while len(trans) < 20 and time.monotonic() < deadline:
             rclpy.spin_once(node, timeout_sec=0.05)
