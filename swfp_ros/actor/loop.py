@@ -663,7 +663,7 @@ class ActorWorker:
 
     def __init__(self, loop: ActorLoop, on_error: Callable[[str, Exception], None], idle_s: float = 0.1):
         self.loop, self.on_error, self.idle_s = loop, on_error, idle_s
-        self._events: queue.Queue = queue.Queue()
+        self._events: queue.SimpleQueue = queue.SimpleQueue()   # C-implemented: a cheaper hand-off per event
         self._stop = threading.Event()
         self._ticks = 0                               # tick events queued and not yet handled
         self._lock = threading.Lock()
