@@ -583,10 +583,11 @@ class ActorLoop:
     def _act_paced(self, obs: Observation) -> None:
         """Act now, or (pacing) keep the observation until the learner caught up; the simulator waits meanwhile."""
         if self.learner_behind():
-            if self.backlog_t == -math.inf and not self.counters['learner_waits']:
+            first_report = self.backlog_t == -math.inf
+            if first_report and not self.counters['learner_waits']:
                 self._log('info', f'waiting up to {self.cfg.learner_wait_s} s for the learner\'s first backlog report '
                                   'before acting (pacing)')
-            self.counters['learner_waits' if self.backlog_t == -math.inf else 'paced_waits'] += 1
+            self.counters['learner_waits' if first_report else 'paced_waits'] += 1
             self.paused = obs
             return
         self._start_chunk(obs)

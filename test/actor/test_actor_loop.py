@@ -243,20 +243,21 @@ def test_lockstep_pacing_waits_for_the_learners_first_report_then_acts_unpaced_w
     """Until the learner's first backlog report the learner may still be being discovered: steps taken then would
     send transitions no learner receives. The actor waits up to learner_wait_s after activation, released by the
     first report; with none by then it acts unpaced."""
-    loop, runtime, commands, transitions, clock = make(mode='lockstep', max_learner_backlog=8, learner_wait_s=2.0)
-    loop.task(TASK)
-    loop.set_active(True)
-    feed(loop, clock, np.zeros(N), 1)
+    def first_observation(learner_wait_s):
+        loop, _, commands, _, clock = make(mode='lockstep', max_learner_backlog=8, learner_wait_s=learner_wait_s)
+        loop.task(TASK)
+        loop.set_active(True)
+        feed(loop, clock, np.zeros(N), 1)
+        return loop, commands, clock
+
+    loop, commands, clock = first_observation(2.0)
     clock.t += 1.5
     loop.idle()
     assert not commands and loop.counters['learner_waits'] == 1
     loop.backlog_report(3)                           # the learner is there and not behind
     assert len(commands) == 1 and loop.counters['learner_wait_expired'] == 0
 
-    loop, runtime, commands, transitions, clock = make(mode='lockstep', max_learner_backlog=8, learner_wait_s=2.0)
-    loop.task(TASK)
-    loop.set_active(True)
-    feed(loop, clock, np.zeros(N), 1)
+    loop, commands, clock = first_observation(2.0)
     clock.t += 1.5
     loop.idle()
     assert not commands
@@ -267,10 +268,7 @@ def test_lockstep_pacing_waits_for_the_learners_first_report_then_acts_unpaced_w
     feed(loop, clock, np.zeros(N), 2)
     assert len(commands) == 2, 'unpaced from then on'
 
-    loop, runtime, commands, transitions, clock = make(mode='lockstep', max_learner_backlog=8, learner_wait_s=0.0)
-    loop.task(TASK)
-    loop.set_active(True)
-    feed(loop, clock, np.zeros(N), 1)
+    loop, commands, clock = first_observation(0.0)
     assert len(commands) == 1, 'learner_wait_s 0: no wait'
 
 
