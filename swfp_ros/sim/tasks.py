@@ -5,7 +5,8 @@ Interface shared with a real arm (and the ROS sim bridge):
   ``clip(q_measured + action * ACTION_SCALE, joint limits)``, i.e. an absolute joint target, which is what a real
   arm's forward_command_controller takes (``step_joint_targets`` accepts such targets directly);
 - observation: ``[q (7), qdot (7), task vector]``, where the task vector (labels in ``task_labels``) carries what a
-  real cell gets from kinematics and perception: end-effector position, goal, and for push the object position.
+  real cell gets from kinematics and perception: end-effector position, goal, and for push the object position and
+  the differences object - end effector and goal - object.
   The reach task's vector and reward are :data:`REACH` — one definition, used by this environment and by the ROS
   task node that computes them on a real arm (forward kinematics of the measured joints, :mod:`.kinematics`).
 Control at 20 Hz (25 physics steps of 2 ms). Episodes end on success (terminated) or at the time limit (truncated,
@@ -230,10 +231,14 @@ class PandaReachEnv(PandaTaskEnv):
 class PandaPushEnv(PandaTaskEnv):
     """Push a puck on the floor to within 5 cm of a goal 10-20 cm away in any direction.
 
-    Reward: -(puck-goal distance) - 0.5 * (hand-puck distance), in metres.
+    Reward: -(puck-goal distance) - 0.5 * (hand-puck distance), in metres. The task vector also carries the two
+    differences the task turns on, puck - hand and goal - puck, which an MLP otherwise has to learn from absolute
+    positions (README "The simulated tasks": what they bought SWFP on push).
     """
 
-    task_labels = ('ee_x', 'ee_y', 'ee_z', 'goal_x', 'goal_y', 'goal_z', 'obj_x', 'obj_y', 'obj_z')
+    task_labels = ('ee_x', 'ee_y', 'ee_z', 'goal_x', 'goal_y', 'goal_z', 'obj_x', 'obj_y', 'obj_z',
+                   'obj_from_ee_x', 'obj_from_ee_y', 'obj_from_ee_z', 'goal_from_obj_x', 'goal_from_obj_y',
+                   'goal_from_obj_z')
     puck_radius = 0.025
     puck_half_height = 0.02
     # The target: a flat green disc of the puck's size on the floor, centred under the goal the puck must reach.
@@ -260,7 +265,8 @@ class PandaPushEnv(PandaTaskEnv):
         return self.data.body('puck').xpos.copy()
 
     def task_vector(self):
-        return np.concatenate([self.ee_position, self.goal, self.object_position])
+        ee, obj = self.ee_position, self.object_position
+        return np.concatenate([ee, self.goal, obj, obj - ee, self.goal - obj])
 
     def _reward_and_success(self):
         obj = self.object_position

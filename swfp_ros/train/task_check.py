@@ -28,11 +28,15 @@ def observation_mismatch(what: str, task: str, task_labels: Sequence[str], their
     if their_labels is not None and list(their_labels) != list(task_labels):
         extra = [x for x in their_labels if x not in task_labels]
         missing = [x for x in task_labels if x not in their_labels]
-        detail = (f'it has {extra[:3]} that the task lacks' if extra else '') + \
-                 (' and ' if extra and missing else '') + (f'lacks {missing[:3]}' if missing else '')
+        detail = (f'it has {_first_three(extra)} that the task lacks' if extra else '') + \
+                 (' and ' if extra and missing else '') + (f'lacks {_first_three(missing)}' if missing else '')
         return (f'{what} observes {len(their_labels)} values that differ from task {task}\'s {len(task_labels)} '
                 f'({detail or "same labels in another order"}); {hint}')
     if their_labels is None and their_obs_dim != len(task_labels):
         return (f'{what} takes {their_obs_dim} observations but task {task} gives {len(task_labels)} '
                 f'(the file records no task); {hint}')
     return None
+
+
+def _first_three(labels: list[str]) -> str:
+    return f'{labels[:3]}' + (f' and {len(labels) - 3} more' if len(labels) > 3 else '')

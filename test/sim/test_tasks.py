@@ -33,6 +33,20 @@ def test_observation_layout(task):
     assert len(names) == len(positions) == len(velocities) == len(efforts)
 
 
+def test_push_observation_carries_puck_from_hand_and_goal_from_puck():
+    env = make_env('panda_push')
+    env.reset(seed=4)
+    for _ in range(5):   # off the reset pose, so the hand and the puck are where the arm put them
+        obs, *_ = env.step(env.action_space.sample())
+    base = env.unwrapped
+    task = dict(zip(base.obs_labels, obs))
+    ee, goal, puck = base.ee_position, base.goal, base.object_position
+    for i, axis in enumerate('xyz'):
+        assert task[f'obj_{axis}'] == pytest.approx(puck[i], abs=1e-6)
+        assert task[f'obj_from_ee_{axis}'] == pytest.approx(puck[i] - ee[i], abs=1e-6)
+        assert task[f'goal_from_obj_{axis}'] == pytest.approx(goal[i] - puck[i], abs=1e-6)
+
+
 @pytest.mark.parametrize('task', sorted(TASKS))
 def test_same_seed_same_rollout(task):
     def rollout(seed):
