@@ -31,6 +31,7 @@ from typing import Any, Sequence
 
 from swfp_ros.ros.graph import (GRAPHS, LEARNER_STOP_TIMEOUT_S, PACKAGE_CONFIG_DIR, RESPAWN_DELAY_S,
                                 STOP_TIMEOUT_S, ResolvedNode, exit_verdict, get_graph, parse_assignments, resolve)
+from swfp_ros.ros.process import StopRequest
 
 # Last-resort fallback for a source checkout that was never installed: the executables' entry points.
 NODE_ENTRY_POINTS = ('policy_node', 'learner_node', 'sim_bridge', 'recorder_node', 'task_node')   # in process.py
@@ -93,7 +94,7 @@ class Bringup:
         self.env.setdefault('RCUTILS_COLORIZED_OUTPUT', '0')
         self.procs: list[_Proc] = []
         self._out_lock = threading.Lock()
-        self._stop = threading.Event()
+        self._stop = StopRequest()   # set from a signal handler: takes no lock (see StopRequest)
 
     def commands(self) -> list[list[str]]:
         """The command line of every node."""
@@ -147,7 +148,7 @@ class Bringup:
                     p.restart_at = time.monotonic() + RESPAWN_DELAY_S
                 else:
                     p.gone = True
-            self._stop.wait(poll)
+            time.sleep(poll)   # a stop requested meanwhile is seen at most poll s later
         self._say('swfp up', 'shutting down')
         return self.shutdown()
 

@@ -12,12 +12,31 @@ import importlib
 import os
 import signal
 import sys
-import threading
 from typing import NoReturn
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class StopRequest:
+    """A flag a stop signal's handler sets and a polling loop reads (a node's spin loop, `swfp up`'s wait loop).
+
+    Not a ``threading.Event``: ``Event.set()`` takes a lock, and Python runs a signal handler in the main thread at
+    any bytecode, also inside that lock: a second signal landing while the first handler held it ran the handler
+    again, which then waited for the lock forever (a policy node hung in a burst of SIGINT/SIGTERM under CI load).
+    Assigning an attribute takes no lock."""
+
+    def __init__(self):
+        self._requested = False
+
+    def set(self) -> None:
+        self._requested = True
+
+    def is_set(self) -> bool:
+        return self._requested
+
+
 # Set by SIGINT / SIGTERM once catch_stop_signals() ran: a stop was requested.
-stop_requested = threading.Event()
+stop_requested = StopRequest()
 
 
 def catch_stop_signals() -> None:

@@ -33,3 +33,47 @@ def test_a_stop_while_the_node_is_importing_ends_it_with_status_0(launch_node):
     assert proc.proc.returncode == 0, out[-3000:]
     assert 'Traceback' not in out and 'KeyboardInterrupt' not in out, out[-3000:]
     assert 'stopping' not in out, out[-3000:]          # ended before the node was built
+
+
+# The main thread calls a stop handler over and over (as if a first signal's handler were running) while another
+# process sends SIGINT / SIGTERM as fast as it can, so that signals land inside the handler.
+SIGNAL_FLOOD = r'''
+import os, signal, subprocess, sys
+{install}
+handler = signal.getsignal(signal.SIGINT)
+flood = subprocess.Popen([sys.executable, '-c', f"""
+import os, signal, time
+for i in range(5000):
+    os.kill({{os.getpid()}}, (signal.SIGINT, signal.SIGTERM)[i % 2])
+    time.sleep(0.0002)
+"""])
+calls = 0
+while flood.poll() is None:
+    handler(signal.SIGINT, None)
+    calls += 1
+assert {requested}
+print(f'handled; {{calls}} calls')
+'''
+HANDLERS = {
+    'node': ('from swfp_ros.ros.process import catch_stop_signals, stop_requested\ncatch_stop_signals()',
+             'stop_requested.is_set()'),
+    'swfp up': ('from swfp_ros.ros.bringup import Bringup\nup = Bringup([])\n'
+                'for s in (signal.SIGINT, signal.SIGTERM): signal.signal(s, up.request_stop)',
+                'up.wait() == 0'),   # returns once the stop was requested
+}
+
+
+@pytest.mark.parametrize('who', sorted(HANDLERS))
+def test_the_stop_handler_survives_signals_landing_inside_it(who):
+    """A burst of signals used to hang a node for good now and then: the handler set a threading.Event, whose lock a
+    second signal's handler then waited for inside the first. With signals flooding in while the handler runs, the
+    process must finish (a node's handler, and `swfp up`'s)."""
+    import subprocess
+    import sys
+    install, requested = HANDLERS[who]
+    script = SIGNAL_FLOOD.format(install=install, requested=requested)
+    try:
+        done = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f'the stop handler deadlocked under a signal flood: {e}')
+    assert done.returncode == 0 and 'handled;' in done.stdout, done.stderr[-2000:]
