@@ -22,8 +22,8 @@ class StopRequest:
 
     Not a ``threading.Event``: ``Event.set()`` takes a lock, and Python runs a signal handler in the main thread at
     any bytecode, also inside that lock: a second signal landing while the first handler held it ran the handler
-    again, which then waited for the lock forever (a policy node hung in a burst of SIGINT/SIGTERM under CI load).
-    Assigning an attribute takes no lock."""
+    again, which then waited for the lock forever (the likely cause of a policy node that hung in a burst of SIGINT /
+    SIGTERM in a full test run). Assigning an attribute takes no lock."""
 
     def __init__(self):
         self._requested = False

@@ -233,7 +233,7 @@ class PandaPushEnv(PandaTaskEnv):
 
     Reward: -(puck-goal distance) - 0.5 * (hand-puck distance), in metres. The task vector also carries the two
     differences the task turns on, puck - hand and goal - puck, which an MLP otherwise has to learn from absolute
-    positions (README "The simulated tasks": what they bought SWFP on push).
+    positions (README "Push to ≥ 0.7": what that changed for SWFP).
     """
 
     task_labels = ('ee_x', 'ee_y', 'ee_z', 'goal_x', 'goal_y', 'goal_z', 'obj_x', 'obj_y', 'obj_z',
