@@ -17,13 +17,15 @@ code from the file.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import json
 import math
+import os
 import zipfile
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import safetensors
@@ -44,6 +46,7 @@ FORMAT_VERSION = 2
 KINDS = ('policy', 'learner')
 _PICKLE_MAGICS = (b'\x80\x02', b'\x80\x03', b'\x80\x04', b'\x80\x05')   # raw pickles (torch.save before 1.6)
 _ZIP_MAGIC = b'PK\x03\x04'                                                   # torch.save since 1.6, also .npz
+_READ_ATTEMPTS = 3                       # reads of a file that a writer keeps replacing, before giving up
 
 
 class CheckpointError(RuntimeError):
@@ -230,7 +233,44 @@ def _parse_json(path: str, meta: dict, key: str) -> Any:
 
 
 def read_checkpoint(path: str) -> tuple[dict, Any]:
-    """(header, payload) of a checkpoint, integrity-checked; ``CheckpointError`` naming the file on any problem."""
+    """(header, payload) of a checkpoint, integrity-checked; ``CheckpointError`` naming the file on any problem.
+
+    The metadata and the tensors are read by separate opens, so a writer replacing the file in between (a learner
+    checkpointing while a policy node loads that checkpoint) yields pieces of two files, which fail the digest. That
+    is not damage: the read is repeated on the file now at ``path``."""
+    for _ in range(_READ_ATTEMPTS):
+        with _held_open(path) as held:
+            try:
+                return _read_checkpoint_once(path)
+            except CheckpointError:
+                if held is None or _is_same_file(path, held):
+                    raise
+    raise CheckpointError(f'checkpoint {path}: replaced {_READ_ATTEMPTS} times while being read (is something '
+                          f'writing it continuously?)')
+
+
+@contextlib.contextmanager
+def _held_open(path: str) -> Iterator[os.stat_result | None]:
+    """The identity of the file at ``path``, kept open meanwhile so that no later file can reuse its inode; None if
+    it cannot be opened (the read then reports why)."""
+    try:
+        f = open(path, 'rb')
+    except OSError:
+        yield None
+        return
+    with f:
+        yield os.fstat(f.fileno())
+
+
+def _is_same_file(path: str, held: os.stat_result) -> bool:
+    try:
+        now = os.stat(path)
+    except OSError:
+        return False
+    return (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino)
+
+
+def _read_checkpoint_once(path: str) -> tuple[dict, Any]:
     meta = _open_metadata(path)
     try:
         tensors = safetensors.torch.load_file(path, device='cpu')

@@ -76,6 +76,34 @@ def test_damaged_checkpoint_names_the_file_and_the_problem(tmp_path, damage):
             load(str(path))
 
 
+def _replace_while_reading(monkeypatch, path, replacements: int):
+    """Make the first ``replacements`` tensor reads find ``path`` atomically replaced (by a checkpoint of version 1,
+    2, ...) after its metadata was read: what a reader sees while a learner keeps checkpointing."""
+    load_file, done = safetensors.torch.load_file, []
+
+    def load_after_a_writer(*args, **kwargs):
+        if len(done) < replacements:
+            done.append(True)
+            save_policy(str(path), Cascade(small_flow(seed=len(done))), identity_normalizer(3), version=len(done))
+        return load_file(*args, **kwargs)
+    monkeypatch.setattr(safetensors.torch, 'load_file', load_after_a_writer)
+
+
+def test_a_checkpoint_replaced_while_it_is_read_is_read_again_not_called_damaged(tmp_path, monkeypatch):
+    path = tmp_path / 'policy.pt'
+    save_policy(str(path), Cascade(small_flow()), identity_normalizer(3), version=0)
+    _replace_while_reading(monkeypatch, path, replacements=1)
+    assert read_checkpoint(str(path))[1]['version'] == 1
+
+
+def test_a_checkpoint_replaced_on_every_read_is_refused_in_one_sentence(tmp_path, monkeypatch):
+    path = tmp_path / 'policy.pt'
+    save_policy(str(path), Cascade(small_flow()), identity_normalizer(3), version=0)
+    _replace_while_reading(monkeypatch, path, replacements=100)
+    with pytest.raises(CheckpointError, match=r'policy.pt: replaced 3 times while being read'):
+        read_checkpoint(str(path))
+
+
 class _Evil:
     """A pickle payload that, when unpickled, runs a shell command creating ``marker``."""
 
