@@ -71,7 +71,19 @@ class RunnerConfig:
 def evaluate_runtime(runtime: PolicyRuntime, task: str, episodes: int, num_envs: int, seed: int,
                      record: bool = False) -> dict:
     """The stochastic policy (as deployed) on ``episodes`` episodes seeded ``seed + i``, ``num_envs`` at a time."""
-    return evaluate_batched(runtime.act, task, episodes, num_envs, seed, record)
+    return evaluate_batched(seeded_act(runtime, seed), task, episodes, num_envs, seed, record)
+
+
+def seeded_act(runtime: PolicyRuntime, seed: int) -> Callable[[np.ndarray], np.ndarray]:
+    """``runtime.act`` with its noise drawn from a generator seeded with ``seed``, not from the runtime's own stream:
+    an evaluation then depends on the policy and ``seed`` alone, and in a fine-tuning run it leaves the actor's stream
+    where it was, so how often a run is evaluated (or filmed) does not change what it trains on."""
+    noise = torch.Generator().manual_seed(seed)
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        rows = len(obs) if np.ndim(obs) == 2 else 1
+        return runtime.act(obs, noise=torch.randn(rows, runtime.act_dim, generator=noise).numpy())
+    return act
 
 
 def evaluate_batched(act: Callable[[np.ndarray], np.ndarray], task: str, episodes: int, num_envs: int,
@@ -354,8 +366,8 @@ def _write_gif(path: Path, runtime: PolicyRuntime, run: RunnerConfig) -> None:
     from ..sim.render import record_rollouts, save_gif
     env = make_env(run.task, render_mode='rgb_array', width=240, height=180)
     try:
-        frames, _ = record_rollouts(env, runtime.act, episodes=1,
-                                    seed=1_000_000 + run.seed * 1000, every=2)
+        seed = 1_000_000 + run.seed * 1000
+        frames, _ = record_rollouts(env, seeded_act(runtime, seed), episodes=1, seed=seed, every=2)
     finally:
         env.close()
     save_gif(frames, path, fps=10)

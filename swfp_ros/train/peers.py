@@ -35,7 +35,7 @@ from gymnasium import spaces
 from ..algo.checkpoint import load_policy
 from ..algo.runtime import PolicyRuntime
 from ..sim import make_env
-from .finetune import CURVE, RunnerConfig, evaluate_batched
+from .finetune import CURVE, RunnerConfig, evaluate_batched, seeded_act
 
 PEER_METHODS = ('dsrl', 'residual')
 
@@ -187,13 +187,15 @@ def make_peer(method: str, task: str, bc: PolicyRuntime, cfg: PeerConfig, seed: 
     return model, env
 
 
-def deployed_policy(method: str, model, bc: PolicyRuntime, cfg: PeerConfig):
-    """``act(obs [B, obs_dim]) -> chunks [B, H·A]`` of the trained peer, as it would be deployed (module docstring)."""
+def deployed_policy(method: str, model, bc: PolicyRuntime, cfg: PeerConfig, seed: int):
+    """``act(obs [B, obs_dim]) -> chunks [B, H·A]`` of the trained peer, as it would be deployed (module docstring).
+    Residual RL's BC samples draw their noise as every evaluation does (``seeded_act``: a generator seeded ``seed``)."""
     if method == 'dsrl':
         return lambda obs: bc.act(obs, noise=model.predict(normalise(bc, obs), deterministic=False)[0])
+    sample_bc = seeded_act(bc, seed)
 
     def residual_act(obs):
-        base = bc.act(obs)
+        base = sample_bc(obs)
         residual = model.predict(np.concatenate([normalise(bc, obs), base], axis=-1), deterministic=True)[0]
         return apply_residual(base, residual, cfg.residual_scale)
     return residual_act
@@ -207,16 +209,17 @@ def train_peer(bc_checkpoint: str, out_dir: str, run: RunnerConfig, cfg: PeerCon
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(run.seed)
-    # The training env and the evaluation each own a copy of the frozen flow (their own noise generators).
+    # The training env and the evaluation each own a copy of the frozen flow; evaluations draw their own noise.
     model, env = make_peer(run.method, run.task, load_policy(bc_checkpoint, device=run.device, seed=run.seed + 1),
                            cfg, seed=run.seed, device=run.device)
     rows: list[dict] = []
     start = time.perf_counter()
 
+    eval_bc, eval_seed = load_policy(bc_checkpoint, device=run.device), 1_000_000 + run.seed * 1000
+
     def evaluate(steps: int) -> None:
-        bc = load_policy(bc_checkpoint, device=run.device, seed=run.seed)   # the BC evaluation's generator
-        result = evaluate_batched(deployed_policy(run.method, model, bc, cfg), run.task, run.eval_episodes,
-                                  run.num_envs, seed=1_000_000 + run.seed * 1000)
+        result = evaluate_batched(deployed_policy(run.method, model, eval_bc, cfg, eval_seed), run.task,
+                                  run.eval_episodes, run.num_envs, seed=eval_seed)
         rows.append({'env_steps': steps, **result, 'wall_s': round(time.perf_counter() - start, 2),
                      'gradient_updates': model.train_updates})
         log(f"[{run.method} {run.task} seed {run.seed}] {steps:>6d} env steps: success {result['success_rate']:.2f}, "

@@ -11,7 +11,7 @@ from swfp_ros.algo.checkpoint import checkpoint_info, load_learner, load_policy
 from swfp_ros.algo.config import FlowConfig
 from swfp_ros.algo.naive import NaiveLearner
 from swfp_ros.train.demos import collect_demos
-from swfp_ros.train.finetune import ChunkCollector, RunnerConfig, finetune
+from swfp_ros.train.finetune import ChunkCollector, RunnerConfig, evaluate_runtime, finetune
 from swfp_ros.train.pretrain import pretrain
 from swfp_ros.train.settings import load_swfp_config
 
@@ -137,6 +137,34 @@ def test_a_seed_repeats_a_run_exactly_and_seeds_the_learner(bc_checkpoint, tmp_p
         torch.testing.assert_close(p, q, rtol=0, atol=0)
     assert (a.cfg.seed, c.cfg.seed) == (0, 1)
     assert not all(torch.equal(p, q) for p, q in zip(a.critic.parameters(), c.critic.parameters()))
+
+
+def test_evaluating_a_run_more_often_trains_the_same_learner(bc_checkpoint, tmp_path):
+    """Evaluations (and the rollouts filmed beside them) draw their noise from their own seeded generator, not from
+    the actor's stream."""
+    swfp = load_swfp_config(overrides=[*SMALL, 'warmup_steps=48', 'steps_per_block=48'])
+
+    def learner_evaluated_every(eval_every):
+        run = RunnerConfig(task='panda_reach', env_steps=100, num_envs=2, eval_every=eval_every, eval_episodes=2,
+                           gif_every=5 if eval_every < 100 else 0)
+        out = tmp_path / f'every{eval_every}'
+        finetune(str(bc_checkpoint / 'bc.pt'), str(out), run, swfp, log=lambda *_: None)
+        return load_learner(str(out / 'learner.pt'))
+
+    often, rarely = learner_evaluated_every(20), learner_evaluated_every(100)
+    assert often.counters.blocks_trained >= 1
+    for p, q in zip([*often.critic.parameters(), *often.policy.parameters()],
+                    [*rarely.critic.parameters(), *rarely.policy.parameters()]):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+
+
+def test_an_evaluation_depends_on_its_seed_alone_and_leaves_the_runtime_stream(bc_checkpoint):
+    evaluated, untouched = (load_policy(str(bc_checkpoint / 'bc.pt'), device='cpu', seed=0) for _ in range(2))
+    other_seed = load_policy(str(bc_checkpoint / 'bc.pt'), device='cpu', seed=1)
+    results = [evaluate_runtime(r, 'panda_reach', 2, 2, seed=3) for r in (evaluated, evaluated, other_seed)]
+    assert results[0] == results[1] == results[2]
+    obs = np.zeros((2, evaluated.obs_dim), np.float32)
+    np.testing.assert_array_equal(evaluated.act(obs), untouched.act(obs))
 
 
 def test_recorded_evaluation_pads_a_chunk_cut_by_the_episode_end(bc_checkpoint, tmp_path):

@@ -89,7 +89,7 @@ def test_residual_policy_starts_at_bc_exactly(bc):
     np.testing.assert_array_equal(model.predict(obs, deterministic=True)[0], np.zeros(7, np.float32))
     # Deployed (evaluation) policy = stochastic BC flow + mean residual: identical to BC's own evaluation.
     start = evaluate_runtime(load_policy(ckpt, device='cpu', seed=0), 'panda_reach', 6, 3, seed=77)
-    peer = deployed_policy('residual', model, load_policy(ckpt, device='cpu', seed=0), SMALL)
+    peer = deployed_policy('residual', model, load_policy(ckpt, device='cpu', seed=0), SMALL, seed=77)
     assert evaluate_batched(peer, 'panda_reach', 6, 3, seed=77) == start
     # A residual of +1 moves every action by the scale, within [-1, 1].
     env.reset(seed=5)
