@@ -14,8 +14,9 @@ evaluation row reports the largest difference between the actor's and the learne
 
 ``run.seed`` seeds everything: the learner (``SwfpConfig.seed``), the actor's sampling noise, the environments and
 the evaluation episodes, so a run repeats exactly on one machine. Evaluations draw their noise from a generator of
-their own (``seeded_act``), so how often a run is evaluated does not change what it trains on. A run directory resumes only with the settings it
-was started with (the same BC checkpoint, method, task, seed and algorithm settings); a larger budget extends it.
+their own (``seeded_act``), so how often a run is evaluated does not change what it trains on. A run directory
+resumes only with the settings it was started with (the same BC checkpoint, method, task, seed and algorithm
+settings); a larger budget extends it.
 
 Action chunks (H > 1) are executed open loop here, one env step at a time; a transition spans the steps actually
 executed (``n_steps`` <= H, fewer when the episode ends inside the chunk) with the discounted reward sum over them.
