@@ -26,7 +26,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 TASK = 'panda_reach'
-EVAL_SEED = 1_000_000     # evaluation episodes use env seeds EVAL_SEED + seed * 1000 + i (as bench_finetune)
 
 
 def max_abs_diff(a, b) -> dict:
@@ -64,7 +63,7 @@ def main() -> int:
     from swfp_ros.paths import config_path
     from swfp_ros.sim import make_env
     from swfp_ros.train.demos import collect_demos
-    from swfp_ros.train.finetune import evaluate_runtime
+    from swfp_ros.train.finetune import evaluate_runtime, evaluation_seed
     from swfp_ros.train.pretrain import pretrain
 
     spec = config_path(f'ingest_{TASK}.yaml')
@@ -102,7 +101,7 @@ def main() -> int:
                 t_bc = time.perf_counter() - t0
                 t0 = time.perf_counter()
                 ev = evaluate_runtime(load_policy(str(ckpt), device='cpu', seed=seed), TASK, args.eval_episodes,
-                                      args.num_envs, seed=EVAL_SEED + seed * 1000)
+                                      args.num_envs, seed=evaluation_seed(seed))
                 t_eval = time.perf_counter() - t0
                 side[name] = {'success_rate': ev['success_rate'], 'mean_return': round(ev['mean_return'], 3),
                               'final_loss': round(metrics['final_loss'], 4), 'bc_s': round(t_bc, 1),

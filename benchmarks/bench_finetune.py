@@ -124,11 +124,11 @@ def bc_job(args: tuple) -> dict:
     import torch
     torch.set_num_threads(1)
     from swfp_ros.algo.checkpoint import load_policy
-    from swfp_ros.train.finetune import evaluate_runtime
+    from swfp_ros.train.finetune import evaluate_runtime, evaluation_seed
 
     ckpt = prepare(Path(out), task, seed, bc_steps)
     result = evaluate_runtime(load_policy(str(ckpt), device='cpu', seed=seed), task, eval_episodes, 8,
-                              seed=1_000_000 + seed * 1000)
+                              seed=evaluation_seed(seed))
     demo_success = float((ckpt.parent / 'demo_success.txt').read_text())
     return {'task': task, 'seed': seed, 'method': 'bc', 'demo_success': demo_success, **result}
 

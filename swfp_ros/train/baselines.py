@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from ..sim import make_env
-from .finetune import CURVE, RunnerConfig, evaluate_batched
+from .finetune import CURVE, RunnerConfig, evaluate_batched, evaluation_seed
 
 
 def train_sac(out_dir: str, run: RunnerConfig, log=print) -> list[dict]:
@@ -25,7 +25,7 @@ def train_sac(out_dir: str, run: RunnerConfig, log=print) -> list[dict]:
 
     def evaluate(model, steps: int) -> None:
         result = evaluate_batched(lambda obs: model.predict(obs, deterministic=False)[0], run.task,
-                                  run.eval_episodes, run.num_envs, seed=1_000_000 + run.seed * 1000)
+                                  run.eval_episodes, run.num_envs, seed=evaluation_seed(run.seed))
         rows.append({'env_steps': steps, **result, 'wall_s': round(time.perf_counter() - start, 2)})
         log(f"[sac {run.task} seed {run.seed}] {steps:>6d} env steps: success {result['success_rate']:.2f}")
 

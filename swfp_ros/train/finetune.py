@@ -70,6 +70,12 @@ class RunnerConfig:
     gif_every: int = 0                # evaluations between evaluation GIFs eval_<env steps>.gif; 0 = none
 
 
+def evaluation_seed(run_seed: int) -> int:
+    """The first env seed of a run's evaluation episodes (episode i: this + i), the same for every method, apart from
+    the seeds its own collection uses."""
+    return 1_000_000 + run_seed * 1000
+
+
 def evaluate_runtime(runtime: PolicyRuntime, task: str, episodes: int, num_envs: int, seed: int,
                      record: bool = False) -> dict:
     """The stochastic policy (as deployed) on ``episodes`` episodes seeded ``seed + i``, ``num_envs`` at a time."""
@@ -368,7 +374,7 @@ def _write_gif(path: Path, runtime: PolicyRuntime, run: RunnerConfig) -> None:
     from ..sim.render import record_rollouts, save_gif
     env = make_env(run.task, render_mode='rgb_array', width=240, height=180)
     try:
-        seed = 1_000_000 + run.seed * 1000
+        seed = evaluation_seed(run.seed)
         frames, _ = record_rollouts(env, seeded_act(runtime, seed), episodes=1, seed=seed, every=2)
     finally:
         env.close()
@@ -403,7 +409,7 @@ def plot_rows(path: Path, rows: list[dict], title: str) -> None:
 
 
 def _evaluate_row(runtime, learner, run: RunnerConfig, env_steps: int, wall_s: float) -> dict:
-    result = evaluate_runtime(runtime, run.task, run.eval_episodes, run.num_envs, seed=1_000_000 + run.seed * 1000,
+    result = evaluate_runtime(runtime, run.task, run.eval_episodes, run.num_envs, seed=evaluation_seed(run.seed),
                               record=True)
     episodes = result.pop('episodes')
     check = learner.critic_check(episodes)

@@ -35,7 +35,7 @@ from gymnasium import spaces
 from ..algo.checkpoint import load_policy
 from ..algo.runtime import PolicyRuntime
 from ..sim import make_env
-from .finetune import CURVE, RunnerConfig, evaluate_batched, seeded_act
+from .finetune import CURVE, RunnerConfig, evaluate_batched, evaluation_seed, seeded_act
 
 PEER_METHODS = ('dsrl', 'residual')
 
@@ -215,7 +215,7 @@ def train_peer(bc_checkpoint: str, out_dir: str, run: RunnerConfig, cfg: PeerCon
     rows: list[dict] = []
     start = time.perf_counter()
 
-    eval_bc, eval_seed = load_policy(bc_checkpoint, device=run.device), 1_000_000 + run.seed * 1000
+    eval_bc, eval_seed = load_policy(bc_checkpoint, device=run.device), evaluation_seed(run.seed)
 
     def evaluate(steps: int) -> None:
         result = evaluate_batched(deployed_policy(run.method, model, eval_bc, cfg, eval_seed), run.task,
