@@ -226,8 +226,10 @@ def cmd_eval(args) -> int:
     policy = _make_policy(env, args)
     result = evaluate(env, policy, episodes=args.episodes, seed=args.seed, progress=None)
     mode = ' (deterministic)' if args.deterministic else ''
-    print(f'{args.task} / {args.policy}{mode}: success {result.success_rate:.2f} over {result.episodes} episodes, '
-          f'mean return {result.mean_return:.2f}, mean length {result.mean_length:.1f} steps')
+    low, high = result.success_interval
+    print(f'{args.task} / {args.policy}{mode}: success {result.success_rate:.2f} (95 % interval {low:.2f}–{high:.2f}) '
+          f'over {result.episodes} episodes, mean return {result.mean_return:.2f}, '
+          f'mean length {result.mean_length:.1f} steps')
     print(result.to_json())
     return 0
 
