@@ -1,0 +1,239 @@
+"""What a lockstep step costs between two Python processes, and how much of it is the node graph's own.
+
+Three lockstep exchanges between a simulator process and a policy process, one panda_reach robot, no learner, each
+measured for ``--seconds`` and interleaved per trial with the in-process loop (``act`` + ``env.step``, one torch
+thread, bench_robots_per_bridge.in_process) so that every ratio comes from one run:
+
+- bare: one Float64MultiArray each way per env step (observation, reward and done; joint targets), both processes
+  spinning rclpy's EventsExecutor, nothing else: the ceiling of any rclpy lockstep path between two processes;
+- contract: the topic contract's messages (reward, task and joint states from the simulator; the joint targets and the
+  transition from the policy), built and parsed by swfp_ros.ros.messages, still without the nodes (no actor loop,
+  safety filter, worker thread or status);
+- graph: the sim bridge and the policy node themselves (bench_robots_per_bridge.graph).
+
+Usage: python benchmarks/bench_lockstep_ceiling.py [--trials 3] [--seconds 10] [--out outputs/bench_ceiling]
+Uses an untrained default-size flow (throughput does not depend on the weights). Prints one JSON line per trial, a
+table, and a JSON line of all trials.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / 'benchmarks'))
+VARIANTS = ('bare', 'contract')
+WARMUP_STEPS = 50
+
+
+def _spinning_node(name: str):
+    import rclpy
+    from rclpy.experimental import EventsExecutor
+    rclpy.init()
+    node = rclpy.create_node(name)
+    executor = EventsExecutor()
+    executor.add_node(node)
+    return node, executor
+
+
+def _qos():
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    return QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+
+
+def _floats(values):
+    from std_msgs.msg import Float64MultiArray
+    msg = Float64MultiArray()
+    msg.data = np.asarray(values, dtype=np.float64).tolist()
+    return msg
+
+
+def simulator(variant: str, seconds: float) -> None:
+    """Step one env per action message and publish what the policy needs; print env steps/s over ``seconds``."""
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import Float64MultiArray
+
+    from swfp_ros.ros import messages as M
+    from swfp_ros.sim import make_env
+    node, executor = _spinning_node(f'ceiling_{variant}_simulator')
+    env = make_env('panda_reach').unwrapped
+    env.reset(seed=0)
+    if variant == 'bare':
+        state_pub = node.create_publisher(Float64MultiArray, 'ceiling/state', _qos())
+
+        def publish(reward: float, done: bool):
+            state_pub.publish(_floats([*env.observation(), reward, float(done)]))
+
+        def targets_of(msg):
+            return np.asarray(msg.data)
+    else:
+        reward_pub = node.create_publisher(Float64MultiArray, 'ceiling/reward', _qos())
+        task_pub = node.create_publisher(Float64MultiArray, 'ceiling/task', _qos())
+        state_pub = node.create_publisher(JointState, 'ceiling/joint_states', _qos())
+
+        def publish(reward: float, done: bool):   # in the sim bridge's order: reward, then task and joint states
+            reward_pub.publish(M.reward_msg(reward, done, False, env.elapsed_steps))
+            task_pub.publish(M.task_msg(env.task_labels, env.task_vector()))
+            names, pos, vel, eff = env.joint_state()
+            state_pub.publish(M.joint_state_msg(names, pos, vel, eff, stamp=M.time_msg(env.sim_time)))
+
+        def targets_of(msg):
+            return M.action_from_msg(msg, len(env.joint_names))
+    steps = [0]
+
+    def on_targets(msg):
+        _, reward, terminated, truncated, _ = env.step_joint_targets(targets_of(msg))
+        steps[0] += 1
+        if terminated or truncated:
+            env.reset()
+        publish(reward, terminated)
+
+    node.create_subscription(Float64MultiArray, 'ceiling/targets', on_targets, _qos())
+    while state_pub.get_subscription_count() == 0 or node.count_publishers('ceiling/targets') == 0:
+        executor.spin_once(timeout_sec=0.05)
+    time.sleep(0.5)                               # the policy's other subscriptions match too
+    publish(0.0, False)
+    while steps[0] < WARMUP_STEPS:
+        executor.spin_once(timeout_sec=0.05)
+    first, start = steps[0], time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        executor.spin_once(timeout_sec=0.05)
+    print(json.dumps({'steps_per_s': (steps[0] - first) / (time.perf_counter() - start)}), flush=True)
+
+
+def policy(variant: str, checkpoint: str) -> None:
+    """Act on each observation and publish joint targets (and, for the contract, the transition) until SIGINT."""
+    import rclpy
+    import torch
+    from rclpy.executors import ExternalShutdownException
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import Float64MultiArray
+
+    from swfp_ros.actor.types import Transition
+    from swfp_ros.algo.checkpoint import load_policy
+    from swfp_ros.ros import messages as M
+    from swfp_ros.sim import make_env
+    torch.set_num_threads(1)
+    node, executor = _spinning_node(f'ceiling_{variant}_policy')
+    runtime = load_policy(checkpoint, 'cpu')
+    env = make_env('panda_reach').unwrapped     # for the joint names, limits and task labels only
+    names, n = list(env.joint_names), len(env.joint_names)
+    targets_pub = node.create_publisher(Float64MultiArray, 'ceiling/targets', _qos())
+
+    def command(obs: np.ndarray) -> np.ndarray:
+        action = runtime.act(obs[None])[0]
+        targets = np.clip(obs[:n] + env.action_scale * action, env.joint_lower, env.joint_upper)
+        targets_pub.publish(_floats(targets) if variant == 'bare' else M.action_msg(targets, names))
+        return action
+
+    if variant == 'bare':
+        node.create_subscription(Float64MultiArray, 'ceiling/state',
+                                 lambda msg: command(np.asarray(msg.data[:-2], dtype=np.float32)), _qos())
+    else:
+        transition_pub = node.create_publisher(Float64MultiArray, 'ceiling/transition', _qos())
+        held = {'task': None, 'reward': None, 'done': False, 'last': None}
+
+        def on_reward(msg):
+            info = M.reward_from_msg(msg)
+            held['reward'], held['done'] = info.reward, info.terminated
+
+        def on_task(msg):
+            held['task'] = M.task_from_msg(msg, env.task_labels)[1]
+
+        def on_joint_state(msg):
+            q, qd = M.arm_from_joint_state(msg, names)
+            obs = np.concatenate([q, qd, held['task']]).astype(np.float32)
+            action = command(obs)
+            if held['last'] is not None and held['reward'] is not None:
+                transition_pub.publish(M.transition_msg(Transition(*held['last'], held['reward'], obs, held['done'])))
+            held['last'] = (obs, action)
+
+        node.create_subscription(Float64MultiArray, 'ceiling/reward', on_reward, _qos())
+        node.create_subscription(Float64MultiArray, 'ceiling/task', on_task, _qos())
+        node.create_subscription(JointState, 'ceiling/joint_states', on_joint_state, _qos())
+    try:   # spin_once in a loop, as the nodes do (executors.run_node): EventsExecutor.spin() delivered nothing here
+        while rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+
+
+def exchange(variant: str, checkpoint: str, seconds: float) -> float:
+    """Env steps/s of one lockstep exchange: a policy process and a simulator process of this script."""
+    me = [sys.executable, __file__]
+    acting = subprocess.Popen([*me, '--side', 'policy', '--variant', variant, '--checkpoint', checkpoint])
+    try:
+        sim = subprocess.run([*me, '--side', 'simulator', '--variant', variant, '--seconds', str(seconds)],
+                             capture_output=True, text=True, timeout=seconds + 120, check=True)
+    finally:
+        acting.send_signal(signal.SIGINT)
+        try:
+            acting.wait(30)
+        except subprocess.TimeoutExpired:
+            acting.kill()
+            acting.wait()
+    return json.loads(sim.stdout.strip().splitlines()[-1])['steps_per_s']
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument('--trials', type=int, default=3)
+    ap.add_argument('--seconds', type=float, default=10.0)
+    ap.add_argument('--out', default='outputs/bench_ceiling')
+    ap.add_argument('--side', choices=('simulator', 'policy'), help=argparse.SUPPRESS)
+    ap.add_argument('--variant', choices=VARIANTS, help=argparse.SUPPRESS)
+    ap.add_argument('--checkpoint', help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.side == 'simulator':
+        simulator(args.variant, args.seconds)
+        return 0
+    if args.side == 'policy':
+        policy(args.variant, args.checkpoint)
+        return 0
+
+    import torch
+
+    from bench_robots_per_bridge import graph, in_process
+    from bench_ros_latency import make_checkpoint
+    from bench_scale_out import leased_domain
+    from swfp_ros.sim import TASKS
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint = str(out / 'policy.pt')
+    make_checkpoint(checkpoint, 14 + len(TASKS['panda_reach'][1].task_labels))
+    torch.set_num_threads(1)     # as the policy node runs (torch_threads: 1)
+    rows = []
+    with leased_domain():        # the exchanges' processes inherit its ROS_DOMAIN_ID
+        import rclpy
+        rclpy.init()
+        node = rclpy.create_node('bench_lockstep_ceiling')
+        try:
+            for trial in range(args.trials):
+                row = {'trial': trial, 'inprocess': in_process(checkpoint, 1, 2000)}
+                for variant in VARIANTS:
+                    row[variant] = exchange(variant, checkpoint, args.seconds)
+                row['graph'] = graph(node, checkpoint, 1, False, args.seconds)['steps_per_s']
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+        finally:
+            node.destroy_node()
+            rclpy.try_shutdown()
+    print(f'{"trial":>5} {"in-process/s":>12} | ' + ' | '.join(f'{k + " steps/s (ratio)":>26}'
+                                                           for k in (*VARIANTS, 'graph')))
+    for r in rows:
+        print(f'{r["trial"]:>5d} {r["inprocess"]:>12.1f} | ' + ' | '.join(
+            f'{r[k]:>18.1f} ({r[k] / r["inprocess"]:.2f})' for k in (*VARIANTS, 'graph')))
+    (out / 'lockstep_ceiling.json').write_text(json.dumps({'seconds': args.seconds, 'rows': rows}, indent=1))
+    print(json.dumps({'rows': rows}))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
