@@ -18,8 +18,8 @@ Policy = Callable[[np.ndarray], np.ndarray]
 
 def success_interval(successes: int, episodes: int, z: float = 1.96) -> tuple[float, float]:
     """Wilson score interval of a success rate (95 % at z = 1.96). Unlike p ± z·sqrt(p(1-p)/n) it stays inside [0, 1]
-    and is not empty at 0 or n successes. 100 episodes at 0.5 give ±0.10: two policies (or one policy on two sets of
-    episode seeds) whose rates differ by less cannot be told apart."""
+    and is not empty at 0 or n successes. 100 episodes at 0.5 give ±0.10: a smaller difference between two such
+    evaluations (two policies, or one policy on two sets of episode seeds) is not evidence of a difference."""
     if episodes < 1 or not 0 <= successes <= episodes:
         raise ValueError(f'need 0 <= successes <= episodes and episodes >= 1, got {successes} of {episodes}')
     p, zz = successes / episodes, z * z / episodes
