@@ -1,14 +1,16 @@
 """What a lockstep step costs between two Python processes, and how much of it is the node graph's own.
 
-Three lockstep exchanges between a simulator process and a policy process, one panda_reach robot, no learner, each
-measured for ``--seconds`` and interleaved per trial with the in-process loop (``act`` + ``env.step``, one torch
-thread, bench_robots_per_bridge.in_process) so that every ratio comes from one run:
+Lockstep exchanges between a simulator and a policy, one panda_reach robot, no learner, each measured for
+``--seconds`` and interleaved per trial with the in-process loop (``act`` + ``env.step``, one torch thread,
+bench_robots_per_bridge.in_process) so that every ratio comes from one run:
 
 - bare: one Float64MultiArray each way per env step (observation, reward and done; joint targets), both processes
   spinning rclpy's EventsExecutor, nothing else: the ceiling of any rclpy lockstep path between two processes;
 - contract: the topic contract's messages (reward, task and joint states from the simulator; the joint targets and the
   transition from the policy), built and parsed by swfp_ros.ros.messages, still without the nodes (no actor loop,
   safety filter, worker thread or status);
+- bare, one process: the bare exchange between two nodes in one process on one executor (what the process boundary
+  costs);
 - graph: the sim bridge and the policy node themselves (bench_robots_per_bridge.graph).
 
 Usage: python benchmarks/bench_lockstep_ceiling.py [--trials 3] [--seconds 10] [--out outputs/bench_ceiling]
@@ -29,18 +31,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / 'benchmarks'))
-VARIANTS = ('bare', 'contract')
+ONE_PROCESS = ', one process'
+VARIANTS = ('bare', 'contract', 'bare' + ONE_PROCESS)
 WARMUP_STEPS = 50
-
-
-def _spinning_node(name: str):
-    import rclpy
-    from rclpy.experimental import EventsExecutor
-    rclpy.init()
-    node = rclpy.create_node(name)
-    executor = EventsExecutor()
-    executor.add_node(node)
-    return node, executor
 
 
 def _qos():
@@ -55,25 +48,17 @@ def _floats(values):
     return msg
 
 
-def simulator(variant: str, seconds: float) -> None:
-    """Step one env per action message and publish what the policy needs; print env steps/s over ``seconds``."""
+def add_simulator(node, variant: str):
+    """On ``node``: step one env per joint-targets message and publish what the policy needs. Returns (publish the
+    first state, the step counter, whether the policy's side has matched)."""
     from sensor_msgs.msg import JointState
     from std_msgs.msg import Float64MultiArray
 
     from swfp_ros.ros import messages as M
     from swfp_ros.sim import make_env
-    node, executor = _spinning_node(f'ceiling_{variant}_simulator')
     env = make_env('panda_reach').unwrapped
     env.reset(seed=0)
-    if variant == 'bare':
-        state_pub = node.create_publisher(Float64MultiArray, 'ceiling/state', _qos())
-
-        def publish(reward: float, done: bool):
-            state_pub.publish(_floats([*env.observation(), reward, float(done)]))
-
-        def targets_of(msg):
-            return np.asarray(msg.data)
-    else:
+    if variant == 'contract':
         reward_pub = node.create_publisher(Float64MultiArray, 'ceiling/reward', _qos())
         task_pub = node.create_publisher(Float64MultiArray, 'ceiling/task', _qos())
         state_pub = node.create_publisher(JointState, 'ceiling/joint_states', _qos())
@@ -86,6 +71,14 @@ def simulator(variant: str, seconds: float) -> None:
 
         def targets_of(msg):
             return M.action_from_msg(msg, len(env.joint_names))
+    else:
+        state_pub = node.create_publisher(Float64MultiArray, 'ceiling/state', _qos())
+
+        def publish(reward: float, done: bool):
+            state_pub.publish(_floats([*env.observation(), reward, float(done)]))
+
+        def targets_of(msg):
+            return np.asarray(msg.data)
     steps = [0]
 
     def on_targets(msg):
@@ -96,23 +89,16 @@ def simulator(variant: str, seconds: float) -> None:
         publish(reward, terminated)
 
     node.create_subscription(Float64MultiArray, 'ceiling/targets', on_targets, _qos())
-    while state_pub.get_subscription_count() == 0 or node.count_publishers('ceiling/targets') == 0:
-        executor.spin_once(timeout_sec=0.05)
-    time.sleep(0.5)                               # the policy's other subscriptions match too
-    publish(0.0, False)
-    while steps[0] < WARMUP_STEPS:
-        executor.spin_once(timeout_sec=0.05)
-    first, start = steps[0], time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        executor.spin_once(timeout_sec=0.05)
-    print(json.dumps({'steps_per_s': (steps[0] - first) / (time.perf_counter() - start)}), flush=True)
+
+    def matched() -> bool:
+        return state_pub.get_subscription_count() > 0 and node.count_publishers('ceiling/targets') > 0
+
+    return lambda: publish(0.0, False), steps, matched
 
 
-def policy(variant: str, checkpoint: str) -> None:
-    """Act on each observation and publish joint targets (and, for the contract, the transition) until SIGINT."""
-    import rclpy
+def add_policy(node, variant: str, checkpoint: str) -> None:
+    """On ``node``: act on each observation and publish joint targets (and, for the contract, the transition)."""
     import torch
-    from rclpy.executors import ExternalShutdownException
     from sensor_msgs.msg import JointState
     from std_msgs.msg import Float64MultiArray
 
@@ -121,7 +107,6 @@ def policy(variant: str, checkpoint: str) -> None:
     from swfp_ros.ros import messages as M
     from swfp_ros.sim import make_env
     torch.set_num_threads(1)
-    node, executor = _spinning_node(f'ceiling_{variant}_policy')
     runtime = load_policy(checkpoint, 'cpu')
     env = make_env('panda_reach').unwrapped     # for the joint names, limits and task labels only
     names, n = list(env.joint_names), len(env.joint_names)
@@ -130,55 +115,88 @@ def policy(variant: str, checkpoint: str) -> None:
     def command(obs: np.ndarray) -> np.ndarray:
         action = runtime.act(obs[None])[0]
         targets = np.clip(obs[:n] + env.action_scale * action, env.joint_lower, env.joint_upper)
-        targets_pub.publish(_floats(targets) if variant == 'bare' else M.action_msg(targets, names))
+        targets_pub.publish(M.action_msg(targets, names) if variant == 'contract' else _floats(targets))
         return action
 
-    if variant == 'bare':
+    if variant != 'contract':
         node.create_subscription(Float64MultiArray, 'ceiling/state',
                                  lambda msg: command(np.asarray(msg.data[:-2], dtype=np.float32)), _qos())
-    else:
-        transition_pub = node.create_publisher(Float64MultiArray, 'ceiling/transition', _qos())
-        held = {'task': None, 'reward': None, 'done': False, 'last': None}
+        return
+    transition_pub = node.create_publisher(Float64MultiArray, 'ceiling/transition', _qos())
+    held = {'task': None, 'reward': None, 'done': False, 'last': None}
 
-        def on_reward(msg):
-            info = M.reward_from_msg(msg)
-            held['reward'], held['done'] = info.reward, info.terminated
+    def on_reward(msg):
+        info = M.reward_from_msg(msg)
+        held['reward'], held['done'] = info.reward, info.terminated
 
-        def on_task(msg):
-            held['task'] = M.task_from_msg(msg, env.task_labels)[1]
+    def on_task(msg):
+        held['task'] = M.task_from_msg(msg, env.task_labels)[1]
 
-        def on_joint_state(msg):
-            q, qd = M.arm_from_joint_state(msg, names)
-            obs = np.concatenate([q, qd, held['task']]).astype(np.float32)
-            action = command(obs)
-            if held['last'] is not None and held['reward'] is not None:
-                transition_pub.publish(M.transition_msg(Transition(*held['last'], held['reward'], obs, held['done'])))
-            held['last'] = (obs, action)
+    def on_joint_state(msg):
+        q, qd = M.arm_from_joint_state(msg, names)
+        obs = np.concatenate([q, qd, held['task']]).astype(np.float32)
+        action = command(obs)
+        if held['last'] is not None and held['reward'] is not None:
+            transition_pub.publish(M.transition_msg(Transition(*held['last'], held['reward'], obs, held['done'])))
+        held['last'] = (obs, action)
 
-        node.create_subscription(Float64MultiArray, 'ceiling/reward', on_reward, _qos())
-        node.create_subscription(Float64MultiArray, 'ceiling/task', on_task, _qos())
-        node.create_subscription(JointState, 'ceiling/joint_states', on_joint_state, _qos())
-    try:   # spin_once in a loop, as the nodes do (executors.run_node): EventsExecutor.spin() delivered nothing here
-        while rclpy.ok():
-            executor.spin_once(timeout_sec=0.1)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+    node.create_subscription(Float64MultiArray, 'ceiling/reward', on_reward, _qos())
+    node.create_subscription(Float64MultiArray, 'ceiling/task', on_task, _qos())
+    node.create_subscription(JointState, 'ceiling/joint_states', on_joint_state, _qos())
+
+
+def run_side(side: str, variant: str, checkpoint: str, seconds: float) -> None:
+    """One process of an exchange: 'simulator' or 'policy' (the two-process variants), or 'both' (one process, one
+    executor, two nodes). The process holding the simulator prints env steps/s over ``seconds`` as JSON; the policy
+    process runs until SIGINT. Both spin spin_once in a loop, as the nodes do (executors.run_node):
+    EventsExecutor.spin() delivered nothing here."""
+    import rclpy
+    from rclpy.executors import ExternalShutdownException
+    from rclpy.experimental import EventsExecutor
+    rclpy.init()
+    executor = EventsExecutor()
+    nodes = {role: rclpy.create_node(f'ceiling_{role}') for role in
+             (('simulator', 'policy') if side == 'both' else (side,))}
+    for node in nodes.values():
+        executor.add_node(node)
+    if 'policy' in nodes:
+        add_policy(nodes['policy'], variant, checkpoint)
+    if 'simulator' not in nodes:
+        try:
+            while rclpy.ok():
+                executor.spin_once(timeout_sec=0.1)
+        except (KeyboardInterrupt, ExternalShutdownException):
+            pass
+        return
+    first_state, steps, matched = add_simulator(nodes['simulator'], variant)
+    while not matched():
+        executor.spin_once(timeout_sec=0.05)
+    time.sleep(0.5)                               # the policy's other subscriptions match too
+    first_state()
+    while steps[0] < WARMUP_STEPS:
+        executor.spin_once(timeout_sec=0.05)
+    first, start = steps[0], time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        executor.spin_once(timeout_sec=0.05)
+    print(json.dumps({'steps_per_s': (steps[0] - first) / (time.perf_counter() - start)}), flush=True)
 
 
 def exchange(variant: str, checkpoint: str, seconds: float) -> float:
-    """Env steps/s of one lockstep exchange: a policy process and a simulator process of this script."""
-    me = [sys.executable, __file__]
-    acting = subprocess.Popen([*me, '--side', 'policy', '--variant', variant, '--checkpoint', checkpoint])
+    """Env steps/s of one lockstep exchange, in processes of this script: a policy and a simulator, or one with both."""
+    me = [sys.executable, __file__, '--variant', variant.removesuffix(ONE_PROCESS), '--checkpoint', checkpoint,
+          '--seconds', str(seconds)]
+    acting = None if variant.endswith(ONE_PROCESS) else subprocess.Popen([*me, '--side', 'policy'])
     try:
-        sim = subprocess.run([*me, '--side', 'simulator', '--variant', variant, '--seconds', str(seconds)],
+        sim = subprocess.run([*me, '--side', 'both' if acting is None else 'simulator'],
                              capture_output=True, text=True, timeout=seconds + 120, check=True)
     finally:
-        acting.send_signal(signal.SIGINT)
-        try:
-            acting.wait(30)
-        except subprocess.TimeoutExpired:
-            acting.kill()
-            acting.wait()
+        if acting is not None:
+            acting.send_signal(signal.SIGINT)
+            try:
+                acting.wait(30)
+            except subprocess.TimeoutExpired:
+                acting.kill()
+                acting.wait()
     return json.loads(sim.stdout.strip().splitlines()[-1])['steps_per_s']
 
 
@@ -187,15 +205,12 @@ def main() -> int:
     ap.add_argument('--trials', type=int, default=3)
     ap.add_argument('--seconds', type=float, default=10.0)
     ap.add_argument('--out', default='outputs/bench_ceiling')
-    ap.add_argument('--side', choices=('simulator', 'policy'), help=argparse.SUPPRESS)
-    ap.add_argument('--variant', choices=VARIANTS, help=argparse.SUPPRESS)
+    ap.add_argument('--side', choices=('simulator', 'policy', 'both'), help=argparse.SUPPRESS)
+    ap.add_argument('--variant', choices=('bare', 'contract'), help=argparse.SUPPRESS)
     ap.add_argument('--checkpoint', help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.side == 'simulator':
-        simulator(args.variant, args.seconds)
-        return 0
-    if args.side == 'policy':
-        policy(args.variant, args.checkpoint)
+    if args.side:
+        run_side(args.side, args.variant, args.checkpoint, args.seconds)
         return 0
 
     import torch
@@ -225,11 +240,11 @@ def main() -> int:
         finally:
             node.destroy_node()
             rclpy.try_shutdown()
-    print(f'{"trial":>5} {"in-process/s":>12} | ' + ' | '.join(f'{k + " steps/s (ratio)":>26}'
-                                                           for k in (*VARIANTS, 'graph')))
+    columns = (*VARIANTS, 'graph')
+    print(f'{"trial":>5} {"in-process/s":>12} | ' + ' | '.join(f'{k + " steps/s (ratio)":>34}' for k in columns))
     for r in rows:
         print(f'{r["trial"]:>5d} {r["inprocess"]:>12.1f} | ' + ' | '.join(
-            f'{r[k]:>18.1f} ({r[k] / r["inprocess"]:.2f})' for k in (*VARIANTS, 'graph')))
+            f'{r[k]:>26.1f} ({r[k] / r["inprocess"]:.2f})' for k in columns))
     (out / 'lockstep_ceiling.json').write_text(json.dumps({'seconds': args.seconds, 'rows': rows}, indent=1))
     print(json.dumps({'rows': rows}))
     return 0
