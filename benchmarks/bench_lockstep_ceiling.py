@@ -9,8 +9,8 @@ bench_robots_per_bridge.in_process) so that every ratio comes from one run:
 - contract: the topic contract's messages (reward, task and joint states from the simulator; the joint targets and the
   transition from the policy), built and parsed by swfp_ros.ros.messages, still without the nodes (no actor loop,
   safety filter, worker thread or status);
-- bare, one process: the bare exchange between two nodes in one process on one executor (what the process boundary
-  costs);
+- bare, one process and contract, one process: the same between two nodes in one process on one executor (what the
+  process boundary costs);
 - graph: the sim bridge and the policy node themselves (bench_robots_per_bridge.graph).
 
 Usage: python benchmarks/bench_lockstep_ceiling.py [--trials 3] [--seconds 10] [--out outputs/bench_ceiling]
@@ -32,7 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / 'benchmarks'))
 ONE_PROCESS = ', one process'
-VARIANTS = ('bare', 'contract', 'bare' + ONE_PROCESS)
+VARIANTS = ('bare', 'contract', 'bare' + ONE_PROCESS, 'contract' + ONE_PROCESS)
 WARMUP_STEPS = 50
 
 
@@ -123,25 +123,32 @@ def add_policy(node, variant: str, checkpoint: str) -> None:
                                  lambda msg: command(np.asarray(msg.data[:-2], dtype=np.float32)), _qos())
         return
     transition_pub = node.create_publisher(Float64MultiArray, 'ceiling/transition', _qos())
-    held = {'task': None, 'reward': None, 'done': False, 'last': None}
+    # A step's three messages arrive on three topics in no fixed order: act when all three are in.
+    held = {'received': 0, 'last': None}
 
-    def on_reward(msg):
-        info = M.reward_from_msg(msg)
-        held['reward'], held['done'] = info.reward, info.terminated
-
-    def on_task(msg):
-        held['task'] = M.task_from_msg(msg, env.task_labels)[1]
-
-    def on_joint_state(msg):
-        q, qd = M.arm_from_joint_state(msg, names)
-        obs = np.concatenate([q, qd, held['task']]).astype(np.float32)
+    def received(**values):
+        held.update(values)
+        held['received'] += 1
+        if held['received'] < 3:
+            return
+        held['received'] = 0
+        obs = np.concatenate([held['q'], held['qd'], held['task']]).astype(np.float32)
         action = command(obs)
-        if held['last'] is not None and held['reward'] is not None:
+        if held['last'] is not None:
             transition_pub.publish(M.transition_msg(Transition(*held['last'], held['reward'], obs, held['done'])))
         held['last'] = (obs, action)
 
+    def on_reward(msg):
+        info = M.reward_from_msg(msg)
+        received(reward=info.reward, done=info.terminated)
+
+    def on_joint_state(msg):
+        q, qd = M.arm_from_joint_state(msg, names)
+        received(q=q, qd=qd)
+
     node.create_subscription(Float64MultiArray, 'ceiling/reward', on_reward, _qos())
-    node.create_subscription(Float64MultiArray, 'ceiling/task', on_task, _qos())
+    node.create_subscription(Float64MultiArray, 'ceiling/task',
+                             lambda msg: received(task=M.task_from_msg(msg, env.task_labels)[1]), _qos())
     node.create_subscription(JointState, 'ceiling/joint_states', on_joint_state, _qos())
 
 
@@ -188,7 +195,7 @@ def exchange(variant: str, checkpoint: str, seconds: float) -> float:
     acting = None if variant.endswith(ONE_PROCESS) else subprocess.Popen([*me, '--side', 'policy'])
     try:
         sim = subprocess.run([*me, '--side', 'both' if acting is None else 'simulator'],
-                             capture_output=True, text=True, timeout=seconds + 120, check=True)
+                             capture_output=True, text=True, timeout=seconds + 120)
     finally:
         if acting is not None:
             acting.send_signal(signal.SIGINT)
@@ -197,6 +204,8 @@ def exchange(variant: str, checkpoint: str, seconds: float) -> float:
             except subprocess.TimeoutExpired:
                 acting.kill()
                 acting.wait()
+    if sim.returncode != 0:
+        raise RuntimeError(f'the {variant} exchange failed (exit {sim.returncode}): {sim.stderr.strip()[-2000:]}')
     return json.loads(sim.stdout.strip().splitlines()[-1])['steps_per_s']
 
 
