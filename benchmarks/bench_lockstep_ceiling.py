@@ -1,4 +1,4 @@
-"""What a lockstep step costs between two Python processes, and how much of it is the node graph's own.
+"""What a lockstep env step costs through rclpy, between two processes or within one, and how much is the nodes' own.
 
 Lockstep exchanges between a simulator and a policy, one panda_reach robot, no learner, each measured for
 ``--seconds`` and interleaved per trial with the in-process loop (``act`` + ``env.step``, one torch thread,
@@ -11,7 +11,9 @@ bench_robots_per_bridge.in_process) so that every ratio comes from one run:
   safety filter, worker thread or status);
 - bare, one process and contract, one process: the same between two nodes in one process on one executor (what the
   process boundary costs);
-- graph: the sim bridge and the policy node themselves (bench_robots_per_bridge.graph).
+- graph: the sim bridge and the policy node themselves (bench_robots_per_bridge.graph), each in its process as
+  launched; graph, one process: the same two nodes built in one process on one EventsExecutor, as a component
+  container would hold them (still every topic over DDS, the actor loop, the safety filter and the worker thread).
 
 Usage: python benchmarks/bench_lockstep_ceiling.py [--trials 3] [--seconds 10] [--out outputs/bench_ceiling]
 Uses an untrained default-size flow (throughput does not depend on the weights). Prints one JSON line per trial, a
@@ -32,7 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / 'benchmarks'))
 ONE_PROCESS = ', one process'
-VARIANTS = ('bare', 'contract', 'bare' + ONE_PROCESS, 'contract' + ONE_PROCESS)
+VARIANTS = ('bare', 'contract', 'bare' + ONE_PROCESS, 'contract' + ONE_PROCESS, 'graph' + ONE_PROCESS)
 WARMUP_STEPS = 50
 
 
@@ -188,13 +190,50 @@ def run_side(side: str, variant: str, checkpoint: str, seconds: float) -> None:
     print(json.dumps({'steps_per_s': (steps[0] - first) / (time.perf_counter() - start)}), flush=True)
 
 
+def composed_graph(checkpoint: str, seconds: float) -> None:
+    """The sim bridge and the policy node themselves, built in one process on one EventsExecutor, with the parameter
+    files they run with in the graph (namespace actor0); prints env steps/s over ``seconds`` as JSON."""
+    import tempfile
+
+    import rclpy
+    import yaml
+    from rclpy.experimental import EventsExecutor
+
+    from bench_ros_latency import CONFIG
+    from swfp_ros.ros.policy_node import PolicyNode
+    from swfp_ros.ros.sim_bridge_node import SimBridge
+    params = {name: yaml.safe_load((CONFIG / f'{name}.yaml').read_text())['/**']['ros__parameters']
+              for name in ('sim_bridge', 'policy')}
+    params['sim_bridge'].update(seed=0, publish_clock=False)
+    params['policy'].update(checkpoint=checkpoint, device='cpu', actor_id=0, max_learner_backlog=0)
+    with tempfile.NamedTemporaryFile('w', suffix='.yaml', delete=False) as f:   # one file: keyed by node
+        yaml.safe_dump({'/actor0/sim_bridge': {'ros__parameters': params['sim_bridge']},
+                        '/actor0/policy_node': {'ros__parameters': params['policy']}}, f)
+    rclpy.init(args=['--ros-args', '-r', '__ns:=/actor0', '--params-file', f.name])
+    bridge, policy = SimBridge(), PolicyNode()
+    policy.trigger_configure()
+    policy.trigger_activate()
+    executor = EventsExecutor()
+    executor.add_node(bridge)
+    executor.add_node(policy)
+    while bridge.counters['steps'] < WARMUP_STEPS:
+        executor.spin_once(timeout_sec=0.05)
+    first, start = bridge.counters['steps'], time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        executor.spin_once(timeout_sec=0.05)
+    print(json.dumps({'steps_per_s': (bridge.counters['steps'] - first) / (time.perf_counter() - start)}), flush=True)
+    policy.close()
+    bridge.close()
+
+
 def exchange(variant: str, checkpoint: str, seconds: float) -> float:
     """Env steps/s of one lockstep exchange, in processes of this script: a policy and a simulator, or one with both."""
-    me = [sys.executable, __file__, '--variant', variant.removesuffix(ONE_PROCESS), '--checkpoint', checkpoint,
-          '--seconds', str(seconds)]
+    kind = variant.removesuffix(ONE_PROCESS)
+    me = [sys.executable, __file__, '--variant', kind, '--checkpoint', checkpoint, '--seconds', str(seconds)]
     acting = None if variant.endswith(ONE_PROCESS) else subprocess.Popen([*me, '--side', 'policy'])
+    side = 'simulator' if acting is not None else 'composed' if kind == 'graph' else 'both'
     try:
-        sim = subprocess.run([*me, '--side', 'both' if acting is None else 'simulator'],
+        sim = subprocess.run([*me, '--side', side],
                              capture_output=True, text=True, timeout=seconds + 120)
     finally:
         if acting is not None:
@@ -214,10 +253,13 @@ def main() -> int:
     ap.add_argument('--trials', type=int, default=3)
     ap.add_argument('--seconds', type=float, default=10.0)
     ap.add_argument('--out', default='outputs/bench_ceiling')
-    ap.add_argument('--side', choices=('simulator', 'policy', 'both'), help=argparse.SUPPRESS)
-    ap.add_argument('--variant', choices=('bare', 'contract'), help=argparse.SUPPRESS)
+    ap.add_argument('--side', choices=('simulator', 'policy', 'both', 'composed'), help=argparse.SUPPRESS)
+    ap.add_argument('--variant', choices=('bare', 'contract', 'graph'), help=argparse.SUPPRESS)
     ap.add_argument('--checkpoint', help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.side == 'composed':
+        composed_graph(args.checkpoint, args.seconds)
+        return 0
     if args.side:
         run_side(args.side, args.variant, args.checkpoint, args.seconds)
         return 0
