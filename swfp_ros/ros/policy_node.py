@@ -17,7 +17,8 @@ status are absolute, shared by every actor.
     sub joint_states         sensor_msgs/JointState          best effort (what drivers publish), depth 100
     sub swfp/task            std_msgs/Float64MultiArray      reliable, depth 1, transient local (latest task state)
     sub swfp/reward          std_msgs/Float64MultiArray      reliable, depth 100
-    sub swfp/episode         std_msgs/Int32                  reliable, depth 100 (a new episode: homing ends)
+    sub swfp/episode         std_msgs/Int32                  reliable, depth 100 (a new episode: homing ends;
+                                                             published latched, received volatile)
     sub swfp/home            sensor_msgs/JointState          reliable, depth 1, transient local: the home posture the
                                                              task monitor brings the arm back to between episodes
     sub /swfp/policy_update  std_msgs/UInt8MultiArray        reliable, transient local, depth 64 (the learner's
@@ -102,6 +103,11 @@ ESTOP_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durabili
                        history=HistoryPolicy.KEEP_LAST)
 # The home posture is state, like the task: latched, the latest value only.
 HOME_QOS = TASK_QOS
+# What an episode marker is published with (the task monitor; the sim bridge has its own copy): latched, deep, so that a
+# recorder joining mid-episode gets the running episode's marker. This node subscribes with REWARD_QOS (volatile),
+# which matches any publisher.
+EPISODE_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL,
+                         history=HistoryPolicy.KEEP_LAST)
 
 
 C = 'configure'

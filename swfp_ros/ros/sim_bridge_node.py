@@ -64,6 +64,12 @@ TASK_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durabilit
                       history=HistoryPolicy.KEEP_LAST)
 # /swfp/reward: every step's reward matters to the learner -> reliable with room for bursts.
 REWARD_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+# /swfp/episode: the index of the running episode, sent once at its start. Latched (transient local) as well, so that a
+# recorder joining mid-episode still gets its marker: without it, ingestion drops the episode's steps as recorded before
+# the first marker, and a bag shorter than one episode has none at all. Depth 100: a slow reader loses no marker (a late
+# joiner gets the recent ones at once, which mark episodes of no steps).
+EPISODE_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL,
+                         history=HistoryPolicy.KEEP_LAST)
 # /swfp/action: commands must not be dropped in lockstep (a lost action would stall the loop) -> reliable.
 ACTION_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
 
@@ -294,7 +300,7 @@ class SimRobot:
         self.reward_pub = bridge.create_publisher(Float64MultiArray, relative_topic(prefix, 'swfp/reward'),
                                                   REWARD_QOS)
         # Episode index at each episode start: what a recorded bag is segmented on (config/ingest_panda_*.yaml).
-        self.episode_pub = bridge.create_publisher(Int32, relative_topic(prefix, 'swfp/episode'), REWARD_QOS)
+        self.episode_pub = bridge.create_publisher(Int32, relative_topic(prefix, 'swfp/episode'), EPISODE_QOS)
         msg_type = JointTrajectory if bridge.command_type == 'trajectory' else Float64MultiArray
         bridge.create_subscription(msg_type, relative_topic(prefix, 'swfp/action'), self._on_action, ACTION_QOS)
         self.time_offset = 0.0

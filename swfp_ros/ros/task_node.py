@@ -14,7 +14,7 @@ Topics (relative: under the arm's namespace)
                                                        planners publish); position in the robot base frame
     pub swfp/task      std_msgs/Float64MultiArray      reliable, transient local, depth 1 (labelled)
     pub swfp/reward    std_msgs/Float64MultiArray      reliable, depth 100 (monitor)
-    pub swfp/episode   std_msgs/Int32                  reliable, depth 100 (monitor)
+    pub swfp/episode   std_msgs/Int32                  reliable, depth 100, transient local (monitor)
     pub swfp/home      sensor_msgs/JointState          reliable, transient local, depth 1 (monitor)
     pub /swfp/status   diagnostic_msgs/DiagnosticArray default
 Parameters (config/task_node.yaml): ``PARAMS`` below, with descriptions and ranges (``ros2 param describe``);
@@ -36,7 +36,7 @@ from std_msgs.msg import Float64MultiArray, Int32
 from . import messages as M
 from .executors import run_node, steady_clock
 from .params import ParamSpec, declare_params, set_period
-from .policy_node import ARM_JOINTS, HOME_QOS, REWARD_QOS, TASK_QOS
+from .policy_node import ARM_JOINTS, EPISODE_QOS, HOME_QOS, REWARD_QOS, TASK_QOS
 
 GOAL_QOS = TASK_QOS        # latched: a goal given before the node started still arrives
 
@@ -109,7 +109,7 @@ class TaskNode(Node):
         self.status_pub = self.create_publisher(DiagnosticArray, '/swfp/status', 10)
         if monitor:
             self.reward_pub = self.create_publisher(Float64MultiArray, 'swfp/reward', REWARD_QOS)
-            self.episode_pub = self.create_publisher(Int32, 'swfp/episode', REWARD_QOS)
+            self.episode_pub = self.create_publisher(Int32, 'swfp/episode', EPISODE_QOS)
             home_pub = self.create_publisher(JointState, 'swfp/home', HOME_QOS)
             home_pub.publish(M.joint_state_msg(self.joint_names, self.monitor.home))
         self.create_subscription(JointState, 'joint_states', self._on_joint_state, qos_profile_sensor_data)

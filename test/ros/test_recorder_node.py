@@ -1,5 +1,6 @@
 """Recorder node in a real process: live topics -> a rosbag2 that the rosbags reader opens (mcap and sqlite3)."""
 import time
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +12,8 @@ from sensor_msgs.msg import JointState  # noqa: E402
 from std_msgs.msg import Bool, Float64MultiArray  # noqa: E402
 
 from test_policy_sim_graph import node_status  # noqa: E402
+
+CONFIG = Path(__file__).resolve().parents[2] / 'config'
 
 
 @pytest.mark.parametrize('storage', ['mcap', 'sqlite3'])
@@ -52,3 +55,25 @@ def test_recorder_writes_readable_bag(launch_node, ros_node, tmp_path, storage):
         assert list(values) == [float(i) for i in range(25)]
     files = {p.suffix for p in bag.iterdir()}
     assert ('.mcap' if storage == 'mcap' else '.db3') in files and '.yaml' in files
+
+
+def test_a_recorder_joining_mid_episode_records_the_running_episodes_marker(launch_node, ros_node, tmp_path):
+    """The sim bridge marks an episode once, at its start. A recorder that subscribes later must still record that
+    marker: ingestion drops the steps recorded before a bag's first marker, so without it the running episode is
+    lost, and a bag shorter than one episode yields nothing (what a short recorded fine-tuning run hit)."""
+    from rosbags.highlevel import AnyReader
+    from rosbags.typesys import Stores, get_typestore
+
+    bag = tmp_path / 'bag'
+    status = ros_node.collect('/swfp/status', DiagnosticArray)
+    # lockstep and no policy: the bridge publishes episode 0 as it starts, then waits for actions that never come
+    launch_node('sim_bridge', params_file=CONFIG / 'sim_bridge.yaml', params={'status_period_s': 0.2})
+    ros_node.wait_for(lambda: node_status(status, '/sim_bridge'), 60.0, what='the sim bridge running')
+    recorder = launch_node('recorder_node', params={'topics': ['/swfp/episode'], 'output': str(bag),
+                                                   'discovery_period_s': 0.2, 'status_period_s': 0.2})
+    ros_node.wait_for(lambda: node_status(status, '/recorder_node').get('count/swfp/episode') == '1', 30.0,
+                      what="the recorder recorded the running episode's marker")
+    assert recorder.stop() == 0, recorder.output()
+    with AnyReader([bag], default_typestore=get_typestore(Stores.ROS2_KILTED)) as reader:
+        markers = [reader.deserialize(raw, c.msgtype).data for c, _, raw in reader.messages()]
+    assert markers == [0], recorder.output()
