@@ -151,12 +151,9 @@ def policy_node_on_cuda(steps: int) -> dict:
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from std_msgs.msg import Float64MultiArray
 
-    from bench_ros_latency import make_checkpoint, start, stop
+    from bench_ros_latency import reach_checkpoint, start, stop
     from bench_scale_out import leased_domain
-    from swfp_ros.sim import TASKS
-    tmp = Path(tempfile.mkdtemp())
-    ckpt = tmp / 'policy.pt'
-    make_checkpoint(ckpt, 14 + len(TASKS['panda_reach'][1].task_labels))
+    ckpt = reach_checkpoint(tempfile.mkdtemp())
     result = {}
     with leased_domain():
         rclpy.init()
@@ -166,7 +163,7 @@ def policy_node_on_cuda(steps: int) -> dict:
                                  QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE))
         node.create_subscription(DiagnosticArray, '/swfp/status', lambda m: status.append(m), 10)
         procs = [start('sim_bridge', {}, dict(os.environ)),
-                 start('policy_node', {'checkpoint': str(ckpt), 'device': 'cuda', 'max_learner_backlog': 0},
+                 start('policy_node', {'checkpoint': ckpt, 'device': 'cuda', 'max_learner_backlog': 0},
                        dict(os.environ))]
         try:
             deadline = time.monotonic() + 90

@@ -233,8 +233,10 @@ def exchange(variant: str, checkpoint: str, seconds: float) -> float:
     acting = None if variant.endswith(ONE_PROCESS) else subprocess.Popen([*me, '--side', 'policy'])
     side = 'simulator' if acting is not None else 'composed' if kind == 'graph' else 'both'
     try:
-        sim = subprocess.run([*me, '--side', side],
-                             capture_output=True, text=True, timeout=seconds + 120)
+        sim = subprocess.run([*me, '--side', side], capture_output=True, text=True, timeout=seconds + 120)
+    except subprocess.TimeoutExpired as e:     # its captured output is bytes whatever text= says
+        stderr = (e.stderr or b'').decode(errors='replace').strip()[-2000:]
+        raise RuntimeError(f'the {variant} exchange did not finish in {seconds + 120:.0f} s: {stderr}') from None
     finally:
         if acting is not None:
             acting.send_signal(signal.SIGINT)
@@ -267,13 +269,10 @@ def main() -> int:
     import torch
 
     from bench_robots_per_bridge import graph, in_process
-    from bench_ros_latency import make_checkpoint
+    from bench_ros_latency import reach_checkpoint
     from bench_scale_out import leased_domain
-    from swfp_ros.sim import TASKS
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    checkpoint = str(out / 'policy.pt')
-    make_checkpoint(checkpoint, 14 + len(TASKS['panda_reach'][1].task_labels))
+    checkpoint = reach_checkpoint(out)
     torch.set_num_threads(1)     # as the policy node runs (torch_threads: 1)
     rows = []
     with leased_domain():        # the exchanges' processes inherit its ROS_DOMAIN_ID
@@ -288,6 +287,9 @@ def main() -> int:
                 row['graph'] = graph(node, checkpoint, 1, False, args.seconds)['steps_per_s']
                 rows.append(row)
                 print(json.dumps(row), flush=True)
+        except RuntimeError as e:      # an exchange that failed or hung: its own words, no traceback
+            print(f'bench_lockstep_ceiling: {e}', file=sys.stderr)
+            return 1
         finally:
             node.destroy_node()
             rclpy.try_shutdown()

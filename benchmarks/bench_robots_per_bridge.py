@@ -21,7 +21,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / 'benchmarks'))
-from bench_ros_latency import make_checkpoint, start, stop  # noqa: E402
+from bench_ros_latency import reach_checkpoint, start, stop  # noqa: E402
 from bench_scale_out import leased_domain, proc_cpu_s  # noqa: E402
 
 
@@ -92,11 +92,8 @@ def main():
     ap.add_argument('--seconds', type=float, default=20.0)
     ap.add_argument('--out', default='outputs/bench_robots')
     args = ap.parse_args()
-    from swfp_ros.sim import TASKS
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt = str(out / 'policy.pt')
-    make_checkpoint(ckpt, 14 + len(TASKS['panda_reach'][1].task_labels))
+    ckpt = reach_checkpoint(out)
     torch.set_num_threads(1)     # as the policy node runs (torch_threads: 1)
     rows = []
     with leased_domain():

@@ -32,6 +32,18 @@ def make_checkpoint(path, obs_dim):
     save_policy(str(path), Cascade(FlowPolicy(obs_dim, 7)), ObsNormalizer(obs_dim), version=0)
 
 
+
+def reach_checkpoint(directory) -> str:
+    """An untrained default-size panda_reach policy written to ``directory``/policy.pt (throughput does not depend on
+    the weights); returns its path."""
+    from swfp_ros.sim import TASKS
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / 'policy.pt'
+    make_checkpoint(path, 14 + len(TASKS['panda_reach'][1].task_labels))
+    return str(path)
+
+
 def start(exe, params: dict, env, namespace: str = ''):
     import yaml
     f = tempfile.NamedTemporaryFile('w', suffix='.yaml', delete=False)

@@ -219,17 +219,14 @@ def main():
     ap.add_argument('--pacing', type=int, default=None, help='max_learner_backlog (default: the demo\'s)')
     ap.add_argument('--out', default='outputs/bench_scale_out')
     args = ap.parse_args()
-    from bench_ros_latency import make_checkpoint
-    from swfp_ros.sim import TASKS
+    from bench_ros_latency import reach_checkpoint
     from swfp_ros.train.graph_demo import PACING
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt = out / 'policy.pt'
-    make_checkpoint(ckpt, 14 + len(TASKS['panda_reach'][1].task_labels))
+    ckpt = reach_checkpoint(out)
     rows = []
     with leased_domain():
         for n in args.actors:
-            rows.append(run_once(n, str(ckpt), out, args.seconds, PACING if args.pacing is None else args.pacing))
+            rows.append(run_once(n, ckpt, out, args.seconds, PACING if args.pacing is None else args.pacing))
             print(json.dumps(rows[-1]), flush=True)
     cols = [('actors', '{:>6d}'), ('env_steps_per_s', '{:>9.1f}'), ('learner_transitions_per_s', '{:>9.1f}'),
             ('backlog_mean', '{:>8.1f}'), ('backlog_max', '{:>7d}'), ('version_lag_mean', '{:>7.2f}'),
