@@ -151,9 +151,9 @@ def policy_node_on_cuda(steps: int) -> dict:
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from std_msgs.msg import Float64MultiArray
 
-    from bench_ros_latency import reach_checkpoint, start, stop
+    from bench_ros_latency import untrained_checkpoint, start, stop
     from bench_scale_out import leased_domain
-    ckpt = reach_checkpoint(tempfile.mkdtemp())
+    ckpt = untrained_checkpoint(tempfile.mkdtemp())
     result = {}
     with leased_domain():
         rclpy.init()

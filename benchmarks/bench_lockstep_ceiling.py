@@ -1,6 +1,7 @@
 """What a lockstep env step costs through rclpy, between two processes or within one, and how much is the nodes' own.
 
-Lockstep exchanges between a simulator and a policy, one panda_reach robot, no learner, each measured for
+Lockstep exchanges between a simulator and a policy, one robot (``--task``: panda_reach, the lightest simulator
+step, or panda_push), no learner, each measured for
 ``--seconds`` and interleaved per trial with the in-process loop (``act`` + ``env.step``, one torch thread,
 bench_robots_per_bridge.in_process) so that every ratio comes from one run:
 
@@ -15,7 +16,8 @@ bench_robots_per_bridge.in_process) so that every ratio comes from one run:
   launched; graph, one process: the same two nodes built in one process on one EventsExecutor, as a component
   container would hold them (still every topic over DDS, the actor loop, the safety filter and the worker thread).
 
-Usage: python benchmarks/bench_lockstep_ceiling.py [--trials 3] [--seconds 10] [--out outputs/bench_ceiling]
+Usage: python benchmarks/bench_lockstep_ceiling.py [--task panda_reach] [--trials 3] [--seconds 10]
+                                                  [--out outputs/bench_ceiling]
 Uses an untrained default-size flow (throughput does not depend on the weights). Prints one JSON line per trial, a
 table, and a JSON line of all trials.
 """
@@ -50,7 +52,7 @@ def _floats(values):
     return msg
 
 
-def add_simulator(node, variant: str):
+def add_simulator(node, variant: str, task: str):
     """On ``node``: step one env per joint-targets message and publish what the policy needs. Returns (publish the
     first state, the step counter, whether the policy's side has matched)."""
     from sensor_msgs.msg import JointState
@@ -58,7 +60,7 @@ def add_simulator(node, variant: str):
 
     from swfp_ros.ros import messages as M
     from swfp_ros.sim import make_env
-    env = make_env('panda_reach').unwrapped
+    env = make_env(task).unwrapped
     env.reset(seed=0)
     if variant == 'contract':
         reward_pub = node.create_publisher(Float64MultiArray, 'ceiling/reward', _qos())
@@ -98,7 +100,7 @@ def add_simulator(node, variant: str):
     return lambda: publish(0.0, False), steps, matched
 
 
-def add_policy(node, variant: str, checkpoint: str) -> None:
+def add_policy(node, variant: str, checkpoint: str, task: str) -> None:
     """On ``node``: act on each observation and publish joint targets (and, for the contract, the transition)."""
     import torch
     from sensor_msgs.msg import JointState
@@ -110,7 +112,7 @@ def add_policy(node, variant: str, checkpoint: str) -> None:
     from swfp_ros.sim import make_env
     torch.set_num_threads(1)
     runtime = load_policy(checkpoint, 'cpu')
-    env = make_env('panda_reach').unwrapped     # for the joint names, limits and task labels only
+    env = make_env(task).unwrapped     # for the joint names, limits and task labels only
     names, n = list(env.joint_names), len(env.joint_names)
     targets_pub = node.create_publisher(Float64MultiArray, 'ceiling/targets', _qos())
 
@@ -154,7 +156,7 @@ def add_policy(node, variant: str, checkpoint: str) -> None:
     node.create_subscription(JointState, 'ceiling/joint_states', on_joint_state, _qos())
 
 
-def run_side(side: str, variant: str, checkpoint: str, seconds: float) -> None:
+def run_side(side: str, variant: str, checkpoint: str, task: str, seconds: float) -> None:
     """One process of an exchange: 'simulator' or 'policy' (the two-process variants), or 'both' (one process, one
     executor, two nodes). The process holding the simulator prints env steps/s over ``seconds`` as JSON; the policy
     process runs until SIGINT. Both spin spin_once in a loop, as the nodes do (executors.run_node):
@@ -169,7 +171,7 @@ def run_side(side: str, variant: str, checkpoint: str, seconds: float) -> None:
     for node in nodes.values():
         executor.add_node(node)
     if 'policy' in nodes:
-        add_policy(nodes['policy'], variant, checkpoint)
+        add_policy(nodes['policy'], variant, checkpoint, task)
     if 'simulator' not in nodes:
         try:
             while rclpy.ok():
@@ -177,7 +179,7 @@ def run_side(side: str, variant: str, checkpoint: str, seconds: float) -> None:
         except (KeyboardInterrupt, ExternalShutdownException):
             pass
         return
-    first_state, steps, matched = add_simulator(nodes['simulator'], variant)
+    first_state, steps, matched = add_simulator(nodes['simulator'], variant, task)
     while not matched():
         executor.spin_once(timeout_sec=0.05)
     time.sleep(0.5)                               # the policy's other subscriptions match too
@@ -190,7 +192,7 @@ def run_side(side: str, variant: str, checkpoint: str, seconds: float) -> None:
     print(json.dumps({'steps_per_s': (steps[0] - first) / (time.perf_counter() - start)}), flush=True)
 
 
-def composed_graph(checkpoint: str, seconds: float) -> None:
+def composed_graph(checkpoint: str, task: str, seconds: float) -> None:
     """The sim bridge and the policy node themselves, built in one process on one EventsExecutor, with the parameter
     files they run with in the graph (namespace actor0); prints env steps/s over ``seconds`` as JSON."""
     import tempfile
@@ -204,8 +206,8 @@ def composed_graph(checkpoint: str, seconds: float) -> None:
     from swfp_ros.ros.sim_bridge_node import SimBridge
     params = {name: yaml.safe_load((CONFIG / f'{name}.yaml').read_text())['/**']['ros__parameters']
               for name in ('sim_bridge', 'policy')}
-    params['sim_bridge'].update(seed=0, publish_clock=False)
-    params['policy'].update(checkpoint=checkpoint, device='cpu', actor_id=0, max_learner_backlog=0)
+    params['sim_bridge'].update(task=task, seed=0, publish_clock=False)
+    params['policy'].update(task=task, checkpoint=checkpoint, device='cpu', actor_id=0, max_learner_backlog=0)
     with tempfile.NamedTemporaryFile('w', suffix='.yaml', delete=False) as f:   # one file: keyed by node
         yaml.safe_dump({'/actor0/sim_bridge': {'ros__parameters': params['sim_bridge']},
                         '/actor0/policy_node': {'ros__parameters': params['policy']}}, f)
@@ -226,10 +228,11 @@ def composed_graph(checkpoint: str, seconds: float) -> None:
     bridge.close()
 
 
-def exchange(variant: str, checkpoint: str, seconds: float) -> float:
+def exchange(variant: str, checkpoint: str, task: str, seconds: float) -> float:
     """Env steps/s of one lockstep exchange, in processes of this script: a policy and a simulator, or one with both."""
     kind = variant.removesuffix(ONE_PROCESS)
-    me = [sys.executable, __file__, '--variant', kind, '--checkpoint', checkpoint, '--seconds', str(seconds)]
+    me = [sys.executable, __file__, '--variant', kind, '--checkpoint', checkpoint, '--task', task,
+          '--seconds', str(seconds)]
     acting = None if variant.endswith(ONE_PROCESS) else subprocess.Popen([*me, '--side', 'policy'])
     side = 'simulator' if acting is not None else 'composed' if kind == 'graph' else 'both'
     try:
@@ -251,7 +254,9 @@ def exchange(variant: str, checkpoint: str, seconds: float) -> float:
 
 
 def main() -> int:
+    from swfp_ros.sim import BRIDGE_TASKS
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument('--task', choices=BRIDGE_TASKS, default='panda_reach')
     ap.add_argument('--trials', type=int, default=3)
     ap.add_argument('--seconds', type=float, default=10.0)
     ap.add_argument('--out', default='outputs/bench_ceiling')
@@ -260,19 +265,19 @@ def main() -> int:
     ap.add_argument('--checkpoint', help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.side == 'composed':
-        composed_graph(args.checkpoint, args.seconds)
+        composed_graph(args.checkpoint, args.task, args.seconds)
         return 0
     if args.side:
-        run_side(args.side, args.variant, args.checkpoint, args.seconds)
+        run_side(args.side, args.variant, args.checkpoint, args.task, args.seconds)
         return 0
 
     import torch
 
     from bench_robots_per_bridge import graph, in_process
-    from bench_ros_latency import reach_checkpoint
+    from bench_ros_latency import untrained_checkpoint
     from bench_scale_out import leased_domain
     out = Path(args.out)
-    checkpoint = reach_checkpoint(out)
+    checkpoint = untrained_checkpoint(out, args.task)
     torch.set_num_threads(1)     # as the policy node runs (torch_threads: 1)
     rows = []
     with leased_domain():        # the exchanges' processes inherit its ROS_DOMAIN_ID
@@ -281,10 +286,10 @@ def main() -> int:
         node = rclpy.create_node('bench_lockstep_ceiling')
         try:
             for trial in range(args.trials):
-                row = {'trial': trial, 'inprocess': in_process(checkpoint, 1, 2000)}
+                row = {'trial': trial, 'inprocess': in_process(checkpoint, 1, 2000, args.task)}
                 for variant in VARIANTS:
-                    row[variant] = exchange(variant, checkpoint, args.seconds)
-                row['graph'] = graph(node, checkpoint, 1, False, args.seconds)['steps_per_s']
+                    row[variant] = exchange(variant, checkpoint, args.task, args.seconds)
+                row['graph'] = graph(node, checkpoint, 1, False, args.seconds, args.task)['steps_per_s']
                 rows.append(row)
                 print(json.dumps(row), flush=True)
         except RuntimeError as e:      # an exchange that failed or hung: its own words, no traceback
@@ -298,8 +303,9 @@ def main() -> int:
     for r in rows:
         print(f'{r["trial"]:>5d} {r["inprocess"]:>12.1f} | ' + ' | '.join(
             f'{r[k]:>26.1f} ({r[k] / r["inprocess"]:.2f})' for k in columns))
-    (out / 'lockstep_ceiling.json').write_text(json.dumps({'seconds': args.seconds, 'rows': rows}, indent=1))
-    print(json.dumps({'rows': rows}))
+    (out / 'lockstep_ceiling.json').write_text(json.dumps({'task': args.task, 'seconds': args.seconds, 'rows': rows},
+                                                          indent=1))
+    print(json.dumps({'task': args.task, 'rows': rows}))
     return 0
 
 

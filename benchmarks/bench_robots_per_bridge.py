@@ -21,16 +21,16 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / 'benchmarks'))
-from bench_ros_latency import reach_checkpoint, start, stop  # noqa: E402
+from bench_ros_latency import untrained_checkpoint, start, stop  # noqa: E402
 from bench_scale_out import leased_domain, proc_cpu_s  # noqa: E402
 
 
-def in_process(ckpt: str, n: int, steps: int) -> float:
+def in_process(ckpt: str, n: int, steps: int, task: str = 'panda_reach') -> float:
     """Env steps/s of the in-process loop: one act() for all N observations, then each env's step."""
     from swfp_ros.algo.checkpoint import load_policy
     from swfp_ros.sim import make_env
     rt = load_policy(ckpt, 'cpu')
-    envs = [make_env('panda_reach') for _ in range(n)]
+    envs = [make_env(task) for _ in range(n)]
     obs = np.stack([e.reset(seed=1000 * i)[0] for i, e in enumerate(envs)])
     for _ in range(20):
         rt.act(obs)
@@ -43,7 +43,7 @@ def in_process(ckpt: str, n: int, steps: int) -> float:
     return max(1, steps // n) * n / (time.perf_counter() - t0)
 
 
-def graph(node, ckpt: str, n: int, shared: bool, seconds: float) -> dict:
+def graph(node, ckpt: str, n: int, shared: bool, seconds: float, task: str = 'panda_reach') -> dict:
     """Env steps/s of all N robots through the graph, and CPU cores per process kind."""
     import rclpy
     from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -58,11 +58,12 @@ def graph(node, ckpt: str, n: int, shared: bool, seconds: float) -> dict:
     namespaces = [f'actor{i}' for i in range(n)]
     env = dict(os.environ)
     if shared:
-        bridges = [start('sim_bridge', {'robots': namespaces, 'publish_clock': False}, env)]
+        bridges = [start('sim_bridge', {'task': task, 'robots': namespaces, 'publish_clock': False}, env)]
     else:
-        bridges = [start('sim_bridge', {'seed': 1000 * i, 'publish_clock': False}, env, ns)
+        bridges = [start('sim_bridge', {'task': task, 'seed': 1000 * i, 'publish_clock': False}, env, ns)
                    for i, ns in enumerate(namespaces)]
-    policies = [start('policy_node', {'checkpoint': ckpt, 'device': 'cpu', 'actor_id': i, 'max_learner_backlog': 0},
+    policies = [start('policy_node', {'task': task, 'checkpoint': ckpt, 'device': 'cpu', 'actor_id': i,
+                                      'max_learner_backlog': 0},
                       env, ns) for i, ns in enumerate(namespaces)]
     try:
         deadline = time.monotonic() + 120
@@ -93,7 +94,7 @@ def main():
     ap.add_argument('--out', default='outputs/bench_robots')
     args = ap.parse_args()
     out = Path(args.out)
-    ckpt = reach_checkpoint(out)
+    ckpt = untrained_checkpoint(out)
     torch.set_num_threads(1)     # as the policy node runs (torch_threads: 1)
     rows = []
     with leased_domain():

@@ -33,14 +33,14 @@ def make_checkpoint(path, obs_dim):
 
 
 
-def reach_checkpoint(directory) -> str:
-    """An untrained default-size panda_reach policy written to ``directory``/policy.pt (throughput does not depend on
+def untrained_checkpoint(directory, task: str = 'panda_reach') -> str:
+    """An untrained default-size policy for ``task`` written to ``directory``/policy.pt (throughput does not depend on
     the weights); returns its path."""
     from swfp_ros.sim import TASKS
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / 'policy.pt'
-    make_checkpoint(path, 14 + len(TASKS['panda_reach'][1].task_labels))
+    make_checkpoint(path, 14 + len(TASKS[task][1].task_labels))
     return str(path)
 
 

@@ -151,8 +151,7 @@ def run_once(n: int, ckpt: str, out: Path, seconds: float, pacing: int, warm_tim
             st['window'] = False
             steps1 = sum(st['steps'])
             statuses = st['learner'][n_status0:]
-            lags, trans, trans_bytes, upd, upd_bytes = list(st['lags']), st['trans'], st['trans_bytes'], st['upd'], \
-                st['upd_bytes']
+            lags, trans_bytes, upd, upd_bytes = list(st['lags']), st['trans_bytes'], st['upd'], st['upd_bytes']
         wall = time.monotonic() - w0
         cpu = {k: (proc_cpu_s(pid) - cpu0[k]) / wall for k, pid in procs.items()}
         stored = [(t, int(v['transitions'])) for t, v in statuses]
@@ -219,10 +218,10 @@ def main():
     ap.add_argument('--pacing', type=int, default=None, help='max_learner_backlog (default: the demo\'s)')
     ap.add_argument('--out', default='outputs/bench_scale_out')
     args = ap.parse_args()
-    from bench_ros_latency import reach_checkpoint
+    from bench_ros_latency import untrained_checkpoint
     from swfp_ros.train.graph_demo import PACING
     out = Path(args.out)
-    ckpt = reach_checkpoint(out)
+    ckpt = untrained_checkpoint(out)
     rows = []
     with leased_domain():
         for n in args.actors:
