@@ -5,8 +5,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import pytest
-
 from swfp_ros.ros.domains import DomainLease
 from swfp_ros.train import graph_demo
 

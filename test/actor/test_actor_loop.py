@@ -338,7 +338,6 @@ def test_home_posture_between_episodes_is_rate_limited_and_ends_with_the_next_ep
 def test_in_process_lockstep_run_on_the_reach_task():
     """A runner drives the loop with a real MuJoCo env: every command is the env's next joint target, every reward
     pairs with the following observation, and the transitions match what the env produced."""
-    from swfp_ros.algo.runtime import PolicyRuntime  # noqa: F401  (the real runtime has the same interface)
     from swfp_ros.sim import TASKS
     env = TASKS['panda_reach'][1]()
     env.reset(seed=1)

@@ -3,8 +3,7 @@ termination, soft term), and the learner's next actions: drawn at the normalised
 import numpy as np
 import torch
 
-from helpers import small_flow
-from swfp_ros.algo.blocks import Cascade, RefinementBlock
+from swfp_ros.algo.blocks import RefinementBlock
 from swfp_ros.algo.config import BlockConfig, CriticConfig, FlowConfig, SwfpConfig
 from swfp_ros.algo.critic import Critic
 from swfp_ros.algo.flow import FlowPolicy
