@@ -151,7 +151,7 @@ def policy_node_on_cuda(steps: int) -> dict:
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from std_msgs.msg import Float64MultiArray
 
-    from bench_ros_latency import untrained_checkpoint, start, stop
+    from bench_ros_latency import start, stop, untrained_checkpoint
     from bench_scale_out import leased_domain
     ckpt = untrained_checkpoint(tempfile.mkdtemp())
     result = {}

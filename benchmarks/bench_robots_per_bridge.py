@@ -21,7 +21,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / 'benchmarks'))
-from bench_ros_latency import untrained_checkpoint, start, stop  # noqa: E402
+from bench_ros_latency import start, stop, untrained_checkpoint  # noqa: E402
 from bench_scale_out import leased_domain, proc_cpu_s  # noqa: E402
 
 

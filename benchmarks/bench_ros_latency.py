@@ -32,7 +32,6 @@ def make_checkpoint(path, obs_dim):
     save_policy(str(path), Cascade(FlowPolicy(obs_dim, 7)), ObsNormalizer(obs_dim), version=0)
 
 
-
 def untrained_checkpoint(directory, task: str = 'panda_reach') -> str:
     """An untrained default-size policy for ``task`` written to ``directory``/policy.pt (throughput does not depend on
     the weights); returns its path."""
