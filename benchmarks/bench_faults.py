@@ -158,7 +158,7 @@ def policy_part(work: Path) -> list[dict]:
     from swfp_ros.algo.normalize import ObsNormalizer
     from swfp_ros.paths import config_path
     from swfp_ros.ros import fault_injection as F
-    from swfp_ros.ros.policy_node import ESTOP_QOS, UPDATE_QOS
+    from swfp_ros.ros.qos import ESTOP_QOS, UPDATE_QOS
     from swfp_ros.sim import TASKS
     from swfp_ros.sim.panda_model import ARM_JOINTS, FINGER_JOINTS
 

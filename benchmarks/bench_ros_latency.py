@@ -86,7 +86,7 @@ def main():
     from swfp_ros.algo.checkpoint import load_policy
     from swfp_ros.algo.serialize import BlockUpdate
     from swfp_ros.ros import messages as M
-    from swfp_ros.ros.policy_node import TASK_QOS, UPDATE_QOS
+    from swfp_ros.ros.qos import TASK_QOS, UPDATE_QOS
     from swfp_ros.sim import TASKS, make_env
 
     labels = TASKS['panda_reach'][1].task_labels

@@ -66,8 +66,7 @@ def run_once(n: int, ckpt: str, out: Path, seconds: float, pacing: int, warm_tim
     from swfp_ros.ros import messages as M
     from swfp_ros.ros.bringup import Bringup
     from swfp_ros.ros.learner_node import update_qos
-    from swfp_ros.ros.policy_node import TRANSITION_QOS
-    from swfp_ros.ros.sim_bridge_node import REWARD_QOS
+    from swfp_ros.ros.qos import REWARD_QOS, TRANSITION_QOS
     from swfp_ros.train.graph_demo import DEMO_SWFP, _config_dir, graph_nodes
 
     run_dir = out / f'n{n}'

@@ -146,7 +146,7 @@ class ScriptedArm:
         from sensor_msgs.msg import JointState
         from std_msgs.msg import Float64MultiArray
 
-        from .policy_node import ACTION_QOS, TASK_QOS
+        from .qos import ACTION_QOS, TASK_QOS
         self.node, self.audit = node, audit
         self.names = list(joint_names) + list(extra_joints)
         self.n = len(joint_names)
@@ -416,7 +416,7 @@ def graph_scenarios(lower, upper) -> list[Scenario]:
     def second_publisher(ctx):
         from std_msgs.msg import Float64MultiArray
 
-        from .policy_node import ACTION_QOS
+        from .qos import ACTION_QOS
         node = other_node(ctx, 'intruder')
         try:
             pub = node.create_publisher(Float64MultiArray, ctx.arm.sub.topic_name, ACTION_QOS)
@@ -435,7 +435,7 @@ def graph_scenarios(lower, upper) -> list[Scenario]:
     def foreign_release(ctx):
         from std_msgs.msg import Bool
 
-        from .policy_node import ESTOP_QOS
+        from .qos import ESTOP_QOS
         ctx.estop_pub.publish(Bool(data=True))
         ctx.status.wait(ctx.policy_name, lambda st: st.values.get('estop') == '1', 10.0)
         ctx.arm.audit.estopped = True

@@ -63,7 +63,6 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64MultiArray, Int32, Int64, UInt8MultiArray
 from trajectory_msgs.msg import JointTrajectory
@@ -76,38 +75,13 @@ from . import guards
 from . import messages as M
 from .executors import EXIT_START_FAILED, run_node, steady_clock
 from .params import ParamSpec, declare_params, set_period
+from .qos import (ACTION_QOS, BACKLOG_QOS, ESTOP_QOS, HOME_QOS, JOINT_STATE_QOS, REWARD_QOS, TASK_QOS, TRANSITION_QOS,
+                  UPDATE_QOS)
 from .safety import SafetyFilter
 
 ARM_JOINTS = tuple(f'panda_joint{i}' for i in range(1, 8))
 ESTOP_TOPIC = '/swfp/estop'
 RELEASE_CHECK_PERIOD_S = 0.1    # how often a release whose sender the graph cannot name yet is looked up again
-
-TASK_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL,
-                      history=HistoryPolicy.KEEP_LAST)
-REWARD_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
-ACTION_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
-# Best effort, as drivers publish, but deep (the sensor-data profile keeps 5): when this process stalls (a busy
-# machine) and the joint states turn invalid meanwhile, the last valid one must still be in the queue -- the node
-# holds there, and holding at the one it saw before the stall can command a jump back from where the arm now is.
-# 100 covers a 1 s stall of a 100 Hz driver (0.1 s at 1 kHz); the backlog is cheap to drain (parse and post only).
-JOINT_STATE_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.BEST_EFFORT,
-                             durability=DurabilityPolicy.VOLATILE, history=HistoryPolicy.KEEP_LAST)
-# Deep and reliable: a learner that is slow to take data must not lose transitions.
-TRANSITION_QOS = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
-# Latched: a policy that (re)starts after the learner published gets the learner's latest base + blocks / e-stop.
-UPDATE_QOS = QoSProfile(depth=64, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL,
-                        history=HistoryPolicy.KEEP_LAST)
-BACKLOG_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL,
-                         history=HistoryPolicy.KEEP_LAST)
-ESTOP_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL,
-                       history=HistoryPolicy.KEEP_LAST)
-# The home posture is state, like the task: latched, the latest value only.
-HOME_QOS = TASK_QOS
-# What an episode marker is published with (the task monitor; the sim bridge has its own copy): latched, deep, so that a
-# recorder joining mid-episode gets the running episode's marker. This node subscribes with REWARD_QOS (volatile),
-# which matches any publisher.
-EPISODE_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL,
-                         history=HistoryPolicy.KEEP_LAST)
 
 
 C = 'configure'

@@ -48,7 +48,7 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.exceptions import InvalidNamespaceException
 from rclpy.node import Node
-from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data)
+from rclpy.qos import qos_profile_sensor_data
 from rclpy.validate_namespace import validate_namespace
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import JointState
@@ -58,20 +58,7 @@ from trajectory_msgs.msg import JointTrajectory
 from . import messages as M
 from .executors import run_node, steady_clock
 from .params import ParamSpec, declare_params, set_period
-
-# /swfp/task: state, not a stream: a late subscriber needs the latest value -> transient local, depth 1.
-TASK_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL,
-                      history=HistoryPolicy.KEEP_LAST)
-# /swfp/reward: every step's reward matters to the learner -> reliable with room for bursts.
-REWARD_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
-# /swfp/episode: the index of the running episode, sent once at its start. Latched (transient local) as well, so that a
-# recorder joining mid-episode still gets its marker: without it, ingestion drops the episode's steps as recorded before
-# the first marker, and a bag shorter than one episode has none at all. Depth 100: a slow reader loses no marker (a late
-# joiner gets the recent ones at once, which mark episodes of no steps).
-EPISODE_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL,
-                         history=HistoryPolicy.KEEP_LAST)
-# /swfp/action: commands must not be dropped in lockstep (a lost action would stall the loop) -> reliable.
-ACTION_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+from .qos import ACTION_QOS, EPISODE_QOS, REWARD_QOS, TASK_QOS
 
 
 PARAMS = [

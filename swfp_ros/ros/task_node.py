@@ -36,7 +36,8 @@ from std_msgs.msg import Float64MultiArray, Int32
 from . import messages as M
 from .executors import run_node, steady_clock
 from .params import ParamSpec, declare_params, set_period
-from .policy_node import ARM_JOINTS, EPISODE_QOS, HOME_QOS, REWARD_QOS, TASK_QOS
+from .policy_node import ARM_JOINTS
+from .qos import EPISODE_QOS, HOME_QOS, REWARD_QOS, TASK_QOS
 
 GOAL_QOS = TASK_QOS        # latched: a goal given before the node started still arrives
 

@@ -106,7 +106,7 @@ def run_graph_finetune(bc_checkpoint: str, out_dir: str | Path, env_steps: int, 
     from ..ros import messages as M
     from ..ros.bringup import Bringup, _killpg
     from ..ros.learner_node import update_qos
-    from ..ros.sim_bridge_node import REWARD_QOS
+    from ..ros.qos import REWARD_QOS
 
     out = Path(out_dir)
     ckpt_dir = out / 'learner'

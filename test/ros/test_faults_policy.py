@@ -14,7 +14,7 @@ from std_msgs.msg import Bool, UInt8MultiArray  # noqa: E402
 
 from swfp_ros.algo.checkpoint import load_policy  # noqa: E402
 from swfp_ros.ros import fault_injection as F  # noqa: E402
-from swfp_ros.ros.policy_node import ESTOP_QOS, UPDATE_QOS  # noqa: E402
+from swfp_ros.ros.qos import ESTOP_QOS, UPDATE_QOS  # noqa: E402
 from swfp_ros.sim import TASKS  # noqa: E402
 from swfp_ros.sim.panda_model import ARM_JOINTS, FINGER_JOINTS  # noqa: E402
 from tiny_policy import write_bc_checkpoint  # noqa: E402

@@ -18,7 +18,7 @@ from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from std_msgs.msg import Float64MultiArray  # noqa: E402
 
 from swfp_ros.ros import messages as M  # noqa: E402
-from swfp_ros.ros.policy_node import TRANSITION_QOS  # noqa: E402
+from swfp_ros.ros.qos import TRANSITION_QOS  # noqa: E402
 from swfp_ros.sim import TASKS  # noqa: E402
 from swfp_ros.train.graph_demo import _config_dir  # noqa: E402
 from tiny_policy import SMALL_SWFP, write_bc_checkpoint  # noqa: E402

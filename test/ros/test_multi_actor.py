@@ -16,7 +16,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from std_msgs.msg import Float64MultiArray  # noqa: E402
 
 from swfp_ros.ros import messages as M  # noqa: E402
-from swfp_ros.ros.policy_node import TRANSITION_QOS  # noqa: E402
+from swfp_ros.ros.qos import TRANSITION_QOS  # noqa: E402
 from swfp_ros.sim import TASKS  # noqa: E402
 from tiny_policy import SMALL_SWFP, write_bc_checkpoint  # noqa: E402
 

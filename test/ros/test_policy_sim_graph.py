@@ -18,7 +18,7 @@ from std_msgs.msg import Bool, Float64MultiArray, UInt8MultiArray  # noqa: E402
 
 import stub_runtime  # noqa: E402
 from swfp_ros.ros import messages as M  # noqa: E402
-from swfp_ros.ros.policy_node import ESTOP_QOS, TASK_QOS, TRANSITION_QOS, UPDATE_QOS  # noqa: E402
+from swfp_ros.ros.qos import ESTOP_QOS, TASK_QOS, TRANSITION_QOS, UPDATE_QOS  # noqa: E402
 from swfp_ros.sim import TASKS  # noqa: E402
 from swfp_ros.sim.panda_model import ARM_JOINTS, FINGER_JOINTS  # noqa: E402
 

@@ -12,7 +12,7 @@ from std_msgs.msg import Float64MultiArray  # noqa: E402
 
 import stub_runtime  # noqa: E402
 from swfp_ros.ros import messages as M  # noqa: E402
-from swfp_ros.ros.policy_node import TRANSITION_QOS  # noqa: E402
+from swfp_ros.ros.qos import TRANSITION_QOS  # noqa: E402
 from swfp_ros.sim import TASKS  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120) if hasattr(pytest.mark, 'timeout') else []

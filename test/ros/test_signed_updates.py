@@ -18,7 +18,7 @@ from swfp_ros.algo.checkpoint import load_policy  # noqa: E402
 from swfp_ros.algo.serialize import BlockUpdate  # noqa: E402
 from swfp_ros.ros import fault_injection as F  # noqa: E402
 from swfp_ros.ros import messages as M  # noqa: E402
-from swfp_ros.ros.policy_node import UPDATE_QOS  # noqa: E402
+from swfp_ros.ros.qos import UPDATE_QOS  # noqa: E402
 from tiny_policy import SMALL_SWFP, write_bc_checkpoint  # noqa: E402
 
 CONFIG = Path(__file__).resolve().parents[2] / 'config'
