@@ -46,7 +46,9 @@ arrival order.
 from __future__ import annotations
 
 import math
+import os
 import queue
+import sys
 import threading
 import time
 from collections import Counter, deque
@@ -657,7 +659,9 @@ class ActorLoop:
 class ActorWorker:
     """Runs an :class:`ActorLoop` on one thread, fed by a queue of ``(event, payload)`` pairs: the ROS callbacks only
     parse and post, so inference never blocks the executor. Events are the loop's method names; ``tick`` events
-    that queue up behind a slow step are coalesced to the newest."""
+    that queue up behind a slow step are coalesced to the newest. :meth:`busy` says which event the thread is in and
+    for how long, and where: a worker stuck in a call (inference, an update check, a DDS write) acts no more, and the
+    node reports it rather than going quiet."""
 
     EVENTS = ('joint_state', 'task', 'invalid', 'reward', 'tick', 'update', 'estop', 'set_active', 'backlog_report',
               'episode', 'home')
@@ -668,6 +672,7 @@ class ActorWorker:
         self._stop = threading.Event()
         self._ticks = 0                               # tick events queued and not yet handled
         self._lock = threading.Lock()
+        self._current: tuple[str, float] | None = None     # (event, monotonic start) while one is being handled
         self._thread = threading.Thread(target=self._run, name='swfp-actor', daemon=True)
 
     def start(self) -> None:
@@ -680,6 +685,18 @@ class ActorWorker:
             with self._lock:
                 self._ticks += 1
         self._events.put((event, args))
+
+    def busy(self, depth: int = 4) -> tuple[str, float, str] | None:
+        """(event, seconds in it, where: the thread's ``depth`` innermost frames, ``file:line in function``, innermost
+        first) while the thread handles an event; None while it waits for one."""
+        current = self._current
+        if current is None:
+            return None
+        frame, frames = sys._current_frames().get(self._thread.ident), []
+        while frame is not None and len(frames) < depth:
+            frames.append(f'{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno} in {frame.f_code.co_name}')
+            frame = frame.f_back
+        return current[0], time.monotonic() - current[1], ' <- '.join(frames)
 
     def stop(self, timeout: float = 2.0) -> None:
         self._stop.set()
@@ -707,6 +724,7 @@ class ActorWorker:
                 if behind:
                     self.loop.counters['ticks_coalesced'] += 1   # behind: skip to the newest tick
                     continue
+            self._current = (event, time.monotonic())
             try:
                 getattr(self.loop, event)(*args)
             except Exception as e:  # noqa: BLE001 - the control loop must survive a bad event
@@ -714,3 +732,5 @@ class ActorWorker:
                     return
                 self.loop.counters['worker_errors'] += 1
                 self.on_error(event, e)
+            finally:
+                self._current = None

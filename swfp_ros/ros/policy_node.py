@@ -51,6 +51,10 @@ Latency on /swfp/status: ``inference_ms_*`` (the cascade alone); ``obs_to_action
 could act (the observation's arrival, or the tick when the tick comes later) to the command's publication;
 ``chunk_start_delay_ms_*`` / ``chunk_step_delay_ms_*`` (realtime): tick -> publication for a chunk's first step and
 for its later steps.
+Liveness on /swfp/status: ``joint_states_received`` / ``updates_received`` count what DDS delivered (executor thread),
+``worker_event`` / ``worker_busy_s`` what the actor worker is doing; a worker in one event for over
+``WORKER_STALL_S`` turns the status to WARN with where it is stuck (it acts no more meanwhile). Together they tell a
+node that hears nothing from one whose worker hangs.
 """
 from __future__ import annotations
 
@@ -82,6 +86,7 @@ from .safety import SafetyFilter
 ARM_JOINTS = tuple(f'panda_joint{i}' for i in range(1, 8))
 ESTOP_TOPIC = '/swfp/estop'
 RELEASE_CHECK_PERIOD_S = 0.1    # how often a release whose sender the graph cannot name yet is looked up again
+WORKER_STALL_S = 5.0            # one worker event this long is a hang (update checks and inferences: ms to 0.3 s)
 
 
 C = 'configure'
@@ -175,6 +180,7 @@ class PolicyNode(LifecycleNode):
         self.guard_counters: Counter[str] = Counter(estop_release_refused=0)   # the node's own checks
         self.update_rejections: Counter[str] = Counter()        # rejected before the runtime saw them, by reason
         self.estop_refused_from = ''
+        self.received: Counter[str] = Counter(joint_states=0, updates=0)   # delivered by DDS (executor thread)
 
     def _configure_refusal(self) -> str:
         return 'the node is configured' if self.loop is not None else ''
@@ -353,6 +359,7 @@ class PolicyNode(LifecycleNode):
 
     def _on_joint_state(self, msg):
         rx = time.monotonic()
+        self.received['joint_states'] += 1
         try:
             q, qd = M.arm_from_joint_state(msg, self.cfg.joint_names)
         except M.MessageError as e:
@@ -396,6 +403,7 @@ class PolicyNode(LifecycleNode):
         self.worker.post('home', q)
 
     def _on_update(self, msg):
+        self.received['updates'] += 1
         if len(msg.data) > self.max_update_bytes:
             self.update_rejections['oversized'] += 1
             return self._invalid('updates_rejected', f'policy update of {len(msg.data)} bytes rejected: over '
@@ -452,9 +460,16 @@ class PolicyNode(LifecycleNode):
                   **{f'updates_rejected_{reason}': n for reason, n in sorted(rejections.items())},
                   'foreign_command_publishers': ','.join(foreign),
                   'foreign_command_publishers_seen': len(self.command_watch.seen),
-                  **self.guard_counters, 'estop_release_refused_from': self.estop_refused_from}
+                  **self.guard_counters, 'estop_release_refused_from': self.estop_refused_from,
+                  **{f'{k}_received': n for k, n in self.received.items()}}
+        busy = self.worker.busy() if self.worker is not None else None
+        values['worker_event'], values['worker_busy_s'] = ('', '0.000') if busy is None else (busy[0], f'{busy[1]:.3f}')
         warnings = (['e-stop engaged'] if self.loop.safety.estopped else []) + (
             [f'other publishers on {self.action_pub.topic_name}: {", ".join(foreign)}'] if foreign else [])
+        if busy is not None and busy[1] > WORKER_STALL_S:
+            stuck = f'actor worker stuck in {busy[0]} for {busy[1]:.1f} s at {busy[2]}'
+            self.get_logger().error(f'{stuck}: no commands meanwhile', throttle_duration_sec=5.0)
+            warnings.append(stuck)
         message = '; '.join(['active' if self.loop.active else 'inactive', *warnings])
         self.status_pub.publish(M.status_msg(self.get_fully_qualified_name(), str(self.cfg.actor_id), message, values,
                                              warn=bool(warnings), stamp=self.get_clock().now().to_msg()))

@@ -293,6 +293,36 @@ def test_worker_restarts_lockstep_while_other_events_keep_arriving():
     assert restarts >= 1 and loop.pending is None
 
 
+
+def test_worker_reports_the_event_it_is_stuck_in_and_where():
+    """busy(): what a status shows of a worker that hangs in a call (here an update check that blocks)."""
+    loop, runtime, *_ = make(mode='lockstep')
+    entered, release = threading.Event(), threading.Event()
+
+    def blocking_check():
+        entered.set()
+        release.wait(30.0)
+    runtime.before_prepare = blocking_check
+    worker = ActorWorker(loop, on_error=lambda event, e: None, idle_s=60.0)
+    worker.start()
+    try:
+        assert worker.busy() is None                             # waiting for an event
+        worker.post('update', b'next')
+        assert entered.wait(10.0)
+        event, seconds, where = worker.busy()
+        assert event == 'update' and seconds >= 0.0 and 'in blocking_check' in where, (event, seconds, where)
+        release.set()
+        deadline = time.monotonic() + 10.0
+        while runtime.version != 1 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert runtime.version == 1
+        while worker.busy() is not None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert worker.busy() is None                             # done with it: waiting again
+    finally:
+        release.set()
+        worker.stop()
+
 def test_temporal_ensemble_averages_overlapping_chunks_and_records_nothing():
     loop, runtime, commands, transitions, clock = make(horizon=3, mode='realtime', temporal_ensemble=True,
                                                        ensemble_decay=0.5, max_delta=1.0, action_scale=1.0)

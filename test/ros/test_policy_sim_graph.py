@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 
 pytest.importorskip('rclpy')
-from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 from std_msgs.msg import Bool, Float64MultiArray, UInt8MultiArray  # noqa: E402
 
 import stub_runtime  # noqa: E402
 from swfp_ros.ros import messages as M  # noqa: E402
+from swfp_ros.ros.policy_node import WORKER_STALL_S  # noqa: E402
 from swfp_ros.ros.qos import ESTOP_QOS, TASK_QOS, TRANSITION_QOS, UPDATE_QOS  # noqa: E402
 from swfp_ros.sim import TASKS  # noqa: E402
 from swfp_ros.sim.panda_model import ARM_JOINTS, FINGER_JOINTS  # noqa: E402
@@ -86,6 +87,9 @@ def test_lockstep_graph_actions_and_transitions(launch_node, ros_node, tmp_path)
     bridge_counts, policy_counts = node_status(status, '/sim_bridge'), node_status(status, '/policy_node')
     assert bridge_counts['actions'] == bridge_counts['steps'] and bridge_counts['rejected_actions'] == '0'
     assert int(policy_counts['commands']) >= int(policy_counts['transitions'])
+    # liveness: each lockstep decision acted on a joint state DDS delivered; the worker is not stuck in an event
+    assert int(policy_counts['joint_states_received']) >= int(policy_counts['inferences']) > 0
+    assert float(policy_counts['worker_busy_s']) < WORKER_STALL_S and policy_counts['updates_received'] == '0'
     assert actions
     r = [M.reward_from_msg(m) for _, m in list(rewards)]
     assert r and all(np.isfinite(x.reward) and x.reward <= 0 for x in r)   # reach reward = -distance
@@ -285,6 +289,36 @@ def test_dry_run_publishes_preview_only(launch_node, ros_node, tmp_path):
     assert policy.stop() == 0
 
 
+
+def test_a_worker_stuck_in_an_inference_is_reported(launch_node, ros_node, tmp_path):
+    """An inference that outlasts WORKER_STALL_S (a stub runtime sleeping in act) turns the status to WARN, naming
+    the event and the frame it is stuck in, and the node logs it; joint states keep being counted meanwhile."""
+    ckpt = stub_runtime.write_checkpoint(tmp_path / 'stub.json', OBS_DIM, sleep_s=WORKER_STALL_S + 3.0)
+    status = ros_node.collect('/swfp/status', DiagnosticArray, 10)
+    publish = _robot(ros_node)
+    policy = launch_node('policy_node', params_file=CONFIG / 'policy.yaml',
+                         params=policy_params(ckpt, mode='realtime', warmup_iters=1), env=stub_env())
+
+    def stuck():
+        st = status[-1][1].status[0] if status else None
+        return st if st is not None and 'actor worker stuck in tick' in st.message else None
+    try:
+        ros_node.wait_for_subscribers('/joint_states', timeout=60)
+        deadline = time.monotonic() + 60
+        while stuck() is None and time.monotonic() < deadline:
+            publish(HOME_Q, np.zeros(6))
+            time.sleep(0.05)
+        st = stuck()
+        assert st is not None, status_values(status)
+        values = {kv.key: kv.value for kv in st.values}
+        assert st.level == DiagnosticStatus.WARN and 'in act' in st.message, st.message
+        assert values['worker_event'] == 'tick' and float(values['worker_busy_s']) > WORKER_STALL_S
+        assert int(values['joint_states_received']) > 0
+        ros_node.wait_for(lambda: 'no commands meanwhile' in policy.output(), 10, what='the stall logged')
+    finally:
+        print(policy.output()[-3000:])
+    assert policy.stop() == 0
+
 def _real_checkpoint(path):
     """A tiny untrained FlowPolicy checkpoint through the algorithm's own API."""
     from swfp_ros.algo.blocks import Cascade, RefinementBlock
@@ -322,6 +356,7 @@ def test_real_runtime_applies_block_and_rejects_corrupt(launch_node, ros_node, t
         update_pub.publish(M.update_msg(good))
         ros_node.wait_for(lambda: status_values(status).get('policy_version') == '1'
                           and status_values(status).get('updates_rejected') == '1', 20, what='v1 applied + 1 rejected')
+        assert status_values(status)['updates_received'] == '2'
         n = len(transitions)
         ros_node.wait_for(lambda: len(transitions) >= n + 20, timeout=20, what='transitions after the update')
         assert M.transition_from_msg(transitions[-1][1]).version == 1
