@@ -51,10 +51,11 @@ Latency on /swfp/status: ``inference_ms_*`` (the cascade alone); ``obs_to_action
 could act (the observation's arrival, or the tick when the tick comes later) to the command's publication;
 ``chunk_start_delay_ms_*`` / ``chunk_step_delay_ms_*`` (realtime): tick -> publication for a chunk's first step and
 for its later steps.
-Liveness on /swfp/status: ``joint_states_received`` / ``updates_received`` count what DDS delivered (executor thread),
-``worker_event`` / ``worker_busy_s`` what the actor worker is doing; a worker in one event for over
-``WORKER_STALL_S`` turns the status to WARN with where it is stuck (it acts no more meanwhile). Together they tell a
-node that hears nothing from one whose worker hangs.
+Liveness on /swfp/status: ``joint_states_received`` / ``updates_received`` count what DDS delivered (executor thread)
+and ``joint_state_age_s`` is the time since the last joint state arrived; ``worker_event`` / ``worker_busy_s`` say what
+the actor worker is doing. Either silence past ``SILENCE_S`` turns the status to WARN (and is logged): no joint state
+for that long while the graph shows a publisher on the topic (the node hears nothing), or the worker in one event for
+that long, with where it is stuck (it acts no more meanwhile).
 """
 from __future__ import annotations
 
@@ -86,7 +87,9 @@ from .safety import SafetyFilter
 ARM_JOINTS = tuple(f'panda_joint{i}' for i in range(1, 8))
 ESTOP_TOPIC = '/swfp/estop'
 RELEASE_CHECK_PERIOD_S = 0.1    # how often a release whose sender the graph cannot name yet is looked up again
-WORKER_STALL_S = 5.0            # one worker event this long is a hang (update checks and inferences: ms to 0.3 s)
+# No joint state this long from a publisher the graph shows, or one worker event this long (update checks and inferences
+# take ms to 0.3 s), is reported: a driver at 50 Hz or more and the sim bridge's heartbeat (0.5 s) are never this quiet.
+SILENCE_S = 5.0
 
 
 C = 'configure'
@@ -181,6 +184,7 @@ class PolicyNode(LifecycleNode):
         self.update_rejections: Counter[str] = Counter()        # rejected before the runtime saw them, by reason
         self.estop_refused_from = ''
         self.received: Counter[str] = Counter(joint_states=0, updates=0)   # delivered by DDS (executor thread)
+        self.last_joint_state_rx = 0.0        # monotonic; set at configure, so a node deaf from the start shows too
 
     def _configure_refusal(self) -> str:
         return 'the node is configured' if self.loop is not None else ''
@@ -283,10 +287,12 @@ class PolicyNode(LifecycleNode):
         # Callbacks only parse and post; one exclusive group is enough and keeps their order per executor pass.
         cg = MutuallyExclusiveCallbackGroup()
         sub = lambda typ, topic, cb, qos: self.create_subscription(typ, topic, cb, qos, callback_group=cg)  # noqa
+        self.joint_state_sub = sub(JointState, 'joint_states', self._on_joint_state, JOINT_STATE_QOS)
+        self.last_joint_state_rx = time.monotonic()
         self._subs = [
             sub(Float64MultiArray, 'swfp/reward', self._on_reward, REWARD_QOS),
             sub(Float64MultiArray, 'swfp/task', self._on_task, TASK_QOS),
-            sub(JointState, 'joint_states', self._on_joint_state, JOINT_STATE_QOS),
+            self.joint_state_sub,
             sub(Int32, 'swfp/episode', lambda m: self.worker.post('episode', int(m.data)), REWARD_QOS),
             sub(JointState, 'swfp/home', self._on_home, HOME_QOS),
             sub(UInt8MultiArray, '/swfp/policy_update', self._on_update, UPDATE_QOS),
@@ -358,7 +364,7 @@ class PolicyNode(LifecycleNode):
             self.worker.post('invalid', key)
 
     def _on_joint_state(self, msg):
-        rx = time.monotonic()
+        rx = self.last_joint_state_rx = time.monotonic()
         self.received['joint_states'] += 1
         try:
             q, qd = M.arm_from_joint_state(msg, self.cfg.joint_names)
@@ -464,9 +470,16 @@ class PolicyNode(LifecycleNode):
                   **{f'{k}_received': n for k, n in self.received.items()}}
         busy = self.worker.busy() if self.worker is not None else None
         values['worker_event'], values['worker_busy_s'] = ('', '0.000') if busy is None else (busy[0], f'{busy[1]:.3f}')
+        silent_s = time.monotonic() - self.last_joint_state_rx
+        values['joint_state_age_s'] = f'{silent_s:.3f}'
         warnings = (['e-stop engaged'] if self.loop.safety.estopped else []) + (
             [f'other publishers on {self.action_pub.topic_name}: {", ".join(foreign)}'] if foreign else [])
-        if busy is not None and busy[1] > WORKER_STALL_S:
+        topic = self.joint_state_sub.topic_name
+        if silent_s > SILENCE_S and (n := self.count_publishers(topic)):
+            deaf = f'no joint state delivered for {silent_s:.1f} s though the graph shows {n} publisher(s) on {topic}'
+            self.get_logger().error(deaf, throttle_duration_sec=5.0)
+            warnings.append(deaf)
+        if busy is not None and busy[1] > SILENCE_S:
             stuck = f'actor worker stuck in {busy[0]} for {busy[1]:.1f} s at {busy[2]}'
             self.get_logger().error(f'{stuck}: no commands meanwhile', throttle_duration_sec=5.0)
             warnings.append(stuck)

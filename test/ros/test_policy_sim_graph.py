@@ -18,7 +18,7 @@ from std_msgs.msg import Bool, Float64MultiArray, UInt8MultiArray  # noqa: E402
 
 import stub_runtime  # noqa: E402
 from swfp_ros.ros import messages as M  # noqa: E402
-from swfp_ros.ros.policy_node import WORKER_STALL_S  # noqa: E402
+from swfp_ros.ros.policy_node import SILENCE_S  # noqa: E402
 from swfp_ros.ros.qos import ESTOP_QOS, TASK_QOS, TRANSITION_QOS, UPDATE_QOS  # noqa: E402
 from swfp_ros.sim import TASKS  # noqa: E402
 from swfp_ros.sim.panda_model import ARM_JOINTS, FINGER_JOINTS  # noqa: E402
@@ -89,7 +89,7 @@ def test_lockstep_graph_actions_and_transitions(launch_node, ros_node, tmp_path)
     assert int(policy_counts['commands']) >= int(policy_counts['transitions'])
     # liveness: each lockstep decision acted on a joint state DDS delivered; the worker is not stuck in an event
     assert int(policy_counts['joint_states_received']) >= int(policy_counts['inferences']) > 0
-    assert float(policy_counts['worker_busy_s']) < WORKER_STALL_S and policy_counts['updates_received'] == '0'
+    assert float(policy_counts['worker_busy_s']) < SILENCE_S and policy_counts['updates_received'] == '0'
     assert actions
     r = [M.reward_from_msg(m) for _, m in list(rewards)]
     assert r and all(np.isfinite(x.reward) and x.reward <= 0 for x in r)   # reach reward = -distance
@@ -291,9 +291,9 @@ def test_dry_run_publishes_preview_only(launch_node, ros_node, tmp_path):
 
 
 def test_a_worker_stuck_in_an_inference_is_reported(launch_node, ros_node, tmp_path):
-    """An inference that outlasts WORKER_STALL_S (a stub runtime sleeping in act) turns the status to WARN, naming
+    """An inference that outlasts SILENCE_S (a stub runtime sleeping in act) turns the status to WARN, naming
     the event and the frame it is stuck in, and the node logs it; joint states keep being counted meanwhile."""
-    ckpt = stub_runtime.write_checkpoint(tmp_path / 'stub.json', OBS_DIM, sleep_s=WORKER_STALL_S + 3.0)
+    ckpt = stub_runtime.write_checkpoint(tmp_path / 'stub.json', OBS_DIM, sleep_s=SILENCE_S + 3.0)
     status = ros_node.collect('/swfp/status', DiagnosticArray, 10)
     publish = _robot(ros_node)
     policy = launch_node('policy_node', params_file=CONFIG / 'policy.yaml',
@@ -312,9 +312,47 @@ def test_a_worker_stuck_in_an_inference_is_reported(launch_node, ros_node, tmp_p
         assert st is not None, status_values(status)
         values = {kv.key: kv.value for kv in st.values}
         assert st.level == DiagnosticStatus.WARN and 'in act' in st.message, st.message
-        assert values['worker_event'] == 'tick' and float(values['worker_busy_s']) > WORKER_STALL_S
+        assert values['worker_event'] == 'tick' and float(values['worker_busy_s']) > SILENCE_S
         assert int(values['joint_states_received']) > 0
         ros_node.wait_for(lambda: 'no commands meanwhile' in policy.output(), 10, what='the stall logged')
+    finally:
+        print(policy.output()[-3000:])
+    assert policy.stop() == 0
+
+
+def test_a_node_that_hears_no_joint_states_says_so(launch_node, ros_node, tmp_path):
+    """Joint states stop while their publisher stays on the graph: after SILENCE_S the status turns WARN, naming the
+    topic, and the node logs it; once they flow again the warning goes."""
+    ckpt = stub_runtime.write_checkpoint(tmp_path / 'stub.json', OBS_DIM)
+    status = ros_node.collect('/swfp/status', DiagnosticArray, 10)
+    publish = _robot(ros_node)
+    policy = launch_node('policy_node', params_file=CONFIG / 'policy.yaml',
+                         params=policy_params(ckpt, mode='realtime'), env=stub_env())
+
+    def latest():
+        return status[-1][1].status[0] if status else None
+
+    def deaf():
+        st = latest()
+        return st is not None and 'no joint state delivered' in st.message
+    try:
+        ros_node.wait_for_subscribers('/joint_states', timeout=60)
+        deadline = time.monotonic() + 30
+        while int(status_values(status).get('joint_states_received', 0)) < 10 and time.monotonic() < deadline:
+            publish(HOME_Q, np.zeros(6))
+            time.sleep(0.02)
+        assert not deaf() and latest().level == DiagnosticStatus.OK, latest()
+        ros_node.wait_for(deaf, SILENCE_S + 20, what='the silence reported')       # nothing published meanwhile
+        st = latest()
+        assert st.level == DiagnosticStatus.WARN and 'publisher(s) on /joint_states' in st.message, st.message
+        assert float(status_values(status)['joint_state_age_s']) > SILENCE_S
+        ros_node.wait_for(lambda: 'no joint state delivered' in policy.output(), 10, what='the silence logged')
+        deadline = time.monotonic() + 30
+        seen = len(status)
+        while (deaf() or len(status) < seen + 2) and time.monotonic() < deadline:
+            publish(HOME_Q, np.zeros(6))
+            time.sleep(0.02)
+        assert not deaf(), latest().message
     finally:
         print(policy.output()[-3000:])
     assert policy.stop() == 0
