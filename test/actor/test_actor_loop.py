@@ -293,7 +293,6 @@ def test_worker_restarts_lockstep_while_other_events_keep_arriving():
     assert restarts >= 1 and loop.pending is None
 
 
-
 def test_worker_reports_the_event_it_is_stuck_in_and_where():
     """busy(): what a status shows of a worker that hangs in a call (here an update check that blocks)."""
     loop, runtime, *_ = make(mode='lockstep')
@@ -322,6 +321,7 @@ def test_worker_reports_the_event_it_is_stuck_in_and_where():
     finally:
         release.set()
         worker.stop()
+
 
 def test_temporal_ensemble_averages_overlapping_chunks_and_records_nothing():
     loop, runtime, commands, transitions, clock = make(horizon=3, mode='realtime', temporal_ensemble=True,

@@ -289,7 +289,6 @@ def test_dry_run_publishes_preview_only(launch_node, ros_node, tmp_path):
     assert policy.stop() == 0
 
 
-
 def test_a_worker_stuck_in_an_inference_is_reported(launch_node, ros_node, tmp_path):
     """An inference that outlasts SILENCE_S (a stub runtime sleeping in act) turns the status to WARN, naming
     the event and the frame it is stuck in, and the node logs it; joint states keep being counted meanwhile."""
@@ -356,6 +355,7 @@ def test_a_node_that_hears_no_joint_states_says_so(launch_node, ros_node, tmp_pa
     finally:
         print(policy.output()[-3000:])
     assert policy.stop() == 0
+
 
 def _real_checkpoint(path):
     """A tiny untrained FlowPolicy checkpoint through the algorithm's own API."""
