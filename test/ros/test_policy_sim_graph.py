@@ -52,10 +52,14 @@ def node_status(box, name):
     return {}
 
 
+def latest_status(box):
+    """The last DiagnosticStatus collected (None before the first)."""
+    return box[-1][1].status[0] if box else None
+
+
 def status_values(box):
-    if not box:
-        return {}
-    return {kv.key: kv.value for kv in box[-1][1].status[0].values}
+    st = latest_status(box)
+    return {} if st is None else {kv.key: kv.value for kv in st.values}
 
 
 def test_lockstep_graph_actions_and_transitions(launch_node, ros_node, tmp_path):
@@ -299,7 +303,7 @@ def test_a_worker_stuck_in_an_inference_is_reported(launch_node, ros_node, tmp_p
                          params=policy_params(ckpt, mode='realtime', warmup_iters=1), env=stub_env())
 
     def stuck():
-        st = status[-1][1].status[0] if status else None
+        st = latest_status(status)
         return st if st is not None and 'actor worker stuck in tick' in st.message else None
     try:
         ros_node.wait_for_subscribers('/joint_states', timeout=60)
@@ -328,11 +332,8 @@ def test_a_node_that_hears_no_joint_states_says_so(launch_node, ros_node, tmp_pa
     policy = launch_node('policy_node', params_file=CONFIG / 'policy.yaml',
                          params=policy_params(ckpt, mode='realtime'), env=stub_env())
 
-    def latest():
-        return status[-1][1].status[0] if status else None
-
     def deaf():
-        st = latest()
+        st = latest_status(status)
         return st is not None and 'no joint state delivered' in st.message
     try:
         ros_node.wait_for_subscribers('/joint_states', timeout=60)
@@ -340,9 +341,9 @@ def test_a_node_that_hears_no_joint_states_says_so(launch_node, ros_node, tmp_pa
         while int(status_values(status).get('joint_states_received', 0)) < 10 and time.monotonic() < deadline:
             publish(HOME_Q, np.zeros(6))
             time.sleep(0.02)
-        assert not deaf() and latest().level == DiagnosticStatus.OK, latest()
+        assert not deaf() and latest_status(status).level == DiagnosticStatus.OK, latest_status(status)
         ros_node.wait_for(deaf, SILENCE_S + 20, what='the silence reported')       # nothing published meanwhile
-        st = latest()
+        st = latest_status(status)
         assert st.level == DiagnosticStatus.WARN and 'publisher(s) on /joint_states' in st.message, st.message
         assert float(status_values(status)['joint_state_age_s']) > SILENCE_S
         ros_node.wait_for(lambda: 'no joint state delivered' in policy.output(), 10, what='the silence logged')
@@ -351,7 +352,7 @@ def test_a_node_that_hears_no_joint_states_says_so(launch_node, ros_node, tmp_pa
         while (deaf() or len(status) < seen + 2) and time.monotonic() < deadline:
             publish(HOME_Q, np.zeros(6))
             time.sleep(0.02)
-        assert not deaf(), latest().message
+        assert not deaf(), latest_status(status).message
     finally:
         print(policy.output()[-3000:])
     assert policy.stop() == 0
