@@ -167,6 +167,15 @@ def test_launch_file_builds_the_graph(name, monkeypatch):
     assert learner.stop_timeout_s == graph.LEARNER_STOP_TIMEOUT_S > graph.STOP_TIMEOUT_S    # its final checkpoint
 
 
+def test_the_task_reaches_the_bridge_and_the_policy():
+    """task:=panda_push once reached the sim bridge only: the policy node, left on panda_reach, expected reach's
+    observations and failed to configure."""
+    g = graph.get_graph('sim_finetune')
+    actors = [rn for rn in graph.resolve(g, _given(g, task='panda_push', namespace='arm1,arm2')) if rn.namespace]
+    assert sorted(rn.name for rn in actors) == ['policy_node', 'policy_node', 'sim_bridge', 'sim_bridge']
+    assert all(rn.parameters['task'] == 'panda_push' for rn in actors)
+
+
 def test_only_real_launch_apis_are_used():
     sources = [REPO / 'swfp_ros' / 'ros' / 'graph.py', *LAUNCH_FILES.values()]
     for path in sources:

@@ -204,7 +204,8 @@ SIM_FINETUNE = Graph(
     description='Online SWFP fine-tuning in MuJoCo: sim bridge + policy node + learner node '
                 '(+ recorder node when record_bag is true), on simulation time.',
     arguments=(
-        Argument('task', 'panda_reach', 'MuJoCo task of the sim bridge.', choices=('panda_reach', 'panda_push')),
+        Argument('task', 'panda_reach', 'MuJoCo task of the sim bridge, and the task whose observations the policy '
+                 'node expects.', choices=('panda_reach', 'panda_push')),
         Argument('mode', 'lockstep', 'Sim bridge stepping: lockstep (one control step per action, fast training) '
                  'or realtime (physics at wall-clock rate with the latest command, like a robot).',
                  choices=('lockstep', 'realtime')),
@@ -216,8 +217,9 @@ SIM_FINETUNE = Graph(
             ('task', Arg('task')), ('mode', Arg('mode')), ('seed', Arg('seed')),
             ('use_sim_time', Arg('use_sim_time')))),
         NodeSpec('policy_node', 'policy_node', param_files=('policy.yaml',), parameters=(
-            ('checkpoint', Arg('checkpoint')), ('device', Arg('device')), ('actor_id', Arg('actor_id')),
-            ('use_sim_time', Arg('use_sim_time')), UPDATE_KEY_FILE, ESTOP_RELEASE_SOURCES)),
+            ('task', Arg('task')), ('checkpoint', Arg('checkpoint')), ('device', Arg('device')),
+            ('actor_id', Arg('actor_id')), ('use_sim_time', Arg('use_sim_time')), UPDATE_KEY_FILE,
+            ESTOP_RELEASE_SOURCES)),
         _learner(),
         _recorder(),
     ),
