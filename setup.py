@@ -14,7 +14,8 @@ PACKAGE = 'swfp_ros'
 # Executables launch_ros must find under <prefix>/lib/swfp_ros/ (name -> module:function). Their entry points catch
 # Ctrl-C before the node's (slow to import) module is imported: see swfp_ros/ros/process.py.
 NODE_EXECUTABLES = {name: f'swfp_ros.ros.process:{name}'
-                    for name in ('policy_node', 'learner_node', 'sim_bridge', 'recorder_node', 'task_node')}
+                    for name in ('policy_node', 'learner_node', 'sim_bridge', 'recorder_node', 'task_node',
+                                 'sim_actor')}
 CONSOLE_SCRIPTS = {'swfp': 'swfp_ros.cli:main', **NODE_EXECUTABLES}
 
 INSTALL_REQUIRES = [

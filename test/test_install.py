@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-NODES = ('policy_node', 'learner_node', 'sim_bridge', 'recorder_node', 'task_node')
+NODES = ('policy_node', 'learner_node', 'sim_bridge', 'recorder_node', 'task_node', 'sim_actor')
 
 
 @pytest.fixture(scope='module')

@@ -107,6 +107,8 @@ def test_launch_file_builds_the_graph(name, monkeypatch):
     overrides = {'checkpoint': '/x/bc.pt', 'namespace': 'arm1,arm2', 'record_bag': 'true', 'enclave_root': '/swfp'}
     if name == 'real_arm':
         overrides.update(learn='true', command_topic='/robot/cmd', respawn_learner='true')
+    else:
+        overrides.update(compose='true')      # the actors as composed processes (plain nodes: real_arm)
     if _real_launch():
         from launch.actions import DeclareLaunchArgument, OpaqueFunction
         ld = _load(LAUNCH_FILES[name]).generate_launch_description()
@@ -139,10 +141,15 @@ def test_launch_file_builds_the_graph(name, monkeypatch):
     assert len(nodes) == len(expected) and all(isinstance(n, classes['Node']) for n in nodes)
     for n, rn, handler in zip(nodes, expected, actions[1::2]):
         assert set(n.kwargs) <= NODE_KWARGS
-        assert (n.kwargs['package'], n.kwargs['executable'], n.kwargs['name']) == ('swfp_ros', rn.executable, rn.name)
-        assert n.kwargs.get('namespace', '') == rn.namespace
-        assert n.kwargs['parameters'] == [*(str(f) for f in rn.param_files), rn.parameters]
-        assert n.kwargs['remappings'] == rn.remappings and n.kwargs['respawn'] == rn.respawn
+        assert (n.kwargs['package'], n.kwargs['executable']) == ('swfp_ros', rn.executable)
+        if rn.components:    # no process-wide name, namespace, parameters or remaps: each node's are in its section
+            assert n.kwargs['arguments'] == rn.component_sections()
+            assert not {'name', 'namespace', 'parameters', 'remappings'} & set(n.kwargs)
+        else:
+            assert n.kwargs['name'] == rn.name and n.kwargs.get('namespace', '') == rn.namespace
+            assert n.kwargs['parameters'] == [*(str(f) for f in rn.param_files), rn.parameters]
+            assert n.kwargs['remappings'] == rn.remappings
+        assert n.kwargs['respawn'] == rn.respawn
         # SIGKILL (SIGTERM timeout + SIGKILL timeout after the SIGINT) when swfp up would send it
         assert float(n.kwargs['sigterm_timeout']) + float(n.kwargs['sigkill_timeout']) == rn.stop_timeout_s
         assert n.kwargs['ros_arguments'] == ['--log-level', 'info', *rn.enclave_args()]
@@ -161,17 +168,47 @@ def test_launch_file_builds_the_graph(name, monkeypatch):
                 assert 'keep acting' in logged[0].kwargs['msg']
         assert on_exit.kwargs['on_exit'](_Exit(3), _Context({}, is_shutdown=True)) is None
     names = [(rn.namespace, rn.executable) for rn in expected]
-    assert ('/arm1', 'policy_node') in names and ('/arm2', 'policy_node') in names and ('', 'learner_node') in names
+    actor = 'policy_node' if name == 'real_arm' else 'sim_actor'
+    assert ('/arm1', actor) in names and ('/arm2', actor) in names and ('', 'learner_node') in names
     learner = next(rn for rn in expected if rn.executable == 'learner_node')
     assert not learner.required and learner.respawn == (name == 'real_arm')
     assert learner.stop_timeout_s == graph.LEARNER_STOP_TIMEOUT_S > graph.STOP_TIMEOUT_S    # its final checkpoint
 
 
-def test_the_task_reaches_the_bridge_and_the_policy():
+@pytest.mark.parametrize('mode', ['lockstep', 'realtime'])
+def test_compose_puts_each_actors_bridge_and_policy_in_one_process(mode):
+    """compose:=true: per namespace one sim_actor process whose sections are exactly the two nodes' own arguments
+    as they would run apart (plus act_on_executor in lockstep), and which the executable's parser splits back."""
+    pytest.importorskip('rclpy')
+    from swfp_ros.ros.sim_actor import split_sections
+    g = graph.get_graph('sim_finetune')
+    given = _given(g, namespace='arm1,arm2', mode=mode, checkpoint='/x/bc.pt', log_level='warn',
+                   enclave_root='/swfp')
+    apart = graph.resolve(g, given)
+    composed = graph.resolve(g, {**given, 'compose': 'true'})
+    assert [rn.label for rn in composed] == ['arm1/sim_actor', 'arm2/sim_actor', 'learner_node']
+    for rn in composed[:2]:
+        bridge, policy = (next(a for a in apart if a.namespace == rn.namespace and a.name == name)
+                          for name in ('sim_bridge', 'policy_node'))
+        assert rn.required and not rn.respawn and rn.enclave == f'/swfp{rn.namespace}/sim_actor'
+        sections, rest = split_sections(rn.ros_args())
+        assert sections['sim_bridge'] == bridge.node_args()
+        if mode == 'lockstep':
+            assert sections['policy_node'] == policy.node_args() + ['-p', 'act_on_executor:=true']
+        else:                # act_on_executor is refused in realtime: left to the parameter file (false)
+            assert sections['policy_node'] == policy.node_args()
+        assert rest == ['--ros-args', '--log-level', 'warn', '--enclave', f'/swfp{rn.namespace}/sim_actor']
+    assert composed[2].ros_args() == apart[-1].ros_args()
+    assert all('act_on_executor' not in rn.parameters for rn in apart)
+
+
+@pytest.mark.parametrize('compose', ['false', 'true'])
+def test_the_task_reaches_the_bridge_and_the_policy(compose):
     """task:=panda_push once reached the sim bridge only: the policy node, left on panda_reach, expected reach's
     observations and failed to configure."""
     g = graph.get_graph('sim_finetune')
-    actors = [rn for rn in graph.resolve(g, _given(g, task='panda_push', namespace='arm1,arm2')) if rn.namespace]
+    nodes = graph.resolve(g, _given(g, task='panda_push', compose=compose, namespace='arm1,arm2'))
+    actors = [c for rn in nodes for c in (rn.components or [rn]) if rn.namespace]
     assert sorted(rn.name for rn in actors) == ['policy_node', 'policy_node', 'sim_bridge', 'sim_bridge']
     assert all(rn.parameters['task'] == 'panda_push' for rn in actors)
 

@@ -661,26 +661,40 @@ class ActorWorker:
     parse and post, so inference never blocks the executor. Events are the loop's method names; ``tick`` events
     that queue up behind a slow step are coalesced to the newest. :meth:`busy` says which event the thread is in and
     for how long, and where: a worker stuck in a call (inference, an update check, a DDS write) acts no more, and the
-    node reports it rather than going quiet."""
+    node reports it rather than going quiet.
+
+    ``inline``: no thread; :meth:`post` handles the event on the caller's thread and the owner calls :meth:`idle`
+    every ``idle_s``. For a lockstep simulation only, where the simulator waits for each action anyway and the
+    hand-off between two threads is a large part of a step (the composed sim actor, :mod:`swfp_ros.ros.sim_actor`);
+    never for an arm, whose control ticks must not wait behind an inference. A call stuck inline stops the caller's
+    thread with it, so :meth:`busy` cannot report it from that thread."""
 
     EVENTS = ('joint_state', 'task', 'invalid', 'reward', 'tick', 'update', 'estop', 'set_active', 'backlog_report',
               'episode', 'home')
 
-    def __init__(self, loop: ActorLoop, on_error: Callable[[str, Exception], None], idle_s: float = 0.1):
-        self.loop, self.on_error, self.idle_s = loop, on_error, idle_s
+    def __init__(self, loop: ActorLoop, on_error: Callable[[str, Exception], None], idle_s: float = 0.1,
+                 inline: bool = False):
+        self.loop, self.on_error, self.idle_s, self.inline = loop, on_error, idle_s, inline
         self._events: queue.SimpleQueue = queue.SimpleQueue()   # C-implemented: a cheaper hand-off per event
         self._stop = threading.Event()
         self._ticks = 0                               # tick events queued and not yet handled
         self._lock = threading.Lock()
-        self._current: tuple[str, float] | None = None     # (event, monotonic start) while one is being handled
+        # (event, monotonic start, thread id) while one is being handled
+        self._current: tuple[str, float, int] | None = None
         self._thread = threading.Thread(target=self._run, name='swfp-actor', daemon=True)
 
     def start(self) -> None:
-        self._thread.start()
+        if not self.inline:
+            self._thread.start()
 
     def post(self, event: str, *args) -> None:
         if event not in self.EVENTS:
             raise ValueError(f'unknown actor event {event!r}')
+        if self.inline:
+            if event == 'tick':
+                raise ValueError('an inline actor worker takes no ticks (lockstep only)')
+            self._handle(event, args)
+            return
         if event == 'tick':
             with self._lock:
                 self._ticks += 1
@@ -692,11 +706,17 @@ class ActorWorker:
         current = self._current
         if current is None:
             return None
-        frame, frames = sys._current_frames().get(self._thread.ident), []
+        frame, frames = sys._current_frames().get(current[2]), []
         while frame is not None and len(frames) < depth:
             frames.append(f'{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno} in {frame.f_code.co_name}')
             frame = frame.f_back
         return current[0], time.monotonic() - current[1], ' <- '.join(frames)
+
+    def idle(self) -> None:
+        """Inline only: the loop's periodic check (lockstep restart, pacing), which the thread runs every idle_s."""
+        if not self.inline:
+            raise RuntimeError('idle() is for an inline worker; the thread runs its own')
+        self._handle('idle', ())
 
     def stop(self, timeout: float = 2.0) -> None:
         self._stop.set()
@@ -724,13 +744,17 @@ class ActorWorker:
                 if behind:
                     self.loop.counters['ticks_coalesced'] += 1   # behind: skip to the newest tick
                     continue
-            self._current = (event, time.monotonic())
-            try:
-                getattr(self.loop, event)(*args)
-            except Exception as e:  # noqa: BLE001 - the control loop must survive a bad event
-                if self._stop.is_set():
-                    return
+            self._handle(event, args)
+
+    def _handle(self, event: str, args: tuple) -> None:
+        if self._stop.is_set():
+            return
+        self._current = (event, time.monotonic(), threading.get_ident())
+        try:
+            getattr(self.loop, event)(*args)
+        except Exception as e:  # noqa: BLE001 - the control loop must survive a bad event
+            if not self._stop.is_set():
                 self.loop.counters['worker_errors'] += 1
                 self.on_error(event, e)
-            finally:
-                self._current = None
+        finally:
+            self._current = None

@@ -34,7 +34,8 @@ from swfp_ros.ros.graph import (GRAPHS, LEARNER_STOP_TIMEOUT_S, PACKAGE_CONFIG_D
 from swfp_ros.ros.process import StopRequest
 
 # Last-resort fallback for a source checkout that was never installed: the executables' entry points.
-NODE_ENTRY_POINTS = ('policy_node', 'learner_node', 'sim_bridge', 'recorder_node', 'task_node')   # in process.py
+NODE_ENTRY_POINTS = ('policy_node', 'learner_node', 'sim_bridge', 'recorder_node', 'task_node',
+                     'sim_actor')   # in process.py
 
 
 def _package_lib_dir(package: str) -> Path | None:
@@ -234,6 +235,8 @@ def _help_epilog() -> str:
         lines.append(f'\n  {g.name}: {g.description}')
         nodes = ', '.join(n.executable + (f' (when {n.condition})' if n.condition else '') for n in g.nodes)
         lines.append(f'    nodes: {nodes}')
+        for c in g.compositions:
+            lines.append(f'    when {c.condition}: {" + ".join(c.nodes)} in one {c.executable} process per namespace')
         for a in g.arguments:
             default = a.default if a.default is PACKAGE_CONFIG_DIR else a.launch_default()
             choices = f' {{{"|".join(a.choices)}}}' if a.choices else ''

@@ -22,7 +22,7 @@ from __future__ import annotations
 import sys
 import time
 import traceback
-from typing import Callable, NoReturn
+from typing import Callable, NoReturn, Sequence
 
 import rclpy
 from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedExecutor
@@ -53,8 +53,16 @@ def steady_clock():
 
 def run_node(name: str, make_node: Callable, on_start: Callable | None = None, args=None,
              lockstep: Callable[[object], bool] | None = None) -> NoReturn:
-    """Init rclpy, build the node, spin it until SIGINT / SIGTERM / shutdown, then ``node.close()``, tear down, and
-    end the process (:func:`swfp_ros.ros.process.end_process`) with its exit status.
+    """One node in its process: :func:`run_nodes` with a single node."""
+    run_nodes(name, [(make_node, on_start)], args=args,
+              lockstep=None if lockstep is None else lambda nodes: lockstep(nodes[0]))
+
+
+def run_nodes(name: str, nodes: Sequence[tuple[Callable, Callable | None]], args=None,
+              lockstep: Callable[[list], bool] | None = None) -> NoReturn:
+    """Init rclpy, build the nodes (``(make_node, on_start)`` each, in order), spin them on one executor until
+    SIGINT / SIGTERM / shutdown, then ``node.close()`` each (last built first), tear down, and end the process
+    (:func:`swfp_ros.ros.process.end_process`) with its exit status.
 
     Signals only *request* the stop: rclpy's own handlers are off, and ours set a flag that the spin loop checks
     between callbacks (at most ``STOP_POLL_S`` later). A KeyboardInterrupt raised at an arbitrary point would cut
@@ -62,13 +70,13 @@ def run_node(name: str, make_node: Callable, on_start: Callable | None = None, a
     traceback), the learner's final checkpoint, a bag's metadata -- and a terminal Ctrl-C under ``ros2 launch``
     delivers SIGINT twice (from the terminal to the process group, then from launch), then SIGTERM when a node is
     slow. Once the shutdown sequence has begun, both signals are ignored: it runs to the end and the exit status is
-    0. A stop requested before the node was built (the executables catch the signals before importing the node's
-    module, see :mod:`swfp_ros.ros.process`) ends the process with status 0 without building it.
+    0. A stop requested before the nodes were built (the executables catch the signals before importing the nodes'
+    modules, see :mod:`swfp_ros.ros.process`) ends the process with status 0 without building them.
 
-    ``lockstep(node)``: whether the built node runs in a lockstep simulation (its executor: :func:`make_executor`).
+    ``lockstep(nodes)``: whether the built nodes run in a lockstep simulation (their executor: :func:`make_executor`).
 
-    Exit status: 0 for a requested stop (also ``SystemExit(0)`` from inside the node), ``EXIT_START_FAILED`` when
-    building or starting the node failed (or it raised ``SystemExit(EXIT_START_FAILED)``), 1 for an error while
+    Exit status: 0 for a requested stop (also ``SystemExit(0)`` from inside a node), ``EXIT_START_FAILED`` when
+    building or starting a node failed (or it raised ``SystemExit(EXIT_START_FAILED)``), 1 for an error while
     running, which is printed with its traceback.
     """
     catch_stop_signals()
@@ -79,15 +87,19 @@ def run_node(name: str, make_node: Callable, on_start: Callable | None = None, a
     except Exception as e:  # noqa: BLE001 -- rcl refused (bad --ros-args; DDS security on and no enclave): one line
         print(f'{name}: failed to start: {e}', file=sys.stderr)
         end_process(EXIT_START_FAILED)
-    executor = node = None
+    executor = None
+    built: list = []
     rc = 0
     started = False
     try:
-        node = make_node()
-        executor = make_executor(lockstep is not None and lockstep(node))
-        executor.add_node(node)
-        if on_start is not None and not stop_requested.is_set():
-            on_start(node)
+        for make_node, _ in nodes:
+            built.append(make_node())
+        executor = make_executor(lockstep is not None and lockstep(built))
+        for node in built:
+            executor.add_node(node)
+        for node, (_, on_start) in zip(built, nodes):
+            if on_start is not None and not stop_requested.is_set():
+                on_start(node)
         started = True
         while not stop_requested.is_set() and rclpy.ok():
             executor.spin_once(timeout_sec=STOP_POLL_S)
@@ -101,8 +113,8 @@ def run_node(name: str, make_node: Callable, on_start: Callable | None = None, a
         rc = 1 if started else EXIT_START_FAILED
     finally:
         ignore_stop_signals()   # the stop is under way
-        t0 = time.monotonic()
-        if node is not None:
+        for node in reversed(built):
+            t0 = time.monotonic()
             node.get_logger().info('stopping' + (' (signal)' if stop_requested.is_set() else ''))
             node.close()
             node.get_logger().info(f'stopped in {time.monotonic() - t0:.2f} s')

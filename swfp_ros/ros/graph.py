@@ -16,6 +16,10 @@ accepted policy, and the node is restarted when its ``respawn`` value is true.
 ``namespace`` may list several namespaces (``arm1,arm2``): the actor nodes (``namespaced``) are started once per
 namespace, with ``actor_id`` counting up from the given one; the learner and the recorder stay single and global.
 
+A :class:`Composition` puts several of an actor's nodes in one process when its bool argument is true (sim_finetune's
+``compose``: the sim bridge and the policy node in one ``sim_actor`` process per namespace); each node keeps its own
+parameter files, overrides and remappings (:meth:`ResolvedNode.ros_args`).
+
 This module is pure data + pure functions: it imports neither rclpy nor launch at module level (``launch`` and
 ``launch_ros`` are imported inside :func:`launch_description` and :func:`launch_nodes` only).
 
@@ -27,7 +31,7 @@ from launch) is parsed into a typed parameter value the same way for both.
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence, Union
 
@@ -117,11 +121,23 @@ class NodeSpec:
 
 
 @dataclass(frozen=True)
+class Composition:
+    """Namespaced nodes of a graph started in ONE process (per namespace) when the bool argument ``condition`` is
+    true: ``executable`` builds them (in the order of ``nodes``) from one ``--node NAME --ros-args ... --`` section
+    each. The process is required when any of them is, and never respawned."""
+    executable: str
+    name: str
+    nodes: tuple[str, ...]                                  # NodeSpec names
+    condition: str
+
+
+@dataclass(frozen=True)
 class Graph:
     name: str
     description: str
     arguments: tuple[Argument, ...]
     nodes: tuple[NodeSpec, ...]
+    compositions: tuple[Composition, ...] = ()
 
     def argument(self, name: str) -> Argument:
         for a in self.arguments:
@@ -210,6 +226,10 @@ SIM_FINETUNE = Graph(
                  'or realtime (physics at wall-clock rate with the latest command, like a robot).',
                  choices=('lockstep', 'realtime')),
         Argument('seed', 0, 'Random seed of the sim bridge.', type=int),
+        Argument('compose', False, 'Run each actor\'s sim bridge and policy node in one process (sim_actor) on one '
+                 'executor thread, the policy acting on that thread in lockstep: more env steps/s than two processes '
+                 '(README, "How far Python can go in lockstep"). Same nodes, names, parameters and topics; the pair '
+                 'starts, stops and fails together.', type=bool),
         *_common_arguments(use_sim_time=True),
     ),
     nodes=(
@@ -219,10 +239,13 @@ SIM_FINETUNE = Graph(
         NodeSpec('policy_node', 'policy_node', param_files=('policy.yaml',), parameters=(
             ('task', Arg('task')), ('checkpoint', Arg('checkpoint')), ('device', Arg('device')),
             ('actor_id', Arg('actor_id')), ('use_sim_time', Arg('use_sim_time')), UPDATE_KEY_FILE,
-            ESTOP_RELEASE_SOURCES)),
+            ESTOP_RELEASE_SOURCES,
+            # composed in lockstep: act on the executor thread the bridge also runs on (no hand-off per message)
+            ('act_on_executor', Computed(lambda v, ns: True if v['compose'] and v['mode'] == 'lockstep' else None)))),
         _learner(),
         _recorder(),
     ),
+    compositions=(Composition('sim_actor', 'sim_actor', ('sim_bridge', 'policy_node'), condition='compose'),),
 )
 
 def namespaces(values: Mapping[str, Any]) -> list[str]:
@@ -341,6 +364,14 @@ def validate(graph: Graph) -> None:
                 graph.argument(v.name)
         if node.condition is not None and graph.argument(node.condition).type is not bool:
             raise ValueError(f'graph {graph.name}: condition {node.condition} of {node.name} is not a bool argument')
+    specs = {n.name: n for n in graph.nodes}
+    for comp in graph.compositions:
+        if graph.argument(comp.condition).type is not bool:
+            raise ValueError(f'graph {graph.name}: condition {comp.condition} of {comp.name} is not a bool argument')
+        for name in comp.nodes:
+            if name not in specs or not specs[name].namespaced or specs[name].condition is not None:
+                raise ValueError(f'graph {graph.name}: {comp.name} composes {name!r}, which is not an unconditional '
+                                 f'namespaced node of the graph')
 
 
 for _g in GRAPHS.values():
@@ -363,14 +394,23 @@ class ResolvedNode:
     respawn: bool = False
     stop_timeout_s: float = STOP_TIMEOUT_S
     enclave: str = ''                    # SROS2 enclave ('' = none given)
+    components: list[ResolvedNode] = field(default_factory=list)   # a Composition's nodes (this is their process)
 
     @property
     def label(self) -> str:
         return (self.namespace.strip('/') + '/' if self.namespace else '') + self.name
 
     def ros_args(self) -> list[str]:
-        """``--ros-args`` for this node: the parameter files, then :attr:`parameters` inline (``-p name:=value``,
-        after the files: the last value given wins), so a printed command line works on its own."""
+        """The arguments after the executable, so a printed command line works on its own: for a node
+        :meth:`node_args` then :meth:`process_args`; for a composition, one ``--node NAME <node_args> --`` section
+        per component (:meth:`component_sections`), then the process's ``--ros-args``."""
+        if self.components:
+            return [*self.component_sections(), '--ros-args', *self.process_args()]
+        return [*self.node_args(), *self.process_args()]
+
+    def node_args(self) -> list[str]:
+        """``--ros-args`` of this node alone: its name and namespace, the parameter files, then :attr:`parameters`
+        inline (``-p name:=value``, after the files: the last value given wins), then the remappings."""
         args = ['--ros-args', '-r', f'__node:={self.name}']
         if self.namespace:
             args += ['-r', f'__ns:={self.namespace}']
@@ -380,8 +420,14 @@ class ResolvedNode:
             args += ['-p', f'{name}:={inline_value(value)}']
         for src, dst in self.remappings:
             args += ['-r', f'{src}:={dst}']
-        args += ['--log-level', self.log_level]
-        return args + self.enclave_args()
+        return args
+
+    def component_sections(self) -> list[str]:
+        return [a for c in self.components for a in ('--node', c.name, *c.node_args(), '--')]
+
+    def process_args(self) -> list[str]:
+        """The process's own ROS arguments (after ``--ros-args``): log level and enclave."""
+        return ['--log-level', self.log_level, *self.enclave_args()]
 
     def enclave_args(self) -> list[str]:
         return ['--enclave', self.enclave] if self.enclave else []
@@ -480,7 +526,28 @@ def resolve(graph: Graph, given: Mapping[str, str]) -> list[ResolvedNode]:
                 log_level=str(values.get('log_level', 'info')), required=spec.required,
                 respawn=bool(value(spec.respawn)), stop_timeout_s=spec.stop_timeout_s,
                 enclave=_enclave(values.get('enclave_root', ''), ns, spec.name)))
+    for comp in graph.compositions:
+        if values[comp.condition]:
+            nodes = _compose(comp, nodes, values)
     return nodes
+
+
+def _compose(comp: Composition, nodes: list[ResolvedNode], values: Mapping[str, Any]) -> list[ResolvedNode]:
+    """``nodes`` with each namespace's members of ``comp`` replaced by one process holding them, where the first
+    member was."""
+    out = []
+    for node in nodes:
+        if node.name not in comp.nodes:
+            out.append(node)
+        elif node.name == comp.nodes[0]:
+            members = {n.name: n for n in nodes if n.namespace == node.namespace and n.name in comp.nodes}
+            components = [members[name] for name in comp.nodes]
+            out.append(ResolvedNode(
+                executable=comp.executable, name=comp.name, namespace=node.namespace, param_files=[], parameters={},
+                remappings=[], log_level=node.log_level, required=any(c.required for c in components),
+                stop_timeout_s=max(c.stop_timeout_s for c in components),
+                enclave=_enclave(values.get('enclave_root', ''), node.namespace, comp.name), components=components))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- launch side
@@ -553,10 +620,12 @@ def launch_nodes(context, graph_name: str) -> list:
                                           f'mean {meant}:=? (ros2 launch {graph.name}.launch.py --show-args)')
     actions: list = []
     for rn in resolve(graph, given):
-        kwargs = {'namespace': rn.namespace} if rn.namespace else {}
-        node = Node(package=rn.package, executable=rn.executable, name=rn.name,
-                    parameters=[*(str(f) for f in rn.param_files), dict(rn.parameters)],
-                    remappings=list(rn.remappings), ros_arguments=['--log-level', rn.log_level, *rn.enclave_args()],
+        if rn.components:     # a composition: each node's own arguments in its section, none for the process
+            kwargs = {'arguments': rn.component_sections()}
+        else:
+            kwargs = {'name': rn.name, 'parameters': [*(str(f) for f in rn.param_files), dict(rn.parameters)],
+                      'remappings': list(rn.remappings), **({'namespace': rn.namespace} if rn.namespace else {})}
+        node = Node(package=rn.package, executable=rn.executable, ros_arguments=rn.process_args(),
                     output='screen', emulate_tty=True, respawn=rn.respawn, respawn_delay=RESPAWN_DELAY_S,
                     sigterm_timeout=str(rn.stop_timeout_s - LAUNCH_SIGKILL_TIMEOUT_S),
                     sigkill_timeout=str(LAUNCH_SIGKILL_TIMEOUT_S), **kwargs)

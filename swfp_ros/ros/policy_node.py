@@ -3,7 +3,8 @@
 The node holds parameters, topics and timers; everything between an observation and a command — chunk execution,
 the safety filter calls, transition assembly, pacing, the return to the home posture, the update swap — is
 :class:`swfp_ros.actor.ActorLoop`, run on one worker thread (:class:`swfp_ros.actor.ActorWorker`). Subscription
-callbacks only parse messages and post them as events, so inference never blocks the executor.
+callbacks only parse messages and post them as events, so inference never blocks the executor. In lockstep,
+``act_on_executor`` runs the loop on the executor thread instead (the composed sim actor, :mod:`.sim_actor`).
 
 Lifecycle: ``configure`` loads the checkpoint, warms inference up and creates the topics; ``activate`` starts
 commanding; ``deactivate`` sends one hold (the measured position) and stops commanding; ``cleanup`` drops the policy.
@@ -53,7 +54,8 @@ could act (the observation's arrival, or the tick when the tick comes later) to 
 for its later steps.
 Liveness on /swfp/status: ``joint_states_received`` / ``updates_received`` count what DDS delivered (executor thread)
 and ``joint_state_age_s`` is the time since the last joint state arrived; ``worker_event`` / ``worker_busy_s`` say what
-the actor worker is doing. Either silence past ``SILENCE_S`` turns the status to WARN (and is logged): no joint state
+the actor worker is doing (``acting_on``: ``worker``, or ``executor`` with ``act_on_executor``, where a stuck call stops
+the status with it). Either silence past ``SILENCE_S`` turns the status to WARN (and is logged): no joint state
 for that long while the graph shows a publisher on the topic (the node hears nothing), or the worker in one event for
 that long, with where it is stuck (it acts no more meanwhile).
 """
@@ -130,6 +132,9 @@ PARAMS = [
     ParamSpec('learner_wait_s', 5.0, "s: lockstep pacing waits this long after activation for the learner's first "
               'backlog report (steps taken before its subscription matched would lose their transitions); 0 = no '
               'wait', C, low=0.0, high=3600.0),
+    ParamSpec('act_on_executor', False, 'lockstep: run the actor loop on the executor thread instead of a worker '
+              'thread (no hand-off per message; the composed sim actor sets it); refused in realtime, where an '
+              'inference must not hold back the control ticks', C),
     ParamSpec('async_chunks', True, 'realtime: infer the next action chunk while the current one executes', C),
     ParamSpec('temporal_ensemble', False, 'realtime: ACT temporal ensembling of overlapping chunks', C),
     ParamSpec('ensemble_decay', 0.01, "ACT's m: weight exp(-m i) of the i-th oldest overlapping chunk", C, low=0.0,
@@ -212,6 +217,9 @@ class PolicyNode(LifecycleNode):
             safety = SafetyFilter(lower, upper, g('max_delta'), g('stale_timeout_s'))
             if not g('checkpoint'):
                 raise ValueError('parameter checkpoint is empty')
+            if g('act_on_executor') and cfg.mode != 'lockstep':
+                raise ValueError('act_on_executor is for lockstep only: in realtime an inference on the executor '
+                                 'thread would hold back the control ticks')
             self.max_update_bytes = int(g('max_update_bytes'))
             if not 0 < self.max_update_bytes <= MAX_UPDATE_BYTES:
                 raise ValueError(f'max_update_bytes must be in 1..{MAX_UPDATE_BYTES} (the update format\'s limit), '
@@ -243,7 +251,10 @@ class PolicyNode(LifecycleNode):
         self.stamp_age = cfg.mode == 'realtime' and bool(g('stamp_age'))
         self._make_topics(bool(g('dry_run')), float(g('status_period_s')))
         self._log_guards()
-        self.worker = ActorWorker(self.loop, self._on_worker_error)
+        self.worker = ActorWorker(self.loop, self._on_worker_error, inline=bool(g('act_on_executor')))
+        if self.worker.inline:
+            self._timers.append(self.create_timer(self.worker.idle_s, self.worker.idle, clock=steady_clock(),
+                                                  callback_group=self._event_group))
         self.worker.start()
         return TransitionCallbackReturn.SUCCESS
 
@@ -285,7 +296,7 @@ class PolicyNode(LifecycleNode):
         self.transition_pub = self.create_publisher(Float64MultiArray, '/swfp/transition', TRANSITION_QOS)
         self.status_pub = self.create_publisher(DiagnosticArray, '/swfp/status', 10)
         # Callbacks only parse and post; one exclusive group is enough and keeps their order per executor pass.
-        cg = MutuallyExclusiveCallbackGroup()
+        cg = self._event_group = MutuallyExclusiveCallbackGroup()
         sub = lambda typ, topic, cb, qos: self.create_subscription(typ, topic, cb, qos, callback_group=cg)  # noqa
         self.joint_state_sub = sub(JointState, 'joint_states', self._on_joint_state, JOINT_STATE_QOS)
         self.last_joint_state_rx = time.monotonic()
@@ -470,6 +481,7 @@ class PolicyNode(LifecycleNode):
                   **{f'{k}_received': n for k, n in self.received.items()}}
         busy = self.worker.busy() if self.worker is not None else None
         values['worker_event'], values['worker_busy_s'] = ('', '0.000') if busy is None else (busy[0], f'{busy[1]:.3f}')
+        values['acting_on'] = 'executor' if self.worker is not None and self.worker.inline else 'worker'
         silent_s = time.monotonic() - self.last_joint_state_rx
         values['joint_state_age_s'] = f'{silent_s:.3f}'
         warnings = (['e-stop engaged'] if self.loop.safety.estopped else []) + (
@@ -497,7 +509,7 @@ class PolicyNode(LifecycleNode):
         self._stop_worker()
 
 
-def _autostart(node: PolicyNode) -> None:
+def autostart(node: PolicyNode) -> None:
     """Configure and activate at start-up: pip-only machines have no lifecycle manager."""
     if node.get_parameter('autostart').value:
         if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
@@ -506,9 +518,12 @@ def _autostart(node: PolicyNode) -> None:
         node.trigger_activate()
 
 
+def is_lockstep(node: PolicyNode) -> bool:
+    return node.get_parameter('mode').value == 'lockstep'
+
+
 def main(args=None) -> int:
-    return run_node('policy_node', PolicyNode, on_start=_autostart, args=args,
-                    lockstep=lambda node: node.get_parameter('mode').value == 'lockstep')
+    return run_node('policy_node', PolicyNode, on_start=autostart, args=args, lockstep=is_lockstep)
 
 
 if __name__ == '__main__':

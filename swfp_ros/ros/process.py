@@ -90,3 +90,7 @@ def recorder_node() -> NoReturn:
 
 def task_node() -> NoReturn:
     _run('task_node')
+
+
+def sim_actor() -> NoReturn:
+    _run('sim_actor')

@@ -377,8 +377,12 @@ def command_targets(msg, command_type: str, joint_names: list[str]) -> list[np.n
     return points
 
 
+def is_lockstep(node: SimBridge) -> bool:
+    return node.mode == 'lockstep'
+
+
 def main(args=None) -> int:
-    return run_node('sim_bridge', SimBridge, args=args, lockstep=lambda node: node.mode == 'lockstep')
+    return run_node('sim_bridge', SimBridge, args=args, lockstep=is_lockstep)
 
 
 if __name__ == '__main__':

@@ -323,6 +323,36 @@ def test_worker_reports_the_event_it_is_stuck_in_and_where():
         worker.stop()
 
 
+def test_an_inline_worker_acts_on_the_posting_thread_and_idles_when_told():
+    """inline (lockstep, the composed sim actor): each event is handled within post(), on the caller's thread, with
+    no thread of its own; idle() is the owner's periodic call (the lockstep restart); errors are counted, not raised."""
+    loop, runtime, commands, transitions, _ = make(mode='lockstep', lockstep_timeout_s=0.05, clock=time.monotonic)
+    errors = []
+    worker = ActorWorker(loop, on_error=lambda event, e: errors.append((event, threading.get_ident())), inline=True)
+    worker.start()
+    handled_on = []
+    act = loop.joint_state
+    loop.joint_state = lambda *a: (handled_on.append((threading.get_ident(), worker.busy()[0])), act(*a))
+    worker.post('task', TASK)
+    worker.post('set_active', True)
+    worker.post('joint_state', np.zeros(N), np.zeros(N), 0, time.monotonic())
+    assert len(commands) == 1 and loop.pending is not None                 # acted before post() returned
+    assert handled_on == [(threading.get_ident(), 'joint_state')] and worker.busy() is None
+    time.sleep(0.1)                     # past lockstep_timeout_s: only idle() may restart the protocol
+    assert loop.counters['lockstep_timeouts'] == 0
+    worker.idle()
+    assert loop.counters['lockstep_timeouts'] == 1 and loop.pending is None
+    loop.joint_state = lambda *a: 1 / 0
+    worker.post('joint_state', np.zeros(N), np.zeros(N), 0, time.monotonic())
+    assert errors == [('joint_state', threading.get_ident())] and loop.counters['worker_errors'] == 1
+    with pytest.raises(ValueError, match='no ticks'):
+        worker.post('tick', time.monotonic())
+    worker.stop()
+    worker.post('task', TASK)           # stopped: events are dropped, nothing raised
+    with pytest.raises(RuntimeError, match='inline'):
+        ActorWorker(loop, on_error=lambda event, e: None).idle()
+
+
 def test_temporal_ensemble_averages_overlapping_chunks_and_records_nothing():
     loop, runtime, commands, transitions, clock = make(horizon=3, mode='realtime', temporal_ensemble=True,
                                                        ensemble_decay=0.5, max_delta=1.0, action_scale=1.0)
