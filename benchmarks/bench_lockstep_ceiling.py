@@ -13,8 +13,11 @@ bench_robots_per_bridge.in_process) so that every ratio comes from one run:
 - bare, one process and contract, one process: the same between two nodes in one process on one executor (what the
   process boundary costs);
 - graph: the sim bridge and the policy node themselves (bench_robots_per_bridge.graph), each in its process as
-  launched; graph, one process: the same two nodes built in one process on one EventsExecutor, as a component
-  container would hold them (still every topic over DDS, the actor loop, the safety filter and the worker thread).
+  launched;
+- sim_actor, worker thread: the same two nodes composed in one process (the ``sim_actor`` executable with the command
+  line ``compose:=true`` gives it) but with the policy acting on its worker thread (``act_on_executor: false``);
+- sim_actor: as launched with ``compose:=true``, the policy acting on the executor thread the bridge runs on.
+  Every topic still goes over DDS, through the actor loop and the safety filter.
 
 Usage: python benchmarks/bench_lockstep_ceiling.py [--task panda_reach] [--trials 3] [--seconds 10]
                                                   [--out outputs/bench_ceiling]
@@ -36,7 +39,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / 'benchmarks'))
 ONE_PROCESS = ', one process'
-VARIANTS = ('bare', 'contract', 'bare' + ONE_PROCESS, 'contract' + ONE_PROCESS, 'graph' + ONE_PROCESS)
+VARIANTS = ('bare', 'contract', 'bare' + ONE_PROCESS, 'contract' + ONE_PROCESS)
+GRAPHS = ('graph', 'sim_actor, worker thread', 'sim_actor')
 WARMUP_STEPS = 50
 
 
@@ -192,49 +196,13 @@ def run_side(side: str, variant: str, checkpoint: str, task: str, seconds: float
     print(json.dumps({'steps_per_s': (steps[0] - first) / (time.perf_counter() - start)}), flush=True)
 
 
-def composed_graph(checkpoint: str, task: str, seconds: float) -> None:
-    """The sim bridge and the policy node themselves, built in one process on one EventsExecutor, with the parameter
-    files they run with in the graph (namespace actor0); prints env steps/s over ``seconds`` as JSON."""
-    import tempfile
-
-    import rclpy
-    import yaml
-    from rclpy.experimental import EventsExecutor
-
-    from bench_ros_latency import CONFIG
-    from swfp_ros.ros.policy_node import PolicyNode
-    from swfp_ros.ros.sim_bridge_node import SimBridge
-    params = {name: yaml.safe_load((CONFIG / f'{name}.yaml').read_text())['/**']['ros__parameters']
-              for name in ('sim_bridge', 'policy')}
-    params['sim_bridge'].update(task=task, seed=0, publish_clock=False)
-    params['policy'].update(task=task, checkpoint=checkpoint, device='cpu', actor_id=0, max_learner_backlog=0)
-    with tempfile.NamedTemporaryFile('w', suffix='.yaml', delete=False) as f:   # one file: keyed by node
-        yaml.safe_dump({'/actor0/sim_bridge': {'ros__parameters': params['sim_bridge']},
-                        '/actor0/policy_node': {'ros__parameters': params['policy']}}, f)
-    rclpy.init(args=['--ros-args', '-r', '__ns:=/actor0', '--params-file', f.name])
-    bridge, policy = SimBridge(), PolicyNode()
-    policy.trigger_configure()
-    policy.trigger_activate()
-    executor = EventsExecutor()
-    executor.add_node(bridge)
-    executor.add_node(policy)
-    while bridge.counters['steps'] < WARMUP_STEPS:
-        executor.spin_once(timeout_sec=0.05)
-    first, start = bridge.counters['steps'], time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        executor.spin_once(timeout_sec=0.05)
-    print(json.dumps({'steps_per_s': (bridge.counters['steps'] - first) / (time.perf_counter() - start)}), flush=True)
-    policy.close()
-    bridge.close()
-
-
 def exchange(variant: str, checkpoint: str, task: str, seconds: float) -> float:
     """Env steps/s of one lockstep exchange, in processes of this script: a policy and a simulator, or one with both."""
     kind = variant.removesuffix(ONE_PROCESS)
     me = [sys.executable, __file__, '--variant', kind, '--checkpoint', checkpoint, '--task', task,
           '--seconds', str(seconds)]
     acting = None if variant.endswith(ONE_PROCESS) else subprocess.Popen([*me, '--side', 'policy'])
-    side = 'simulator' if acting is not None else 'composed' if kind == 'graph' else 'both'
+    side = 'simulator' if acting is not None else 'both'
     try:
         sim = subprocess.run([*me, '--side', side], capture_output=True, text=True, timeout=seconds + 120)
     except subprocess.TimeoutExpired as e:     # its captured output is bytes whatever text= says
@@ -260,13 +228,10 @@ def main() -> int:
     ap.add_argument('--trials', type=int, default=3)
     ap.add_argument('--seconds', type=float, default=10.0)
     ap.add_argument('--out', default='outputs/bench_ceiling')
-    ap.add_argument('--side', choices=('simulator', 'policy', 'both', 'composed'), help=argparse.SUPPRESS)
-    ap.add_argument('--variant', choices=('bare', 'contract', 'graph'), help=argparse.SUPPRESS)
+    ap.add_argument('--side', choices=('simulator', 'policy', 'both'), help=argparse.SUPPRESS)
+    ap.add_argument('--variant', choices=('bare', 'contract'), help=argparse.SUPPRESS)
     ap.add_argument('--checkpoint', help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.side == 'composed':
-        composed_graph(args.checkpoint, args.task, args.seconds)
-        return 0
     if args.side:
         run_side(args.side, args.variant, args.checkpoint, args.task, args.seconds)
         return 0
@@ -289,7 +254,10 @@ def main() -> int:
                 row = {'trial': trial, 'inprocess': in_process(checkpoint, 1, 2000, args.task)}
                 for variant in VARIANTS:
                     row[variant] = exchange(variant, checkpoint, args.task, args.seconds)
-                row['graph'] = graph(node, checkpoint, 1, False, args.seconds, args.task)['steps_per_s']
+                row['graph'] = graph(node, checkpoint, 1, 'separate', args.seconds, args.task)['steps_per_s']
+                row['sim_actor, worker thread'] = graph(node, checkpoint, 1, 'composed', args.seconds, args.task,
+                                                        act_on_executor=False)['steps_per_s']
+                row['sim_actor'] = graph(node, checkpoint, 1, 'composed', args.seconds, args.task)['steps_per_s']
                 rows.append(row)
                 print(json.dumps(row), flush=True)
         except RuntimeError as e:      # an exchange that failed or hung: its own words, no traceback
@@ -298,7 +266,7 @@ def main() -> int:
         finally:
             node.destroy_node()
             rclpy.try_shutdown()
-    columns = (*VARIANTS, 'graph')
+    columns = (*VARIANTS, *GRAPHS)
     print(f'{"trial":>5} {"in-process/s":>12} | ' + ' | '.join(f'{k + " steps/s (ratio)":>34}' for k in columns))
     for r in rows:
         print(f'{r["trial"]:>5d} {r["inprocess"]:>12.1f} | ' + ' | '.join(

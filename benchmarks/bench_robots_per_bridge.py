@@ -1,6 +1,7 @@
 """Robots per sim-bridge process: N lockstep robots (panda_reach), each driven by its own policy node in namespace
-actorI, simulated either by N sim bridge processes (one robot each) or by ONE bridge process with ``robots:
-[actor0, ...]``; beside them, in this process, the in-process loop over N envs (one batched ``act`` per step of all
+actorI, simulated either by N sim bridge processes (one robot each), by ONE bridge process with ``robots:
+[actor0, ...]``, or by N composed sim actors (``sim_actor``: each robot's bridge and policy node in one process, as
+``compose:=true`` starts them); beside them, in this process, the in-process loop over N envs (one batched ``act`` per step of all
 N). Per N and layout: env steps/s of all robots over a fixed window after every robot stepped, CPU cores per process
 kind, and the graph / in-process ratio. No learner: the policy nodes run unpaced (``max_learner_backlog: 0``).
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -43,47 +45,77 @@ def in_process(ckpt: str, n: int, steps: int, task: str = 'panda_reach') -> floa
     return max(1, steps // n) * n / (time.perf_counter() - t0)
 
 
-def graph(node, ckpt: str, n: int, shared: bool, seconds: float, task: str = 'panda_reach') -> dict:
-    """Env steps/s of all N robots through the graph, and CPU cores per process kind."""
+LAYOUTS = ('separate', 'shared', 'composed')
+
+
+def start_composed(ckpt: str, task: str, namespace: str, actor_id: int, env, act_on_executor: bool = True):
+    """A sim_actor process with the command line ``swfp up sim_finetune compose:=true`` gives it (graph.resolve),
+    unpaced (no learner) and without /clock."""
+    from swfp_ros.ros import graph as G
+    rn = next(r for r in G.resolve(G.SIM_FINETUNE, {'compose': 'true', 'namespace': namespace, 'task': task,
+                                                   'checkpoint': ckpt, 'device': 'cpu', 'actor_id': str(actor_id),
+                                                   'seed': str(1000 * actor_id), 'use_sim_time': 'false'})
+              if r.executable == 'sim_actor')
+    bridge, policy = rn.components
+    bridge.parameters['publish_clock'] = False
+    policy.parameters.update(max_learner_backlog=0, act_on_executor=act_on_executor)
+    return subprocess.Popen([str(Path(sys.executable).parent / 'sim_actor'), *rn.ros_args()], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def graph(node, ckpt: str, n: int, layout: str, seconds: float, task: str = 'panda_reach',
+          act_on_executor: bool = True) -> dict:
+    """Env steps/s of all N robots through the graph in ``layout`` (LAYOUTS), and CPU cores per process kind (a
+    composed process counts as a bridge: its policy's share cannot be told apart).
+
+    Steps are counted from the bridges' own /swfp/status (their ``steps`` counter, once a second), so that counting
+    adds no subscriber to the topics of the step exchange."""
     import rclpy
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
-    from std_msgs.msg import Float64MultiArray
-    counts = [0] * n
-    subs = []
-    for i in range(n):
-        def on_reward(_msg, i=i):
-            counts[i] += 1
-        subs.append(node.create_subscription(Float64MultiArray, f'/actor{i}/swfp/reward', on_reward,
-                                             QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)))
+    from diagnostic_msgs.msg import DiagnosticArray
+    bridges_seen: dict[str, list[tuple[float, int]]] = {}     # bridge status name -> [(arrival, steps)]
+
+    def on_status(msg):
+        for st in msg.status:
+            if st.name.endswith('/sim_bridge'):
+                steps = next(int(kv.value) for kv in st.values if kv.key == 'steps')
+                bridges_seen.setdefault(st.name, []).append((time.perf_counter(), steps))
+    sub = node.create_subscription(DiagnosticArray, '/swfp/status', on_status, 100)
     namespaces = [f'actor{i}' for i in range(n)]
     env = dict(os.environ)
-    if shared:
+    if layout == 'composed':
+        bridges = [start_composed(ckpt, task, ns, i, env, act_on_executor) for i, ns in enumerate(namespaces)]
+    elif layout == 'shared':
         bridges = [start('sim_bridge', {'task': task, 'robots': namespaces, 'publish_clock': False}, env)]
     else:
         bridges = [start('sim_bridge', {'task': task, 'seed': 1000 * i, 'publish_clock': False}, env, ns)
                    for i, ns in enumerate(namespaces)]
-    policies = [start('policy_node', {'task': task, 'checkpoint': ckpt, 'device': 'cpu', 'actor_id': i,
-                                      'max_learner_backlog': 0},
-                      env, ns) for i, ns in enumerate(namespaces)]
+    policies = [] if layout == 'composed' else [
+        start('policy_node', {'task': task, 'checkpoint': ckpt, 'device': 'cpu', 'actor_id': i,
+                              'max_learner_backlog': 0}, env, ns) for i, ns in enumerate(namespaces)]
     try:
         deadline = time.monotonic() + 120
-        while min(counts) < 20:
+        while len(bridges_seen) < len(bridges) or min(seen[-1][1] for seen in bridges_seen.values()) < 20 * n:
             if time.monotonic() > deadline:
-                raise RuntimeError(f'robots did not start stepping: {counts}')
+                raise RuntimeError(f'robots did not start stepping: {bridges_seen}')
             rclpy.spin_once(node, timeout_sec=0.05)
         cpu0 = {p.pid: proc_cpu_s(p.pid) for p in bridges + policies}
-        s0, t0 = sum(counts), time.perf_counter()
+        t0 = time.perf_counter()
+        first = {name: len(seen) for name, seen in bridges_seen.items()}     # statuses after this one count
         while time.perf_counter() - t0 < seconds:
             rclpy.spin_once(node, timeout_sec=0.05)
         wall = time.perf_counter() - t0
-        steps = sum(counts) - s0
         cpu = {p.pid: (proc_cpu_s(p.pid) - cpu0[p.pid]) / wall for p in bridges + policies}
+        while any(len(seen) < first[name] + 2 for name, seen in bridges_seen.items()):   # two statuses each
+            rclpy.spin_once(node, timeout_sec=0.05)
     finally:
         for p in bridges + policies:
             stop(p)
-        for s in subs:
-            node.destroy_subscription(s)
-    return {'steps_per_s': steps / wall, 'processes': len(bridges) + len(policies),
+        node.destroy_subscription(sub)
+    rate = 0.0
+    for name, seen in bridges_seen.items():
+        (ta, sa), (tb, sb) = seen[first[name]], seen[-1]
+        rate += (sb - sa) / (tb - ta)
+    return {'steps_per_s': rate, 'processes': len(bridges) + len(policies),
             'cpu_bridges': sum(cpu[p.pid] for p in bridges), 'cpu_policies': sum(cpu[p.pid] for p in policies)}
 
 
@@ -106,20 +138,21 @@ def main():
                 inproc = in_process(ckpt, n, 1000)
                 row = {'robots': n, 'inprocess_steps_per_s': inproc}
                 rows.append(row)
-                for layout, shared in (('separate', False), ('shared', True)):
-                    g = graph(node, ckpt, n, shared, args.seconds)
+                for layout in LAYOUTS:
+                    g = graph(node, ckpt, n, layout, args.seconds)
                     row.update({f'{layout}_{k}': v for k, v in g.items()},
                                **{f'{layout}_to_inprocess': g['steps_per_s'] / inproc})
                 print(json.dumps(row), flush=True)
         finally:
             node.destroy_node()
             rclpy.try_shutdown()
-    print(f'{"robots":>6} {"in-proc/s":>9} | {"N bridges: steps/s":>18} {"ratio":>5} {"procs":>5} {"cpu B+P":>9} | '
-          f'{"1 bridge: steps/s":>17} {"ratio":>5} {"procs":>5} {"cpu B+P":>9}')
+    titles = {'separate': 'N bridges', 'shared': '1 bridge', 'composed': 'N sim_actors'}
+    print(f'{"robots":>6} {"in-proc/s":>9} | ' + ' | '.join(
+        f'{titles[k] + ": steps/s":>21} {"ratio":>5} {"procs":>5} {"cpu B+P":>9}' for k in LAYOUTS))
     for r in rows:
         cells = [f'{r["robots"]:>6d} {r["inprocess_steps_per_s"]:>9.1f}']
-        for layout in ('separate', 'shared'):
-            cells.append(f'{r[f"{layout}_steps_per_s"]:>{18 if layout == "separate" else 17}.1f} '
+        for layout in LAYOUTS:
+            cells.append(f'{r[f"{layout}_steps_per_s"]:>21.1f} '
                          f'{r[f"{layout}_to_inprocess"]:>5.2f} {r[f"{layout}_processes"]:>5d} '
                          f'{r[f"{layout}_cpu_bridges"]:>4.2f}+{r[f"{layout}_cpu_policies"]:<4.2f}')
         print(' | '.join(cells))
