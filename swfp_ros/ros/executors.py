@@ -1,6 +1,7 @@
 """The executors the swfp_ros nodes spin in, and the one start-up / shutdown sequence they share.
 
-The nodes' callbacks only parse and enqueue (worker threads do the heavy work), so one executor thread is enough.
+The nodes' callbacks only parse and enqueue (worker threads do the heavy work), so one executor thread is enough (a
+composed sim actor, :mod:`.sim_actor`, also acts on it: lockstep, where the simulator waits for each action anyway).
 rclpy's SingleThreadedExecutor by default; rclpy's EventsExecutor (C++, event-driven) for the nodes of a lockstep
 simulation (sim bridge and policy node in lockstep mode), where the executor's cost per callback is what limits the
 graph. Measured on a shared 2-core machine (panda_reach lockstep, CPU per env step read from /proc): the
