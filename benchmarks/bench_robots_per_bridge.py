@@ -105,7 +105,10 @@ def graph(node, ckpt: str, n: int, layout: str, seconds: float, task: str = 'pan
             rclpy.spin_once(node, timeout_sec=0.05)
         wall = time.perf_counter() - t0
         cpu = {p.pid: (proc_cpu_s(p.pid) - cpu0[p.pid]) / wall for p in bridges + policies}
+        deadline = time.monotonic() + 30
         while any(len(seen) < first[name] + 2 for name, seen in bridges_seen.items()):   # two statuses each
+            if time.monotonic() > deadline:
+                raise RuntimeError(f'a bridge stopped reporting its steps: {bridges_seen}')
             rclpy.spin_once(node, timeout_sec=0.05)
     finally:
         for p in bridges + policies:

@@ -348,7 +348,9 @@ def test_an_inline_worker_acts_on_the_posting_thread_and_idles_when_told():
     with pytest.raises(ValueError, match='no ticks'):
         worker.post('tick', time.monotonic())
     worker.stop()
-    worker.post('task', TASK)           # stopped: events are dropped, nothing raised
+    loop.joint_state = act
+    worker.post('joint_state', np.zeros(N), np.zeros(N), 0, time.monotonic())   # stopped: dropped, nothing raised
+    assert len(commands) == 1
     with pytest.raises(RuntimeError, match='inline'):
         ActorWorker(loop, on_error=lambda event, e: None).idle()
 
