@@ -152,10 +152,6 @@ class PolicyRuntime:
             raise ValueError(f'update key too short: {len(key)} bytes, at least {auth.MIN_KEY_BYTES}')
         self._key = key
 
-    @property
-    def requires_signature(self) -> bool:
-        return self._key is not None
-
     def clear_observations(self) -> None:
         """Forget the observations kept as probe states (e.g. after a warm-up on made-up observations)."""
         with self._lock:

@@ -29,7 +29,6 @@ import numpy as np
 
 HOLD_REASONS = ('estop', 'stale', 'nan_target', 'bad_size_target', 'bad_observation')
 NO_COMMAND_REASONS = ('bad_measured', 'measured_out_of_limits')
-CLAMP_REASONS = ('clamp_limit', 'clamp_delta')
 
 
 @dataclass(frozen=True)
@@ -51,7 +50,10 @@ class SafetyFilter:
         self.n = self.lower.size
         if self.upper.shape != self.lower.shape or np.any(self.upper < self.lower):
             raise ValueError('joint limits must have equal sizes and lower <= upper')
-        self.max_delta = np.broadcast_to(np.asarray(max_delta, dtype=np.float64), (self.n,)).copy()
+        per_joint = np.asarray(max_delta, dtype=np.float64).ravel()
+        if per_joint.size not in (1, self.n):
+            raise ValueError(f'max_delta must be one value or one per joint ({self.n}), got {per_joint.size}')
+        self.max_delta = np.broadcast_to(per_joint, (self.n,)).copy()
         if np.any(self.max_delta <= 0) or not np.all(np.isfinite(self.max_delta)):
             raise ValueError(f'max_delta must be positive and finite, got {max_delta}')
         if not stale_timeout_s > 0:

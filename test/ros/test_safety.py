@@ -128,6 +128,7 @@ def test_estop_latches_until_released():
     f = make()
     q = np.zeros(7)
     f.set_estop(True)
+    assert f.counters['estop_engaged'] == 1
     for _ in range(3):
         r = f.filter(q + 0.05, q, 0.0)
         assert r.held and r.reason == 'estop' and np.array_equal(r.command, q)
@@ -145,10 +146,10 @@ def test_estop_wins_over_bad_target():
 
 def test_bad_measured_gives_no_command():
     f = make()
-    for q in (np.full(7, np.nan), np.zeros(5), None):
+    for q in (np.full(7, np.nan), np.array([0.0] * 6 + [np.nan]), np.zeros(5), None):
         r = f.filter(np.zeros(7), q, 0.0)
-        assert r.command is None and r.reason == 'bad_measured'
-    assert f.counters['bad_measured'] == 3
+        assert r.command is None and r.held and r.reason == 'bad_measured'
+    assert f.counters['bad_measured'] == 4
 
 
 def test_hold_is_clipped_into_limits():
@@ -158,10 +159,31 @@ def test_hold_is_clipped_into_limits():
     assert np.allclose(f.filter(q, q, 0.0).command, 1.0)
 
 
-def test_constructor_validation():
-    with pytest.raises(ValueError):
-        SafetyFilter(np.zeros(7), -np.ones(7), 0.1)
-    with pytest.raises(ValueError):
-        SafetyFilter(LOWER, UPPER, 0.0)
-    with pytest.raises(ValueError):
-        SafetyFilter(LOWER, UPPER, 0.1, stale_timeout_s=0)
+def test_the_boundaries_belong_to_the_permissive_side():
+    """Exactly max_delta past a limit is still usable, exactly at a limit is not beyond it, and an observation
+    exactly stale_timeout_s old is not stale (binary fractions, so the comparisons are exact)."""
+    f = make(max_delta=0.125, stale=0.25)
+    at_limit = np.array([-1.0] + [0.0] * 6)
+    r = f.filter(at_limit, at_limit, obs_age_s=0.25)
+    assert r.ok and f.counters['measured_beyond_limit'] == 0
+    q = np.array([-1.125] + [0.0] * 6)
+    r = f.filter(q, q, 0.0)
+    assert r.ok and r.command[0] == -1.0 and f.counters['measured_beyond_limit'] == 1
+
+
+LIMITS, DELTA, STALE = 'joint limits must have equal sizes', 'max_delta must be', 'stale_timeout_s must be'
+
+
+@pytest.mark.parametrize('lower,upper,max_delta,stale,message', [
+    (np.zeros(7), -np.ones(7), 0.1, 0.5, LIMITS),                        # every joint inverted
+    (LOWER, np.array([1.0] * 6 + [-2.0]), 0.1, 0.5, LIMITS),              # one joint inverted
+    (LOWER, np.ones(6), 0.1, 0.5, LIMITS),                               # sizes differ
+    (LOWER, UPPER, 0.0, 0.5, DELTA),
+    (LOWER, UPPER, np.array([0.1] * 6 + [0.0]), 0.5, DELTA),             # one joint's bound not positive
+    (LOWER, UPPER, np.array([0.1] * 6 + [np.inf]), 0.5, DELTA),          # one joint unbounded
+    (LOWER, UPPER, np.full(6, 0.1), 0.5, DELTA),                         # a bound per joint, one missing
+    (LOWER, UPPER, 0.1, 0.0, STALE),
+])
+def test_constructor_validation(lower, upper, max_delta, stale, message):
+    with pytest.raises(ValueError, match=message):
+        SafetyFilter(lower, upper, max_delta, stale_timeout_s=stale)
