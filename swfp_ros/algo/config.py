@@ -135,8 +135,8 @@ class SwfpConfig:
     flow: FlowConfig = field(default_factory=FlowConfig)
     block: BlockConfig = field(default_factory=BlockConfig)
     critic: CriticConfig = field(default_factory=CriticConfig)
-    warmup_steps: int = 5000      # env steps of critic-only training before the first block
-    steps_per_block: int = 2500   # env steps between blocks
+    warmup_steps: int = 2000      # env steps of critic-only training before the first block
+    steps_per_block: int = 1000   # env steps between blocks
     utd: float = 0.5              # critic updates per env step (a chunk of H actions is H steps; prototype: 1 per 2)
     demo_ratio: float = 0.5       # fraction of each critic batch drawn from demonstrations, when given
     replay_capacity: int = 1_000_000

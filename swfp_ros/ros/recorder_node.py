@@ -31,7 +31,7 @@ from swfp_ros.ros.executors import run_node, steady_clock
 from swfp_ros.ros import messages as M
 from swfp_ros.ros.params import ParamSpec, declare_params, set_period
 
-DEFAULT_TOPICS = ['/joint_states', '/swfp/task', '/swfp/action', '/swfp/reward', '/swfp/transition',
+DEFAULT_TOPICS = ['/joint_states', '/swfp/task', '/swfp/action', '/swfp/reward', '/swfp/episode', '/swfp/transition',
                   '/swfp/policy_update', '/swfp/estop', '/clock']
 
 

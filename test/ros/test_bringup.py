@@ -140,12 +140,12 @@ def test_print_output_runs_as_printed_with_learner_settings(tmp_path, ros_env, r
     from rclpy.parameter_client import AsyncParameterClient
     bc = write_bc_checkpoint(tmp_path / 'bc.pt', 3, 2)
     assert bringup.main(['sim_finetune', f'checkpoint:={bc}', f'checkpoint_dir:={tmp_path / "ckpt"}',
-                         'use_sim_time:=false', 'swfp.block.delta:=0.2', 'swfp.warmup_steps:=2000', '--print']) == 0
+                         'use_sim_time:=false', 'swfp.block.delta:=0.2', 'swfp.warmup_steps:=3000', '--print']) == 0
     lines = capsys.readouterr().out.splitlines()
     learner = [shlex.split(line) for line in lines if 'learner_node --ros-args' in line]
     assert len(learner) == 1
     cmd = learner[0]
-    assert '-p' in cmd and 'swfp.block.delta:=0.2' in cmd and 'swfp.warmup_steps:=2000' in cmd
+    assert '-p' in cmd and 'swfp.block.delta:=0.2' in cmd and 'swfp.warmup_steps:=3000' in cmd
     files = [cmd[i + 1] for i, a in enumerate(cmd) if a == '--params-file']
     assert files and all(f.endswith('config/learner.yaml') for f in files)
     log = open(tmp_path / 'learner.log', 'w')
@@ -168,7 +168,7 @@ def test_print_output_runs_as_printed_with_learner_settings(tmp_path, ros_env, r
             return values['v'] is not None
         ros_node.wait_for(got, 30.0, what='the parameters')
         delta, warmup, ckpt = values['v']
-        assert (delta.double_value, warmup.integer_value, ckpt.string_value) == (0.2, 2000, str(tmp_path / 'ckpt'))
+        assert (delta.double_value, warmup.integer_value, ckpt.string_value) == (0.2, 3000, str(tmp_path / 'ckpt'))
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(30)

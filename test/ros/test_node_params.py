@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 pytest.importorskip('rclpy')
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
@@ -129,7 +130,7 @@ def check_configure_parameters(ros_node, client, name):
 
 def test_every_parameter_in_its_yaml_file_with_a_comment():
     """config/<node>.yaml holds every declared parameter and nothing else, each with a comment on its line or the
-    line above."""
+    line above, at the node's own default (a node started without the file behaves as with it)."""
     tables = {'learner': learner_node.PARAMS + learner_node.swfp_params(), 'policy': policy_node.PARAMS,
               'recorder': recorder_node.PARAMS, 'sim_bridge': sim_bridge_node.PARAMS,
               'task_node': task_node.task_params(TASKS, SUCCESS_DISTANCE)}
@@ -150,3 +151,17 @@ def test_every_parameter_in_its_yaml_file_with_a_comment():
             assert '#' in line or lines[i - 1].strip().startswith('#'), f'{path.name}: {line.strip()} has no comment'
         names = {s.name for s in specs}
         assert keys == names, f'{path.name}: missing {names - keys}, not declared {keys - names}'
+        values = flatten(yaml.safe_load(path.read_text())['/**']['ros__parameters'])
+        differ = {s.name: (values[s.name], s.default) for s in specs if values[s.name] != s.default}
+        assert not differ, f'{path.name}: (file, node default) differ for {differ}'
+
+
+def flatten(tree: dict, prefix: str = '') -> dict:
+    """{'swfp': {'block': {'delta': 0.1}}} -> {'swfp.block.delta': 0.1}"""
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f'{prefix}{key}.'))
+        else:
+            out[f'{prefix}{key}'] = value
+    return out
