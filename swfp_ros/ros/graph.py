@@ -44,6 +44,8 @@ RESPAWN_DELAY_S = 2.0
 STOP_TIMEOUT_S = 10.0
 LEARNER_STOP_TIMEOUT_S = 30.0
 LAUNCH_SIGKILL_TIMEOUT_S = 5.0  # ros2 launch: SIGTERM after stop_timeout_s - this, SIGKILL at stop_timeout_s
+# Simulated robot i is seeded seed + this * i, whether it has a bridge of its own or shares one (sim_bridge_node).
+ROBOT_SEED_STRIDE = 1000
 
 
 @dataclass(frozen=True)
@@ -166,9 +168,10 @@ def _common_arguments(use_sim_time: bool) -> list[Argument]:
         Argument('checkpoint_dir', 'swfp_checkpoints/learner', 'Directory of the learner\'s own checkpoints; a '
                  'restarted learner resumes from it.'),
         Argument('log_dir', '', 'Directory of the learner\'s TensorBoard event files (critic, blocks, replay, '
-                 'times). Empty: none.'),
+                 'times). Empty: the value in the config files (none by default).'),
         Argument('transition_bag', '', 'Optional rosbag2 (directory, .mcap or .db3) of recorded /swfp/transition '
-                 'messages that pre-fills the learner\'s replay buffer. Empty: none.'),
+                 'messages that pre-fills the learner\'s replay buffer. Empty: the value in the config files (none '
+                 'by default).'),
         Argument('record_bag', False, 'Start the recorder node, which writes the live topics to a rosbag2.',
                  type=bool),
         Argument('bag_path', '', 'Output directory of the recorded bag (must not exist). Empty: '
@@ -193,8 +196,12 @@ def _common_arguments(use_sim_time: bool) -> list[Argument]:
     ]
 
 
-# update_key_file:=... / estop_release_sources:=... when given, else the parameter files' value (None: not overridden)
-UPDATE_KEY_FILE = ('update_key_file', Computed(lambda v, ns: v['update_key_file'] or None))
+def _given(name: str) -> Computed:
+    """The argument's value when given, else the parameter files' value (None: not overridden)."""
+    return Computed(lambda v, ns: v[name] or None)
+
+
+UPDATE_KEY_FILE = ('update_key_file', _given('update_key_file'))
 ESTOP_RELEASE_SOURCES = ('estop_release_sources', Computed(
     lambda v, ns: [s.strip() for s in v['estop_release_sources'].split(',') if s.strip()] or None))
 
@@ -203,9 +210,9 @@ def _learner(extra_params: Sequence[tuple[str, Value]] = (), condition: str | No
     return NodeSpec('learner_node', 'learner_node', param_files=('learner.yaml',), namespaced=False,
                     required=False, respawn=Arg('respawn_learner'), condition=condition,
                     stop_timeout_s=LEARNER_STOP_TIMEOUT_S, parameters=(
-        ('base_checkpoint', Arg('checkpoint')), ('checkpoint_dir', Arg('checkpoint_dir')),
-        ('transition_bag', Arg('transition_bag')), ('device', Arg('device')), ('use_sim_time', Arg('use_sim_time')),
-        ('log_dir', Arg('log_dir')), UPDATE_KEY_FILE, *extra_params))
+        ('base_checkpoint', _given('checkpoint')), ('checkpoint_dir', Arg('checkpoint_dir')),
+        ('transition_bag', _given('transition_bag')), ('device', Arg('device')),
+        ('use_sim_time', Arg('use_sim_time')), ('log_dir', _given('log_dir')), UPDATE_KEY_FILE, *extra_params))
 
 
 def _recorder(extra_params: Sequence[tuple[str, Value]] = ()) -> NodeSpec:
@@ -225,7 +232,8 @@ SIM_FINETUNE = Graph(
         Argument('mode', 'lockstep', 'Sim bridge stepping: lockstep (one control step per action, fast training) '
                  'or realtime (physics at wall-clock rate with the latest command, like a robot).',
                  choices=('lockstep', 'realtime')),
-        Argument('seed', 0, 'Random seed of the sim bridge.', type=int),
+        Argument('seed', 0, 'Random seed of the sim bridge; with several namespaces the i-th one\'s bridge gets seed + '
+                 '1000·i.', type=int),
         Argument('compose', False, 'Run each actor\'s sim bridge and policy node in one process (sim_actor) on one '
                  'executor thread, the policy acting on that thread in lockstep: more env steps/s than two processes '
                  '(README, "How far Python can go in lockstep"). Same nodes, names, parameters and topics; the pair '
@@ -237,7 +245,7 @@ SIM_FINETUNE = Graph(
             ('task', Arg('task')), ('mode', Arg('mode')), ('seed', Arg('seed')),
             ('use_sim_time', Arg('use_sim_time')))),
         NodeSpec('policy_node', 'policy_node', param_files=('policy.yaml',), parameters=(
-            ('task', Arg('task')), ('checkpoint', Arg('checkpoint')), ('device', Arg('device')),
+            ('task', Arg('task')), ('checkpoint', _given('checkpoint')), ('device', Arg('device')),
             ('actor_id', Arg('actor_id')), ('use_sim_time', Arg('use_sim_time')), UPDATE_KEY_FILE,
             ESTOP_RELEASE_SOURCES,
             # composed in lockstep: act on the executor thread the bridge also runs on (no hand-off per message)
@@ -331,7 +339,7 @@ REAL_ARM = Graph(
             ('use_sim_time', Arg('use_sim_time'))),
             remappings=(('joint_states', Arg('joint_states_topic')),)),
         NodeSpec('policy_node', 'policy_node', param_files=('policy.yaml',), parameters=(
-            ('checkpoint', Arg('checkpoint')), ('device', Arg('device')), ('dry_run', Arg('dry_run')),
+            ('checkpoint', _given('checkpoint')), ('device', Arg('device')), ('dry_run', Arg('dry_run')),
             ('mode', Arg('mode')), ('control_rate', Arg('control_rate')), ('command_type', Arg('command_type')),
             ('actor_id', Arg('actor_id')), ('use_sim_time', Arg('use_sim_time')), UPDATE_KEY_FILE,
             ESTOP_RELEASE_SOURCES),
@@ -517,8 +525,10 @@ def resolve(graph: Graph, given: Mapping[str, str]) -> list[ResolvedNode]:
                 return v.fn(values, ns) if isinstance(v, Computed) else v
             params = {k: value(v) for k, v in spec.parameters}
             params = {k: v for k, v in params.items() if v is not None}
-            if i and 'actor_id' in params:
-                params['actor_id'] = int(params['actor_id']) + i
+            # the i-th actor: its own actor id, and its own simulated episodes (as one bridge seeds its robots)
+            for key, step in (('actor_id', 1), ('seed', ROBOT_SEED_STRIDE)):
+                if i and key in params:
+                    params[key] = int(params[key]) + step * i
             nodes.append(ResolvedNode(
                 executable=spec.executable, name=spec.name, package=spec.package, namespace=ns,
                 param_files=[param_file(f) for f in spec.param_files], parameters=params,

@@ -57,6 +57,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from . import messages as M
 from .executors import run_node, steady_clock
+from .graph import ROBOT_SEED_STRIDE
 from .params import ParamSpec, declare_params, set_period
 from .qos import ACTION_QOS, EPISODE_QOS, REWARD_QOS, TASK_QOS
 
@@ -145,7 +146,7 @@ class SimBridge(Node):
 
         clock_pub = self.create_publisher(Clock, '/clock', 10) if self.publish_clock else None
         self.status_pub = self.create_publisher(DiagnosticArray, '/swfp/status', 10)
-        self.robots = [SimRobot(self, ns, new_env(), self.seed + 1000 * i, clock_pub if i == 0 else None)
+        self.robots = [SimRobot(self, ns, new_env(), self.seed + ROBOT_SEED_STRIDE * i, clock_pub if i == 0 else None)
                        for i, ns in enumerate(robots)]
         self.control_rate = rate if rate > 0 else self.robots[0].env.control_rate_hz
         if self.mode == 'realtime':

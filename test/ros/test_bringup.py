@@ -111,6 +111,17 @@ def test_print_and_help_resolve_the_real_graphs(tmp_path, capsys):
             assert re.search(rf'{exe} --ros-args -r __node:={exe} -r __ns:=/{ns} ', out), out
     assert out.count('learner_node --ros-args') == 1 and '-p actor_id:=4' in out and '-p actor_id:=5' in out
     assert '-r swfp/action:=forward_position_controller/commands' in out
+    # an argument left empty leaves the parameter files' value; given, it overrides it
+    for given in ({}, {'checkpoint': 'bc.pt', 'log_dir': 'tb', 'transition_bag': 'old_bag'}):
+        params = {n.name: n.parameters for n in graph.resolve(graph.SIM_FINETUNE, given)}
+        assert params['policy_node'].get('checkpoint') == given.get('checkpoint')
+        assert {k: params['learner_node'].get(k) for k in ('base_checkpoint', 'log_dir', 'transition_bag')} == {
+            'base_checkpoint': given.get('checkpoint'), 'log_dir': given.get('log_dir'),
+            'transition_bag': given.get('transition_bag')}
+    # several simulated actors: each bridge its own episodes (seed + 1000·i, as one bridge seeds its robots)
+    seeds = {n.namespace: n.parameters['seed'] for n in graph.resolve(
+        graph.SIM_FINETUNE, {'checkpoint': 'bc.pt', 'namespace': 'a,b,c', 'seed': 7}) if n.name == 'sim_bridge'}
+    assert seeds == {'/a': 7, '/b': 7 + graph.ROBOT_SEED_STRIDE, '/c': 7 + 2 * graph.ROBOT_SEED_STRIDE}
     assert bringup.main(['sim_finetune', 'nosuch:=1']) == 2
     assert 'no argument(s) nosuch' in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
