@@ -65,8 +65,7 @@ def run_once(n: int, ckpt: str, out: Path, seconds: float, pacing: int, warm_tim
     from swfp_ros.algo.serialize import BlockUpdate
     from swfp_ros.ros import messages as M
     from swfp_ros.ros.bringup import Bringup
-    from swfp_ros.ros.learner_node import update_qos
-    from swfp_ros.ros.qos import REWARD_QOS, TRANSITION_QOS
+    from swfp_ros.ros.qos import REWARD_QOS, TRANSITION_QOS, UPDATE_QOS
     from swfp_ros.train.graph_demo import DEMO_SWFP, _config_dir, graph_nodes
 
     run_dir = out / f'n{n}'
@@ -118,7 +117,7 @@ def run_once(n: int, ckpt: str, out: Path, seconds: float, pacing: int, warm_tim
     for i in range(n):
         node.create_subscription(Float64MultiArray, f'/actor{i}/swfp/reward', on_reward(i), REWARD_QOS)
     node.create_subscription(DiagnosticArray, '/swfp/status', on_status, 50)
-    node.create_subscription(UInt8MultiArray, '/swfp/policy_update', on_update, update_qos(64))
+    node.create_subscription(UInt8MultiArray, '/swfp/policy_update', on_update, UPDATE_QOS)
     node.create_subscription(Float64MultiArray, '/swfp/transition', on_transition, TRANSITION_QOS)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)

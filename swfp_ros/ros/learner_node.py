@@ -60,7 +60,6 @@ import torch
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.duration import Duration
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Float64MultiArray, Int64, UInt8MultiArray
 
 from swfp_ros.algo import auth
@@ -72,6 +71,7 @@ from swfp_ros.ros import messages
 from swfp_ros.ros.executors import run_node, steady_clock
 from swfp_ros.ros.journal import JournalError, TransitionJournal
 from swfp_ros.ros.params import ParamSpec, declare_params, set_period
+from swfp_ros.ros.qos import BACKLOG_QOS, transition_qos, update_qos
 from swfp_ros.train.monitor import ScalarLog
 
 TOPIC_TRANSITION = '/swfp/transition'
@@ -89,23 +89,6 @@ STOP_WAIT_S = 10.0
 
 class StartRefused(RuntimeError):
     """The node cannot start with these files or parameters; the message says why and what to do."""
-
-
-def transition_qos(depth: int) -> QoSProfile:
-    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=int(depth), reliability=ReliabilityPolicy.RELIABLE,
-                      durability=DurabilityPolicy.VOLATILE)
-
-
-def update_qos(depth: int) -> QoSProfile:
-    """Reliable + transient local: a policy node that joins late receives the latest base and the blocks after it."""
-    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=int(depth), reliability=ReliabilityPolicy.RELIABLE,
-                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
-
-
-def backlog_qos() -> QoSProfile:
-    """/swfp/learner_backlog: the latest value only; a late actor gets it at once."""
-    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
 # --- the algorithm side (swfp_ros.algo) -----------------------------------------------------------------------------
@@ -309,7 +292,7 @@ class LearnerNode(Node):
         self._update_depth = max(int(g('update_history')), self.learner.cfg.block.max_blocks + 1)
         self.update_pub = self.create_publisher(UInt8MultiArray, TOPIC_UPDATE, update_qos(self._update_depth))
         self.status_pub = self.create_publisher(DiagnosticArray, TOPIC_STATUS, 10)
-        self.backlog_pub = self.create_publisher(Int64, TOPIC_BACKLOG, backlog_qos())
+        self.backlog_pub = self.create_publisher(Int64, TOPIC_BACKLOG, BACKLOG_QOS)
         self._publish_base(self.learner.snapshot(), recreate=False)   # late joiners / restarted actors catch up
         self.create_subscription(Float64MultiArray, TOPIC_TRANSITION, self._on_transition,
                                  transition_qos(g('queue_depth')))

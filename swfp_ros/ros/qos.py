@@ -1,5 +1,6 @@
 """The QoS profiles of the topic contract, one definition each: publisher and subscriber of a topic import the same
-profile, so the two sides cannot drift apart (nodes, tests and benchmarks all take them from here)."""
+profile, so the two sides cannot drift apart (nodes, tests and benchmarks all take them from here; the learner's
+transition and update depths are its parameters, hence the two functions)."""
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 # swfp/task: state, not a stream: a late subscriber needs the latest value -> transient local, depth 1.
@@ -24,12 +25,25 @@ ACTION_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, histor
 # from where the arm now is. 100 covers a 1 s stall of a 100 Hz driver (0.1 s at 1 kHz); the backlog is cheap to drain.
 JOINT_STATE_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.BEST_EFFORT,
                              durability=DurabilityPolicy.VOLATILE, history=HistoryPolicy.KEEP_LAST)
-# /swfp/transition: deep and reliable: a learner that is slow to take data must not lose transitions.
-TRANSITION_QOS = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
-# /swfp/policy_update and /swfp/estop: latched: a policy that (re)starts after the learner published gets the
-# learner's latest base + blocks / the e-stop.
-UPDATE_QOS = QoSProfile(depth=64, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL,
-                        history=HistoryPolicy.KEEP_LAST)
+
+
+def transition_qos(depth: int) -> QoSProfile:
+    """/swfp/transition: deep and reliable: a learner that is slow to take data must not lose transitions (the
+    learner's side takes its depth from its ``queue_depth`` parameter)."""
+    return QoSProfile(depth=int(depth), reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE,
+                      history=HistoryPolicy.KEEP_LAST)
+
+
+def update_qos(depth: int) -> QoSProfile:
+    """/swfp/policy_update: latched: a policy node that (re)starts after the learner published receives the latest
+    base and the blocks after it (the learner's side keeps as many as its update depth)."""
+    return QoSProfile(depth=int(depth), reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.TRANSIENT_LOCAL, history=HistoryPolicy.KEEP_LAST)
+
+
+TRANSITION_QOS = transition_qos(1000)
+UPDATE_QOS = update_qos(64)
+# /swfp/estop: latched: a policy that (re)starts after it was engaged gets it.
 ESTOP_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL,
                        history=HistoryPolicy.KEEP_LAST)
 # /swfp/learner_backlog: the latest count only, latched.

@@ -105,7 +105,7 @@ def run_graph_finetune(bc_checkpoint: str, out_dir: str | Path, env_steps: int, 
 
     from ..ros import messages as M
     from ..ros.bringup import Bringup, _killpg
-    from ..ros.learner_node import update_qos
+    from ..ros.qos import UPDATE_QOS
     from ..ros.qos import REWARD_QOS
 
     out = Path(out_dir)
@@ -152,7 +152,7 @@ def run_graph_finetune(bc_checkpoint: str, out_dir: str | Path, env_steps: int, 
     for i in range(actors):
         node.create_subscription(Float64MultiArray, f'/actor{i}/swfp/reward', on_reward, REWARD_QOS)
     node.create_subscription(DiagnosticArray, '/swfp/status', on_status, 50)
-    node.create_subscription(UInt8MultiArray, '/swfp/policy_update', on_update, update_qos(64))
+    node.create_subscription(UInt8MultiArray, '/swfp/policy_update', on_update, UPDATE_QOS)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
     spinner = threading.Thread(target=executor.spin, daemon=True)
