@@ -1,7 +1,8 @@
 """Every mistake a user can make on the command line ends in ONE line naming what is wrong and what to do, a non-zero
 exit and no traceback, and destroys nothing: each case below is a real `swfp` subprocess.
 
-With SWFP_CLI_ERROR_TABLE=FILE the cases append `| command | exit | message |` rows to FILE (the README's table).
+The README's error table shows each case's whole message, checked here row by row; with SWFP_CLI_ERROR_TABLE=FILE
+the cases append their rows to FILE instead, to regenerate the table after a message changes.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ SWFP = [str(_script)] if _script.exists() else [sys.executable, '-m', 'swfp_ros.
 ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONUNBUFFERED': '1'}
 REACH_SPEC = REPO / 'config' / 'ingest_panda_reach.yaml'
 PUSH_SPEC = REPO / 'config' / 'ingest_panda_push.yaml'
+README_ROWS = set((REPO / 'README.md').read_text().splitlines())
 
 
 class _Evil:
@@ -169,11 +171,14 @@ def test_one_line_error(results, work, case):
     assert len(lines) == 1, f'expected one line, got:\n{r.stderr}'
     assert lines[0].startswith('swfp') and 'Traceback' not in r.stderr and 'internal error' not in r.stderr
     assert needle in lines[0], lines[0]
+    shown = ' '.join(a if a and ' ' not in a else repr(a) for a in args).replace(str(REPO) + '/', '')
+    cell = lines[0].replace('|', '\\|').replace(str(work) + '/', '').replace(str(REPO) + '/', '')
+    row = f'| {name} | `swfp {shown}` | {r.returncode} | {cell} |'
     if os.environ.get('SWFP_CLI_ERROR_TABLE'):
         with open(os.environ['SWFP_CLI_ERROR_TABLE'], 'a') as f:
-            shown = ' '.join(a if a and ' ' not in a else repr(a) for a in args).replace(str(REPO) + '/', '')
-            cell = lines[0].replace('|', '\\|').replace(str(work) + '/', '').replace(str(REPO) + '/', '')
-            f.write(f'| {name} | `swfp {shown}` | {r.returncode} | {cell} |\n')
+            f.write(row + '\n')
+    else:
+        assert row in README_ROWS, f'the README\'s error table lacks this row (regenerate it, see the docstring):\n{row}'
 
 
 def test_failed_commands_destroyed_nothing(results):
