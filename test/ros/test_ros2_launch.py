@@ -7,7 +7,7 @@ local set-up the README's "Running the node graph" describes (launch and launch_
 test environment skips this file). What it checks: ``--show-args``; a terminal's double Ctrl-C to the whole process
 group (every node exits 0, the learner's final checkpoint written, the recorded bag readable); a node that cannot
 start ends the launch with the reason and status 1; the learner SIGKILLed while the arm keeps being commanded, then
-respawned; two namespaced arms from one launch.
+respawned; two namespaced arms from one launch; two composed sim actors (``compose:=true``), one process each.
 """
 import os
 import re
@@ -34,6 +34,7 @@ from geometry_msgs.msg import PoseStamped  # noqa: E402
 from std_msgs.msg import Float64MultiArray  # noqa: E402
 
 from swfp_ros.ros import graph  # noqa: E402
+from swfp_ros.ros.sim_actor import NODE_FLAG, split_sections  # noqa: E402
 from swfp_ros.sim import TASKS  # noqa: E402
 from swfp_ros.train.graph_demo import _config_dir  # noqa: E402
 from test_multi_actor import statuses  # noqa: E402
@@ -154,7 +155,8 @@ def test_ctrl_c_to_the_process_group_stops_every_node_cleanly(launch_env, ros_no
 
 def test_a_policy_that_cannot_start_ends_the_launch_with_the_reason(launch_env, tmp_path):
     """No checkpoint (its argument misspelt, which launch itself lets pass): a warning naming the argument, then the
-    policy node's failed start ends the launch with status 1 and the reason."""
+    failed start of the policy node or of the learner (both need the checkpoint; whichever exits first, the learner
+    on most runs) ends the launch with status 1 and the reason."""
     run = Launch(tmp_path, launch_env, 'sim_finetune.launch.py', 'device:=cpu', f'chekpoint:={tmp_path / "bc.pt"}')
     try:
         rc = run.proc.wait(120)
@@ -163,8 +165,8 @@ def test_a_policy_that_cannot_start_ends_the_launch_with_the_reason(launch_env, 
     assert rc == 1, out[-4000:]
     assert '[WARNING] [launch.user]: chekpoint:= is not an argument of sim_finetune and is ignored; did you mean ' \
            'checkpoint:=?' in out, out[-4000:]
-    assert 'Caught exception in launch (see debug for traceback): policy_node exited with status 3; shutting the ' \
-           'graph down' in out, out[-4000:]
+    assert re.search(r'Caught exception in launch \(see debug for traceback\): (policy_node exited with status 3|'
+                     r'learner_node failed to start \(status 3\)); shutting the graph down', out), out[-4000:]
     assert 'Traceback' not in out and 'KeyboardInterrupt' not in out, out[-4000:]
     assert all(process_gone(p) for p in sum(run.pids().values(), []))
 
@@ -221,3 +223,44 @@ def test_two_namespaced_arms_from_one_launch(launch_env, ros_node, tmp_path):
                                                                       'policy_node': 2}, out[-4000:]
     assert not plain
     _every_process_finished_cleanly(out)
+
+
+def test_composed_sim_actors_one_process_per_namespace(launch_env, ros_node, tmp_path):
+    """sim_finetune compose:=true namespace:=a,b: one sim_actor process per namespace, holding that namespace's sim
+    bridge and policy node (each in its own --node section; no sim_bridge or policy_node process), both bridges
+    stepping with their policy acting on the executor and the learner training; then a double Ctrl-C to the process
+    group ends every process cleanly, the learner's final checkpoint written."""
+    status = ros_node.collect('/swfp/status', DiagnosticArray)
+    bc = write_bc_checkpoint(tmp_path / 'bc.pt', OBS_DIM, 7)
+    run = Launch(tmp_path, launch_env, 'sim_finetune.launch.py', f'checkpoint:={bc}', 'device:=cpu', 'compose:=true',
+                 'namespace:=a,b', f'config:={_config_dir(tmp_path / "config", SMALL_SWFP)}',
+                 f'checkpoint_dir:={tmp_path / "ckpt"}')
+
+    def node(name: str) -> dict:
+        assert run.proc.poll() is None, run.text()[-4000:]      # the launch ended: fail now, with its output
+        return statuses(status).get(name, {})
+    steps = lambda ns: int(node(f'/{ns}/sim_bridge').get('steps', 0))  # noqa: E731
+    try:
+        ros_node.wait_for(lambda: min(steps('a'), steps('b')) > 0, 180.0, what='both composed bridges stepping')
+        first = {ns: steps(ns) for ns in 'ab'}
+        ros_node.wait_for(lambda: all(steps(ns) > first[ns] for ns in 'ab') and
+                          all(node(f'/{ns}/policy_node').get('acting_on') == 'executor' for ns in 'ab') and
+                          int(node('/learner_node').get('blocks_published', 0)) >= 1, 120.0,
+                          what='both bridges stepping on, both policies acting on the executor, a learner block')
+        argvs = [Path(f'/proc/{pid}/cmdline').read_bytes().decode().split('\0')[:-1]
+                 for pid in run.pids().get('sim_actor', [])]
+        run.ctrl_c_twice()
+        rc = run.proc.wait(60)
+    finally:
+        out = run.finish()
+    assert rc == 0, out[-4000:]
+    assert {name: len(pids) for name, pids in run.pids().items()} == {'sim_actor': 2, 'learner_node': 1}, out[-4000:]
+    namespaces = []
+    for argv in argvs:     # each process: both nodes' sections, both in the one namespace of that process
+        sections, _ = split_sections(argv[argv.index(NODE_FLAG):])
+        ns = {name: [a for a in s if a.startswith('__ns:=')] for name, s in sections.items()}
+        assert ns['sim_bridge'] == ns['policy_node'] and len(ns['sim_bridge']) == 1, argv
+        namespaces += ns['sim_bridge']
+    assert sorted(namespaces) == ['__ns:=/a', '__ns:=/b'], argvs
+    _every_process_finished_cleanly(out)
+    assert re.search(r'\[learner_node\]: final checkpoint', out) and (tmp_path / 'ckpt' / 'learner.pt').is_file()
