@@ -154,3 +154,45 @@ def test_validation_keeps_no_graph_and_skips_the_log_det_at_alpha_zero(alpha):
         with torch.no_grad():
             assert used == saved_bytes(lambda: block.logabsdet(s, a))
         assert math.isfinite(stats['logdet'])
+
+
+def test_lambda_never_falls_below_its_floor():
+    """λ may fall to a tenth of the JKO weight 1/(2δ) (a step of at most 10δ), never lower: a carried λ below the floor
+    is raised to it, and a critic with no pull drives λ down to exactly the floor. A stopped block carries λ too."""
+    gen = torch.Generator().manual_seed(0)
+    cfg = BlockConfig(delta=0.1, hidden=16, train_steps=40, dual_step=1.0, pool_size=256, q_scale='none')
+    floor = math.log(1.0 / (2.0 * cfg.delta)) - math.log(10.0)
+    cascade, states, no_pull = Cascade(small_flow()), torch.randn(256, 3, generator=gen), lambda s, a: 0.0 * a.sum(-1)
+    _, rep = train_block(cascade, no_pull, states, cfg, None, gen)
+    assert rep.log_lambda == pytest.approx(floor), rep
+    block, stopped = train_block(cascade, no_pull, states, cfg, -100.0, gen, should_stop=lambda: True)
+    assert block is None and not stopped.accepted and stopped.reason == 'stopped'
+    assert stopped.log_lambda == pytest.approx(floor), stopped
+
+
+def test_entropy_counts_towards_the_improvement():
+    """α > 0 and a critic with no opinion: the block can only gain entropy (log det > 0), which is an improvement of
+    its objective, α·E log det, and is accepted as one."""
+    gen = torch.Generator().manual_seed(0)
+    cfg = BlockConfig(delta=0.1, hidden=32, alpha=0.5, train_steps=100, pool_size=512, q_scale='none')
+    block, rep = train_block(Cascade(small_flow()), lambda s, a: 0.0 * a.sum(-1), torch.randn(512, 3, generator=gen),
+                             cfg, None, gen)
+    assert rep.logdet > 0 and rep.improvement == pytest.approx(cfg.alpha * rep.logdet), rep
+    assert block is not None and rep.accepted, rep
+
+
+def test_a_critic_that_is_not_finite_on_held_out_states_rejects_the_block():
+    """Training sees a finite critic (with gradients), validation a NaN one: the report is not finite, so the block
+    is rejected as such, not judged by comparisons that NaN makes false."""
+    gen = torch.Generator().manual_seed(0)
+    cfg = BlockConfig(delta=0.1, hidden=32, train_steps=20, pool_size=512)
+    q = lambda s, a: a.sum(-1) if torch.is_grad_enabled() else torch.full_like(a[:, 0], float('nan'))  # noqa: E731
+    block, rep = train_block(Cascade(small_flow()), q, torch.randn(512, 3, generator=gen), cfg, None, gen)
+    assert block is None and rep.reason == 'non_finite', rep
+
+
+@pytest.mark.parametrize('shape', [(64,), (64, 4), (1, 3)])
+def test_states_of_the_wrong_shape_are_refused(shape):
+    cfg = BlockConfig(delta=0.1, hidden=16, train_steps=1, pool_size=64)
+    with pytest.raises(ValueError, match=r'expected states \[N>=2, 3\]'):
+        train_block(Cascade(small_flow()), CRITICS['moderate'], torch.randn(*shape), cfg)
