@@ -1,6 +1,7 @@
 """The TD target against a hand computation (γ^n, min of the twins or of an ensemble's drawn pair, the target network,
 termination, soft term), and the learner's next actions: drawn at the normalised next observation, once per policy version and stored slot."""
 import numpy as np
+import pytest
 import torch
 
 from swfp_ros.algo.blocks import RefinementBlock
@@ -78,6 +79,15 @@ def test_soft_target_subtracts_the_temperature_times_the_log_density():
     bootstrap = torch.tensor([GAMMA ** int(n) * (0.0 if t else 1.0) for n, t in zip(b['n_steps'], b['terminated'])])
     torch.testing.assert_close(c.td_target(b, temperature=0.7), by_hand(c, b) - bootstrap * 0.7 * b['next_log_prob'])
     torch.testing.assert_close(c.td_target(b, temperature=0.0), by_hand(c, b))
+    hard = critic(soft=False)      # a hard target ignores the temperature
+    torch.testing.assert_close(hard.td_target(b, temperature=0.7), by_hand(hard, b))
+
+
+def test_an_ensemble_needs_the_generator_that_draws_its_target_pair():
+    c = critic(ensemble=5)
+    with pytest.raises(ValueError, match='draws its target pair: pass an rng'):
+        c.update(batch())
+    assert critic().target_heads(None) is None       # a twin critic uses both heads, no draw
 
 
 class CollapseField(torch.nn.Module):
