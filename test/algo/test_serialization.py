@@ -116,3 +116,51 @@ def test_swap_between_inferences_under_threads():
     stop.set()
     t.join()
     assert not errors and rt.version == 20 and len(rt.cascade.blocks) == 20
+
+
+def test_a_digest_names_every_part_of_the_policy():
+    """The digest a block's parent check rests on changes with the parent, the block's architecture, any one of its
+    weights (to the last bit) and its tensors' shapes; and a snapshot of a cascade has the digest its blocks chain to."""
+    b = trained_block()
+    upd = block_update(1, b)
+    d = upd.digest()
+    assert upd.digest(parent='1' * 64) != d
+    assert BlockUpdate.from_block(1, RefinementBlock(3, 2, 16, 3, tau=0.1), '0' * 64, 0.5).digest() != \
+        BlockUpdate.from_block(1, RefinementBlock(3, 2, 16, 2, tau=0.1), '0' * 64, 0.5).digest()
+    for name, t in upd.tensors.items():
+        nudged = t.clone()
+        nudged.view(-1)[0] = torch.nextafter(nudged.view(-1)[0], torch.tensor(np.inf))
+        assert BlockUpdate(1, 'block', 3, 2, upd.meta, {**upd.tensors, name: nudged}).digest() != d, name
+        assert BlockUpdate(1, 'block', 3, 2, upd.meta, {**upd.tensors, name: t.view(1, -1)}).digest() != d, name
+    rt = runtime()
+    casc = Cascade(small_flow(), [b])
+    assert BlockUpdate.from_policy(1, casc, identity_normalizer(3)).digest() == block_update(1, b, rt.digest).digest()
+
+
+def test_a_block_trained_on_a_sibling_policy_is_refused():
+    """Two blocks of the same architecture on the same parent (e.g. a learner restarted from an older checkpoint): the
+    actor that applied one refuses the next block of the other branch as built on another policy."""
+    rt = runtime()
+    parent = rt.digest
+    assert rt.apply_update(block_update(1, trained_block(seed=1), parent).to_bytes()) == 1
+    sibling = block_update(1, trained_block(seed=2), parent)
+    with pytest.raises(UpdateRejected) as e:
+        rt.apply_update(block_update(2, trained_block(seed=3), sibling.digest()).to_bytes())
+    assert e.value.reason == 'wrong_parent'
+
+
+@pytest.mark.parametrize('parent', ['', 'g' * 64, '0' * 63, 'A' * 64, None])
+def test_a_block_whose_parent_is_not_a_digest_is_corrupt(parent):
+    upd = block_update(1, trained_block())
+    upd.meta['parent'] = parent
+    with pytest.raises(UpdateRejected, match='valid parent digest') as e:
+        BlockUpdate.from_bytes(upd.to_bytes(), obs_dim=3, act_dim=2)
+    assert e.value.reason == 'corrupt'
+
+
+def test_a_block_missing_a_tensor_does_not_fit_its_architecture():
+    upd = block_update(1, trained_block())
+    upd.tensors.pop(sorted(upd.tensors)[0])
+    with pytest.raises(UpdateRejected) as e:
+        BlockUpdate.from_bytes(upd.to_bytes(), obs_dim=3, act_dim=2).build_block()
+    assert e.value.reason == 'incompatible'
