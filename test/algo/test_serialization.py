@@ -40,8 +40,10 @@ def test_round_trip_block_and_base():
     assert (snap.version, snap.kind) == (7, 'base')
 
 
-@pytest.mark.parametrize('damage', ['flip', 'truncate', 'magic', 'empty'])
-def test_damaged_bytes_rejected(damage):
+@pytest.mark.parametrize('damage,message', [('flip', 'checksum mismatch'), ('truncate', 'checksum mismatch'),
+                                            ('magic', 'not an SWFP update of format'), ('empty', 'truncated: 0 bytes'),
+                                            ('header only', 'truncated: 20 bytes')])
+def test_damaged_bytes_rejected_with_what_is_wrong(damage, message):
     raw = bytearray(block_update(1, trained_block()).to_bytes())
     if damage == 'flip':
         raw[len(raw) // 2] ^= 0x01
@@ -49,10 +51,13 @@ def test_damaged_bytes_rejected(damage):
         raw = raw[:-100]
     elif damage == 'magic':
         raw[0:4] = b'XXXX'
-    else:
+    elif damage == 'empty':
         raw = b''
-    with pytest.raises(UpdateRejected):
+    else:
+        raw = raw[:20]
+    with pytest.raises(UpdateRejected, match=message) as e:
         BlockUpdate.from_bytes(bytes(raw))
+    assert e.value.reason == 'corrupt'
 
 
 def test_wrong_dims_and_nonfinite_rejected():
@@ -164,3 +169,12 @@ def test_a_block_missing_a_tensor_does_not_fit_its_architecture():
     with pytest.raises(UpdateRejected) as e:
         BlockUpdate.from_bytes(upd.to_bytes(), obs_dim=3, act_dim=2).build_block()
     assert e.value.reason == 'incompatible'
+
+
+def test_a_block_is_not_built_as_a_policy_nor_a_base_as_a_block():
+    block, base = block_update(1, trained_block()), BlockUpdate.from_policy(1, Cascade(small_flow()),
+                                                                         identity_normalizer(3))
+    with pytest.raises(UpdateRejected, match="a 'block' update, not a base"):
+        block.build_policy()
+    with pytest.raises(UpdateRejected, match="a 'base' update, not a block"):
+        base.build_block()
