@@ -85,12 +85,15 @@ def inference(n_blocks: int, calls: int) -> dict:
 
 
 def filled_learner(device: str, n: int):
-    """A default-size learner on ``device`` with ``n`` random transitions (short of the warm-up: no block is due)."""
+    """A default-size learner on ``device`` with ``n`` random transitions and no block due (its warm-up set past
+    them: the figures time the calls themselves, not the schedule)."""
+    from swfp_ros.algo.config import SwfpConfig
     from swfp_ros.algo.flow import FlowPolicy
     from swfp_ros.algo.learner import Learner
     from swfp_ros.algo.normalize import ObsNormalizer
     torch.manual_seed(0)
-    learner = Learner(FlowPolicy(OBS_DIM, ACT_DIM), ObsNormalizer(OBS_DIM), device=device)
+    learner = Learner(FlowPolicy(OBS_DIM, ACT_DIM), ObsNormalizer(OBS_DIM), SwfpConfig(warmup_steps=2 * n),
+                      device=device)
     rng = np.random.default_rng(0)
     learner.add_transitions(rng.normal(size=(n, OBS_DIM)), rng.uniform(-1, 1, size=(n, ACT_DIM)), rng.normal(size=n),
                             rng.normal(size=(n, OBS_DIM)), np.zeros(n, bool))
