@@ -162,6 +162,25 @@ def test_no_task_holds_and_invalid_input_holds():
     assert runtime.calls == 1
 
 
+def test_an_invalid_joint_state_between_ticks_drops_the_chunk_in_flight():
+    """Realtime: a bad joint state arrives mid-chunk and a valid one before the next tick. The rest of the chunk,
+    planned before the fault, is dropped (not executed, its decision not recorded): the next tick infers afresh."""
+    loop, runtime, commands, transitions, clock = make(horizon=4, mode='realtime', async_chunks=False)
+    loop.task(TASK)
+    loop.set_active(True)
+    feed(loop, clock, np.full(N, 0.2), 0)
+    loop.tick(clock())
+    assert runtime.calls == 1
+    loop.invalid('bad_joint_state')
+    feed(loop, clock, np.full(N, 0.25), 1)
+    clock.t += 0.05
+    loop.tick(clock())
+    assert runtime.calls == 2 and np.allclose(runtime.obs_seen[-1][:N], 0.25)
+    assert np.allclose(commands[-1][0], 0.25 + 0.1 * 0.2)     # chunk 2's first step, from the new measurement
+    loop.reward(RewardInfo(-1.0, False, False, 1))
+    assert not any(np.allclose(t.obs[:N], 0.2) for t in transitions)
+
+
 def test_realtime_updates_are_checked_aside_and_swapped_after_a_command():
     loop, runtime, commands, transitions, clock = make(mode='realtime')
     loop.task(TASK)
@@ -467,3 +486,23 @@ def test_warmup_observations_do_not_become_probe_states():
     assert runtime._n_observed == 0
     runtime.act(np.ones(OBS_DIM))
     assert runtime._n_observed == 1 and np.all(runtime._observed[0] == 1.0)
+
+
+@pytest.mark.parametrize('bad,message', [
+    ({'mode': 'sometimes'}, 'mode must be one of'),
+    ({'command_type': 'velocity'}, 'command_type must be one of'),
+    ({'joint_names': ()}, 'joint_names is empty'),
+    ({'action_scale': 0.0}, 'action_scale must be positive and finite'),
+    ({'control_rate': float('inf')}, 'control_rate must be positive and finite'),
+    ({'lockstep_timeout_s': float('nan')}, 'lockstep_timeout_s must be positive and finite'),
+    ({'home_speed': -0.5}, 'home_speed must be positive and finite'),
+    ({'temporal_ensemble': True}, 'temporal_ensemble needs mode realtime and command_type float64_array'),
+    ({'temporal_ensemble': True, 'mode': 'realtime', 'command_type': 'trajectory'}, 'temporal_ensemble needs'),
+    ({'ensemble_decay': -0.01}, 'ensemble_decay must be >= 0'),
+    ({'learner_wait_s': -1.0}, 'learner_wait_s must be >= 0 and finite'),
+    ({'learner_wait_s': float('inf')}, 'learner_wait_s must be >= 0 and finite'),
+])
+def test_a_config_out_of_its_domain_is_refused_by_name(bad, message):
+    with pytest.raises(ValueError, match=message):
+        ActorConfig(**{'joint_names': JOINTS, **bad})
+    ActorConfig(joint_names=JOINTS, learner_wait_s=0.0, ensemble_decay=0.0)   # the edges of the domains are in it
