@@ -410,10 +410,22 @@ def test_home_posture_between_episodes_is_rate_limited_and_ends_with_the_next_ep
         assert np.allclose(commands[-1][0] - q, 0.02), 'one rate-limited step towards home per tick'
         q = commands[-1][0]
         feed(loop, clock, q, 2 + k)
+    loop.episode(0)                                  # the ended episode announced again (a latched message)
     assert runtime.calls == calls and loop.homing
     loop.episode(1)
     loop.tick(clock())
     assert not loop.homing and runtime.calls == calls + 1
+
+
+def test_a_home_posture_must_be_one_finite_position_per_joint():
+    loop, *_ = make(mode='realtime')
+    for bad in (np.full(N - 1, 0.5), np.array([0.5] * (N - 1) + [np.nan])):
+        with pytest.raises(ValueError, match=f'home posture needs {N} finite joint positions'):
+            loop.home(bad)
+    loop.home(np.full(N, 0.5))
+    loop.homing = True
+    loop.home(None)                                  # no home posture: nothing to return to
+    assert loop.home_q is None and not loop.homing
 
 
 def test_in_process_lockstep_run_on_the_reach_task():
