@@ -181,6 +181,30 @@ def test_an_invalid_joint_state_between_ticks_drops_the_chunk_in_flight():
     assert not any(np.allclose(t.obs[:N], 0.2) for t in transitions)
 
 
+@pytest.mark.parametrize('command_type', ['float64_array', 'trajectory'])
+def test_an_estop_and_a_deactivation_hold_at_once_without_waiting_for_a_tick(command_type):
+    """Mid-chunk (mid-trajectory: the controller would run the rest on its own), engaging the e-stop and deactivating
+    each send a hold at the measured position right away, and the interrupted decision is not recorded."""
+    for stop in ('estop', 'deactivate'):
+        loop, runtime, commands, transitions, clock = make(horizon=4, mode='realtime', command_type=command_type)
+        loop.task(TASK)
+        loop.set_active(True)
+        q = np.full(N, 0.2)
+        feed(loop, clock, q, 0)
+        loop.tick(clock())
+        sent = len(commands)
+        loop.estop(True) if stop == 'estop' else loop.set_active(False)
+        assert len(commands) == sent + 1 and np.array_equal(commands[-1][0], q), stop
+        assert loop.counters['holds'] == 1
+        loop.reward(RewardInfo(-1.0, True, False, 1))
+        feed(loop, clock, q, 1)
+        assert not transitions, stop
+    sent = len(commands)                             # inactive: an e-stop and its release command nothing
+    loop.estop(True)
+    loop.estop(False)
+    assert len(commands) == sent
+
+
 def test_realtime_updates_are_checked_aside_and_swapped_after_a_command():
     loop, runtime, commands, transitions, clock = make(mode='realtime')
     loop.task(TASK)
