@@ -205,6 +205,22 @@ def test_an_estop_and_a_deactivation_hold_at_once_without_waiting_for_a_tick(com
     assert len(commands) == sent
 
 
+def test_a_trajectory_is_filtered_point_by_point_from_the_previous_point():
+    """A chunk sent as one trajectory: each point is the previous one plus its step, bounded by max_delta from the
+    previous point (the controller reaches each from the last), so the points accumulate and no step between two
+    exceeds the bound."""
+    loop, runtime, commands, transitions, clock = make(horizon=4, mode='realtime', command_type='trajectory',
+                                                       max_delta=0.0105)
+    loop.task(TASK)
+    loop.set_active(True)
+    feed(loop, clock, np.full(N, 0.2), 0)
+    loop.tick(clock())
+    points = np.asarray(commands[-1])                # chunk 1: actions 0.10, 0.11, 0.12, 0.13 at 0.1 rad each
+    steps = np.minimum([0.010, 0.011, 0.012, 0.013], 0.0105)
+    np.testing.assert_allclose(points, np.broadcast_to(0.2 + np.cumsum(steps)[:, None], (4, N)))
+    assert loop.safety.counters['clamp_delta'] == 3
+
+
 def test_realtime_updates_are_checked_aside_and_swapped_after_a_command():
     loop, runtime, commands, transitions, clock = make(mode='realtime')
     loop.task(TASK)
