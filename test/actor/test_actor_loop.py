@@ -457,6 +457,31 @@ def test_home_posture_between_episodes_is_rate_limited_and_ends_with_the_next_ep
     assert not loop.homing and runtime.calls == calls + 1
 
 
+def test_the_way_home_steps_down_too_stops_at_home_and_holds_on_an_estop():
+    """Home below the arm: rate-limited steps down, a last shorter step onto home, then it stays there; an e-stop on
+    the way is a hold at the measured position, not a step."""
+    loop, runtime, commands, transitions, clock = make(mode='realtime', home_speed=0.4)   # 0.02 rad per 20 Hz tick
+    loop.task(TASK)
+    loop.set_active(True)
+    q = np.full(N, 0.3)
+    loop.home(q - 0.05)
+    loop.homing = True                               # as after an episode's end
+    targets = []
+    for k in range(5):
+        feed(loop, clock, q, k)
+        loop.tick(clock())
+        targets.append(commands[-1][0][0])
+        q = commands[-1][0]
+    np.testing.assert_allclose(targets, [0.28, 0.26, 0.25, 0.25, 0.25])
+    assert loop.counters['homing_steps'] == 5
+    q = np.full(N, 0.27)
+    feed(loop, clock, q, 5)
+    loop.estop(True)
+    sent = len(commands)
+    loop.tick(clock())                               # every tick on the way: a hold while the e-stop is engaged
+    assert len(commands) == sent + 1 and np.array_equal(commands[-1][0], q) and loop.counters['homing_steps'] == 5
+
+
 def test_a_home_posture_must_be_one_finite_position_per_joint():
     loop, *_ = make(mode='realtime')
     for bad in (np.full(N - 1, 0.5), np.array([0.5] * (N - 1) + [np.nan])):
