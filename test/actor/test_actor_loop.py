@@ -221,6 +221,23 @@ def test_a_trajectory_is_filtered_point_by_point_from_the_previous_point():
     assert loop.safety.counters['clamp_delta'] == 3
 
 
+def test_a_chunk_cut_short_by_the_episode_end_is_recorded_padded_to_its_full_size():
+    """Realtime, H = 4: the episode ends after two steps of a chunk. Its transition carries the two executed steps and
+    zeros for the two never sent, so it has the policy's action size (the learner refuses any other)."""
+    loop, runtime, commands, transitions, clock = make(horizon=4, mode='realtime', async_chunks=False)
+    loop.task(TASK)
+    loop.set_active(True)
+    for stamp in range(2):
+        feed(loop, clock, np.full(N, 0.2), stamp)
+        loop.tick(clock())
+        loop.reward(RewardInfo(-1.0, stamp == 1, False, 1))
+    feed(loop, clock, np.full(N, 0.2), 2)            # the terminal observation
+    assert len(transitions) == 1 and transitions[0].terminated
+    action = np.asarray(transitions[0].action).reshape(4, N)
+    np.testing.assert_allclose(action[:2], [np.full(N, 0.10), np.full(N, 0.11)])
+    assert np.array_equal(action[2:], np.zeros((2, N)))
+
+
 def test_realtime_updates_are_checked_aside_and_swapped_after_a_command():
     loop, runtime, commands, transitions, clock = make(mode='realtime')
     loop.task(TASK)
