@@ -238,6 +238,27 @@ def test_a_chunk_cut_short_by_the_episode_end_is_recorded_padded_to_its_full_siz
     assert np.array_equal(action[2:], np.zeros((2, N)))
 
 
+@pytest.mark.parametrize('planned', ['prefetch', 'temporal_ensemble'])
+def test_nothing_planned_before_an_estop_is_executed_after_its_release(planned):
+    """What the loop planned ahead -- the next chunk inferred in the background, or the chunks a temporal ensemble
+    averages -- came from observations before the e-stop; after the release it acts on a fresh inference only."""
+    cfg = {'async_chunks': True} if planned == 'prefetch' else {'temporal_ensemble': True}
+    loop, runtime, commands, transitions, clock = make(horizon=4, mode='realtime', **cfg)
+    loop.task(TASK)
+    loop.set_active(True)
+    for stamp in range(4):                           # chunk 1 executed; the next one planned from 0.2
+        feed(loop, clock, np.full(N, 0.2), stamp)
+        loop.tick(clock())
+    planned_calls = runtime.calls
+    loop.estop(True)
+    loop.estop(False)
+    feed(loop, clock, np.full(N, 0.3), 4)
+    loop.tick(clock())
+    assert runtime.calls == planned_calls + 1 and np.allclose(runtime.obs_seen[-1][:N], 0.3)
+    step = (planned_calls + 1) / 10 * 0.1            # the fresh chunk's first step, alone
+    np.testing.assert_allclose(commands[-1][0], 0.3 + step)
+
+
 def test_realtime_updates_are_checked_aside_and_swapped_after_a_command():
     loop, runtime, commands, transitions, clock = make(mode='realtime')
     loop.task(TASK)
