@@ -193,7 +193,10 @@ def test_an_estop_and_a_deactivation_hold_at_once_without_waiting_for_a_tick(com
         feed(loop, clock, q, 0)
         loop.tick(clock())
         sent = len(commands)
-        loop.estop(True) if stop == 'estop' else loop.set_active(False)
+        if stop == 'estop':
+            loop.estop(True)
+        else:
+            loop.set_active(False)
         assert len(commands) == sent + 1 and np.array_equal(commands[-1][0], q), stop
         assert loop.counters['holds'] == 1
         loop.reward(RewardInfo(-1.0, True, False, 1))
