@@ -234,3 +234,51 @@ def test_signature_is_over_the_whole_payload():
         bad[i] ^= 0x80
         with pytest.raises(UpdateRejected):
             auth.verify(bytes(bad), KEY)
+
+
+def test_block_count_and_claim_limits_are_inclusive():
+    """max_blocks counts the cascade after the update: a block that makes exactly that many is applied, the next one
+    is refused, and so is a base carrying more; a claim of exactly max_block_w2 may be made."""
+    torch.manual_seed(0)
+    rt = actor_of(make_learner(), max_blocks=2, max_block_w2=0.05)
+    for version in (1, 2):
+        assert rt.apply_update(forged_block(rt.digest, version, bias=0.0, w2_bound=0.05).to_bytes()) == version
+    with pytest.raises(UpdateRejected) as e:
+        rt.apply_update(forged_block(rt.digest, 3, bias=0.0, w2_bound=0.05).to_bytes())
+    assert e.value.reason == 'too_many_blocks'
+    full = rt.cascade
+    assert rt.apply_update(BlockUpdate.from_policy(3, full, rt.normalizer).to_bytes()) == 3
+    over = Cascade(full.base, [*full.blocks, full.blocks[0]], clip=full.clip)
+    with pytest.raises(UpdateRejected) as e:
+        rt.apply_update(BlockUpdate.from_policy(4, over, rt.normalizer).to_bytes())
+    assert e.value.reason == 'too_many_blocks' and rt.version == 3
+
+
+def test_probe_states_are_the_latest_observations_acted_on():
+    """The checks run a new policy on states like those it will act on: the recent observations (normalised), once
+    enough were seen, single and batched alike; before that, synthetic N(0, I) states."""
+    torch.manual_seed(0)
+    rt = actor_of(make_learner())
+    rt.clear_observations()
+    synthetic, _ = rt._probes(rt.normalizer)
+    assert synthetic.abs().max() <= 3.0
+    for row in np.full((8, OBS), 7.0):
+        rt.act(row)
+    rt.act(np.full((8, OBS), 7.0))
+    observed, _ = rt._probes(rt.normalizer)
+    expected = rt.normalizer(torch.full((1, OBS), 7.0))
+    torch.testing.assert_close(observed, expected.expand_as(observed))
+
+
+def test_an_update_prepared_against_a_policy_that_was_replaced_meanwhile_is_refused():
+    """prepare_update runs aside while the policy acts; if another update was committed in between, committing the
+    first would drop the other's change: it is refused as 'raced' (counted) and the newer policy kept."""
+    torch.manual_seed(0)
+    rt = actor_of(make_learner())
+    first = rt.prepare_update(forged_block(rt.digest, 1, bias=0.0).to_bytes())
+    other = rt.prepare_update(forged_block(rt.digest, 1, bias=0.05).to_bytes())
+    assert rt.commit_update(other) == 1
+    kept = rt.digest
+    with pytest.raises(UpdateRejected) as e:
+        rt.commit_update(first)
+    assert e.value.reason == 'raced' and rt.rejections['raced'] == 1 and rt.digest == kept
