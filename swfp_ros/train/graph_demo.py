@@ -81,11 +81,11 @@ def _ensure_domain() -> None:
 
 def graph_nodes(bc_checkpoint: str, checkpoint_dir: str, config_dir: str, task: str, actors: int, seed: int):
     """The resolved sim_finetune graph for ``actors`` namespaced actors (actor0..) and one shared learner."""
-    from ..ros.graph import SIM_FINETUNE, resolve
+    from ..ros.graph import ROBOT_SEED_STRIDE, SIM_FINETUNE, resolve
     nodes = []
     for i in range(actors):
         resolved = resolve(SIM_FINETUNE, {
-            'task': task, 'mode': 'lockstep', 'seed': str(seed + 1000 * i), 'namespace': f'actor{i}',
+            'task': task, 'mode': 'lockstep', 'seed': str(seed + ROBOT_SEED_STRIDE * i), 'namespace': f'actor{i}',
             'actor_id': str(i), 'checkpoint': bc_checkpoint, 'checkpoint_dir': checkpoint_dir,
             'config': config_dir, 'device': 'cpu'})
         nodes += [n for n in resolved if n.namespace or i == 0]   # actors of every resolution, the learner once
