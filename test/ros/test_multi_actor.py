@@ -73,7 +73,11 @@ def test_two_namespaced_actors_one_learner(launch_node, ros_node, tmp_path):
             print(p.name, p.output()[-1500:])
     ts = [M.transition_from_msg(m, OBS_DIM, 7) for _, m in list(transitions)]
     assert {t.actor_id for t in ts} == {0, 1}
-    assert min(t.version for t in ts) == 0 and max(t.version for t in ts) >= 1   # BC first, then the blocks
+    # each actor's policy versions only move forward (this test's subscription may match after the first versions:
+    # under load it saw none of version 0 once, so where they start is not asserted)
+    for i in (0, 1):
+        seen = [t.version for t in ts if t.actor_id == i]
+        assert seen == sorted(seen) and seen[-1] >= 1, (i, seen)
     assert not plain
     assert all(p.alive() for p in procs)
     for p in reversed(procs):
