@@ -21,6 +21,7 @@ obs->action p50 33 -> 14 ms when the policy node left it).
 from __future__ import annotations
 
 import sys
+import threading
 import time
 import traceback
 from typing import Callable, NoReturn, Sequence
@@ -37,6 +38,10 @@ STOP_POLL_S = 0.1
 # Exit status of a node that could not start (bad parameters, missing checkpoint): launchers end the whole graph on
 # it, while a node that fails later (status 1) may be one the graph can do without for a while (the learner).
 EXIT_START_FAILED = 3
+# rclpy's and DDS's teardown after the nodes' own cleanup: past this the process ends with its status anyway. It once
+# hung past launch's 10 s SIGKILL on a loaded machine (a fresh-clone CI run: the task node 'stopped in 0.00 s', then
+# was killed), and nothing of value is left to it then.
+TEARDOWN_DEADLINE_S = 3.0
 
 
 def make_executor(lockstep: bool = False) -> Executor:
@@ -119,8 +124,18 @@ def run_nodes(name: str, nodes: Sequence[tuple[Callable, Callable | None]], args
             node.get_logger().info('stopping' + (' (signal)' if stop_requested.is_set() else ''))
             node.close()
             node.get_logger().info(f'stopped in {time.monotonic() - t0:.2f} s')
+        overdue = threading.Timer(TEARDOWN_DEADLINE_S, _teardown_overdue, args=(name, rc))
+        overdue.daemon = True
+        overdue.start()
+        for node in reversed(built):
             node.destroy_node()
         if executor is not None:
             executor.shutdown(timeout_sec=1.0)
         rclpy.try_shutdown()
+    end_process(rc)
+
+
+def _teardown_overdue(name: str, rc: int) -> NoReturn:
+    print(f'{name}: rclpy teardown still running {TEARDOWN_DEADLINE_S:g} s after the nodes stopped; exiting',
+          file=sys.stderr)
     end_process(rc)

@@ -77,3 +77,40 @@ def test_the_stop_handler_survives_signals_landing_inside_it(who):
     except subprocess.TimeoutExpired as e:
         pytest.fail(f'the stop handler deadlocked under a signal flood: {e}')
     assert done.returncode == 0 and 'handled;' in done.stdout, done.stderr[-2000:]
+
+
+STUCK_TEARDOWN = '''
+import time
+from rclpy.node import Node
+from swfp_ros.ros.executors import run_node
+
+class Stuck(Node):
+    """Its own cleanup is instant; rclpy's teardown of it never ends."""
+    def __init__(self):
+        super().__init__('stuck_teardown')
+    def close(self):
+        pass
+    def destroy_node(self):
+        time.sleep(600)
+
+run_node('stuck_teardown', Stuck, on_start=lambda node: print('spinning', flush=True))
+'''
+
+
+def test_a_teardown_that_hangs_after_the_nodes_stopped_still_ends_the_process_with_its_status(ros_env):
+    """Once every node's own cleanup is done, rclpy's and DDS's teardown gets TEARDOWN_DEADLINE_S: a hang there
+    (seen once in CI, past launch's SIGKILL) ends the process with status 0 and one line saying so."""
+    import subprocess
+    import sys
+    from swfp_ros.ros.executors import TEARDOWN_DEADLINE_S
+    proc = subprocess.Popen([sys.executable, '-c', STUCK_TEARDOWN], env=ros_env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == 'spinning', proc.stderr.read()
+        proc.send_signal(signal.SIGINT)
+        rc = proc.wait(timeout=TEARDOWN_DEADLINE_S + 30)
+    finally:
+        proc.kill()
+    err = proc.stderr.read()
+    assert rc == 0, err
+    assert f'stuck_teardown: rclpy teardown still running {TEARDOWN_DEADLINE_S:g} s after the nodes stopped' in err
