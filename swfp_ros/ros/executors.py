@@ -39,8 +39,8 @@ STOP_POLL_S = 0.1
 # it, while a node that fails later (status 1) may be one the graph can do without for a while (the learner).
 EXIT_START_FAILED = 3
 # rclpy's and DDS's teardown after the nodes' own cleanup: past this the process ends with its status anyway. It once
-# hung past launch's 10 s SIGKILL on a loaded machine (a fresh-clone CI run: the task node 'stopped in 0.00 s', then
-# was killed), and nothing of value is left to it then.
+# hung past the 10 s `swfp up` (like ros2 launch) gives a node before SIGKILL (a fresh-clone CI run: the task node
+# 'stopped in 0.00 s', then was killed), and nothing of value is left to it then.
 TEARDOWN_DEADLINE_S = 3.0
 
 

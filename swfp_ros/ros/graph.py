@@ -233,7 +233,7 @@ SIM_FINETUNE = Graph(
                  'or realtime (physics at wall-clock rate with the latest command, like a robot).',
                  choices=('lockstep', 'realtime')),
         Argument('seed', 0, 'Random seed of the sim bridge; with several namespaces the i-th one\'s bridge gets seed + '
-                 '1000·i.', type=int),
+                 f'{ROBOT_SEED_STRIDE}·i.', type=int),
         Argument('compose', False, 'Run each actor\'s sim bridge and policy node in one process (sim_actor) on one '
                  'executor thread, the policy acting on that thread in lockstep: more env steps/s than two processes '
                  '(README, "How far Python can go in lockstep"). Same nodes, names, parameters and topics; the pair '

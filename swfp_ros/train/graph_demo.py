@@ -80,16 +80,13 @@ def _ensure_domain() -> None:
 
 
 def graph_nodes(bc_checkpoint: str, checkpoint_dir: str, config_dir: str, task: str, actors: int, seed: int):
-    """The resolved sim_finetune graph for ``actors`` namespaced actors (actor0..) and one shared learner."""
-    from ..ros.graph import ROBOT_SEED_STRIDE, SIM_FINETUNE, resolve
-    nodes = []
-    for i in range(actors):
-        resolved = resolve(SIM_FINETUNE, {
-            'task': task, 'mode': 'lockstep', 'seed': str(seed + ROBOT_SEED_STRIDE * i), 'namespace': f'actor{i}',
-            'actor_id': str(i), 'checkpoint': bc_checkpoint, 'checkpoint_dir': checkpoint_dir,
-            'config': config_dir, 'device': 'cpu'})
-        nodes += [n for n in resolved if n.namespace or i == 0]   # actors of every resolution, the learner once
-    return nodes
+    """The resolved sim_finetune graph for ``actors`` namespaced actors (actor0..; actor ids and bridge seeds counted
+    up by the graph) and one shared learner."""
+    from ..ros.graph import SIM_FINETUNE, resolve
+    return resolve(SIM_FINETUNE, {
+        'task': task, 'mode': 'lockstep', 'seed': str(seed), 'namespace': ','.join(f'actor{i}' for i in range(actors)),
+        'actor_id': '0', 'checkpoint': bc_checkpoint, 'checkpoint_dir': checkpoint_dir, 'config': config_dir,
+        'device': 'cpu'})
 
 
 def run_graph_finetune(bc_checkpoint: str, out_dir: str | Path, env_steps: int, swfp: dict, task: str = 'panda_reach',
