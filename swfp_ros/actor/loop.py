@@ -30,7 +30,8 @@ Safety: every command goes through the :class:`SafetyFilter` (limits, per-step d
 stale observations, e-stop); an invalid joint state or task message holds; a missing task (no goal yet) holds; holds
 are never recorded as transitions. In realtime a hold goes to the measured position only while that measurement is
 fresh (``stale_timeout_s``): once it is older, nothing is sent (``stale_holds_withheld``) and the controller keeps
-its last target, since the arm may have moved since the measurement (pushed, or a stalled node resuming).
+its last target, since the arm may have moved since the measurement (pushed, or a stalled node resuming); that age
+is checked once more as the last step before every send (``stale_commands_withheld`` for policy and homing steps).
 Transitions: (obs, executed action in [-1, 1] — a chunk cut short is padded with zeros —, reward summed over the
 steps it covered, next_obs, terminated, n_steps, policy version, actor id). The observation that finishes one is
 usually the next decision's: the transition goes out after that decision's command, not before it, so building and
@@ -373,9 +374,16 @@ class ActorLoop:
         return self.safety.estopped or bool(self.obs_invalid) or self._old(obs.rx)
 
     # --- commanding ---------------------------------------------------------------------------------------------
-    def _publish(self, points: np.ndarray) -> None:
+    def _publish(self, points: np.ndarray, rx: float) -> bool:
+        """Send ``points``, decided from a measurement taken at ``rx``; whether they went out. Realtime: that
+        measurement's age is checked again right before the send, as the last step before it -- the thread can be
+        descheduled (or the process stopped) after the safety filter judged it fresh, and a command decided from a
+        measurement older than ``stale_timeout_s`` can command a jump back from where the arm is now."""
+        if self.cfg.mode == 'realtime' and self._old(rx):
+            return False
         self._send_command(np.atleast_2d(points))
         self.counters['commands'] += 1
+        return True
 
     def _send_hold(self, reason: str, obs: Observation | None = None) -> None:
         """Hold at the measured position of ``obs`` (default: the latest joint state)."""
@@ -394,10 +402,9 @@ class ActorLoop:
         target. Lockstep: the simulated arm waits for the next command, so the last observation is where it is."""
         if res.command is None:
             return
-        if self.cfg.mode == 'realtime' and self._old(rx):
+        if not self._publish(res.command, rx):
             self.counters['stale_holds_withheld'] += 1
             return
-        self._publish(res.command)
         self.counters['holds'] += 1
 
     def _command(self, obs: Observation, pend: Pending) -> bool:
@@ -417,7 +424,9 @@ class ActorLoop:
             executed.append(np.clip((res.command - base) / self.cfg.action_scale, -1.0, 1.0))
             points.append(res.command)
             base = res.command
-        self._publish(np.array(points))
+        if not self._publish(np.array(points), obs.rx):
+            self.counters['stale_commands_withheld'] += 1
+            return False
         pend.executed += executed
         realtime = self.cfg.mode == 'realtime'
         now = self.clock()
@@ -499,8 +508,10 @@ class ActorLoop:
         step = np.clip(self.home_q - q, -self.cfg.home_speed * self.cfg.dt, self.cfg.home_speed * self.cfg.dt)
         res = self.safety.filter(q + step, q, self.clock() - self.js[3])
         if res.ok:
-            self._publish(res.command)
-            self.counters['homing_steps'] += 1
+            if self._publish(res.command, self.js[3]):
+                self.counters['homing_steps'] += 1
+            else:
+                self.counters['stale_commands_withheld'] += 1
         else:
             self._publish_hold(res, self.js[3])
 

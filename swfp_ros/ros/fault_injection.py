@@ -160,6 +160,7 @@ class ScriptedArm:
         self.policy_commands = 0
         self.foreign_commands = 0
         self._lock = threading.Lock()
+        self._policy_command = threading.Condition()
         self._policy_gids: set[bytes] = set()
         self.js_pub = node.create_publisher(JointState, 'joint_states', qos_profile_sensor_data)
         self.task_pub = node.create_publisher(Float64MultiArray, 'swfp/task', TASK_QOS)
@@ -208,8 +209,10 @@ class ScriptedArm:
         gid = bytes((info.get('publisher_gid') or {}).get('data', b''))
         c = np.asarray(msg.data, float)
         if self._is_policy(gid):
-            self.policy_commands += 1
             self.audit.command(c, t)
+            with self._policy_command:
+                self.policy_commands += 1
+                self._policy_command.notify_all()
         else:
             self.foreign_commands += 1
         if c.shape == (self.n,) and np.all(np.isfinite(c)):
@@ -217,6 +220,12 @@ class ScriptedArm:
                 self.q = c.copy()
                 for j, v in self.held.items():
                     self.q[j] = v
+
+    def wait_for_policy_command(self, timeout_s: float) -> bool:
+        """Until the policy node's next command arrives; False if none did within ``timeout_s``."""
+        with self._policy_command:
+            seen = self.policy_commands
+            return self._policy_command.wait_for(lambda: self.policy_commands > seen, timeout_s)
 
     def hold_by_hand(self, joints: dict[int, float]) -> None:
         with self._lock:
@@ -312,10 +321,15 @@ def measurement_scenarios(lower, upper, max_delta) -> list[Scenario]:
         # A busy machine: the policy node's process is stopped for stall_s while the arm is pushed 0.3 rad (joint 1,
         # 50 ms in), its joint states turning NaN nan_after_s into the stall if given; then 1 s more of the same.
         # Neither the last position the node saw before the stall nor any other old one may be held to: that
-        # commands a 0.3 rad jump back.
+        # commands a 0.3 rad jump back. The stop comes right after a command, i.e. between two control steps, where a
+        # busy machine deschedules a node; one that lands inside a send -- after the last freshness check, before
+        # the DDS write: microseconds -- sends that one command late, which no node can prevent (the controller's
+        # command timeout is what covers it).
         def run(ctx):
             def nan_report(q):
                 return [ctx.arm.joint_state(np.where(np.arange(len(q)) == 2, np.nan, q))]
+            if not ctx.arm.wait_for_policy_command(2.0):
+                raise RuntimeError('the policy node sent no command in the 2 s before the stall')
             pushed = ctx.arm.q[0] + 0.3 if ctx.arm.q[0] + 0.3 <= upper[0] else ctx.arm.q[0] - 0.3
             stopped = time.monotonic()
             os.killpg(ctx.process.pid, signal.SIGSTOP)

@@ -563,6 +563,35 @@ def test_in_process_lockstep_run_on_the_reach_task():
     assert all(np.array_equal(a.next_obs, b.obs) for a, b in zip(transitions, transitions[1:]))
 
 
+@pytest.mark.parametrize('command_type', ['float64_array', 'trajectory'])
+def test_a_stall_after_the_safety_filter_withholds_the_command(command_type):
+    """The control thread descheduled (or the node's process stopped) right after the filter judged the measurement
+    fresh: by the send it is older than stale_timeout_s and the arm may have been pushed meanwhile -- neither the
+    policy step nor a hold at that measurement goes out."""
+    loop, runtime, commands, transitions, clock = make(horizon=1, mode='realtime', command_type=command_type)
+    loop.task(TASK)
+    loop.set_active(True)
+    feed(loop, clock, np.zeros(N), 0)
+    loop.tick(clock())
+    assert len(commands) == 1
+
+    def stalled(decide):
+        def decide_then_stall(*args):
+            result = decide(*args)
+            clock.t += 0.6
+            return result
+        return decide_then_stall
+    loop.safety.filter, loop.safety.hold = stalled(loop.safety.filter), stalled(loop.safety.hold)
+    clock.t += 0.02
+    feed(loop, clock, np.zeros(N), 1)
+    loop.tick(clock())
+    assert len(commands) == 1 and loop.counters['stale_commands_withheld'] == 1
+    feed(loop, clock, np.zeros(N), 2)
+    loop.invalid('bad_joint_state')                  # the next one invalid: a hold at the last valid one, due now
+    loop.tick(clock())
+    assert len(commands) == 1 and loop.counters['stale_holds_withheld'] == 1 and loop.counters['holds'] == 0
+
+
 def test_trajectory_mode_sends_a_chunk_per_message_and_nothing_mid_trajectory_when_stale():
     loop, runtime, commands, transitions, clock = make(horizon=3, mode='realtime', command_type='trajectory')
     loop.task(TASK)
