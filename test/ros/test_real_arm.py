@@ -182,6 +182,7 @@ def test_real_arm_reaches_20_goals_with_the_task_monitor(reach_policy, tmp_path,
     and the learner's final checkpoint written."""
     arm = ArmObserver(ros_node)
     episodes = ros_node.collect('/swfp/episode', Int32, DEEP)
+    status = ros_node.collect('/swfp/status', DiagnosticArray)
     goals = _goals(20)
     proc, log = _up(tmp_path, ros_env, f'checkpoint:={reach_policy / "ft" / "learner.pt"}', 'learn:=true',
                     'goal:=' + ';'.join(','.join(f'{x:.4f}' for x in g) for g in goals),
@@ -191,6 +192,7 @@ def test_real_arm_reaches_20_goals_with_the_task_monitor(reach_policy, tmp_path,
         started = lambda: {m.data: t for t, m in list(episodes)}  # noqa: E731
         ros_node.wait_for(lambda: len(goals) + 1 in started(), 240.0, what='episodes 1..20 done (the 21st started)')
         sent_end = time.time()          # the senders' clock: source timestamps are this host's wall clock
+        nodes = statuses(status)
         _ctrl_c_twice(proc)
         rc = proc.wait(timeout=60)
     finally:
@@ -213,6 +215,10 @@ def test_real_arm_reaches_20_goals_with_the_task_monitor(reach_policy, tmp_path,
     per_second = np.histogram(sent, bins=np.arange(sent_start, sent_end, 1.0))[0]
     print(f'goals reached: {sum(reached)} of {len(goals)} in {sent_end - sent_start:.0f} s; commands per second: '
           f'min {per_second.min()}, mean {per_second.mean():.1f}')
+    for name, keys in (('/task_node', ('episodes', 'successes', 'time_limits')), ('/mock_arm', ('steps', 'actions')),
+                       ('/policy_node', ('ticks', 'ticks_coalesced', 'holds', 'safety_stale', 'stale_holds_withheld',
+                                         'stale_commands_withheld', 'obs_to_action_ms', 'inference_ms', 'chunk_'))):
+        print(name, {k: v for k, v in nodes.get(name, {}).items() if k.startswith(keys)})
     assert sent_end - sent_start >= 40 and per_second.mean() <= 22, per_second
     assert arm.check_commands() > 800
     assert sum(reached) >= 16, reached
