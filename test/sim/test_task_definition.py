@@ -74,3 +74,26 @@ def test_plain_task_source_follows_the_latest_goal_and_rejects_bad_ones(kin):
         TaskMonitor(kin, monitor=True, home=np.full(7, 9.0))  # outside the joint limits
     with pytest.raises(ValueError):
         kin.ee_position(np.full(6, 0.0))
+
+
+def test_monitor_is_home_only_with_every_joint_within_the_tolerance(kin):
+    home = np.array([0.0, -0.25, 0.0, -2.25, 0.0, 0.375, 0.75])      # eighths: home ± tolerance is exact
+    monitor = TaskMonitor(kin, monitor=True, home=home, home_tolerance=0.125)
+    assert monitor.at_home(home + 0.125) and monitor.at_home(home - 0.125)    # the tolerance itself counts as home
+    for j in range(7):
+        away = home.copy()
+        away[j] += 0.25
+        assert not monitor.at_home(away), f'joint {j + 1} away from home: not home'
+
+
+def test_monitor_refuses_settings_it_cannot_run_with(kin):
+    lower, upper = kin.lower, kin.upper
+    one_step = TaskMonitor(kin, monitor=True, episode_steps=1, goals=[[0.5, 0.0, 0.3]])
+    one_step.control_step(HOME_Q + 0.3)
+    assert one_step.control_step(HOME_Q + 0.3).reward[2], 'a 1-step episode is truncated after its step'
+    for bad in ({'episode_steps': 0}, {'home_tolerance': 0.0}, {'home': HOME_Q[:6]},
+                {'home': np.where(np.arange(7) == 3, np.nan, HOME_Q)},
+                {'home': np.where(np.arange(7) == 0, lower - 0.01, HOME_Q)},     # one joint outside its limits
+                {'home': np.where(np.arange(7) == 0, upper + 0.01, HOME_Q)}):
+        with pytest.raises(ValueError):
+            TaskMonitor(kin, monitor=True, **bad)
