@@ -555,7 +555,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command('finetune', help='online SWFP fine-tuning in-process (no ROS) from a BC '
                        'checkpoint; resumable')
-    p.add_argument('--bc', required=True, help='BC policy checkpoint (from `swfp pretrain`)')
+    p.add_argument('--bc', required=True, help='policy to fine-tune: a BC checkpoint (from `swfp pretrain`) or a '
+                   'fine-tuned one, whose blocks and version it continues')
     p.add_argument('--task', choices=TASK_CHOICES, default='panda_reach', help='simulated task')
     p.add_argument('--out', default='outputs/finetune', help='run directory (curve.csv, blocks.jsonl, learner.pt); '
                    'an existing learner.pt there is resumed')

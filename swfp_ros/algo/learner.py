@@ -133,6 +133,20 @@ class Learner:
         self._critic_metrics: dict[str, torch.Tensor] = {}
         self.compaction_metrics: dict[str, float] = {}
 
+    @classmethod
+    def on_policy(cls, cascade: Cascade, obs_normalizer: ObsNormalizer, version: int, cfg: SwfpConfig | None = None,
+                  demo_transitions: dict[str, np.ndarray] | None = None, device: str = 'cpu') -> 'Learner':
+        """A fresh learner (new critic, empty replay) that continues ``cascade`` at ``version``: a BC policy, or one
+        already fine-tuned, whose blocks it keeps. Its first block is then version + 1 with that cascade as its
+        parent, so actors running the same checkpoint apply it; a learner on the base flow alone would restart at
+        version 0 on another policy, whose blocks those actors refuse and whose first compaction would replace
+        theirs."""
+        learner = cls(cascade.base, obs_normalizer, cfg, demo_transitions, device)
+        for block in cascade.blocks:
+            learner.policy.append(block.to(learner.device))
+        learner.counters.version = int(version)
+        return learner
+
     # --- data ------------------------------------------------------------------------------------------------------
     def _validate(self, obs, action, reward, next_obs, terminated, n_steps=None,
                   max_steps: int | None = None) -> dict[str, np.ndarray]:
@@ -371,9 +385,7 @@ class Learner:
     def from_state_dict(cls, d: dict, device: str = 'cpu', demo_transitions=None) -> 'Learner':
         p = d['policy']
         cascade, norm = BlockUpdate(0, 'base', p['obs_dim'], p['act_dim'], p['meta'], p['tensors']).build_policy()
-        learner = cls(cascade.base, norm, SwfpConfig.from_dict(d['config']), demo_transitions, device)
-        for b in cascade.blocks:
-            learner.policy.append(b.to(learner.device))
+        learner = cls.on_policy(cascade, norm, 0, SwfpConfig.from_dict(d['config']), demo_transitions, device)
         learner.critic.load_state_dict_full(d['critic'])
         learner.log_lambda = d['log_lambda']
         learner.counters = Counters(**d['counters'])

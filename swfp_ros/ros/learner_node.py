@@ -1,8 +1,9 @@
 """Learner node: replay from ``/swfp/transition``, critic + one JKO block at a time, accepted blocks on
 ``/swfp/policy_update``, atomic checkpoints, resume after a restart.
 
-The algorithm is :class:`swfp_ros.algo.learner.Learner`, used directly: a fresh start builds it on the base flow and
-normaliser of ``base_checkpoint`` (``load_policy``) with the ``swfp.*`` parameters as its :class:`SwfpConfig`; a
+The algorithm is :class:`swfp_ros.algo.learner.Learner`, used directly: a fresh start builds it on the policy of
+``base_checkpoint`` (``load_policy``: a BC, or a fine-tuned policy whose blocks and version it continues, as the
+policy nodes running that file do) with the ``swfp.*`` parameters as its :class:`SwfpConfig`; a
 restart resumes it with ``load_learner`` from ``checkpoint_dir/learner.pt``; checkpoints are ``save_learner``
 (atomic). A fresh start never happens over a previous run: when ``checkpoint_dir`` holds that run's node state or
 journal but no learner checkpoint, or its learner checkpoint cannot be read, the node says so and exits non-zero.
@@ -125,8 +126,8 @@ def swfp_config(values: dict[str, Any]) -> SwfpConfig:
 PARAMS = [
     ParamSpec('checkpoint_dir', 'swfp_checkpoints/learner', "the learner's checkpoint (learner.pt), its counters "
               '(node_state.json) and the transition journal (inbox/); resumed from after a restart'),
-    ParamSpec('base_checkpoint', '', 'BC checkpoint a fresh learner starts from (unused when checkpoint_dir holds '
-              'learner.pt)'),
+    ParamSpec('base_checkpoint', '', 'policy checkpoint a fresh learner continues: a BC, or a fine-tuned one (its '
+              'blocks and version kept); unused when checkpoint_dir holds learner.pt'),
     ParamSpec('transition_bag', '', 'rosbag2 whose /swfp/transition messages pre-fill the replay on a fresh start'),
     ParamSpec('update_key_file', '', "key shared with the policy nodes: every update is signed (HMAC-SHA256); '' = "
               'unsigned'),
@@ -214,8 +215,8 @@ def load_or_create_learner(checkpoint: Path, base_checkpoint: str, cfg: SwfpConf
     if not base_checkpoint:
         raise StartRefused(f'no learner checkpoint in {checkpoint.parent} and no base_checkpoint given: '
                            f'the learner needs a BC checkpoint to start from')
-    bc = load_policy(base_checkpoint, device='cpu')
-    return Learner(bc.cascade.base, bc.normalizer, cfg, device=device), False
+    start = load_policy(base_checkpoint, device='cpu')
+    return Learner.on_policy(start.cascade, start.normalizer, start.version, cfg, device=device), False
 
 
 def learner_stats(learner: Learner) -> dict[str, Any]:

@@ -246,7 +246,7 @@ def finetune(bc_checkpoint: str, out_dir: str, run: RunnerConfig, swfp: SwfpConf
         _reconcile_logs(out, learner)
         log(f'resumed from {out / CHECKPOINT} at {learner.counters.env_steps} env steps')
     else:
-        learner = LEARNERS[run.method](bc.cascade.base, bc.normalizer, swfp, demo, device=run.device)
+        learner = LEARNERS[run.method].on_policy(bc.cascade, bc.normalizer, bc.version, swfp, demo, device=run.device)
         for stale in (CURVE, BLOCKS):   # logs of an earlier run in this directory that left no checkpoint
             (out / stale).unlink(missing_ok=True)
         (out / RUN).write_text(json.dumps({**identity, 'bc': str(bc_checkpoint)}, indent=1))

@@ -4,6 +4,7 @@ a compaction trims the history, resume from its checkpoint after being killed, r
 """
 import numpy as np
 import pytest
+import torch
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension, UInt8MultiArray
@@ -222,3 +223,43 @@ def test_tensorboard_scalars_from_log_dir(ros_node, learner_setup, tmp_path):
         assert scalars.get(tag), f'no {tag} in {sorted(scalars)}'
     assert len(scalars['block/w2_bound']) == 1 and scalars['block/w2_bound'][0].step >= 64
     assert scalars['learner/replay_size'][-1].value == int(stored(70))
+
+
+def test_a_fresh_learner_continues_a_fine_tuned_checkpoint_where_the_policy_node_runs_it(tmp_path):
+    """checkpoint:= a learner.pt (fine-tuned in simulation) on a graph that learns: the policy node runs that whole
+    policy at its version, and the learner node, starting fresh on the same file, must continue exactly that -- its
+    blocks kept, its version carried on -- or none of its blocks applies on the arm (older versions, another parent)
+    and its first compaction replaces the fine-tuned policy with one that never had those blocks."""
+    from swfp_ros.algo.checkpoint import save_learner
+    from swfp_ros.ros.learner_node import load_or_create_learner, swfp_config
+    cfg = swfp_config({f'{k}.{sub}' if isinstance(v, dict) else k: x for k, v in SMALL_SWFP.items()
+                       for sub, x in (v.items() if isinstance(v, dict) else [(None, v)])})
+    bc = write_bc_checkpoint(tmp_path / 'bc.pt', OBS, ACT)
+    tuned, _ = load_or_create_learner(tmp_path / 'sim' / 'learner.pt', str(bc), cfg, 'cpu')
+    while tuned.counters.blocks_accepted < 2:
+        tuned.add_transitions(*_batch(np.random.default_rng(tuned.counters.transitions)))
+        tuned.update()
+    save_learner(str(tmp_path / 'sim.pt'), tuned)
+    arm = load_policy(str(tmp_path / 'sim.pt'), device='cpu')           # what the policy node runs
+
+    learner, resumed = load_or_create_learner(tmp_path / 'arm' / 'learner.pt', str(tmp_path / 'sim.pt'), cfg, 'cpu')
+    assert not resumed and learner.counters.env_steps == 0 and len(learner.replay) == 0     # a fresh critic and replay
+    assert learner.counters.version == arm.version == tuned.counters.version >= 2
+    assert len(learner.policy.blocks) == len(tuned.policy.blocks)
+    assert arm.apply_update(learner.snapshot().to_bytes()) == arm.version    # its late-joiner base: the same policy
+    updates = []
+    while not updates:
+        learner.add_transitions(*_batch(np.random.default_rng(10_000 + learner.counters.transitions)))
+        updates = learner.update()
+    for u in updates:                                                        # its first block applies on the arm
+        assert arm.apply_update(u.to_bytes()) == u.version == tuned.counters.version + 1
+    obs = np.random.default_rng(1).normal(size=(5, OBS)).astype(np.float32)
+    with torch.no_grad():
+        ours = learner.policy.sample(learner.normalizer(torch.as_tensor(obs)), torch.zeros(5, ACT)).numpy()
+    assert np.allclose(arm.act(obs, deterministic=True), ours, atol=1e-5)
+
+
+def _batch(rng, n=32):
+    obs = rng.normal(size=(n, OBS)).astype(np.float32)
+    action = rng.uniform(-1, 1, size=(n, ACT)).astype(np.float32)
+    return obs, action, -np.abs(action).sum(1), rng.normal(size=(n, OBS)).astype(np.float32), np.ones(n, bool)

@@ -80,7 +80,16 @@ def test_finetune_trains_blocks_within_the_trust_region_and_resumes(bc_checkpoin
                     swfp, demos, log=lambda *_: None)
     steps = [int(r['env_steps']) for r in _curve(tmp_path / 'curve.csv')]
     assert steps == [0, 100, 200, 252, 300]
-    assert load_learner(str(tmp_path / 'learner.pt')).counters.env_steps == 300
+    tuned = load_learner(str(tmp_path / 'learner.pt'))
+    assert tuned.counters.env_steps == 300
+
+    # A fine-tuned checkpoint as the starting policy of another run: continued, its blocks and version kept.
+    rows = finetune(str(tmp_path / 'learner.pt'), str(tmp_path / 'again'),
+                    RunnerConfig(task='panda_reach', env_steps=40, num_envs=4, eval_every=40, eval_episodes=4),
+                    swfp, demos, log=lambda *_: None)
+    again = load_learner(str(tmp_path / 'again' / 'learner.pt'))
+    assert rows[0]['version'] == tuned.counters.version >= 1 and rows[0]['actor_learner_gap'] == 0.0
+    assert len(again.policy.blocks) == len(tuned.policy.blocks) and again.counters.env_steps == 40
 
 
 def test_resume_refuses_other_settings_or_another_bc(bc_checkpoint, tmp_path):
