@@ -178,8 +178,9 @@ def test_real_arm_reaches_20_goals_with_the_task_monitor(reach_policy, tmp_path,
     measured position; the end effector gets within 5 cm of >= 80 % of the goals — by the test's own forward
     kinematics of the joint states, episode k (goal k mod 20) judged between the starts of episodes k and k + 1, for
     k = 1..20 (swfp/episode is used as a clock only; episode 0 may start before the test's subscription is matched);
-    the recorded bag holds the command topic; a double Ctrl-C to the process group stops every node with status 0
-    and the learner's final checkpoint written."""
+    the recorded bag holds the command topic; the learner node, fresh on the same fine-tuned checkpoint, continues it
+    (its late-joiner base is applied, no update refused); a double Ctrl-C to the process group stops every node with
+    status 0 and the learner's final checkpoint written."""
     arm = ArmObserver(ros_node)
     episodes = ros_node.collect('/swfp/episode', Int32, DEEP)
     status = ros_node.collect('/swfp/status', DiagnosticArray)
@@ -201,6 +202,8 @@ def test_real_arm_reaches_20_goals_with_the_task_monitor(reach_policy, tmp_path,
     _all_exited_cleanly(out, ['mock_arm', 'task_node', 'policy_node', 'learner_node', 'recorder_node'])
     assert re.search(r'^\[learner_node\] .*final checkpoint', out, re.M)
     assert (tmp_path / 'ckpt' / 'learner.pt').is_file()
+    # the learner continues the fine-tuned checkpoint at its version: its late-joiner base is the policy node's own
+    assert re.search(r'^\[policy_node\] .*policy update applied', out, re.M) and 'update rejected' not in out, out
     starts = started()
     assert set(range(1, len(goals) + 2)) <= set(starts), sorted(starts)
     closest = [min(np.linalg.norm(e - goals[k % len(goals)]) for t, e in arm.ee_since(starts[k]) if t <= starts[k + 1])
