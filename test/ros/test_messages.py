@@ -1,4 +1,6 @@
 """Message conversion: the topic contract's layouts, round trips and validation (no nodes)."""
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -51,6 +53,8 @@ def test_task_roundtrip_and_label_check():
         M.task_from_msg(msg)
     with pytest.raises(M.MessageError):
         M.task_msg(labels, np.zeros(5))
+    with pytest.raises(M.MessageError, match='commas'):          # the layout label is the labels comma-joined
+        M.task_msg(('ee_x', 'goal_x,y'), np.zeros(2))
 
 
 def test_reward_roundtrip_and_validation():
@@ -134,9 +138,97 @@ def test_action_and_trajectory():
     with pytest.raises(M.MessageError):
         M.action_from_msg(msg, 7)
     traj = M.trajectory_msg(ARM_JOINTS, np.zeros((3, 7)), dt=0.05)
-    assert len(traj.points) == 3
+    assert len(traj.points) == 3 and list(traj.joint_names) == list(ARM_JOINTS)
     assert [p.time_from_start.nanosec for p in traj.points] == [50_000_000, 100_000_000, 150_000_000]
+    slow = M.trajectory_msg(ARM_JOINTS, np.zeros((2, 7)), dt=0.6, stamp=M.time_msg(12.5))
+    assert [(p.time_from_start.sec, p.time_from_start.nanosec) for p in slow.points] == [(0, 600_000_000),
+                                                                                        (1, 200_000_000)]
+    assert (slow.header.stamp.sec, slow.header.stamp.nanosec) == (12, 500_000_000)
 
 
 def test_time_roundtrip():
     assert abs(M.time_to_sec(M.time_msg(12.345678901)) - 12.345678901) < 1e-9
+
+
+def _joint_state(**change):
+    names = list(ARM_JOINTS) + list(FINGER_JOINTS)
+    msg = M.joint_state_msg(names, np.zeros(9), np.zeros(9))
+    for field, value in change.items():
+        setattr(msg, field, value)
+    return lambda: M.arm_from_joint_state(msg, ARM_JOINTS)
+
+
+def _task(label='ee_x,ee_y', data=(0.0, 0.0)):
+    msg = M.task_msg(('ee_x', 'ee_y'), np.zeros(2))
+    msg.layout.dim[0].label, msg.data = label, list(data)
+    return lambda: M.task_from_msg(msg)
+
+
+def _reward(label=','.join(M.REWARD_LABELS), data=(0.0, 0.0, 0.0, 1.0)):
+    msg = M.reward_msg(0.0, False, False, 1)
+    msg.layout.dim[0].label, msg.data = label, list(data)
+    return lambda: M.reward_from_msg(msg)
+
+
+def _transition_msg(labels=('obs_dim', 'act_dim'), at=None, value=None, obs_dim=None, act_dim=None):
+    msg = M.transition_msg(_transition(3, 2))
+    msg.layout.dim = msg.layout.dim[:len(labels)]
+    for d, label in zip(msg.layout.dim, labels):
+        d.label = label
+    if at is not None:
+        msg.data[at] = value
+    return lambda: M.transition_from_msg(msg, obs_dim, act_dim)
+
+
+def _packed(**change):
+    t = M.Transition(obs=np.zeros(3), action=np.zeros(2), reward=0.0, next_obs=np.zeros(3), terminated=False)
+    return lambda: M.pack_transition(dataclasses.replace(t, **change))
+
+
+def _update(label=M.UPDATE_LABEL, size=None, payload=b'abc'):
+    msg = M.update_msg(payload)
+    msg.layout.dim[0].label = label
+    if size is not None:
+        msg.layout.dim[0].size = size
+    return lambda: M.update_from_msg(msg)
+
+
+# obs 3, act 2: transition data = obs 0..2, action 3..4, reward 5, next_obs 6..8, terminated 9, n_steps 10, ...
+MALFORMED = {
+    'joint state: a name twice': (_joint_state(name=list(ARM_JOINTS) + ['panda_joint1', 'f']), 'duplicate'),
+    'joint state: velocities short': (_joint_state(velocity=[0.0] * 8), '8 velocities'),
+    'joint state: NaN velocity of an arm joint': (_joint_state(velocity=[0.0] * 6 + [np.nan, 0.0, 0.0]), 'non-finite'),
+    'task: no labels': (_task(label=''), 'no labelled layout'),
+    'task: a NaN': (_task(data=(0.0, np.nan)), 'non-finite'),
+    'reward: another layout': (_reward(label='r,done'), 'layout label'),
+    'reward: a NaN': (_reward(data=(np.nan, 0.0, 0.0, 1.0)), 'non-finite'),
+    'reward: truncated 2': (_reward(data=(0.0, 0.0, 2.0, 1.0)), 'truncated must be 0 or 1'),
+    'transition: other layout labels': (_transition_msg(labels=('obs', 'act')), 'layout must start'),
+    'transition: one layout dim': (_transition_msg(labels=('obs_dim',)), 'layout must start'),
+    'transition: another act_dim': (_transition_msg(act_dim=3), 'act_dim 2 != expected 3'),
+    'transition: action 1.5': (_transition_msg(at=3, value=1.5), 'outside'),
+    'transition: NaN reward': (_transition_msg(at=5, value=np.nan), 'non-finite'),
+    'transition: n_steps 1.5': (_transition_msg(at=10, value=1.5), 'positive integer'),
+    'packing: next_obs of another size': (_packed(next_obs=np.zeros(4)), 'next_obs'),
+    'packing: n_steps 0': (_packed(n_steps=0), 'n_steps'),
+    'packing: NaN next_obs': (_packed(next_obs=np.array([0.0, np.nan, 0.0])), 'non-finite'),
+    'packing: action -1.01': (_packed(action=np.array([0.0, -1.01])), r'\[-1, 1\]'),
+    'update: another label': (_update(label='bytes'), 'layout label'),
+    'update: no bytes': (_update(payload=b''), 'empty'),
+}
+
+
+@pytest.mark.parametrize('case', MALFORMED, ids=list(MALFORMED))
+def test_each_malformed_message_is_refused_for_what_is_wrong_with_it(case):
+    parse, reason = MALFORMED[case]
+    with pytest.raises(M.MessageError, match=reason):
+        parse()
+
+
+def test_what_the_checks_must_let_through():
+    names = list(ARM_JOINTS) + list(FINGER_JOINTS)
+    finger_nan = M.joint_state_msg(names, np.zeros(9), [0.0] * 8 + [np.nan])     # only the arm joints matter
+    assert np.array_equal(M.arm_from_joint_state(finger_nan, ARM_JOINTS)[1], np.zeros(7))
+    edge = dataclasses.replace(_transition(3, 2), action=np.array([1.0, -1.0]), n_steps=1)
+    assert np.array_equal(M.transition_from_msg(M.transition_msg(edge), 3, 2).action, [1.0, -1.0])
+    assert _update(label='')() == b'abc' and _update(size=0)() == b'abc'    # an update's layout may be left empty
