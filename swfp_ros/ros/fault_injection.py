@@ -129,8 +129,14 @@ class CommandAudit:
         if not hold and not any(np.all(np.abs(c - q) <= self.max_delta + 1e-9) for q in recent):
             if not self.sees_every_state and not any(t - self.window_s <= m.t <= t for m in self.measurements):
                 return UNVERIFIED
-            gap = min((np.max(np.abs(c - q)) for q in recent), default=float('inf'))
-            return f'{gap:.3f} rad from every valid joint state of the last {self.window_s:.1f} s'
+            nearest = min((np.abs(c - q) for q in recent), key=np.max, default=None)
+            gap = float('inf') if nearest is None else float(np.max(nearest))
+            joint = '' if nearest is None else f'joint {int(np.argmax(nearest)) + 1}; '
+            # how old the state it was decided from must have been: tells a stale decision from a wrong one
+            near = [m.t for m in valid if np.all(np.abs(c - m.q) <= self.max_delta + 1e-9)]
+            origin = f'the newest within max_delta sent {t - max(near):.2f} s before it' if near else \
+                'none within max_delta'
+            return f'{gap:.3f} rad from every valid joint state of the last {self.window_s:.1f} s ({joint}{origin})'
         return None
 
 

@@ -20,6 +20,9 @@ def js(q, names=NAMES):
     return M.joint_state_msg(names, q)
 
 
+WINDOW = 'rad from every valid joint state of the last 0.5 s'
+
+
 def test_flags_what_breaks_the_contract_and_nothing_else():
     a = audit()
     q = np.array([0.2, -0.3, 0.9])
@@ -33,8 +36,10 @@ def test_flags_what_breaks_the_contract_and_nothing_else():
     a.command([0.0, 0.0], 10.05)
     checked, violations, unverified = a.judge(final=True)
     assert checked == 7 and unverified == 0
-    assert violations == ['outside the limits by 0.010 rad', '0.150 rad from every valid joint state of the last 0.5 s',
-                          'inf rad from every valid joint state of the last 0.5 s', 'non-finite', '2 values']
+    assert violations == ['outside the limits by 0.010 rad',
+                          f'0.150 {WINDOW} (joint 2; none within max_delta)',
+                          f'inf {WINDOW} (the newest within max_delta sent 0.70 s before it)',   # a stale decision
+                          'non-finite', '2 values']
 
 
 def test_late_joint_state_and_invalid_ones():
@@ -47,7 +52,7 @@ def test_late_joint_state_and_invalid_ones():
     a.measured(js([0.0, np.nan, 0.0]), 5.04)
     a.measured(js(q, names=['j0', 'j1', 'x']), 5.05)
     a.command(q, 5.06)                               # a hold at the last valid state
-    assert a.judge(final=True) == (3, ['0.500 rad from every valid joint state of the last 0.5 s'], 0)
+    assert a.judge(final=True) == (3, [f'0.500 {WINDOW} (joint 2; none within max_delta)'], 0)
 
 
 def test_estop_allows_holds_only():
@@ -71,7 +76,7 @@ def test_judges_a_command_once_a_later_state_arrived():
     a.measured(js(np.zeros(3)), 1.02)
     assert a.judge() == (1, [], 0)
     a.reset()
-    assert a.judge(final=True) == (1, ['0.500 rad from every valid joint state of the last 0.5 s'], 0)
+    assert a.judge(final=True) == (1, [f'0.500 {WINDOW} (joint 1; none within max_delta)'], 0)
 
 
 def test_a_state_sent_after_the_command_does_not_excuse_it():
@@ -81,13 +86,14 @@ def test_a_state_sent_after_the_command_does_not_excuse_it():
     a.measured(js(q), 7.0)
     a.command(q + 0.3, 7.01)
     a.measured(js(q + 0.3), 7.02)
-    assert a.judge(final=True) == (1, ['0.300 rad from every valid joint state of the last 0.5 s'], 0)
+    assert a.judge(final=True) == (1, [f'0.300 {WINDOW} (joint 1; none within max_delta)'], 0)
 
 
 def test_a_monitor_that_can_miss_states_reports_unverified_commands():
     """Moves with no joint state at all in their window: a violation for the arm's own audit (it sees every state it
     sends: the node moved on stale data), unverified for a monitor that can miss states."""
-    for sees_every_state, expected in ((True, (2, ['inf rad from every valid joint state of the last 0.5 s'], 0)),
+    stale = f'inf {WINDOW} (the newest within max_delta sent 2.00 s before it)'
+    for sees_every_state, expected in ((True, (2, [stale], 0)),
                                        (False, (2, [], 1))):
         a = F.CommandAudit(NAMES, LOWER, UPPER, max_delta=0.1, window_s=0.5, sees_every_state=sees_every_state)
         a.measured(js(np.zeros(3)), 1.0)

@@ -92,3 +92,46 @@ def test_killed_writer_loses_nothing_it_wrote(tmp_path):
     assert j.written >= acknowledged
     data = j.read(0, j.written)
     np.testing.assert_array_equal(data[:, 0], np.arange(j.written))
+
+
+def test_a_last_record_left_garbled_by_a_power_cut_is_cut_off(tmp_path):
+    """A power cut can leave the file extended over a record whose bytes never reached the disk: whole-sized, failing
+    its checksum. Only as the very last record is that a torn write; it is cut off and the next append replaces it."""
+    j = J.TransitionJournal(tmp_path / 'a' / 'b' / 'inbox', N, 3, 2)        # folders created as needed
+    for i in range(5):
+        j.append(rec(i))
+    j.close()
+    seg = next((tmp_path / 'a' / 'b' / 'inbox').glob('*.seg'))
+    data = bytearray(seg.read_bytes())
+    data[-j.record_bytes:] = bytes(j.record_bytes)                           # record 4: zeros
+    seg.write_bytes(bytes(data))
+    j2 = J.TransitionJournal(tmp_path / 'a' / 'b' / 'inbox', N, 3, 2)
+    assert j2.written == 4 and j2.torn_bytes == j.record_bytes
+    j2.append(rec(9))
+    np.testing.assert_array_equal(j2.read(0, 10), np.stack([rec(i) for i in (0, 1, 2, 3, 9)]))
+
+
+def test_a_journal_that_lost_or_gained_files_is_refused_by_name(tmp_path, monkeypatch):
+    monkeypatch.setattr(J, 'SEGMENT_RECORDS', 4)
+    j = J.TransitionJournal(tmp_path, N, 3, 2)
+    for i in range(12):                          # segments 0, 4, 8
+        j.append(rec(i))
+    j.close()
+    with pytest.raises(ValueError, match='needs 11 values'):
+        j.append(np.zeros(N + 1))
+    middle = tmp_path / f'{4:012d}.seg'
+    kept = middle.read_bytes()
+    middle.write_bytes(kept[:-10])               # short, and not the last segment: damage, not a torn write
+    with pytest.raises(J.JournalError, match='not a whole number of records'):
+        J.TransitionJournal(tmp_path, N, 3, 2)
+    middle.unlink()
+    with pytest.raises(J.JournalError, match='a segment is missing'):
+        J.TransitionJournal(tmp_path, N, 3, 2)
+    middle.write_bytes(kept)
+    (tmp_path / 'copy.seg').write_bytes(b'')
+    with pytest.raises(J.JournalError, match='not a journal segment name'):
+        J.TransitionJournal(tmp_path, N, 3, 2)
+    (tmp_path / 'copy.seg').unlink()
+    (tmp_path / 'journal.json').write_text('{"format": ')
+    with pytest.raises(J.JournalError, match='journal.json: unreadable'):
+        J.TransitionJournal(tmp_path, N, 3, 2)
