@@ -553,7 +553,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--threads', type=POSITIVE_INT, default=1, help='torch intra-op threads')
     p.set_defaults(func=cmd_pretrain)
 
-    p = command('finetune', help='online SWFP fine-tuning in-process (no ROS) from a BC '
+    p = command('finetune', help='online SWFP fine-tuning in-process (no ROS) from a BC or fine-tuned '
                        'checkpoint; resumable')
     p.add_argument('--bc', required=True, help='policy to fine-tune: a BC checkpoint (from `swfp pretrain`) or a '
                    'fine-tuned one, whose blocks and version it continues')
