@@ -135,3 +135,20 @@ def test_a_journal_that_lost_or_gained_files_is_refused_by_name(tmp_path, monkey
     (tmp_path / 'journal.json').write_text('{"format": ')
     with pytest.raises(J.JournalError, match='journal.json: unreadable'):
         J.TransitionJournal(tmp_path, N, 3, 2)
+
+
+def test_reading_checks_every_record_again(tmp_path):
+    """A record damaged or cut away on disk after the journal was opened is an error when it is read, never data."""
+    j = J.TransitionJournal(tmp_path, N, 3, 2)
+    for i in range(4):
+        j.append(rec(i))
+    seg = next(tmp_path.glob('*.seg'))
+    data = bytearray(seg.read_bytes())
+    data[2 * j.record_bytes + 5] ^= 0xFF
+    seg.write_bytes(bytes(data))
+    np.testing.assert_array_equal(j.read(0, 2), np.stack([rec(0), rec(1)]))
+    with pytest.raises(J.JournalError, match='record 2 fails its checksum'):
+        j.read(1, 3)
+    os.truncate(seg, 2 * j.record_bytes)
+    with pytest.raises(J.JournalError, match='missing'):
+        j.read(0, 4)
