@@ -152,3 +152,19 @@ def test_reading_checks_every_record_again(tmp_path):
     os.truncate(seg, 2 * j.record_bytes)
     with pytest.raises(J.JournalError, match='missing'):
         j.read(0, 4)
+
+
+def test_prune_at_segment_boundaries_removes_the_files_and_keeps_the_one_being_written(tmp_path, monkeypatch):
+    monkeypatch.setattr(J, 'SEGMENT_RECORDS', 8)
+    j = J.TransitionJournal(tmp_path, N, 3, 2)
+    j.sync()                                     # nothing written yet: nothing to sync, no error
+    for i in range(32):                          # segments 0, 8, 16, 24
+        j.append(rec(i))
+    assert j.prune(16) == 2                      # every record of segments 0 and 8 precedes 16
+    assert sorted(p.name for p in tmp_path.glob('*.seg')) == [f'{16:012d}.seg', f'{24:012d}.seg']
+    assert j.prune(10 ** 6) == 1                 # all stored: the segment being written stays
+    assert [p.name for p in tmp_path.glob('*.seg')] == [f'{24:012d}.seg']
+    j.close()
+    j.close()                                    # idempotent
+    reopened = J.TransitionJournal(tmp_path, N, 3, 2)
+    np.testing.assert_array_equal(reopened.read(24, 8), np.stack([rec(i) for i in range(24, 32)]))
