@@ -214,7 +214,7 @@ def load_or_create_learner(checkpoint: Path, base_checkpoint: str, cfg: SwfpConf
                            f'or use another checkpoint_dir')
     if not base_checkpoint:
         raise StartRefused(f'no learner checkpoint in {checkpoint.parent} and no base_checkpoint given: '
-                           f'the learner needs a BC checkpoint to start from')
+                           f'the learner needs a policy checkpoint (BC or fine-tuned) to start from')
     start = load_policy(base_checkpoint, device='cpu')
     return Learner.on_policy(start.cascade, start.normalizer, start.version, cfg, device=device), False
 

@@ -231,9 +231,9 @@ def test_a_fresh_learner_continues_a_fine_tuned_checkpoint_where_the_policy_node
     blocks kept, its version carried on -- or none of its blocks applies on the arm (older versions, another parent)
     and its first compaction replaces the fine-tuned policy with one that never had those blocks."""
     from swfp_ros.algo.checkpoint import save_learner
-    from swfp_ros.ros.learner_node import load_or_create_learner, swfp_config
-    cfg = swfp_config({f'{k}.{sub}' if isinstance(v, dict) else k: x for k, v in SMALL_SWFP.items()
-                       for sub, x in (v.items() if isinstance(v, dict) else [(None, v)])})
+    from swfp_ros.algo.config import SwfpConfig
+    from swfp_ros.ros.learner_node import load_or_create_learner
+    cfg = SwfpConfig.from_dict(SMALL_SWFP)
     bc = write_bc_checkpoint(tmp_path / 'bc.pt', OBS, ACT)
     tuned, _ = load_or_create_learner(tmp_path / 'sim' / 'learner.pt', str(bc), cfg, 'cpu')
     while tuned.counters.blocks_accepted < 2:

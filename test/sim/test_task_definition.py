@@ -91,9 +91,10 @@ def test_monitor_refuses_settings_it_cannot_run_with(kin):
     one_step = TaskMonitor(kin, monitor=True, episode_steps=1, goals=[[0.5, 0.0, 0.3]])
     one_step.control_step(HOME_Q + 0.3)
     assert one_step.control_step(HOME_Q + 0.3).reward[2], 'a 1-step episode is truncated after its step'
-    for bad in ({'episode_steps': 0}, {'home_tolerance': 0.0}, {'home': HOME_Q[:6]},
-                {'home': np.where(np.arange(7) == 3, np.nan, HOME_Q)},
-                {'home': np.where(np.arange(7) == 0, lower - 0.01, HOME_Q)},     # one joint outside its limits
-                {'home': np.where(np.arange(7) == 0, upper + 0.01, HOME_Q)}):
-        with pytest.raises(ValueError):
+    for bad, reason in (({'episode_steps': 0}, 'episode_steps'), ({'home_tolerance': 0.0}, 'home_tolerance'),
+                        ({'home': HOME_Q[:6]}, 'finite joint positions'),
+                        ({'home': np.where(np.arange(7) == 3, np.nan, HOME_Q)}, 'finite joint positions'),
+                        ({'home': np.where(np.arange(7) == 0, lower - 0.01, HOME_Q)}, 'outside the joint limits'),
+                        ({'home': np.where(np.arange(7) == 0, upper + 0.01, HOME_Q)}, 'outside the joint limits')):
+        with pytest.raises(ValueError, match=reason):
             TaskMonitor(kin, monitor=True, **bad)
