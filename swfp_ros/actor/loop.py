@@ -9,8 +9,9 @@ these events (:class:`ActorWorker` runs them on one thread); a test or an in-pro
 
 Modes
     lockstep  one decision per new observation, and only once the reward of the previous step arrived (a simulator
-              that waits for each action: training as fast as the two sides allow). With ``max_learner_backlog`` > 0
-              the loop also waits while the learner reports more untrained transitions than that (a backlog report
+              that waits for each action: training as fast as the two sides allow). Each step gets exactly one
+              command, a policy step or a hold: the simulator takes one step per command it receives. With
+              ``max_learner_backlog`` > 0 the loop also waits while the learner reports more untrained transitions than that (a backlog report
               older than ``backlog_timeout_s`` counts as "no learner": an actor never waits for a dead learner).
               Before the learner's first report it waits up to ``learner_wait_s`` after activation: the learner is
               still being discovered, and the transitions of steps taken before its subscription matched would be
@@ -325,6 +326,7 @@ class ActorLoop:
             self._send_hold('deactivated')
         else:
             self.last_progress = self.active_t = self.clock()
+            self.pending = None                      # a decision cut off by the deactivation is not waited for
             self.last_stamp = None                   # act on the current (possibly heartbeat) observation
             self.obs_q.clear()
             self.rewards.clear()
@@ -492,7 +494,7 @@ class ActorLoop:
         while self.ensemble and self.tick_index - self.ensemble[0][0] >= self.horizon:
             self.ensemble.popleft()
         if not self.ensemble:
-            self._send_hold('stale', obs)
+            self._send_hold('estop' if self.safety.estopped else 'stale', obs)
             return
         weights = np.exp(-self.cfg.ensemble_decay * np.arange(len(self.ensemble)))   # i = 0: the oldest chunk
         actions = np.stack([c[self.tick_index - start] for start, c in self.ensemble])
@@ -574,16 +576,15 @@ class ActorLoop:
             self.last_progress = self.clock()
             pend = self.pending
             self._add_reward(pend, r)
-            if pend.done or pend.n_rewards >= self.horizon:
+            if pend.done or pend.n_rewards >= self.horizon or not pend.record:
                 self._finish(obs)
                 if not pend.done:
                     self._act_paced(obs)
-                # after an episode end, the next observation (the reset state) starts a new decision
+                # after an episode end, the next observation (the reset state) starts a new decision; after a hold,
+                # this one does (the rest of a decision that was held is not executed)
             elif self.cfg.command_type == 'float64_array':
-                if not self._command(obs, pend):     # next step of the chunk
-                    pend.record = False
-                    self.pending = None
-                    self._start_chunk(obs)
+                if not self._command(obs, pend):     # next step of the chunk; held instead: that hold is this
+                    pend.record = False              # observation's one command, the next one starts a decision
 
     def learner_behind(self) -> bool:
         if self.cfg.max_learner_backlog <= 0:

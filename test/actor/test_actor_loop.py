@@ -138,6 +138,7 @@ def test_stale_observation_and_estop_hold_and_are_not_recorded():
     loop.estop(True)
     loop.tick(clock())
     assert np.allclose(commands[-1][0], q) and loop.safety.counters['estop'] >= 1
+    assert runtime.calls == 0, 'no inference while e-stopped'
     loop.reward(RewardInfo(-1.0, False, False, 1))
     loop.estop(False)
     feed(loop, clock, q, 2)
@@ -372,6 +373,332 @@ def test_lockstep_pacing_waits_for_the_learners_first_report_then_acts_unpaced_w
     assert len(commands) == 1, 'learner_wait_s 0: no wait'
 
 
+@pytest.mark.parametrize('reward_first', [True, False])
+def test_lockstep_steps_on_whichever_of_reward_and_observation_arrives_last(reward_first):
+    """A simulator's reward and next observation come on two topics, in either order: the next decision goes out on
+    the second of them, with the transition right after it. The same observation again (a heartbeat: same stamp) is
+    no new step -- paired with the reward it would end the step on the state before it."""
+    loop, runtime, commands, transitions, clock = make(mode='lockstep')
+    loop.task(TASK)
+    loop.set_active(True)
+    feed(loop, clock, np.zeros(N), 0)
+    feed(loop, clock, np.zeros(N), 0)
+    assert len(commands) == 1 and runtime.calls == 1
+    if reward_first:
+        loop.reward(RewardInfo(-1.0, False, False, 1))
+        assert len(commands) == 1, 'no step before its observation'
+        feed(loop, clock, np.full(N, 0.01), 1)
+    else:
+        feed(loop, clock, np.full(N, 0.01), 1)
+        assert len(commands) == 1, 'no step before its reward'
+        loop.reward(RewardInfo(-1.0, False, False, 1))
+    assert len(commands) == 2 and len(transitions) == 1
+    assert np.allclose(transitions[0].next_obs[:N], 0.01) and np.allclose(runtime.obs_seen[-1][:N], 0.01)
+
+
+def test_lockstep_acts_again_on_the_current_observation_after_a_reactivation():
+    """Deactivated and activated again (the simulator paused meanwhile), the loop acts on the observation it is sent
+    next even when that is the one it already saw (the simulator's heartbeat repeats it, same stamp); an observation
+    that waited for the learner before the deactivation is never acted on afterwards."""
+    loop, runtime, commands, transitions, clock = make(mode='lockstep', max_learner_backlog=8)
+    loop.task(TASK)
+    loop.set_active(True)
+    loop.backlog_report(50)                          # the learner is behind: the first observation waits
+    feed(loop, clock, np.zeros(N), 0)
+    assert not commands and loop.paused is not None
+    loop.set_active(False)
+    loop.set_active(True)
+    loop.backlog_report(0)                           # caught up: nothing from before the deactivation is released
+    assert len(commands) == 1 and np.array_equal(commands[-1][0], np.zeros(N)), 'only the deactivation hold'
+    feed(loop, clock, np.zeros(N), 0)                # the heartbeat: same stamp as before
+    assert len(commands) == 2 and runtime.calls == 1
+
+
+def test_lockstep_reactivated_mid_decision_acts_on_the_heartbeat_without_waiting_for_a_restart():
+    """Deactivated with a decision in flight, whose reward never comes (the simulator steps on the deactivation's
+    hold while the loop is inactive): after the reactivation the simulator's heartbeat is acted on at once, not
+    after the lockstep restart's timeout."""
+    loop, runtime, commands, transitions, clock = make(mode='lockstep')
+    loop.task(TASK)
+    loop.set_active(True)
+    feed(loop, clock, np.zeros(N), 0)
+    loop.set_active(False)
+    loop.reward(RewardInfo(-1.0, False, False, 1))   # the simulator's step on the hold, while inactive
+    feed(loop, clock, np.zeros(N), 1)
+    loop.set_active(True)
+    feed(loop, clock, np.zeros(N), 1)                # its heartbeat
+    assert len(commands) == 3 and runtime.calls == 2 and loop.counters['lockstep_timeouts'] == 0
+    assert not transitions, 'the decision cut off by the deactivation is not recorded'
+
+
+def test_idle_restarts_only_a_lockstep_step_protocol():
+    """Realtime decisions wait for ticks, not for rewards: however long nothing progressed, idle() keeps them."""
+    loop, runtime, commands, transitions, clock = make(horizon=4, mode='realtime', lockstep_timeout_s=0.5)
+    loop.task(TASK)
+    loop.set_active(True)
+    feed(loop, clock, np.zeros(N), 0)
+    loop.tick(clock())
+    pending = loop.pending
+    clock.t += 5.0
+    loop.idle()
+    assert loop.counters['lockstep_timeouts'] == 0 and loop.pending is pending
+
+
+def test_lockstep_applies_an_update_at_once_and_counts_a_rejected_one():
+    """The simulator waits for each action, so lockstep checks and applies an update on the spot."""
+    loop, runtime, commands, transitions, clock = make(mode='lockstep')
+    loop.task(TASK)
+    loop.set_active(True)
+    loop.update(b'next')
+    assert runtime.version == 1 and loop.counters['updates_applied'] == 1
+    assert runtime.threads['prepare'] == threading.current_thread().name
+    loop.update(b'corrupt')
+    assert runtime.version == 1 and loop.counters['updates_rejected'] == 1
+
+
+def test_updates_are_applied_in_arrival_order_across_a_deactivation():
+    """An update that arrives while an earlier one is still being checked waits for it, even when the loop was
+    deactivated meanwhile (an inactive loop otherwise applies an update at once)."""
+    loop, runtime, commands, transitions, clock = make(mode='realtime')
+    release = threading.Event()
+    runtime.before_prepare = lambda: release.wait(30.0)
+    loop.task(TASK)
+    loop.set_active(True)
+    loop.update(b'next')
+    loop.set_active(False)
+    loop.update(b'corrupt')
+    assert loop.counters['updates_rejected'] == 0 and list(loop.incoming_updates) == [b'corrupt']
+    release.set()
+    loop.checking_update.result(10.0)
+    loop.idle()                                      # no ticks while inactive: idle() swaps in what was checked
+    assert runtime.version == 1 and loop.counters['updates_applied'] == 1
+    futures.wait([loop.checking_update], 10.0)
+    loop.idle()
+    assert loop.counters['updates_rejected'] == 1 and runtime.version == 1
+
+
+@pytest.mark.parametrize('planned', ['prefetch', 'temporal_ensemble'])
+def test_realtime_episode_end_drops_what_was_planned_from_its_last_states(planned):
+    """What was planned from the old episode's last states -- the next chunk inferred in the background, or the chunks
+    a temporal ensemble averages -- is dropped when the episode ends: the new episode's first command comes from a
+    fresh inference on its own first observation. Rewards after the end (none are due) and rewards with nothing in
+    flight are ignored."""
+    cfg = {'async_chunks': True} if planned == 'prefetch' else {'temporal_ensemble': True}
+    loop, runtime, commands, transitions, clock = make(horizon=2, mode='realtime', **cfg)
+    loop.task(TASK)
+    loop.set_active(True)
+    loop.reward(RewardInfo(-5.0, False, False, 0))   # nothing in flight yet
+    for stamp in range(2):
+        feed(loop, clock, np.full(N, 0.2), stamp)
+        loop.tick(clock())
+        loop.reward(RewardInfo(-1.0, stamp == 1, False, stamp + 1))
+    loop.reward(RewardInfo(-7.0, True, False, 3))    # a late duplicate of the last one
+    feed(loop, clock, np.full(N, 0.2), 2)            # the terminal observation
+    if planned == 'prefetch':
+        assert len(transitions) == 1 and transitions[0].reward == -2.0 and transitions[0].n_steps == 2
+    feed(loop, clock, np.full(N, 0.5), 3)            # the next episode
+    calls = runtime.calls
+    loop.tick(clock())
+    assert runtime.calls == calls + 1 and np.allclose(runtime.obs_seen[-1][:N], 0.5)
+    np.testing.assert_allclose(commands[-1][0], 0.5 + runtime.calls / 10 * 0.1)   # the fresh chunk's first step alone
+
+
+def test_a_reset_loop_is_inactive_and_has_forgotten_the_arm_and_the_task():
+    """reset() (the node's configure / cleanup): nothing is commanded until it is activated again, and then not from
+    a joint state or a task received before the reset."""
+    loop, runtime, commands, transitions, clock = make(mode='realtime')
+    loop.task(TASK)
+    loop.set_active(True)
+    feed(loop, clock, np.zeros(N), 0)
+    loop.tick(clock())
+    assert len(commands) == 1
+    loop.reset()
+    loop.tick(clock())
+    assert len(commands) == 1, 'inactive after a reset'
+    loop.set_active(True)
+    loop.tick(clock())
+    assert len(commands) == 1 and loop.counters['no_observation'] == 1
+    feed(loop, clock, np.full(N, 0.1), 1)
+    loop.tick(clock())
+    assert np.array_equal(commands[-1][0], np.full(N, 0.1)) and loop.safety.counters['no_task'] == 1
+
+
+@pytest.mark.parametrize('size', [0, N + 2])
+def test_a_policy_whose_action_is_not_whole_steps_of_every_joint_is_refused(size):
+    runtime = ScriptedRuntime()
+    runtime.act = lambda obs, deterministic=False: np.zeros(size)
+    safety = SafetyFilter(np.full(N, -3.0), np.full(N, 3.0), 0.1, stale_timeout_s=0.5)
+    loop = ActorLoop(runtime, safety, ActorConfig(joint_names=JOINTS), [].append, [].append)
+    with pytest.raises(ValueError, match=f'policy act_dim {size} is not a multiple of {N} joints'):
+        loop.warmup(OBS_DIM, iters=1)
+
+
+def test_a_lockstep_restart_waits_for_its_timeout_then_acts_on_the_heartbeat():
+    """No reward for lockstep_timeout_s (a message lost, the simulator restarted): idle() restarts the step protocol
+    once, never before the timeout nor with nothing in flight, and the simulator's heartbeat -- its current
+    observation again, same stamp -- is then acted on."""
+    loop, runtime, commands, transitions, clock = make(mode='lockstep', lockstep_timeout_s=1.0)
+    loop.task(TASK)
+    loop.set_active(True)
+    clock.t += 5.0
+    loop.idle()
+    assert loop.counters['lockstep_timeouts'] == 0, 'nothing in flight'
+    feed(loop, clock, np.zeros(N), 0)
+    assert len(commands) == 1
+    clock.t += 0.9
+    loop.idle()
+    assert loop.counters['lockstep_timeouts'] == 0 and loop.pending is not None
+    clock.t += 0.2
+    loop.idle()
+    loop.idle()
+    assert loop.counters['lockstep_timeouts'] == 1 and loop.pending is None
+    feed(loop, clock, np.zeros(N), 0)
+    assert len(commands) == 2 and runtime.calls == 2
+
+
+def test_lockstep_holds_mid_chunk_with_one_command_and_records_nothing_of_the_held_decision():
+    """The simulator takes one step per command it receives: a hold mid-chunk is that observation's one command
+    (a second one would step the simulator unseen). The next observation starts a fresh decision; the held one is
+    not recorded."""
+    loop, runtime, commands, transitions, clock = make(horizon=2, mode='lockstep')
+    loop.task(TASK)
+    loop.set_active(True)
+    feed(loop, clock, np.zeros(N), 0)
+    loop.invalid('bad_task')
+    loop.reward(RewardInfo(-1.0, False, False, 1))
+    feed(loop, clock, np.full(N, 0.05), 1)           # the chunk's second step is due: hold instead
+    assert len(commands) == 2 and np.array_equal(commands[-1][0], np.full(N, 0.05))
+    assert loop.safety.counters['bad_task'] == 1 and runtime.calls == 1, 'no inference from an invalid observation'
+    loop.task(TASK)
+    loop.reward(RewardInfo(-1.0, False, False, 2))
+    feed(loop, clock, np.full(N, 0.05), 2)
+    assert len(commands) == 3 and runtime.calls == 2, 'a fresh decision from the valid observation'
+    np.testing.assert_allclose(commands[-1][0], 0.05 + 0.2 * 0.1)
+    loop.reward(RewardInfo(-1.0, False, False, 3))
+    feed(loop, clock, np.full(N, 0.07), 3)
+    loop.reward(RewardInfo(-1.0, False, False, 4))
+    feed(loop, clock, np.full(N, 0.09), 4)
+    assert len(commands) == 5 and len(transitions) == 1 and np.allclose(transitions[0].obs[:N], 0.05)
+
+
+def test_a_measurement_exactly_stale_timeout_old_is_still_acted_on():
+    """The safety filter and the check right before the send draw the line at the same age."""
+    loop, runtime, commands, transitions, clock = make(mode='realtime')
+    loop.task(TASK)
+    loop.set_active(True)
+    feed(loop, clock, np.zeros(N), 0)
+    clock.t += 0.5                                   # stale_timeout_s
+    loop.tick(clock())
+    assert len(commands) == 1 and runtime.calls == 1 and loop.counters['stale_commands_withheld'] == 0
+
+
+def test_the_latency_figures_are_measured_from_the_right_instants():
+    """stats() is what the policy node's status reports and the benchmarks read: obs -> command from the later of
+    the joint state's arrival and the tick, a chunk's first step and its later steps from their tick; the counts of
+    inferences and commands."""
+    loop, runtime, commands, transitions, clock = make(horizon=2, mode='realtime', async_chunks=False)
+    act = runtime.act
+
+    def three_ms_inference(obs, deterministic=False):
+        clock.t += 0.003
+        return act(obs, deterministic)
+    runtime.act = three_ms_inference
+    loop.task(TASK)
+    loop.set_active(True)
+    feed(loop, clock, np.zeros(N), 0)                # measured at 100.000
+    clock.t += 0.010
+    loop.tick(clock())                               # tick at 100.010, inference to 100.013
+    clock.t = 100.028
+    feed(loop, clock, np.zeros(N), 1)                # arrives at 100.028, after the tick of 100.025
+    clock.t = 100.030
+    loop.tick(100.025)
+    np.testing.assert_allclose(loop.obs_to_command_s, [0.003, 0.002], atol=1e-9)
+    np.testing.assert_allclose(loop.chunk_start_delay_s, [0.003], atol=1e-9)
+    np.testing.assert_allclose(loop.chunk_step_delay_s, [0.005], atol=1e-9)
+    stats = loop.stats()
+    assert stats['obs_to_action_ms_p50'] == '2.500' and stats['chunk_step_delay_ms_p99'] == '5.000'
+    assert stats['commands'] == 2 and stats['inferences'] == 1 and float(stats['inference_ms_p50']) > 0
+
+
+def test_a_late_background_inference_is_waited_for_and_counted():
+    """The next chunk's inference outlasted the chunk (a busy CPU): the boundary tick waits for it, uses it, and
+    counts it late."""
+    loop, runtime, commands, transitions, clock = make(horizon=2, mode='realtime', async_chunks=True)
+    release = threading.Event()
+    act = runtime.act
+
+    def background_waits(obs, deterministic=False):
+        if runtime.calls >= 1:                       # the first chunk's inference goes through, the next one waits
+            release.wait(30.0)
+        return act(obs, deterministic)
+    runtime.act = background_waits
+    loop.task(TASK)
+    loop.set_active(True)
+    for stamp in range(2):
+        feed(loop, clock, np.zeros(N), stamp)
+        loop.tick(clock())
+    assert loop.prefetch is not None and not loop.prefetch[1].done()
+    timer = threading.Timer(0.05, release.set)       # released from another thread while the tick waits
+    timer.start()
+    feed(loop, clock, np.zeros(N), 2)
+    loop.tick(clock())
+    timer.join()
+    assert loop.counters['prefetch_late'] == 1 and loop.counters['prefetched_chunks'] == 1
+    np.testing.assert_allclose(commands[-1][0], 0.02)   # chunk 2's first step
+
+
+def test_a_realtime_chunk_interrupted_by_a_hold_is_not_resumed():
+    """A step of the chunk was held (here: the joint states stopped for a tick): the rest of the chunk, planned from
+    a state before the gap, is not executed; the next fresh tick infers afresh and the interrupted decision is not
+    recorded."""
+    loop, runtime, commands, transitions, clock = make(horizon=3, mode='realtime', async_chunks=False)
+    loop.task(TASK)
+    loop.set_active(True)
+    feed(loop, clock, np.zeros(N), 0)
+    loop.tick(clock())
+    loop.reward(RewardInfo(-1.0, False, False, 1))
+    clock.t += 0.6
+    loop.tick(clock())                               # stale: nothing sent
+    assert len(commands) == 1 and loop.safety.counters['stale'] == 1
+    feed(loop, clock, np.full(N, 0.3), 1)
+    loop.tick(clock())
+    assert runtime.calls == 2 and np.allclose(commands[-1][0], 0.3 + 0.2 * 0.1), 'chunk 2 from the fresh state'
+    for stamp in (2, 3, 4):                          # chunk 2 runs its three steps; the next tick finishes it
+        loop.reward(RewardInfo(-1.0, False, False, stamp))
+        feed(loop, clock, np.full(N, 0.3), stamp)
+        loop.tick(clock())
+    assert len(transitions) == 1 and np.allclose(transitions[0].obs[:N], 0.3) and transitions[0].n_steps == 3
+
+
+def test_a_decision_whose_reward_never_came_is_dropped_and_counted():
+    """The reward of a step was lost: a transition with no reward (n_steps 0) is nothing the learner can use."""
+    loop, runtime, commands, transitions, clock = make(mode='realtime', async_chunks=False)
+    loop.task(TASK)
+    loop.set_active(True)
+    for stamp in range(3):
+        feed(loop, clock, np.zeros(N), stamp)
+        loop.tick(clock())
+        if stamp:
+            loop.reward(RewardInfo(-1.0, False, False, stamp))
+    assert loop.counters['transitions_dropped'] == 1
+    assert len(transitions) == 1 and transitions[0].n_steps == 1
+
+
+def test_an_update_checked_during_a_chunk_is_swapped_in_before_the_next_chunk_is_inferred():
+    loop, runtime, commands, transitions, clock = make(horizon=2, mode='realtime', async_chunks=True)
+    loop.task(TASK)
+    loop.set_active(True)
+    feed(loop, clock, np.zeros(N), 0)
+    loop.tick(clock())
+    loop.update(b'next')
+    loop.checking_update.result(10.0)
+    feed(loop, clock, np.zeros(N), 1)
+    loop.tick(clock())                               # the chunk's last step; the next chunk is inferred meanwhile
+    feed(loop, clock, np.zeros(N), 2)
+    loop.tick(clock())
+    assert runtime.version == 1 and loop.pending.version == 1 and loop.counters['prefetched_chunks'] == 1
+
+
 def test_worker_restarts_lockstep_while_other_events_keep_arriving():
     """A simulator restarted mid-step never sends the reward the loop waits for; the learner's backlog reports
     (every 50 ms) keep the worker's queue busy, and the restart must happen all the same."""
@@ -460,14 +787,29 @@ def test_temporal_ensemble_averages_overlapping_chunks_and_records_nothing():
                                                        ensemble_decay=0.5, max_delta=1.0, action_scale=1.0)
     loop.task(TASK)
     loop.set_active(True)
-    for k in range(3):
+    w = np.exp(-0.5 * np.arange(3))
+    for k in range(1, 7):
         feed(loop, clock, np.zeros(N), k)
         loop.tick(clock())
-        loop.reward(RewardInfo(-1.0, False, False, k + 1))
-    # tick 3 is covered by chunk 1 (step 2: 0.1 + 0.02), chunk 2 (step 1: 0.2 + 0.01) and chunk 3 (step 0: 0.3)
-    w = np.exp(-0.5 * np.arange(3))
-    expected = (w * np.array([0.12, 0.21, 0.3])).sum() / w.sum()
-    assert np.allclose(commands[-1][0], expected) and not transitions
+        loop.reward(RewardInfo(-1.0, False, False, k))
+        if k >= 3:
+            # tick k is covered by chunk k - 2 (its step 2), chunk k - 1 (step 1) and chunk k (step 0)
+            covering = np.array([(k - 2) / 10 + 0.02, (k - 1) / 10 + 0.01, k / 10])
+            np.testing.assert_allclose(commands[-1][0], np.full(N, (w * covering).sum() / w.sum()))
+    assert loop.counters['ensemble_steps'] == 6 and not transitions
+    loop.update(b'next')
+    loop.checking_update.result(10.0)
+    feed(loop, clock, np.zeros(N), 7)
+    loop.tick(clock())
+    assert runtime.version == 1, 'updates are swapped in between ensemble steps too'
+    loop.reward(RewardInfo(-1.0, True, False, 7))
+    feed(loop, clock, np.zeros(N), 8)                # the terminal observation ends no recorded decision either
+    assert not transitions
+    loop.estop(True)
+    sent = len(commands)
+    loop.tick(clock())
+    assert len(commands) == sent + 1 and np.array_equal(commands[-1][0], np.zeros(N))
+    assert loop.safety.counters['estop'] == 2, 'held on the tick, for the e-stop'
     with pytest.raises(ValueError):
         ActorConfig(joint_names=JOINTS, mode='lockstep', temporal_ensemble=True)
 
@@ -586,6 +928,7 @@ def test_a_stall_after_the_safety_filter_withholds_the_command(command_type):
     feed(loop, clock, np.zeros(N), 1)
     loop.tick(clock())
     assert len(commands) == 1 and loop.counters['stale_commands_withheld'] == 1
+    assert not loop.pending.record, 'a step that never went out is no decision to learn from'
     feed(loop, clock, np.zeros(N), 2)
     loop.invalid('bad_joint_state')                  # the next one invalid: a hold at the last valid one, due now
     loop.tick(clock())
@@ -615,6 +958,7 @@ def test_trajectory_mode_sends_a_chunk_per_message_and_nothing_mid_trajectory_wh
     feed(loop, clock, q, 7)                          # fresh again: a new chunk from it replaces the trajectory
     loop.tick(clock())
     assert len(commands) == 3 and commands[-1].shape == (3, N) and runtime.calls == 3
+    assert len(transitions) == 1, 'the interrupted trajectory is not recorded'
 
 
 def test_warmup_observations_do_not_become_probe_states():
