@@ -699,6 +699,48 @@ def test_an_update_checked_during_a_chunk_is_swapped_in_before_the_next_chunk_is
     assert runtime.version == 1 and loop.pending.version == 1 and loop.counters['prefetched_chunks'] == 1
 
 
+def test_a_reward_arriving_after_a_lockstep_restart_is_not_paired_with_a_later_step():
+    """The restart gave up on a step whose reward then came late: that reward belongs to no decision in flight and
+    must not be counted as the next step's."""
+    loop, runtime, commands, transitions, clock = make(mode='lockstep', lockstep_timeout_s=1.0)
+    loop.task(TASK)
+    loop.set_active(True)
+    feed(loop, clock, np.zeros(N), 0)
+    clock.t += 1.5
+    loop.idle()
+    loop.reward(RewardInfo(-9.0, False, False, 1))   # late
+    feed(loop, clock, np.zeros(N), 0)                # the heartbeat: a new decision
+    loop.reward(RewardInfo(-1.0, False, False, 2))
+    feed(loop, clock, np.full(N, 0.01), 1)
+    assert len(transitions) == 1 and transitions[0].reward == -1.0
+
+
+def test_an_episode_end_waits_for_the_background_inference_it_drops():
+    """Dropping the next chunk at an episode end waits until its inference returned: an update may be swapped in
+    right after, and the background thread must not be running the policy while it is replaced."""
+    loop, runtime, commands, transitions, clock = make(horizon=2, mode='realtime', async_chunks=True)
+    release, returned = threading.Event(), threading.Event()
+    act = runtime.act
+
+    def background_waits(obs, deterministic=False):
+        if runtime.calls >= 1:
+            release.wait(30.0)
+            returned.set()
+        return act(obs, deterministic)
+    runtime.act = background_waits
+    loop.task(TASK)
+    loop.set_active(True)
+    for stamp in range(2):
+        feed(loop, clock, np.zeros(N), stamp)
+        loop.tick(clock())
+    assert loop.prefetch is not None
+    timer = threading.Timer(0.05, release.set)
+    timer.start()
+    loop.reward(RewardInfo(-1.0, True, False, 2))
+    assert returned.is_set() and loop.prefetch is None
+    timer.join()
+
+
 def test_worker_restarts_lockstep_while_other_events_keep_arriving():
     """A simulator restarted mid-step never sends the reward the loop waits for; the learner's backlog reports
     (every 50 ms) keep the worker's queue busy, and the restart must happen all the same."""
