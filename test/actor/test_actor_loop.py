@@ -316,6 +316,23 @@ def test_lockstep_pacing_waits_for_the_learner_but_not_for_a_dead_one():
     clock.t += 1.5                                   # no report for longer than backlog_timeout_s: learner gone
     loop.idle()
     assert len(commands) == 2 and loop.paused is None
+    # a policy step, not a hold: the simulator waited for it, so the observation is current however long it waited
+    assert not np.array_equal(commands[-1][0], np.zeros(N)) and loop.safety.counters['stale'] == 0
+
+
+def test_lockstep_pacing_limits_are_inclusive():
+    """A backlog of exactly max_learner_backlog is not behind; a report exactly backlog_timeout_s old still counts."""
+    loop, runtime, commands, transitions, clock = make(mode='lockstep', max_learner_backlog=8, backlog_timeout_s=1.0)
+    loop.task(TASK)
+    loop.set_active(True)
+    loop.backlog_report(8)
+    feed(loop, clock, np.zeros(N), 1)
+    assert len(commands) == 1
+    loop.backlog_report(9)
+    clock.t += 1.0
+    loop.reward(RewardInfo(-1.0, False, False, 1))
+    feed(loop, clock, np.zeros(N), 2)
+    assert len(commands) == 1 and loop.paused is not None
 
 
 def test_the_next_command_goes_out_before_the_transition_its_observation_finished():
