@@ -301,7 +301,8 @@ def test_ticks_go_on_while_an_update_is_being_checked():
 
 
 def test_lockstep_pacing_waits_for_the_learner_but_not_for_a_dead_one():
-    loop, runtime, commands, transitions, clock = make(mode='lockstep', max_learner_backlog=8, backlog_timeout_s=1.0)
+    loop, runtime, commands, transitions, clock = make(mode='lockstep', max_learner_backlog=8, backlog_timeout_s=1.0,
+                                                       lockstep_timeout_s=1.0)
     loop.task(TASK)
     loop.set_active(True)
     loop.backlog_report(50)
@@ -318,6 +319,7 @@ def test_lockstep_pacing_waits_for_the_learner_but_not_for_a_dead_one():
     assert len(commands) == 2 and loop.paused is None
     # a policy step, not a hold: the simulator waited for it, so the observation is current however long it waited
     assert not np.array_equal(commands[-1][0], np.zeros(N)) and loop.safety.counters['stale'] == 0
+    assert loop.counters['lockstep_timeouts'] == 0 and loop.pending is not None, 'the wait was no lost step'
 
 
 def test_lockstep_pacing_limits_are_inclusive():
