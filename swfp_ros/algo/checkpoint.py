@@ -67,9 +67,8 @@ def encode_tree(tree: Any) -> tuple[Any, dict[str, torch.Tensor]]:
     storages: set[int] = set()
 
     def tensor_ref(t: torch.Tensor, path: list, is_numpy: bool) -> dict:
-        t = t.detach().cpu().contiguous()
-        owns = t.untyped_storage().nbytes() == t.numel() * t.element_size()
-        if not owns or t.untyped_storage().data_ptr() in storages:   # safetensors refuses shared or partial storage
+        t = t.detach().cpu().contiguous()                   # safetensors stores contiguous tensors only
+        if t.untyped_storage().data_ptr() in storages:     # ... and refuses two that share memory
             t = t.clone()
         storages.add(t.untyped_storage().data_ptr())
         name = base = '/'.join(map(str, path)) or 'root'

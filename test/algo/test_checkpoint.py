@@ -13,8 +13,8 @@ import yaml
 
 from helpers import identity_normalizer, small_flow
 from swfp_ros.algo.blocks import Cascade
-from swfp_ros.algo.checkpoint import (CheckpointError, checkpoint_info, encode_tree, load_learner, load_policy,
-                                      read_checkpoint, save_learner, save_policy, write_checkpoint)
+from swfp_ros.algo.checkpoint import (CheckpointError, checkpoint_info, decode_tree, encode_tree, load_learner,
+                                      load_policy, read_checkpoint, save_learner, save_policy, write_checkpoint)
 from swfp_ros.algo.config import BlockConfig, CriticConfig, FlowConfig, SwfpConfig
 from swfp_ros.algo.learner import Learner
 from swfp_ros.algo.normalize import ObsNormalizer
@@ -144,6 +144,8 @@ def test_any_state_tree_round_trips_exactly(tmp_path):
             'open': {3: [{'reward': np.float32(0.25), 'terminated': np.bool_(True), 'obs': np.zeros(0, np.float32),
                           'n_steps': np.array(5, np.int32)}]},   # a 0-d array stays 0-d
             'floats': [float('nan'), float('inf'), -0.0, 1e-300], 'views': [base[:4], base[4:], base],
+            'same_tensor_twice': [base, base], 'transposed': torch.arange(6.0).reshape(2, 3).t(),
+            'needs_grad': torch.ones(3, requires_grad=True), 'a/b': torch.zeros(1), 'a': {'b': torch.ones(1)},
             'tricky_keys': {'__tensor__': 'not a tensor', None: 1, 2.5: 'x'}, 'tuple': (1, ('a', None)),
             'optimizer': torch.optim.Adam([torch.nn.Parameter(torch.ones(2))]).state_dict()}
     write_checkpoint(str(tmp_path / 'state.pt'), 'learner', tree)
@@ -171,6 +173,24 @@ def test_any_state_tree_round_trips_exactly(tmp_path):
     assert rng.random() == np.random.default_rng(7).random()
     with pytest.raises(TypeError, match='open/3/0/obj'):
         encode_tree({'open': {3: [{'obj': object()}]}})
+
+
+@pytest.mark.parametrize('tree, message', [
+    ({'labels': np.array(['a', 'b'])}, 'cannot store labels: numpy dtype <U1'),
+    ({'label': np.str_('a')}, 'cannot store label: numpy dtype <U1'),
+    ({'pairs': {(1, 2): 3}}, r'cannot store pairs: dict key \(1, 2\)'),
+    ({'seen': {1, 2}}, 'cannot store seen: set is not a tensor, array, container or plain value'),
+])
+def test_what_a_checkpoint_cannot_hold_is_refused_by_its_path(tree, message):
+    with pytest.raises(TypeError, match=message):
+        encode_tree(tree)
+
+
+def test_a_tree_referring_to_a_tensor_the_file_does_not_hold_is_refused():
+    """The digest proves the file is intact, not that whoever wrote it was careful: a tree that refers to a tensor it
+    does not carry is malformed, never read as None."""
+    with pytest.raises(ValueError, match="reference to a tensor 'missing' the file does not hold"):
+        decode_tree({'w': {'__tensor__': 'missing', 'numpy': False}}, {})
 
 
 def test_checkpoint_info_reports_task_labels_provenance_and_version(tmp_path):
