@@ -36,6 +36,12 @@ def test_policy_round_trip_identical_actions(tmp_path):
                                    casc.sample(norm(torch.as_tensor(obs)), x0), rtol=0, atol=0)
 
 
+def _metadata(path) -> dict:
+    from safetensors import safe_open
+    with safe_open(str(path), 'pt') as f:
+        return f.metadata()
+
+
 def _rewrite_metadata(path, **changes):
     """Re-save a checkpoint's tensors with some metadata entries changed (a foreign or future file)."""
     from safetensors import safe_open
@@ -47,7 +53,8 @@ def _rewrite_metadata(path, **changes):
 
 DAMAGE = {'truncate': 'truncated or corrupt', 'garbage': 'not an SWFP checkpoint', 'missing': 'no such file',
           'bitflip': 'damaged', 'foreign': 'not an SWFP checkpoint', 'future': 'format version 3',
-          'directory': 'is a directory'}
+          'directory': 'is a directory', 'edited_tree': 'damaged', 'edited_header': 'damaged'}
+METADATA_ONLY_INTACT = ('bitflip', 'edited_tree', 'edited_header')   # what inspecting (metadata only) cannot see
 
 
 @pytest.mark.parametrize('damage', sorted(DAMAGE))
@@ -67,11 +74,14 @@ def test_damaged_checkpoint_names_the_file_and_the_problem(tmp_path, damage):
         _rewrite_metadata(path, format=None)
     elif damage == 'future':
         _rewrite_metadata(path, format_version='3')
+    elif damage.startswith('edited_'):   # the tree or header text changed, its sha256 left as it was
+        key = damage.removeprefix('edited_')
+        _rewrite_metadata(path, **{key: json.dumps(json.loads(_metadata(path)[key]), indent=1)})
     else:
         path.unlink()
         path.mkdir()
     # inspecting reads the metadata only, which a flipped tensor byte leaves intact; loading checks the digest
-    for load in (load_policy, checkpoint_info) if damage != 'bitflip' else (load_policy,):
+    for load in (load_policy, checkpoint_info) if damage not in METADATA_ONLY_INTACT else (load_policy,):
         with pytest.raises(CheckpointError, match=f'policy.pt.*{DAMAGE[damage]}'):
             load(str(path))
 
@@ -184,6 +194,18 @@ def test_any_state_tree_round_trips_exactly(tmp_path):
 def test_what_a_checkpoint_cannot_hold_is_refused_by_its_path(tree, message):
     with pytest.raises(TypeError, match=message):
         encode_tree(tree)
+
+
+@pytest.mark.parametrize('tree, message', [
+    ({'__dict__': [[1]]}, 'malformed key/value pairs'),
+    ({'__dict__': [[{'a': 1}, 2]]}, 'malformed key/value pairs'),
+    ({'__dict__': ['ab']}, 'malformed key/value pairs'),
+    ({'__float__': '1e5'}, "bad float '1e5'"),
+    ({'__tuple__': 'abc'}, 'expected a list, got str'),
+])
+def test_a_malformed_tree_is_refused_for_what_is_wrong(tree, message):
+    with pytest.raises(ValueError, match=message):
+        decode_tree(tree, {})
 
 
 def test_a_tree_referring_to_a_tensor_the_file_does_not_hold_is_refused():
