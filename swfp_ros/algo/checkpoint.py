@@ -157,8 +157,8 @@ def _digest(header: str, tree: str, tensors: dict[str, torch.Tensor]) -> str:
         h.update(name.encode() + b'\0' + str(t.dtype).encode() + b'\0' + str(list(t.shape)).encode() + b'\0')
         if t.numel():
             flat = t.reshape(-1)
-            if flat.stride(0) != 1:   # a one-element tensor may carry stride 0
-                flat = flat.clone()
+            if flat.stride(0) != 1:   # a one-element tensor may carry stride 0, which clone() keeps
+                flat = flat.new_empty(flat.shape).copy_(flat)
             h.update(memoryview(flat.view(torch.uint8).numpy()))
     return h.hexdigest()
 

@@ -42,6 +42,13 @@ def _metadata(path) -> dict:
         return f.metadata()
 
 
+def _rewrite_tensors(path, change):
+    from safetensors import safe_open
+    with safe_open(str(path), 'pt') as f:
+        meta, tensors = f.metadata(), {k: change(f.get_tensor(k)) for k in f.keys()}
+    safetensors.torch.save_file(tensors, str(path), metadata=meta)
+
+
 def _rewrite_metadata(path, **changes):
     """Re-save a checkpoint's tensors with some metadata entries changed (a foreign or future file)."""
     from safetensors import safe_open
@@ -53,8 +60,9 @@ def _rewrite_metadata(path, **changes):
 
 DAMAGE = {'truncate': 'truncated or corrupt', 'garbage': 'not an SWFP checkpoint', 'missing': 'no such file',
           'bitflip': 'damaged', 'foreign': 'not an SWFP checkpoint', 'future': 'format version 3',
-          'directory': 'is a directory', 'edited_tree': 'damaged', 'edited_header': 'damaged'}
-METADATA_ONLY_INTACT = ('bitflip', 'edited_tree', 'edited_header')   # what inspecting (metadata only) cannot see
+          'directory': 'is a directory', 'edited_tree': 'damaged', 'edited_header': 'damaged', 'reshaped': 'damaged'}
+# what inspecting (it reads the metadata only) cannot see
+METADATA_ONLY_INTACT = ('bitflip', 'edited_tree', 'edited_header', 'reshaped')
 
 
 @pytest.mark.parametrize('damage', sorted(DAMAGE))
@@ -74,6 +82,8 @@ def test_damaged_checkpoint_names_the_file_and_the_problem(tmp_path, damage):
         _rewrite_metadata(path, format=None)
     elif damage == 'future':
         _rewrite_metadata(path, format_version='3')
+    elif damage == 'reshaped':   # one tensor's bytes under another shape, the metadata as it was
+        _rewrite_tensors(path, lambda t: t.reshape(-1) if t.dim() > 1 else t)
     elif damage.startswith('edited_'):   # the tree or header text changed, its sha256 left as it was
         key = damage.removeprefix('edited_')
         _rewrite_metadata(path, **{key: json.dumps(json.loads(_metadata(path)[key]), indent=1)})
@@ -154,7 +164,7 @@ def test_any_state_tree_round_trips_exactly(tmp_path):
             'open': {3: [{'reward': np.float32(0.25), 'terminated': np.bool_(True), 'obs': np.zeros(0, np.float32),
                           'n_steps': np.array(5, np.int32)}]},   # a 0-d array stays 0-d
             'floats': [float('nan'), float('inf'), -0.0, 1e-300], 'views': [base[:4], base[4:], base],
-            'same_tensor_twice': [base, base], 'transposed': torch.arange(6.0).reshape(2, 3).t(),
+            'same_tensor_twice': [base, base], 'one_element_stride_0': torch.ones(()).expand(1), 'transposed': torch.arange(6.0).reshape(2, 3).t(),
             'needs_grad': torch.ones(3, requires_grad=True), 'a/b': torch.zeros(1), 'a': {'b': torch.ones(1)},
             'tricky_keys': {'__tensor__': 'not a tensor', None: 1, 2.5: 'x'}, 'tuple': (1, ('a', None)),
             'optimizer': torch.optim.Adam([torch.nn.Parameter(torch.ones(2))]).state_dict()}
@@ -206,6 +216,12 @@ def test_what_a_checkpoint_cannot_hold_is_refused_by_its_path(tree, message):
 def test_a_malformed_tree_is_refused_for_what_is_wrong(tree, message):
     with pytest.raises(ValueError, match=message):
         decode_tree(tree, {})
+
+
+def test_the_extra_header_takes_plain_values_only(tmp_path):
+    with pytest.raises(TypeError, match=r"extra holds arrays \(\['labels'\]\); it is for plain values only"):
+        write_checkpoint(str(tmp_path / 'x.pt'), 'policy', {}, extra={'labels': np.zeros(2)})
+    assert not list(tmp_path.iterdir())
 
 
 def test_a_tree_referring_to_a_tensor_the_file_does_not_hold_is_refused():
