@@ -60,7 +60,9 @@ def _rewrite_metadata(path, **changes):
 
 DAMAGE = {'truncate': 'truncated or corrupt', 'garbage': 'not an SWFP checkpoint', 'missing': 'no such file',
           'bitflip': 'damaged', 'foreign': 'not an SWFP checkpoint', 'future': 'format version 3',
-          'directory': 'is a directory', 'edited_tree': 'damaged', 'edited_header': 'damaged', 'reshaped': 'damaged'}
+          'directory': 'is a directory', 'under_a_file': r'cannot read it \(Not a directory\)',
+          'edited_tree': 'damaged', 'edited_header': 'damaged', 'reshaped': 'damaged',
+          'npz': r'a zip archive \(a .npz dataset\?\), not an SWFP checkpoint'}
 # what inspecting (it reads the metadata only) cannot see
 METADATA_ONLY_INTACT = ('bitflip', 'edited_tree', 'edited_header', 'reshaped')
 
@@ -87,6 +89,11 @@ def test_damaged_checkpoint_names_the_file_and_the_problem(tmp_path, damage):
     elif damage.startswith('edited_'):   # the tree or header text changed, its sha256 left as it was
         key = damage.removeprefix('edited_')
         _rewrite_metadata(path, **{key: json.dumps(json.loads(_metadata(path)[key]), indent=1)})
+    elif damage == 'npz':            # a demonstration dataset given where a checkpoint belongs
+        with open(path, 'wb') as f:
+            np.savez(f, obs=np.zeros((2, 3)))
+    elif damage == 'under_a_file':   # a path through a file: an OSError that is neither of the two above
+        path = path / 'policy.pt'
     else:
         path.unlink()
         path.mkdir()
