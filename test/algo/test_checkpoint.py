@@ -103,6 +103,30 @@ def test_damaged_checkpoint_names_the_file_and_the_problem(tmp_path, damage):
             load(str(path))
 
 
+def test_metadata_that_is_not_json_is_refused_even_with_a_matching_digest(tmp_path):
+    """The sha256 proves the file is intact, not that its writer was careful: a tree that is not JSON under a
+    digest computed over it is refused as corrupt metadata."""
+    from swfp_ros.algo import checkpoint
+    path = tmp_path / 'policy.pt'
+    save_policy(str(path), Cascade(small_flow()), identity_normalizer(3))
+    meta = _metadata(path)
+    tensors = safetensors.torch.load_file(str(path))
+    _rewrite_metadata(path, tree='{not json', sha256=checkpoint._digest(meta['header'], '{not json', tensors))
+    with pytest.raises(CheckpointError, match=r'policy.pt: corrupt metadata \(tree is not JSON'):
+        load_policy(str(path))
+
+
+def test_tensors_that_cannot_be_read_after_good_metadata_are_refused_in_one_sentence(tmp_path, monkeypatch):
+    path = tmp_path / 'policy.pt'
+    save_policy(str(path), Cascade(small_flow()), identity_normalizer(3))
+
+    def unreadable(*args, **kwargs):
+        raise OSError('short read')
+    monkeypatch.setattr(safetensors.torch, 'load_file', unreadable)
+    with pytest.raises(CheckpointError, match=r'policy.pt: unreadable \(truncated or corrupt\?\): short read'):
+        load_policy(str(path))
+
+
 def _replace_while_reading(monkeypatch, path, replacements: int):
     """Make the first ``replacements`` tensor reads find ``path`` atomically replaced (by a checkpoint of version 1,
     2, ...) after its metadata was read: what a reader sees while a learner keeps checkpointing."""
