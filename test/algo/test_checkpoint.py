@@ -249,6 +249,13 @@ def test_a_malformed_tree_is_refused_for_what_is_wrong(tree, message):
         decode_tree(tree, {})
 
 
+def test_the_extra_header_comes_back_as_it_was_written(tmp_path):
+    extra = {'labels': ('ee_x', 'goal_x'), 'limit': float('inf'), 'by_index': {0: 'a'}}
+    write_checkpoint(str(tmp_path / 'x.pt'), 'policy', {'w': torch.ones(2)}, extra=extra)
+    header, _ = read_checkpoint(str(tmp_path / 'x.pt'))
+    assert header['extra'] == extra and isinstance(header['extra']['labels'], tuple)
+
+
 def test_the_extra_header_takes_plain_values_only(tmp_path):
     with pytest.raises(TypeError, match=r"extra holds arrays \(\['labels'\]\); it is for plain values only"):
         write_checkpoint(str(tmp_path / 'x.pt'), 'policy', {}, extra={'labels': np.zeros(2)})
