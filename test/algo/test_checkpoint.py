@@ -103,16 +103,23 @@ def test_damaged_checkpoint_names_the_file_and_the_problem(tmp_path, damage):
             load(str(path))
 
 
-def test_metadata_that_is_not_json_is_refused_even_with_a_matching_digest(tmp_path):
-    """The sha256 proves the file is intact, not that its writer was careful: a tree that is not JSON under a
-    digest computed over it is refused as corrupt metadata."""
+@pytest.mark.parametrize('key, edit, message', [
+    ('tree', lambda text: '{not json', r'corrupt metadata \(tree is not JSON'),
+    ('tree', lambda text: '{"__float__": "x"}', "malformed payload: bad float 'x'"),
+    ('header', lambda text: text.replace('"kind": "policy"', '"kind": "robot"'), "unknown kind 'robot'"),
+])
+def test_malformed_metadata_is_refused_even_under_a_matching_digest(tmp_path, key, edit, message):
+    """The sha256 proves the file is intact, not that its writer was careful: metadata that is not JSON, a payload
+    tree that does not decode, a kind this code does not know -- each under a digest computed over it -- are
+    refused for what they are."""
     from swfp_ros.algo import checkpoint
     path = tmp_path / 'policy.pt'
     save_policy(str(path), Cascade(small_flow()), identity_normalizer(3))
     meta = _metadata(path)
+    meta[key] = edit(meta[key])
     tensors = safetensors.torch.load_file(str(path))
-    _rewrite_metadata(path, tree='{not json', sha256=checkpoint._digest(meta['header'], '{not json', tensors))
-    with pytest.raises(CheckpointError, match=r'policy.pt: corrupt metadata \(tree is not JSON'):
+    _rewrite_metadata(path, **{key: meta[key], 'sha256': checkpoint._digest(meta['header'], meta['tree'], tensors)})
+    with pytest.raises(CheckpointError, match=f'policy.pt: {message}'):
         load_policy(str(path))
 
 
