@@ -385,8 +385,7 @@ def save_policy(path: str, cascade: Cascade, normalizer: ObsNormalizer, version:
 
 def save_learner(path: str, learner: Learner, include_replay: bool = True, extra: dict | None = None) -> None:
     """The learner's whole state (resume); ``extra`` as for :func:`save_policy` (the BC checkpoint's, passed on)."""
-    write_checkpoint(path, 'learner', {'learner': learner.state_dict(include_replay),
-                                       'numpy_global_rng': np.random.get_state()}, extra)
+    write_checkpoint(path, 'learner', {'learner': learner.state_dict(include_replay)}, extra)
 
 
 def carried_info(path: str) -> dict:
@@ -423,7 +422,6 @@ def load_learner(path: str, device: str = 'cpu', demo_transitions=None, learner_
         raise CheckpointError(f"checkpoint {path}: holds a {header['kind']!r}, not a learner")
     try:
         learner = learner_cls.from_state_dict(d['learner'], device, demo_transitions)
-        np.random.set_state(d['numpy_global_rng'])
     except (KeyError, TypeError, ValueError, RuntimeError, UpdateRejected) as e:
         raise CheckpointError(f'checkpoint {path}: does not match this code/config: {type(e).__name__}: {e}') from e
     return learner

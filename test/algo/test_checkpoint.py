@@ -13,8 +13,9 @@ import yaml
 
 from helpers import identity_normalizer, small_flow
 from swfp_ros.algo.blocks import Cascade
-from swfp_ros.algo.checkpoint import (CheckpointError, checkpoint_info, decode_tree, encode_tree, load_learner,
-                                      load_policy, read_checkpoint, save_learner, save_policy, write_checkpoint)
+from swfp_ros.algo.checkpoint import (CheckpointError, checkpoint_info, decode_tree, encode_tree,
+                                      format_checkpoint_info, load_learner, load_policy, read_checkpoint, save_learner,
+                                      save_policy, write_checkpoint)
 from swfp_ros.algo.config import BlockConfig, CriticConfig, FlowConfig, SwfpConfig
 from swfp_ros.algo.learner import Learner
 from swfp_ros.algo.normalize import ObsNormalizer
@@ -280,13 +281,26 @@ def test_checkpoint_info_reports_task_labels_provenance_and_version(tmp_path):
     path = str(tmp_path / 'bc.pt')
     extra = {'task': 'panda_reach', 'obs_labels': ['a', 'b', 'c'], 'action_labels': ['j1', 'j2'],
              'control_rate_hz': 20.0, 'provenance': [{'source': 'rosbag2', 'bag': '/bags/x', 'episodes': 3,
-                                                      'steps': 90}], 'bc': {'steps': 10, 'final_loss': 0.5}}
+                                                      'steps': 90}, {'source': 'sim'}, 'recorded by hand'],
+             'bc': {'steps': 10, 'final_loss': 0.5}}
     save_policy(path, Cascade(small_flow()), identity_normalizer(3), version=4, extra=extra)
     info = checkpoint_info(path)
     assert (info.kind, info.format_version, info.task, info.obs_labels, info.action_labels) == \
         ('policy', 2, 'panda_reach', ['a', 'b', 'c'], ['j1', 'j2'])
     assert (info.obs_dim, info.act_dim, info.policy_version, info.blocks) == (3, 2, 4, 0)
     assert info.provenance == extra['provenance'] and info.bc == extra['bc'] and info.flow['hidden'] == 32
+    lines = format_checkpoint_info(info).splitlines()    # what `swfp inspect` prints
+    for line in ('Task:           panda_reach', 'Observations:   3: a, b, c', 'Actions:        2: j1, j2',
+                 'Control rate:   20.0 Hz', 'BC:             steps 10, final_loss 0.5',
+                 'Provenance:     /bags/x (3 episodes, 90 steps)', 'Provenance:     sim',
+                 'Provenance:     recorded by hand'):
+        assert line in lines, (line, lines)
+    assert lines[6].startswith('Policy:         version 4, 0 refinement block(s); flow: ')
+    save_policy(path, Cascade(small_flow()), identity_normalizer(3))
+    lines = format_checkpoint_info(checkpoint_info(path)).splitlines()
+    for line in ('Task:           (not recorded)', 'Observations:   3: (not recorded)', 'Control rate:   (not recorded) Hz'):
+        assert line in lines, (line, lines)
+    assert not any(line.startswith(('BC:', 'Config:', 'Counters:', 'Provenance:')) for line in lines)
     with open(path, 'rb') as f:     # a standard safetensors file: JSON header first, nothing executable
         (n,) = struct.unpack('<Q', f.read(8))
         assert json.loads(f.read(n))['__metadata__']['format'] == 'swfp-checkpoint'
@@ -324,6 +338,10 @@ def test_learner_resume_continues(tmp_path):
     info = checkpoint_info(path)
     assert info.kind == 'learner' and info.task == 'panda_reach' and info.counters == vars(a.counters)
     assert info.config == a.cfg.to_dict() and info.replay_size == len(a.replay)
+    lines = format_checkpoint_info(info).splitlines()
+    assert f'Config:         {json.dumps(a.cfg.to_dict())}' in lines
+    assert any(line.startswith('Counters:       ') and line.endswith(f'; replay {len(a.replay)} transitions')
+               for line in lines), lines
     b = load_learner(path)
     assert b.counters == a.counters and len(b.replay) == len(a.replay) and b.log_lambda == a.log_lambda
     assert len(b.policy.blocks) == len(a.policy.blocks)
@@ -338,6 +356,46 @@ def test_learner_resume_continues(tmp_path):
     torch.testing.assert_close(b.critic.q_min(s, x0.clamp(-1, 1)), a.critic.q_min(s, x0.clamp(-1, 1)))
     rt = load_policy(path, device='cpu')  # a learner checkpoint also serves actors
     assert rt.version == saved_version
+
+
+def test_loading_a_learner_leaves_the_callers_global_numpy_rng_alone(tmp_path):
+    """The learner draws from generators of its own, which its checkpoint carries; loading one reseeds nothing of
+    the process it is loaded into."""
+    path = str(tmp_path / 'learner.pt')
+    save_learner(path, learner())
+    np.random.seed(123)
+    expected = np.random.random()
+    np.random.seed(123)
+    load_learner(path)
+    assert np.random.random() == expected
+
+
+def test_a_learner_checkpoint_that_does_not_fit_this_code_is_refused(tmp_path):
+    path = str(tmp_path / 'learner.pt')
+    save_learner(path, learner())
+    header, d = read_checkpoint(path)
+    del d['learner']['critic']
+    write_checkpoint(path, 'learner', d, header['extra'])
+    with pytest.raises(CheckpointError, match="learner.pt: does not match this code/config: KeyError: 'critic'"):
+        load_learner(path)
+
+
+def test_a_policy_with_non_finite_weights_is_refused_at_load(tmp_path):
+    """A diverged run can save NaN weights with a perfectly good digest: loading checks the weights themselves."""
+    path = str(tmp_path / 'policy.pt')
+    cascade = Cascade(small_flow())
+    with torch.no_grad():
+        next(cascade.parameters()).view(-1)[0] = float('nan')
+    save_policy(path, cascade, identity_normalizer(3))
+    with pytest.raises(CheckpointError, match='policy.pt: bad policy data: .*non-finite values'):
+        load_policy(path)
+
+
+def test_a_payload_that_is_not_a_policy_is_refused_by_inspection(tmp_path):
+    path = str(tmp_path / 'policy.pt')
+    write_checkpoint(path, 'policy', {'policy': {}, 'version': 0})
+    with pytest.raises(CheckpointError, match=r"policy.pt: malformed payload \(KeyError: 'obs_dim'\)"):
+        checkpoint_info(path)
 
 
 def test_learner_state_resumes_on_the_other_device_type():
