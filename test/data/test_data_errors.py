@@ -7,8 +7,8 @@ import pytest
 import yaml
 from data_synth import RATE, SCALE, expected_obs
 
-from swfp_ros.data import (BagRecorder, BagWarning, IngestError, SpecError, default_panda_spec,
-                           default_panda_spec_dict, ingest, load_spec, write_demo_bag)
+from swfp_ros.data import (BagError, BagReadError, BagRecorder, BagWarning, IngestError, SpecError,
+                           default_panda_spec, default_panda_spec_dict, ingest, ingest_bag, load_spec, write_demo_bag)
 from swfp_ros.data.bag_writer import standard_typestore
 from swfp_ros.data.inspect import inspect_bag
 from swfp_ros.data.spec import PANDA_JOINTS, REACH_TASK_LABELS
@@ -37,6 +37,27 @@ def test_missing_topic_names_bag_and_topic(demo_bag):
     d['observation'].append({'source': 'pose', 'topic': '/ee_pose'})
     msg = only_error(demo_bag, d)
     assert "'/ee_pose'" in msg and 'observation[3]' in msg and '/joint_states' in msg   # lists what the bag has
+
+
+def test_ingest_bag_errors_carry_the_bag_topic_field_and_type(demo_bag, tmp_path):
+    """For a caller of ingest_bag, the error's attributes say what its message says."""
+    d = default_panda_spec_dict(action_scale=SCALE)
+    d['observation'].append({'source': 'pose', 'topic': '/ee_pose'})
+    with pytest.raises(BagError) as ei:
+        ingest_bag(demo_bag, d)
+    assert (ei.value.bag, ei.value.topic) == (str(demo_bag), '/ee_pose')
+    d = default_panda_spec_dict(action_scale=SCALE)
+    d['observation'].append({'source': 'field', 'topic': '/joint_states', 'fields': ['header.stamp.millisec']})
+    with pytest.raises(BagError) as ei:
+        ingest_bag(demo_bag, d)
+    assert (ei.value.bag, ei.value.topic, ei.value.msgtype) == (str(demo_bag), '/joint_states',
+                                                               'sensor_msgs/msg/JointState')
+    assert 'millisec' in ei.value.field
+    stray = tmp_path / 'notes.txt'
+    stray.write_text('not a bag')
+    with pytest.raises(BagReadError, match='not a rosbag2 storage file') as ei:
+        ingest_bag(stray, d)
+    assert ei.value.bag == str(stray)
 
 
 def test_missing_joint_names_bag_topic_and_field(demo_bag):
