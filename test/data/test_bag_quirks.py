@@ -65,6 +65,19 @@ def test_single_mcap_file_reads_without_a_false_count_warning(demo_bag, episodes
     _assert_same_steps(ds, episodes)
 
 
+@pytest.mark.parametrize('storage, suffix', [('mcap', '.mcap'), ('sqlite3', '.db3')])
+def test_a_lone_storage_file_tells_its_format_version_and_writer_from_what_it_embeds(tmp_path, episodes, storage,
+                                                                                      suffix):
+    """A storage file copied away from its metadata.yaml still says which rosbag2 format and which writer made it
+    (the sqlite3 metadata table, the MCAP 'rosbag2' metadata record)."""
+    write_demo_bag(tmp_path / 'bag', episodes, PANDA_JOINTS, REACH_TASK_LABELS, RATE, storage=storage)
+    lone = tmp_path / f'lone{suffix}'
+    shutil.copy(next((tmp_path / 'bag').glob(f'*{suffix}')), lone)
+    summary = inspect_bag(lone)
+    assert (summary.storage_id, summary.format_version, summary.ros_distro) == (storage, 9, 'rosbags')
+    assert 'format version: 9   recorded by: rosbags' in format_summary(summary)
+
+
 def test_file_compressed_bag_names_its_storage(tmp_path, episodes):
     src = tmp_path / 'plain'
     write_demo_bag(src, episodes, PANDA_JOINTS, REACH_TASK_LABELS, RATE)
