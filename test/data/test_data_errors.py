@@ -148,7 +148,7 @@ def test_corrupt_bag_named_and_good_bag_still_ingests(tmp_path, episodes, storag
 
 def test_missing_bag_is_reported(tmp_path, demo_bag):
     ds = ingest([tmp_path / 'nope', demo_bag], default_panda_spec(action_scale=SCALE), progress=False)
-    assert str(tmp_path / 'nope') in ds.report.bags[0].error and ds.report.bags[1].ok
+    assert f"{tmp_path / 'nope'}: no such rosbag2 bag" in ds.report.bags[0].error and ds.report.bags[1].ok
 
 
 def _edit_metadata(bag, fn):
