@@ -158,21 +158,37 @@ def _edit_metadata(bag, fn):
     p.write_text(yaml.safe_dump(meta))
 
 
-@pytest.mark.parametrize('problem', ['missing_file', 'wrong_counts', 'no_metadata', 'garbage'])
+METADATA_PROBLEMS = {
+    'missing_file': (lambda m: m.update(relative_file_paths=['demo_0.mcap', 'demo_1.mcap']),
+                     r"metadata.yaml lists storage file\(s\) that do not exist: \['demo_0.mcap', 'demo_1.mcap'\]"),
+    'wrong_counts': (lambda m: m.update(message_count=3), 'metadata.yaml says 3 messages but the storage files hold'),
+    'future_version': (lambda m: m.update(version=10), 'metadata.yaml has unsupported version 10'),
+    'version_0': (lambda m: m.update(version=0), 'metadata.yaml has unsupported version 0'),
+    'other_storage': (lambda m: m.update(storage_identifier='rosbag_v2'),
+                      "metadata.yaml has unsupported storage_identifier 'rosbag_v2'"),
+    'no_metadata': (None, 'has no metadata.yaml; falling back'),
+    'garbage': (None, r'metadata.yaml is unreadable \(.*\); falling back'),
+}
+
+
+@pytest.mark.parametrize('problem', sorted(METADATA_PROBLEMS))
 def test_metadata_mismatch_falls_back_with_warning(demo_bag, episodes, problem):
-    if problem == 'missing_file':
-        _edit_metadata(demo_bag, lambda m: m.update(relative_file_paths=['demo_0.mcap', 'demo_1.mcap']))
-    elif problem == 'wrong_counts':
-        _edit_metadata(demo_bag, lambda m: m.update(message_count=3))
+    """A metadata.yaml that does not describe its bag: the storage files are read instead, with a warning that says
+    what is wrong with it; the format version then comes from the files themselves."""
+    edit, warning = METADATA_PROBLEMS[problem]
+    if edit is not None:
+        _edit_metadata(demo_bag, edit)
     elif problem == 'no_metadata':
         (demo_bag / 'metadata.yaml').unlink()
     else:
         (demo_bag / 'metadata.yaml').write_text(':: not yaml [')
-    with pytest.warns(BagWarning, match='falling back|using the storage files'):
+    with pytest.warns(BagWarning, match=warning):
         ds = ingest([demo_bag], default_panda_spec(action_scale=SCALE), progress=False)
     assert len(ds) == len(episodes)
     np.testing.assert_allclose(ds[-1].obs, expected_obs(episodes[-1]), atol=1e-5)
     assert ds.report.bags[0].warnings
+    summary = inspect_bag(demo_bag)
+    assert summary.format_version == 9 and summary.warnings
 
 
 def test_split_bag_two_storage_files_merge_in_time_order(tmp_path, episodes):
