@@ -280,14 +280,20 @@ def test_realtime_updates_are_checked_aside_and_swapped_after_a_command():
     assert loop.counters['updates_rejected'] == 1 and runtime.version == 1
 
 
-def test_ticks_go_on_while_an_update_is_being_checked():
-    """The checks take longer than a control period on a busy CPU: they must not hold the control thread."""
+def checking_an_update_until_released():
+    """An active realtime loop whose first update's checks block until ``release`` is set."""
     loop, runtime, commands, transitions, clock = make(mode='realtime')
     release = threading.Event()
     runtime.before_prepare = lambda: release.wait(30.0)
     loop.task(TASK)
     loop.set_active(True)
     loop.update(b'next')
+    return loop, runtime, commands, clock, release
+
+
+def test_ticks_go_on_while_an_update_is_being_checked():
+    """The checks take longer than a control period on a busy CPU: they must not hold the control thread."""
+    loop, runtime, commands, clock, release = checking_an_update_until_released()
     for i in range(3):
         feed(loop, clock, np.zeros(N), i)
         loop.tick(clock())
@@ -478,12 +484,7 @@ def test_lockstep_applies_an_update_at_once_and_counts_a_rejected_one():
 def test_updates_are_applied_in_arrival_order_across_a_deactivation():
     """An update that arrives while an earlier one is still being checked waits for it, even when the loop was
     deactivated meanwhile (an inactive loop otherwise applies an update at once)."""
-    loop, runtime, commands, transitions, clock = make(mode='realtime')
-    release = threading.Event()
-    runtime.before_prepare = lambda: release.wait(30.0)
-    loop.task(TASK)
-    loop.set_active(True)
-    loop.update(b'next')
+    loop, runtime, commands, clock, release = checking_an_update_until_released()
     loop.set_active(False)
     loop.update(b'corrupt')
     assert loop.counters['updates_rejected'] == 0 and list(loop.incoming_updates) == [b'corrupt']
@@ -639,16 +640,17 @@ def test_the_latency_figures_are_measured_from_the_right_instants():
     assert stats['commands'] == 2 and stats['inferences'] == 1 and float(stats['inference_ms_p50']) > 0
 
 
-def test_a_late_background_inference_is_waited_for_and_counted():
-    """The next chunk's inference outlasted the chunk (a busy CPU): the boundary tick waits for it, uses it, and
-    counts it late."""
+def chunk_with_a_stalled_background_inference():
+    """Realtime, H = 2: the first chunk executed, the next one's inference started in the background and blocked
+    until ``release`` is set (``returned`` is set once it returned)."""
     loop, runtime, commands, transitions, clock = make(horizon=2, mode='realtime', async_chunks=True)
-    release = threading.Event()
+    release, returned = threading.Event(), threading.Event()
     act = runtime.act
 
     def background_waits(obs, deterministic=False):
         if runtime.calls >= 1:                       # the first chunk's inference goes through, the next one waits
             release.wait(30.0)
+            returned.set()
         return act(obs, deterministic)
     runtime.act = background_waits
     loop.task(TASK)
@@ -657,6 +659,13 @@ def test_a_late_background_inference_is_waited_for_and_counted():
         feed(loop, clock, np.zeros(N), stamp)
         loop.tick(clock())
     assert loop.prefetch is not None and not loop.prefetch[1].done()
+    return loop, commands, clock, release, returned
+
+
+def test_a_late_background_inference_is_waited_for_and_counted():
+    """The next chunk's inference outlasted the chunk (a busy CPU): the boundary tick waits for it, uses it, and
+    counts it late."""
+    loop, commands, clock, release, _ = chunk_with_a_stalled_background_inference()
     timer = threading.Timer(0.05, release.set)       # released from another thread while the tick waits
     timer.start()
     feed(loop, clock, np.zeros(N), 2)
@@ -737,22 +746,7 @@ def test_a_reward_arriving_after_a_lockstep_restart_is_not_paired_with_a_later_s
 def test_an_episode_end_waits_for_the_background_inference_it_drops():
     """Dropping the next chunk at an episode end waits until its inference returned: an update may be swapped in
     right after, and the background thread must not be running the policy while it is replaced."""
-    loop, runtime, commands, transitions, clock = make(horizon=2, mode='realtime', async_chunks=True)
-    release, returned = threading.Event(), threading.Event()
-    act = runtime.act
-
-    def background_waits(obs, deterministic=False):
-        if runtime.calls >= 1:
-            release.wait(30.0)
-            returned.set()
-        return act(obs, deterministic)
-    runtime.act = background_waits
-    loop.task(TASK)
-    loop.set_active(True)
-    for stamp in range(2):
-        feed(loop, clock, np.zeros(N), stamp)
-        loop.tick(clock())
-    assert loop.prefetch is not None
+    loop, commands, clock, release, returned = chunk_with_a_stalled_background_inference()
     timer = threading.Timer(0.05, release.set)
     timer.start()
     loop.reward(RewardInfo(-1.0, True, False, 2))
