@@ -146,6 +146,12 @@ def test_corrupt_bag_named_and_good_bag_still_ingests(tmp_path, episodes, storag
     assert str(f) in str(ei.value)
 
 
+def test_a_directory_without_metadata_or_storage_files_is_not_a_bag(tmp_path):
+    (tmp_path / 'empty').mkdir()
+    with pytest.raises(BagReadError, match='empty: has no metadata.yaml and holds no .mcap or .db3 storage files'):
+        ingest_bag(tmp_path / 'empty', default_panda_spec(action_scale=SCALE))
+
+
 def test_missing_bag_is_reported(tmp_path, demo_bag):
     ds = ingest([tmp_path / 'nope', demo_bag], default_panda_spec(action_scale=SCALE), progress=False)
     assert f"{tmp_path / 'nope'}: no such rosbag2 bag" in ds.report.bags[0].error and ds.report.bags[1].ok
