@@ -21,7 +21,7 @@ import heapq
 import io
 import struct
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -58,7 +58,6 @@ class BagConnection:
     msgdef: str
     msgdef_format: str           # 'msg' | 'idl' | ''
     serialization_format: str = 'cdr'
-    conns: list = field(default_factory=list)   # rosbags Connection objects (one per storage file)
 
 
 def _wrap_read(path: Path, err: BaseException) -> BagReadError:
@@ -264,7 +263,6 @@ class BagSource:
             elif not bc.msgdef and fmt:
                 bc.msgdef, bc.msgdef_format = c.msgdef.data, fmt
             bc.msgcount += c.msgcount
-            bc.conns.append(c)
         if self._counts_claimed and self._dir_reader is None:
             self._check_counts()
 

@@ -10,6 +10,7 @@ from data_synth import RATE, SCALE, expected_obs
 from swfp_ros.data import (BagError, BagReadError, BagRecorder, BagWarning, IngestError, SpecError,
                            default_panda_spec, default_panda_spec_dict, ingest, ingest_bag, load_spec, write_demo_bag)
 from swfp_ros.data.bag_writer import standard_typestore
+from swfp_ros.data.reader import BagSource
 from swfp_ros.data.inspect import inspect_bag
 from swfp_ros.data.spec import PANDA_JOINTS, REACH_TASK_LABELS
 
@@ -168,6 +169,7 @@ METADATA_PROBLEMS = {
     'missing_file': (lambda m: m.update(relative_file_paths=['demo_0.mcap', 'demo_1.mcap']),
                      r"metadata.yaml lists storage file\(s\) that do not exist: \['demo_0.mcap', 'demo_1.mcap'\]"),
     'wrong_counts': (lambda m: m.update(message_count=3), 'metadata.yaml says 3 messages but the storage files hold'),
+    'malformed_counts': (lambda m: m.update(message_count='many'), 'metadata.yaml has malformed message counts'),
     'future_version': (lambda m: m.update(version=10), 'metadata.yaml has unsupported version 10'),
     'version_0': (lambda m: m.update(version=0), 'metadata.yaml has unsupported version 0'),
     'other_storage': (lambda m: m.update(storage_identifier='rosbag_v2'),
@@ -207,6 +209,10 @@ def test_split_bag_two_storage_files_merge_in_time_order(tmp_path, episodes):
     with pytest.warns(BagWarning):
         ds = ingest([a], default_panda_spec(action_scale=SCALE), progress=False)
     assert [len(e) for e in ds] == [len(e) for e in episodes]
+    summary = inspect_bag(a)                         # spans both files: first message of one, last of the other
+    with pytest.warns(BagWarning), BagSource(a) as bag:
+        times = [t for _topic, _type, t, _raw in bag.messages()]
+    assert summary.files == ['a.mcap', 'b.mcap'] and (summary.start_ns, summary.end_ns) == (min(times), max(times))
 
 
 @pytest.mark.parametrize('mutate,needle', [
