@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import heapq
 import io
+import re
 import struct
 import warnings
 from dataclasses import dataclass
@@ -28,6 +29,10 @@ from typing import Iterable, Iterator
 from rosbags.interfaces import MessageDefinitionFormat
 from rosbags.rosbag2 import Reader
 from rosbags.typesys import Stores, get_types_from_idl, get_types_from_msg, get_typestore
+
+# rosbag2 stores a type's .idl file as it is, #include lines and all (the included types follow as parts of their
+# own); rosbags' IDL parser refuses preprocessor lines
+_PREPROCESSOR_LINE = re.compile(r'^[ \t]*#.*$', re.MULTILINE)
 
 STORAGE_SUFFIXES = {'.mcap': 'mcap', '.db3': 'sqlite3'}
 
@@ -345,7 +350,7 @@ class BagSource:
                         parts = bc.msgdef.split(sep)[1:] if bc.msgdef.startswith(sep + 'IDL: ') else [bc.msgdef]
                         for part in parts:
                             idl = part.split('\n', 1)[1] if part.startswith('IDL: ') else part
-                            typs.update(get_types_from_idl(idl))
+                            typs.update(get_types_from_idl(_PREPROCESSOR_LINE.sub('', idl)))
                     ts.register({k: v for k, v in typs.items() if k not in ts.fielddefs})
                 except Exception as err:  # noqa: BLE001
                     self._warn(f'{self.path}: cannot parse the embedded definition of {bc.msgtype} on {bc.topic} '

@@ -1,5 +1,6 @@
 """Clear errors (bag, topic, field, type), custom types from the bag's definitions, corrupt bags, metadata fallback."""
 import shutil
+import warnings
 
 import apsw
 import numpy as np
@@ -113,6 +114,52 @@ def test_custom_type_from_bag_definitions(tmp_path, storage):
     np.testing.assert_allclose(ds[0].obs, np.stack([0.01 * k, 2.0 * k, -k], 1), atol=1e-6)
     assert ds.obs_labels == ['/gripper:width', '/gripper:forces[1]', '/gripper:tip.x']
     assert {t.topic: t.msgtype for t in inspect_bag(bag).topics}['/gripper'] == GRIPPER
+
+
+# A custom type's definition as rosbag2 records it when the type comes from an .idl file: each file whole, behind a
+# separator line and "IDL: <type>", its #include lines and rosidl's comments and annotations left in.
+GRIPPER_IDL = '\n'.join(['=' * 80, f'IDL: {GRIPPER}', """// generated from rosidl_adapter/resource/msg.idl.em
+// with input from swfp_test_msgs/msg/Gripper.msg
+// generated code does not contain a copyright notice
+
+#include "geometry_msgs/msg/Point.idl"
+
+module swfp_test_msgs {
+  module msg {
+    @verbatim (language="comment", text=
+      "Finger opening and what the tip measures")
+    struct Gripper {
+      double width;
+
+      sequence<double> forces;
+
+      geometry_msgs::msg::Point tip;
+    };
+  };
+};""", '=' * 80, 'IDL: geometry_msgs/msg/Point', """// generated from rosidl_adapter/resource/msg.idl.em
+module geometry_msgs {
+  module msg {
+    struct Point {
+      double x;
+      double y;
+      double z;
+    };
+  };
+};
+"""])
+
+
+def test_custom_type_from_an_idl_definition_as_rosbag2_records_it(tmp_path):
+    bag = _gripper_bag(tmp_path / 'g', 'sqlite3')
+    con = apsw.Connection(str(bag / 'g.db3'))
+    con.execute("UPDATE message_definitions SET encoding='ros2idl', encoded_message_definition=? WHERE topic_type=?",
+                (GRIPPER_IDL, GRIPPER))
+    con.close()
+    with warnings.catch_warnings():
+        warnings.simplefilter('error', BagWarning)    # parsed, not replaced by the standard store's guess
+        ds = ingest([bag], _gripper_spec(), progress=False)
+    k = np.arange(12)
+    np.testing.assert_allclose(ds[0].obs, np.stack([0.01 * k, 2.0 * k, -k], 1), atol=1e-6)
 
 
 def test_unknown_type_without_definition(tmp_path):
