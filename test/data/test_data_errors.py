@@ -116,6 +116,45 @@ def test_custom_type_from_bag_definitions(tmp_path, storage):
     assert {t.topic: t.msgtype for t in inspect_bag(bag).topics}['/gripper'] == GRIPPER
 
 
+@pytest.mark.parametrize('source, message', [
+    ({'observation': [{'source': 'field', 'topic': '/gripper', 'fields': ['forces[5]']}]},
+     "field 'forces[5]': index 5 out of range (2 elements)"),
+    ({'observation': [{'source': 'field', 'topic': '/gripper', 'fields': ['forces']}]},
+     "field 'forces' is an array of 2 elements; index it like forces[0]"),
+    ({'observation': [{'source': 'field', 'topic': '/gripper', 'fields': ['tip']}]},
+     "field 'tip' is a geometry_msgs/msg/Point, not a number"),
+    ({'action': {'source': 'array', 'topic': '/cmd', 'indices': [0, 5]}},
+     "field 'data[5]' out of range: data has 1 elements"),
+])
+def test_a_field_that_is_not_one_number_per_label_is_refused_for_what_it_is(tmp_path, source, message):
+    bag = _gripper_bag(tmp_path / 'g', 'mcap')
+    msg = only_error(bag, {**_gripper_spec(), **source})
+    assert message in msg, msg
+
+
+def test_joint_states_without_the_field_the_spec_reads_are_refused_naming_it(tmp_path):
+    """Arms that publish positions only send empty velocity arrays: a spec that reads velocities says so, rather than
+    indexing past them."""
+    ts = standard_typestore()
+    JointState, Header, Time = (ts.types[t] for t in ('sensor_msgs/msg/JointState', 'std_msgs/msg/Header',
+                                                       'builtin_interfaces/msg/Time'))
+    A, L = ts.types['std_msgs/msg/Float64MultiArray'], ts.types['std_msgs/msg/MultiArrayLayout']
+    with BagRecorder(tmp_path / 'arm', storage='mcap') as rec:
+        for k in range(5):
+            t = 10**12 + k * 100_000_000
+            rec.write('/joint_states', 'sensor_msgs/msg/JointState', JointState(
+                header=Header(stamp=Time(sec=t // 10**9, nanosec=t % 10**9), frame_id=''), name=['j1', 'j2'],
+                position=np.array([0.1 * k, 0.2]), velocity=np.zeros(0), effort=np.zeros(0)), t)
+            rec.write('/cmd', 'std_msgs/msg/Float64MultiArray', A(layout=L(dim=[], data_offset=0),
+                                                                   data=np.array([0.1 * k])), t)
+    spec = {'control_rate_hz': 10.0, 'episodes': {'per_bag': True},
+            'observation': [{'source': 'joint_state', 'topic': '/joint_states', 'joints': ['j1', 'j2'],
+                             'field': 'velocity'}],
+            'action': {'source': 'array', 'topic': '/cmd', 'indices': [0]}}
+    msg = only_error(tmp_path / 'arm', spec)
+    assert "field 'velocity' has 0 values for 2 joint names" in msg, msg
+
+
 # A custom type's definition as rosbag2 records it when the type comes from an .idl file: each file whole, behind a
 # separator line and "IDL: <type>", its #include lines and rosidl's comments and annotations left in.
 GRIPPER_IDL = '\n'.join(['=' * 80, f'IDL: {GRIPPER}', """// generated from rosidl_adapter/resource/msg.idl.em
