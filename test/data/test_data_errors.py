@@ -62,6 +62,24 @@ def test_ingest_bag_errors_carry_the_bag_topic_field_and_type(demo_bag, tmp_path
     assert ei.value.bag == str(stray)
 
 
+def test_a_missing_episode_topic_is_refused_naming_it(demo_bag):
+    """Not as 'no steps could be made (dropped: before_first_episode ...)', which leaves the user to guess."""
+    d = default_panda_spec_dict(action_scale=SCALE)
+    d['episodes'] = {'episode_topic': '/robot/episode'}
+    msg = only_error(demo_bag, d)
+    assert "'/robot/episode' (needed by spec episodes.episode_topic) is not in the bag" in msg, msg
+
+
+def test_episodes_shorter_than_the_minimum_are_dropped_and_counted(demo_bag):
+    lengths = [len(e) for e in ingest([demo_bag], default_panda_spec(action_scale=SCALE), progress=False)]
+    shortest = min(lengths)
+    d = default_panda_spec_dict(action_scale=SCALE)
+    d['min_episode_steps'] = shortest + 1
+    ds = ingest([demo_bag], d, progress=False)
+    assert [len(e) for e in ds] == [n for n in lengths if n > shortest]
+    assert ds.report.bags[0].dropped == {'short_episode_steps': shortest}
+
+
 def test_missing_joint_names_bag_topic_and_field(demo_bag):
     d = default_panda_spec_dict(action_scale=SCALE)
     d['observation'][0]['joints'] = ['panda_joint1', 'fr3_joint9']
