@@ -100,3 +100,27 @@ def test_actions_faster_than_control_rate_are_decimated(tmp_path):
     dt = np.diff(ds[0].timestamps)
     assert 4 <= len(ds[0]) <= 6 and np.all(dt >= 0.075 - 1e-9), dt
     assert ds.report.bags[0].dropped['decimated_to_control_rate'] >= 40
+
+
+def test_the_grid_pauses_while_no_fresh_action_arrives_and_resumes_with_the_next(tmp_path):
+    """A teleoperator stops sending for half a second: ticks whose latest action is older than max_staleness make
+    no steps (counted once per pause), and the grid restarts at the next action."""
+    ev = [(T0 - 50 * MS, 'obs', 0.0)]
+    for ms in (0, 100, 200, 800, 900):
+        ev += [(T0 + ms * MS, 'obs', ms / 1000), (T0 + ms * MS, 'act', ms / 100)]
+    ev.append((T0 + 1000 * MS, 'obs', 1.0))
+    ds = ingest(write(tmp_path / 'b', ev), spec(timeline='grid', max_staleness=0.25), progress=False)
+    np.testing.assert_allclose(ds[0].timestamps - T0 * 1e-9, [0.0, 0.1, 0.2, 0.3, 0.4, 0.8, 0.9, 1.0], atol=1e-9)
+    np.testing.assert_allclose(ds[0].actions[:, 0], [0.0, 0.1, 0.2, 0.2, 0.2, 0.8, 0.9, 0.9], atol=1e-6)
+    assert ds.report.bags[0].dropped == {'grid_no_fresh_action': 1}
+
+
+@pytest.mark.parametrize('clip, expected', [(True, [0.5, 1.0, -1.0]), (False, [0.5, 1.5, -2.0])])
+def test_actions_beyond_the_scale_are_clipped_to_the_policy_range_when_asked(tmp_path, clip, expected):
+    ev = [(T0, 'obs', 0.0)]
+    for k, v in enumerate((5.0, 15.0, -20.0)):
+        ev += [(T0 + (k + 1) * 100 * MS, 'obs', 0.0), (T0 + (k + 1) * 100 * MS, 'act', v)]
+    d = spec()
+    d['action']['clip'] = clip
+    ds = ingest(write(tmp_path / 'b', ev), d, progress=False)
+    np.testing.assert_allclose(ds[0].actions[:, 0], expected, atol=1e-6)
