@@ -11,8 +11,9 @@ Modes
     lockstep  one decision per new observation, and only once the reward of the previous step arrived (a simulator
               that waits for each action: training as fast as the two sides allow). Each step gets exactly one
               command, a policy step or a hold: the simulator takes one step per command it receives. With
-              ``max_learner_backlog`` > 0 the loop also waits while the learner reports more untrained transitions than that (a backlog report
-              older than ``backlog_timeout_s`` counts as "no learner": an actor never waits for a dead learner).
+              ``max_learner_backlog`` > 0 the loop also waits while the learner reports more untrained transitions
+              than that (a backlog report older than ``backlog_timeout_s`` counts as "no learner": an actor never
+              waits for a dead learner).
               Before the learner's first report it waits up to ``learner_wait_s`` after activation: the learner is
               still being discovered, and the transitions of steps taken before its subscription matched would be
               lost (the topic is volatile); with no report by then it acts unpaced until one arrives.

@@ -203,7 +203,8 @@ def test_any_state_tree_round_trips_exactly(tmp_path):
             'open': {3: [{'reward': np.float32(0.25), 'terminated': np.bool_(True), 'obs': np.zeros(0, np.float32),
                           'n_steps': np.array(5, np.int32)}]},   # a 0-d array stays 0-d
             'floats': [float('nan'), float('inf'), -0.0, 1e-300], 'views': [base[:4], base[4:], base],
-            'same_tensor_twice': [base, base], 'one_element_stride_0': torch.ones(()).expand(1), 'transposed': torch.arange(6.0).reshape(2, 3).t(),
+            'same_tensor_twice': [base, base], 'one_element_stride_0': torch.ones(()).expand(1),
+            'transposed': torch.arange(6.0).reshape(2, 3).t(),
             'needs_grad': torch.ones(3, requires_grad=True), 'a/b': torch.zeros(1), 'a': {'b': torch.ones(1)},
             'tricky_keys': {'__tensor__': 'not a tensor', None: 1, 2.5: 'x'}, 'tuple': (1, ('a', None)),
             'optimizer': torch.optim.Adam([torch.nn.Parameter(torch.ones(2))]).state_dict()}
@@ -298,7 +299,8 @@ def test_checkpoint_info_reports_task_labels_provenance_and_version(tmp_path):
     assert lines[6].startswith('Policy:         version 4, 0 refinement block(s); flow: ')
     save_policy(path, Cascade(small_flow()), identity_normalizer(3))
     lines = format_checkpoint_info(checkpoint_info(path)).splitlines()
-    for line in ('Task:           (not recorded)', 'Observations:   3: (not recorded)', 'Control rate:   (not recorded) Hz'):
+    for line in ('Task:           (not recorded)', 'Observations:   3: (not recorded)',
+                 'Control rate:   (not recorded) Hz'):
         assert line in lines, (line, lines)
     assert not any(line.startswith(('BC:', 'Config:', 'Counters:', 'Provenance:')) for line in lines)
     with open(path, 'rb') as f:     # a standard safetensors file: JSON header first, nothing executable
