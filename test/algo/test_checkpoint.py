@@ -37,26 +37,19 @@ def test_policy_round_trip_identical_actions(tmp_path):
                                    casc.sample(norm(torch.as_tensor(obs)), x0), rtol=0, atol=0)
 
 
-def _metadata(path) -> dict:
+def _contents(path) -> tuple[dict, dict]:
+    """(safetensors metadata, tensors) of a checkpoint file, read raw (no checks)."""
     from safetensors import safe_open
     with safe_open(str(path), 'pt') as f:
-        return f.metadata()
+        return f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
 
 
-def _rewrite_tensors(path, change):
-    from safetensors import safe_open
-    with safe_open(str(path), 'pt') as f:
-        meta, tensors = f.metadata(), {k: change(f.get_tensor(k)) for k in f.keys()}
-    safetensors.torch.save_file(tensors, str(path), metadata=meta)
-
-
-def _rewrite_metadata(path, **changes):
-    """Re-save a checkpoint's tensors with some metadata entries changed (a foreign or future file)."""
-    from safetensors import safe_open
-    with safe_open(str(path), 'pt') as f:
-        meta = {**f.metadata(), **changes}
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-    safetensors.torch.save_file(tensors, str(path), metadata={k: v for k, v in meta.items() if v is not None})
+def _rewrite(path, change_tensor=lambda t: t, **changes):
+    """Re-save a checkpoint with its tensors passed through ``change_tensor`` and some metadata entries changed
+    (None removes one): a foreign, future or tampered file."""
+    meta, tensors = _contents(path)
+    meta = {k: v for k, v in {**meta, **changes}.items() if v is not None}
+    safetensors.torch.save_file({k: change_tensor(t) for k, t in tensors.items()}, str(path), metadata=meta)
 
 
 DAMAGE = {'truncate': 'truncated or corrupt', 'garbage': 'not an SWFP checkpoint', 'missing': 'no such file',
@@ -82,14 +75,14 @@ def test_damaged_checkpoint_names_the_file_and_the_problem(tmp_path, damage):
     elif damage == 'bitflip':   # one byte of the last tensor's data: the file still parses as safetensors
         path.write_bytes(data[:-3] + bytes([data[-3] ^ 0x01]) + data[-2:])
     elif damage == 'foreign':   # someone else's safetensors model
-        _rewrite_metadata(path, format=None)
+        _rewrite(path, format=None)
     elif damage == 'future':
-        _rewrite_metadata(path, format_version='3')
+        _rewrite(path, format_version='3')
     elif damage == 'reshaped':   # one tensor's bytes under another shape, the metadata as it was
-        _rewrite_tensors(path, lambda t: t.reshape(-1) if t.dim() > 1 else t)
+        _rewrite(path, lambda t: t.reshape(-1) if t.dim() > 1 else t)
     elif damage.startswith('edited_'):   # the tree or header text changed, its sha256 left as it was
         key = damage.removeprefix('edited_')
-        _rewrite_metadata(path, **{key: json.dumps(json.loads(_metadata(path)[key]), indent=1)})
+        _rewrite(path, **{key: json.dumps(json.loads(_contents(path)[0][key]), indent=1)})
     elif damage == 'npz':            # a demonstration dataset given where a checkpoint belongs
         with open(path, 'wb') as f:
             np.savez(f, obs=np.zeros((2, 3)))
@@ -116,10 +109,9 @@ def test_malformed_metadata_is_refused_even_under_a_matching_digest(tmp_path, ke
     from swfp_ros.algo import checkpoint
     path = tmp_path / 'policy.pt'
     save_policy(str(path), Cascade(small_flow()), identity_normalizer(3))
-    meta = _metadata(path)
+    meta, tensors = _contents(path)
     meta[key] = edit(meta[key])
-    tensors = safetensors.torch.load_file(str(path))
-    _rewrite_metadata(path, **{key: meta[key], 'sha256': checkpoint._digest(meta['header'], meta['tree'], tensors)})
+    _rewrite(path, **{key: meta[key], 'sha256': checkpoint._digest(meta['header'], meta['tree'], tensors)})
     with pytest.raises(CheckpointError, match=f'policy.pt: {message}'):
         load_policy(str(path))
 
