@@ -662,15 +662,24 @@ def chunk_with_a_stalled_background_inference():
     return loop, commands, clock, release, returned
 
 
+def release_once_asked(future, method: str, release: threading.Event) -> None:
+    """The loop's next call of ``future.<method>()`` sees the inference still blocked, then lets it finish."""
+    ask = getattr(future, method)
+
+    def asked(*args):
+        answer = ask(*args)
+        release.set()
+        return answer
+    setattr(future, method, asked)
+
+
 def test_a_late_background_inference_is_waited_for_and_counted():
     """The next chunk's inference outlasted the chunk (a busy CPU): the boundary tick waits for it, uses it, and
     counts it late."""
     loop, commands, clock, release, _ = chunk_with_a_stalled_background_inference()
-    timer = threading.Timer(0.05, release.set)       # released from another thread while the tick waits
-    timer.start()
+    release_once_asked(loop.prefetch[1], 'done', release)   # still running when the tick looks, done just after
     feed(loop, clock, np.zeros(N), 2)
     loop.tick(clock())
-    timer.join()
     assert loop.counters['prefetch_late'] == 1 and loop.counters['prefetched_chunks'] == 1
     np.testing.assert_allclose(commands[-1][0], 0.02)   # chunk 2's first step
 
@@ -747,11 +756,13 @@ def test_an_episode_end_waits_for_the_background_inference_it_drops():
     """Dropping the next chunk at an episode end waits until its inference returned: an update may be swapped in
     right after, and the background thread must not be running the policy while it is replaced."""
     loop, commands, clock, release, returned = chunk_with_a_stalled_background_inference()
-    timer = threading.Timer(0.05, release.set)
-    timer.start()
-    loop.reward(RewardInfo(-1.0, True, False, 2))
-    assert returned.is_set() and loop.prefetch is None
-    timer.join()
+    future = loop.prefetch[1]
+    try:
+        future.result = lambda *args: (release.set(), futures.Future.result(future, *args))[1]   # waited for: released
+        loop.reward(RewardInfo(-1.0, True, False, 2))
+        assert returned.is_set() and loop.prefetch is None
+    finally:
+        release.set()                                # never leave the background thread blocked
 
 
 def test_worker_restarts_lockstep_while_other_events_keep_arriving():
