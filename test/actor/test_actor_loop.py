@@ -52,7 +52,8 @@ class ScriptedRuntime:
         return version
 
 
-def make(horizon=1, clock=None, max_delta=0.1, **cfg):
+def make(horizon=1, clock=None, max_delta=0.1, active=False, **cfg):
+    """A warmed-up loop on a scripted runtime; ``active``: with the task given and activated, as a node runs it."""
     clock = clock or Clock()
     runtime = ScriptedRuntime(horizon)
     safety = SafetyFilter(np.full(N, -3.0), np.full(N, 3.0), max_delta, stale_timeout_s=0.5)
@@ -62,6 +63,9 @@ def make(horizon=1, clock=None, max_delta=0.1, **cfg):
     loop.warmup(OBS_DIM, iters=1)
     runtime.calls = 0
     runtime.obs_seen.clear()
+    if active:
+        loop.task(TASK)
+        loop.set_active(True)
     return loop, runtime, commands, transitions, clock
 
 
@@ -70,9 +74,7 @@ def feed(loop, clock, q, stamp):
 
 
 def test_realtime_chunk_steps_are_filtered_against_the_latest_measured_position():
-    loop, runtime, commands, transitions, clock = make(horizon=4, mode='realtime', async_chunks=False)
-    loop.task(TASK)
-    loop.set_active(True)
+    loop, runtime, commands, transitions, clock = make(horizon=4, mode='realtime', async_chunks=False, active=True)
     q = np.zeros(N)
     for k in range(8):
         q = q + 0.08                                 # the arm moves between ticks: 0.24 rad within a chunk
@@ -92,9 +94,8 @@ def test_realtime_chunk_steps_are_filtered_against_the_latest_measured_position(
 
 def test_async_next_chunk_is_ready_at_the_boundary_and_chains_transitions():
     for async_chunks in (False, True):
-        loop, runtime, commands, transitions, clock = make(horizon=3, mode='realtime', async_chunks=async_chunks)
-        loop.task(TASK)
-        loop.set_active(True)
+        loop, runtime, commands, transitions, clock = make(horizon=3, mode='realtime', async_chunks=async_chunks,
+                                                           active=True)
         calls_at_tick = []
         for k in range(9):
             feed(loop, clock, np.full(N, 0.01 * k), k)
@@ -122,9 +123,7 @@ def test_async_next_chunk_is_ready_at_the_boundary_and_chains_transitions():
 
 
 def test_stale_observation_and_estop_hold_and_are_not_recorded():
-    loop, runtime, commands, transitions, clock = make(horizon=1, mode='realtime')
-    loop.task(TASK)
-    loop.set_active(True)
+    loop, runtime, commands, transitions, clock = make(horizon=1, mode='realtime', active=True)
     q = np.full(N, 0.2)
     feed(loop, clock, q, 0)
     sent = len(commands)
@@ -166,9 +165,7 @@ def test_no_task_holds_and_invalid_input_holds():
 def test_an_invalid_joint_state_between_ticks_drops_the_chunk_in_flight():
     """Realtime: a bad joint state arrives mid-chunk and a valid one before the next tick. The rest of the chunk,
     planned before the fault, is dropped (not executed, its decision not recorded): the next tick infers afresh."""
-    loop, runtime, commands, transitions, clock = make(horizon=4, mode='realtime', async_chunks=False)
-    loop.task(TASK)
-    loop.set_active(True)
+    loop, runtime, commands, transitions, clock = make(horizon=4, mode='realtime', async_chunks=False, active=True)
     feed(loop, clock, np.full(N, 0.2), 0)
     loop.tick(clock())
     assert runtime.calls == 1
@@ -187,9 +184,8 @@ def test_an_estop_and_a_deactivation_hold_at_once_without_waiting_for_a_tick(com
     """Mid-chunk (mid-trajectory: the controller would run the rest on its own), engaging the e-stop and deactivating
     each send a hold at the measured position right away, and the interrupted decision is not recorded."""
     for stop in ('estop', 'deactivate'):
-        loop, runtime, commands, transitions, clock = make(horizon=4, mode='realtime', command_type=command_type)
-        loop.task(TASK)
-        loop.set_active(True)
+        loop, runtime, commands, transitions, clock = make(horizon=4, mode='realtime', command_type=command_type,
+                                                           active=True)
         q = np.full(N, 0.2)
         feed(loop, clock, q, 0)
         loop.tick(clock())
@@ -214,9 +210,7 @@ def test_a_trajectory_is_filtered_point_by_point_from_the_previous_point():
     previous point (the controller reaches each from the last), so the points accumulate and no step between two
     exceeds the bound."""
     loop, runtime, commands, transitions, clock = make(horizon=4, mode='realtime', command_type='trajectory',
-                                                       max_delta=0.0105)
-    loop.task(TASK)
-    loop.set_active(True)
+                                                       max_delta=0.0105, active=True)
     feed(loop, clock, np.full(N, 0.2), 0)
     loop.tick(clock())
     points = np.asarray(commands[-1])                # chunk 1: actions 0.10, 0.11, 0.12, 0.13 at 0.1 rad each
@@ -228,9 +222,7 @@ def test_a_trajectory_is_filtered_point_by_point_from_the_previous_point():
 def test_a_chunk_cut_short_by_the_episode_end_is_recorded_padded_to_its_full_size():
     """Realtime, H = 4: the episode ends after two steps of a chunk. Its transition carries the two executed steps and
     zeros for the two never sent, so it has the policy's action size (the learner refuses any other)."""
-    loop, runtime, commands, transitions, clock = make(horizon=4, mode='realtime', async_chunks=False)
-    loop.task(TASK)
-    loop.set_active(True)
+    loop, runtime, commands, transitions, clock = make(horizon=4, mode='realtime', async_chunks=False, active=True)
     for stamp in range(2):
         feed(loop, clock, np.full(N, 0.2), stamp)
         loop.tick(clock())
@@ -247,9 +239,7 @@ def test_nothing_planned_before_an_estop_is_executed_after_its_release(planned):
     """What the loop planned ahead -- the next chunk inferred in the background, or the chunks a temporal ensemble
     averages -- came from observations before the e-stop; after the release it acts on a fresh inference only."""
     cfg = {'async_chunks': True} if planned == 'prefetch' else {'temporal_ensemble': True}
-    loop, runtime, commands, transitions, clock = make(horizon=4, mode='realtime', **cfg)
-    loop.task(TASK)
-    loop.set_active(True)
+    loop, runtime, commands, transitions, clock = make(horizon=4, mode='realtime', **cfg, active=True)
     for stamp in range(4):                           # chunk 1 executed; the next one planned from 0.2
         feed(loop, clock, np.full(N, 0.2), stamp)
         loop.tick(clock())
@@ -264,9 +254,7 @@ def test_nothing_planned_before_an_estop_is_executed_after_its_release(planned):
 
 
 def test_realtime_updates_are_checked_aside_and_swapped_after_a_command():
-    loop, runtime, commands, transitions, clock = make(mode='realtime')
-    loop.task(TASK)
-    loop.set_active(True)
+    loop, runtime, commands, transitions, clock = make(mode='realtime', active=True)
     loop.update(b'next')
     loop.update(b'corrupt')
     loop.checking_update.result(10.0)                # the first update's checks are done ...
@@ -282,11 +270,9 @@ def test_realtime_updates_are_checked_aside_and_swapped_after_a_command():
 
 def checking_an_update_until_released():
     """An active realtime loop whose first update's checks block until ``release`` is set."""
-    loop, runtime, commands, transitions, clock = make(mode='realtime')
+    loop, runtime, commands, transitions, clock = make(mode='realtime', active=True)
     release = threading.Event()
     runtime.before_prepare = lambda: release.wait(30.0)
-    loop.task(TASK)
-    loop.set_active(True)
     loop.update(b'next')
     return loop, runtime, commands, clock, release
 
@@ -308,9 +294,7 @@ def test_ticks_go_on_while_an_update_is_being_checked():
 
 def test_lockstep_pacing_waits_for_the_learner_but_not_for_a_dead_one():
     loop, runtime, commands, transitions, clock = make(mode='lockstep', max_learner_backlog=8, backlog_timeout_s=1.0,
-                                                       lockstep_timeout_s=1.0)
-    loop.task(TASK)
-    loop.set_active(True)
+                                                       lockstep_timeout_s=1.0, active=True)
     loop.backlog_report(50)
     feed(loop, clock, np.zeros(N), 1)
     assert not commands and loop.paused is not None and loop.counters['paced_waits'] == 1
@@ -330,9 +314,8 @@ def test_lockstep_pacing_waits_for_the_learner_but_not_for_a_dead_one():
 
 def test_lockstep_pacing_limits_are_inclusive():
     """A backlog of exactly max_learner_backlog is not behind; a report exactly backlog_timeout_s old still counts."""
-    loop, runtime, commands, transitions, clock = make(mode='lockstep', max_learner_backlog=8, backlog_timeout_s=1.0)
-    loop.task(TASK)
-    loop.set_active(True)
+    loop, runtime, commands, transitions, clock = make(mode='lockstep', max_learner_backlog=8, backlog_timeout_s=1.0,
+                                                       active=True)
     loop.backlog_report(8)
     feed(loop, clock, np.zeros(N), 1)
     assert len(commands) == 1
@@ -370,9 +353,8 @@ def test_lockstep_pacing_waits_for_the_learners_first_report_then_acts_unpaced_w
     send transitions no learner receives. The actor waits up to learner_wait_s after activation, released by the
     first report; with none by then it acts unpaced."""
     def first_observation(learner_wait_s):
-        loop, _, commands, _, clock = make(mode='lockstep', max_learner_backlog=8, learner_wait_s=learner_wait_s)
-        loop.task(TASK)
-        loop.set_active(True)
+        loop, _, commands, _, clock = make(mode='lockstep', max_learner_backlog=8, learner_wait_s=learner_wait_s,
+                                           active=True)
         feed(loop, clock, np.zeros(N), 1)
         return loop, commands, clock
 
@@ -403,9 +385,7 @@ def test_lockstep_steps_on_whichever_of_reward_and_observation_arrives_last(rewa
     """A simulator's reward and next observation come on two topics, in either order: the next decision goes out on
     the second of them, with the transition right after it. The same observation again (a heartbeat: same stamp) is
     no new step -- paired with the reward it would end the step on the state before it."""
-    loop, runtime, commands, transitions, clock = make(mode='lockstep')
-    loop.task(TASK)
-    loop.set_active(True)
+    loop, runtime, commands, transitions, clock = make(mode='lockstep', active=True)
     feed(loop, clock, np.zeros(N), 0)
     feed(loop, clock, np.zeros(N), 0)
     assert len(commands) == 1 and runtime.calls == 1
@@ -425,9 +405,7 @@ def test_lockstep_acts_again_on_the_current_observation_after_a_reactivation():
     """Deactivated and activated again (the simulator paused meanwhile), the loop acts on the observation it is sent
     next even when that is the one it already saw (the simulator's heartbeat repeats it, same stamp); an observation
     that waited for the learner before the deactivation is never acted on afterwards."""
-    loop, runtime, commands, transitions, clock = make(mode='lockstep', max_learner_backlog=8)
-    loop.task(TASK)
-    loop.set_active(True)
+    loop, runtime, commands, transitions, clock = make(mode='lockstep', max_learner_backlog=8, active=True)
     loop.backlog_report(50)                          # the learner is behind: the first observation waits
     feed(loop, clock, np.zeros(N), 0)
     assert not commands and loop.paused is not None
@@ -443,9 +421,7 @@ def test_lockstep_reactivated_mid_decision_acts_on_the_heartbeat_without_waiting
     """Deactivated with a decision in flight, whose reward never comes (the simulator steps on the deactivation's
     hold while the loop is inactive): after the reactivation the simulator's heartbeat is acted on at once, not
     after the lockstep restart's timeout."""
-    loop, runtime, commands, transitions, clock = make(mode='lockstep')
-    loop.task(TASK)
-    loop.set_active(True)
+    loop, runtime, commands, transitions, clock = make(mode='lockstep', active=True)
     feed(loop, clock, np.zeros(N), 0)
     loop.set_active(False)
     loop.reward(RewardInfo(-1.0, False, False, 1))   # the simulator's step on the hold, while inactive
@@ -458,9 +434,7 @@ def test_lockstep_reactivated_mid_decision_acts_on_the_heartbeat_without_waiting
 
 def test_idle_restarts_only_a_lockstep_step_protocol():
     """Realtime decisions wait for ticks, not for rewards: however long nothing progressed, idle() keeps them."""
-    loop, runtime, commands, transitions, clock = make(horizon=4, mode='realtime', lockstep_timeout_s=0.5)
-    loop.task(TASK)
-    loop.set_active(True)
+    loop, runtime, commands, transitions, clock = make(horizon=4, mode='realtime', lockstep_timeout_s=0.5, active=True)
     feed(loop, clock, np.zeros(N), 0)
     loop.tick(clock())
     pending = loop.pending
@@ -471,9 +445,7 @@ def test_idle_restarts_only_a_lockstep_step_protocol():
 
 def test_lockstep_applies_an_update_at_once_and_counts_a_rejected_one():
     """The simulator waits for each action, so lockstep checks and applies an update on the spot."""
-    loop, runtime, commands, transitions, clock = make(mode='lockstep')
-    loop.task(TASK)
-    loop.set_active(True)
+    loop, runtime, commands, transitions, clock = make(mode='lockstep', active=True)
     loop.update(b'next')
     assert runtime.version == 1 and loop.counters['updates_applied'] == 1
     assert runtime.threads['prepare'] == threading.current_thread().name
@@ -504,9 +476,7 @@ def test_realtime_episode_end_drops_what_was_planned_from_its_last_states(planne
     fresh inference on its own first observation. Rewards after the end (none are due) and rewards with nothing in
     flight are ignored."""
     cfg = {'async_chunks': True} if planned == 'prefetch' else {'temporal_ensemble': True}
-    loop, runtime, commands, transitions, clock = make(horizon=2, mode='realtime', **cfg)
-    loop.task(TASK)
-    loop.set_active(True)
+    loop, runtime, commands, transitions, clock = make(horizon=2, mode='realtime', **cfg, active=True)
     loop.reward(RewardInfo(-5.0, False, False, 0))   # nothing in flight yet
     for stamp in range(2):
         feed(loop, clock, np.full(N, 0.2), stamp)
@@ -526,9 +496,7 @@ def test_realtime_episode_end_drops_what_was_planned_from_its_last_states(planne
 def test_a_reset_loop_is_inactive_and_has_forgotten_the_arm_and_the_task():
     """reset() (the node's configure / cleanup): nothing is commanded until it is activated again, and then not from
     a joint state or a task received before the reset."""
-    loop, runtime, commands, transitions, clock = make(mode='realtime')
-    loop.task(TASK)
-    loop.set_active(True)
+    loop, runtime, commands, transitions, clock = make(mode='realtime', active=True)
     feed(loop, clock, np.zeros(N), 0)
     loop.tick(clock())
     assert len(commands) == 1
@@ -557,9 +525,7 @@ def test_a_lockstep_restart_waits_for_its_timeout_then_acts_on_the_heartbeat():
     """No reward for lockstep_timeout_s (a message lost, the simulator restarted): idle() restarts the step protocol
     once, never before the timeout nor with nothing in flight, and the simulator's heartbeat -- its current
     observation again, same stamp -- is then acted on."""
-    loop, runtime, commands, transitions, clock = make(mode='lockstep', lockstep_timeout_s=1.0)
-    loop.task(TASK)
-    loop.set_active(True)
+    loop, runtime, commands, transitions, clock = make(mode='lockstep', lockstep_timeout_s=1.0, active=True)
     clock.t += 5.0
     loop.idle()
     assert loop.counters['lockstep_timeouts'] == 0, 'nothing in flight'
@@ -580,9 +546,7 @@ def test_lockstep_holds_mid_chunk_with_one_command_and_records_nothing_of_the_he
     """The simulator takes one step per command it receives: a hold mid-chunk is that observation's one command
     (a second one would step the simulator unseen). The next observation starts a fresh decision; the held one is
     not recorded."""
-    loop, runtime, commands, transitions, clock = make(horizon=2, mode='lockstep')
-    loop.task(TASK)
-    loop.set_active(True)
+    loop, runtime, commands, transitions, clock = make(horizon=2, mode='lockstep', active=True)
     feed(loop, clock, np.zeros(N), 0)
     loop.invalid('bad_task')
     loop.reward(RewardInfo(-1.0, False, False, 1))
@@ -603,9 +567,7 @@ def test_lockstep_holds_mid_chunk_with_one_command_and_records_nothing_of_the_he
 
 def test_a_measurement_exactly_stale_timeout_old_is_still_acted_on():
     """The safety filter and the check right before the send draw the line at the same age."""
-    loop, runtime, commands, transitions, clock = make(mode='realtime')
-    loop.task(TASK)
-    loop.set_active(True)
+    loop, runtime, commands, transitions, clock = make(mode='realtime', active=True)
     feed(loop, clock, np.zeros(N), 0)
     clock.t += 0.5                                   # stale_timeout_s
     loop.tick(clock())
@@ -643,7 +605,7 @@ def test_the_latency_figures_are_measured_from_the_right_instants():
 def chunk_with_a_stalled_background_inference():
     """Realtime, H = 2: the first chunk executed, the next one's inference started in the background and blocked
     until ``release`` is set (``returned`` is set once it returned)."""
-    loop, runtime, commands, transitions, clock = make(horizon=2, mode='realtime', async_chunks=True)
+    loop, runtime, commands, transitions, clock = make(horizon=2, mode='realtime', async_chunks=True, active=True)
     release, returned = threading.Event(), threading.Event()
     act = runtime.act
 
@@ -653,8 +615,6 @@ def chunk_with_a_stalled_background_inference():
             returned.set()
         return act(obs, deterministic)
     runtime.act = background_waits
-    loop.task(TASK)
-    loop.set_active(True)
     for stamp in range(2):
         feed(loop, clock, np.zeros(N), stamp)
         loop.tick(clock())
@@ -688,9 +648,7 @@ def test_a_realtime_chunk_interrupted_by_a_hold_is_not_resumed():
     """A step of the chunk was held (here: the joint states stopped for a tick): the rest of the chunk, planned from
     a state before the gap, is not executed; the next fresh tick infers afresh and the interrupted decision is not
     recorded."""
-    loop, runtime, commands, transitions, clock = make(horizon=3, mode='realtime', async_chunks=False)
-    loop.task(TASK)
-    loop.set_active(True)
+    loop, runtime, commands, transitions, clock = make(horizon=3, mode='realtime', async_chunks=False, active=True)
     feed(loop, clock, np.zeros(N), 0)
     loop.tick(clock())
     loop.reward(RewardInfo(-1.0, False, False, 1))
@@ -709,9 +667,7 @@ def test_a_realtime_chunk_interrupted_by_a_hold_is_not_resumed():
 
 def test_a_decision_whose_reward_never_came_is_dropped_and_counted():
     """The reward of a step was lost: a transition with no reward (n_steps 0) is nothing the learner can use."""
-    loop, runtime, commands, transitions, clock = make(mode='realtime', async_chunks=False)
-    loop.task(TASK)
-    loop.set_active(True)
+    loop, runtime, commands, transitions, clock = make(mode='realtime', async_chunks=False, active=True)
     for stamp in range(3):
         feed(loop, clock, np.zeros(N), stamp)
         loop.tick(clock())
@@ -722,9 +678,7 @@ def test_a_decision_whose_reward_never_came_is_dropped_and_counted():
 
 
 def test_an_update_checked_during_a_chunk_is_swapped_in_before_the_next_chunk_is_inferred():
-    loop, runtime, commands, transitions, clock = make(horizon=2, mode='realtime', async_chunks=True)
-    loop.task(TASK)
-    loop.set_active(True)
+    loop, runtime, commands, transitions, clock = make(horizon=2, mode='realtime', async_chunks=True, active=True)
     feed(loop, clock, np.zeros(N), 0)
     loop.tick(clock())
     loop.update(b'next')
@@ -739,9 +693,7 @@ def test_an_update_checked_during_a_chunk_is_swapped_in_before_the_next_chunk_is
 def test_a_reward_arriving_after_a_lockstep_restart_is_not_paired_with_a_later_step():
     """The restart gave up on a step whose reward then came late: that reward belongs to no decision in flight and
     must not be counted as the next step's."""
-    loop, runtime, commands, transitions, clock = make(mode='lockstep', lockstep_timeout_s=1.0)
-    loop.task(TASK)
-    loop.set_active(True)
+    loop, runtime, commands, transitions, clock = make(mode='lockstep', lockstep_timeout_s=1.0, active=True)
     feed(loop, clock, np.zeros(N), 0)
     clock.t += 1.5
     loop.idle()
@@ -768,9 +720,8 @@ def test_an_episode_end_waits_for_the_background_inference_it_drops():
 def test_worker_restarts_lockstep_while_other_events_keep_arriving():
     """A simulator restarted mid-step never sends the reward the loop waits for; the learner's backlog reports
     (every 50 ms) keep the worker's queue busy, and the restart must happen all the same."""
-    loop, runtime, commands, transitions, _ = make(mode='lockstep', lockstep_timeout_s=0.3, clock=time.monotonic)
-    loop.task(TASK)
-    loop.set_active(True)
+    loop, runtime, commands, transitions, _ = make(mode='lockstep', lockstep_timeout_s=0.3, clock=time.monotonic,
+                                                   active=True)
     feed(loop, time.monotonic, np.zeros(N), 1)
     assert len(commands) == 1 and loop.pending is not None       # waiting for a reward that will never come
     worker = ActorWorker(loop, on_error=lambda event, e: None, idle_s=0.1)
@@ -850,9 +801,7 @@ def test_an_inline_worker_acts_on_the_posting_thread_and_idles_when_told():
 
 def test_temporal_ensemble_averages_overlapping_chunks_and_records_nothing():
     loop, runtime, commands, transitions, clock = make(horizon=3, mode='realtime', temporal_ensemble=True,
-                                                       ensemble_decay=0.5, max_delta=1.0, action_scale=1.0)
-    loop.task(TASK)
-    loop.set_active(True)
+                                                       ensemble_decay=0.5, max_delta=1.0, action_scale=1.0, active=True)
     w = np.exp(-0.5 * np.arange(3))
     for k in range(1, 7):
         feed(loop, clock, np.zeros(N), k)
@@ -976,9 +925,8 @@ def test_a_stall_after_the_safety_filter_withholds_the_command(command_type):
     """The control thread descheduled (or the node's process stopped) right after the filter judged the measurement
     fresh: by the send it is older than stale_timeout_s and the arm may have been pushed meanwhile -- neither the
     policy step nor a hold at that measurement goes out."""
-    loop, runtime, commands, transitions, clock = make(horizon=1, mode='realtime', command_type=command_type)
-    loop.task(TASK)
-    loop.set_active(True)
+    loop, runtime, commands, transitions, clock = make(horizon=1, mode='realtime', command_type=command_type,
+                                                       active=True)
     feed(loop, clock, np.zeros(N), 0)
     loop.tick(clock())
     assert len(commands) == 1
@@ -1002,9 +950,8 @@ def test_a_stall_after_the_safety_filter_withholds_the_command(command_type):
 
 
 def test_trajectory_mode_sends_a_chunk_per_message_and_nothing_mid_trajectory_when_stale():
-    loop, runtime, commands, transitions, clock = make(horizon=3, mode='realtime', command_type='trajectory')
-    loop.task(TASK)
-    loop.set_active(True)
+    loop, runtime, commands, transitions, clock = make(horizon=3, mode='realtime', command_type='trajectory',
+                                                       active=True)
     q = np.zeros(N)
     for k in range(5):                               # chunks start at ticks 1 and 4
         feed(loop, clock, q, k)
