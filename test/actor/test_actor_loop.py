@@ -545,8 +545,8 @@ def test_a_lockstep_restart_waits_for_its_timeout_then_acts_on_the_heartbeat():
 def test_lockstep_holds_mid_chunk_with_one_command_and_records_nothing_of_the_held_decision():
     """The simulator takes one step per command it receives: a hold mid-chunk is that observation's one command
     (a second one would step the simulator unseen). The next observation starts a fresh decision; the held one is
-    not recorded."""
-    loop, runtime, commands, transitions, clock = make(horizon=2, mode='lockstep', active=True)
+    not recorded, and the rest of it is not executed."""
+    loop, runtime, commands, transitions, clock = make(horizon=3, mode='lockstep', active=True)
     feed(loop, clock, np.zeros(N), 0)
     loop.invalid('bad_task')
     loop.reward(RewardInfo(-1.0, False, False, 1))
@@ -558,11 +558,11 @@ def test_lockstep_holds_mid_chunk_with_one_command_and_records_nothing_of_the_he
     feed(loop, clock, np.full(N, 0.05), 2)
     assert len(commands) == 3 and runtime.calls == 2, 'a fresh decision from the valid observation'
     np.testing.assert_allclose(commands[-1][0], 0.05 + 0.2 * 0.1)
-    loop.reward(RewardInfo(-1.0, False, False, 3))
-    feed(loop, clock, np.full(N, 0.07), 3)
-    loop.reward(RewardInfo(-1.0, False, False, 4))
-    feed(loop, clock, np.full(N, 0.09), 4)
-    assert len(commands) == 5 and len(transitions) == 1 and np.allclose(transitions[0].obs[:N], 0.05)
+    for stamp in (3, 4, 5):                          # the fresh chunk's three steps; the last observation ends it
+        loop.reward(RewardInfo(-1.0, False, False, stamp))
+        feed(loop, clock, np.full(N, 0.01 * stamp), stamp)
+    assert len(commands) == 6 and len(transitions) == 1 and np.allclose(transitions[0].obs[:N], 0.05)
+    assert transitions[0].n_steps == 3
 
 
 def test_a_measurement_exactly_stale_timeout_old_is_still_acted_on():
