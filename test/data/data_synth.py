@@ -1,7 +1,10 @@
-"""Synthetic demonstrations for the data tests (no MuJoCo): smooth random joint trajectories."""
+"""Synthetic demonstrations for the data tests (no MuJoCo): smooth random joint trajectories, and the standard
+messages a test bag is made of."""
 import numpy as np
 
-from swfp_ros.data.bag_writer import EpisodeRecord
+from swfp_ros.data.bag_writer import EpisodeRecord, standard_typestore
+
+TYPES = standard_typestore().types
 
 RATE = 20.0
 SCALE = 0.05
@@ -30,3 +33,23 @@ def expected_obs(ep):
     return np.concatenate([ep.joint_pos, ep.joint_vel, ep.task], axis=1)
 
 
+
+
+def header(t_ns: int, frame_id: str = ''):
+    """A std_msgs/Header stamped ``t_ns``."""
+    return TYPES['std_msgs/msg/Header'](
+        stamp=TYPES['builtin_interfaces/msg/Time'](sec=t_ns // 10**9, nanosec=t_ns % 10**9), frame_id=frame_id)
+
+
+def joint_state(t_ns: int, names, position, velocity=None):
+    """A sensor_msgs/JointState; ``velocity`` defaults to zeros, effort is empty (as many arms publish it)."""
+    position = np.asarray(position, np.float64)
+    velocity = np.zeros(len(position)) if velocity is None else np.asarray(velocity, np.float64)
+    return TYPES['sensor_msgs/msg/JointState'](header=header(t_ns), name=list(names), position=position,
+                                               velocity=velocity, effort=np.zeros(0))
+
+
+def float_array(values):
+    """A std_msgs/Float64MultiArray with an empty layout."""
+    return TYPES['std_msgs/msg/Float64MultiArray'](layout=TYPES['std_msgs/msg/MultiArrayLayout'](dim=[], data_offset=0),
+                                                   data=np.asarray(values, np.float64))

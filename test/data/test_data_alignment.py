@@ -1,38 +1,22 @@
 """As-of alignment: never a later observation (ties allowed), staleness drops, grid timeline, decimation."""
 import numpy as np
 import pytest
+from data_synth import float_array, joint_state
 
 from swfp_ros.data import BagRecorder, ingest
-from swfp_ros.data.bag_writer import standard_typestore
 
 MS = 1_000_000
 T0 = 1_000_000_000_000
 
 
-def js(ts, value, t_ns, joints=('j1', 'j2')):
-    T = ts.types
-    return T['sensor_msgs/msg/JointState'](
-        header=T['std_msgs/msg/Header'](stamp=T['builtin_interfaces/msg/Time'](sec=t_ns // 10**9,
-                                                                             nanosec=t_ns % 10**9), frame_id=''),
-        name=list(joints), position=np.full(len(joints), float(value)), velocity=np.zeros(len(joints)),
-        effort=np.zeros(len(joints)))
-
-
-def arr(ts, values):
-    T = ts.types
-    return T['std_msgs/msg/Float64MultiArray'](layout=T['std_msgs/msg/MultiArrayLayout'](dim=[], data_offset=0),
-                                               data=np.asarray(values, np.float64))
-
-
 def write(path, events, storage='mcap'):
     """events: (t_ns, kind, value) with kind 'obs' | 'act', written in the given order."""
-    ts = standard_typestore()
     with BagRecorder(path, storage=storage) as rec:
         for t, kind, v in events:
             if kind == 'obs':
-                rec.write('/joint_states', 'sensor_msgs/msg/JointState', js(ts, v, t), t)
+                rec.write('/joint_states', 'sensor_msgs/msg/JointState', joint_state(t, ('j1', 'j2'), [v, v]), t)
             else:
-                rec.write('/cmd', 'std_msgs/msg/Float64MultiArray', arr(ts, [v, v]), t)
+                rec.write('/cmd', 'std_msgs/msg/Float64MultiArray', float_array([v, v]), t)
     return path
 
 

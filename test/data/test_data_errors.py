@@ -6,7 +6,7 @@ import apsw
 import numpy as np
 import pytest
 import yaml
-from data_synth import RATE, SCALE, expected_obs
+from data_synth import RATE, SCALE, expected_obs, float_array, joint_state
 
 from swfp_ros.data import (BagError, BagReadError, BagRecorder, BagWarning, IngestError, SpecError,
                            default_panda_spec, default_panda_spec_dict, ingest, ingest_bag, load_spec, write_demo_bag)
@@ -153,18 +153,12 @@ def test_a_field_that_is_not_one_number_per_label_is_refused_for_what_it_is(tmp_
 def test_joint_states_without_the_field_the_spec_reads_are_refused_naming_it(tmp_path):
     """Arms that publish positions only send empty velocity arrays: a spec that reads velocities says so, rather than
     indexing past them."""
-    ts = standard_typestore()
-    JointState, Header, Time = (ts.types[t] for t in ('sensor_msgs/msg/JointState', 'std_msgs/msg/Header',
-                                                       'builtin_interfaces/msg/Time'))
-    A, L = ts.types['std_msgs/msg/Float64MultiArray'], ts.types['std_msgs/msg/MultiArrayLayout']
     with BagRecorder(tmp_path / 'arm', storage='mcap') as rec:
         for k in range(5):
             t = 10**12 + k * 100_000_000
-            rec.write('/joint_states', 'sensor_msgs/msg/JointState', JointState(
-                header=Header(stamp=Time(sec=t // 10**9, nanosec=t % 10**9), frame_id=''), name=['j1', 'j2'],
-                position=np.array([0.1 * k, 0.2]), velocity=np.zeros(0), effort=np.zeros(0)), t)
-            rec.write('/cmd', 'std_msgs/msg/Float64MultiArray', A(layout=L(dim=[], data_offset=0),
-                                                                   data=np.array([0.1 * k])), t)
+            rec.write('/joint_states', 'sensor_msgs/msg/JointState',
+                      joint_state(t, ['j1', 'j2'], [0.1 * k, 0.2], velocity=[]), t)
+            rec.write('/cmd', 'std_msgs/msg/Float64MultiArray', float_array([0.1 * k]), t)
     spec = {'control_rate_hz': 10.0, 'episodes': {'per_bag': True},
             'observation': [{'source': 'joint_state', 'topic': '/joint_states', 'joints': ['j1', 'j2'],
                              'field': 'velocity'}],

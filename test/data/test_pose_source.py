@@ -3,13 +3,12 @@ PoseWithCovarianceStamped, TransformStamped or a bare Point -- read by component
 a component the message does not have, or a message that is no pose, is refused naming it."""
 import numpy as np
 import pytest
+from data_synth import TYPES as T
+from data_synth import float_array, header
 
 from swfp_ros.data import BagRecorder, IngestError, SpecError, ingest
-from swfp_ros.data.bag_writer import standard_typestore
 
 STEPS = 5
-TS = standard_typestore()
-T = TS.types
 
 
 def position(k):
@@ -20,11 +19,6 @@ def orientation(k):
     return 0.0, 0.1 * k, 0.2 * k, 1.0
 
 
-def header(t):
-    return T['std_msgs/msg/Header'](stamp=T['builtin_interfaces/msg/Time'](sec=t // 10**9, nanosec=t % 10**9),
-                                    frame_id='base')
-
-
 def pose(k):
     (x, y, z), (qx, qy, qz, qw) = position(k), orientation(k)
     return T['geometry_msgs/msg/Pose'](position=T['geometry_msgs/msg/Point'](x=x, y=y, z=z),
@@ -33,11 +27,13 @@ def pose(k):
 
 MESSAGES = {
     'geometry_msgs/msg/Pose': lambda k, t: pose(k),
-    'geometry_msgs/msg/PoseStamped': lambda k, t: T['geometry_msgs/msg/PoseStamped'](header=header(t), pose=pose(k)),
+    'geometry_msgs/msg/PoseStamped': lambda k, t: T['geometry_msgs/msg/PoseStamped'](header=header(t, 'base'),
+                                                                                     pose=pose(k)),
     'geometry_msgs/msg/PoseWithCovarianceStamped': lambda k, t: T['geometry_msgs/msg/PoseWithCovarianceStamped'](
-        header=header(t), pose=T['geometry_msgs/msg/PoseWithCovariance'](pose=pose(k), covariance=np.zeros(36))),
+        header=header(t, 'base'),
+        pose=T['geometry_msgs/msg/PoseWithCovariance'](pose=pose(k), covariance=np.zeros(36))),
     'geometry_msgs/msg/TransformStamped': lambda k, t: T['geometry_msgs/msg/TransformStamped'](
-        header=header(t), child_frame_id='tool', transform=T['geometry_msgs/msg/Transform'](
+        header=header(t, 'base'), child_frame_id='tool', transform=T['geometry_msgs/msg/Transform'](
             translation=T['geometry_msgs/msg/Vector3'](**dict(zip('xyz', position(k)))),
             rotation=T['geometry_msgs/msg/Quaternion'](**dict(zip('xyzw', orientation(k)))))),
     'geometry_msgs/msg/Point': lambda k, t: T['geometry_msgs/msg/Point'](**dict(zip('xyz', position(k)))),
@@ -45,13 +41,11 @@ MESSAGES = {
 
 
 def write_pose_bag(path, msgtype):
-    A, L = T['std_msgs/msg/Float64MultiArray'], T['std_msgs/msg/MultiArrayLayout']
     with BagRecorder(path, storage='mcap') as rec:
         for k in range(STEPS):
             t = 10**12 + k * 100_000_000
             rec.write('/ee_pose', msgtype, MESSAGES[msgtype](k, t), t)
-            rec.write('/cmd', 'std_msgs/msg/Float64MultiArray', A(layout=L(dim=[], data_offset=0),
-                                                                   data=np.array([0.1 * k])), t + 1000)
+            rec.write('/cmd', 'std_msgs/msg/Float64MultiArray', float_array([0.1 * k]), t + 1000)
     return path
 
 

@@ -3,9 +3,9 @@ messages, joints by name in the controller's order, each a few points ahead. The
 point, or interpolates the points at a time from start; what is malformed is refused naming the field."""
 import numpy as np
 import pytest
+from data_synth import TYPES, header, joint_state
 
 from swfp_ros.data import BagRecorder, IngestError, ingest
-from swfp_ros.data.bag_writer import standard_typestore
 
 ARM = ['j1', 'j2', 'j3']                     # the order /joint_states uses
 CONTROLLER = ['j3', 'j1', 'j2']              # the order the controller's joint_names use
@@ -19,33 +19,23 @@ def target(k: int, j: str, point: int) -> float:
     return 0.1 * k + {'j1': 1.0, 'j2': 2.0, 'j3': 3.0}[j] + 0.01 * (point + 1)
 
 
+def point(positions, seconds):
+    empty = np.zeros(0)
+    return TYPES['trajectory_msgs/msg/JointTrajectoryPoint'](
+        positions=np.asarray(positions, float), velocities=empty, accelerations=empty, effort=empty,
+        time_from_start=TYPES['builtin_interfaces/msg/Duration'](sec=int(seconds), nanosec=round(seconds % 1 * 1e9)))
+
+
 def write_arm_bag(path, points=None):
     """/joint_states at the arm's order and one JointTrajectory per step; ``points(k)`` overrides the k-th command's
     points (a list of (positions, seconds))."""
-    ts = standard_typestore()
-    T = {name: ts.types[name] for name in (
-        'sensor_msgs/msg/JointState', 'std_msgs/msg/Header', 'builtin_interfaces/msg/Time',
-        'builtin_interfaces/msg/Duration', 'trajectory_msgs/msg/JointTrajectory',
-        'trajectory_msgs/msg/JointTrajectoryPoint')}
-
-    def header(t):
-        return T['std_msgs/msg/Header'](stamp=T['builtin_interfaces/msg/Time'](sec=t // 10**9, nanosec=t % 10**9),
-                                        frame_id='')
-
-    def point(positions, seconds):
-        empty = np.zeros(0)
-        return T['trajectory_msgs/msg/JointTrajectoryPoint'](
-            positions=np.asarray(positions, float), velocities=empty, accelerations=empty, effort=empty,
-            time_from_start=T['builtin_interfaces/msg/Duration'](sec=int(seconds), nanosec=round(seconds % 1 * 1e9)))
     with BagRecorder(path, storage='mcap') as rec:
         for k in range(STEPS):
             t = 10**12 + k * 100_000_000
-            rec.write('/joint_states', 'sensor_msgs/msg/JointState', T['sensor_msgs/msg/JointState'](
-                header=header(t), name=ARM, position=np.array([0.1 * k] * 3), velocity=np.zeros(3),
-                effort=np.zeros(3)), t)
+            rec.write('/joint_states', 'sensor_msgs/msg/JointState', joint_state(t, ARM, [0.1 * k] * 3), t)
             pts = points(k) if points else [([target(k, j, i) for j in CONTROLLER], s)
                                             for i, s in enumerate(POINT_TIMES)]
-            rec.write(TOPIC, 'trajectory_msgs/msg/JointTrajectory', T['trajectory_msgs/msg/JointTrajectory'](
+            rec.write(TOPIC, 'trajectory_msgs/msg/JointTrajectory', TYPES['trajectory_msgs/msg/JointTrajectory'](
                 header=header(t), joint_names=CONTROLLER, points=[point(p, s) for p, s in pts]), t + 1000)
     return path
 
