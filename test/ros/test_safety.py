@@ -110,7 +110,7 @@ def test_bad_targets_hold_measured(target, reason):
     f = make()
     q = np.full(7, 0.3)
     r = f.filter(target, q, 0.0)
-    assert r.held and r.reason == reason and np.array_equal(r.command, q)
+    assert r.held and not r.ok and r.reason == reason and np.array_equal(r.command, q)
     assert f.counters[reason] == 1 and f.holds == 1
 
 
@@ -148,8 +148,31 @@ def test_bad_measured_gives_no_command():
     f = make()
     for q in (np.full(7, np.nan), np.array([0.0] * 6 + [np.nan]), np.zeros(5), None):
         r = f.filter(np.zeros(7), q, 0.0)
-        assert r.command is None and r.held and r.reason == 'bad_measured'
+        assert r.command is None and r.held and not r.ok and r.reason == 'bad_measured'
     assert f.counters['bad_measured'] == 4
+
+
+def test_hold_for_a_reason_found_outside_the_filter():
+    """hold(): the measured position brought into the limits, counted under the caller's reason; a measurement
+    with nothing safe to hold to still gives no command."""
+    f = make()
+    q = np.array([1.05] + [0.2] * 6)
+    r = f.hold(q, 'bad_observation')
+    assert r.held and not r.ok and r.reason == 'bad_observation'
+    assert np.array_equal(r.command, np.array([1.0] + [0.2] * 6))
+    r = f.hold(np.full(7, np.nan), 'bad_observation')
+    assert r.command is None and r.reason == 'bad_measured'
+    assert f.counters['bad_observation'] == 1 and f.counters['bad_measured'] == 1 and f.holds == 2
+
+
+def test_a_joint_locked_by_equal_limits():
+    """lower == upper is a valid limit (a joint fixed in place): every command keeps it there."""
+    lower, upper = LOWER.copy(), UPPER.copy()
+    lower[6] = upper[6] = 0.5
+    f = SafetyFilter(lower, upper, max_delta=0.1)
+    q = np.array([0.0] * 6 + [0.5])
+    r = f.filter(q + 0.05, q, 0.0)
+    assert r.ok and r.clamped == ('clamp_limit',) and r.command[6] == 0.5 and np.allclose(r.command[:6], 0.05)
 
 
 def test_hold_is_clipped_into_limits():
