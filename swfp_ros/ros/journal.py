@@ -58,8 +58,7 @@ class TransitionJournal:
                 raise JournalError(f'{meta_path}: a journal of {({k: meta.get(k) for k in want})}, this learner '
                                    f'needs {want}')
             self.first_transition = int(meta['first_transition'])
-        else:
-            self.dir.mkdir(parents=True, exist_ok=True)
+        else:                                      # write_text_atomic creates the directory
             self.first_transition = int(first_transition)
             write_text_atomic(meta_path, json.dumps({**want, 'first_transition': self.first_transition}))
         self.torn_bytes = 0
