@@ -34,6 +34,23 @@ def test_append_read_reopen_across_segments(tmp_path, monkeypatch):
         J.TransitionJournal(tmp_path / 'inbox', N + 1, 3, 2)
 
 
+def test_rotation_keeps_one_segment_open(tmp_path, monkeypatch):
+    """The learner appends for days: each full segment's file is closed when the next one opens (a leaked descriptor
+    per segment would end in EMFILE), and close() closes the last."""
+    monkeypatch.setattr(J, 'SEGMENT_RECORDS', 2)
+
+    def open_segments():   # this journal's segment files open in this process
+        targets = (os.path.realpath(f'/proc/self/fd/{fd}') for fd in os.listdir('/proc/self/fd'))
+        return sum(t.startswith(str(tmp_path)) and t.endswith('.seg') for t in targets)
+
+    j = J.TransitionJournal(tmp_path, N, 3, 2)
+    for i in range(20):
+        j.append(rec(i))
+    assert len(list(tmp_path.glob('*.seg'))) == 10 and open_segments() == 1
+    j.close()
+    assert open_segments() == 0
+
+
 def test_prune_keeps_unstored_records(tmp_path, monkeypatch):
     monkeypatch.setattr(J, 'SEGMENT_RECORDS', 8)
     j = J.TransitionJournal(tmp_path, N, 3, 2)
