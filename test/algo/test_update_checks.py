@@ -217,10 +217,12 @@ def test_key_file(tmp_path):
     with pytest.raises(auth.KeyFileError, match='chmod 600'):
         auth.load_key(good)
     short = tmp_path / 'short'
-    short.write_text('secret')
+    short.write_text(' ' + 'k' * 31 + '\n')       # 31 bytes once the whitespace around it is removed
     short.chmod(0o600)
-    with pytest.raises(auth.KeyFileError, match='at least 32'):
+    with pytest.raises(auth.KeyFileError, match='31 bytes, at least 32'):
         auth.load_key(short)
+    short.write_text('k' * 32)                      # exactly the minimum
+    assert auth.load_key(short) == b'k' * 32
     with pytest.raises(auth.KeyFileError, match='cannot read'):
         auth.load_key(tmp_path / 'missing')
 
