@@ -236,6 +236,10 @@ def test_signature_is_over_the_whole_payload():
         bad[i] ^= 0x80
         with pytest.raises(UpdateRejected):
             auth.verify(bytes(bad), KEY)
+    for cut in (len(auth.SIGNED_MAGIC), len(auth.SIGNED_MAGIC) + 20):   # the envelope's header itself cut short
+        with pytest.raises(UpdateRejected, match=f'signed update truncated: {cut} bytes') as e:
+            auth.verify(signed[:cut], KEY)
+        assert e.value.reason == 'bad_signature'
 
 
 def test_block_count_and_claim_limits_are_inclusive():
