@@ -20,6 +20,23 @@ def test_joint_state_by_name_any_order_and_extras():
     assert np.array_equal(q, pos[:7]) and np.array_equal(qd, vel[:7])
 
 
+def test_builders_take_sequences_and_keep_stamps():
+    """What a node hands the builders as it has them (lists, a 2-D row) comes out as the message's flat fields, and
+    a given stamp is the header's."""
+    stamp = M.time_msg(3.25)
+    js = M.joint_state_msg(['a', 'b'], [0.5, 1], velocity=[2, 3], effort=(4, 5), stamp=stamp)
+    assert (js.header.stamp.sec, js.header.stamp.nanosec) == (3, 250_000_000)
+    assert list(js.position) == [0.5, 1.0] and list(js.velocity) == [2.0, 3.0] and list(js.effort) == [4.0, 5.0]
+    bare = M.joint_state_msg(['a'], [0.0])
+    assert (bare.header.stamp.sec, bare.header.stamp.nanosec) == (0, 0) and not bare.velocity and not bare.effort
+    labels, vector = M.task_from_msg(M.task_msg(['x', 'y'], [[1, 2]]))
+    assert labels == ('x', 'y') and vector.tolist() == [1.0, 2.0]
+    assert M.action_from_msg(M.action_msg([[1, 2, 3]]), 3).tolist() == [1.0, 2.0, 3.0]
+    one = M.trajectory_msg(['a', 'b'], [0.25, 0.5], dt=0.1)          # one point given as a flat row
+    assert [list(p.positions) for p in one.points] == [[0.25, 0.5]]
+    assert (one.header.stamp.sec, one.header.stamp.nanosec) == (0, 0)
+
+
 def test_joint_state_missing_names_listed():
     msg = M.joint_state_msg(list(ARM_JOINTS[:5]), np.zeros(5))
     with pytest.raises(M.MessageError) as e:
