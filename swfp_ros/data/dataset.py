@@ -71,10 +71,6 @@ class Episode:
     def __len__(self) -> int:
         return len(self.obs)
 
-    @property
-    def successes(self) -> bool:
-        return self.success
-
 
 class DemoDataset:
     """A list of :class:`Episode` plus dataset-level metadata (labels, rate, provenance, schema)."""
@@ -108,17 +104,6 @@ class DemoDataset:
             raise ValueError(f'{len(self.action_labels)} action_labels but act_dim is {ep.actions.shape[1]}')
         self.episodes.append(ep)
         return ep
-
-    def extend(self, other: 'DemoDataset') -> None:
-        """Append another dataset's episodes and provenance (labels must agree)."""
-        if self.obs_labels is None:
-            self.obs_labels, self.action_labels = other.obs_labels, other.action_labels
-        elif other.obs_labels is not None and (other.obs_labels != self.obs_labels
-                                               or other.action_labels != self.action_labels):
-            raise ValueError('cannot merge datasets with different obs/action labels')
-        for ep in other.episodes:
-            self.add_episode(ep)
-        self.provenance.extend(other.provenance)
 
     # ------------------------------------------------------------------ properties
     def __len__(self) -> int:

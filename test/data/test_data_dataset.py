@@ -87,12 +87,41 @@ def test_load_errors_name_the_file(tmp_path, corrupt, needle):
     assert str(p) in str(ei.value) and needle in str(ei.value)
 
 
-def test_episode_validation():
-    with pytest.raises(ValueError):
-        Episode(obs=np.zeros((3, 2)), actions=np.zeros((4, 1)))
-    ds = small_ds()
-    with pytest.raises(ValueError):
-        ds.add_episode(obs=np.zeros((2, 5)), actions=np.zeros((2, 2)))
+@pytest.mark.parametrize('fields,message', [
+    ({'obs': np.zeros(3), 'actions': np.zeros((3, 1))}, 'must be 2-D, got \\(3,\\) and \\(3, 1\\)'),
+    ({'obs': np.zeros((3, 2)), 'actions': np.zeros((3, 1, 1))}, 'must be 2-D'),
+    ({'obs': np.zeros((3, 2)), 'actions': np.zeros((4, 1))}, '3 observations but 4 actions'),
+    ({'obs': np.zeros((3, 2)), 'actions': np.zeros((3, 1)), 'rewards': np.zeros(2)}, '3 steps but 2 rewards'),
+    ({'obs': np.zeros((3, 2)), 'actions': np.zeros((3, 1)), 'timestamps': [0.0, 0.1]}, '3 steps but 2 timestamps'),
+])
+def test_episode_validation(fields, message):
+    with pytest.raises(ValueError, match=message):
+        Episode(**fields)
+
+
+def test_episode_fields_are_normalised():
+    ep = Episode(obs=[[0, 1], [2, 3]], actions=[[0.5], [1]], rewards=[[1], [2]], timestamps=[[0], [0.05]],
+                 success=np.float32(1.0))
+    assert ep.obs.dtype == ep.actions.dtype == ep.rewards.dtype == np.float32 and ep.rewards.shape == (2,)
+    assert ep.timestamps.dtype == np.float64 and ep.timestamps.tolist() == [0.0, 0.05]
+    assert ep.success is True                      # a plain bool, whatever the recorder gave
+    bare = Episode(obs=np.zeros((2, 2)), actions=np.zeros((2, 1)))
+    assert bare.rewards.tolist() == [0.0, 0.0] and bare.timestamps is None and bare.success is False
+
+
+def test_dataset_checks_dimensions():
+    labelled = DemoDataset(obs_labels=['a', 'b', 'c', 'd'], action_labels=['u', 'v'])   # the labels set the dims
+    with pytest.raises(ValueError, match='4 obs_labels but obs_dim is 5'):
+        labelled.add_episode(obs=np.zeros((2, 5)), actions=np.zeros((2, 2)))
+    with pytest.raises(ValueError, match='2 action_labels but act_dim is 3'):
+        labelled.add_episode(obs=np.zeros((2, 4)), actions=np.zeros((2, 3)))
+    ds = small_ds()                                            # then the episodes already there
+    for obs_dim, act_dim in ((5, 2), (4, 3)):
+        with pytest.raises(ValueError, match=f'episode dims \\({obs_dim}, {act_dim}\\) differ from the dataset '
+                                             f'\\(4, 2\\)'):
+            ds.add_episode(obs=np.zeros((2, obs_dim)), actions=np.zeros((2, act_dim)))
+    added = ds.add_episode(obs=np.ones((2, 4)), actions=np.zeros((2, 2)), success=True)
+    assert ds.episodes[-1] is added and len(ds) == 3 and ds.num_steps == 10
 
 
 def test_recorder_raw_cdr_and_messages(tmp_path):
