@@ -124,6 +124,18 @@ def test_dataset_checks_dimensions():
     assert ds.episodes[-1] is added and len(ds) == 3 and ds.num_steps == 10
 
 
+def test_dataset_sizes_and_success_rate():
+    ds = small_ds()
+    assert (ds.num_steps, ds.obs_dim, ds.act_dim, ds.success_rate) == (8, 4, 2, 0.5)
+    assert ds.successes.tolist() == [True, False]
+    labelled = DemoDataset(obs_labels=['a', 'b', 'c'], action_labels=['u'])    # empty: the labels tell the dims
+    assert (labelled.obs_dim, labelled.act_dim, labelled.num_steps, labelled.success_rate) == (3, 1, 0, 0.0)
+    with pytest.raises(ValueError, match='empty dataset without obs_labels has no obs_dim'):
+        DemoDataset().obs_dim
+    with pytest.raises(ValueError, match='empty dataset without action_labels has no act_dim'):
+        DemoDataset().act_dim
+
+
 def test_recorder_raw_cdr_and_messages(tmp_path):
     ts = standard_typestore()
     A = ts.types['std_msgs/msg/Float64MultiArray']
