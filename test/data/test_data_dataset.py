@@ -34,6 +34,20 @@ def test_save_load_round_trip(tmp_path):
     assert back[1].timestamps is None
     obs, act = back.stack()
     assert obs.shape == (8, 4) and act.shape == (8, 2) and obs.dtype == np.float32
+    assert ds.save(tmp_path / 'plain') == tmp_path / 'plain.npz'     # the suffix added when missing
+    assert DemoDataset.load(tmp_path / 'plain.npz').num_steps == 8
+
+
+def test_empty_or_missing_datasets_refused_by_name(tmp_path):
+    with pytest.raises(ValueError, match='refusing to save an empty dataset'):
+        DemoDataset(task='panda_reach').save(tmp_path / 'empty.npz')
+    assert not (tmp_path / 'empty.npz').exists()
+    with pytest.raises(FileNotFoundError, match='nothing.npz: no such dataset file'):
+        DemoDataset.load(tmp_path / 'nothing.npz')
+    with pytest.raises(ValueError, match='empty dataset'):
+        DemoDataset().stack()
+    with pytest.raises(ValueError, match='chunk must be >= 1, got 0'):
+        small_ds().stack(chunk=0)
 
 
 def test_chunked_bc_targets_repeat_the_last_action_at_episode_ends():
@@ -64,6 +78,11 @@ def _rewrite(path, **changes):
     ('missing', "missing arrays ['actions']"),
     ('shape', 'rewards has'),
     ('lengths', 'episode lengths'),
+    ('metadata', 'metadata is not JSON'),
+    ('format', "format is 'something_else'"),
+    ('flags', '1 success flags for 2 episodes'),
+    ('labels', '4 obs_labels for dimension 3'),
+    ('flat', 'must be 2-D'),
 ])
 def test_load_errors_name_the_file(tmp_path, corrupt, needle):
     p = small_ds().save(tmp_path / 'd.npz')
@@ -80,11 +99,26 @@ def test_load_errors_name_the_file(tmp_path, corrupt, needle):
         _rewrite(p, actions=None)
     elif corrupt == 'shape':
         _rewrite(p, rewards=np.zeros(3, np.float32))
-    else:
+    elif corrupt == 'lengths':
         _rewrite(p, ep_lengths=np.array([5, 5]))
+    elif corrupt == 'metadata':
+        _rewrite(p, metadata=np.array('{"format": '))
+    elif corrupt in ('format', 'labels'):
+        with np.load(p) as z:
+            meta, obs = json.loads(str(z['metadata'])), z['obs']
+        if corrupt == 'format':
+            meta['format'] = 'something_else'
+            _rewrite(p, metadata=np.array(json.dumps(meta)))
+        else:
+            _rewrite(p, obs=obs[:, :3])
+    elif corrupt == 'flags':
+        _rewrite(p, ep_success=np.array([True]))
+    else:
+        _rewrite(p, obs=np.zeros(8, np.float32))
     with pytest.raises(ValueError) as ei:
         DemoDataset.load(p)
     assert str(p) in str(ei.value) and needle in str(ei.value)
+    assert str(ei.value).count('not a valid') == 1          # said once, not wrapped in itself
 
 
 @pytest.mark.parametrize('fields,message', [
