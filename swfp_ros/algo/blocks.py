@@ -27,9 +27,6 @@ class RefinementBlock(nn.Module):
     def from_config(cls, obs_dim: int, act_dim: int, cfg: BlockConfig) -> 'RefinementBlock':
         return cls(obs_dim, act_dim, cfg.hidden, cfg.layers, cfg.delta)
 
-    def spec(self) -> dict:
-        return {'obs_dim': self.obs_dim, 'act_dim': self.act_dim, 'hidden': self.hidden, 'layers': self.layers}
-
     def forward(self, s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         # a + τ·u as one op: at batch 1 each op's dispatch costs microseconds (benchmarks/bench_inference.py)
         return torch.addcmul(a, self.tau, self.u(torch.cat([s, a], -1)))
