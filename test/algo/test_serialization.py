@@ -22,20 +22,6 @@ def runtime():
     return PolicyRuntime(Cascade(small_flow()), identity_normalizer(3), version=0, device='cpu', seed=0)
 
 
-def test_a_cascade_refuses_blocks_of_other_sizes():
-    """At construction and on append: a block for another observation or action size would fail only when acting."""
-    for obs_dim, act_dim in ((4, 2), (3, 1)):
-        with pytest.raises(ValueError, match=f'block dims \\(obs {obs_dim}, act {act_dim}\\) do not match the cascade '
-                                             f'\\(obs 3, act 2\\)'):
-            Cascade(small_flow(), [trained_block(obs_dim, act_dim)])
-        cascade = Cascade(small_flow(), [trained_block()])
-        with pytest.raises(ValueError, match='do not match the cascade'):
-            cascade.append(trained_block(obs_dim, act_dim))
-        assert len(cascade.blocks) == 1
-    cascade.append(trained_block())
-    assert len(cascade.blocks) == 2 and not any(p.requires_grad for p in cascade.blocks[1].parameters())
-
-
 def block_update(version, block, parent='0' * 64, w2_bound=0.5):
     return BlockUpdate.from_block(version, block, parent, w2_bound)
 
