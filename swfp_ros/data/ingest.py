@@ -481,9 +481,11 @@ class _BagIngest:
             if self.grid_next is None:
                 self.grid_next = t
             return
-        if self.pending is not None:          # same timestamp as a previous action: the later one wins
+        if self.pending is not None:          # same timestamp as a previous action: the later one wins, same step
             self.report.drop('duplicate_action_timestamp')
-        elif self.due is not None and t < self.due - DECIMATION_TOLERANCE * self.period_ns:
+            self.pending = (t, raw, msgtype)
+            return
+        if self.due is not None and t < self.due - DECIMATION_TOLERANCE * self.period_ns:
             self.report.drop('decimated_to_control_rate')
             return
         self.pending = (t, raw, msgtype)

@@ -86,6 +86,36 @@ def test_actions_faster_than_control_rate_are_decimated(tmp_path):
     assert ds.report.bags[0].dropped['decimated_to_control_rate'] >= 40
 
 
+def test_the_grid_keeps_its_phase_when_actions_arrive_between_ticks(tmp_path):
+    """The grid is anchored at the first action: later actions between ticks are taken as of the next tick, they do
+    not move the ticks (a teleoperator's 5 Hz stream 30 ms late against a 10 Hz control grid)."""
+    ev = [(T0 - 50 * MS, 'obs', 0.0)]
+    for ms in (0, 230, 430, 630):
+        ev += [(T0 + ms * MS, 'obs', ms / 1000), (T0 + ms * MS, 'act', ms / 100)]
+    ev.append((T0 + 700 * MS, 'obs', 0.7))
+    ds = ingest(write(tmp_path / 'b', ev), spec(timeline='grid', max_staleness=0.25), progress=False)
+    np.testing.assert_allclose(ds[0].timestamps - T0 * 1e-9, [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7], atol=1e-9)
+    np.testing.assert_allclose(ds[0].actions[:, 0], [0.0, 0.0, 0.0, 0.23, 0.23, 0.43, 0.43, 0.63], atol=1e-6)
+
+
+def test_decimation_restarts_after_a_pause_and_counts_duplicate_stamps(tmp_path):
+    """After a pause longer than a period the next action starts the schedule afresh (the missed periods do not let
+    the next actions through at 100 Hz); two actions with one timestamp make one step, the later one."""
+    ev = [(T0 - 50 * MS, 'obs', 0.0)]
+    for start in (0, 1000):                                  # 100 Hz for 0.3 s, a 0.7 s pause, 100 Hz again
+        for k in range(30):
+            t = T0 + (start + 10 * k) * MS
+            ev += [(t, 'obs', float(start + k)), (t, 'act', float(k))]
+            if start and not k:
+                ev.append((t, 'act', 5.0))                   # a second action with the first one's stamp
+    ds = ingest(write(tmp_path / 'b', ev), spec(max_staleness=2.0), progress=False)
+    # a step is due a period after the last, an action up to a quarter period early counts (75 ms at 10 Hz)
+    np.testing.assert_allclose(ds[0].timestamps - T0 * 1e-9, [0.0, 0.08, 0.18, 0.28, 1.0, 1.08, 1.18, 1.28],
+                               atol=1e-9)
+    assert ds[0].actions[4, 0] == pytest.approx(0.5)          # the later of the two at 1.0 s (5.0 / scale 10)
+    assert ds.report.bags[0].dropped['duplicate_action_timestamp'] == 1
+
+
 def test_the_grid_pauses_while_no_fresh_action_arrives_and_resumes_with_the_next(tmp_path):
     """A teleoperator stops sending for half a second: ticks whose latest action is older than max_staleness make
     no steps (counted once per pause), and the grid restarts at the next action."""
