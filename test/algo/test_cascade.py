@@ -1,4 +1,4 @@
-"""Cascade: the base flow followed by frozen blocks, its actions clipped once at the end."""
+"""Cascade: the base flow followed by frozen blocks, its actions clipped once at the end; what each refuses."""
 import pytest
 import torch
 
@@ -38,3 +38,16 @@ def test_actions_clipped_at_the_end_both_ways_unless_asked_not_to():
     assert torch.equal(unbounded.sample(s, x0), raw)
     assert torch.equal(unbounded.sample(s, x0, clip=True), raw.clamp(-1, 1))
     assert not torch.allclose(raw, Cascade(wide.base).sample(s, x0, clip=False))    # the block is applied
+
+
+@pytest.mark.parametrize('name,call', [
+    ('FlowPolicy obs', lambda f: f.sample(torch.zeros(4, 5))),
+    ('FlowPolicy obs', lambda f: f.sample(torch.zeros(3))),                      # unbatched
+    ('FlowPolicy x0', lambda f: f.sample(torch.zeros(4, 3), x0=torch.zeros(4, 1))),
+    ('FlowPolicy x0', lambda f: f.sample_with_log_prob(torch.zeros(4, 3), x0=torch.zeros(4, 2, 1))),
+    ('FlowPolicy.loss obs', lambda f: f.loss(torch.zeros(4, 2), torch.zeros(4, 2))),
+    ('FlowPolicy.loss actions', lambda f: f.loss(torch.zeros(4, 3), torch.zeros(4, 3))),
+])
+def test_the_base_flow_refuses_inputs_of_the_wrong_shape(name, call):
+    with pytest.raises(ValueError, match=f'{name}: expected shape \\[batch, '):
+        call(small_flow())
