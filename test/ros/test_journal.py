@@ -56,7 +56,9 @@ def test_prune_keeps_unstored_records(tmp_path, monkeypatch):
     j = J.TransitionJournal(tmp_path, N, 3, 2)
     for i in range(30):
         j.append(rec(i))
+    assert j.disk_bytes() == 30 * j.record_bytes
     assert j.prune(17) == 2                      # segments 0-7 and 8-15 are below 17; 16-23 holds 17
+    assert j.disk_bytes() == 14 * j.record_bytes  # what the learner node reports as journal_mb
     np.testing.assert_array_equal(j.read(16, 20), np.stack([rec(i) for i in range(16, 30)]))
     with pytest.raises(J.JournalError, match='pruned'):
         j.read(3, 2)

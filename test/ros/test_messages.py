@@ -37,6 +37,17 @@ def test_builders_take_sequences_and_keep_stamps():
     assert (one.header.stamp.sec, one.header.stamp.nanosec) == (0, 0)
 
 
+def test_status_message():
+    msg = M.status_msg('/arm1/policy_node', 'panda', 'holding', {'holds': 3, 'rate_hz': 19.5}, warn=True,
+                       stamp=M.time_msg(7.0))
+    (status,) = msg.status
+    assert (status.level, status.name, status.hardware_id, status.message) == (status.WARN, '/arm1/policy_node',
+                                                                              'panda', 'holding')
+    assert [(kv.key, kv.value) for kv in status.values] == [('holds', '3'), ('rate_hz', '19.5')]
+    assert msg.header.stamp.sec == 7
+    assert M.status_msg('n', 'h', 'ok', {}).status[0].level == status.OK
+
+
 def test_joint_state_missing_names_listed():
     msg = M.joint_state_msg(list(ARM_JOINTS[:5]), np.zeros(5))
     with pytest.raises(M.MessageError) as e:
