@@ -54,8 +54,6 @@ class VelocityNet(nn.Module):
 
     def __init__(self, obs_dim: int, act_dim: int, cfg: FlowConfig):
         super().__init__()
-        if cfg.time_embed_dim % 2:
-            raise ValueError('FlowConfig.time_embed_dim must be even')
         self.register_buffer('freqs', torch.exp(torch.linspace(0, math.log(1000.0), cfg.time_embed_dim // 2)))
         self.net = mlp(obs_dim + act_dim + cfg.time_embed_dim, cfg.hidden, cfg.layers, act_dim)
 
