@@ -4,6 +4,8 @@ import torch
 
 from helpers import small_flow
 from swfp_ros.algo.blocks import Cascade, RefinementBlock
+from swfp_ros.algo.config import FlowConfig
+from swfp_ros.algo.flow import FlowPolicy
 
 
 def block(obs_dim=3, act_dim=2, scale=1.0, seed=1):
@@ -51,3 +53,9 @@ def test_actions_clipped_at_the_end_both_ways_unless_asked_not_to():
 def test_the_base_flow_refuses_inputs_of_the_wrong_shape(name, call):
     with pytest.raises(ValueError, match=f'{name}: expected shape \\[batch, '):
         call(small_flow())
+
+
+def test_a_chunked_flow_needs_whole_actions():
+    with pytest.raises(ValueError, match='act_dim 3 is not a multiple of chunk H=2'):
+        FlowPolicy(3, 3, FlowConfig(chunk=2))
+    assert FlowPolicy(3, 4, FlowConfig(hidden=8, chunk=2)).act_dim == 4

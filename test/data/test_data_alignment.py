@@ -96,6 +96,7 @@ def test_the_grid_keeps_its_phase_when_actions_arrive_between_ticks(tmp_path):
     ds = ingest(write(tmp_path / 'b', ev), spec(timeline='grid', max_staleness=0.25), progress=False)
     np.testing.assert_allclose(ds[0].timestamps - T0 * 1e-9, [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7], atol=1e-9)
     np.testing.assert_allclose(ds[0].actions[:, 0], [0.0, 0.0, 0.0, 0.23, 0.23, 0.43, 0.43, 0.63], atol=1e-6)
+    assert ds.provenance[0]['messages_read'] == len(ev)
 
 
 def test_decimation_restarts_after_a_pause_and_counts_duplicate_stamps(tmp_path):
