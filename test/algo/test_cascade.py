@@ -59,3 +59,15 @@ def test_a_chunked_flow_needs_whole_actions():
     with pytest.raises(ValueError, match='act_dim 3 is not a multiple of chunk H=2'):
         FlowPolicy(3, 3, FlowConfig(chunk=2))
     assert FlowPolicy(3, 4, FlowConfig(hidden=8, chunk=2)).act_dim == 4
+
+
+def test_flow_matching_loss_uses_the_paired_noise_it_is_given():
+    """Compaction distils the cascade with the noise that produced each action: with a zero velocity field the loss
+    is exactly E||a - x0||² for that x0, not for fresh noise."""
+    flow = small_flow()
+    torch.nn.init.zeros_(flow.velocity.net[-1].weight)
+    torch.nn.init.zeros_(flow.velocity.net[-1].bias)
+    g = torch.Generator().manual_seed(0)
+    s, a, x0 = torch.randn(64, 3, generator=g), torch.randn(64, 2, generator=g), torch.randn(64, 2, generator=g)
+    loss = flow.loss(s, a, generator=torch.Generator().manual_seed(1), x0=x0)
+    assert loss.item() == pytest.approx((a - x0).pow(2).sum(-1).mean().item(), rel=1e-6)
