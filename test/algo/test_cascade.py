@@ -71,3 +71,15 @@ def test_flow_matching_loss_uses_the_paired_noise_it_is_given():
     s, a, x0 = torch.randn(64, 3, generator=g), torch.randn(64, 2, generator=g), torch.randn(64, 2, generator=g)
     loss = flow.loss(s, a, generator=torch.Generator().manual_seed(1), x0=x0)
     assert loss.item() == pytest.approx((a - x0).pow(2).sum(-1).mean().item(), rel=1e-6)
+
+
+def test_flow_matching_loss_regresses_the_straight_path_velocity():
+    """Conditional flow matching on x_t = (1 - t)·x0 + t·a: the field is regressed on a - x0 at x_t, t ~ U(0, 1)
+    drawn from the generator given (the reference computed here from the definition)."""
+    flow = small_flow()
+    g = torch.Generator().manual_seed(0)
+    s, a, x0 = torch.randn(64, 3, generator=g), torch.randn(64, 2, generator=g), torch.randn(64, 2, generator=g)
+    t = torch.rand(64, generator=torch.Generator().manual_seed(1))
+    xt = (1 - t[:, None]) * x0 + t[:, None] * a
+    expected = (flow.velocity(s, xt, t) - (a - x0)).pow(2).sum(-1).mean()
+    assert flow.loss(s, a, generator=torch.Generator().manual_seed(1), x0=x0).item() == pytest.approx(expected.item())
