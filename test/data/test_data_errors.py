@@ -325,6 +325,15 @@ def test_split_bag_two_storage_files_merge_in_time_order(tmp_path, episodes):
     (lambda d: d['observation'].append({'source': 'field', 'topic': '/x', 'fields': ['a..b']}), 'observation[3]'),
     (lambda d: d['observation'][0].update(topic='joint_states'), 'observation[0].topic'),
     (lambda d: d.update(colour='red'), 'colour'),
+    (lambda d: d['observation'][0].update(joints='panda_joint1'),
+     "observation[0].joints must be a list of non-empty strings, got 'panda_joint1'"),
+    (lambda d: d['observation'][0].update(joints=['panda_joint1', '']), 'observation[0].joints must be a list of non-'),
+    (lambda d: d['observation'][0].update(joints=[]), 'observation[0].joints must not be empty'),
+    (lambda d: d['observation'][0].update(joints=['a', 'b', 'a']), "observation[0].joints has duplicates: ['a', 'b', 'a']"),
+    (lambda d: d.update(control_rate_hz='fast'), "control_rate_hz must be a number, got 'fast'"),
+    (lambda d: d.update(control_rate_hz=True), 'control_rate_hz must be a number, got True'),
+    (lambda d: d.update(control_rate_hz=0), 'control_rate_hz must be > 0, got 0'),
+    (lambda d: d.update(max_staleness=-0.1), 'max_staleness must be > 0, got -0.1'),
 ])
 def test_spec_validation_names_the_key(mutate, needle):
     d = default_panda_spec_dict()
