@@ -334,6 +334,14 @@ def test_split_bag_two_storage_files_merge_in_time_order(tmp_path, episodes):
     (lambda d: d.update(control_rate_hz=True), 'control_rate_hz must be a number, got True'),
     (lambda d: d.update(control_rate_hz=0), 'control_rate_hz must be > 0, got 0'),
     (lambda d: d.update(max_staleness=-0.1), 'max_staleness must be > 0, got -0.1'),
+    (lambda d: d['observation'][0].update(topic='/'), 'observation[0].topic must be an absolute topic name'),
+    (lambda d: d['observation'].append('/joint_states'), 'observation[3] must be a mapping with "source" and "topic"'),
+    (lambda d: d['observation'][0].update(indices=[0]), "observation[0] has unknown key(s) ['indices'] for source"),
+    (lambda d: d['observation'][0].update(field='positions'), "observation[0].field must be one of ['position', "),
+    (lambda d: d['observation'].append({'source': 'trajectory', 'topic': '/traj', 'joints': ['j'],
+                                        'field': 'position'}), "observation[3].field must be one of ['positions', "),
+    (lambda d: d['observation'].append({'source': 'trajectory', 'topic': '/traj', 'joints': ['j'],
+                                        'time_from_start': -0.05}), 'observation[3].time_from_start must be >= 0'),
 ])
 def test_spec_validation_names_the_key(mutate, needle):
     d = default_panda_spec_dict()
