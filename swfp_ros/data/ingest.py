@@ -522,10 +522,8 @@ class _BagIngest:
                 st.t, st.raw, st.msgtype, st.msg = t, raw, msgtype, None
                 st.values.clear()
             if topic == ep_topic:
-                self._close_episode()
+                self._close_episode()              # the grid pauses until the new episode's first action
                 self.started = True
-                if self.spec.timeline == 'grid':
-                    self.pending = None
             if topic == act_topic:
                 self._on_action(t, raw, msgtype)
             if topic == rew_topic or topic == suc_topic:

@@ -10,13 +10,15 @@ T0 = 1_000_000_000_000
 
 
 def write(path, events, storage='mcap'):
-    """events: (t_ns, kind, value) with kind 'obs' | 'act', written in the given order."""
+    """events: (t_ns, kind, value) with kind 'obs' | 'act' | 'episode', written in the given order."""
     with BagRecorder(path, storage=storage) as rec:
         for t, kind, v in events:
             if kind == 'obs':
                 rec.write('/joint_states', 'sensor_msgs/msg/JointState', joint_state(t, ('j1', 'j2'), [v, v]), t)
-            else:
+            elif kind == 'act':
                 rec.write('/cmd', 'std_msgs/msg/Float64MultiArray', float_array([v, v]), t)
+            else:                                             # 'episode': a new episode starts
+                rec.write('/episode', 'std_msgs/msg/Float64MultiArray', float_array([]), t)
     return path
 
 
@@ -115,6 +117,20 @@ def test_decimation_restarts_after_a_pause_and_counts_duplicate_stamps(tmp_path)
                                atol=1e-9)
     assert ds[0].actions[4, 0] == pytest.approx(0.5)          # the later of the two at 1.0 s (5.0 / scale 10)
     assert ds.report.bags[0].dropped['duplicate_action_timestamp'] == 1
+
+
+def test_the_grid_never_carries_an_action_into_the_next_episode(tmp_path):
+    """A new episode on the grid timeline waits for its own first action: the last one of the episode before is not
+    held over into it."""
+    ev = [(T0 - 60 * MS, 'episode', 0), (T0 - 50 * MS, 'obs', 0.0)]
+    for ms, kind, v in ((0, 'act', 1.0), (50, 'obs', 0.05), (100, 'act', 2.0), (150, 'episode', 0), (160, 'obs', 0.16),
+                        (230, 'act', 3.0), (250, 'obs', 0.25), (330, 'obs', 0.33)):
+        ev.append((T0 + ms * MS, kind, v))
+    ds = ingest(write(tmp_path / 'b', ev), spec(timeline='grid', max_staleness=0.25,
+                                                episodes={'episode_topic': '/episode'}), progress=False)
+    assert [len(e) for e in ds] == [2, 2]
+    np.testing.assert_allclose(ds[1].timestamps - T0 * 1e-9, [0.23, 0.33], atol=1e-9)
+    np.testing.assert_allclose(ds[1].actions[:, 0], [0.3, 0.3], atol=1e-6)
 
 
 def test_the_grid_pauses_while_no_fresh_action_arrives_and_resumes_with_the_next(tmp_path):
