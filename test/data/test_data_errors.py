@@ -342,6 +342,10 @@ def test_split_bag_two_storage_files_merge_in_time_order(tmp_path, episodes):
                                         'field': 'position'}), "observation[3].field must be one of ['positions', "),
     (lambda d: d['observation'].append({'source': 'trajectory', 'topic': '/traj', 'joints': ['j'],
                                         'time_from_start': -0.05}), 'observation[3].time_from_start must be >= 0'),
+    (lambda d: d['observation'].append({'source': 'trajectory', 'topic': '/traj', 'joints': ['j'], 'point': 'first',
+                                        'time_from_start': 0.05}), 'give either point or time_from_start, not both'),
+    (lambda d: d['observation'].append({'source': 'trajectory', 'topic': '/traj', 'joints': ['j'], 'point': 'last'}),
+     'observation[3].point must be "first"'),
 ])
 def test_spec_validation_names_the_key(mutate, needle):
     d = default_panda_spec_dict()
