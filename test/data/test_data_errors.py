@@ -346,6 +346,9 @@ def test_split_bag_two_storage_files_merge_in_time_order(tmp_path, episodes):
                                         'time_from_start': 0.05}), 'give either point or time_from_start, not both'),
     (lambda d: d['observation'].append({'source': 'trajectory', 'topic': '/traj', 'joints': ['j'], 'point': 'last'}),
      'observation[3].point must be "first"'),
+    (lambda d: d['action'].update(indices=[]), 'action.indices must be a non-empty list of integers >= 0, got []'),
+    (lambda d: d['action'].update(indices=[0, -1]), 'action.indices must be a non-empty list of integers >= 0'),
+    (lambda d: d['action'].update(indices=[0, True]), 'action.indices must be a non-empty list of integers >= 0'),
 ])
 def test_spec_validation_names_the_key(mutate, needle):
     d = default_panda_spec_dict()
