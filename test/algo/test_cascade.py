@@ -1,4 +1,5 @@
-"""Cascade: the base flow followed by frozen blocks, its actions clipped once at the end; what each refuses."""
+"""The policy's networks: the cascade (blocks of its sizes, frozen, actions clipped once at the end) and its base flow
+(the shapes it takes, the flow-matching loss)."""
 import pytest
 import torch
 
