@@ -59,62 +59,37 @@ def test_chunked_bc_targets_repeat_the_last_action_at_episode_ends():
     np.testing.assert_array_equal(chunks[5], ds[1].actions[[0, 1, 2]].reshape(-1))   # episode 1 starts fresh
 
 
-def _rewrite(path, **changes):
-    with np.load(path) as z:
-        arrays = {k: z[k] for k in z.files}
-    for k, v in changes.items():
-        if v is None:
-            arrays.pop(k)
-        else:
-            arrays[k] = v
-    with open(path, 'wb') as f:
-        np.savez(f, **arrays)
+def _arrays(edit):
+    """A damage that rewrites a saved dataset's arrays through ``edit`` (which changes their dict in place)."""
+    def damage(path):
+        with np.load(path) as z:
+            arrays = {k: z[k] for k in z.files}
+        edit(arrays)
+        with open(path, 'wb') as f:
+            np.savez(f, **arrays)
+    return damage
 
 
-@pytest.mark.parametrize('corrupt,needle', [
-    ('garbage', 'not a valid'),
-    ('truncated', 'not a valid'),
-    ('version', 'format_version 99'),
-    ('missing', "missing arrays ['actions']"),
-    ('shape', 'rewards has'),
-    ('lengths', 'episode lengths'),
-    ('metadata', 'metadata is not JSON'),
-    ('format', "format is 'something_else'"),
-    ('flags', '1 success flags for 2 episodes'),
-    ('labels', '4 obs_labels for dimension 3'),
-    ('flat', 'must be 2-D'),
+def _metadata(**changes):
+    return _arrays(lambda a: a.update(metadata=np.array(json.dumps({**json.loads(str(a['metadata'])), **changes}))))
+
+
+@pytest.mark.parametrize('damage,needle', [
+    (lambda p: p.write_bytes(b'hello world'), 'not a valid'),
+    (lambda p: p.write_bytes(p.read_bytes()[:200]), 'not a valid'),                     # truncated
+    (_metadata(format_version=99), 'format_version 99'),
+    (_metadata(format='something_else'), "format is 'something_else'"),
+    (_arrays(lambda a: a.update(metadata=np.array('{"format": '))), 'metadata is not JSON'),
+    (_arrays(lambda a: a.pop('actions')), "missing arrays ['actions']"),
+    (_arrays(lambda a: a.update(rewards=np.zeros(3, np.float32))), 'rewards has'),
+    (_arrays(lambda a: a.update(ep_lengths=np.array([5, 5]))), 'episode lengths'),
+    (_arrays(lambda a: a.update(ep_success=np.array([True]))), '1 success flags for 2 episodes'),
+    (_arrays(lambda a: a.update(obs=a['obs'][:, :3])), '4 obs_labels for dimension 3'),
+    (_arrays(lambda a: a.update(obs=np.zeros(8, np.float32))), 'must be 2-D'),
 ])
-def test_load_errors_name_the_file(tmp_path, corrupt, needle):
+def test_load_errors_name_the_file(tmp_path, damage, needle):
     p = small_ds().save(tmp_path / 'd.npz')
-    if corrupt == 'garbage':
-        p.write_bytes(b'hello world')
-    elif corrupt == 'truncated':
-        p.write_bytes(p.read_bytes()[:200])
-    elif corrupt == 'version':
-        with np.load(p) as z:
-            meta = json.loads(str(z['metadata']))
-        meta['format_version'] = 99
-        _rewrite(p, metadata=np.array(json.dumps(meta)))
-    elif corrupt == 'missing':
-        _rewrite(p, actions=None)
-    elif corrupt == 'shape':
-        _rewrite(p, rewards=np.zeros(3, np.float32))
-    elif corrupt == 'lengths':
-        _rewrite(p, ep_lengths=np.array([5, 5]))
-    elif corrupt == 'metadata':
-        _rewrite(p, metadata=np.array('{"format": '))
-    elif corrupt in ('format', 'labels'):
-        with np.load(p) as z:
-            meta, obs = json.loads(str(z['metadata'])), z['obs']
-        if corrupt == 'format':
-            meta['format'] = 'something_else'
-            _rewrite(p, metadata=np.array(json.dumps(meta)))
-        else:
-            _rewrite(p, obs=obs[:, :3])
-    elif corrupt == 'flags':
-        _rewrite(p, ep_success=np.array([True]))
-    else:
-        _rewrite(p, obs=np.zeros(8, np.float32))
+    damage(p)
     with pytest.raises(ValueError) as ei:
         DemoDataset.load(p)
     assert str(p) in str(ei.value) and needle in str(ei.value)
