@@ -313,6 +313,11 @@ def test_split_bag_two_storage_files_merge_in_time_order(tmp_path, episodes):
     assert summary.files == ['a.mcap', 'b.mcap'] and (summary.start_ns, summary.end_ns) == (min(times), max(times))
 
 
+def _with_trajectory(**keys):
+    """A spec edit adding a fourth observation source: a JointTrajectory topic with ``keys``."""
+    return lambda d: d['observation'].append({'source': 'trajectory', 'topic': '/traj', 'joints': ['j'], **keys})
+
+
 @pytest.mark.parametrize('mutate,needle', [
     (lambda d: d.pop('control_rate_hz'), 'control_rate_hz'),
     (lambda d: d['observation'][0].update(source='jointstate'), 'observation[0].source'),
@@ -329,7 +334,8 @@ def test_split_bag_two_storage_files_merge_in_time_order(tmp_path, episodes):
      "observation[0].joints must be a list of non-empty strings, got 'panda_joint1'"),
     (lambda d: d['observation'][0].update(joints=['panda_joint1', '']), 'observation[0].joints must be a list of non-'),
     (lambda d: d['observation'][0].update(joints=[]), 'observation[0].joints must not be empty'),
-    (lambda d: d['observation'][0].update(joints=['a', 'b', 'a']), "observation[0].joints has duplicates: ['a', 'b', 'a']"),
+    (lambda d: d['observation'][0].update(joints=['a', 'b', 'a']),
+     "observation[0].joints has duplicates: ['a', 'b', 'a']"),
     (lambda d: d.update(control_rate_hz='fast'), "control_rate_hz must be a number, got 'fast'"),
     (lambda d: d.update(control_rate_hz=True), 'control_rate_hz must be a number, got True'),
     (lambda d: d.update(control_rate_hz=0), 'control_rate_hz must be > 0, got 0'),
@@ -338,14 +344,10 @@ def test_split_bag_two_storage_files_merge_in_time_order(tmp_path, episodes):
     (lambda d: d['observation'].append('/joint_states'), 'observation[3] must be a mapping with "source" and "topic"'),
     (lambda d: d['observation'][0].update(indices=[0]), "observation[0] has unknown key(s) ['indices'] for source"),
     (lambda d: d['observation'][0].update(field='positions'), "observation[0].field must be one of ['position', "),
-    (lambda d: d['observation'].append({'source': 'trajectory', 'topic': '/traj', 'joints': ['j'],
-                                        'field': 'position'}), "observation[3].field must be one of ['positions', "),
-    (lambda d: d['observation'].append({'source': 'trajectory', 'topic': '/traj', 'joints': ['j'],
-                                        'time_from_start': -0.05}), 'observation[3].time_from_start must be >= 0'),
-    (lambda d: d['observation'].append({'source': 'trajectory', 'topic': '/traj', 'joints': ['j'], 'point': 'first',
-                                        'time_from_start': 0.05}), 'give either point or time_from_start, not both'),
-    (lambda d: d['observation'].append({'source': 'trajectory', 'topic': '/traj', 'joints': ['j'], 'point': 'last'}),
-     'observation[3].point must be "first"'),
+    (_with_trajectory(field='position'), "observation[3].field must be one of ['positions', "),
+    (_with_trajectory(time_from_start=-0.05), 'observation[3].time_from_start must be >= 0'),
+    (_with_trajectory(point='first', time_from_start=0.05), 'give either point or time_from_start, not both'),
+    (_with_trajectory(point='last'), 'observation[3].point must be "first"'),
     (lambda d: d['action'].update(indices=[]), 'action.indices must be a non-empty list of integers >= 0, got []'),
     (lambda d: d['action'].update(indices=[0, -1]), 'action.indices must be a non-empty list of integers >= 0'),
     (lambda d: d['action'].update(indices=[0, True]), 'action.indices must be a non-empty list of integers >= 0'),
