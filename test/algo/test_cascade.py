@@ -3,17 +3,10 @@
 import pytest
 import torch
 
-from helpers import small_flow
-from swfp_ros.algo.blocks import Cascade, RefinementBlock
+from helpers import small_flow, trained_block
+from swfp_ros.algo.blocks import Cascade
 from swfp_ros.algo.config import FlowConfig
 from swfp_ros.algo.flow import FlowPolicy
-
-
-def block(obs_dim=3, act_dim=2, scale=1.0, seed=1):
-    torch.manual_seed(seed)
-    b = RefinementBlock(obs_dim, act_dim, 16, 2, tau=0.1)
-    torch.nn.init.normal_(b.u[-1].weight, std=scale)     # non-identity, so applying it changes actions
-    return b
 
 
 def test_a_cascade_refuses_blocks_of_other_sizes():
@@ -21,23 +14,23 @@ def test_a_cascade_refuses_blocks_of_other_sizes():
     for obs_dim, act_dim in ((4, 2), (3, 1)):
         with pytest.raises(ValueError, match=f'block dims \\(obs {obs_dim}, act {act_dim}\\) do not match the cascade '
                                              f'\\(obs 3, act 2\\)'):
-            Cascade(small_flow(), [block(obs_dim, act_dim)])
-        cascade = Cascade(small_flow(), [block()])
+            Cascade(small_flow(), [trained_block(obs_dim, act_dim)])
+        cascade = Cascade(small_flow(), [trained_block()])
         with pytest.raises(ValueError, match='do not match the cascade'):
-            cascade.append(block(obs_dim, act_dim))
+            cascade.append(trained_block(obs_dim, act_dim))
         assert len(cascade.blocks) == 1
-    cascade.append(block())
+    cascade.append(trained_block())
     assert len(cascade.blocks) == 2 and not any(p.requires_grad for p in cascade.blocks[1].parameters())
 
 
 def test_actions_clipped_at_the_end_both_ways_unless_asked_not_to():
     s = torch.zeros(512, 3)
     x0 = torch.randn(512, 2, generator=torch.Generator().manual_seed(0))
-    wide = Cascade(small_flow(), [block(scale=400.0)])       # a block that pushes actions far past the bounds
+    wide = Cascade(small_flow(), [trained_block(std=400.0)])   # a block that pushes actions far past the bounds
     raw = wide.sample(s, x0, clip=False)
     assert (raw > 1).any() and (raw < -1).any()
     assert torch.equal(wide.sample(s, x0), raw.clamp(-1, 1))
-    unbounded = Cascade(small_flow(), [block(scale=400.0)], clip=False)
+    unbounded = Cascade(small_flow(), [trained_block(std=400.0)], clip=False)
     assert torch.equal(unbounded.sample(s, x0), raw)
     assert torch.equal(unbounded.sample(s, x0, clip=True), raw.clamp(-1, 1))
     assert not torch.allclose(raw, Cascade(wide.base).sample(s, x0, clip=False))    # the block is applied

@@ -4,8 +4,8 @@ after updates (compiled in the background, re-using the traced parts they share 
 import numpy as np
 import torch
 
-from helpers import small_flow
-from swfp_ros.algo.blocks import Cascade, RefinementBlock
+from helpers import small_flow, trained_block
+from swfp_ros.algo.blocks import Cascade
 from swfp_ros.algo.normalize import ObsNormalizer
 from swfp_ros.algo.runtime import PolicyRuntime
 from swfp_ros.algo.serialize import BlockUpdate
@@ -13,16 +13,9 @@ from swfp_ros.algo.serialize import BlockUpdate
 OBS, ACT = 5, 4
 
 
-def trained_like_block(seed, tau=0.1):
-    torch.manual_seed(seed)
-    b = RefinementBlock(OBS, ACT, 16, 2, tau)
-    torch.nn.init.normal_(b.u[-1].weight, std=0.3)      # not the identity a new block is
-    return b
-
-
 def policy(n_blocks):
     norm = ObsNormalizer(OBS).fit(np.random.default_rng(0).normal(2.0, 3.0, size=(100, OBS)))
-    return Cascade(small_flow(OBS, ACT), [trained_like_block(i) for i in range(n_blocks)]), norm
+    return Cascade(small_flow(OBS, ACT), [trained_block(OBS, ACT, seed=i, std=0.3) for i in range(n_blocks)]), norm
 
 
 def eager_actions(cascade, norm, obs, seed, calls):
@@ -60,7 +53,7 @@ def test_updates_compile_the_new_policy_and_reuse_the_shared_parts():
     obs = np.random.default_rng(4).normal(size=(6, OBS))
     rt.act(obs)                                                  # observations for the probe states
     before = rt._snap[4]
-    block = trained_like_block(10, tau=0.02)
+    block = trained_block(OBS, ACT, seed=10, std=0.3, tau=0.02)
     rt.apply_update(BlockUpdate.from_block(1, block, rt.digest, 0.1))
     with torch.no_grad():
         s = norm(torch.as_tensor(obs, dtype=torch.float32))
@@ -89,7 +82,7 @@ def test_without_compile_updates_an_update_acts_with_the_eager_modules():
     rt = PolicyRuntime(cascade, norm, device='cpu', seed=0, compile_updates=False)
     obs = np.random.default_rng(4).normal(size=(6, OBS))
     rt.act(obs)
-    block = trained_like_block(11, tau=0.02)
+    block = trained_block(OBS, ACT, seed=11, std=0.3, tau=0.02)
     rt.apply_update(BlockUpdate.from_block(1, block, rt.digest, 0.1))
     assert rt._compiling is None and not rt.wait_compiled(0.0)
     x0 = np.random.default_rng(5).normal(size=(6, ACT)).astype(np.float32)

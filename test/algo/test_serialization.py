@@ -5,17 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import identity_normalizer, small_flow
+from helpers import identity_normalizer, small_flow, trained_block
 from swfp_ros.algo.blocks import Cascade, RefinementBlock
 from swfp_ros.algo.runtime import PolicyRuntime
 from swfp_ros.algo.serialize import BlockUpdate, UpdateRejected
-
-
-def trained_block(obs_dim=3, act_dim=2, seed=1):
-    torch.manual_seed(seed)
-    b = RefinementBlock(obs_dim, act_dim, 16, 2, tau=0.1)
-    torch.nn.init.normal_(b.u[-1].weight)  # non-identity, so applying it changes actions
-    return b
 
 
 def runtime():
