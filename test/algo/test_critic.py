@@ -98,7 +98,7 @@ class CollapseField(torch.nn.Module):
         return (0.5 * s[:, :ACT] - x) / (1 - t[:, None])
 
 
-def learner_with(policy_field=None, capacity=100, soft=False):
+def learner_with(policy_field=None, capacity=100, soft=False, demo_next_obs=None, alpha=None):
     flow = FlowPolicy(OBS, ACT, FlowConfig(hidden=16, layers=1))
     if policy_field is not None:
         flow.velocity = policy_field
@@ -106,8 +106,12 @@ def learner_with(policy_field=None, capacity=100, soft=False):
     norm.mean.fill_(3.0)
     norm.std.fill_(2.0)
     cfg = SwfpConfig(critic=CriticConfig(hidden=16, layers=1, batch_size=8, n_step=1, soft_target=soft),
-                     block=BlockConfig(alpha=0.5 if soft else 0.0), replay_capacity=capacity)
-    return Learner(flow, norm, cfg)
+                     block=BlockConfig(alpha=(0.5 if soft else 0.0) if alpha is None else alpha),
+                     replay_capacity=capacity)
+    demos = None if demo_next_obs is None else {
+        'obs': np.zeros((1, OBS)), 'action': np.zeros((1, ACT)), 'reward': np.ones(1),
+        'next_obs': np.asarray([demo_next_obs], np.float32), 'terminated': np.zeros(1), 'n_steps': np.ones(1)}
+    return Learner(flow, norm, cfg, demo_transitions=demos)
 
 
 def add_one(learner, next_obs):
@@ -142,6 +146,45 @@ def test_next_actions_are_redrawn_after_a_new_policy_version_and_for_an_overwrit
     learner._batches(1)
     add_one(learner, [1.0, -1.0, 0.0])
     torch.testing.assert_close(learner._batches(1)['next_action'][0, 0], torch.tensor([-0.5, -1.0]))
+
+
+class ShiftField(torch.nn.Module):
+    """v = (-3, 0): every x moves by -3 in the first coordinate, so the policy's action there lies below -1."""
+
+    def forward(self, s, x, t):
+        return torch.tensor([-3.0, 0.0]).expand_as(x)
+
+
+def test_soft_next_actions_are_the_clipped_draw_with_the_log_density_of_the_unclipped_one():
+    learner = learner_with(ShiftField(), capacity=1, soft=True)
+    add_one(learner, [5.0, -1.0, 3.0])
+    gen = torch.Generator().set_state(learner.gen.get_state())     # the draw the learner is about to make
+    a2, logp = learner.policy.sample_with_log_prob(learner.normalizer(torch.tensor([[5.0, -1.0, 3.0]])),
+                                                   generator=gen)
+    b = learner._batches(1)
+    assert a2[0, 0] < -1.0
+    torch.testing.assert_close(b['next_action'][0, 0], a2[0].clamp(-1, 1))
+    torch.testing.assert_close(b['next_log_prob'][0, 0], logp[0])
+
+
+@pytest.mark.parametrize('version', [0, 1, 5])
+def test_next_actions_are_drawn_whatever_version_the_learner_starts_at(version):
+    learner = learner_with(CollapseField(), capacity=1)
+    learner.counters.version = version            # a learner continuing a published policy (Learner.on_policy)
+    add_one(learner, [5.0, 5.0, 5.0])
+    torch.testing.assert_close(learner._batches(1)['next_action'][0, 0], torch.tensor([0.5, 0.5]))
+    add_one(learner, [1.0, -1.0, 0.0])            # overwrites the slot
+    torch.testing.assert_close(learner._batches(1)['next_action'][0, 0], torch.tensor([-0.5, -1.0]))
+    learner = learner_with(CollapseField(), demo_next_obs=[7.0, -1.0, 0.0])   # demonstrations only
+    learner.counters.version = version
+    torch.testing.assert_close(learner._batches(1)['next_action'][0, 0], torch.tensor([1.0, -1.0]))
+
+
+@pytest.mark.parametrize('soft,alpha', [(True, 0.0), (False, 0.5)])
+def test_next_log_densities_are_drawn_only_for_a_soft_target_at_positive_alpha(soft, alpha):
+    learner = learner_with(soft=soft, alpha=alpha)
+    add_one(learner, [1.0, 2.0, 3.0])
+    assert 'next_log_prob' not in learner._batches(1) and learner._temperature(learner._batches(1)) == 0.0
 
 
 def test_soft_temperature_is_alpha_times_the_target_gradient_norm():
