@@ -58,10 +58,22 @@ def test_rejects_bad_transitions_and_stores_nothing(field, bad):
     assert len(learner.replay) == 8
 
 
+def test_rejects_batches_of_the_wrong_shape_whatever_their_size():
+    learner = make_learner()
+    obs, act, r, next_obs, term, n = batch(np.random.default_rng(0))
+    with pytest.raises(ValueError, match=r'obs must be \[obs_dim\] or \[batch, obs_dim\], got shape \(2, 4, 2\)'):
+        learner.add_transitions(obs.reshape(2, 4, OBS), act, r, next_obs, term, n)
+    with pytest.raises(ValueError, match=r'action: expected shape \(8, 2\), got \(16,\)'):
+        learner.add_transitions(obs, act.reshape(-1), r, next_obs, term, n)   # the right count, flattened
+    assert len(learner.replay) == 0
+
+
 def test_single_unbatched_transition():
     learner = make_learner()
     learner.add_transitions(np.zeros(OBS), np.zeros(ACT), 1.0, np.zeros(OBS), True, 1)  # a one-step episode
     assert len(learner.replay) == 1 and learner.counters.env_steps == 1
+    learner.add_transitions([[0.1, 0.2]], [[0.5, -0.5]], [1.0], [[0.3, 0.4]], [True], [1])   # plain lists
+    assert len(learner.replay) == 2
 
 
 def policy_reward(learner, rng, n=2000):
@@ -89,6 +101,38 @@ def test_blocks_raise_reward_on_bandit():
     assert len(updates) >= 2
     assert after > before + 0.1
     assert all(r.w2_bound <= 1.25 * 0.2 ** 2 + 1e-7 for r in learner.reports if r.accepted)
+
+
+def test_a_block_carries_its_dual_variable_and_report_and_a_rejected_one_publishes_nothing():
+    learner = make_learner()
+    rng, c = np.random.default_rng(0), learner.counters
+    while c.blocks_trained < 1:
+        learner.add_transitions(*batch(rng, 100))
+        ups = learner.update()
+    assert [u.kind for u in ups] == ['block'] and c.version == c.blocks_accepted == 1
+    assert learner.log_lambda == learner.reports[-1].log_lambda      # the next block starts from it
+    assert not any(p.requires_grad for p in learner.policy.parameters())   # only blocks and the critic are trained
+    learner.critic.q_min = lambda s, a: a.sum(-1) * 0.0              # a flat critic: no block predicts a gain
+    while c.blocks_trained < 2:
+        learner.add_transitions(*batch(rng, 100))
+        assert learner.update() == []
+    assert (c.blocks_accepted, c.version, len(learner.policy.blocks)) == (1, 1, 1)
+    assert len(learner.reports) == 2 and not learner.reports[-1].accepted
+    assert learner.log_lambda == learner.reports[-1].log_lambda
+
+
+def test_the_learner_seeds_its_critic_from_its_config():
+    def critic_weights(seed, torch_seed):
+        torch.manual_seed(torch_seed)
+        learner = make_learner(seed=seed)
+        return torch.cat([p.flatten() for p in learner.critic.parameters()])
+    assert torch.equal(critic_weights(3, 0), critic_weights(3, 1))
+    assert not torch.equal(critic_weights(3, 0), critic_weights(4, 0))
+
+
+def test_a_normaliser_of_another_size_is_refused():
+    with pytest.raises(ValueError, match='normaliser dim 3 != policy obs_dim 2'):
+        Learner(small_flow(OBS, ACT), identity_normalizer(OBS + 1), make_learner().cfg)
 
 
 def test_compaction_replaces_base_and_keeps_behaviour():
