@@ -79,6 +79,17 @@ def test_learner_blocks_pass_the_checks_and_the_actor_matches_the_learner():
     np.testing.assert_allclose(rt.act(s, deterministic=True), expected, atol=1e-6)
 
 
+def test_a_learner_on_a_published_policy_continues_its_version_and_its_actors_take_its_blocks():
+    rng = np.random.default_rng(0)
+    published = make_learner()
+    learner_blocks(published, 2, rng)                 # a fine-tuned policy at version 2, running on an actor
+    actor = actor_of(published)
+    learner = Learner.on_policy(published.policy, published.normalizer, published.counters.version, published.cfg)
+    assert learner.counters.version == 2 and len(learner.policy.blocks) == 2
+    first = learner_blocks(learner, 1, rng)[0]
+    assert first.version == 3 and actor.apply_update(first) == 3   # the actor's parent and version: it applies
+
+
 def test_runtime_owns_its_modules():
     """The in-process runner builds its actor from the learner's cascade, which the learner then trains in place
     (appends blocks, re-fits the base): the actor must not see that (it used to, and then applied the published block
