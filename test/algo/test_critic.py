@@ -197,3 +197,5 @@ def test_soft_temperature_is_alpha_times_the_target_gradient_norm():
     grad, = torch.autograd.grad(q, a)
     assert np.isclose(learner._temperature(b), 0.5 * grad.norm(dim=-1).mean().item(), rtol=1e-5)
     assert 'next_log_prob' in b and torch.isfinite(b['next_log_prob']).all()
+    learner.cfg.block.q_scale = 'none'                # blocks climb Q itself: the temperature is α
+    assert learner._temperature(b) == 0.5

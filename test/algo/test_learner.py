@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import identity_normalizer, small_flow
+from helpers import identity_normalizer, small_flow, trained_block
 from swfp_ros.algo.config import BlockConfig, CriticConfig, FlowConfig, SwfpConfig
 from swfp_ros.algo.flow import FlowPolicy
 from swfp_ros.algo.learner import Learner
@@ -187,6 +187,34 @@ def test_compaction_that_does_not_reproduce_the_cascade_is_not_published():
     assert len(learner.policy.blocks) == learner.counters.blocks_accepted == 3
 
 
+def compacted(q_sign, distance_tolerance=1e9, value_tolerance=1e9):
+    """compact() on a cascade of one block with replay states and the critic Q = q_sign·3·a_0 (E||∇_a Q|| = 3); the
+    same every call, so only the tolerances differ between calls."""
+    learner = make_learner()
+    bc = learner.cfg.block
+    bc.compaction_steps, bc.compaction_tolerance, bc.compaction_value_tolerance = 30, distance_tolerance, value_tolerance
+    learner.policy.append(trained_block(OBS, ACT))
+    learner.add_transitions(*batch(np.random.default_rng(0), 600))
+    learner.critic.q_min = lambda s, a: q_sign * 3.0 * a[:, 0]
+    return learner, learner.compact()
+
+
+def test_compaction_is_published_only_within_both_the_distance_and_the_value_tolerance():
+    sign = 1.0 if compacted(1.0)[0].compaction_metrics['value_drop'] > 0 else -1.0   # a re-fit that loses value
+    learner, update = compacted(sign)
+    m, delta = learner.compaction_metrics, learner.cfg.block.delta
+    d, v = m['distance'], m['value_drop']
+    assert d > 0 and v > 0 and update is not None and update.kind == 'base'
+    assert v == pytest.approx((m['q_before'] - m['q_after']) / 3.0, rel=1e-5)   # in units of E||∇_a Q||
+    for distance_tolerance, value_tolerance in [(0.5 * d / delta ** 2, 1e9), (1e9, 0.5 * v / delta)]:
+        learner, update = compacted(sign, distance_tolerance, value_tolerance)
+        assert update is None and not learner.compaction_metrics['published']
+        assert (learner.counters.compactions_rejected, len(learner.policy.blocks)) == (1, 1)
+    learner, update = compacted(sign, 2 * d / delta ** 2, 2 * v / delta)
+    assert update is not None and learner.compaction_metrics['published'] and learner.counters.compactions == 1
+    assert len(learner.policy.blocks) == 0 and not any(p.requires_grad for p in learner.policy.parameters())
+
+
 def test_naive_learner_swaps_in_and_publishes_bases():
     from swfp_ros.algo.naive import NaiveLearner
     cfg = make_learner().cfg
@@ -272,6 +300,7 @@ def test_critic_updates_are_owed_per_env_step_with_chunks():
         learner.add_transitions(obs, act, r, next_obs, term, np.full(64, 2))
         learner.update()
     assert learner.counters.env_steps == 512 and learner.counters.critic_updates == 256
+    assert learner.counters.transitions == 256
 
 
 def test_demo_transitions_feed_the_critic_before_online_data():

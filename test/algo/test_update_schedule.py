@@ -24,10 +24,12 @@ def test_critic_waits_for_a_full_batch_then_spends_every_owed_update():
     rng, c = np.random.default_rng(0), learner.counters
     feed(learner, rng, 63)
     learner.update()
-    assert (c.critic_updates, c.owed_updates) == (0, 31.5)
+    assert (c.critic_updates, c.owed_updates) == (0, 31.5) and learner.critic_metrics == {}
     feed(learner, rng, 1)                             # the replay holds exactly one batch
     learner.update()
     assert (c.critic_updates, c.owed_updates) == (32, 0)
+    assert set(learner.critic_metrics) == {'td_loss', 'q_mean', 'target_mean'}
+    assert all(isinstance(v, float) for v in learner.critic_metrics.values())
     feed(learner, rng, 2)                             # owes exactly one
     learner.update()
     assert (c.critic_updates, c.owed_updates) == (33, 0)
@@ -130,4 +132,5 @@ def test_stop_during_a_compaction_keeps_the_block():
             break
         assert c.compactions == 0
     assert [u.kind for u in ups] == ['block'] and c.compactions == 0 and len(learner.policy.blocks) == 1
+    assert c.compactions_rejected == 0 and learner.compaction_metrics == {}   # stopped: nothing measured or counted
     assert learner.snapshot().version == c.version                    # the block stands, at its own version
