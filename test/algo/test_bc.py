@@ -36,10 +36,11 @@ def test_refuses_demonstrations_it_cannot_fit(change, message):
         fit(*change(*demos()))
 
 
-def test_actions_on_the_bounds_are_accepted():
+def test_actions_on_the_bounds_and_plain_lists_are_accepted():
     obs, acts = demos()
     acts[0] = [1.0, -1.0]
-    fit(obs, acts)
+    flow, _, _ = fit(obs.tolist(), acts.tolist())
+    assert (flow.obs_dim, flow.act_dim) == (3, 2)
 
 
 def test_a_seed_repeats_the_fit_and_another_seed_does_not():
@@ -59,7 +60,7 @@ def test_normaliser_is_fitted_to_the_observations_and_the_metrics_report_the_los
     flow, norm, metrics = fit(obs, acts, steps=150)
     np.testing.assert_allclose(norm.mean.numpy(), obs.mean(0), rtol=1e-5)
     np.testing.assert_allclose(norm.std.numpy(), obs.std(0), rtol=1e-4)
-    assert (flow.obs_dim, flow.act_dim, flow.training) == (3, 2, False)
+    assert (flow.obs_dim, flow.act_dim, flow.training, flow.cfg) == (3, 2, False, CFG)
     assert len(metrics['losses']) == 150
     assert metrics['final_loss'] == pytest.approx(np.mean(metrics['losses'][-100:]))
 
@@ -93,7 +94,7 @@ def test_a_stop_request_ends_the_fit_before_its_next_step():
     assert any(not torch.equal(p, q) for p, q in zip(before, flow.parameters()))
 
 
-def test_fit_draws_minibatches_no_larger_than_the_data():
+def test_fit_works_with_less_data_than_a_batch():
     s, a = torch.randn(5, 3), torch.rand(5, 2) * 2 - 1
     losses = fit_flow(small_flow(), s, a, 3, 256, 1e-3, torch.Generator().manual_seed(0))
     assert len(losses) == 3 and np.isfinite(losses).all()
