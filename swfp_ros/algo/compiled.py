@@ -4,7 +4,8 @@ Why: at batch 1 the network is tiny, and eager PyTorch spends most of a decision
 checks): measured with benchmarks/bench_inference.py, eager ``Cascade.sample`` took ~3x a plain numpy forward of the
 same weights, the frozen TorchScript chain ~1.05x. The math stays in one place: tracing records the ops that
 ``ObsNormalizer``, ``FlowPolicy.sample`` and ``RefinementBlock.forward`` run, so the compiled forward computes exactly
-what they compute (the same ATen ops in the same order: bit-identical results, pinned by test_runtime_speed.py).
+what they compute (the same ATen ops in the same order: bit-identical results, pinned by
+test/algo/test_compiled_policy.py).
 
 Every part is traced once and reused, so a block update traces only the new block, then re-chains and re-freezes
 (freezing inlines the parts into one graph of constants, the fast part at batch 1). That still takes 0.25-0.5 s on a
@@ -39,7 +40,6 @@ class _NormalizedBase(nn.Module):
     def __init__(self, normalizer: ObsNormalizer, cascade: Cascade):
         super().__init__()
         self.normalizer, self.base = normalizer, cascade.base
-        self.obs_dim, self.act_dim = cascade.obs_dim, cascade.act_dim
 
     def forward(self, obs: torch.Tensor, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         s = self.normalizer(obs)

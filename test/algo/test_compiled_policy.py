@@ -1,6 +1,10 @@
 """act() runs a compiled forward (swfp_ros.algo.compiled); it must give exactly the actions of the eager modules:
 ``Cascade.sample(normalizer(obs), x0, clip=True)`` with the x0 a same-seeded generator draws, bit for bit, before and
 after updates (compiled in the background, re-using the traced parts they share with the running policy)."""
+import os
+import subprocess
+import sys
+
 import numpy as np
 import torch
 
@@ -90,3 +94,19 @@ def test_without_compile_updates_an_update_acts_with_the_eager_modules():
         s = norm(torch.as_tensor(obs, dtype=torch.float32))
         want = Cascade(cascade.base, [*cascade.blocks, block]).sample(s, torch.as_tensor(x0), clip=True).numpy()
     assert np.array_equal(rt.act(obs, noise=x0), want)
+
+
+def test_compiling_warns_nothing_outside_pytest():
+    """TorchScript's deprecation and the tracer's shape-check warnings are expected, and filtered for exactly their
+    sources when the module is imported (pytest resets filters per test, so this runs in a process of its own with
+    every warning an error)."""
+    code = ('from helpers import small_flow, trained_block\n'
+            'from swfp_ros.algo.blocks import Cascade\n'
+            'from swfp_ros.algo.normalize import ObsNormalizer\n'
+            'from swfp_ros.algo.runtime import PolicyRuntime\n'
+            'rt = PolicyRuntime(Cascade(small_flow(), [trained_block()]), ObsNormalizer(3), device="cpu")\n'
+            'assert rt.wait_compiled(60)\n')
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(__file__), os.environ.get('PYTHONPATH', '')]))
+    run = subprocess.run([sys.executable, '-W', 'error', '-c', code], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
