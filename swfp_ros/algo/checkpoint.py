@@ -383,9 +383,9 @@ def save_policy(path: str, cascade: Cascade, normalizer: ObsNormalizer, version:
                                                  'act_dim': snap.act_dim}, 'version': version}, extra)
 
 
-def save_learner(path: str, learner: Learner, include_replay: bool = True, extra: dict | None = None) -> None:
+def save_learner(path: str, learner: Learner, extra: dict | None = None) -> None:
     """The learner's whole state (resume); ``extra`` as for :func:`save_policy` (the BC checkpoint's, passed on)."""
-    write_checkpoint(path, 'learner', {'learner': learner.state_dict(include_replay)}, extra)
+    write_checkpoint(path, 'learner', {'learner': learner.state_dict()}, extra)
 
 
 def carried_info(path: str) -> dict:

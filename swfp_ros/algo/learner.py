@@ -366,19 +366,18 @@ class Learner:
                 'q_mc_corr': corr}
 
     # --- resume ----------------------------------------------------------------------------------------------------
-    def state_dict(self, include_replay: bool = True) -> dict:
+    def state_dict(self) -> dict:
         snap = self.snapshot()
         return {
             'config': self.cfg.to_dict(), 'policy': {'meta': snap.meta, 'tensors': snap.tensors,
                                                      'obs_dim': self.obs_dim, 'act_dim': self.act_dim},
             'critic': self.critic.state_dict_full(), 'log_lambda': self.log_lambda,
             'counters': asdict(self.counters), 'reports': [r.to_dict() for r in self.reports],
-            'replay': self.replay.state_dict() if include_replay else None,
-            'nstep': self.nstep.state_dict() if include_replay else None,
+            'replay': self.replay.state_dict(), 'nstep': self.nstep.state_dict(),
             # a generator's state is specific to its device type (CPU: 5,056 bytes, CUDA: 16): recorded with it
             'rng': {'numpy': self.rng.bit_generator.state,
                     'torch': {'device': self.gen.device.type, 'state': self.gen.get_state()},
-                    'torch_global': torch.get_rng_state()},
+                    'torch_global': torch.get_rng_state()},     # a new block's layers are initialised from it
         }
 
     @classmethod
@@ -390,10 +389,8 @@ class Learner:
         learner.log_lambda = d['log_lambda']
         learner.counters = Counters(**d['counters'])
         learner.reports = [BlockReport(**r) for r in d['reports']]
-        if d['replay'] is not None:
-            learner.replay.load_state_dict(d['replay'])
-        if d.get('nstep') is not None:
-            learner.nstep.load_state_dict(d['nstep'])
+        learner.replay.load_state_dict(d['replay'])
+        learner.nstep.load_state_dict(d['nstep'])
         learner.rng.bit_generator.state = d['rng']['numpy']
         restore_generator(learner.gen, d['rng']['torch'])
         torch.set_rng_state(d['rng']['torch_global'])

@@ -327,6 +327,7 @@ def test_learner_resume_continues(tmp_path):
         feed(a, rng)
     assert a.counters.blocks_trained >= 1 and a.counters.critic_updates > 0  # there is state to resume
     path = str(tmp_path / 'learner.pt')
+    torch_stream = torch.get_rng_state()              # new blocks are initialised from it: resumed as well
     save_learner(path, a, extra={'task': 'panda_reach'})
     saved_version = a.counters.version
     info = checkpoint_info(path)
@@ -336,8 +337,11 @@ def test_learner_resume_continues(tmp_path):
     assert f'Config:         {json.dumps(a.cfg.to_dict())}' in lines
     assert any(line.startswith('Counters:       ') and line.endswith(f'; replay {len(a.replay)} transitions')
                for line in lines), lines
+    torch.manual_seed(99)
     b = load_learner(path)
+    assert torch.equal(torch.get_rng_state(), torch_stream)
     assert b.counters == a.counters and len(b.replay) == len(a.replay) and b.log_lambda == a.log_lambda
+    assert [r.to_dict() for r in b.reports] == [r.to_dict() for r in a.reports]
     assert len(b.policy.blocks) == len(a.policy.blocks)
     s, x0 = torch.randn(8, 3), torch.randn(8, 2)
     with torch.no_grad():
@@ -409,6 +413,11 @@ def test_learner_state_resumes_on_the_other_device_type():
     draws = [torch.randn(4, generator=x.gen) for x in (a, b, c)]
     torch.testing.assert_close(draws[1], draws[2])             # re-seeded deterministically from the saved state
     assert not torch.equal(draws[0], draws[1])
+    # ... not restarted at the run's seed (which would repeat the noise it began with); another state, another stream
+    assert not torch.equal(draws[1], torch.randn(4, generator=torch.Generator().manual_seed(a.cfg.seed)))
+    later = torch.tensor(list(struct.pack('<QQ', 1234, 100)), dtype=torch.uint8)
+    other = Learner.from_state_dict({**d, 'rng': {**d['rng'], 'torch': {'device': 'cuda', 'state': later}}})
+    assert not torch.equal(torch.randn(4, generator=other.gen), draws[1])
     same_device = Learner.from_state_dict(d)                   # same device type: the exact stream continues
     torch.testing.assert_close(torch.randn(4, generator=same_device.gen), draws[0])
     feed(b, np.random.default_rng(1))                          # and it trains on
