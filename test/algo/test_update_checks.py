@@ -103,7 +103,7 @@ def test_runtime_owns_its_modules():
     with torch.no_grad():
         block.u[-1].bias.fill_(0.3)                      # a block that moves the actions
     learner_policy.append(block)                         # what Learner._improve does to its policy
-    assert len(rt.cascade.blocks) == 0
+    assert len(rt.cascade.blocks) == 0 and not any(p.requires_grad for p in rt.cascade.parameters())
     np.testing.assert_array_equal(rt.act(obs, deterministic=True), before)
     rt.apply_update(BlockUpdate.from_block(1, block, parent, 0.05).to_bytes())
     assert len(rt.cascade.blocks) == 1
@@ -115,6 +115,15 @@ def test_runtime_owns_its_modules():
             p.add_(1.0)
         norm.mean.add_(1.0)
     np.testing.assert_array_equal(rt.act(obs, deterministic=True), learner_actions)
+
+
+def test_unseeded_actors_draw_different_noise():
+    cascade, norm = Cascade(small_flow()), identity_normalizer(3)
+    obs = np.zeros((4, 3), np.float32)
+    first, second = (PolicyRuntime(cascade, norm, 0, 'cpu').act(obs) for _ in range(2))
+    assert not np.array_equal(first, second)          # a fixed default seed would give every actor the same noise
+    seeded = (PolicyRuntime(cascade, norm, 0, 'cpu', seed=3).act(obs) for _ in range(2))
+    np.testing.assert_array_equal(*seeded)
 
 
 def test_signed_learner_blocks_accepted_forged_rejected_only_with_the_key():
@@ -144,6 +153,10 @@ def test_signed_learner_blocks_accepted_forged_rejected_only_with_the_key():
     with pytest.raises(UpdateRejected, match='out of order'):
         keyed.apply_update(auth.sign(real[1].to_bytes(), KEY))         # a replay of it
     assert keyed.digest == policy_digest(learner.policy, learner.normalizer)
+    with pytest.raises(ValueError, match=f'update key too short: 31 bytes, at least {auth.MIN_KEY_BYTES}'):
+        keyed.set_update_key(b'k' * 31)
+    keyed.set_update_key(None)                                  # unsigned updates accepted again
+    assert keyed.apply_update(forged_block(keyed.digest, 3, bias=0.1, w2_bound=0.05).to_bytes()) == 3
 
 
 def test_forged_blocks_rejected_by_the_probe_checks():
