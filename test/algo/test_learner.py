@@ -215,6 +215,29 @@ def test_compaction_is_published_only_within_both_the_distance_and_the_value_tol
     assert len(learner.policy.blocks) == 0 and not any(p.requires_grad for p in learner.policy.parameters())
 
 
+def test_naive_learner_climbs_the_critic_and_publishes_the_whole_base():
+    from swfp_ros.algo.naive import NaiveLearner
+    cfg = make_learner().cfg
+    cfg.block.train_steps = 100
+    naive = NaiveLearner(small_flow(OBS, ACT, hidden=32, layers=2), identity_normalizer(OBS), cfg)
+    naive.add_transitions(*batch(np.random.default_rng(0), 300))
+    target = torch.tensor([0.5, -0.5])
+    naive.critic.q_min = lambda s, a: -((a - target) ** 2).sum(-1)     # a known critic: the target's neighbourhood
+    s = torch.randn(1000, OBS, generator=torch.Generator().manual_seed(1))
+
+    def value():
+        with torch.no_grad():
+            return naive.critic.q_min(s, naive.policy.sample(s, generator=torch.Generator().manual_seed(2))).mean()
+    before = value()
+    ups = naive._improve()
+    after = value()
+    print(f'E Q {before:.3f} -> {after:.3f}')
+    assert after > before + 0.05
+    assert [u.kind for u in ups] == ['base'] and ups[0].version == naive.counters.version == 1
+    assert not any(p.requires_grad for p in naive.policy.parameters())           # the base frozen again
+    assert all(p.requires_grad for p in naive.critic.q.parameters())             # the critic trainable again
+
+
 def test_naive_learner_swaps_in_and_publishes_bases():
     from swfp_ros.algo.naive import NaiveLearner
     cfg = make_learner().cfg
