@@ -68,6 +68,7 @@ def test_evaluate_scores_episodes_seeded_from_its_seed():
                                 mean_return=pytest.approx(4 / 3), mean_length=2.0, episodes=3,
                                 env_steps=6)
     assert json.loads(result.to_json())['env_steps'] == 6
+    assert evaluate(ScriptedEnv(), lambda obs: np.array([1.0, 0.0]), episodes=1).success_rate == 1.0
     with pytest.raises(ValueError, match='episodes must be >= 1'):
         evaluate(env, lambda obs: np.zeros(2), episodes=0)
 
@@ -77,6 +78,7 @@ def test_evaluate_scores_episodes_seeded_from_its_seed():
     (0, 30, 0.0, 0.1135),         # not empty at 0 successes, as p ± z·se would be
     (30, 30, 0.8865, 1.0),
     (1, 2, 0.0945, 0.9055),
+    (1, 1, 0.2065, 1.0),          # a single episode is a (wide) interval too
 ])
 def test_success_interval_is_the_wilson_score_interval(successes, episodes, low, high):
     assert success_interval(successes, episodes) == pytest.approx((low, high), abs=5e-4)
