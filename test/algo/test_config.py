@@ -15,9 +15,11 @@ from swfp_ros.algo.config import BlockConfig, ConfigError, SwfpConfig
     ({'block': {'q_scale': 3}}, 'block.q_scale', 'expected str, got 3'),
     ({'block': {'q_scale': 'mean_abs'}}, 'block.q_scale', "must be 'grad_norm' or 'none', got 'mean_abs'"),
     ({'critic': {'gamma': 1.0}}, 'critic.gamma', 'must be in (0, 1), got 1.0'),
+    ({'critic': {'gamma': 0}}, 'critic.gamma', 'must be in (0, 1), got 0.0'),
     ({'critic': {'polyak': 0}}, 'critic.polyak', 'must be in (0, 1], got 0.0'),
     ({'critic': {'ensemble': 1}}, 'critic.ensemble', 'must be >= 2, got 1'),
     ({'flow': {'time_embed_dim': 3}}, 'flow.time_embed_dim', 'must be even and >= 2, got 3'),
+    ({'flow': {'time_embed_dim': 0}}, 'flow.time_embed_dim', 'must be even and >= 2, got 0'),
     ({'utd': 0}, 'utd', 'must be > 0, got 0.0'),
     ({'warmup_steps': -1}, 'warmup_steps', 'must be >= 0, got -1'),
     ({'demo_ratio': 1.5}, 'demo_ratio', 'must be in [0, 1], got 1.5'),
@@ -44,3 +46,4 @@ def test_ints_are_accepted_and_stored_as_floats_where_a_number_is_wanted():
     assert (cfg.utd, cfg.block.delta, cfg.critic.polyak) == (1.0, 1.0, 1.0)
     assert all(type(v) is float for v in (cfg.utd, cfg.block.delta, cfg.critic.polyak))
     assert type(BlockConfig(hidden=64).hidden) is int
+    assert SwfpConfig.from_dict({'flow': {'time_embed_dim': 2}}).flow.time_embed_dim == 2   # the smallest allowed
