@@ -1,8 +1,9 @@
 """The typed configuration: every setting checked for its type and range when it is made, an int accepted (and stored
 as a float) where a number is wanted, and each refusal naming the dotted key it came from (YAML, `--set`, parameters)."""
 import pytest
+import torch
 
-from swfp_ros.algo.config import BlockConfig, ConfigError, SwfpConfig
+from swfp_ros.algo.config import BlockConfig, ConfigError, SwfpConfig, resolve_device
 
 
 @pytest.mark.parametrize('given,key,problem', [
@@ -47,3 +48,10 @@ def test_ints_are_accepted_and_stored_as_floats_where_a_number_is_wanted():
     assert all(type(v) is float for v in (cfg.utd, cfg.block.delta, cfg.critic.polyak))
     assert type(BlockConfig(hidden=64).hidden) is int
     assert SwfpConfig.from_dict({'flow': {'time_embed_dim': 2}}).flow.time_embed_dim == 2   # the smallest allowed
+    assert [SwfpConfig(demo_ratio=r).demo_ratio for r in (0, 1)] == [0.0, 1.0]              # both bounds included
+
+
+def test_auto_device_is_cuda_only_where_there_is_one():
+    assert resolve_device('auto') == torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    assert resolve_device('cuda:1') == torch.device('cuda', 1) and resolve_device('cpu') == torch.device('cpu')
+    assert resolve_device(torch.device('cpu')) == torch.device('cpu')
