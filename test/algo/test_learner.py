@@ -215,6 +215,19 @@ def test_compaction_is_published_only_within_both_the_distance_and_the_value_tol
     assert len(learner.policy.blocks) == 0 and not any(p.requires_grad for p in learner.policy.parameters())
 
 
+def test_naive_loss_is_minus_the_mean_value_over_its_scale_through_the_sampler():
+    from swfp_ros.algo.blocks import Cascade
+    from swfp_ros.algo.naive import naive_loss
+    policy, s = Cascade(small_flow(OBS, ACT).requires_grad_(True)), torch.randn(64, OBS)
+    q_fn = lambda s, a: (a * torch.tensor([1.0, -2.0])).sum(-1) + s[:, 0]      # noqa: E731
+    loss = naive_loss(policy, q_fn, s, 4.0, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want = -q_fn(s, policy.sample(s, generator=torch.Generator().manual_seed(0))).mean() / 4.0
+    torch.testing.assert_close(loss.detach(), want)
+    loss.backward()                                   # the graph runs through every Euler step into the base
+    assert all(p.grad is not None for p in policy.base.velocity.parameters())
+
+
 def test_naive_learner_climbs_the_critic_and_publishes_the_whole_base():
     from swfp_ros.algo.naive import NaiveLearner
     cfg = make_learner().cfg
