@@ -351,6 +351,25 @@ def _with_trajectory(**keys):
     (lambda d: d['action'].update(indices=[]), 'action.indices must be a non-empty list of integers >= 0, got []'),
     (lambda d: d['action'].update(indices=[0, -1]), 'action.indices must be a non-empty list of integers >= 0'),
     (lambda d: d['action'].update(indices=[0, True]), 'action.indices must be a non-empty list of integers >= 0'),
+    (lambda d: d.update(version=2), 'version 2 is not supported (this code reads version 1)'),
+    (lambda d: d.update(task=5), 'task must be a string, got 5'),
+    (lambda d: d.update(observation=[]), 'observation must be a non-empty list of sources'),
+    (lambda d: d.update(observation={'source': 'array', 'topic': '/x'}), 'observation must be a non-empty list of'),
+    (lambda d: d.update(action='/swfp/action'), 'action must be a mapping'),
+    (lambda d: d['action'].update(representation='relative'),
+     'action.representation must be "absolute" or "delta", got \'relative\''),
+    (lambda d: d['action']['reference'].update(joints=['panda_joint1', 'panda_joint2']),
+     'action.reference has 2 elements but the action has 7'),
+    (lambda d: d['action'].update(representation='absolute'),
+     'action.reference is only used with representation: delta'),
+    (lambda d: d['action'].update(offset=0.1), 'action.offset is only used with representation: absolute'),
+    (lambda d: d['action'].update(scale=0), 'action.scale must be > 0, got 0'),
+    (lambda d: d['action'].update(clip='yes'), "action.clip must be true or false, got 'yes'"),
+    (lambda d: d.update(episodes={'time_gap': 0}), 'episodes.time_gap must be > 0, got 0'),
+    (lambda d: d.update(episodes={'per_bag': False}), 'episodes.per_bag must be true'),
+    (lambda d: d['reward'].update(indices=[0, 1]), 'reward must select exactly one element (got 2)'),
+    (lambda d: d.update(min_episode_steps=0), 'min_episode_steps must be an integer >= 1, got 0'),
+    (lambda d: d.update(min_episode_steps=True), 'min_episode_steps must be an integer >= 1, got True'),
 ])
 def test_spec_validation_names_the_key(mutate, needle):
     d = default_panda_spec_dict()
@@ -358,6 +377,22 @@ def test_spec_validation_names_the_key(mutate, needle):
     with pytest.raises(SpecError) as ei:
         load_spec(d)
     assert needle in str(ei.value)
+
+
+def test_spec_defaults_and_the_other_episode_modes():
+    d = default_panda_spec_dict()
+    for key in ('task', 'max_staleness', 'timeline'):
+        d.pop(key)
+    d['action'].pop('clip')
+    spec = load_spec(d)
+    assert (spec.task, spec.timeline, spec.min_episode_steps, spec.action.clip) == ('', 'action', 1, True)
+    assert spec.max_staleness == pytest.approx(2 / spec.control_rate_hz)   # two control periods
+    d.update(episodes={'time_gap': 1.5})
+    assert (load_spec(d).episodes.mode, load_spec(d).episodes.gap) == ('time_gap', 1.5)
+    d.update(episodes={'per_bag': True})
+    assert load_spec(d).episodes.mode == 'per_bag'
+    with pytest.raises(SpecError, match='ingest spec must be a mapping, got list'):
+        load_spec('- a\n- b\n')
 
 
 def test_spec_yaml_round_trip(tmp_path):
