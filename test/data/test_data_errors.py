@@ -379,22 +379,6 @@ def test_spec_validation_names_the_key(mutate, needle):
     assert needle in str(ei.value)
 
 
-def test_spec_defaults_and_the_other_episode_modes():
-    d = default_panda_spec_dict()
-    for key in ('task', 'max_staleness', 'timeline'):
-        d.pop(key)
-    d['action'].pop('clip')
-    spec = load_spec(d)
-    assert (spec.task, spec.timeline, spec.min_episode_steps, spec.action.clip) == ('', 'action', 1, True)
-    assert spec.max_staleness == pytest.approx(2 / spec.control_rate_hz)   # two control periods
-    d.update(episodes={'time_gap': 1.5})
-    assert (load_spec(d).episodes.mode, load_spec(d).episodes.gap) == ('time_gap', 1.5)
-    d.update(episodes={'per_bag': True})
-    assert load_spec(d).episodes.mode == 'per_bag'
-    with pytest.raises(SpecError, match='ingest spec must be a mapping, got list'):
-        load_spec('- a\n- b\n')
-
-
 def test_spec_yaml_round_trip(tmp_path):
     spec = default_panda_spec()
     p = tmp_path / 'ingest_panda_reach.yaml'

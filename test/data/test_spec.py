@@ -1,0 +1,51 @@
+"""An ingest spec's sources, defaults and modes (its refusals are in test_data_errors.py's table): each source kind's
+size and the labels its values get in the dataset, unless ``names`` gives them."""
+import pytest
+
+from swfp_ros.data import SpecError, default_panda_spec_dict, load_spec
+from swfp_ros.data.spec import parse_source
+
+
+@pytest.mark.parametrize('source,dim,labels', [
+    ({'source': 'joint_state', 'topic': '/joint_states', 'joints': ['a', 'b'], 'field': 'velocity'}, 2,
+     ['a.velocity', 'b.velocity']),
+    ({'source': 'trajectory', 'topic': '/traj', 'joints': ['a']}, 1, ['a.traj_positions']),
+    ({'source': 'array', 'topic': '/t', 'indices': [2, 0]}, 2, ['/t[2]', '/t[0]']),
+    ({'source': 'array', 'topic': '/t', 'labels': ['gx']}, 1, ['gx']),
+    ({'source': 'array', 'topic': '/t', 'all': True}, None, None),    # fixed by the first message
+    ({'source': 'pose', 'topic': '/ee', 'components': ['x', 'qw']}, 2, ['/ee.x', '/ee.qw']),
+    ({'source': 'field', 'topic': '/f', 'fields': ['a.b', 'c']}, 2, ['/f:a.b', '/f:c']),
+    ({'source': 'pose', 'topic': '/ee', 'components': ['x', 'y'], 'names': ['ee_x', 'ee_y']}, 2, ['ee_x', 'ee_y']),
+])
+def test_each_source_kind_has_its_size_and_labels(source, dim, labels):
+    s = parse_source(source, 'observation[0]')
+    assert (s.dim, s.default_labels()) == (dim, labels)
+
+
+@pytest.mark.parametrize('source,count', [
+    ({'source': 'pose', 'topic': '/ee', 'components': ['x', 'y'], 'names': ['ee_x']}, 1),
+    ({'source': 'field', 'topic': '/f', 'fields': ['a', 'b'], 'names': ['p', 'q', 'r']}, 3),
+])
+def test_names_must_match_the_source_size(source, count):
+    with pytest.raises(SpecError, match=rf'observation\[0\]\.names has {count} entries for 2 elements'):
+        parse_source(source, 'observation[0]')
+
+
+def test_spec_defaults_and_the_other_episode_modes():
+    d = default_panda_spec_dict()
+    for key in ('task', 'max_staleness', 'timeline', 'version'):
+        d.pop(key)
+    d['action'].pop('clip')
+    spec = load_spec(d)
+    assert (spec.task, spec.timeline, spec.min_episode_steps, spec.action.clip) == ('', 'action', 1, True)
+    assert spec.raw['version'] == 1                   # the stored schema says which version it was read as
+    assert spec.max_staleness == pytest.approx(2 / spec.control_rate_hz)   # two control periods
+    d['action'].update(scale=[0.1] * 7, representation='absolute', offset=[0.0] * 6 + [0.5])
+    d['action'].pop('reference')
+    assert (load_spec(d).action.scale, load_spec(d).action.offset) == ([0.1] * 7, [0.0] * 6 + [0.5])
+    d.update(episodes={'time_gap': 1.5})
+    assert (load_spec(d).episodes.mode, load_spec(d).episodes.gap) == ('time_gap', 1.5)
+    d.update(episodes={'per_bag': True})
+    assert load_spec(d).episodes.mode == 'per_bag'
+    with pytest.raises(SpecError, match='ingest spec must be a mapping, got list'):
+        load_spec('- a\n- b\n')
