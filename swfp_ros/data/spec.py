@@ -122,17 +122,6 @@ class Source:
             return [f'{self.topic}.{c}' for c in self.components]
         return [f'{self.topic}:{p}' for p in self.fields]
 
-    def to_dict(self) -> dict:
-        d: dict[str, Any] = {'source': self.kind, 'topic': self.topic}
-        for k in ('field', 'joints', 'indices', 'labels', 'point', 'time_from_start', 'components', 'fields', 'names',
-                  'threshold'):
-            v = getattr(self, k)
-            if v is not None:
-                d[k] = copy.copy(v)
-        if self.all:
-            d['all'] = True
-        return d
-
 
 @dataclass
 class ActionSpec:
@@ -429,8 +418,8 @@ def load_spec(spec: 'str | os.PathLike | dict | IngestSpec') -> IngestSpec:
         return spec
     if isinstance(spec, dict):
         return parse_spec(spec)
-    text = None
-    if isinstance(spec, os.PathLike) or (isinstance(spec, str) and '\n' not in spec and spec.endswith(('.yaml', '.yml'))):
+    is_path = isinstance(spec, str) and '\n' not in spec and spec.endswith(('.yaml', '.yml'))
+    if isinstance(spec, os.PathLike) or is_path:
         p = Path(spec)
         if not p.is_file():
             raise SpecError(f'ingest spec {p}: no such file')

@@ -2,7 +2,7 @@
 size and the labels its values get in the dataset, unless ``names`` gives them."""
 import pytest
 
-from swfp_ros.data import SpecError, default_panda_spec_dict, load_spec
+from swfp_ros.data import SpecError, default_panda_spec, default_panda_spec_dict, load_spec
 from swfp_ros.data.spec import parse_source
 
 
@@ -49,3 +49,22 @@ def test_spec_defaults_and_the_other_episode_modes():
     assert load_spec(d).episodes.mode == 'per_bag'
     with pytest.raises(SpecError, match='ingest spec must be a mapping, got list'):
         load_spec('- a\n- b\n')
+
+
+def test_a_spec_loads_from_a_path_a_yaml_string_a_dict_or_a_spec(tmp_path):
+    spec = default_panda_spec()
+    path = tmp_path / 'reach.yaml'
+    path.write_text(spec.to_yaml())
+    for given in (path, str(path), spec.to_yaml(), spec.to_dict()):
+        assert load_spec(given).to_dict() == spec.to_dict()
+    assert load_spec(spec) is spec
+    with pytest.raises(SpecError, match=r'^ingest spec \S*missing\.yml: no such file$'):
+        load_spec(str(tmp_path / 'missing.yml'))
+    with pytest.raises(SpecError, match=r'^ingest spec <string>: invalid YAML'):
+        load_spec('observation: [1,\n')
+    with pytest.raises(SpecError, match='^cannot make an ingest spec from int$'):
+        load_spec(5)
+    path.write_text(spec.to_yaml().replace('version: 1', 'version: 2'))
+    with pytest.raises(SpecError, match=rf'^{path}: ingest spec: version 2 is not supported'):   # says which file
+        load_spec(path)
+
