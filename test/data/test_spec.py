@@ -3,7 +3,7 @@ size and the labels its values get in the dataset, unless ``names`` gives them."
 import pytest
 
 from swfp_ros.data import SpecError, default_panda_spec, default_panda_spec_dict, load_spec
-from swfp_ros.data.spec import parse_source
+from swfp_ros.data.spec import REACH_TASK_LABELS, parse_source
 
 
 @pytest.mark.parametrize('source,dim,labels', [
@@ -67,4 +67,21 @@ def test_a_spec_loads_from_a_path_a_yaml_string_a_dict_or_a_spec(tmp_path):
     path.write_text(spec.to_yaml().replace('version: 1', 'version: 2'))
     with pytest.raises(SpecError, match=rf'^{path}: ingest spec: version 2 is not supported'):   # says which file
         load_spec(path)
+
+
+def test_topics_in_first_use_order_and_the_episode_topic_only_when_it_is_used():
+    spec = default_panda_spec()
+    assert spec.topics() == ['/joint_states', '/swfp/task', '/swfp/action', '/swfp/reward', '/swfp/episode']
+    assert spec.period == pytest.approx(0.05)
+    d = default_panda_spec_dict()
+    d.update(episodes={'per_bag': True})
+    assert load_spec(d).topics() == ['/joint_states', '/swfp/task', '/swfp/action', '/swfp/reward']
+
+
+def test_the_default_panda_spec_by_task_and_options():
+    assert default_panda_spec().observation[2].labels == list(REACH_TASK_LABELS)   # reach: the task vector by label
+    assert default_panda_spec('panda_push').observation[2].all                     # other tasks: all of it
+    slow = default_panda_spec(include_velocity=False, control_rate_hz=10)
+    assert [o.field for o in slow.observation[:1]] == ['position'] and len(slow.observation) == 2
+    assert slow.max_staleness == pytest.approx(0.2)                               # two control periods
 
