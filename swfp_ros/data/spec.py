@@ -184,10 +184,6 @@ class IngestSpec:
                 return True
         return yaml.dump(self.to_dict(), Dumper=_NoAliases, sort_keys=False, default_flow_style=None, width=120)
 
-    @classmethod
-    def from_dict(cls, d: dict) -> 'IngestSpec':
-        return parse_spec(d)
-
 
 # ---------------------------------------------------------------------------------------------------- parsing
 def _req(d: dict, key: str, where: str):

@@ -55,6 +55,7 @@ def test_a_spec_loads_from_a_path_a_yaml_string_a_dict_or_a_spec(tmp_path):
     spec = default_panda_spec()
     path = tmp_path / 'reach.yaml'
     path.write_text(spec.to_yaml())
+    assert '&' not in spec.to_yaml() and '*' not in spec.to_yaml()   # a shared joint list written out, no alias
     for given in (path, str(path), spec.to_yaml(), spec.to_dict()):
         assert load_spec(given).to_dict() == spec.to_dict()
     assert load_spec(spec) is spec
