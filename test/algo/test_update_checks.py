@@ -19,11 +19,11 @@ KEY = b'k' * 40
 OTHER_KEY = b'o' * 40
 
 
-def make_learner(max_blocks=16, compaction_steps=50):
+def make_learner(max_blocks=16, compaction_steps=50, warmup_steps=200):
     cfg = SwfpConfig(flow=FlowConfig(hidden=32, layers=2), critic=CriticConfig(hidden=32, layers=2, batch_size=64),
                      block=BlockConfig(hidden=32, train_steps=60, pool_size=512, delta=0.2, max_blocks=max_blocks,
                                        compaction_steps=compaction_steps),
-                     warmup_steps=200, steps_per_block=100, utd=0.5, replay_capacity=10_000)
+                     warmup_steps=warmup_steps, steps_per_block=100, utd=0.5, replay_capacity=10_000)
     return Learner(small_flow(OBS, ACT, hidden=32, layers=2), identity_normalizer(OBS), cfg, device='cpu')
 
 

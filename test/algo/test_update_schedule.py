@@ -61,9 +61,7 @@ def test_blocks_are_due_from_the_warm_up_on_every_steps_per_block_and_one_per_ca
 
 
 def test_a_block_needs_two_states():
-    learner = make_learner()
-    learner.cfg.warmup_steps = 0
-    learner.counters.next_block_at = 0
+    learner = make_learner(warmup_steps=0)
     rng, c = np.random.default_rng(0), learner.counters
     feed(learner, rng, 1)
     learner.update()
