@@ -4,9 +4,11 @@ import pytest
 import torch
 
 from helpers import identity_normalizer, small_flow, trained_block
+from swfp_ros.algo.blocks import Cascade
 from swfp_ros.algo.config import BlockConfig, CriticConfig, FlowConfig, SwfpConfig
 from swfp_ros.algo.flow import FlowPolicy
-from swfp_ros.algo.learner import Learner
+from swfp_ros.algo.learner import Learner, validate_transitions
+from swfp_ros.algo.naive import NaiveLearner, naive_loss
 
 OBS, ACT = 2, 2
 W = np.array([[0.8, -0.4], [0.3, 0.7]], np.float32)
@@ -216,8 +218,6 @@ def test_compaction_is_published_only_within_both_the_distance_and_the_value_tol
 
 
 def test_naive_loss_is_minus_the_mean_value_over_its_scale_through_the_sampler():
-    from swfp_ros.algo.blocks import Cascade
-    from swfp_ros.algo.naive import naive_loss
     policy, s = Cascade(small_flow(OBS, ACT).requires_grad_(True)), torch.randn(64, OBS)
     q_fn = lambda s, a: (a * torch.tensor([1.0, -2.0])).sum(-1) + s[:, 0]      # noqa: E731
     loss = naive_loss(policy, q_fn, s, 4.0, torch.Generator().manual_seed(0))
@@ -229,7 +229,6 @@ def test_naive_loss_is_minus_the_mean_value_over_its_scale_through_the_sampler()
 
 
 def test_naive_learner_climbs_the_critic_and_publishes_the_whole_base():
-    from swfp_ros.algo.naive import NaiveLearner
     cfg = make_learner().cfg
     cfg.block.train_steps = 100
     naive = NaiveLearner(small_flow(OBS, ACT, hidden=32, layers=2), identity_normalizer(OBS), cfg)
@@ -252,7 +251,6 @@ def test_naive_learner_climbs_the_critic_and_publishes_the_whole_base():
 
 
 def test_naive_learner_swaps_in_and_publishes_bases():
-    from swfp_ros.algo.naive import NaiveLearner
     cfg = make_learner().cfg
     cfg.block.train_steps = 20
     naive = NaiveLearner(small_flow(OBS, ACT, hidden=32, layers=2), identity_normalizer(OBS), cfg)
@@ -318,7 +316,6 @@ def test_reused_input_buffers_do_not_change_stored_transitions():
 
 
 def test_validated_transitions_share_no_memory_with_the_input():
-    from swfp_ros.algo.learner import validate_transitions
     rng = np.random.default_rng(0)
     given = dict(zip(('obs', 'action', 'reward', 'next_obs', 'terminated', 'n_steps'), batch(rng, 4)))
     given = {k: np.asarray(v, np.float32) for k, v in given.items()}   # already the stored dtype: no conversion copy
