@@ -80,6 +80,15 @@ def test_episodes_shorter_than_the_minimum_are_dropped_and_counted(demo_bag):
     assert ds.report.bags[0].dropped == {'short_episode_steps': shortest}
 
 
+def test_a_bag_with_no_steps_says_why_and_no_bags_is_refused(demo_bag):
+    d = default_panda_spec_dict(action_scale=SCALE)
+    d['min_episode_steps'] = 10 ** 6
+    msg = only_error(demo_bag, d)
+    assert msg.startswith(f"{demo_bag}: no steps could be made (dropped: {{'short_episode_steps': ")
+    with pytest.raises(ValueError, match='no bags given'):
+        ingest([], d, progress=False)
+
+
 def test_missing_joint_names_bag_topic_and_field(demo_bag):
     d = default_panda_spec_dict(action_scale=SCALE)
     d['observation'][0]['joints'] = ['panda_joint1', 'fr3_joint9']
