@@ -377,6 +377,7 @@ def _with_trajectory(**keys):
     (lambda d: d.update(episodes={'time_gap': 0}), 'episodes.time_gap must be > 0, got 0'),
     (lambda d: d.update(episodes={'per_bag': False}), 'episodes.per_bag must be true'),
     (lambda d: d['reward'].update(indices=[0, 1]), 'reward must select exactly one element (got 2)'),
+    (lambda d: d['success'].update(indices=[0, 1]), 'success must select exactly one element (got 2)'),
     (lambda d: d.update(min_episode_steps=0), 'min_episode_steps must be an integer >= 1, got 0'),
     (lambda d: d.update(min_episode_steps=True), 'min_episode_steps must be an integer >= 1, got True'),
 ])

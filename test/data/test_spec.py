@@ -81,6 +81,7 @@ def test_topics_in_first_use_order_and_the_episode_topic_only_when_it_is_used():
 
 def test_the_default_panda_spec_by_task_and_options():
     assert default_panda_spec().observation[2].labels == list(REACH_TASK_LABELS)   # reach: the task vector by label
+    assert default_panda_spec().action.clip                                        # actions clipped to [-1, 1]
     assert default_panda_spec('panda_push').observation[2].all                     # other tasks: all of it
     slow = default_panda_spec(include_velocity=False, control_rate_hz=10)
     assert [o.field for o in slow.observation[:1]] == ['position'] and len(slow.observation) == 2
