@@ -531,7 +531,7 @@ class _BagIngest:
                 st.t, st.raw, st.msgtype = t, raw, msgtype
                 if topic == rew_topic and self.ep_t and self.ep_t[-1] < t:
                     self.ep_rew[-1] = float(self._value(self.rew_ex, st)[0])
-                if topic == suc_topic and self.started:
+                if topic == suc_topic:               # one before an episode is reset when the episode starts
                     if float(self._value(self.suc_ex, st)[0]) > spec.success.threshold:
                         self.ep_success = True
         if pbar is not None:

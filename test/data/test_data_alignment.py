@@ -10,13 +10,16 @@ T0 = 1_000_000_000_000
 
 
 def write(path, events, storage='mcap'):
-    """events: (t_ns, kind, value) with kind 'obs' | 'act' | 'episode', written in the given order."""
+    """events: (t_ns, kind, value) with kind 'obs' | 'act' | 'episode' | 'reward' (value: (reward, success)),
+    written in the given order."""
     with BagRecorder(path, storage=storage) as rec:
         for t, kind, v in events:
             if kind == 'obs':
                 rec.write('/joint_states', 'sensor_msgs/msg/JointState', joint_state(t, ('j1', 'j2'), [v, v]), t)
             elif kind == 'act':
                 rec.write('/cmd', 'std_msgs/msg/Float64MultiArray', float_array([v, v]), t)
+            elif kind == 'reward':
+                rec.write('/reward', 'std_msgs/msg/Float64MultiArray', float_array(list(v)), t)
             else:                                             # 'episode': a new episode starts
                 rec.write('/episode', 'std_msgs/msg/Float64MultiArray', float_array([]), t)
     return path
@@ -155,3 +158,22 @@ def test_actions_beyond_the_scale_are_clipped_to_the_policy_range_when_asked(tmp
     d['action']['clip'] = clip
     ds = ingest(write(tmp_path / 'b', ev), d, progress=False)
     np.testing.assert_allclose(ds[0].actions[:, 0], expected, atol=1e-6)
+
+
+REWARD = {'reward': {'source': 'array', 'topic': '/reward', 'indices': [0]},
+          'success': {'source': 'array', 'topic': '/reward', 'indices': [1], 'threshold': 0.5}}
+
+
+def test_a_reward_belongs_to_the_last_step_before_it_and_success_counts_only_within_an_episode(tmp_path):
+    ev = [(T0, 'reward', (9.0, 1.0)),                 # before the first episode: neither a reward nor a success
+          (T0 + 10 * MS, 'episode', None), (T0 + 20 * MS, 'obs', 1.0),
+          (T0 + 50 * MS, 'reward', (7.0, 0.0)),        # in the episode, before its first step: no step to take it
+          (T0 + 100 * MS, 'act', 1.0), (T0 + 101 * MS, 'obs', 2.0), (T0 + 150 * MS, 'reward', (0.5, 0.0)),
+          (T0 + 200 * MS, 'act', 2.0), (T0 + 201 * MS, 'obs', 3.0), (T0 + 250 * MS, 'reward', (2.0, 0.5)),
+          (T0 + 300 * MS, 'act', 3.0), (T0 + 301 * MS, 'obs', 4.0)]
+    ds = ingest(write(tmp_path / 'b', ev), spec(episodes={'episode_topic': '/episode'}, **REWARD), progress=False)
+    assert len(ds) == 1 and ds[0].rewards.tolist() == [0.5, 2.0, 0.0] and not ds[0].success   # 0.5: not above
+    ev += [(T0 + 350 * MS, 'reward', (1.0, 1.0))]
+    ds = ingest(write(tmp_path / 'c', ev), spec(episodes={'episode_topic': '/episode'}, **REWARD), progress=False)
+    assert ds[0].rewards.tolist() == [0.5, 2.0, 1.0] and ds[0].success
+
