@@ -10,16 +10,16 @@ T0 = 1_000_000_000_000
 
 
 def write(path, events, storage='mcap'):
-    """events: (t_ns, kind, value) with kind 'obs' | 'act' | 'episode' | 'reward' (value: (reward, success)),
-    written in the given order."""
+    """events: (t_ns, kind, value) with kind 'obs' | 'act' | 'episode' | 'reward' (value: (reward, success)) |
+    'task' (value: its elements), written in the given order."""
     with BagRecorder(path, storage=storage) as rec:
         for t, kind, v in events:
             if kind == 'obs':
                 rec.write('/joint_states', 'sensor_msgs/msg/JointState', joint_state(t, ('j1', 'j2'), [v, v]), t)
             elif kind == 'act':
                 rec.write('/cmd', 'std_msgs/msg/Float64MultiArray', float_array([v, v]), t)
-            elif kind == 'reward':
-                rec.write('/reward', 'std_msgs/msg/Float64MultiArray', float_array(list(v)), t)
+            elif kind in ('reward', 'task'):
+                rec.write(f'/{kind}', 'std_msgs/msg/Float64MultiArray', float_array(list(v)), t)
             else:                                             # 'episode': a new episode starts
                 rec.write('/episode', 'std_msgs/msg/Float64MultiArray', float_array([]), t)
     return path
@@ -176,4 +176,17 @@ def test_a_reward_belongs_to_the_last_step_before_it_and_success_counts_only_wit
     ev += [(T0 + 350 * MS, 'reward', (1.0, 1.0))]
     ds = ingest(write(tmp_path / 'c', ev), spec(episodes={'episode_topic': '/episode'}, **REWARD), progress=False)
     assert ds[0].rewards.tolist() == [0.5, 2.0, 1.0] and ds[0].success
+
+
+def test_a_bag_whose_labels_differ_from_the_first_bags_is_refused_and_the_others_kept(tmp_path):
+    def bag(name, task):
+        return write(tmp_path / name, [(T0, 'obs', 1.0), (T0, 'task', task), (T0 + 100 * MS, 'act', 1.0),
+                                       (T0 + 101 * MS, 'obs', 2.0)])
+    d = spec()
+    d['observation'].append({'source': 'array', 'topic': '/task', 'all': True})   # its size: the first message's
+    ds = ingest([bag('two', [1.0, 2.0]), bag('three', [1.0, 2.0, 3.0]), bag('again', [3.0, 4.0])], d, progress=False)
+    assert len(ds) == 2 and [b.ok for b in ds.report.bags] == [True, False, True]
+    assert ds.obs_labels == ['j2.position', 'j1.position', '/task[0]', '/task[1]']
+    assert "labels (['j2.position', 'j1.position', '/task[0]', '/task[1]', '/task[2]']" in ds.report.bags[1].error
+    assert "differ from the first bag's" in ds.report.bags[1].error
 
