@@ -189,4 +189,7 @@ def test_a_bag_whose_labels_differ_from_the_first_bags_is_refused_and_the_others
     assert ds.obs_labels == ['j2.position', 'j1.position', '/task[0]', '/task[1]']
     assert "labels (['j2.position', 'j1.position', '/task[0]', '/task[1]', '/task[2]']" in ds.report.bags[1].error
     assert "differ from the first bag's" in ds.report.bags[1].error
+    first = ds.report.bags[0]                         # what `swfp ingest` reports per bag
+    assert (first.steps, first.episodes, first.messages) == (1, 1, 4)
+    assert first.time_range == pytest.approx((T0 * 1e-9, (T0 + 101 * MS) * 1e-9))
 

@@ -78,6 +78,7 @@ def test_episodes_shorter_than_the_minimum_are_dropped_and_counted(demo_bag):
     ds = ingest([demo_bag], d, progress=False)
     assert [len(e) for e in ds] == [n for n in lengths if n > shortest]
     assert ds.report.bags[0].dropped == {'short_episode_steps': shortest}
+    assert ds.report.bags[0].steps == sum(lengths) - shortest       # the steps kept, not every step made
 
 
 def test_a_bag_with_no_steps_says_why_and_no_bags_is_refused(demo_bag):
