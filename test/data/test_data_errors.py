@@ -323,6 +323,18 @@ def test_split_bag_two_storage_files_merge_in_time_order(tmp_path, episodes):
     assert summary.files == ['a.mcap', 'b.mcap'] and (summary.start_ns, summary.end_ns) == (min(times), max(times))
 
 
+def test_a_failed_bag_keeps_the_warnings_read_before_its_error(tmp_path, episodes):
+    bag = tmp_path / 'b'
+    write_demo_bag(bag, episodes[:1], PANDA_JOINTS, REACH_TASK_LABELS, RATE)
+    (bag / 'metadata.yaml').unlink()                  # read by listing its files: a BagWarning
+    d = default_panda_spec_dict(action_scale=SCALE)
+    d['observation'].append({'source': 'pose', 'topic': '/ee_pose'})
+    with pytest.warns(BagWarning), pytest.raises(IngestError) as ei:
+        ingest([bag], d, progress=False)
+    (failed,) = ei.value.report.bags
+    assert not failed.ok and "'/ee_pose'" in failed.error and any('metadata.yaml' in w for w in failed.warnings)
+
+
 def _with_trajectory(**keys):
     """A spec edit adding a fourth observation source: a JointTrajectory topic with ``keys``."""
     return lambda d: d['observation'].append({'source': 'trajectory', 'topic': '/traj', 'joints': ['j'], **keys})
