@@ -2,6 +2,8 @@
 ``max_critic_updates`` per call; blocks due from the warm-up on every ``steps_per_block`` env steps, each waiting for
 the critic to catch up; a stop request ends the call at the next critic update or train step, leaving what is not done
 owed or due -- never half of a block or of a compaction."""
+import itertools
+
 import numpy as np
 import torch
 
@@ -9,14 +11,9 @@ from test_update_checks import feed, make_learner
 
 
 def stop_after(n):
-    """A should_stop that says yes from its (n+1)-th call on; counts its calls."""
-    calls = [0]
-
-    def should_stop():
-        calls[0] += 1
-        return calls[0] > n
-    should_stop.calls = calls
-    return should_stop
+    """A should_stop that says yes from its (n+1)-th call on."""
+    calls = itertools.count(1)
+    return lambda: next(calls) > n
 
 
 def test_critic_waits_for_a_full_batch_then_spends_every_owed_update():
