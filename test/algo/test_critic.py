@@ -184,7 +184,8 @@ def test_next_actions_are_drawn_whatever_version_the_learner_starts_at(version):
 def test_next_log_densities_are_drawn_only_for_a_soft_target_at_positive_alpha(soft, alpha):
     learner = learner_with(soft=soft, alpha=alpha)
     add_one(learner, [1.0, 2.0, 3.0])
-    assert 'next_log_prob' not in learner._batches(1) and learner._temperature(learner._batches(1)) == 0.0
+    b = {k: v[0] for k, v in learner._batches(1).items()}
+    assert 'next_log_prob' not in b and learner._temperature(b) == 0.0
 
 
 def test_soft_temperature_is_alpha_times_the_target_gradient_norm():

@@ -189,7 +189,11 @@ def test_a_bag_whose_labels_differ_from_the_first_bags_is_refused_and_the_others
     assert ds.obs_labels == ['j2.position', 'j1.position', '/task[0]', '/task[1]']
     assert "labels (['j2.position', 'j1.position', '/task[0]', '/task[1]', '/task[2]']" in ds.report.bags[1].error
     assert "differ from the first bag's" in ds.report.bags[1].error
-    first = ds.report.bags[0]                         # what `swfp ingest` reports per bag
-    assert (first.steps, first.episodes, first.messages) == (1, 1, 4)
-    assert first.time_range == pytest.approx((T0 * 1e-9, (T0 + 101 * MS) * 1e-9))
 
+
+def test_a_bags_report_counts_its_episodes_steps_messages_and_time_range(tmp_path):
+    """What `swfp ingest` prints per bag."""
+    ev = [(T0, 'obs', 1.0), (T0 + 100 * MS, 'act', 1.0), (T0 + 101 * MS, 'obs', 2.0), (T0 + 200 * MS, 'act', 2.0)]
+    (report,) = ingest(write(tmp_path / 'b', ev), spec(), progress=False).report.bags
+    assert (report.ok, report.episodes, report.steps, report.messages) == (True, 1, 2, 4)
+    assert report.time_range == pytest.approx((T0 * 1e-9, (T0 + 200 * MS) * 1e-9))

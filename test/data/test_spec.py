@@ -86,4 +86,3 @@ def test_the_default_panda_spec_by_task_and_options():
     slow = default_panda_spec(include_velocity=False, control_rate_hz=10)
     assert [o.field for o in slow.observation[:1]] == ['position'] and len(slow.observation) == 2
     assert slow.max_staleness == pytest.approx(0.2)                               # two control periods
-
