@@ -58,12 +58,26 @@ def test_monitor_episodes_time_limit_home_and_goal_list(kin):
     assert monitor.counters == {'episodes': 2, 'successes': 1, 'time_limits': 1}
 
 
+def test_monitor_without_a_goal_list_runs_episodes_on_the_latest_goal_topic_goal(kin):
+    monitor = TaskMonitor(kin, monitor=True, episode_steps=2)
+    waiting = monitor.control_step(HOME_Q)
+    assert waiting.task is None and waiting.episode is None and monitor.state == 'waiting'
+    monitor.set_goal([0.5, 0.0, 0.3])
+    assert monitor.control_step(HOME_Q).episode == 0
+    monitor.set_goal([0.4, 0.2, 0.25])                       # mid-episode: kept for the next one
+    assert np.allclose(monitor.control_step(HOME_Q).task[3:], [0.5, 0.0, 0.3])
+    monitor.control_step(HOME_Q)                             # truncated at 2 steps, and the arm is home
+    out = monitor.control_step(HOME_Q)
+    assert out.episode == 1 and np.allclose(out.task[3:], [0.4, 0.2, 0.25])
+
+
 def test_plain_task_source_follows_the_latest_goal_and_rejects_bad_ones(kin):
     monitor = TaskMonitor(kin, monitor=False)
     assert monitor.control_step(HOME_Q).task is None         # no goal: nothing to publish, the policy holds
     monitor.set_goal([0.5, 0.1, 0.2])
     out = monitor.control_step(HOME_Q)
-    assert np.allclose(out.task, REACH.vector(kin.ee_position(HOME_Q), [0.5, 0.1, 0.2])) and out.reward is None
+    assert np.allclose(out.task, REACH.vector(kin.ee_position(HOME_Q), [0.5, 0.1, 0.2]))
+    assert out.reward is None and out.episode is None and monitor.state == 'waiting', 'no episodes without monitor'
     assert REACH.labels[:3] == ('ee_x', 'ee_y', 'ee_z')                     # the order the checkpoints expect
     assert np.allclose(out.task[:3], kin.ee_position(HOME_Q)) and np.allclose(out.task[3:], [0.5, 0.1, 0.2])
     with pytest.raises(ValueError):
