@@ -1,12 +1,15 @@
 """Learner node under faults, in a real process: nothing it journaled is lost to a SIGKILL, a SIGINT during a long
 catch-up stops it at once with a final checkpoint, a damaged checkpoint is refused (never a silent fresh start over
-it), and with a key file every update it publishes is signed."""
+it), a full backlog drops new transitions and keeps the journaled ones, and with a key file every update it
+publishes is signed."""
 import os
 import signal
 
 import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.parameter import Parameter
+from rclpy.parameter_client import AsyncParameterClient
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Float64MultiArray, UInt8MultiArray
 
@@ -124,6 +127,31 @@ def test_restart_stores_the_journal_backlog_before_the_due_block(ros_node, start
     proc = start_learner()                                       # the checkpoint's settings hold
     ros_node.wait_for(lambda: learner_status(status).get('phase') == 'block', 60.0, what='the block under way')
     assert learner_status(status)['transitions'] == '70', learner_status(status)
+    proc.kill()
+
+
+def test_beyond_max_backlog_new_transitions_are_dropped_and_counted(ros_node, start_learner, tmp_path):
+    """While a long block holds the worker nothing is stored: the journal takes transitions until ``max_backlog``
+    (live) wait unstored, and the ones after are dropped and counted, never journaled."""
+    slow_block = {**SMALL_SWFP, 'block': {**SMALL_SWFP['block'], 'train_steps': 20_000}}
+    status = ros_node.collect('/swfp/status', DiagnosticArray)
+    proc = start_learner(swfp=slow_block)
+    pub = sender(ros_node)
+    for i in range(70):                                          # warm-up 64: the first block is due
+        pub.publish(transition(i))
+    ros_node.wait_for(lambda: learner_status(status).get('phase') == 'block'
+                      and learner_status(status).get('journaled') == '70', 60.0, what='a block under way, 70 journaled')
+    pending = int(learner_status(status)['pending'])             # fixed until the block ends
+    client = AsyncParameterClient(ros_node.node, '/learner_node')
+    ros_node.wait_for(client.services_are_ready, 30.0, what='the parameter services')
+    future = client.set_parameters([Parameter('max_backlog', value=pending + 3)])
+    ros_node.wait_for(future.done, 30.0, what='max_backlog set')
+    assert future.result().results[0].successful
+    for i in range(70, 78):
+        pub.publish(transition(i))
+    ros_node.wait_for(lambda: learner_status(status).get('received') == '78', 30.0, what='all 78 received')
+    s = learner_status(status)
+    assert (s['journaled'], s['dropped'], s['pending'], s['phase']) == ('73', '5', str(pending + 3), 'block'), s
     proc.kill()
 
 
