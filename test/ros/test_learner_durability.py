@@ -3,6 +3,7 @@ catch-up stops it at once with a final checkpoint, a damaged checkpoint is refus
 it), a full backlog drops new transitions and keeps the journaled ones, and with a key file every update it
 publishes is signed."""
 import os
+import shutil
 import signal
 
 import numpy as np
@@ -183,6 +184,25 @@ def test_damaged_checkpoint_refused_never_started_over(ros_node, start_learner, 
     ros_node.wait_for(lambda: learner_status(status).get('resumed') == 'true', 60.0, what='resumed')
     assert learner_status(status)['transitions'] == '20'
     assert proc.stop() == 0
+
+
+def test_a_journal_that_does_not_cover_the_checkpoint_is_refused(ros_node, start_learner, tmp_path):
+    """A learner.pt beside a journal of another run (one starting after its transitions, or ending before them) is
+    refused at start, never mixed with it."""
+    ckpt_dir = tmp_path / 'ckpt'
+    learner, _ = load_or_create_learner(ckpt_dir / 'learner.pt', str(start_learner.bc), swfp_config(
+        {'critic.hidden': 32, 'critic.layers': 2, 'critic.batch_size': 32}), 'cpu')
+    learner.add_transitions(**stack([messages.transition_from_msg(transition(i), OBS, ACT) for i in range(10)]))
+    save_learner(str(ckpt_dir / 'learner.pt'), learner)
+    for first_transition in (11, 0):                             # 11..12 or 0..1 against the checkpoint's 10
+        journal = TransitionJournal(ckpt_dir / 'inbox', messages.transition_size(OBS, ACT), OBS, ACT,
+                                    first_transition=first_transition)
+        journal.append(messages.pack_transition(messages.transition_from_msg(transition(99), OBS, ACT)))
+        journal.close()
+        proc = start_learner()
+        assert proc.proc.wait(60) != 0
+        assert 'not the same run' in proc.output() and 'Traceback' not in proc.output(), proc.output()[-2000:]
+        shutil.rmtree(ckpt_dir / 'inbox')
 
 
 def test_updates_signed_with_the_key_file(ros_node, start_learner, tmp_path):

@@ -70,8 +70,9 @@ def updates_of(box) -> list[BlockUpdate]:
 
 
 def test_transitions_blocks_compaction_bad_messages(ros_node, learner_setup):
-    # max_blocks 2: the second accepted block triggers a compaction (a new base at the next version)
-    proc = learner_setup(swfp={**SMALL_SWFP, 'block': {**SMALL_SWFP['block'], 'max_blocks': 2}})
+    # max_blocks 2: the second accepted block triggers a compaction (a new base at the next version); update_history 1:
+    # the history still holds max_blocks + 1 updates, a base and the blocks after it
+    proc = learner_setup(update_history=1, swfp={**SMALL_SWFP, 'block': {**SMALL_SWFP['block'], 'max_blocks': 2}})
     status = ros_node.collect('/swfp/status', DiagnosticArray)
     first = ros_node.collect('/swfp/policy_update', UInt8MultiArray, LATCHED)
     ros_node.wait_for(lambda: len(first) >= 1, 40.0, what='the start-up snapshot')
@@ -98,7 +99,12 @@ def test_transitions_blocks_compaction_bad_messages(ros_node, learner_setup):
     assert s['blocks_trained'] == '0', s     # still warming up the critic
     # warm-up (64 env steps) -> the first block, then 64 more -> the second block + compaction
     publish(ros_node, 30, start=40)
-    ros_node.wait_for(lambda: learner_status(status).get('blocks_trained') == '1', 60.0, what='the first block')
+    ros_node.wait_for(lambda: learner_status(status).get('blocks_trained') == '1' and learner_status(status).get(
+        'blocks_published') == learner_status(status).get('blocks_accepted'), 60.0, what='the first block')
+    published = 1 + int(learner_status(status)['blocks_published'])
+    ros_node.wait_for(lambda: len(first) == published, 20.0, what='the base and the first block, if accepted')
+    early_late = ros_node.collect('/swfp/policy_update', UInt8MultiArray, LATCHED)
+    ros_node.wait_for(lambda: len(early_late) == published, 20.0, what='the same on a late subscriber')
     publish(ros_node, 64, start=70)
     ros_node.wait_for(lambda: learner_status(status).get('blocks_trained') == '2', 60.0, what='the second block')
     s = learner_status(status)
