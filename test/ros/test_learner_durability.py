@@ -55,6 +55,9 @@ def test_sigkill_under_load_loses_nothing_it_journaled(ros_node, start_learner, 
     ros_node.wait_for(lambda: int(learner_status(status).get('journaled', 0)) >= 800, 60.0, what='800 journaled')
     before = learner_status(status)
     assert int(before['transitions']) < int(before['journaled']), before     # a backlog waits on disk
+    # and the replay grows at the pace the critic trains: a batch (max_batch, 64) is stored only once the updates owed
+    # for the ones before are spent
+    assert SLOW['utd'] * int(before['env_steps']) - int(before['critic_updates']) < SLOW['utd'] * 64 + 1, before
     proc.kill()
     status.clear()
     proc2 = start_learner(swfp=SLOW)
