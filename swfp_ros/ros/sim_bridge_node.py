@@ -201,25 +201,12 @@ class SimBridge(Node):
 
     def _on_hw_trajectory(self, msg):
         try:
-            points = command_targets(msg, self.command_type, self.env.joint_names)
+            points = timed_targets(msg, self.env.joint_names)
         except M.MessageError as e:
             self.reject(str(e))
             return
-        times = [M.time_to_sec(pt.time_from_start) for pt in msg.points]
-        if any(b <= a for a, b in zip([0.0] + times, times)):
-            self.reject('trajectory times must increase from > 0')
-            return
-        self.trajectory = (time.monotonic(), self.env.joint_positions, list(zip(times, points)))
+        self.trajectory = (time.monotonic(), self.env.joint_positions, points)
         self.counters['actions'] += 1
-
-    def _trajectory_target(self, now: float) -> np.ndarray:
-        t0, q0, points = self.trajectory
-        t, prev_t, prev_q = now - t0, 0.0, q0
-        for pt_t, pt_q in points:
-            if t < pt_t:
-                return prev_q + (pt_q - prev_q) * (t - prev_t) / (pt_t - prev_t)
-            prev_t, prev_q = pt_t, pt_q
-        return points[-1][1]
 
     def _hardware_tick(self):
         # Physics follows the wall clock like a real arm: a tick that comes late (a busy machine) advances by the
@@ -228,7 +215,8 @@ class SimBridge(Node):
         self._hw_due = min(self._hw_due + now - self._hw_last, 0.1)   # physics time owed to the wall clock
         self._hw_last = now
         if self.trajectory is not None:
-            self.command = self._trajectory_target(now)
+            start, start_q, points = self.trajectory
+            self.command = trajectory_target(start_q, points, now - start)
         self._hw_due -= self.env.advance(self.command, self._hw_due)
         self.counters['steps'] += 1
         names, pos, vel, eff = self.env.joint_state()
@@ -376,6 +364,27 @@ def command_targets(msg, command_type: str, joint_names: list[str]) -> list[np.n
             raise M.MessageError('trajectory point has a wrong size or non-finite positions')
         points.append(pos[cols])
     return points
+
+
+def timed_targets(msg: JointTrajectory, joint_names: list[str]) -> list[tuple[float, np.ndarray]]:
+    """A JointTrajectory's (time_from_start in s, joint targets) pairs, for a controller that follows it in time;
+    MessageError when it is not a valid trajectory or its times do not increase from > 0."""
+    points = command_targets(msg, 'trajectory', joint_names)
+    times = [M.time_to_sec(pt.time_from_start) for pt in msg.points]
+    if any(b <= a for a, b in zip([0.0] + times, times)):
+        raise M.MessageError('trajectory times must increase from > 0')
+    return list(zip(times, points))
+
+
+def trajectory_target(start_q: np.ndarray, points: list[tuple[float, np.ndarray]], elapsed: float) -> np.ndarray:
+    """The target ``elapsed`` s into a trajectory begun at ``start_q``: linear between its timed points, as
+    joint_trajectory_controller interpolates them; the last point once its time has passed."""
+    prev_t, prev_q = 0.0, start_q
+    for t, q in points:
+        if elapsed < t:
+            return prev_q + (q - prev_q) * (elapsed - prev_t) / (t - prev_t)
+        prev_t, prev_q = t, q
+    return points[-1][1]
 
 
 def is_lockstep(node: SimBridge) -> bool:

@@ -22,6 +22,7 @@ from geometry_msgs.msg import PoseStamped  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 from std_msgs.msg import Float64MultiArray, Int32  # noqa: E402
+from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
 from swfp_ros.ros.fault_injection import source_time  # noqa: E402
 from swfp_ros.train.graph_demo import _config_dir  # noqa: E402
@@ -347,6 +348,41 @@ def test_two_arms_in_their_namespaces_from_one_call(reach_policy, tmp_path, ros_
     assert rc == 0, out[-3000:]
     _all_exited_cleanly(out, [f'{ns}/{n}' for ns in arms for n in ('mock_arm', 'task_node', 'policy_node')])
     assert all(a.check_commands() > 20 for a in arms.values()) and not plain
+
+
+def test_real_arm_on_a_joint_trajectory_controller(reach_policy, tmp_path, ros_env, ros_node):
+    """command_type:=trajectory on the joint_trajectory_controller's topic: each chunk goes out as one JointTrajectory
+    (the arm's joints by name, points a control period apart, each within max_delta of the one before it and the first
+    of a joint state the policy could have measured); the mock arm follows it to the goal, and nothing is sent to the
+    forward controller's topic."""
+    arm = ArmObserver(ros_node)
+    trajectories = []
+    ros_node.node.create_subscription(JointTrajectory, '/joint_trajectory_controller/joint_trajectory',
+                                      lambda m, i: trajectories.append((source_time(i), m)), DEEP)
+    goal = np.array([0.5, 0.15, 0.3])
+    ros_node.node.create_publisher(PoseStamped, '/swfp/goal', LATCHED).publish(_goal_msg(goal))
+    proc, log = _up(tmp_path, ros_env, f'checkpoint:={reach_policy / "ft" / "learner.pt"}', 'command_type:=trajectory',
+                    'command_topic:=joint_trajectory_controller/joint_trajectory')
+    try:
+        ros_node.wait_for(lambda: any(np.linalg.norm(e - goal) < 0.08 for _, e in arm.ee_since(0.0)), 90.0,
+                          what='the arm at the goal')
+        ros_node.wait_for(lambda: len(trajectories) >= 20, 30.0, what='20 trajectories')
+        _ctrl_c_twice(proc)
+        rc = proc.wait(timeout=60)
+    finally:
+        out = _finish(proc, log)
+    assert rc == 0, out[-3000:]
+    _all_exited_cleanly(out, ['mock_arm', 'task_node', 'policy_node'])
+    assert not arm.commands, 'a command on the forward controller\'s topic'
+    for t, msg in list(trajectories):
+        assert tuple(msg.joint_names) == ARM and 1 <= len(msg.points) <= 4
+        points = np.array([pt.positions for pt in msg.points])
+        assert points.shape == (len(msg.points), 7) and np.all(np.isfinite(points))
+        times = [pt.time_from_start.sec + 1e-9 * pt.time_from_start.nanosec for pt in msg.points]
+        assert np.allclose(times, 0.05 * np.arange(1, len(times) + 1)), times     # one control period apart
+        assert np.all(np.abs(np.diff(points, axis=0)) <= MAX_DELTA + 1e-9), points
+        arm.commands_sent.append((t, points[0]))
+    assert arm.check_commands() >= 15
 
 
 def test_a_policy_that_cannot_start_ends_the_graph_with_the_reason(tmp_path, ros_env):
