@@ -56,7 +56,7 @@ def test_a_trajectory_controller_needs_times_that_increase_from_above_zero():
 
 def test_a_trajectory_is_followed_linearly_from_where_it_began():
     start = np.zeros(7)
-    points = [(0.5, np.full(7, 1.0)), (1.0, np.full(7, 3.0))]
-    expected = {0.0: 0.0, 0.25: 0.5, 0.5: 1.0, 0.75: 2.0, 1.0: 3.0, 5.0: 3.0}
+    points = [(0.5, np.full(7, 1.0)), (1.0, np.full(7, 3.0)), (2.0, np.full(7, 4.0))]
+    expected = {0.0: 0.0, 0.25: 0.5, 0.5: 1.0, 0.75: 2.0, 1.0: 3.0, 1.5: 3.5, 5.0: 4.0}
     for elapsed, value in expected.items():
         assert np.allclose(trajectory_target(start, points, elapsed), value), elapsed
