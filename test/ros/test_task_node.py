@@ -1,0 +1,104 @@
+"""The task node in its own process, fed the way a real arm feeds it: a driver's /joint_states (sensor-data QoS)
+published by this test, and goals on swfp/goal. It publishes swfp/task only from fresh, valid joint states and a goal
+in the robot's base frame; everything else is counted on /swfp/status and publishes nothing. The end effector is
+checked against this test's own forward kinematics (MuJoCo on the Panda model, not the project's kinematics code)."""
+import threading
+
+import numpy as np
+import pytest
+
+pytest.importorskip('rclpy')
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from geometry_msgs.msg import PoseStamped  # noqa: E402
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
+from sensor_msgs.msg import JointState  # noqa: E402
+from std_msgs.msg import Float64MultiArray  # noqa: E402
+
+from swfp_ros.ros import messages as M  # noqa: E402
+from swfp_ros.sim.tasks import HOME_Q  # noqa: E402
+
+ARM = [f'panda_joint{i}' for i in range(1, 8)]
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def end_effector(q):
+    import mujoco
+    from swfp_ros.sim.panda_model import default_panda_xml
+    model = mujoco.MjModel.from_xml_string(default_panda_xml())
+    data = mujoco.MjData(model)
+    for name, value in zip(ARM, q):
+        data.qpos[model.jnt_qposadr[mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, name)]] = value
+    mujoco.mj_kinematics(model, data)
+    return data.site_xpos[mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, 'end_effector')].copy()
+
+
+class Driver:
+    """Joint states at 50 Hz from a thread, like an arm's joint_state_broadcaster; ``position`` may be changed."""
+
+    def __init__(self, ros_node):
+        self.pub = ros_node.node.create_publisher(JointState, '/joint_states', qos_profile_sensor_data)
+        self.names, self.position = list(ARM), np.array(HOME_Q)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._stop.wait(0.02):
+            self.pub.publish(M.joint_state_msg(self.names, self.position))
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(1.0)
+
+
+def task_node_status(box) -> dict:
+    for _, msg in reversed(list(box)):
+        for st in msg.status:
+            if st.name.endswith('task_node'):
+                return {kv.key: kv.value for kv in st.values}
+    return {}
+
+
+def goal_msg(xyz, frame):
+    msg = PoseStamped()
+    msg.header.frame_id = frame
+    msg.pose.position.x, msg.pose.position.y, msg.pose.position.z = map(float, xyz)
+    return msg
+
+
+def test_task_only_from_fresh_valid_joint_states_and_a_goal_in_the_base_frame(ros_node, launch_node):
+    status = ros_node.collect('/swfp/status', DiagnosticArray)
+    tasks = ros_node.collect('/swfp/task', Float64MultiArray, LATCHED)
+    proc = launch_node('task_node', params={'status_period_s': 0.1})
+    number = lambda key: int(task_node_status(status).get(key, 0))  # noqa: E731
+    driver = Driver(ros_node)
+    try:
+        ros_node.wait_for(lambda: number('no_goal') >= 5, 30.0, what='joint states counted without a goal')
+        goals = ros_node.node.create_publisher(PoseStamped, '/swfp/goal', LATCHED)
+        goals.publish(goal_msg([0.5, 0.1, 0.3], 'world'))
+        ros_node.wait_for(lambda: number('bad_goal') == 1, 10.0, what='the goal in another frame refused')
+        assert not tasks and number('task') == 0 and number('goals') == 0, task_node_status(status)
+
+        goals.publish(goal_msg([0.5, 0.1, 0.3], 'panda_link0'))
+        ros_node.wait_for(lambda: tasks and number('goals') == 1, 10.0, what='the goal taken and a task')
+        _, vector = M.task_from_msg(tasks[-1][1], ('ee_x', 'ee_y', 'ee_z', 'goal_x', 'goal_y', 'goal_z'))
+        assert np.allclose(vector[:3], end_effector(HOME_Q), atol=1e-9) and np.allclose(vector[3:], [0.5, 0.1, 0.3])
+
+        driver.position = np.where(np.arange(7) == 2, np.nan, HOME_Q)          # a driver fault: NaN
+        ros_node.wait_for(lambda: number('bad_joint_state') >= 3, 10.0, what='NaN joint states refused')
+        driver.position, driver.names = np.array(HOME_Q), ARM[:6]              # a joint missing
+        ros_node.wait_for(lambda: number('bad_joint_state') >= 10, 10.0, what='joint states lacking a joint refused')
+        driver.names = list(ARM)
+
+        moved = np.array(HOME_Q) + 0.2
+        driver.position = moved
+        ros_node.wait_for(lambda: np.allclose(M.task_from_msg(tasks[-1][1])[1][:3], end_effector(moved), atol=1e-9),
+                          10.0, what='the task following the joint states')
+        driver.stop()                                       # the arm goes silent: its last state turns stale
+        ros_node.wait_for(lambda: number('stale') >= 3, 10.0, what='stale joint states counted')
+        published = number('task')
+        ros_node.wait_for(lambda: number('stale') >= 10, 10.0, what='more stale control steps')
+        assert number('task') == published, 'a task published from stale joint states'
+    finally:
+        driver.stop()
+    assert proc.stop() == 0, proc.output()
