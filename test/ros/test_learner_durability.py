@@ -26,6 +26,8 @@ KEEP_ALL = QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPol
                       durability=DurabilityPolicy.VOLATILE)
 # utd 2: storing a transition costs two critic updates, so a fast sender builds a backlog the learner works through
 SLOW = {**SMALL_SWFP, 'utd': 2.0, 'warmup_steps': 10 ** 6}
+# blocks of 20,000 train steps (minutes): a learner in its first block holds its worker there
+SLOW_BLOCK = {**SMALL_SWFP, 'block': {**SMALL_SWFP['block'], 'train_steps': 20_000}}
 
 
 @pytest.fixture
@@ -44,6 +46,17 @@ def sender(ros_node):
     pub = ros_node.node.create_publisher(Float64MultiArray, '/swfp/transition', KEEP_ALL)
     ros_node.wait_for(lambda: pub.get_subscription_count() > 0, 30.0, what='learner subscription')
     return pub
+
+
+def start_in_a_long_block(ros_node, start_learner, status):
+    """(process, transition publisher) of a SLOW_BLOCK learner sent 70 transitions (warm-up 64: its first block is
+    due), once its status says it is in that block."""
+    proc = start_learner(swfp=SLOW_BLOCK)
+    pub = sender(ros_node)
+    for i in range(70):
+        pub.publish(transition(i))
+    ros_node.wait_for(lambda: learner_status(status).get('phase') == 'block', 60.0, what='a block under way')
+    return proc, pub
 
 
 def test_sigkill_under_load_loses_nothing_it_journaled(ros_node, start_learner, tmp_path):
@@ -137,14 +150,9 @@ def test_restart_stores_the_journal_backlog_before_the_due_block(ros_node, start
 def test_beyond_max_backlog_new_transitions_are_dropped_and_counted(ros_node, start_learner, tmp_path):
     """While a long block holds the worker nothing is stored: the journal takes transitions until ``max_backlog``
     (live) wait unstored, and the ones after are dropped and counted, never journaled."""
-    slow_block = {**SMALL_SWFP, 'block': {**SMALL_SWFP['block'], 'train_steps': 20_000}}
     status = ros_node.collect('/swfp/status', DiagnosticArray)
-    proc = start_learner(swfp=slow_block)
-    pub = sender(ros_node)
-    for i in range(70):                                          # warm-up 64: the first block is due
-        pub.publish(transition(i))
-    ros_node.wait_for(lambda: learner_status(status).get('phase') == 'block'
-                      and learner_status(status).get('journaled') == '70', 60.0, what='a block under way, 70 journaled')
+    proc, pub = start_in_a_long_block(ros_node, start_learner, status)
+    ros_node.wait_for(lambda: learner_status(status).get('journaled') == '70', 30.0, what='all 70 journaled')
     pending = int(learner_status(status)['pending'])             # fixed until the block ends
     client = AsyncParameterClient(ros_node.node, '/learner_node')
     ros_node.wait_for(client.services_are_ready, 30.0, what='the parameter services')
@@ -233,13 +241,8 @@ def test_updates_signed_with_the_key_file(ros_node, start_learner, tmp_path):
 def test_sigint_during_a_block_stops_it_with_a_final_checkpoint(ros_node, start_learner, tmp_path):
     """A block takes seconds (here: 20,000 train steps, minutes): a stop request ends it at the next train step, the
     final checkpoint holds the state before it (the block still due), and a restarted learner trains it."""
-    slow_block = {**SMALL_SWFP, 'block': {**SMALL_SWFP['block'], 'train_steps': 20_000}}
     status = ros_node.collect('/swfp/status', DiagnosticArray)
-    proc = start_learner(swfp=slow_block)
-    pub = sender(ros_node)
-    for i in range(70):                                          # warm-up 64: the first block is due
-        pub.publish(transition(i))
-    ros_node.wait_for(lambda: learner_status(status).get('phase') == 'block', 60.0, what='a block under way')
+    proc, _ = start_in_a_long_block(ros_node, start_learner, status)
     os.killpg(proc.pid, signal.SIGINT)
     assert proc.proc.wait(60) == 0, proc.output()[-3000:]
     out = proc.output()
@@ -254,7 +257,7 @@ def test_sigint_during_a_block_stops_it_with_a_final_checkpoint(ros_node, start_
     assert journal.first_transition <= final.counters.transitions <= 70
     journal.close()
     status.clear()
-    proc = start_learner(swfp=slow_block)
+    proc = start_learner(swfp=SLOW_BLOCK)
     ros_node.wait_for(lambda: learner_status(status).get('phase') == 'block' and learner_status(status).get(
         'transitions') == '70', 60.0, what='all 70 stored and the block trained again')
     proc.kill()

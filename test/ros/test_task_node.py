@@ -16,6 +16,7 @@ from std_msgs.msg import Float64MultiArray  # noqa: E402
 
 from swfp_ros.ros import messages as M  # noqa: E402
 from swfp_ros.sim.tasks import HOME_Q  # noqa: E402
+from test_multi_actor import statuses  # noqa: E402
 
 ARM = [f'panda_joint{i}' for i in range(1, 8)]
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -51,14 +52,6 @@ class Driver:
         self._thread.join(1.0)
 
 
-def task_node_status(box) -> dict:
-    for _, msg in reversed(list(box)):
-        for st in msg.status:
-            if st.name.endswith('task_node'):
-                return {kv.key: kv.value for kv in st.values}
-    return {}
-
-
 def goal_msg(xyz, frame):
     msg = PoseStamped()
     msg.header.frame_id = frame
@@ -70,14 +63,14 @@ def test_task_only_from_fresh_valid_joint_states_and_a_goal_in_the_base_frame(ro
     status = ros_node.collect('/swfp/status', DiagnosticArray)
     tasks = ros_node.collect('/swfp/task', Float64MultiArray, LATCHED)
     proc = launch_node('task_node', params={'status_period_s': 0.1})
-    number = lambda key: int(task_node_status(status).get(key, 0))  # noqa: E731
+    number = lambda key: int(statuses(status).get('/task_node', {}).get(key, 0))  # noqa: E731
     driver = Driver(ros_node)
     try:
         ros_node.wait_for(lambda: number('no_goal') >= 5, 30.0, what='joint states counted without a goal')
         goals = ros_node.node.create_publisher(PoseStamped, '/swfp/goal', LATCHED)
         goals.publish(goal_msg([0.5, 0.1, 0.3], 'world'))
         ros_node.wait_for(lambda: number('bad_goal') == 1, 10.0, what='the goal in another frame refused')
-        assert not tasks and number('task') == 0 and number('goals') == 0, task_node_status(status)
+        assert not tasks and number('task') == 0 and number('goals') == 0, statuses(status)
 
         goals.publish(goal_msg([0.5, 0.1, 0.3], 'panda_link0'))
         ros_node.wait_for(lambda: tasks and number('goals') == 1, 10.0, what='the goal taken and a task')
