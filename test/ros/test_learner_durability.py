@@ -17,7 +17,7 @@ from std_msgs.msg import Float64MultiArray, UInt8MultiArray
 from swfp_ros.algo import auth
 from swfp_ros.algo.checkpoint import load_learner, load_policy, save_learner
 from swfp_ros.ros import messages
-from swfp_ros.ros.journal import TransitionJournal
+from swfp_ros.ros.journal import SEGMENT_RECORDS, TransitionJournal
 from swfp_ros.ros.learner_node import load_or_create_learner, stack, swfp_config
 from test_learner_node import ACT, LATCHED, OBS, learner_status, transition
 from tiny_policy import SMALL_SWFP, write_bc_checkpoint
@@ -95,6 +95,21 @@ def test_sigkill_under_load_loses_nothing_it_journaled(ros_node, start_learner, 
     last_open = not sent[order[-1]].terminated
     assert int(after['transitions']) == journaled and int(after['replay_size']) == journaled - last_open, after
     assert int(after['journaled']) == journaled
+
+
+def test_checkpoints_delete_the_journal_segments_they_hold(ros_node, start_learner, tmp_path):
+    """The journal does not grow with the run: once a checkpoint holds a whole segment's transitions (SEGMENT_RECORDS),
+    that segment is deleted; the records after it stay."""
+    status = ros_node.collect('/swfp/status', DiagnosticArray)
+    proc = start_learner(queue_depth=10_000, swfp={**SMALL_SWFP, 'utd': 0.01, 'warmup_steps': 10 ** 6})
+    pub = sender(ros_node)
+    n = SEGMENT_RECORDS + 200
+    for i in range(n):
+        pub.publish(transition(i))
+    ros_node.wait_for(lambda: learner_status(status).get('idle') == 'true' and learner_status(status).get(
+        'transitions') == str(n), 120.0, what=f'all {n} stored')
+    assert proc.stop() == 0, proc.output()[-3000:]           # the final checkpoint holds all of them
+    assert sorted(p.name for p in (tmp_path / 'ckpt' / 'inbox').glob('*.seg')) == [f'{SEGMENT_RECORDS:012d}.seg']
 
 
 def test_sigint_during_catch_up_stops_at_once_with_a_final_checkpoint(ros_node, start_learner, tmp_path):

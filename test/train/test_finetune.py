@@ -10,6 +10,7 @@ import torch
 from swfp_ros.algo.checkpoint import checkpoint_info, load_learner, load_policy
 from swfp_ros.algo.config import FlowConfig
 from swfp_ros.algo.naive import NaiveLearner
+from swfp_ros.sim import make_env
 from swfp_ros.train.demos import collect_demos
 from swfp_ros.train.finetune import ChunkCollector, RunnerConfig, evaluate_runtime, finetune
 from swfp_ros.train.pretrain import pretrain
@@ -51,6 +52,44 @@ def test_collector_transitions_start_where_the_env_was(bc_checkpoint):
     np.testing.assert_array_equal(transitions['obs'], before)
     np.testing.assert_array_equal(transitions['next_obs'], collector.obs)
     assert not np.allclose(transitions['obs'], transitions['next_obs'])
+
+
+class ScriptedChunks:
+    """A runtime's act() for the collector: the same chunk of H actions for every env ([envs, H * 7])."""
+
+    def __init__(self, chunk: np.ndarray):
+        self.chunk = chunk
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        return np.tile(self.chunk.reshape(1, -1), (len(obs), 1))
+
+
+def test_collector_discounts_within_a_chunk_and_pads_a_chunk_cut_by_the_episode_end():
+    """Each decision against the same env stepped here by hand: reward = sum of gamma^k r_k over the steps the chunk
+    ran, n_steps, next_obs; the 50-step limit cuts the 17th chunk of 3 after 2 steps: its last action is zeros
+    (as the policy node pads it), the transition is truncated, not terminated."""
+    gamma, horizon = 0.9, 3
+    chunk = np.random.default_rng(0).uniform(-0.3, 0.3, (horizon, 7)).astype(np.float32)
+    collector = ChunkCollector('panda_reach', num_envs=1, gamma=gamma, seed=5)
+    reference = make_env('panda_reach')
+    reference.reset(seed=5)
+    for decision in range(17):
+        transitions, steps = collector.collect(ScriptedChunks(chunk))
+        rewards, ended = [], False
+        for action in chunk:
+            next_obs, reward, terminated, truncated, _ = reference.step(action)
+            rewards.append(reward)
+            if terminated or truncated:
+                ended = True
+                break
+        n = len(rewards)
+        assert steps == n and transitions['n_steps'][0] == n
+        assert transitions['reward'][0] == pytest.approx(sum(gamma ** k * r for k, r in enumerate(rewards)), abs=1e-12)
+        executed = chunk.copy()
+        executed[n:] = 0.0
+        np.testing.assert_array_equal(transitions['action'][0].reshape(horizon, 7), executed)
+        np.testing.assert_allclose(transitions['next_obs'][0], next_obs)
+    assert ended and n == 2 and not terminated and not transitions['terminated'][0]
 
 
 def test_finetune_trains_blocks_within_the_trust_region_and_resumes(bc_checkpoint, tmp_path):
