@@ -154,8 +154,6 @@ class ChunkCollector:
         self.act_size = self.envs[0].action_space.shape[0]
         self.gamma = gamma
         self.obs = np.stack([env.reset(seed=seed + 10_000 * i)[0] for i, env in enumerate(self.envs)])
-        self.episode_returns: list[float] = []
-        self._running = np.zeros(num_envs)
 
     def collect(self, runtime: PolicyRuntime) -> tuple[dict[str, np.ndarray], int]:
         """One decision per env; returns (transitions with each env's index as its stream, env steps taken)."""
@@ -167,7 +165,6 @@ class ChunkCollector:
             for action in chunk.reshape(-1, self.act_size):
                 next_obs, r, terminated, truncated, _ = env.step(action)
                 reward_sum += self.gamma ** n * r
-                self._running[i] += r
                 n += 1
                 if terminated or truncated:
                     break
@@ -179,8 +176,6 @@ class ChunkCollector:
                                ('next_obs', next_obs), ('terminated', terminated), ('n_steps', n), ('stream', i)):
                 out[key].append(value)
             if terminated or truncated:   # truncation bootstraps from next_obs: only termination is terminal
-                self.episode_returns.append(self._running[i])
-                self._running[i] = 0.0
                 next_obs, _ = env.reset()
             self.obs[i] = next_obs
         return {k: np.asarray(v) for k, v in out.items()}, steps
