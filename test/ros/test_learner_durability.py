@@ -69,8 +69,10 @@ def test_sigkill_under_load_loses_nothing_it_journaled(ros_node, start_learner, 
     before = learner_status(status)
     assert int(before['transitions']) < int(before['journaled']), before     # a backlog waits on disk
     # and the replay grows at the pace the critic trains: a batch (max_batch, 64) is stored only once the updates owed
-    # for the ones before are spent
-    assert SLOW['utd'] * int(before['env_steps']) - int(before['critic_updates']) < SLOW['utd'] * 64 + 1, before
+    # for the ones before are spent, or while the critic still waits for its first batch (seen in CI: 75 stored, 16
+    # updates, the first of them after 11 + 64 were stored)
+    owed = SLOW['utd'] * int(before['env_steps']) - int(before['critic_updates'])
+    assert owed <= SLOW['utd'] * (64 + SLOW['critic']['batch_size'] + 1), before
     proc.kill()
     status.clear()
     proc2 = start_learner(swfp=SLOW)
