@@ -34,18 +34,19 @@ def end_effector(q):
 
 
 class Driver:
-    """Joint states at 50 Hz from a thread, like an arm's joint_state_broadcaster; ``position`` may be changed."""
+    """Joint states at 50 Hz from a thread, like an arm's joint_state_broadcaster; ``state`` (names, positions) may be
+    replaced (one assignment: the thread never sees the names of one state with the positions of another)."""
 
     def __init__(self, ros_node):
         self.pub = ros_node.node.create_publisher(JointState, '/joint_states', qos_profile_sensor_data)
-        self.names, self.position = list(ARM), np.array(HOME_Q)
+        self.state = (list(ARM), np.array(HOME_Q))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self):
         while not self._stop.wait(0.02):
-            self.pub.publish(M.joint_state_msg(self.names, self.position))
+            self.pub.publish(M.joint_state_msg(*self.state))
 
     def stop(self):
         self._stop.set()
@@ -77,15 +78,15 @@ def test_task_only_from_fresh_valid_joint_states_and_a_goal_in_the_base_frame(ro
         _, vector = M.task_from_msg(tasks[-1][1], ('ee_x', 'ee_y', 'ee_z', 'goal_x', 'goal_y', 'goal_z'))
         assert np.allclose(vector[:3], end_effector(HOME_Q), atol=1e-9) and np.allclose(vector[3:], [0.5, 0.1, 0.3])
 
-        driver.position = np.where(np.arange(7) == 2, np.nan, HOME_Q)          # a driver fault: NaN
+        driver.state = (ARM, np.where(np.arange(7) == 2, np.nan, HOME_Q))     # a driver fault: NaN
         ros_node.wait_for(lambda: number('bad_joint_state') >= 3, 10.0, what='NaN joint states refused')
-        driver.position, driver.names = np.array(HOME_Q), ARM[:6]              # a joint missing
+        driver.state = (ARM[:6], np.array(HOME_Q[:6]))                         # a joint missing
         ros_node.wait_for(lambda: number('bad_joint_state') >= 10, 10.0, what='joint states lacking a joint refused')
-        driver.names = list(ARM)
 
         moved = np.array(HOME_Q) + 0.2
-        driver.position = moved
-        ros_node.wait_for(lambda: np.allclose(M.task_from_msg(tasks[-1][1])[1][:3], end_effector(moved), atol=1e-9),
+        driver.state = (ARM, moved)
+        expected = end_effector(moved)
+        ros_node.wait_for(lambda: np.allclose(M.task_from_msg(tasks[-1][1])[1][:3], expected, atol=1e-9),
                           10.0, what='the task following the joint states')
         # a status from while valid states flow (tasks counted after this point): the stale count before the silence
         # (the refused states above may have let the last valid one go stale too)
