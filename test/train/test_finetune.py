@@ -73,7 +73,7 @@ def test_collector_discounts_within_a_chunk_and_pads_a_chunk_cut_by_the_episode_
     collector = ChunkCollector('panda_reach', num_envs=1, gamma=gamma, seed=5)
     reference = make_env('panda_reach')
     reference.reset(seed=5)
-    for decision in range(17):
+    for _ in range(17):
         transitions, steps = collector.collect(ScriptedChunks(chunk))
         rewards, ended = [], False
         for action in chunk:
