@@ -56,8 +56,9 @@ Liveness on /swfp/status: ``joint_states_received`` / ``updates_received`` count
 and ``joint_state_age_s`` is the time since the last joint state arrived; ``worker_event`` / ``worker_busy_s`` say what
 the actor worker is doing (``acting_on``: ``worker``, or ``executor`` with ``act_on_executor``, where a stuck call stops
 the status with it). Either silence past ``SILENCE_S`` turns the status to WARN (and is logged): no joint state
-for that long while the graph shows a publisher on the topic (the node hears nothing), or the worker in one event for
-that long, with where it is stuck (it acts no more meanwhile).
+for that long — with the number of publishers the graph shows on the topic (some: the node hears nothing they send;
+none: no driver, or the topic not remapped to the driver's) — or the worker in one event for that long, with where it
+is stuck (it acts no more meanwhile).
 """
 from __future__ import annotations
 
@@ -486,11 +487,14 @@ class PolicyNode(LifecycleNode):
         values['joint_state_age_s'] = f'{silent_s:.3f}'
         warnings = (['e-stop engaged'] if self.loop.safety.estopped else []) + (
             [f'other publishers on {self.action_pub.topic_name}: {", ".join(foreign)}'] if foreign else [])
-        topic = self.joint_state_sub.topic_name
-        if silent_s > SILENCE_S and (n := self.count_publishers(topic)):
-            deaf = f'no joint state delivered for {silent_s:.1f} s though the graph shows {n} publisher(s) on {topic}'
-            self.get_logger().error(deaf, throttle_duration_sec=5.0)
-            warnings.append(deaf)
+        if silent_s > SILENCE_S:
+            topic = self.joint_state_sub.topic_name
+            n = self.count_publishers(topic)
+            silence = (f'no joint state delivered for {silent_s:.1f} s though the graph shows {n} publisher(s) on '
+                       f'{topic}' if n else f'no joint state for {silent_s:.1f} s: no publisher on {topic} (is the '
+                       "driver running, and is this topic remapped to its joint states?)")
+            self.get_logger().error(silence, throttle_duration_sec=5.0)
+            warnings.append(silence)
         if busy is not None and busy[1] > SILENCE_S:
             stuck = f'actor worker stuck in {busy[0]} for {busy[1]:.1f} s at {busy[2]}'
             self.get_logger().error(f'{stuck}: no commands meanwhile', throttle_duration_sec=5.0)

@@ -324,11 +324,11 @@ def test_a_worker_stuck_in_an_inference_is_reported(launch_node, ros_node, tmp_p
 
 
 def test_a_node_that_hears_no_joint_states_says_so(launch_node, ros_node, tmp_path):
-    """Joint states stop while their publisher stays on the graph: after SILENCE_S the status turns WARN, naming the
-    topic, and the node logs it; once they flow again the warning goes."""
+    """No publisher on /joint_states at all (no driver, or the topic not remapped to its): after SILENCE_S the status
+    turns WARN saying so. Then joint states stop while their publisher stays on the graph: WARN again, naming the
+    publishers, and the node logs it; once they flow again the warning goes."""
     ckpt = stub_runtime.write_checkpoint(tmp_path / 'stub.json', OBS_DIM)
     status = ros_node.collect('/swfp/status', DiagnosticArray, 10)
-    publish = _robot(ros_node)
     policy = launch_node('policy_node', params_file=CONFIG / 'policy.yaml',
                          params=policy_params(ckpt, mode='realtime'), env=stub_env())
 
@@ -336,6 +336,11 @@ def test_a_node_that_hears_no_joint_states_says_so(launch_node, ros_node, tmp_pa
         st = latest_status(status)
         return st is not None and 'no joint state delivered' in st.message
     try:
+        ros_node.wait_for(lambda: latest_status(status) is not None
+                          and 'no publisher on /joint_states' in latest_status(status).message, SILENCE_S + 60,
+                          what='the missing driver reported')
+        assert latest_status(status).level == DiagnosticStatus.WARN
+        publish = _robot(ros_node)
         ros_node.wait_for_subscribers('/joint_states', timeout=60)
         deadline = time.monotonic() + 30
         while int(status_values(status).get('joint_states_received', 0)) < 10 and time.monotonic() < deadline:
