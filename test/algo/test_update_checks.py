@@ -312,3 +312,34 @@ def test_an_update_prepared_against_a_policy_that_was_replaced_meanwhile_is_refu
     with pytest.raises(UpdateRejected) as e:
         rt.commit_update(first)
     assert e.value.reason == 'raced' and rt.rejections['raced'] == 1 and rt.digest == kept
+
+
+def test_act_refuses_observations_of_the_wrong_shape_or_not_finite_and_acts_on_after():
+    rt = PolicyRuntime(Cascade(small_flow()), identity_normalizer(OBS), 0, 'cpu', seed=0)
+    for bad in (np.zeros(OBS + 1), np.zeros((4, OBS + 1)), np.zeros((2, 4, OBS))):
+        with pytest.raises(ValueError, match=rf'expected obs \[{OBS}\] or \[B, {OBS}\]'):
+            rt.act(bad)
+    for value in (np.nan, np.inf, -np.inf):
+        obs = np.zeros((5, OBS))
+        obs[3, 1] = value
+        with pytest.raises(ValueError, match='NaN or inf'):
+            rt.act(obs)
+        with pytest.raises(ValueError, match='NaN or inf'):
+            rt.act(obs[3])
+    assert rt.act(np.zeros(OBS)).shape == (ACT,) and rt.act(np.zeros((5, OBS))).shape == (5, ACT)
+
+
+def test_a_local_update_object_is_checked_like_bytes():
+    """A BlockUpdate handed over in-process skips only the signature: its dimensions and weights are checked as the
+    network path checks them, refused with the reason and counted, and the policy stays as it was."""
+    rt = PolicyRuntime(Cascade(small_flow()), identity_normalizer(OBS), 0, 'cpu', seed=0)
+    other_obs = BlockUpdate.from_block(1, RefinementBlock(OBS + 1, ACT, 16, 2, 0.1), rt.digest, 0.05)
+    nan_block = RefinementBlock(OBS, ACT, 16, 2, 0.1)
+    with torch.no_grad():
+        nan_block.u[-1].bias.fill_(float('nan'))
+    cases = {'incompatible': other_obs, 'non_finite': BlockUpdate.from_block(1, nan_block, rt.digest, 0.05)}
+    for reason, upd in cases.items():
+        with pytest.raises(UpdateRejected) as e:
+            rt.apply_update(upd)
+        assert e.value.reason == reason, (reason, str(e.value))
+    assert rt.version == 0 and rt.rejections == {'incompatible': 1, 'non_finite': 1}
