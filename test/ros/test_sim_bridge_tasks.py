@@ -1,4 +1,21 @@
-"""The sim bridge serves the joint-target tasks only: asked for the OGBench task it exits with the reason."""
+"""The sim bridge as a node: the tasks it serves (asked for the OGBench task it exits with the reason), and its
+lockstep episodes driven by action chunks, with the test process as the policy."""
+import numpy as np
+import pytest
+
+pytest.importorskip('rclpy')
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
+from std_msgs.msg import Float64MultiArray  # noqa: E402
+from trajectory_msgs.msg import JointTrajectory  # noqa: E402
+
+from swfp_ros.ros import messages as M  # noqa: E402
+from swfp_ros.ros.qos import ACTION_QOS  # noqa: E402
+from swfp_ros.sim import TASKS  # noqa: E402
+from swfp_ros.sim.panda_model import ARM_JOINTS  # noqa: E402
+
+KEEP_ALL = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
+HOME_Q = np.array([0.0, -0.3, 0.0, -2.2, 0.0, 0.33, 0.785])   # a Panda posture well inside its joint limits
 
 
 def test_sim_bridge_refuses_an_end_effector_task_with_the_reason(launch_node):
@@ -8,3 +25,40 @@ def test_sim_bridge_refuses_an_end_effector_task_with_the_reason(launch_node):
     assert rc != 0 and 'Traceback' not in out, out
     assert "task 'cube_single' is not served by the sim bridge (end-effector actions" in out, out
     assert "['panda_push', 'panda_reach']" in out, out
+
+
+def test_a_chunk_ends_with_its_episode_and_max_episodes_ends_the_bridge(launch_node, ros_node):
+    """Chunks of 3 targets on a 50-step episode: the 17th chunk's last target falls after the episode's end and is
+    dropped (the next episode starts from the policy's next command, not from the last episode's plan), checked on the
+    bridge's own step count once it reports the episode done; with max_episodes 2 it exits 0 after the second."""
+    limit, chunk = TASKS['panda_reach'][2], 3
+    rewards = ros_node.collect('/swfp/reward', Float64MultiArray, KEEP_ALL)
+    status = ros_node.collect('/swfp/status', DiagnosticArray, KEEP_ALL)
+    actions = ros_node.node.create_publisher(JointTrajectory, '/swfp/action', ACTION_QOS)
+    bridge = launch_node('sim_bridge', params={'task': 'panda_reach', 'command_type': 'trajectory',
+                                               'max_episodes': 2, 'status_period_s': 0.05, 'publish_clock': False})
+    ros_node.wait_for_subscribers('/swfp/action', timeout=60)
+
+    def reported(episodes):
+        """The bridge's counters from its first status after ``episodes`` episodes ended (None before)."""
+        for _, msg in list(status):
+            values = {kv.key: kv.value for kv in msg.status[0].values}
+            if int(values['episodes']) == episodes:
+                return values
+        return None
+    try:
+        for episode in (1, 2):
+            for k in range(1, -(-limit // chunk) + 1):
+                actions.publish(M.trajectory_msg(ARM_JOINTS, np.tile(HOME_Q, (chunk, 1)), 0.05))
+                ros_node.wait_for(lambda: len(rewards) >= (episode - 1) * limit + min(k * chunk, limit), 30,
+                                  what=f'the steps of chunk {k} of episode {episode}')
+            if episode == 1:
+                ros_node.wait_for(lambda: reported(1) is not None, 30, what='a status after the first episode')
+                assert int(reported(1)['steps']) == limit, reported(1)
+        assert bridge.proc.wait(timeout=30) == 0, bridge.output()[-2000:]
+    finally:
+        print(bridge.output()[-2000:])
+    steps = [M.reward_from_msg(msg) for _, msg in rewards]
+    assert [s.step for s in steps] == list(range(1, limit + 1)) * 2
+    assert [i for i, s in enumerate(steps) if s.truncated] == [limit - 1, 2 * limit - 1]
+    assert '2 episodes done' in bridge.output()
