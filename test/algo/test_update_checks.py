@@ -314,7 +314,7 @@ def test_an_update_prepared_against_a_policy_that_was_replaced_meanwhile_is_refu
     assert e.value.reason == 'raced' and rt.rejections['raced'] == 1 and rt.digest == kept
 
 
-def test_act_refuses_observations_of_the_wrong_shape_or_not_finite_and_acts_on_after():
+def test_act_refuses_observations_and_noise_of_the_wrong_shape_or_not_finite_and_acts_on_after():
     rt = PolicyRuntime(Cascade(small_flow()), identity_normalizer(OBS), 0, 'cpu', seed=0)
     for bad in (np.zeros(OBS + 1), np.zeros((4, OBS + 1)), np.zeros((2, 4, OBS))):
         with pytest.raises(ValueError, match=rf'expected obs \[{OBS}\] or \[B, {OBS}\]'):
@@ -326,6 +326,9 @@ def test_act_refuses_observations_of_the_wrong_shape_or_not_finite_and_acts_on_a
             rt.act(obs)
         with pytest.raises(ValueError, match='NaN or inf'):
             rt.act(obs[3])
+    for noise in (np.zeros((5, ACT + 1)), np.zeros((4, ACT)), np.full((5, ACT), np.nan)):
+        with pytest.raises(ValueError, match=rf'noise must be 5 x {ACT} finite values'):
+            rt.act(np.zeros((5, OBS)), noise=noise)
     assert rt.act(np.zeros(OBS)).shape == (ACT,) and rt.act(np.zeros((5, OBS))).shape == (5, ACT)
 
 

@@ -1,11 +1,12 @@
-"""The sim bridge as a node: the tasks it serves (asked for the OGBench task it exits with the reason), and its
-lockstep episodes driven by action chunks, with the test process as the policy."""
+"""The sim bridge as a node: the tasks it serves (asked for the OGBench task it exits with the reason), and how it
+executes action chunks in lockstep and in realtime, with the test process as the policy."""
 import numpy as np
 import pytest
 
 pytest.importorskip('rclpy')
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
-from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
+from sensor_msgs.msg import JointState  # noqa: E402
 from std_msgs.msg import Float64MultiArray  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
@@ -62,3 +63,23 @@ def test_a_chunk_ends_with_its_episode_and_max_episodes_ends_the_bridge(launch_n
     assert [s.step for s in steps] == list(range(1, limit + 1)) * 2
     assert [i for i, s in enumerate(steps) if s.truncated] == [limit - 1, 2 * limit - 1]
     assert '2 episodes done' in bridge.output()
+
+
+def test_realtime_steps_through_a_chunk_one_target_per_tick(launch_node, ros_node):
+    """In realtime a JointTrajectory's targets are taken one per control tick and the last is held: a chunk
+    (here, current, current, current + 0.05 rad on joint 1) takes the arm to its last target."""
+    states = ros_node.collect('/joint_states', JointState, qos_profile_sensor_data)
+    actions = ros_node.node.create_publisher(JointTrajectory, '/swfp/action', ACTION_QOS)
+    bridge = launch_node('sim_bridge', params={'task': 'panda_reach', 'command_type': 'trajectory',
+                                               'mode': 'realtime', 'publish_clock': False})
+    try:
+        ros_node.wait_for_subscribers('/swfp/action', timeout=60)
+        ros_node.wait_for(lambda: states, 30, what='a joint state')
+        joint1 = lambda: states[-1][1].position[0]  # noqa: E731
+        start = np.array(states[-1][1].position[:7])
+        last = start + np.array([0.05, 0, 0, 0, 0, 0, 0])
+        actions.publish(M.trajectory_msg(ARM_JOINTS, [start, start, last], 0.05))
+        ros_node.wait_for(lambda: abs(joint1() - last[0]) < 0.005, 30, what="the chunk's last target reached")
+    finally:
+        print(bridge.output()[-2000:])
+    assert bridge.stop() == 0
