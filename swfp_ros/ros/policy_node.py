@@ -221,10 +221,7 @@ class PolicyNode(LifecycleNode):
             if g('act_on_executor') and cfg.mode != 'lockstep':
                 raise ValueError('act_on_executor is for lockstep only: in realtime an inference on the executor '
                                  'thread would hold back the control ticks')
-            self.max_update_bytes = int(g('max_update_bytes'))
-            if not 0 < self.max_update_bytes <= MAX_UPDATE_BYTES:
-                raise ValueError(f'max_update_bytes must be in 1..{MAX_UPDATE_BYTES} (the update format\'s limit), '
-                                 f'got {self.max_update_bytes}')
+            self.max_update_bytes = int(g('max_update_bytes'))   # in 1..MAX_UPDATE_BYTES: its ParamSpec range
             self.estop_guard = guards.EstopReleaseGuard(guards.node_names(g('estop_release_sources')))
             key = auth.load_key(g('update_key_file')) if g('update_key_file') else None
             import torch
