@@ -291,3 +291,27 @@ def test_enclave_root_gives_each_node_its_own_enclave():
     policy = next(rn for rn in nodes if rn.enclave == '/swfp/arm1/policy_node')
     assert policy.ros_args()[-2:] == ['--enclave', '/swfp/arm1/policy_node']
     assert all('--enclave' not in rn.ros_args() for rn in graph.resolve(g, _given(g, learn='true')))
+
+
+def test_the_goal_argument_reaches_the_task_node_as_triples():
+    """goal:= on the real-arm graph: 'x,y,z' or triples separated by ';' (spaces allowed) become the task node's flat
+    goals list; '' (or blanks) is the parameter's "none", [0.0]; anything not in triples is refused with the reason."""
+    g = graph.get_graph('real_arm')
+
+    def goals(text):
+        return next(rn for rn in graph.resolve(g, _given(g, goal=text)) if rn.name == 'task_node').parameters['goals']
+    assert goals('0.5,0,0.3') == [0.5, 0.0, 0.3]
+    assert goals(' 0.5, 0.0, 0.3 ; 0.4,0.1,0.35; ') == [0.5, 0.0, 0.3, 0.4, 0.1, 0.35]
+    assert goals('') == goals('  ') == [0.0]
+    for bad in ('0.5,0.1', '0.5,0,0.3;0.4', ';'):
+        with pytest.raises(ValueError, match='expected x,y,z triples separated by ;'):
+            goals(bad)
+
+
+def test_namespaces_and_enclave_root_are_normalised():
+    """' /arm1/ , arm2' names the namespaces /arm1 and /arm2, and enclave_root 'swfp/' is the enclave root /swfp."""
+    g = graph.get_graph('real_arm')
+    nodes = graph.resolve(g, _given(g, namespace=' /arm1/ , arm2', enclave_root='swfp/'))
+    assert sorted(rn.namespace for rn in nodes if rn.name == 'policy_node') == ['/arm1', '/arm2']
+    assert {rn.enclave for rn in nodes if rn.name == 'policy_node'} == {'/swfp/arm1/policy_node',
+                                                                      '/swfp/arm2/policy_node'}
