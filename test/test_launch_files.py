@@ -309,8 +309,12 @@ def test_the_goal_argument_reaches_the_task_node_as_triples():
 
 
 def test_namespaces_and_enclave_root_are_normalised():
-    """' /arm1/ , arm2' names the namespaces /arm1 and /arm2, and enclave_root 'swfp/' is the enclave root /swfp."""
+    """' /arm1/ , arm2' names the namespaces /arm1 and /arm2, and enclave_root 'swfp/' is the enclave root /swfp; a
+    list with an empty entry or naming one namespace twice is refused."""
     g = graph.get_graph('real_arm')
+    for bad, problem in (('arm1,,arm2', 'an empty entry'), ('arm1, /arm1/', 'duplicate namespaces')):
+        with pytest.raises(ValueError, match=problem):
+            graph.resolve(g, _given(g, namespace=bad))
     nodes = graph.resolve(g, _given(g, namespace=' /arm1/ , arm2', enclave_root='swfp/'))
     assert sorted(rn.namespace for rn in nodes if rn.name == 'policy_node') == ['/arm1', '/arm2']
     assert {rn.enclave for rn in nodes if rn.name == 'policy_node'} == {'/swfp/arm1/policy_node',
