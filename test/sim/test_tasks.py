@@ -6,6 +6,7 @@ from gymnasium.utils.env_checker import check_env
 
 from swfp_ros.sim import TASKS, PandaTaskEnv, make_env
 from swfp_ros.sim.experts import make_expert
+from swfp_ros.sim.tasks import HOME_Q, LIMIT_MARGIN
 from swfp_ros.sim.panda_model import ARM_JOINTS, default_panda_xml
 from swfp_ros.train.evaluate import evaluate
 
@@ -70,14 +71,77 @@ def test_actions_are_clipped_and_targets_respect_joint_limits():
     base = env.unwrapped
     np.testing.assert_allclose(base.joint_targets_for(np.full(7, 5.0)),
                                base.joint_targets_for(np.ones(7)))
-    for _ in range(60):  # drive every joint towards its upper limit for 3 s
-        base.step(np.ones(7, dtype=np.float32))
-        assert np.all(base.data.ctrl[base.arm.actuator] <= base.joint_upper + 1e-12)
-    assert np.all(base.joint_positions <= base.arm.upper + 0.01)
-    with pytest.raises(ValueError, match='shape'):
+    for sign in (-1.0, 1.0):   # drive every joint towards its lower, then its upper limit for 3 s
+        for _ in range(60):
+            base.step(np.full(7, sign, dtype=np.float32))
+            ctrl = base.data.ctrl[base.arm.actuator]
+            assert np.all(ctrl <= base.arm.upper - LIMIT_MARGIN + 1e-12)    # the model's limits, less the margin
+            assert np.all(ctrl >= base.arm.lower + LIMIT_MARGIN - 1e-12)
+        limit = base.arm.lower + LIMIT_MARGIN if sign < 0 else base.arm.upper - LIMIT_MARGIN
+        assert np.isclose(ctrl, limit).any(), ctrl - limit     # some joints got there: the bound was tested
+        q = base.joint_positions
+        assert np.all(q <= base.arm.upper + 0.01) and np.all(q >= base.arm.lower - 0.01)
+    with pytest.raises(ValueError, match=r'action must have shape \(7,\)'):
         base.step(np.zeros(6))
     with pytest.raises(ValueError, match='NaN'):
         base.step(np.array([np.nan] + [0.0] * 6))
+    for bad in (np.zeros(6), np.array([np.inf] + [0.0] * 6)):
+        with pytest.raises(ValueError, match='joint targets must be 7 finite values'):
+            base.step_joint_targets(bad)
+
+
+@pytest.mark.parametrize('task', PANDA_TASKS)
+def test_reward_and_success_are_the_tasks_distances(task):
+    """Reach: -|ee - goal|; push: -|puck - goal| (on the floor) - 0.5 |ee - puck|; success within 5 cm, which ends the
+    episode — checked after random steps, then with the goal reached by moving the goal (reach) or the puck (push)."""
+    env = make_env(task)
+    env.reset(seed=7)
+    base = env.unwrapped
+    rng = np.random.default_rng(7)
+
+    def expected():
+        if task == 'panda_reach':
+            to_goal = np.linalg.norm(base.ee_position - base.goal)
+            return -to_goal, to_goal < 0.05
+        puck = base.object_position
+        to_goal = np.linalg.norm(puck[:2] - base.goal[:2])
+        return -to_goal - 0.5 * np.linalg.norm(base.ee_position - puck), to_goal < 0.05
+    for _ in range(10):
+        _, reward, terminated, _, info = env.step(rng.uniform(-1, 1, 7).astype(np.float32))
+        assert (reward, terminated) == (pytest.approx(expected()[0], abs=1e-9), expected()[1])
+        assert info['is_success'] == terminated
+    if task == 'panda_reach':
+        base._set_goal(base.ee_position + np.array([0.0, 0.0, 0.03]))
+    else:   # the puck set down 3 cm from the goal
+        qpos = base.model.joint('puck_free').qposadr[0]
+        base.data.qpos[qpos:qpos + 3] = base.goal + np.array([0.03, 0.0, 0.0])
+    _, reward, terminated, _, info = env.step(np.zeros(7, dtype=np.float32))
+    assert terminated and info['is_success'] and reward == pytest.approx(expected()[0], abs=1e-9)
+
+
+def test_resets_sample_the_home_posture_and_the_task_in_their_ranges():
+    """The arm starts within 0.05 rad of HOME_Q; push's puck starts in [0.45, 0.55] x [-0.1, 0.1] on the floor with
+    its goal 10-20 cm away in every direction; reach's goal in its box — each varying from one seed to the next."""
+    push, reach = make_env('panda_push').unwrapped, make_env('panda_reach').unwrapped
+    homes, starts, offsets, goals = [], [], [], []
+    for seed in range(200):
+        push.reset(seed=seed)
+        reach.reset(seed=seed)
+        homes.append(push.joint_positions)
+        starts.append(push.object_position)
+        offsets.append(push.goal - push.object_position)
+        goals.append(reach.goal)
+    homes, starts, offsets, goals = map(np.array, (homes, starts, offsets, goals))
+    assert np.all(np.abs(homes - HOME_Q) <= 0.05 + 1e-9) and homes.std(0).min() > 0.01
+    assert np.all((starts[:, :2] >= [0.45, -0.1]) & (starts[:, :2] <= [0.55, 0.1]))
+    assert starts[:, :2].std(0).min() > 0.02
+    np.testing.assert_allclose(starts[:, 2], push.puck_half_height, atol=1e-3)
+    radius = np.linalg.norm(offsets[:, :2], axis=1)
+    assert np.all((radius >= 0.10 - 1e-9) & (radius <= 0.20 + 1e-9)) and radius.std() > 0.02
+    np.testing.assert_allclose(offsets[:, 2], 0.0, atol=1e-3)
+    quadrants = {(bool(x > 0), bool(y > 0)) for x, y in offsets[:, :2]}
+    assert len(quadrants) == 4
+    assert np.all((goals >= reach.goal_low) & (goals <= reach.goal_high)) and goals.std(0).min() > 0.05
 
 
 def test_zero_action_holds_the_arm_still():
