@@ -139,6 +139,18 @@ CASES = [
      'no_bag: no such rosbag2 bag'),
     ('ingest: --out in a missing folder', ['ingest', 'reach_bag', '--spec', str(REACH_SPEC), '--out',
                                            '/nonexistent_dir/x.npz'], 1, 'folder /nonexistent_dir does not exist'),
+    ('up: not name:=value', ['up', 'sim_finetune', 'bogus', '--print'], 2, "expected name:=value, got 'bogus'"),
+    ('up: misspelt argument', ['up', 'sim_finetune', 'chekpoint:=bc.pt', '--print'], 2,
+     'has no argument(s) chekpoint (did you mean checkpoint:=?)'),
+    ('up: bool argument', ['up', 'sim_finetune', 'record_bag:=maybe', '--print'], 2,
+     "argument record_bag:='maybe': expected true or false"),
+    ('up: int argument', ['up', 'sim_finetune', 'seed:=one', '--print'], 2, "argument seed:='one': expected int"),
+    ('up: argument of a choice', ['up', 'sim_finetune', 'task:=panda_fly', '--print'], 2,
+     "argument task:='panda_fly': expected one of panda_reach, panda_push"),
+    ('up: config folder without the files', ['up', 'sim_finetune', 'config:=.', '--print'], 2,
+     'config:=.: no parameter file sim_bridge.yaml there'),
+    ('up: goal not in triples', ['up', 'real_arm', 'goal:=0.5,0.1', '--print'], 2,
+     "goal list '0.5,0.1': expected x,y,z triples separated by ; (metres)"),
 ]
 
 

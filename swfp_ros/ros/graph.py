@@ -464,9 +464,11 @@ def parse_assignments(items: Sequence[str]) -> dict[str, str]:
 def resolve_arguments(graph: Graph, given: Mapping[str, str],
                       config_dir: Callable[[], Path] | None = None) -> dict[str, Any]:
     """Typed values of all arguments: the given texts parsed, defaults for the rest."""
-    unknown = set(given) - {a.name for a in graph.arguments}
+    unknown = sorted(set(given) - {a.name for a in graph.arguments})
     if unknown:
-        raise KeyError(f'graph {graph.name!r} has no argument(s) {", ".join(sorted(unknown))}; '
+        meant = dict(misspelt_arguments(graph, unknown))
+        names = [f'{n} (did you mean {meant[n]}:=?)' if n in meant else n for n in unknown]
+        raise KeyError(f'graph {graph.name!r} has no argument(s) {", ".join(names)}; '
                        f'arguments: {", ".join(a.name for a in graph.arguments)}')
     values: dict[str, Any] = {}
     for a in graph.arguments:
@@ -576,7 +578,7 @@ def misspelt_arguments(graph: Graph, names: Sequence[str]) -> list[tuple[str, st
     """(name, the declared argument it probably meant) for each undeclared name close to a declared one.
 
     ros2 launch passes on argument names a launch file does not declare (they may be meant for an enclosing launch
-    file), so ``chekpoint:=x`` would be ignored without a word; ``swfp up`` rejects unknown names outright."""
+    file), so ``chekpoint:=x`` would be ignored without a word; ``swfp up`` rejects unknown names, naming these."""
     declared = [a.name for a in graph.arguments]
     return [(name, close[0]) for name in names if name not in declared
             for close in [difflib.get_close_matches(name, declared, n=1, cutoff=0.8)] if close]
