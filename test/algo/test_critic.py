@@ -200,3 +200,15 @@ def test_soft_temperature_is_alpha_times_the_target_gradient_norm():
     assert 'next_log_prob' in b and torch.isfinite(b['next_log_prob']).all()
     learner.cfg.block.q_scale = 'none'                # blocks climb Q itself: the temperature is α
     assert learner._temperature(b) == 0.5
+
+
+@pytest.mark.parametrize('heads', [2, 5])
+def test_each_head_is_a_layer_norm_mlp(heads):
+    """Every hidden layer of every Q head (and of its target copy) is Linear -> LayerNorm -> SiLU, the critic of
+    docs/algorithm.md §4; a head without the LayerNorm would train without any error to show it."""
+    critic = Critic(5, 2, CriticConfig(hidden=16, layers=3, ensemble=heads))
+    heads_found = [m for m in critic.modules() if isinstance(m, torch.nn.Sequential)]
+    assert len(heads_found) == 2 * heads                     # the online heads and their targets
+    for head in heads_found:
+        kinds = [type(m).__name__ for m in head]
+        assert kinds == ['Linear', 'LayerNorm', 'SiLU'] * 3 + ['Linear'], kinds
