@@ -119,7 +119,6 @@ class BagRecorder:
         for k, v in (custom_data or {}).items():
             self._writer.set_custom_data(str(k), str(v))
         self._connections: dict[tuple[str, str], Any] = {}
-        self._msgdefs: dict[str, str] = {}
         for msgtype, text in (msgdefs or {}).items():
             self.register_msgdef(msgtype, text)
         self.message_count = 0
@@ -128,7 +127,6 @@ class BagRecorder:
     def register_msgdef(self, msgtype: str, msgdef: str) -> None:
         """Make a custom message type writable (``.msg`` text; nested custom types must be registered first)."""
         self.typestore.register(get_types_from_msg(msgdef, msgtype))
-        self._msgdefs[msgtype] = msgdef
 
     def open(self) -> 'BagRecorder':
         if not self.is_open:
