@@ -208,7 +208,6 @@ def train_peer(bc_checkpoint: str, out_dir: str, run: RunnerConfig, cfg: PeerCon
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(run.seed)
     # The training env and the evaluation each own a copy of the frozen flow; evaluations draw their own noise.
     model, env = make_peer(run.method, run.task, load_policy(bc_checkpoint, device=run.device, seed=run.seed + 1),
                            cfg, seed=run.seed, device=run.device)

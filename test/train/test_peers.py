@@ -119,6 +119,19 @@ def test_peers_run_through_the_harness(bc, tmp_path, method):
         assert {k: rows[0][k] for k in bc_start} == bc_start
 
 
+@pytest.mark.parametrize('method', ['dsrl', 'residual'])
+def test_a_seed_repeats_a_peer_run_exactly(bc, tmp_path, method):
+    """The run seed seeds the networks, the replay, the exploration and the envs: the same seed gives the same
+    curve, another seed another one."""
+    def curve(seed, name):
+        run = RunnerConfig(task='panda_reach', method=method, env_steps=150, num_envs=2, eval_every=150,
+                           eval_episodes=2, seed=seed)
+        rows = train_peer(str(bc / 'bc1.pt'), str(tmp_path / name), run, SMALL, log=lambda *_: None)
+        return [{k: v for k, v in r.items() if k != 'wall_s'} for r in rows]
+    first = curve(3, 'a')
+    assert curve(3, 'b') == first and curve(4, 'c')[-1] != first[-1]
+
+
 def test_peer_settings_and_methods_are_checked(bc, tmp_path):
     assert PeerConfig.from_overrides(['residual_scale=0.2', 'utd=2']).residual_scale == 0.2
     with pytest.raises(ValueError, match='key=value'):
