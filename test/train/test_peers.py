@@ -119,6 +119,16 @@ def test_peers_run_through_the_harness(bc, tmp_path, method):
         assert {k: rows[0][k] for k in bc_start} == bc_start
 
 
+def test_deployed_dsrl_samples_its_noise_policy(bc):
+    """As deployed (and evaluated), DSRL draws its noise from its SAC policy: one observation twice in a batch gets two
+    different noises, so two different actions."""
+    runtime = load_policy(str(bc / 'bc1.pt'), device='cpu', seed=0)
+    model, _ = make_peer('dsrl', 'panda_reach', runtime, SMALL, seed=0)
+    obs, _ = make_env('panda_reach').reset(seed=0)
+    actions = deployed_policy('dsrl', model, runtime, SMALL, seed=0)(np.stack([obs, obs]))
+    assert actions.shape == (2, 7) and not np.allclose(actions[0], actions[1])
+
+
 @pytest.mark.parametrize('method', ['dsrl', 'residual'])
 def test_a_seed_repeats_a_peer_run_exactly(bc, tmp_path, method):
     """The run seed seeds the networks, the replay, the exploration and the envs: the same seed gives the same
