@@ -166,6 +166,24 @@ def test_expert_noise_knob_degrades_success():
     assert noisy.success_rate <= 0.5
 
 
+def test_expert_noise_and_epsilon_do_what_they_say():
+    """noise_std adds N(0, σ²) to the clean action (clipped); epsilon replaces the action by a uniform one in [-1, 1]
+    with that probability; with neither the action is the clean one."""
+    env = make_env('panda_reach')
+    obs, _ = env.reset(seed=2)
+    clean = make_expert(env).clean_action(obs)
+    np.testing.assert_allclose(make_expert(env, seed=0)(obs), np.clip(clean, -1, 1), atol=1e-6)
+    noisy = np.array([make_expert(env, noise_std=0.1, seed=k)(obs) for k in range(400)])
+    inside = np.abs(clean) < 0.7                          # coordinates where the clip leaves the noise alone
+    assert inside.sum() >= 3
+    assert np.all(np.abs(noisy.mean(0) - clean)[inside] < 0.03) and np.all(np.abs(noisy.std(0) - 0.1)[inside] < 0.02)
+    expert = make_expert(env, epsilon=0.2, seed=0)
+    actions = np.array([expert(obs) for _ in range(400)])
+    random = ~np.all(np.isclose(actions, np.clip(clean, -1, 1), atol=1e-6), axis=1)
+    assert 0.12 < random.mean() < 0.28 and np.all(np.abs(actions) <= 1)
+    assert actions[random].std(0).min() > 0.45                        # uniform on [-1, 1]: std 0.58
+
+
 def test_user_supplied_model_path(tmp_path):
     model = tmp_path / 'my_panda.xml'
     model.write_text(default_panda_xml())
