@@ -6,8 +6,8 @@ from gymnasium.utils.env_checker import check_env
 
 from swfp_ros.sim import TASKS, PandaTaskEnv, make_env
 from swfp_ros.sim.experts import make_expert
-from swfp_ros.sim.tasks import HOME_Q, LIMIT_MARGIN
 from swfp_ros.sim.panda_model import ARM_JOINTS, default_panda_xml
+from swfp_ros.sim.tasks import HOME_Q, LIMIT_MARGIN
 from swfp_ros.train.evaluate import evaluate
 
 PANDA_TASKS = sorted(t for t, (_, cls, _) in TASKS.items() if issubclass(cls, PandaTaskEnv))
