@@ -38,6 +38,14 @@ STOP_POLL_S = 0.1
 # Exit status of a node that could not start (bad parameters, missing checkpoint): launchers end the whole graph on
 # it, while a node that fails later (status 1) may be one the graph can do without for a while (the learner).
 EXIT_START_FAILED = 3
+
+
+class StartRefused(ValueError):
+    """A node cannot start with the settings it was given, and the message says which and why (a parameter out of its
+    range, say): ``run_nodes`` prints it as one line and exits ``EXIT_START_FAILED``, without a traceback — the
+    input is the user's, not a bug."""
+
+
 # rclpy's and DDS's teardown after the nodes' own cleanup: past this the process ends with its status anyway. It once
 # hung past the 10 s `swfp up` (like ros2 launch) gives a node before SIGKILL (a fresh-clone CI run: the task node
 # 'stopped in 0.00 s', then was killed), and nothing of value is left to it then.
@@ -113,6 +121,9 @@ def run_nodes(name: str, nodes: Sequence[tuple[Callable, Callable | None]], args
         pass
     except SystemExit as e:
         rc = 0 if e.code in (0, None) else EXIT_START_FAILED if e.code == EXIT_START_FAILED or not started else 1
+    except StartRefused as e:
+        print(f'{name}: failed to start: {e}', file=sys.stderr)
+        rc = EXIT_START_FAILED
     except Exception as e:  # noqa: BLE001 -- the node's last word before the process exits
         print(f'{name}: {"failed to start: " if not started else ""}{type(e).__name__}: {e}', file=sys.stderr)
         traceback.print_exc()

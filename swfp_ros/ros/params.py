@@ -22,6 +22,8 @@ from typing import Any, Callable
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 
+from .executors import StartRefused
+
 START_NOTE = 'read at start: restart the node to change it'
 LIVE_NOTE = 'applies live'
 CONFIGURE_NOTE = 'read at configure: set it while unconfigured (deactivate, cleanup, set, configure)'
@@ -77,7 +79,7 @@ def declare_params(node, specs: list[ParamSpec], on_live: Callable[[dict[str, An
                    configure_refusal: Callable[[], str] | None = None) -> dict[str, Any]:
     """Declare ``specs`` on ``node`` (descriptors, former names), install the on-set callback and return the values.
 
-    Raises ValueError naming the parameter when a given value is not allowed (out of range, not one of the choices).
+    Raises StartRefused naming the parameter when a given value is not allowed (out of range, not one of the choices).
     """
     table = {s.name: s for s in specs}
     values = {}
@@ -92,10 +94,10 @@ def declare_params(node, specs: list[ParamSpec], on_live: Callable[[dict[str, An
         try:
             value = node.declare_parameter(spec.name, default, spec.descriptor()).value
         except Exception as e:  # noqa: BLE001 - rclpy's range/type exceptions, reported with the parameter's name
-            raise ValueError(f'parameter {spec.name}: {e}') from None
+            raise StartRefused(f'parameter {spec.name}: {e}') from None
         why = spec.problem(value)
         if why:
-            raise ValueError(why)
+            raise StartRefused(why)
         values[spec.name] = value
 
     def on_set(params) -> SetParametersResult:

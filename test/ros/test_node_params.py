@@ -165,3 +165,14 @@ def flatten(tree: dict, prefix: str = '') -> dict:
         else:
             out[f'{prefix}{key}'] = value
     return out
+
+
+@pytest.mark.parametrize('node, value', [('policy_node', {'max_update_bytes': 0}), ('sim_bridge', {'mode': 'fast'})])
+def test_a_value_refused_at_start_ends_it_in_one_line(node, value, launch_node):
+    """A parameter given out of its range or choices ends the start with status 3 and one line naming it — the
+    user's input, not a bug, so no traceback."""
+    process = launch_node(node, params=value)
+    assert process.proc.wait(timeout=60) == 3, process.output()
+    out = process.output()
+    name = next(iter(value))
+    assert f'{node}: failed to start: ' in out and name in out and 'Traceback' not in out, out
