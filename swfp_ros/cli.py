@@ -12,8 +12,10 @@ leaves earlier outputs as they were and no empty folder behind.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
+import signal
 import sys
 import tempfile
 import warnings
@@ -180,6 +182,34 @@ def _check_dataset_task(ds, what: str) -> None:
 
 
 # --- commands -----------------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _stop_between_steps(prog: str):
+    """SIGINT / SIGTERM while a training command runs: the first only requests a stop, which its loop honours between
+    steps (``should_stop``, yielded here) by raising KeyboardInterrupt; a second ends the process at once, status 130.
+
+    Why not Python's KeyboardInterrupt wherever the main thread is: raised inside ``Queue.put`` (one notifying
+    TensorBoard's writer thread), it left that thread asleep with data queued, and closing the writer then waited
+    for it until its next flush, up to 120 s (`swfp finetune` hung after a Ctrl-C in 2 of 54 tries). The checkpoint
+    on disk is whole either way: it is written to a temporary file and renamed."""
+    from .ros.process import StopRequest     # a flag set without a lock (see its docstring); imports nothing heavy
+
+    requested = StopRequest()
+
+    def on_signal(signum, frame):
+        if requested.is_set():
+            os.write(2, f'{prog}: stopped at once\n'.encode())
+            os._exit(130)
+        requested.set()
+        os.write(2, f'{prog}: stopping after the current step (interrupt again to stop at once)\n'.encode())
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield requested.is_set
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def _set_torch_threads(n: int) -> None:
     """Intra-op threads for torch. Default 1: these MLPs are too small to gain from more, and with other work on
     the cores OpenMP spin-waiting made a critic update 7x slower with 2 threads than with 1 (measured, 2-core CPU)."""
@@ -379,8 +409,9 @@ def cmd_pretrain(args) -> int:
     dataset = _load_dataset(args)
     _set_torch_threads(args.threads)
     print(f'BC on {dataset}')
-    metrics = pretrain(dataset, out, cfg, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
-                       device=args.device, log_dir=args.logdir)
+    with _stop_between_steps('swfp pretrain') as should_stop:
+        metrics = pretrain(dataset, out, cfg, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
+                           device=args.device, log_dir=args.logdir, should_stop=should_stop)
     print(f'wrote {args.out} (final flow-matching loss {metrics["final_loss"]:.4f})')
     print(json.dumps({'checkpoint': args.out, **metrics}))
     return 0
@@ -427,10 +458,11 @@ def cmd_finetune(args) -> int:
                        device=args.device, keep_every=args.keep_every,
                        gif_every=args.gif_every)
     try:
-        if peer:
-            rows = train_peer(args.bc, args.out, run, peer_cfg)
-        else:
-            rows = finetune(args.bc, args.out, run, swfp, demos)
+        with _stop_between_steps('swfp finetune') as should_stop:
+            if peer:
+                rows = train_peer(args.bc, args.out, run, peer_cfg, should_stop=should_stop)
+            else:
+                rows = finetune(args.bc, args.out, run, swfp, demos, should_stop=should_stop)
     except KeyboardInterrupt:
         kept = (f'{resume} holds the run at {checkpoint_info(str(resume)).counters["env_steps"]} env steps; rerun '
                 f'the same command to resume' if resume.is_file() else 'no checkpoint was written yet')

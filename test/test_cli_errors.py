@@ -230,11 +230,47 @@ def test_ctrl_c_during_finetune_exits_130_and_keeps_a_whole_checkpoint(work, tmp
     stdout, stderr = p.communicate(timeout=60)
     lines = stderr.strip().splitlines()
     assert p.returncode == 130, (stdout, stderr)
-    assert len(lines) == 1 and lines[0].startswith('swfp finetune: interrupted;') and 'Traceback' not in stderr
-    assert 'rerun the same command to resume' in lines[0]
+    assert lines[0] == 'swfp finetune: stopping after the current step (interrupt again to stop at once)', stderr
+    assert len(lines) == 2 and lines[1].startswith('swfp finetune: interrupted;') and 'Traceback' not in stderr
+    assert 'rerun the same command to resume' in lines[1]
     learner = load_learner(str(out / 'learner.pt'))
-    assert f'holds the run at {learner.counters.env_steps} env steps' in lines[0]
+    assert f'holds the run at {learner.counters.env_steps} env steps' in lines[1]
     rows = (out / 'curve.csv').read_text().splitlines()
     assert all(len(row.split(',')) == len(rows[0].split(',')) for row in rows)
     assert not [f for f in os.listdir(out) if f.endswith('.tmp')]
     shutil.rmtree(out)
+
+
+STOP_BETWEEN_STEPS = """
+import sys, time
+from swfp_ros.cli import _stop_between_steps
+with _stop_between_steps('swfp finetune') as should_stop:
+    print('ready', flush=True)
+    while not (should_stop() and sys.argv[1] == 'polls'):
+        time.sleep(0.01)          # a step that a KeyboardInterrupt would cut short
+print('stopped between steps', flush=True)
+"""
+
+
+@pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_signal_is_honoured_between_steps(sig):
+    """The training commands' signal handling: the first SIGINT or SIGTERM only requests the stop (no
+    KeyboardInterrupt inside whatever the main thread is doing), which the loop takes at its next poll."""
+    p = subprocess.Popen([sys.executable, '-c', STOP_BETWEEN_STEPS, 'polls'], env=ENV, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    assert p.stdout.readline() == 'ready\n'
+    p.send_signal(sig)
+    stdout, stderr = p.communicate(timeout=60)
+    assert p.returncode == 0 and stdout == 'stopped between steps\n', (stdout, stderr)
+    assert stderr == 'swfp finetune: stopping after the current step (interrupt again to stop at once)\n'
+
+
+def test_a_second_stop_signal_ends_the_process_at_once():
+    p = subprocess.Popen([sys.executable, '-c', STOP_BETWEEN_STEPS, 'never polls'], env=ENV, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    assert p.stdout.readline() == 'ready\n'
+    p.send_signal(signal.SIGINT)
+    assert p.stderr.readline() == 'swfp finetune: stopping after the current step (interrupt again to stop at once)\n'
+    p.send_signal(signal.SIGINT)
+    stdout, stderr = p.communicate(timeout=60)
+    assert p.returncode == 130 and stdout == '' and stderr == 'swfp finetune: stopped at once\n', (stdout, stderr)

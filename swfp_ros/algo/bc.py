@@ -1,6 +1,8 @@
 """Behaviour cloning of the base flow policy by conditional flow matching (§1)."""
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -34,8 +36,10 @@ def fit_flow(flow: FlowPolicy, s: torch.Tensor, a: torch.Tensor, steps: int, bat
 
 def train_bc(obs: np.ndarray, actions: np.ndarray, cfg: FlowConfig | None = None, steps: int = 20_000,
              batch: int = 256, lr: float = 3e-4, log_dir: str | None = None, progress: bool | None = True,
-             device: str = 'auto', seed: int = 0) -> tuple[FlowPolicy, ObsNormalizer, dict]:
-    """BC on arrays obs [N, obs_dim], actions [N, H*act_size] in [-1, 1]. Returns (flow, normaliser, metrics)."""
+             device: str = 'auto', seed: int = 0,
+             should_stop: Callable[[], bool] | None = None) -> tuple[FlowPolicy, ObsNormalizer, dict]:
+    """BC on arrays obs [N, obs_dim], actions [N, H*act_size] in [-1, 1]. Returns (flow, normaliser, metrics).
+    ``should_stop()``: polled before each step; True ends the fit there with KeyboardInterrupt, its log closed."""
     obs, actions = np.asarray(obs, np.float32), np.asarray(actions, np.float32)
     if obs.ndim != 2 or actions.ndim != 2 or len(obs) != len(actions) or len(obs) == 0:
         raise ValueError(f'train_bc: need obs [N, obs_dim] and actions [N, act_dim] with the same N>0, '
@@ -56,10 +60,13 @@ def train_bc(obs: np.ndarray, actions: np.ndarray, cfg: FlowConfig | None = None
         from torch.utils.tensorboard import SummaryWriter  # only when asked: importing tensorboard is slow
         writer = SummaryWriter(log_dir)
     try:
-        losses = fit_flow(flow, s, a, steps, batch, lr, gen, log_every=100, writer=writer, progress=progress)
+        losses = fit_flow(flow, s, a, steps, batch, lr, gen, log_every=100, writer=writer, progress=progress,
+                          should_stop=should_stop)
     finally:
         if writer is not None:
             writer.close()
+    if len(losses) < steps:
+        raise KeyboardInterrupt
     flow.eval()
     tail = losses[-min(100, len(losses)):]
     return flow, norm, {'final_loss': float(np.mean(tail)), 'losses': losses}

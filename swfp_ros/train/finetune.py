@@ -215,11 +215,14 @@ def demo_transitions(dataset: DemoDataset, swfp: SwfpConfig) -> dict[str, np.nda
 
 
 def finetune(bc_checkpoint: str, out_dir: str, run: RunnerConfig, swfp: SwfpConfig,
-             demos: DemoDataset | None = None, log=print, progress: bool | None = None) -> list[dict]:
+             demos: DemoDataset | None = None, log=print, progress: bool | None = None,
+             should_stop: Callable[[], bool] | None = None) -> list[dict]:
     """Fine-tune from a BC checkpoint; resumes from ``out_dir/learner.pt`` if present. Returns the evaluation rows,
     the last one at the end of the budget.
 
-    ``progress``: a progress bar with ETA over the env-step budget (None: only on a terminal)."""
+    ``progress``: a progress bar with ETA over the env-step budget (None: only on a terminal).
+    ``should_stop()``: polled before each step (an evaluation, or a collection and its update); True ends the run
+    there with KeyboardInterrupt, its logs closed, the checkpoint of the last evaluation kept for a resume."""
     from tqdm import tqdm
     pyplot()   # loaded now, not at the first curve.png (see pyplot)
     if run.method not in LEARNERS:
@@ -257,7 +260,8 @@ def finetune(bc_checkpoint: str, out_dir: str, run: RunnerConfig, swfp: SwfpConf
     if log is print and not bar.disable:
         log = bar.write                         # lines above the bar, not through it
     try:
-        _run(learner, runtime, collector, run, out, rows, next_eval, start, passed_on, timing, scalars, bar, log)
+        _run(learner, runtime, collector, run, out, rows, next_eval, start, passed_on, timing, scalars, bar, log,
+             should_stop or (lambda: False))
     finally:
         bar.close()
         scalars.close()
@@ -306,9 +310,11 @@ def _reconcile_logs(out: Path, learner) -> None:
 
 
 def _run(learner, runtime, collector, run: RunnerConfig, out: Path, rows: list[dict], next_eval: int, start: float,
-         passed_on: dict, timing: dict, scalars: ScalarLog, bar, log) -> None:
+         passed_on: dict, timing: dict, scalars: ScalarLog, bar, log, should_stop: Callable[[], bool]) -> None:
     """The loop: evaluate when due (checkpoints, curve, scalars), collect one decision per env, update."""
     while True:
+        if should_stop():
+            raise KeyboardInterrupt
         steps_done = learner.counters.env_steps
         finished = steps_done >= run.env_steps
         if steps_done >= next_eval or (finished and (not rows or rows[-1]['env_steps'] < steps_done)):
@@ -341,7 +347,7 @@ def _run(learner, runtime, collector, run: RunnerConfig, out: Path, rows: list[d
         critic_before = learner.counters.critic_updates
         blocks_before = learner.counters.blocks_trained
         tick = time.perf_counter()
-        updates = learner.update()
+        updates = learner.update(should_stop=should_stop)
         elapsed = time.perf_counter() - tick
         done = learner.counters.critic_updates - critic_before
         if done:

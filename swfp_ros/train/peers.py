@@ -26,6 +26,7 @@ import json
 import resource
 import time
 from pathlib import Path
+from typing import Callable
 
 import gymnasium as gym
 import numpy as np
@@ -201,9 +202,11 @@ def deployed_policy(method: str, model, bc: PolicyRuntime, cfg: PeerConfig, seed
     return residual_act
 
 
-def train_peer(bc_checkpoint: str, out_dir: str, run: RunnerConfig, cfg: PeerConfig, log=print) -> list[dict]:
+def train_peer(bc_checkpoint: str, out_dir: str, run: RunnerConfig, cfg: PeerConfig, log=print,
+               should_stop: Callable[[], bool] | None = None) -> list[dict]:
     """DSRL or residual RL (``run.method``) from a BC checkpoint for ``run.env_steps`` env steps, evaluated every
-    ``run.eval_every`` env steps on the harness's evaluation episodes. Writes curve.csv and summary.json."""
+    ``run.eval_every`` env steps on the harness's evaluation episodes. Writes curve.csv and summary.json.
+    ``should_stop()``: polled after each SAC step; True ends the run there with KeyboardInterrupt (nothing written)."""
     from stable_baselines3.common.callbacks import BaseCallback
 
     out = Path(out_dir)
@@ -229,6 +232,8 @@ def train_peer(bc_checkpoint: str, out_dir: str, run: RunnerConfig, cfg: PeerCon
         next_eval = run.eval_every
 
         def _on_step(self) -> bool:
+            if should_stop is not None and should_stop():
+                raise KeyboardInterrupt
             if env.env_steps >= self.next_eval:
                 evaluate(env.env_steps)
                 self.next_eval += run.eval_every

@@ -1,5 +1,5 @@
 """Behaviour cloning's own contract: refused inputs in their own words, a seed that repeats the fit, the normaliser
-fitted to the demonstrations, the loss curve and its logging, and a fit a stop request ends early."""
+fitted to the demonstrations, the loss curve and its logging, and a fit (or training) a stop request ends early."""
 import numpy as np
 import pytest
 import torch
@@ -92,6 +92,16 @@ def test_a_stop_request_ends_the_fit_before_its_next_step():
                       should_stop=lambda: calls.append(1) or len(calls) > 4)
     assert len(losses) == 4 and len(calls) == 5
     assert any(not torch.equal(p, q) for p, q in zip(before, flow.parameters()))
+
+
+def test_a_stop_request_ends_bc_training_with_keyboard_interrupt(tmp_path):
+    """Not a partly trained flow returned as if done (pretrain would save it); the TensorBoard log is closed."""
+    obs, acts = demos()
+    calls = []
+    with pytest.raises(KeyboardInterrupt):
+        train_bc(obs, acts, CFG, steps=20, batch=16, progress=False, device='cpu', log_dir=str(tmp_path),
+                 should_stop=lambda: calls.append(1) or len(calls) > 5)
+    assert len(calls) == 6 and list(tmp_path.glob('events.out.tfevents.*'))
 
 
 def test_fit_works_with_less_data_than_a_batch():

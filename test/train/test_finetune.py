@@ -170,6 +170,20 @@ def test_resume_after_a_stop_between_checkpoints_logs_each_block_once(bc_checkpo
     assert [int(r['env_steps']) for r in _curve(tmp_path / 'curve.csv')] == [0, 100, 200, 300]
 
 
+def test_a_stop_request_ends_the_run_after_the_step_under_way_and_it_resumes(bc_checkpoint, tmp_path):
+    """should_stop() True once the evaluation at 100 env steps is logged: the run ends at its next poll with
+    KeyboardInterrupt, its checkpoint that evaluation's; the same call then resumes to the end of the budget."""
+    swfp = load_swfp_config(overrides=SMALL)
+    run = RunnerConfig(task='panda_reach', env_steps=300, num_envs=4, eval_every=100, eval_episodes=2)
+    logged_100 = lambda: (tmp_path / 'curve.csv').is_file() and len(_curve(tmp_path / 'curve.csv')) >= 2  # noqa: E731
+    with pytest.raises(KeyboardInterrupt):
+        finetune(str(bc_checkpoint / 'bc.pt'), str(tmp_path), run, swfp, log=lambda *_: None, should_stop=logged_100)
+    assert load_learner(str(tmp_path / 'learner.pt')).counters.env_steps == 100
+    assert [int(r['env_steps']) for r in _curve(tmp_path / 'curve.csv')] == [0, 100]
+    rows = finetune(str(bc_checkpoint / 'bc.pt'), str(tmp_path), run, swfp, log=lambda *_: None)
+    assert [r['env_steps'] for r in rows] == [0, 100, 200, 300]
+
+
 def test_a_seed_repeats_a_run_exactly_and_seeds_the_learner(bc_checkpoint, tmp_path):
     swfp = load_swfp_config(overrides=[*SMALL, 'warmup_steps=48', 'steps_per_block=48'])
 

@@ -119,6 +119,13 @@ def test_peers_run_through_the_harness(bc, tmp_path, method):
         assert {k: rows[0][k] for k in bc_start} == bc_start
 
 
+def test_a_stop_request_ends_a_peer_run_writing_nothing(bc, tmp_path):
+    run = RunnerConfig(task='panda_reach', method='dsrl', env_steps=240, num_envs=4, eval_every=120, eval_episodes=4)
+    with pytest.raises(KeyboardInterrupt):
+        train_peer(str(bc / 'bc3.pt'), str(tmp_path), run, SMALL, log=lambda *_: None, should_stop=lambda: True)
+    assert not (tmp_path / 'curve.csv').exists() and not (tmp_path / 'summary.json').exists()
+
+
 def test_deployed_dsrl_samples_its_noise_policy(bc):
     """As deployed (and evaluated), DSRL draws its noise from its SAC policy: one observation twice in a batch gets two
     different noises, so two different actions."""
