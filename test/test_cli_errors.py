@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -252,12 +253,21 @@ print('stopped between steps', flush=True)
 """
 
 
+def _stop_between_steps_child(polls: str) -> subprocess.Popen:
+    """STOP_BETWEEN_STEPS in a child, killed after 60 s so that a read of its output cannot wait forever."""
+    p = subprocess.Popen([sys.executable, '-c', STOP_BETWEEN_STEPS, polls], env=ENV, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    watchdog = threading.Timer(60, p.kill)
+    watchdog.daemon = True
+    watchdog.start()
+    return p
+
+
 @pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM])
 def test_a_stop_signal_is_honoured_between_steps(sig):
     """The training commands' signal handling: the first SIGINT or SIGTERM only requests the stop (no
     KeyboardInterrupt inside whatever the main thread is doing), which the loop takes at its next poll."""
-    p = subprocess.Popen([sys.executable, '-c', STOP_BETWEEN_STEPS, 'polls'], env=ENV, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+    p = _stop_between_steps_child('polls')
     assert p.stdout.readline() == 'ready\n'
     p.send_signal(sig)
     stdout, stderr = p.communicate(timeout=60)
@@ -266,8 +276,7 @@ def test_a_stop_signal_is_honoured_between_steps(sig):
 
 
 def test_a_second_stop_signal_ends_the_process_at_once():
-    p = subprocess.Popen([sys.executable, '-c', STOP_BETWEEN_STEPS, 'never polls'], env=ENV, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+    p = _stop_between_steps_child('never polls')
     assert p.stdout.readline() == 'ready\n'
     p.send_signal(signal.SIGINT)
     assert p.stderr.readline() == 'swfp finetune: stopping after the current step (interrupt again to stop at once)\n'
