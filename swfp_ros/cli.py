@@ -185,24 +185,23 @@ def _check_dataset_task(ds, what: str) -> None:
 @contextlib.contextmanager
 def _stop_between_steps(prog: str):
     """SIGINT / SIGTERM while a training command runs: the first only requests a stop, which its loop honours between
-    steps (``should_stop``, yielded here) by raising KeyboardInterrupt; a second ends the process at once, status 130.
+    steps (``should_stop``, yielded here) by raising KeyboardInterrupt; a further one raises KeyboardInterrupt at once,
+    as Ctrl-C always did (a checkpoint being written is then abandoned and its temporary file removed).
 
     Why not Python's KeyboardInterrupt wherever the main thread is: raised inside ``Queue.put`` (one notifying
     TensorBoard's writer thread), it left that thread asleep with data queued, and closing the writer then waited
-    for it until its next flush, up to 120 s (`swfp finetune` hung after a Ctrl-C in 2 of 54 tries). The checkpoint
-    on disk is whole either way: it is written to a temporary file and renamed."""
-    from .ros.process import StopRequest     # a flag set without a lock (see its docstring); imports nothing heavy
+    for it until its next flush, up to 120 s (`swfp finetune` hung after a Ctrl-C in 2 of 54 tries)."""
+    from .ros.process import STOP_SIGNALS, StopRequest   # a flag set without a lock; imports nothing heavy
 
     requested = StopRequest()
 
     def on_signal(signum, frame):
         if requested.is_set():
-            os.write(2, f'{prog}: stopped at once\n'.encode())
-            os._exit(130)
+            raise KeyboardInterrupt
         requested.set()
         os.write(2, f'{prog}: stopping after the current step (interrupt again to stop at once)\n'.encode())
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, on_signal) for sig in STOP_SIGNALS}
     try:
         yield requested.is_set
     finally:

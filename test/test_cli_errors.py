@@ -245,11 +245,15 @@ def test_ctrl_c_during_finetune_exits_130_and_keeps_a_whole_checkpoint(work, tmp
 STOP_BETWEEN_STEPS = """
 import sys, time
 from swfp_ros.cli import _stop_between_steps
-with _stop_between_steps('swfp finetune') as should_stop:
-    print('ready', flush=True)
-    while not (should_stop() and sys.argv[1] == 'polls'):
-        time.sleep(0.01)          # a step that a KeyboardInterrupt would cut short
-print('stopped between steps', flush=True)
+try:
+    with _stop_between_steps('swfp finetune') as should_stop:
+        print('ready', flush=True)
+        while not (should_stop() and sys.argv[1] == 'polls'):
+            time.sleep(0.01)          # a step that a KeyboardInterrupt would cut short
+    print('stopped between steps', flush=True)
+except KeyboardInterrupt:
+    print('stopped at once', flush=True)
+    sys.exit(130)
 """
 
 
@@ -282,4 +286,4 @@ def test_a_second_stop_signal_ends_the_process_at_once():
     assert p.stderr.readline() == 'swfp finetune: stopping after the current step (interrupt again to stop at once)\n'
     p.send_signal(signal.SIGINT)
     stdout, stderr = p.communicate(timeout=60)
-    assert p.returncode == 130 and stdout == '' and stderr == 'swfp finetune: stopped at once\n', (stdout, stderr)
+    assert p.returncode == 130 and stdout == 'stopped at once\n' and stderr == '', (stdout, stderr)

@@ -94,14 +94,14 @@ def test_a_stop_request_ends_the_fit_before_its_next_step():
     assert any(not torch.equal(p, q) for p, q in zip(before, flow.parameters()))
 
 
-def test_a_stop_request_ends_bc_training_with_keyboard_interrupt(tmp_path):
-    """Not a partly trained flow returned as if done (pretrain would save it); the TensorBoard log is closed."""
+def test_a_stop_request_ends_bc_training_with_keyboard_interrupt():
+    """Not a partly trained flow returned as if done (pretrain would save it)."""
     obs, acts = demos()
     calls = []
     with pytest.raises(KeyboardInterrupt):
-        train_bc(obs, acts, CFG, steps=20, batch=16, progress=False, device='cpu', log_dir=str(tmp_path),
+        train_bc(obs, acts, CFG, steps=20, batch=16, progress=False, device='cpu',
                  should_stop=lambda: calls.append(1) or len(calls) > 5)
-    assert len(calls) == 6 and list(tmp_path.glob('events.out.tfevents.*'))
+    assert len(calls) == 6
 
 
 def test_fit_works_with_less_data_than_a_batch():
