@@ -86,7 +86,11 @@ def test_task_roundtrip_and_label_check():
 
 
 def test_reward_roundtrip_and_validation():
-    r = M.reward_from_msg(M.reward_msg(-0.25, False, True, 50))
+    msg = M.reward_msg(-0.25, False, True, 50)
+    # the layout other tools read (ros2 topic echo, rosbag readers): one dim of 4 values, no offset
+    assert [(d.label, d.size, d.stride) for d in msg.layout.dim] == [(','.join(M.REWARD_LABELS), 4, 4)]
+    assert msg.layout.data_offset == 0
+    r = M.reward_from_msg(msg)
     assert (r.reward, r.terminated, r.truncated, r.step, r.done) == (-0.25, False, True, 50, True)
     bad = M.reward_msg(0.0, False, False, 1)
     bad.data = [0.0, 0.5, 0.0, 1.0]
@@ -97,10 +101,11 @@ def test_reward_roundtrip_and_validation():
         M.reward_from_msg(bad)
 
 
-def _transition(obs_dim=20, act_dim=7):
+def _transition(obs_dim=20, act_dim=7, terminated=True):
+    # every trailing field distinct, so that a decoder reading one from another's slot fails
     rng = np.random.default_rng(1)
     return M.Transition(obs=rng.normal(size=obs_dim), action=rng.uniform(-1, 1, act_dim), reward=-0.3,
-                        next_obs=rng.normal(size=obs_dim), terminated=True, n_steps=1, version=3, actor_id=2)
+                        next_obs=rng.normal(size=obs_dim), terminated=terminated, n_steps=4, version=3, actor_id=2)
 
 
 def test_transition_layout_is_documented_order():
@@ -110,18 +115,19 @@ def test_transition_layout_is_documented_order():
     assert data.size == M.transition_size(o, a) == 2 * o + a + 5
     assert np.array_equal(data[:o], t.obs) and np.array_equal(data[o:o + a], t.action)
     assert data[o + a] == t.reward and np.array_equal(data[o + a + 1:2 * o + a + 1], t.next_obs)
-    assert list(data[-4:]) == [1.0, 1.0, 3.0, 2.0]
+    assert list(data[-4:]) == [1.0, 4.0, 3.0, 2.0]
 
 
-def test_transition_msg_roundtrip():
-    t = _transition()
+@pytest.mark.parametrize('terminated', [True, False])
+def test_transition_msg_roundtrip(terminated):
+    t = _transition(terminated=terminated)
     msg = M.transition_msg(t)
     assert [d.label for d in msg.layout.dim] == ['obs_dim', 'act_dim']
     assert [d.size for d in msg.layout.dim] == [20, 7]
     u = M.transition_from_msg(msg, 20, 7)
     for f in ('obs', 'action', 'next_obs'):
         assert np.array_equal(getattr(u, f), getattr(t, f))
-    assert (u.reward, u.terminated, u.n_steps, u.version, u.actor_id) == (-0.3, True, 1, 3, 2)
+    assert (u.reward, u.terminated, u.n_steps, u.version, u.actor_id) == (-0.3, terminated, 4, 3, 2)
 
 
 def test_transition_validation():
