@@ -1,4 +1,7 @@
 """BlockUpdate wire format and PolicyRuntime's update discipline."""
+import hashlib
+import json
+import struct
 import threading
 
 import numpy as np
@@ -8,7 +11,7 @@ import torch
 from helpers import identity_normalizer, small_flow, trained_block
 from swfp_ros.algo.blocks import Cascade, RefinementBlock
 from swfp_ros.algo.runtime import PolicyRuntime
-from swfp_ros.algo.serialize import BlockUpdate, UpdateRejected
+from swfp_ros.algo.serialize import MAGIC, BlockUpdate, UpdateRejected
 
 
 def runtime():
@@ -118,7 +121,8 @@ def test_swap_between_inferences_under_threads():
 
 def test_a_digest_names_every_part_of_the_policy():
     """The digest a block's parent check rests on changes with the parent, the block's architecture, any one of its
-    weights (to the last bit) and its tensors' shapes; and a snapshot of a cascade has the digest its blocks chain to."""
+    weights (to the last bit), its tensors' shapes and a base's settings; and a snapshot of a cascade has the digest its
+    blocks chain to."""
     b = trained_block()
     upd = block_update(1, b)
     d = upd.digest()
@@ -133,6 +137,11 @@ def test_a_digest_names_every_part_of_the_policy():
     rt = runtime()
     casc = Cascade(small_flow(), [b])
     assert BlockUpdate.from_policy(1, casc, identity_normalizer(3)).digest() == block_update(1, b, rt.digest).digest()
+    # a base's digest also names what acts on the same weights: its integration steps and its action clipping
+    base = BlockUpdate.from_policy(1, Cascade(small_flow()), identity_normalizer(3))
+    for meta in ({**base.meta, 'clip': not base.meta['clip']},
+                 {**base.meta, 'flow': {**base.meta['flow'], 'euler_steps': base.meta['flow']['euler_steps'] + 1}}):
+        assert BlockUpdate(1, 'base', 3, 2, meta, base.tensors).digest() != base.digest()
 
 
 def test_a_block_trained_on_a_sibling_policy_is_refused():
@@ -147,13 +156,55 @@ def test_a_block_trained_on_a_sibling_policy_is_refused():
     assert e.value.reason == 'wrong_parent'
 
 
-@pytest.mark.parametrize('parent', ['', 'g' * 64, '0' * 63, 'A' * 64, None])
+@pytest.mark.parametrize('parent', ['', 'g' * 64, 'g' + '0' * 63, '0' * 63, 'A' * 64, None])
 def test_a_block_whose_parent_is_not_a_digest_is_corrupt(parent):
     upd = block_update(1, trained_block())
     upd.meta['parent'] = parent
     with pytest.raises(UpdateRejected, match='valid parent digest') as e:
         BlockUpdate.from_bytes(upd.to_bytes(), obs_dim=3, act_dim=2)
     assert e.value.reason == 'corrupt'
+
+
+def _with_header(update: BlockUpdate, edit) -> bytes:
+    """``update``'s bytes with ``edit`` applied to the parsed header, re-encoded with a valid checksum (what a buggy or
+    hostile sender could produce)."""
+    raw = update.to_bytes()[:-32]
+    start = len(MAGIC) + 8
+    (hlen,) = struct.unpack('<Q', raw[len(MAGIC):start])
+    header = json.loads(raw[start:start + hlen])
+    edit(header)
+    head = json.dumps(header).encode()
+    body = MAGIC + struct.pack('<Q', len(head)) + head + raw[start + hlen:]
+    return body + hashlib.sha256(body).digest()
+
+
+def _set(*path, value):
+    def edit(header):
+        target = header
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+    return edit
+
+
+@pytest.mark.parametrize('kind,edit,message,reason', [
+    ('block', _set('version', value=-1), 'version >= 0', 'corrupt'),
+    ('block', _set('tensors', 0, 'offset', value=10**9), 'extends past the payload', 'corrupt'),
+    ('block', lambda header: header['tensors'][1].update(offset=sum(t['nbytes'] for t in header['tensors']) - 4),
+     'extends past the payload', 'corrupt'),   # a weight matrix starting 4 bytes before the end
+    ('block', _set('meta', 'w2_bound', value=0.0), 'valid parent digest and w2_bound', 'corrupt'),
+    ('block', _set('meta', 'w2_bound', value=-0.5), 'valid parent digest and w2_bound', 'corrupt'),
+    ('block', _set('meta', 'w2_bound', value=float('inf')), 'valid parent digest and w2_bound', 'corrupt'),
+    ('block', _set('meta', 'w2_bound', value='wide'), 'valid parent digest and w2_bound', 'corrupt'),
+    ('base', _set('meta', 'blocks', value=[{'hidden': 16, 'layers': 10**6}]), 'declares more layers', 'incompatible'),
+    ('base', lambda header: header['meta'].pop('clip'), 'bad architecture', 'incompatible'),
+])
+def test_a_malformed_header_is_refused_for_what_is_wrong_with_it(kind, edit, message, reason):
+    update = block_update(1, trained_block()) if kind == 'block' else \
+        BlockUpdate.from_policy(1, Cascade(small_flow()), identity_normalizer(3))
+    with pytest.raises(UpdateRejected, match=message) as e:
+        BlockUpdate.from_bytes(_with_header(update, edit), obs_dim=3, act_dim=2)
+    assert e.value.reason == reason
 
 
 def test_a_block_missing_a_tensor_does_not_fit_its_architecture():
