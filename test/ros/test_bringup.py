@@ -3,13 +3,18 @@ every node cleanly (no orphans), and a node that dies takes the graph down with 
 
 The graph used is ``sim_finetune`` from graph.py restricted to its learner and recorder nodes (same executables,
 package parameter files and argument overrides), with the real learner on a tiny untrained BC checkpoint.
-The whole sim_finetune graph (sim bridge + policy + learner, blocks applied) is test_graph_e2e.py.
+The whole sim_finetune graph (sim bridge + policy + learner, blocks applied) is test_graph_e2e.py. The exit rule
+(respawn, optional and required nodes) and the SIGINT -> SIGKILL shutdown are also driven with stub processes in
+place of nodes, which can be told to exit or to ignore SIGINT.
 """
+import io
+import os
 import re
 import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -188,3 +193,112 @@ def test_print_output_runs_as_printed_with_learner_settings(tmp_path, ros_env, r
     assert 'swfp.block.delat:=0.2: unknown setting (did you mean block.delta?' in capsys.readouterr().err
     assert bringup.main(['real_arm', 'swfp.block.delta:=0.2', '--print']) == 2
     assert 'this graph runs no learner' in capsys.readouterr().err
+
+
+def _stub(name: str, code: str, arg, **flags) -> tuple:
+    """A node of the graph whose process is ``python -c code arg`` instead of a ROS node."""
+    node = graph.ResolvedNode(executable='stub', name=name, namespace='', param_files=[], parameters={},
+                              remappings=[], log_level='info', **{'stop_timeout_s': 5.0, **flags})
+    return node, [sys.executable, '-c', 'import pathlib, signal, subprocess, sys, time\n' + code, str(arg)]
+
+
+def _run_stubs(stubs) -> tuple[bringup.Bringup, io.StringIO]:
+    out = io.StringIO()
+    up = bringup.Bringup([node for node, _ in stubs], out=out)
+    up.procs.extend(up._spawn(bringup._Proc(node, cmd, None)) for node, cmd in stubs)
+    return up, out
+
+
+# A node process that prints the pid of a child it started (in its own process group, which is the node's); the child
+# ignores SIGINT, and so does the node itself when told to.
+NODE_WITH_CHILD = '''
+if sys.argv[1] == 'ignore':
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+child = subprocess.Popen([sys.executable, '-c',
+                          'import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); time.sleep(600)'])
+print('child', child.pid, flush=True)
+time.sleep(600)
+'''
+
+
+def _dead(pid: int) -> bool:
+    """Gone, or a zombie waiting for a reaper (it runs no more)."""
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            return f.read().rsplit(')', 1)[1].split()[0] == 'Z'
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.parametrize('on_sigint', ['ignore', 'exit'])
+def test_shutdown_kills_a_node_that_ignores_sigint_and_whatever_its_process_group_left(on_sigint):
+    """SIGINT, then SIGKILL after the node's stop timeout for a node still running (and the exit status says so);
+    either way a child the node left in its process group is killed too (no orphan keeps running)."""
+    up, out = _run_stubs([_stub(f'node_{on_sigint}', NODE_WITH_CHILD, on_sigint, stop_timeout_s=1.0)])
+    try:
+        deadline = time.monotonic() + 60
+        while not re.search(r'child (\d+)', out.getvalue()):
+            assert up.procs[0].popen.poll() is None and time.monotonic() < deadline, out.getvalue()
+            time.sleep(0.05)
+        child = int(re.search(r'child (\d+)', out.getvalue()).group(1))
+        rc = up.shutdown()
+        deadline = time.monotonic() + 30
+        while not _dead(child) and time.monotonic() < deadline:   # SIGKILL is sent; the kernel ends it
+            time.sleep(0.05)
+        assert _dead(child)
+    finally:
+        try:
+            os.killpg(up.procs[0].popen.pid, signal.SIGKILL)   # what a failed check left: the node, the child
+        except ProcessLookupError:
+            pass
+    if on_sigint == 'ignore':
+        assert rc == 1 and up.procs[0].popen.returncode == -signal.SIGKILL
+        assert 'did not stop within 1 s: SIGKILL' in out.getvalue()
+    else:
+        assert rc == 0 and up.procs[0].popen.returncode in (-signal.SIGINT, 128 + signal.SIGINT)
+        assert 'SIGKILL' not in out.getvalue()
+
+
+def test_wait_applies_the_exit_rule_to_each_node(tmp_path):
+    """The exit rule as `swfp up` applies it (graph.exit_verdict): a node with respawn is started again after an exit,
+    an optional one without respawn stays down while the graph goes on, and a required node's exit ends the graph
+    with its status."""
+    flaky = _stub('flaky', 'sys.exit(7)', tmp_path, required=False, respawn=True)
+    optional = _stub('optional', 'sys.exit(4)', tmp_path, required=False)
+    # the required node ends once the flaky one has been started a third time (the test writes the file)
+    main = _stub('main', 'while not (pathlib.Path(sys.argv[1]) / "end").exists(): time.sleep(0.05)\nsys.exit(5)',
+                 tmp_path)
+    up, out = _run_stubs([flaky, optional, main])
+    result = {}
+    waiter = threading.Thread(target=lambda: result.setdefault('rc', up.wait(poll=0.02)), daemon=True)
+    waiter.start()
+    try:
+        deadline = time.monotonic() + 60
+        while out.getvalue().count('started flaky') < 3:
+            assert waiter.is_alive() and time.monotonic() < deadline, out.getvalue()
+            time.sleep(0.05)
+        (tmp_path / 'end').touch()
+        waiter.join(60)
+    finally:
+        up.shutdown()
+    text = out.getvalue()
+    assert result == {'rc': 5}, text
+    assert len(set(re.findall(r'started flaky \(pid (\d+)\)', text))) >= 3      # a new process each time
+    assert 'flaky exited with status 7; the actors keep acting with their last accepted policy; restarting it' in text
+    assert text.count('started optional') == 1
+    assert 'optional exited with status 4; the actors keep acting with their last accepted policy; not restarting it' \
+        in text
+    assert 'main exited with status 5; shutting the graph down' in text
+
+
+def test_an_optional_node_that_fails_to_start_ends_the_graph(tmp_path):
+    """Exit status 3 (the node refused its parameters): no restart would help, so even an optional node ends it."""
+    broken = _stub('broken', 'sys.exit(3)', tmp_path, required=False, respawn=True)
+    main = _stub('main', 'time.sleep(600)', tmp_path)
+    up, out = _run_stubs([broken, main])
+    try:
+        assert up.wait(poll=0.02) == 3
+    finally:
+        up.shutdown()
+    assert 'broken failed to start (status 3); shutting the graph down' in out.getvalue()
+    assert out.getvalue().count('started broken') == 1 and up.procs[1].popen.returncode is not None
