@@ -221,15 +221,6 @@ time.sleep(600)
 '''
 
 
-def _dead(pid: int) -> bool:
-    """Gone, or a zombie waiting for a reaper (it runs no more)."""
-    try:
-        with open(f'/proc/{pid}/stat') as f:
-            return f.read().rsplit(')', 1)[1].split()[0] == 'Z'
-    except FileNotFoundError:
-        return True
-
-
 @pytest.mark.parametrize('on_sigint', ['ignore', 'exit'])
 def test_shutdown_kills_a_node_that_ignores_sigint_and_whatever_its_process_group_left(on_sigint):
     """SIGINT, then SIGKILL after the node's stop timeout for a node still running (and the exit status says so);
@@ -243,9 +234,9 @@ def test_shutdown_kills_a_node_that_ignores_sigint_and_whatever_its_process_grou
         child = int(re.search(r'child (\d+)', out.getvalue()).group(1))
         rc = up.shutdown()
         deadline = time.monotonic() + 30
-        while not _dead(child) and time.monotonic() < deadline:   # SIGKILL is sent; the kernel ends it
+        while not process_gone(child) and time.monotonic() < deadline:   # SIGKILL is sent; the kernel ends it
             time.sleep(0.05)
-        assert _dead(child)
+        assert process_gone(child)
     finally:
         try:
             os.killpg(up.procs[0].popen.pid, signal.SIGKILL)   # what a failed check left: the node, the child

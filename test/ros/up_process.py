@@ -6,11 +6,12 @@ import subprocess
 
 
 def process_gone(pid: int) -> bool:
+    """Exited: no such process, or a zombie waiting for a reaper (an orphan's reaper may be slow, or none)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f'/proc/{pid}/stat') as f:
+            return f.read().rsplit(')', 1)[1].split()[0] == 'Z'
+    except FileNotFoundError:
         return True
-    return False
 
 
 def started_pids(text: str) -> dict[str, int]:
