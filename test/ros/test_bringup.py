@@ -196,10 +196,14 @@ def test_print_output_runs_as_printed_with_learner_settings(tmp_path, ros_env, r
 
 
 def _stub(name: str, code: str, arg, **flags) -> tuple:
-    """A node of the graph whose process is ``python -c code arg`` instead of a ROS node."""
+    """A node of the graph whose process is ``python -c code arg`` instead of a ROS node. SIGINT raises
+    KeyboardInterrupt in it even when the tests were started in the background by a shell (which ignores SIGINT in
+    what it starts there, and so in everything those start)."""
     node = graph.ResolvedNode(executable='stub', name=name, namespace='', param_files=[], parameters={},
                               remappings=[], log_level='info', **{'stop_timeout_s': 5.0, **flags})
-    return node, [sys.executable, '-c', 'import pathlib, signal, subprocess, sys, time\n' + code, str(arg)]
+    prelude = ('import pathlib, signal, subprocess, sys, time\n'
+               'signal.signal(signal.SIGINT, signal.default_int_handler)\n')
+    return node, [sys.executable, '-c', prelude + code, str(arg)]
 
 
 def _run_stubs(stubs) -> tuple[bringup.Bringup, io.StringIO]:
