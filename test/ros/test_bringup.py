@@ -213,32 +213,36 @@ def _run_stubs(stubs) -> tuple[bringup.Bringup, io.StringIO]:
     return up, out
 
 
-# A node process that prints the pid of a child it started (in its own process group, which is the node's); the child
-# ignores SIGINT, and so does the node itself when told to.
+# A node process that starts a child in its own process group (which is the node's); the child ignores SIGINT. The
+# node ignores it too ('ignore'), or ends on it with status 0 ('exit') or 2 ('fail'). The child says when it ignores
+# SIGINT (a SIGINT before that would kill it).
 NODE_WITH_CHILD = '''
 if sys.argv[1] == 'ignore':
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-child = subprocess.Popen([sys.executable, '-c',
-                          'import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); time.sleep(600)'])
-print('child', child.pid, flush=True)
-time.sleep(600)
+subprocess.Popen([sys.executable, '-c', 'import os, signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); '
+                                        'print("child ignoring SIGINT", os.getpid(), flush=True); time.sleep(600)'])
+try:
+    time.sleep(600)
+except KeyboardInterrupt:
+    sys.exit(2 if sys.argv[1] == 'fail' else 0)
 '''
 
 
-@pytest.mark.parametrize('on_sigint', ['ignore', 'exit'])
-def test_shutdown_kills_a_node_that_ignores_sigint_and_whatever_its_process_group_left(on_sigint):
-    """SIGINT, then SIGKILL after the node's stop timeout for a node still running (and the exit status says so);
-    either way a child the node left in its process group is killed too (no orphan keeps running)."""
-    # short for the node that will need the SIGKILL; long for the other, so that load cannot make it late
+@pytest.mark.parametrize('on_sigint,status,rc', [('ignore', -signal.SIGKILL, 1), ('exit', 0, 0), ('fail', 2, 1)])
+def test_shutdown_kills_what_sigint_left_and_reports_how_the_node_ended(on_sigint, status, rc):
+    """SIGINT, then SIGKILL after the node's stop timeout for a node still running; a child the node left in its
+    process group is killed too whatever the node did (no orphan keeps running); shutdown reports each node's status and
+    returns 1 unless every node stopped cleanly on the SIGINT."""
+    # short for the node that will need the SIGKILL; long for the others, so that load cannot make them late
     stop_timeout_s = 1.0 if on_sigint == 'ignore' else 60.0
     up, out = _run_stubs([_stub(f'node_{on_sigint}', NODE_WITH_CHILD, on_sigint, stop_timeout_s=stop_timeout_s)])
     try:
         deadline = time.monotonic() + 60
-        while not re.search(r'child (\d+)', out.getvalue()):
+        while not re.search(r'child ignoring SIGINT (\d+)', out.getvalue()):
             assert up.procs[0].popen.poll() is None and time.monotonic() < deadline, out.getvalue()
             time.sleep(0.05)
-        child = int(re.search(r'child (\d+)', out.getvalue()).group(1))
-        rc = up.shutdown()
+        child = int(re.search(r'child ignoring SIGINT (\d+)', out.getvalue()).group(1))
+        assert up.shutdown() == rc, out.getvalue()
         deadline = time.monotonic() + 30
         while not process_gone(child) and time.monotonic() < deadline:   # SIGKILL is sent; the kernel ends it
             time.sleep(0.05)
@@ -248,12 +252,9 @@ def test_shutdown_kills_a_node_that_ignores_sigint_and_whatever_its_process_grou
             os.killpg(up.procs[0].popen.pid, signal.SIGKILL)   # what a failed check left: the node, the child
         except ProcessLookupError:
             pass
-    if on_sigint == 'ignore':
-        assert rc == 1 and up.procs[0].popen.returncode == -signal.SIGKILL
-        assert 'did not stop within 1 s: SIGKILL' in out.getvalue()
-    else:
-        assert rc == 0 and up.procs[0].popen.returncode in (-signal.SIGINT, 128 + signal.SIGINT)
-        assert 'SIGKILL' not in out.getvalue()
+    assert up.procs[0].popen.returncode == status
+    assert f'node_{on_sigint} exited with status {status}' in out.getvalue()
+    assert ('did not stop within 1 s: SIGKILL' in out.getvalue()) == (on_sigint == 'ignore')
 
 
 def test_wait_applies_the_exit_rule_to_each_node(tmp_path):
