@@ -231,7 +231,6 @@ class SimTimeStamper:
     def _release(self, source_ns, _seq, _arrival, topic, msgtype, raw):
         if topic == self.clock_topic:
             self._clocks.append((source_ns, clock_ns_from_cdr(raw)))
-            self._tick, self._rank = len(self._clocks) - 1, 0
             return topic, msgtype, raw, self._clocks[-1][1]
         tick = bisect.bisect_right(self._clocks, (source_ns, 2 ** 63)) - 1
         self._tick, self._rank = tick, (self._rank + 1 if tick == self._tick else 1)

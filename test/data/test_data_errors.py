@@ -409,3 +409,30 @@ def test_spec_yaml_round_trip(tmp_path):
     again = load_spec(p)
     assert again.to_dict() == spec.to_dict() and again.action.representation == 'delta'
     assert again.topics()[:2] == ['/joint_states', '/swfp/task']
+
+
+@pytest.mark.parametrize('wrong, message', [
+    ('joints', 'episode 1: joint arrays have 6 columns, 7 joint names given'),
+    ('task', 'episode 1: task has 5 columns, 6 labels given'),
+])
+def test_the_demo_writer_refuses_an_episode_that_does_not_match_its_names(tmp_path, episodes, wrong, message):
+    """The refusal reaches the caller (the recorder's context manager closes the bag and re-raises, never swallows)."""
+    bad = episodes[1]
+    if wrong == 'joints':
+        bad.joint_pos, bad.action_target = bad.joint_pos[:, :6], bad.action_target[:, :6]
+    else:
+        bad.task = bad.task[:, :5]
+    with pytest.raises(ValueError, match=message):
+        write_demo_bag(tmp_path / 'bag', episodes, PANDA_JOINTS, REACH_TASK_LABELS, RATE)
+
+
+def test_a_recorder_closes_once_and_an_aborted_bag_has_no_metadata(tmp_path):
+    ts = standard_typestore()
+    B = ts.types['std_msgs/msg/Bool']
+    for end in ('close', 'abort'):
+        rec = BagRecorder(tmp_path / end).open()
+        rec.write('/estop', B.__msgtype__, B(data=True), 10)
+        getattr(rec, end)()
+        assert not rec.is_open
+        rec.close(), rec.abort()                           # both are no-ops on a finished recorder
+        assert (tmp_path / end / 'metadata.yaml').is_file() == (end == 'close')

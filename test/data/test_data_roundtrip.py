@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 from data_synth import RATE, SCALE, expected_obs
 
-from swfp_ros.data import DemoDataset, default_panda_spec, default_panda_spec_dict, ingest, write_demo_bag
+from swfp_ros.data import (DemoDataset, EpisodeRecord, default_panda_spec, default_panda_spec_dict, ingest,
+                           write_demo_bag)
 from swfp_ros.data.inspect import format_summary, inspect_bag
 from swfp_ros.data.spec import PANDA_JOINTS, REACH_TASK_LABELS
 
@@ -24,7 +25,8 @@ def check_same(ds, episodes):
 def test_record_ingest_same_arrays(tmp_path, episodes, storage, version):
     bag = tmp_path / 'demo'
     info = write_demo_bag(bag, episodes, PANDA_JOINTS, REACH_TASK_LABELS, RATE, storage=storage, version=version)
-    assert info['episodes'] == len(episodes)
+    steps = sum(len(e) for e in episodes)
+    assert (info['episodes'], info['steps']) == (len(episodes), steps)
     suffix = {'mcap': '.mcap', 'sqlite3': '.db3'}[storage]
     assert (bag / f'demo{suffix}').is_file()
     assert f'version: {version}' in (bag / 'metadata.yaml').read_text()
@@ -39,7 +41,7 @@ def test_record_ingest_same_arrays(tmp_path, episodes, storage, version):
     s = inspect_bag(bag)
     assert s.storage_id == storage and s.format_version == version
     counts = {t.topic: t.count for t in s.topics}
-    steps = sum(len(e) for e in episodes)
+    assert info['messages'] == s.message_count == sum(counts.values())
     assert counts['/joint_states'] == steps and counts['/swfp/episode'] == len(episodes)
     assert [t for t in s.topics if t.topic == '/clock'][0].rate_hz == pytest.approx(RATE)   # pauses do not count
     assert '/swfp/action' in format_summary(s)
@@ -98,3 +100,13 @@ def test_ingested_dataset_saves_and_loads(tmp_path, episodes):
     assert back.schema == ds.schema and back.schema['action']['representation'] == 'delta'
     assert back.provenance[0]['bag'].endswith('demo')
     assert back.obs_labels == ds.obs_labels and back.control_rate_hz == RATE
+
+
+def test_episodes_given_as_lists_record_the_same_arrays(tmp_path, episodes):
+    """EpisodeRecord takes array-likes: plain lists, as a user's own recording script may hold them, are converted."""
+    as_lists = [EpisodeRecord(time=e.time.tolist(), joint_pos=e.joint_pos.tolist(), joint_vel=e.joint_vel.tolist(),
+                              task=e.task.tolist(), action_target=e.action_target.tolist(),
+                              action_delta=e.action_delta.tolist(), reward=e.reward.tolist(), success=e.success)
+                for e in episodes]
+    write_demo_bag(tmp_path / 'demo', as_lists, PANDA_JOINTS, REACH_TASK_LABELS, RATE)
+    check_same(ingest([tmp_path / 'demo'], default_panda_spec(action_scale=SCALE), progress=False), episodes)

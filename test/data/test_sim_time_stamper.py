@@ -51,3 +51,13 @@ def test_a_message_waits_for_a_late_clock_of_its_tick():
     stamper.add('/clock', 'T', clock_cdr(2 * DT), source_ns=2_000, arrival_ns=2_001)
     out = stamper.ready(now_ns=3_000)
     assert [(t, s) for t, _, _, s in out] == [('/clock', DT), ('/swfp/action', DT + 1), ('/clock', 2 * DT)]
+
+
+def test_messages_before_the_first_clock_are_stamped_from_zero_in_publish_order():
+    """A recorder that joins a running graph can hear a state and an action before any /clock: they wait at most
+    max_hold for a tick, then are stamped 1 and 2 ns (before any tick), in publish order."""
+    stamper = SimTimeStamper(hold_ns=10, max_hold_ns=1_000)
+    stamper.add('/swfp/action', 'T', b'a', source_ns=6, arrival_ns=0)
+    stamper.add('/joint_states', 'T', b's', source_ns=5, arrival_ns=0)
+    assert stamper.ready(now_ns=999) == []
+    assert [(t, s) for t, _, _, s in stamper.ready(now_ns=1_000)] == [('/joint_states', 1), ('/swfp/action', 2)]
