@@ -10,10 +10,7 @@ def task_spaces(task: str) -> tuple[list[str], int]:
     from ..sim import make_env
     env = make_env(task)
     try:
-        labels = getattr(env.unwrapped, 'obs_labels', None)
-        if labels is None:
-            labels = [f'obs[{i}]' for i in range(env.observation_space.shape[0])]
-        return list(labels), int(env.action_space.shape[0])
+        return list(env.unwrapped.obs_labels), int(env.action_space.shape[0])
     finally:
         env.close()
 

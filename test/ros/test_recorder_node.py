@@ -1,4 +1,5 @@
 """Recorder node in a real process: live topics -> a rosbag2 that the rosbags reader opens (mcap and sqlite3)."""
+import re
 import time
 from pathlib import Path
 
@@ -77,3 +78,21 @@ def test_a_recorder_joining_mid_episode_records_the_running_episodes_marker(laun
     with AnyReader([bag], default_typestore=get_typestore(Stores.ROS2_KILTED)) as reader:
         markers = [reader.deserialize(raw, c.msgtype).data for c, _, raw in reader.messages()]
     assert markers == [0], recorder.output()
+
+
+def test_an_empty_output_records_to_a_dated_folder_in_the_working_directory(ros_node, tmp_path, monkeypatch):
+    """`output: ''` (the default) records to a dated folder `./swfp_bag_<YYYYmmdd_HHMMSS>`, like `ros2 bag record`."""
+    from rclpy.parameter import Parameter
+
+    from swfp_ros.ros.recorder_node import RecorderNode
+
+    monkeypatch.chdir(tmp_path)
+    recorder = RecorderNode(context=ros_node.context,
+                            parameter_overrides=[Parameter('output', value=''), Parameter('topics', value=['/none'])])
+    try:
+        assert re.fullmatch(r'swfp_bag_\d{8}_\d{6}', recorder.path.name), recorder.path
+        assert recorder.path.parent == tmp_path.resolve()
+    finally:
+        recorder.close()
+        recorder.destroy_node()
+    assert (recorder.path / 'metadata.yaml').is_file()
