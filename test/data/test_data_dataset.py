@@ -7,6 +7,7 @@ import pytest
 
 from swfp_ros.data import BagRecorder, DemoDataset, Episode, IngestError, ingest, inspect_bag
 from swfp_ros.data.bag_writer import standard_typestore
+from swfp_ros.data.reader import BagSource
 
 
 def small_ds():
@@ -154,11 +155,14 @@ def test_recorder_raw_cdr_and_messages(tmp_path):
     with BagRecorder(tmp_path / 'rec', storage='sqlite3', version=8) as rec:
         rec.write('/a', A.__msgtype__, raw, 10)                    # raw bytes, as from a raw subscription
         rec.write('/a', A.__msgtype__, memoryview(raw), 20)
+        rec.write('/a', A.__msgtype__, np.frombuffer(raw, np.uint8), 25)   # raw bytes held in a numpy array
         rec.write('/estop', 'std_msgs/msg/Bool', B(data=True), 30)  # a message object
         with pytest.raises(KeyError, match='not in the typestore'):
             rec.write('/x', 'nope_msgs/msg/Nope', b'\x00\x01\x00\x00', 40)
     s = inspect_bag(tmp_path / 'rec')
-    assert {t.topic: t.count for t in s.topics} == {'/a': 2, '/estop': 1}
+    assert {t.topic: t.count for t in s.topics} == {'/a': 3, '/estop': 1}
+    with BagSource(tmp_path / 'rec') as bag:
+        assert [bytes(data) for _, _, _, data in bag.messages(['/a'])] == [raw] * 3
     assert s.format_version == 8 and s.storage_id == 'sqlite3'
 
 

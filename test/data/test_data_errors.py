@@ -8,7 +8,7 @@ import pytest
 import yaml
 from data_synth import RATE, SCALE, expected_obs, float_array, joint_state
 
-from swfp_ros.data import (BagError, BagReadError, BagRecorder, BagWarning, IngestError, SpecError,
+from swfp_ros.data import (BagError, BagReadError, BagRecorder, BagWarning, EpisodeRecord, IngestError, SpecError,
                            default_panda_spec, default_panda_spec_dict, ingest, ingest_bag, load_spec, write_demo_bag)
 from swfp_ros.data.bag_writer import standard_typestore
 from swfp_ros.data.reader import BagSource
@@ -430,9 +430,25 @@ def test_a_recorder_closes_once_and_an_aborted_bag_has_no_metadata(tmp_path):
     ts = standard_typestore()
     B = ts.types['std_msgs/msg/Bool']
     for end in ('close', 'abort'):
-        rec = BagRecorder(tmp_path / end).open()
-        rec.write('/estop', B.__msgtype__, B(data=True), 10)
+        rec = BagRecorder(tmp_path / end)
+        rec.write('/estop', B.__msgtype__, B(data=True), 10)      # the first write opens the bag
+        assert rec.is_open
         getattr(rec, end)()
         assert not rec.is_open
         rec.close(), rec.abort()                           # both are no-ops on a finished recorder
         assert (tmp_path / end / 'metadata.yaml').is_file() == (end == 'close')
+
+
+def test_an_episode_record_refuses_arrays_that_are_not_one_row_per_step(episodes):
+    ep = episodes[0]
+    T = len(ep)
+    fields = dict(time=ep.time, joint_pos=ep.joint_pos, joint_vel=ep.joint_vel, task=ep.task,
+                  action_target=ep.action_target, reward=ep.reward)
+    for change, message in [
+        (dict(joint_pos=ep.joint_pos[0]), rf'joint_pos must have shape \(T={T}, n\), got \(7,\)'),
+        (dict(task=ep.task[:-1]), rf'task must have shape \(T={T}, n\), got \({T - 1}, 6\)'),
+        (dict(reward=ep.reward[:-1]), f'reward must have {T} entries, got {T - 1}'),
+        (dict(time=ep.time[::-1]), 'time must be strictly increasing'),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            EpisodeRecord(**{**fields, **change})

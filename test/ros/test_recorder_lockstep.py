@@ -7,10 +7,12 @@ import numpy as np
 import pytest
 
 pytest.importorskip('rclpy')
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from std_msgs.msg import Float64MultiArray  # noqa: E402
 
 import stub_runtime  # noqa: E402
+from test_policy_sim_graph import node_status  # noqa: E402
 from swfp_ros.ros import messages as M  # noqa: E402
 from swfp_ros.ros.qos import TRANSITION_QOS  # noqa: E402
 from swfp_ros.sim import TASKS  # noqa: E402
@@ -50,13 +52,18 @@ def test_lockstep_bag_reingests_every_recorded_step(launch_node, ros_node, tmp_p
     transitions = ros_node.collect('/swfp/transition', Float64MultiArray, TRANSITION_QOS)
     actions = ros_node.collect('/swfp/action', Float64MultiArray, QoSProfile(depth=1000,
                                                                             reliability=ReliabilityPolicy.RELIABLE))
+    status = ros_node.collect('/swfp/status', DiagnosticArray)
     recorder = launch_node('recorder_node', params_file=CONFIG / 'recorder.yaml',
-                           params={'output': str(bag), 'use_sim_time': True, 'discovery_period_s': 0.2})
+                           params={'output': str(bag), 'use_sim_time': True, 'discovery_period_s': 0.2,
+                                   'status_period_s': 0.2})
     bridge = launch_node('sim_bridge', params_file=CONFIG / 'sim_bridge.yaml', params={'seed': 3})
     policy = launch_node('policy_node', params_file=CONFIG / 'policy.yaml',
                          params={'checkpoint': str(ckpt), 'policy_loader': 'stub_runtime:load_policy'},
                          env={'PYTHONPATH': f'{HERE}:{os.environ.get("PYTHONPATH", "")}'})
     ros_node.wait_for(lambda: len(actions) >= ACTIONS, timeout=60, what=f'{ACTIONS} actions')
+    # held messages are written as they become ready, not all at the close (a killed recorder would lose them)
+    ros_node.wait_for(lambda: int(node_status(status, '/recorder_node').get('count/swfp/action', 0)) >= ACTIONS // 2,
+                      timeout=30, what='the recorder writing actions while it records')
     assert policy.stop() == 0 and bridge.stop() == 0
     assert recorder.stop() == 0, recorder.output()[-3000:]
 
