@@ -1,6 +1,7 @@
 """The recorder adapts each subscription to the topic's publishers, as rosbag2 does: a latched (transient-local) topic
 is recorded from the sample published before the recorder started, and a best-effort one (a driver's joint states)
-is recorded at all (a reliable subscription would match no best-effort publisher)."""
+is recorded at all (a reliable subscription would match no best-effort publisher), also beside a reliable publisher
+of the same topic."""
 import threading
 
 import numpy as np
@@ -23,11 +24,15 @@ def test_a_latched_sample_from_before_the_start_and_best_effort_joint_states_are
     from swfp_ros.data import open_bag
     ros_node.node.create_publisher(Bool, '/swfp/estop', ESTOP_QOS).publish(Bool(data=True))
     joint_states = ros_node.node.create_publisher(JointState, '/joint_states', qos_profile_sensor_data)
+    # created second, so discovered second (one participant's endpoints are announced in order): the recorder
+    # never knows the reliable publisher alone
+    reliable_joint_states = ros_node.node.create_publisher(JointState, '/joint_states', 10)
     stop = threading.Event()
 
-    def drive():        # 50 Hz, like a driver's joint_state_broadcaster
+    def drive():        # 50 Hz, like a driver's joint_state_broadcaster, and a reliable publisher beside it
         while not stop.wait(0.02):
             joint_states.publish(M.joint_state_msg([f'joint{i}' for i in range(1, 8)], np.zeros(7)))
+            reliable_joint_states.publish(M.joint_state_msg(['gripper'], np.zeros(1)))
     driver = threading.Thread(target=drive, daemon=True)
     driver.start()
     status = ros_node.collect('/swfp/status', DiagnosticArray)
@@ -44,4 +49,6 @@ def test_a_latched_sample_from_before_the_start_and_best_effort_joint_states_are
     assert recorder.stop() == 0, recorder.output()
     with open_bag(tmp_path / 'bag') as bag:
         estops = [deserialize_message(raw, Bool).data for _, _, _, raw in bag.messages(['/swfp/estop'])]
+        names = {deserialize_message(raw, JointState).name[0] for _, _, _, raw in bag.messages(['/joint_states'])}
     assert estops == [True]
+    assert names == {'joint1', 'gripper'}      # both publishers recorded
