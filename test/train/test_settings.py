@@ -16,6 +16,8 @@ def params_file(tmp_path, text=PARAMS):
 def test_the_file_then_the_overrides_in_order(tmp_path):
     cfg = load_swfp_config(params_file(tmp_path), ['block.delta=0.3', 'critic.gamma=0.95', 'block.delta=0.25'])
     assert (cfg.warmup_steps, cfg.block.delta, cfg.critic.gamma) == (100, 0.25, 0.95)
+    # spaces around the key, as in a quoted --set 'critic.gamma = 0.9', are not part of it
+    assert load_swfp_config(params_file(tmp_path), [' critic.gamma = 0.9']).critic.gamma == 0.9
     assert load_swfp_config().to_dict() == load_swfp_config(None, []).to_dict()   # the package's learner.yaml
 
 
@@ -35,6 +37,7 @@ def test_a_bad_file_is_blamed(tmp_path, text, problem):
 @pytest.mark.parametrize('item,message', [
     ('block.delta=-1', '--set block.delta=-1: must be > 0, got -1.0'),
     ('warmup_steps.x=1', '--set warmup_steps.x=1: warmup_steps is a single setting, not a group'),
+    ('block.delta.x.y=1', '--set block.delta.x.y=1: block.delta is a single setting, not a group'),
     ('block=7', '--set block=7: expected a mapping of block settings, got 7'),
     ('=1', '--set =1: expected KEY=VALUE'),
 ])
@@ -42,6 +45,11 @@ def test_a_bad_override_is_blamed(tmp_path, item, message):
     with pytest.raises(SettingsError) as e:
         load_swfp_config(params_file(tmp_path), [item])
     assert str(e.value).startswith(message)
+
+
+def test_the_override_at_fault_is_blamed_wherever_it_is_in_the_list(tmp_path):
+    with pytest.raises(SettingsError, match=r"^--set block\.delta=-1: must be > 0, got -1\.0$"):
+        load_swfp_config(params_file(tmp_path), ['block.delta=-1', 'critic.gamma=0.9'])
 
 
 def test_a_group_override_is_blamed_for_a_setting_inside_it_unless_a_later_one_set_that_setting(tmp_path):
