@@ -80,8 +80,12 @@ def test_inspect_table(recorded, storage):
     text = ok(swfp('inspect', recorded[storage][0])).stdout
     assert f'Storage:        {storage}' in text
     assert f'Messages:       {sum(counts.values())}' in text
-    rows = {line.split()[0]: line.split() for line in text.splitlines() if line.startswith('  /')}
+    lines = [line for line in text.splitlines() if line.startswith('  /')]
+    rows = {line.split()[0]: line.split() for line in lines}
     assert set(rows) == set(TOPICS)
+    # a table: every row's type starts in one column, and its count ends in one
+    assert len({line.index(' ' + rows[line.split()[0]][1]) for line in lines}) == 1
+    assert len({line.index(' msgs') for line in lines}) == 1
     for topic, n in counts.items():
         assert rows[topic][2:4] == [str(n), 'msgs'], rows[topic]
     assert rows['/joint_states'][1] == 'sensor_msgs/msg/JointState'

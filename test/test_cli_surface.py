@@ -99,9 +99,14 @@ def test_inspect_rate_ignores_pauses_and_sim_time_is_not_a_date(tmp_path):
     for text in (sim_text, wall_text):
         assert 'rate = 1 / median interval between messages' in text
         assert re.search(r'/x\s+std_msgs/msg/Float64MultiArray\s+40 msgs\s+20\.00 Hz', text), text
+    for text in (sim_text, wall_text):
+        assert 'Duration:       11.950 s' in text     # the first message to the last, pauses included
     assert 'Clock:          simulation time (use_sim_time)' in sim_text
     assert 'Start:          2.000 s of simulation time' in sim_text and '1970' not in sim_text
-    assert 'Clock:          wall clock' in wall_text and 'Start:          2026-' in wall_text
+    assert 'End:            13.950 s of simulation time' in sim_text
+    assert 'Clock:          wall clock' in wall_text
+    assert 'Start:          2026-09-21 14:13:20.000 UTC (1790000000.000)' in wall_text
+    assert 'End:            2026-09-21 14:13:31.950 UTC (1790000011.950)' in wall_text
     r = subprocess.run(SWFP + ['inspect', '--json', str(sim)], capture_output=True, text=True, env=ENV, timeout=120)
     summary = json.loads(r.stdout)
     assert summary['clock'] == 'sim' and summary['topics'][0]['rate_hz'] == pytest.approx(20.0)

@@ -3,6 +3,7 @@ messages), file-compressed bags, storage files in subdirectories, a wrong serial
 fallbacks that must keep the ROS distro. Every bag is written here by rosbags (the same files rosbag2 writes)."""
 import re
 import shutil
+from array import array
 import warnings
 
 import numpy as np
@@ -13,7 +14,7 @@ from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, W
 
 from swfp_ros.data import BagWarning, IngestError, default_panda_spec, ingest, write_demo_bag
 from swfp_ros.data.bag_writer import standard_typestore
-from swfp_ros.data.inspect import format_summary, inspect_bag
+from swfp_ros.data.inspect import format_summary, inspect_bag, median_rate
 from swfp_ros.data.spec import PANDA_JOINTS, REACH_TASK_LABELS
 
 
@@ -155,7 +156,17 @@ def test_non_cdr_topic_is_refused_naming_it(tmp_path, demo_bag):
 
 def test_ros_distro_survives_a_metadata_fallback(demo_bag):
     _edit_metadata(demo_bag, lambda m: m.update(ros_distro='kilted', message_count=m['message_count'] + 5))
-    summary = inspect_bag(demo_bag)
+    with warnings.catch_warnings(record=True) as escaped:
+        warnings.simplefilter('always')
+        summary = inspect_bag(demo_bag)
     (warning,) = summary.warnings
     assert 'metadata.yaml says' in warning
-    assert summary.ros_distro == 'kilted' and 'recorded by: kilted' in format_summary(summary)
+    assert not [w for w in escaped if issubclass(w.category, BagWarning)]    # reported in the summary, not twice
+    text = format_summary(summary)
+    assert summary.ros_distro == 'kilted' and 'recorded by: kilted' in text and f'Warning: {warning}' in text
+
+
+def test_a_rate_needs_two_messages_with_time_between_them():
+    assert median_rate(array('q', [0, 10**8])) == pytest.approx(10.0)
+    assert median_rate(array('q', [5])) is None and median_rate(array('q')) is None
+    assert median_rate(array('q', [3, 3, 3])) is None

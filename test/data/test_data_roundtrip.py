@@ -1,11 +1,14 @@
 """record (write_demo_bag) -> ingest -> the same arrays, on both storages, format v8 and v9, dirs and single files."""
 import numpy as np
 import pytest
+import yaml
 from data_synth import RATE, SCALE, expected_obs
 
 from swfp_ros.data import (DemoDataset, EpisodeRecord, default_panda_spec, default_panda_spec_dict, ingest,
                            write_demo_bag)
+from swfp_ros.data.bag_writer import standard_typestore
 from swfp_ros.data.inspect import format_summary, inspect_bag
+from swfp_ros.data.reader import BagSource
 from swfp_ros.data.spec import PANDA_JOINTS, REACH_TASK_LABELS
 
 
@@ -110,3 +113,18 @@ def test_episodes_given_as_lists_record_the_same_arrays(tmp_path, episodes):
                 for e in episodes]
     write_demo_bag(tmp_path / 'demo', as_lists, PANDA_JOINTS, REACH_TASK_LABELS, RATE)
     check_same(ingest([tmp_path / 'demo'], default_panda_spec(action_scale=SCALE), progress=False), episodes)
+
+
+def test_each_reward_message_carries_its_step_and_only_an_episodes_last_its_ending(tmp_path, episodes):
+    """/swfp/reward as the sim bridge publishes it: [reward, terminated, truncated, step]; the last step of an episode
+    that succeeded is terminated, of one that did not truncated (the time limit); and the bag says what wrote it."""
+    write_demo_bag(tmp_path / 'demo', episodes, PANDA_JOINTS, REACH_TASK_LABELS, RATE)
+    ts = standard_typestore()
+    with BagSource(tmp_path / 'demo') as bag:
+        rewards = [ts.deserialize_cdr(raw, msgtype).data for _, msgtype, _, raw in bag.messages(['/swfp/reward'])]
+    expected = [[ep.reward[i], ep.success and i == len(ep) - 1, not ep.success and i == len(ep) - 1, i]
+                for ep in episodes for i in range(len(ep))]
+    np.testing.assert_allclose(np.array(rewards), np.array(expected, np.float64))
+    custom = yaml.safe_load((tmp_path / 'demo' / 'metadata.yaml').read_text())['rosbag2_bagfile_information']
+    assert custom['custom_data'] == {'swfp.control_rate_hz': str(RATE), 'swfp.joint_names': ','.join(PANDA_JOINTS),
+                                     'swfp.task_labels': ','.join(REACH_TASK_LABELS)}

@@ -61,3 +61,10 @@ def test_messages_before_the_first_clock_are_stamped_from_zero_in_publish_order(
     stamper.add('/joint_states', 'T', b's', source_ns=5, arrival_ns=0)
     assert stamper.ready(now_ns=999) == []
     assert [(t, s) for t, _, _, s in stamper.ready(now_ns=1_000)] == [('/joint_states', 1), ('/swfp/action', 2)]
+
+
+def test_a_message_is_held_for_hold_ns_from_its_arrival():
+    stamper = SimTimeStamper(hold_ns=10, max_hold_ns=1_000)
+    stamper.add('/clock', 'T', clock_cdr(0), source_ns=0, arrival_ns=1_000)
+    assert stamper.ready(now_ns=1_009) == []
+    assert [t for t, *_ in stamper.ready(now_ns=1_010)] == ['/clock']
