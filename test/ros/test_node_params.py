@@ -4,6 +4,7 @@ says it is read at start; a set of a read-only parameter is refused, an out-of-r
 and a live one applies -- shown by its effect: every node starts with its status timer at an hour, and its first
 /swfp/status arrives only after ``status_period_s`` is set live.
 """
+import os
 import re
 from pathlib import Path
 
@@ -71,7 +72,7 @@ def node_setup(name: str, tmp_path: Path):
 @pytest.mark.parametrize('name', ['learner_node', 'policy_node', 'sim_bridge', 'recorder_node', 'task_node'])
 def test_parameters_described_refused_and_live(name, ros_node, launch_node, tmp_path):
     params, specs, (read_only, new_value) = node_setup(name, tmp_path)
-    proc = launch_node(name, params=params, env={'PYTHONPATH': str(HERE)})
+    proc = launch_node(name, params=params, env={'PYTHONPATH': f'{HERE}:{os.environ.get("PYTHONPATH", "")}'})
     status = ros_node.collect('/swfp/status', DiagnosticArray)
     client = AsyncParameterClient(ros_node.node, f'/{name}')
     ros_node.wait_for(lambda: client.services_are_ready() or not proc.alive(), 60.0, what=f'{name} parameter services')

@@ -7,7 +7,7 @@ import pytest
 
 rclpy = pytest.importorskip('rclpy')
 
-from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 from std_msgs.msg import Bool, Float64MultiArray  # noqa: E402
@@ -97,3 +97,34 @@ def test_an_empty_output_records_to_a_dated_folder_in_the_working_directory(ros_
         recorder.close()
         recorder.destroy_node()
     assert (recorder.path / 'metadata.yaml').is_file()
+
+
+def test_a_failed_write_is_counted_and_reported_and_recording_goes_on(ros_node, tmp_path):
+    """A write that fails (a full disk) must not stop the recorder: it is counted, and the status turns WARN."""
+    from rclpy.parameter import Parameter
+
+    from swfp_ros.ros.recorder_node import RecorderNode
+
+    def full_disk(*_):
+        raise OSError(28, 'No space left on device')
+
+    def reported():
+        return any(s.name == '/recorder_node' and s.level == DiagnosticStatus.WARN
+                   and {v.key: v.value for v in s.values}.get('write_errors') == '1'
+                   for _, m in list(status) for s in m.status)
+
+    status = ros_node.collect('/swfp/status', DiagnosticArray)
+    recorder = RecorderNode(context=ros_node.context, parameter_overrides=[
+        Parameter('output', value=str(tmp_path / 'bag')), Parameter('topics', value=['/none'])])
+    try:
+        recorder.counts['/x'] = 0          # as if subscribed to /x
+        write, recorder._bag.write = recorder._bag.write, full_disk
+        recorder._write('/x', 'std_msgs/msg/Bool', b'\x00\x01\x00\x00\x01', 1)
+        recorder._bag.write = write
+        recorder._write('/x', 'std_msgs/msg/Bool', b'\x00\x01\x00\x00\x01', 2)
+        assert (recorder.errors, recorder.counts['/x']) == (1, 1)
+        recorder._publish_status()
+        ros_node.wait_for(reported, 10.0, what='a WARN status counting the failed write')
+    finally:
+        recorder.close()
+        recorder.destroy_node()
