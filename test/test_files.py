@@ -36,3 +36,9 @@ def test_dataset_save_that_cannot_replace_its_target_leaves_nothing(tmp_path):
     with pytest.raises(OSError):
         ds.save(tmp_path / 'd.npz')
     assert os.listdir(tmp_path) == ['d.npz'] and os.listdir(tmp_path / 'd.npz') == ['keep']
+
+
+def test_missing_parent_folders_are_created_and_only_the_file_is_left(tmp_path):
+    target = tmp_path / 'runs' / 'a' / 'summary.json'
+    write_text_atomic(target, '{}')
+    assert target.read_text() == '{}' and os.listdir(target.parent) == ['summary.json']
