@@ -292,10 +292,11 @@ def write_demo_bag(path: str | os.PathLike, episodes: Iterable[EpisodeRecord], j
             T = len(ep)
             if T == 0:
                 continue
-            J = len(joint_names)
-            if ep.joint_pos.shape[1] != J or ep.action_target.shape[1] != J:
-                raise ValueError(f'episode {k}: joint arrays have {ep.joint_pos.shape[1]} columns, '
-                                 f'{J} joint names given')
+            for name in ('joint_pos', 'joint_vel', 'action_target', 'joint_effort'):
+                array = getattr(ep, name)
+                if array is not None and array.shape[1] != len(joint_names):
+                    raise ValueError(f'episode {k}: {name} has {array.shape[1]} columns, '
+                                     f'{len(joint_names)} joint names given')
             if ep.task.shape[1] != len(task_labels):
                 raise ValueError(f'episode {k}: task has {ep.task.shape[1]} columns, {len(task_labels)} labels given')
             rel = np.round((ep.time - ep.time[0]) * 1e9).astype(np.int64)

@@ -411,17 +411,17 @@ def test_spec_yaml_round_trip(tmp_path):
     assert again.topics()[:2] == ['/joint_states', '/swfp/task']
 
 
-@pytest.mark.parametrize('wrong, message', [
-    ('joints', 'episode 1: joint arrays have 6 columns, 7 joint names given'),
-    ('task', 'episode 1: task has 5 columns, 6 labels given'),
+@pytest.mark.parametrize('field, columns, message', [
+    ('joint_pos', 6, 'episode 1: joint_pos has 6 columns, 7 joint names given'),
+    ('joint_vel', 8, 'episode 1: joint_vel has 8 columns, 7 joint names given'),
+    ('action_target', 6, 'episode 1: action_target has 6 columns, 7 joint names given'),
+    ('joint_effort', 1, 'episode 1: joint_effort has 1 columns, 7 joint names given'),
+    ('task', 5, 'episode 1: task has 5 columns, 6 labels given'),
 ])
-def test_the_demo_writer_refuses_an_episode_that_does_not_match_its_names(tmp_path, episodes, wrong, message):
+def test_the_demo_writer_refuses_an_episode_that_does_not_match_its_names(tmp_path, episodes, field, columns, message):
     """The refusal reaches the caller (the recorder's context manager closes the bag and re-raises, never swallows)."""
     bad = episodes[1]
-    if wrong == 'joints':
-        bad.joint_pos, bad.action_target = bad.joint_pos[:, :6], bad.action_target[:, :6]
-    else:
-        bad.task = bad.task[:, :5]
+    setattr(bad, field, np.resize(bad.joint_pos, (len(bad), columns)))
     with pytest.raises(ValueError, match=message):
         write_demo_bag(tmp_path / 'bag', episodes, PANDA_JOINTS, REACH_TASK_LABELS, RATE)
 
@@ -448,7 +448,7 @@ def test_an_episode_record_refuses_arrays_that_are_not_one_row_per_step(episodes
         (dict(joint_pos=ep.joint_pos[0]), rf'joint_pos must have shape \(T={T}, n\), got \(7,\)'),
         (dict(task=ep.task[:-1]), rf'task must have shape \(T={T}, n\), got \({T - 1}, 6\)'),
         (dict(reward=ep.reward[:-1]), f'reward must have {T} entries, got {T - 1}'),
-        (dict(time=ep.time[::-1]), 'time must be strictly increasing'),
+        (dict(time=np.r_[ep.time[:1], ep.time[:-1]]), 'time must be strictly increasing'),   # one step repeated
     ]:
         with pytest.raises(ValueError, match=message):
             EpisodeRecord(**{**fields, **change})

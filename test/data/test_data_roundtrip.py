@@ -1,4 +1,6 @@
 """record (write_demo_bag) -> ingest -> the same arrays, on both storages, format v8 and v9, dirs and single files."""
+import dataclasses
+
 import numpy as np
 import pytest
 import yaml
@@ -128,3 +130,35 @@ def test_each_reward_message_carries_its_step_and_only_an_episodes_last_its_endi
     custom = yaml.safe_load((tmp_path / 'demo' / 'metadata.yaml').read_text())['rosbag2_bagfile_information']
     assert custom['custom_data'] == {'swfp.control_rate_hz': str(RATE), 'swfp.joint_names': ','.join(PANDA_JOINTS),
                                      'swfp.task_labels': ','.join(REACH_TASK_LABELS)}
+
+
+def test_the_demo_bag_timeline(tmp_path, episodes):
+    """Step i of an episode at its start + (time[i] - time[0]) with header stamps equal to the log times, its action
+    action_latency_s later, the reward of step i when step i + 1 is observed (the last one a control period after the
+    last step), and the next episode episode_gap_s after that; an episode of one step is written too."""
+    late = [dataclasses.replace(ep, time=ep.time + 3.0) for ep in episodes]    # recorded mid-run: time[0] = 3 s
+    first = episodes[0]
+    one_step = EpisodeRecord(time=first.time[:1], joint_pos=first.joint_pos[:1], joint_vel=first.joint_vel[:1],
+                             task=first.task[:1], action_target=first.action_target[:1], reward=first.reward[:1])
+    start, gap, latency, period = 10**18, 0.5, 0.01, round(1e9 / RATE)
+    info = write_demo_bag(tmp_path / 'demo', late + [one_step], PANDA_JOINTS, REACH_TASK_LABELS, RATE,
+                          start_time_ns=start, episode_gap_s=gap, action_latency_s=latency)
+    assert info['episodes'] == len(episodes) + 1
+    steps, rewards, cursor = [], [], start
+    for ep in late + [one_step]:
+        at = cursor + np.round((ep.time - ep.time[0]) * 1e9).astype(np.int64)
+        end = int(at[-1]) + period
+        steps += at.tolist()
+        rewards += at[1:].tolist() + [end]
+        cursor = end + round(gap * 1e9)
+    ts = standard_typestore()
+    with BagSource(tmp_path / 'demo') as bag:
+        times = {topic: [] for topic in ('/joint_states', '/swfp/action', '/swfp/reward')}
+        for topic, msgtype, t, raw in bag.messages(list(times)):
+            times[topic].append(t)
+            if topic == '/joint_states':
+                stamp = ts.deserialize_cdr(raw, msgtype).header.stamp
+                assert stamp.sec * 10**9 + stamp.nanosec == t
+    assert times['/joint_states'] == steps
+    assert times['/swfp/action'] == [t + round(latency * 1e9) for t in steps]
+    assert times['/swfp/reward'] == rewards

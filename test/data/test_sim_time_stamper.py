@@ -68,3 +68,12 @@ def test_a_message_is_held_for_hold_ns_from_its_arrival():
     stamper.add('/clock', 'T', clock_cdr(0), source_ns=0, arrival_ns=1_000)
     assert stamper.ready(now_ns=1_009) == []
     assert [t for t, *_ in stamper.ready(now_ns=1_010)] == ['/clock']
+
+
+def test_a_recorder_that_joins_late_stamps_from_the_first_clock_it_hears():
+    stamper = SimTimeStamper(hold_ns=10, max_hold_ns=1_000)
+    stamper.add('/clock', 'T', clock_cdr(5 * DT), source_ns=0, arrival_ns=0)
+    stamper.add('/swfp/action', 'T', b'a', source_ns=1, arrival_ns=0)
+    stamper.add('/clock', 'T', clock_cdr(6 * DT), source_ns=2, arrival_ns=0)
+    out = stamper.ready(now_ns=10)
+    assert [(t, s) for t, _, _, s in out] == [('/clock', 5 * DT), ('/swfp/action', 5 * DT + 1), ('/clock', 6 * DT)]
