@@ -12,7 +12,7 @@ import yaml
 from data_synth import RATE, SCALE, expected_obs
 from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
 
-from swfp_ros.data import BagWarning, IngestError, default_panda_spec, ingest, write_demo_bag
+from swfp_ros.data import BagRecorder, BagWarning, IngestError, default_panda_spec, ingest, write_demo_bag
 from swfp_ros.data.bag_writer import standard_typestore
 from swfp_ros.data.inspect import format_summary, inspect_bag, median_rate
 from swfp_ros.data.spec import PANDA_JOINTS, REACH_TASK_LABELS
@@ -170,3 +170,13 @@ def test_a_rate_needs_two_messages_with_time_between_them():
     assert median_rate(array('q', [0, 10**8])) == pytest.approx(10.0)
     assert median_rate(array('q', [5])) is None and median_rate(array('q')) is None
     assert median_rate(array('q', [3, 3, 3])) is None
+
+
+def test_an_empty_bag_has_no_times_and_no_clock(tmp_path):
+    """A recorder stopped before any message arrived (the graph never came up) leaves a valid, empty bag."""
+    BagRecorder(tmp_path / 'empty').open().close()
+    summary = inspect_bag(tmp_path / 'empty')
+    assert (summary.message_count, summary.topics, summary.duration_s) == (0, [], 0.0)
+    assert summary.to_dict()['clock'] is None
+    text = format_summary(summary)
+    assert 'Clock:          -' in text and 'Start:          -' in text and 'End:            -' in text

@@ -128,3 +128,27 @@ def test_a_failed_write_is_counted_and_reported_and_recording_goes_on(ros_node, 
     finally:
         recorder.close()
         recorder.destroy_node()
+
+
+def test_messages_still_held_under_sim_time_are_written_at_the_close(ros_node, tmp_path):
+    """On simulation time a message waits a quarter second before it is written; stopping the recorder writes what is
+    still waiting instead of dropping it."""
+    from rclpy.parameter import Parameter
+    from rosbags.highlevel import AnyReader
+    from rosbags.typesys import Stores, get_typestore
+
+    from swfp_ros.ros.recorder_node import RecorderNode
+
+    recorder = RecorderNode(context=ros_node.context, parameter_overrides=[
+        Parameter('output', value=str(tmp_path / 'bag')), Parameter('topics', value=['/none']),
+        Parameter('use_sim_time', value=True)])
+    try:
+        recorder.counts['/flag'] = 0          # as if subscribed to /flag
+        arrival = {'source_timestamp': time.time_ns(), 'received_timestamp': 0}
+        recorder._on_message('/flag', 'std_msgs/msg/Bool', b'\x00\x01\x00\x00\x01', arrival)
+        assert recorder.counts['/flag'] == 0   # held, not written yet
+    finally:
+        recorder.close()
+        recorder.destroy_node()
+    with AnyReader([tmp_path / 'bag'], default_typestore=get_typestore(Stores.ROS2_KILTED)) as reader:
+        assert [reader.deserialize(raw, c.msgtype).data for c, _, raw in reader.messages()] == [True]
