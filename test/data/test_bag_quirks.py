@@ -3,8 +3,8 @@ messages), file-compressed bags, storage files in subdirectories, a wrong serial
 fallbacks that must keep the ROS distro. Every bag is written here by rosbags (the same files rosbag2 writes)."""
 import re
 import shutil
-from array import array
 import warnings
+from array import array
 
 import numpy as np
 import pytest

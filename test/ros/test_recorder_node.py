@@ -1,6 +1,7 @@
 """Recorder node in a real process: live topics -> a rosbag2 that the rosbags reader opens (mcap and sqlite3)."""
 import re
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -81,30 +82,33 @@ def test_a_recorder_joining_mid_episode_records_the_running_episodes_marker(laun
     assert markers == [0], recorder.output()
 
 
-def test_an_empty_output_records_to_a_dated_folder_in_the_working_directory(ros_node, tmp_path, monkeypatch):
-    """`output: ''` (the default) records to a dated folder `./swfp_bag_<YYYYmmdd_HHMMSS>`, like `ros2 bag record`."""
+@contextmanager
+def recorder_in_process(ros_node, **params):
+    """A RecorderNode in this process on the test node's context, not spun: the test drives its callbacks."""
     from rclpy.parameter import Parameter
 
     from swfp_ros.ros.recorder_node import RecorderNode
 
-    monkeypatch.chdir(tmp_path)
-    recorder = RecorderNode(context=ros_node.context,
-                            parameter_overrides=[Parameter('output', value=''), Parameter('topics', value=['/none'])])
+    overrides = [Parameter(name, value=value) for name, value in {'topics': ['/none'], **params}.items()]
+    recorder = RecorderNode(context=ros_node.context, parameter_overrides=overrides)
     try:
-        assert re.fullmatch(r'swfp_bag_\d{8}_\d{6}', recorder.path.name), recorder.path
-        assert recorder.path.parent == tmp_path.resolve()
+        yield recorder
     finally:
         recorder.close()
         recorder.destroy_node()
+
+
+def test_an_empty_output_records_to_a_dated_folder_in_the_working_directory(ros_node, tmp_path, monkeypatch):
+    """`output: ''` (the default) records to a dated folder `./swfp_bag_<YYYYmmdd_HHMMSS>`, like `ros2 bag record`."""
+    monkeypatch.chdir(tmp_path)
+    with recorder_in_process(ros_node, output='') as recorder:
+        assert re.fullmatch(r'swfp_bag_\d{8}_\d{6}', recorder.path.name), recorder.path
+        assert recorder.path.parent == tmp_path.resolve()
     assert (recorder.path / 'metadata.yaml').is_file()
 
 
 def test_a_failed_write_is_counted_and_reported_and_recording_goes_on(ros_node, tmp_path):
     """A write that fails (a full disk) must not stop the recorder: it is counted, and the status turns WARN."""
-    from rclpy.parameter import Parameter
-
-    from swfp_ros.ros.recorder_node import RecorderNode
-
     def full_disk(*_):
         raise OSError(28, 'No space left on device')
 
@@ -114,9 +118,7 @@ def test_a_failed_write_is_counted_and_reported_and_recording_goes_on(ros_node, 
                    for _, m in list(status) for s in m.status)
 
     status = ros_node.collect('/swfp/status', DiagnosticArray)
-    recorder = RecorderNode(context=ros_node.context, parameter_overrides=[
-        Parameter('output', value=str(tmp_path / 'bag')), Parameter('topics', value=['/none'])])
-    try:
+    with recorder_in_process(ros_node, output=str(tmp_path / 'bag')) as recorder:
         recorder.counts['/x'] = 0          # as if subscribed to /x
         write, recorder._bag.write = recorder._bag.write, full_disk
         recorder._write('/x', 'std_msgs/msg/Bool', b'\x00\x01\x00\x00\x01', 1)
@@ -125,30 +127,18 @@ def test_a_failed_write_is_counted_and_reported_and_recording_goes_on(ros_node, 
         assert (recorder.errors, recorder.counts['/x']) == (1, 1)
         recorder._publish_status()
         ros_node.wait_for(reported, 10.0, what='a WARN status counting the failed write')
-    finally:
-        recorder.close()
-        recorder.destroy_node()
 
 
 def test_messages_still_held_under_sim_time_are_written_at_the_close(ros_node, tmp_path):
     """On simulation time a message waits a quarter second before it is written; stopping the recorder writes what is
     still waiting instead of dropping it."""
-    from rclpy.parameter import Parameter
     from rosbags.highlevel import AnyReader
     from rosbags.typesys import Stores, get_typestore
 
-    from swfp_ros.ros.recorder_node import RecorderNode
-
-    recorder = RecorderNode(context=ros_node.context, parameter_overrides=[
-        Parameter('output', value=str(tmp_path / 'bag')), Parameter('topics', value=['/none']),
-        Parameter('use_sim_time', value=True)])
-    try:
+    with recorder_in_process(ros_node, output=str(tmp_path / 'bag'), use_sim_time=True) as recorder:
         recorder.counts['/flag'] = 0          # as if subscribed to /flag
         arrival = {'source_timestamp': time.time_ns(), 'received_timestamp': 0}
         recorder._on_message('/flag', 'std_msgs/msg/Bool', b'\x00\x01\x00\x00\x01', arrival)
         assert recorder.counts['/flag'] == 0   # held, not written yet
-    finally:
-        recorder.close()
-        recorder.destroy_node()
     with AnyReader([tmp_path / 'bag'], default_typestore=get_typestore(Stores.ROS2_KILTED)) as reader:
         assert [reader.deserialize(raw, c.msgtype).data for c, _, raw in reader.messages()] == [True]

@@ -53,5 +53,7 @@ def test_a_latched_sample_from_before_the_start_and_best_effort_joint_states_are
     with open_bag(tmp_path / 'bag') as bag:
         estops = [deserialize_message(raw, Bool).data for _, _, _, raw in bag.messages(['/swfp/estop'])]
         names = {deserialize_message(raw, JointState).name[0] for _, _, _, raw in bag.messages(['/joint_states'])}
+        mixed = [deserialize_message(raw, Bool).data for _, _, _, raw in bag.messages(['/mixed'])]
     assert estops == [True]
     assert names == {'joint1', 'gripper'}      # both publishers recorded
+    assert len(mixed) >= 5 and False in mixed  # the volatile publisher recorded
