@@ -71,7 +71,9 @@ class ParamSpec:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 return f'{self.name} must be a number, got {value!r}'
             if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
-                return f'{self.name} must be in [{self.low}, {self.high}], got {value!r}'
+                allowed = (f'in [{self.low}, {self.high}]' if self.low is not None and self.high is not None
+                           else f'>= {self.low}' if self.low is not None else f'<= {self.high}')
+                return f'{self.name} must be {allowed}, got {value!r}'
         return ''
 
 
@@ -106,9 +108,8 @@ def declare_params(node, specs: list[ParamSpec], on_live: Callable[[dict[str, An
             spec = table.get(p.name)
             if spec is None:
                 continue                            # rclpy's own (use_sim_time) and aliases (read-only)
+            # (a start parameter never gets here: rclpy refuses it as read-only before calling back)
             why = spec.problem(p.value)
-            if not why and spec.applies == 'start':
-                why = f'{p.name} is {START_NOTE}'
             if not why and spec.applies == 'configure' and configure_refusal is not None:
                 why = configure_refusal()
                 why = f'{p.name} is {CONFIGURE_NOTE}: {why}' if why else ''
@@ -121,7 +122,6 @@ def declare_params(node, specs: list[ParamSpec], on_live: Callable[[dict[str, An
 
     node.add_on_set_parameters_callback(on_set)
     return values
-
 
 
 def set_period(timer, seconds: float) -> None:
