@@ -114,3 +114,64 @@ def test_a_teardown_that_hangs_after_the_nodes_stopped_still_ends_the_process_wi
     err = proc.stderr.read()
     assert rc == 0, err
     assert f'stuck_teardown: rclpy teardown still running {TEARDOWN_DEADLINE_S:g} s after the nodes stopped' in err
+
+
+# Two nodes in one process as run_nodes builds them (the sim actor's case), with a fault put where argv[1] says.
+PROBE_NODES = '''
+import sys
+from rclpy.node import Node
+from swfp_ros.ros.executors import StartRefused, run_nodes
+
+FAULT = sys.argv[1]
+
+class Probe(Node):
+    def __init__(self, name):
+        super().__init__(name)
+        if FAULT == 'build' and name == 'second':
+            raise ValueError('cannot build second')
+        self.create_timer(0.05, self.tick)
+
+    def tick(self):
+        if FAULT == 'running':
+            raise RuntimeError('broken while running')
+        if FAULT.startswith('exit '):
+            raise SystemExit(int(FAULT.split()[1]))
+
+    def close(self):
+        print(f'closed {self.get_name()}', flush=True)
+
+def on_start(node):
+    if FAULT == 'refused':
+        raise StartRefused('gain must be in [0, 2], got 3')
+    if FAULT == 'exit on start':
+        raise SystemExit(2)
+
+run_nodes('probe', [(lambda: Probe('first'), None), (lambda: Probe('second'), on_start)])
+'''
+
+
+@pytest.mark.parametrize('fault, status, closed, last_words, traceback', [
+    ('build', 3, ['first'], 'probe: failed to start: ValueError: cannot build second', True),
+    ('refused', 3, ['second', 'first'], 'probe: failed to start: gain must be in [0, 2], got 3', False),
+    ('exit on start', 3, ['second', 'first'], '', False),
+    ('running', 1, ['second', 'first'], 'probe: RuntimeError: broken while running', True),
+    ('exit 0', 0, ['second', 'first'], '', False),
+    ('exit 3', 3, ['second', 'first'], '', False),
+    ('exit 2', 1, ['second', 'first'], '', False),
+])
+def test_the_exit_status_says_whether_the_nodes_failed_to_start_or_failed_later(ros_env, fault, status, closed,
+                                                                                 last_words, traceback):
+    """run_nodes' contract with launchers: 3 when a node could not be built or started (the graph ends: no restart
+    helps), 1 for an error once running, 0 for a requested end; each built node closed, last built first; a refusal
+    of the user's settings in one line, a bug with its traceback."""
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, '-c', PROBE_NODES, fault], env=ros_env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == status, done.stderr[-3000:]
+    assert [line.split()[1] for line in done.stdout.splitlines() if line.startswith('closed ')] == closed
+    if last_words:
+        assert last_words in done.stderr.splitlines(), done.stderr[-3000:]
+    else:
+        assert 'probe:' not in done.stderr, done.stderr[-3000:]
+    assert ('Traceback' in done.stderr) == traceback, done.stderr[-3000:]
