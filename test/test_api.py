@@ -75,6 +75,11 @@ def test_policy_carries_checkpoint_task_and_labels_and_acts_in_chunks(workdir):
     # The chunk is the runtime's flattened decision in step order: step k is entries k*7 .. k*7+6.
     np.testing.assert_array_equal(policy.act(obs, deterministic=True).ravel(),
                                   policy.runtime.act(obs, deterministic=True))
+    assert policy.control_rate_hz == base.control_rate_hz == 20.0
+    assert repr(policy).startswith("Policy(task='panda_reach', obs_dim=20, chunk=2, action_size=7, version=0")
+    # As a callable it samples like act(): two loads with one seed draw the same noise.
+    called, acted = (swfp_ros.load_policy(workdir / 'outputs/bc.pt', seed=5) for _ in range(2))
+    np.testing.assert_array_equal(called(obs), acted.act(obs))
     with pytest.raises(ValueError, match='expected obs'):
         policy.act(obs[:5])
     with pytest.raises(ValueError, match='NaN'):
@@ -92,3 +97,19 @@ def test_load_dataset_and_bad_inputs(workdir, tmp_path):
         swfp_ros.load_policy(workdir / 'outputs/demos.npz')
     with pytest.raises(AttributeError):
         swfp_ros.no_such_function  # noqa: B018
+
+
+def test_load_dataset_reads_rosbags_through_an_ingest_spec(tmp_path):
+    from swfp_ros.data import write_demo_bag
+    from swfp_ros.train.demos import collect_demos
+    dataset, records = collect_demos('panda_reach', episodes=2, noise_std=0.3, epsilon=0.0, seed=3, progress=False)
+    base = make_env('panda_reach').unwrapped
+    write_demo_bag(tmp_path / 'bag', records, joint_names=base.joint_names, task_labels=base.task_labels,
+                   control_rate_hz=base.control_rate_hz)
+    spec = REPO / 'config' / 'ingest_panda_reach.yaml'
+    for bags in (tmp_path / 'bag', [tmp_path / 'bag']):
+        loaded = swfp_ros.load_dataset(bags, spec=spec)
+        assert len(loaded) == len(dataset) == 2
+        for got, want in zip(loaded, dataset):
+            np.testing.assert_allclose(got.obs, want.obs, atol=1e-5)
+            np.testing.assert_allclose(got.actions, want.actions, atol=1e-5)

@@ -52,7 +52,7 @@ class StartRefused(ValueError):
 TEARDOWN_DEADLINE_S = 3.0
 
 
-def make_executor(lockstep: bool = False) -> Executor:
+def make_executor(lockstep: bool) -> Executor:
     """The EventsExecutor for a node of a lockstep simulation, else the SingleThreadedExecutor (see above)."""
     return EventsExecutor() if lockstep else SingleThreadedExecutor()
 
