@@ -112,3 +112,16 @@ def test_monitor_refuses_settings_it_cannot_run_with(kin):
                         ({'home': np.where(np.arange(7) == 0, upper + 0.01, HOME_Q)}, 'outside the joint limits')):
         with pytest.raises(ValueError, match=reason):
             TaskMonitor(kin, monitor=True, **bad)
+
+
+def test_kinematics_takes_seven_finite_joint_positions_in_any_sequence(kin):
+    """The task node hands it a driver's joint positions: a list is fine; a wrong count or a NaN / inf (a driver's
+    glitch) is refused, never turned into an end-effector position."""
+    home = kin.ee_position(HOME_Q)
+    np.testing.assert_array_equal(kin.ee_position(list(HOME_Q)), home)
+    np.testing.assert_array_equal(kin.ee_position(HOME_Q.reshape(1, 7)), home)
+    for bad in (HOME_Q[:6], np.append(HOME_Q, 0.0), np.where(np.arange(7) == 3, np.nan, HOME_Q),
+                np.where(np.arange(7) == 0, np.inf, HOME_Q)):
+        with pytest.raises(ValueError, match='need 7 finite joint positions'):
+            kin.ee_position(bad)
+    np.testing.assert_array_equal(kin.ee_position(HOME_Q), home)     # a refusal leaves no trace
