@@ -135,7 +135,7 @@ CASES = [
     ('ingest: spec missing key', ['ingest', 'reach_bag', '--spec', 'spec_missing_key.yaml', '--out', 'x.npz'], 1,
      'control_rate_hz is required'),
     ('ingest: spec of another task', ['ingest', 'reach_bag', '--spec', str(PUSH_SPEC), '--out', 'x.npz'], 1,
-     "differ from task panda_push's 29 (lacks ['obj_x', 'obj_y', 'obj_z'] and 6 more)"),
+     "differ from task panda_push's 34 (lacks ['obj_x', 'obj_y', 'obj_z'] and 11 more)"),
     ('ingest: missing bag', ['ingest', 'no_bag', '--spec', str(REACH_SPEC), '--out', 'x.npz'], 1,
      'no_bag: no such rosbag2 bag'),
     ('ingest: --out in a missing folder', ['ingest', 'reach_bag', '--spec', str(REACH_SPEC), '--out',

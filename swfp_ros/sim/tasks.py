@@ -5,8 +5,8 @@ Interface shared with a real arm (and the ROS sim bridge):
   ``clip(q_measured + action * ACTION_SCALE, joint limits)``, i.e. an absolute joint target, which is what a real
   arm's forward_command_controller takes (``step_joint_targets`` accepts such targets directly);
 - observation: ``[q (7), qdot (7), task vector]``, where the task vector (labels in ``task_labels``) carries what a
-  real cell gets from kinematics and perception: end-effector position, goal, and for push the object position and
-  the differences object - end effector and goal - object.
+  real cell gets from kinematics and perception: end-effector position, goal, and for push the object position, the
+  differences object - end effector and goal - object, and the hand in the push's frame (:func:`push_frame`).
   The reach task's vector and reward are :data:`REACH` — one definition, used by this environment and by the ROS
   task node that computes them on a real arm (forward kinematics of the measured joints, :mod:`.kinematics`).
 Control at 20 Hz (25 physics steps of 2 ms). Episodes end on success (terminated) or at the time limit (truncated,
@@ -228,17 +228,32 @@ class PandaReachEnv(PandaTaskEnv):
         return REACH.reward(self.ee_position, self.goal)
 
 
+def push_frame(ee: np.ndarray, obj: np.ndarray, goal: np.ndarray) -> np.ndarray:
+    """The hand in the push's frame on the floor: [direction x, direction y, along, across, distance], the direction
+    the unit vector from the puck to the goal, along / across the hand's offset from the puck on it and to its left.
+    A puck on its goal has no direction: all zero but the distance."""
+    push = goal[:2] - obj[:2]
+    distance = float(np.linalg.norm(push))
+    direction = push / distance if distance > 1e-9 else np.zeros(2)
+    hand = ee[:2] - obj[:2]
+    along = hand @ direction
+    across = direction[0] * hand[1] - direction[1] * hand[0]
+    return np.array([direction[0], direction[1], along, across, distance])
+
+
 class PandaPushEnv(PandaTaskEnv):
     """Push a puck on the floor to within 5 cm of a goal 10-20 cm away in any direction.
 
-    Reward: -(puck-goal distance) - 0.5 * (hand-puck distance), in metres. The task vector also carries the two
-    differences the task turns on, puck - hand and goal - puck, which an MLP otherwise has to learn from absolute
-    positions (README "Push to ≥ 0.7": what that changed for SWFP).
+    Reward: -(puck-goal distance) - 0.5 * (hand-puck distance), in metres. Besides the absolute positions the task
+    vector carries what pushing turns on, which an MLP would otherwise have to learn from them: the differences
+    puck - hand and goal - puck, and the hand in the push's own frame on the floor (origin at the puck, the first axis
+    towards the goal): that axis, the hand's coordinates along and across it (behind the puck = negative along), and
+    the puck's distance to the goal (README "Push to ≥ 0.7": what each changed for SWFP).
     """
 
     task_labels = ('ee_x', 'ee_y', 'ee_z', 'goal_x', 'goal_y', 'goal_z', 'obj_x', 'obj_y', 'obj_z',
                    'obj_from_ee_x', 'obj_from_ee_y', 'obj_from_ee_z', 'goal_from_obj_x', 'goal_from_obj_y',
-                   'goal_from_obj_z')
+                   'goal_from_obj_z', 'push_dir_x', 'push_dir_y', 'ee_along_push', 'ee_across_push', 'push_dist')
     puck_radius = 0.025
     puck_half_height = 0.02
     # The target: a flat green disc of the puck's size on the floor, centred under the goal the puck must reach.
@@ -266,7 +281,7 @@ class PandaPushEnv(PandaTaskEnv):
 
     def task_vector(self):
         ee, obj = self.ee_position, self.object_position
-        return np.concatenate([ee, self.goal, obj, obj - ee, self.goal - obj])
+        return np.concatenate([ee, self.goal, obj, obj - ee, self.goal - obj, push_frame(ee, obj, self.goal)])
 
     def _reward_and_success(self):
         obj = self.object_position

@@ -7,7 +7,7 @@ from gymnasium.utils.env_checker import check_env
 from swfp_ros.sim import TASKS, PandaTaskEnv, make_env
 from swfp_ros.sim.experts import make_expert
 from swfp_ros.sim.panda_model import ARM_JOINTS, default_panda_xml
-from swfp_ros.sim.tasks import HOME_Q, LIMIT_MARGIN
+from swfp_ros.sim.tasks import HOME_Q, LIMIT_MARGIN, push_frame
 from swfp_ros.train.evaluate import evaluate
 
 PANDA_TASKS = sorted(t for t, (_, cls, _) in TASKS.items() if issubclass(cls, PandaTaskEnv))
@@ -47,6 +47,23 @@ def test_push_observation_carries_puck_from_hand_and_goal_from_puck():
         assert task[f'obj_{axis}'] == pytest.approx(puck[i], abs=1e-6)
         assert task[f'obj_from_ee_{axis}'] == pytest.approx(puck[i] - ee[i], abs=1e-6)
         assert task[f'goal_from_obj_{axis}'] == pytest.approx(goal[i] - puck[i], abs=1e-6)
+    frame = [task[k] for k in ('push_dir_x', 'push_dir_y', 'ee_along_push', 'ee_across_push', 'push_dist')]
+    np.testing.assert_allclose(frame, push_frame(ee, puck, goal), atol=1e-6)
+    assert base.task_labels[-5:] == ('push_dir_x', 'push_dir_y', 'ee_along_push', 'ee_across_push', 'push_dist')
+
+
+@pytest.mark.parametrize('ee, puck, goal, frame', [
+    # goal along +x: a hand 5 cm behind the puck and 2 cm to the left of the push (+y)
+    ((0.45, 0.02, 0.1), (0.5, 0.0, 0.02), (0.6, 0.0, 0.02), (1.0, 0.0, -0.05, 0.02, 0.1)),
+    # goal along +y: a hand 4 cm behind and 1 cm to the right (+x); heights play no part
+    ((0.51, -0.04, 0.3), (0.5, 0.0, 0.02), (0.5, 0.2, 0.02), (0.0, 1.0, -0.04, -0.01, 0.2)),
+    # goal along -x-y: a hand past the puck, on the push's line
+    ((0.4, -0.1, 0.06), (0.5, 0.0, 0.02), (0.2, -0.3, 0.02), (-0.5**0.5, -0.5**0.5, 0.02**0.5, 0.0, 0.18**0.5)),
+    # the puck on its goal: no direction, so nothing along or across
+    ((0.45, 0.02, 0.1), (0.5, 0.0, 0.02), (0.5, 0.0, 0.02), (0.0, 0.0, 0.0, 0.0, 0.0)),
+])
+def test_push_frame_places_the_hand_along_and_across_the_push(ee, puck, goal, frame):
+    np.testing.assert_allclose(push_frame(np.array(ee), np.array(puck), np.array(goal)), frame, atol=1e-12)
 
 
 @pytest.mark.parametrize('task', sorted(TASKS))
