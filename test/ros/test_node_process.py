@@ -146,11 +146,13 @@ def on_start(node):
     if FAULT == 'exit on start':
         raise SystemExit(2)
 
-run_nodes('probe', [(lambda: Probe('first'), None), (lambda: Probe('second'), on_start)])
+run_nodes('probe', [(lambda: Probe('first'), None), (lambda: Probe('second'), on_start)],
+          args=['probe', *sys.argv[2:]])
 '''
 
 
 @pytest.mark.parametrize('fault, status, closed, last_words, traceback', [
+    ('bad arguments', 3, [], "probe: failed to start: failed to initialize rcl: Couldn't parse trailing -r flag.", False),
     ('build', 3, ['first'], 'probe: failed to start: ValueError: cannot build second', True),
     ('refused', 3, ['second', 'first'], 'probe: failed to start: gain must be in [0, 2], got 3', False),
     ('exit on start', 3, ['second', 'first'], '', False),
@@ -166,12 +168,13 @@ def test_the_exit_status_says_whether_the_nodes_failed_to_start_or_failed_later(
     of the user's settings in one line, a bug with its traceback."""
     import subprocess
     import sys
-    done = subprocess.run([sys.executable, '-c', PROBE_NODES, fault], env=ros_env, capture_output=True, text=True,
-                          timeout=60)
+    ros_args = ['--ros-args', '-r'] if fault == 'bad arguments' else []    # a remapping rule left out
+    done = subprocess.run([sys.executable, '-c', PROBE_NODES, fault, *ros_args], env=ros_env, capture_output=True,
+                          text=True, timeout=60)
     assert done.returncode == status, done.stderr[-3000:]
     assert [line.split()[1] for line in done.stdout.splitlines() if line.startswith('closed ')] == closed
     if last_words:
-        assert last_words in done.stderr.splitlines(), done.stderr[-3000:]
+        assert any(line.startswith(last_words) for line in done.stderr.splitlines()), done.stderr[-3000:]
     else:
         assert 'probe:' not in done.stderr, done.stderr[-3000:]
     assert ('Traceback' in done.stderr) == traceback, done.stderr[-3000:]
