@@ -81,8 +81,11 @@ def test_policy_carries_checkpoint_task_and_labels_and_acts_in_chunks(workdir):
     called, acted = (swfp_ros.load_policy(workdir / 'outputs/bc.pt', seed=5) for _ in range(2))
     np.testing.assert_array_equal(called(obs), acted.act(obs))
     assert not np.array_equal(acted.act(obs), acted.act(obs))     # fresh noise per decision by default
+
+    def steady(o):
+        return policy.act(o, deterministic=True)[0]
+
     # evaluate() scores 10 episodes seeded 0, 1, … unless told otherwise
-    steady = lambda o: policy.act(o, deterministic=True)[0]     # noqa: E731
     assert swfp_ros.evaluate(env, steady) == swfp_ros.evaluate(env, steady, episodes=10, seed=0)
     assert swfp_ros.evaluate(env, steady).episodes == 10
     assert swfp_ros.evaluate(env, steady).mean_return != swfp_ros.evaluate(env, steady, seed=1).mean_return

@@ -152,7 +152,7 @@ run_nodes('probe', [(lambda: Probe('first'), None), (lambda: Probe('second'), on
 
 
 @pytest.mark.parametrize('fault, status, closed, last_words, traceback', [
-    ('bad arguments', 3, [], "probe: failed to start: failed to initialize rcl: Couldn't parse trailing -r flag.", False),
+    ('bad arguments', 3, [], 'probe: failed to start: failed to initialize rcl: Couldn\'t parse trailing -r', False),
     ('build', 3, ['first'], 'probe: failed to start: ValueError: cannot build second', True),
     ('refused', 3, ['second', 'first'], 'probe: failed to start: gain must be in [0, 2], got 3', False),
     ('exit on start', 3, ['second', 'first'], '', False),
