@@ -86,9 +86,9 @@ def test_policy_carries_checkpoint_task_and_labels_and_acts_in_chunks(workdir):
         return policy.act(o, deterministic=True)[0]
 
     # evaluate() scores 10 episodes seeded 0, 1, … unless told otherwise
-    assert swfp_ros.evaluate(env, steady) == swfp_ros.evaluate(env, steady, episodes=10, seed=0)
-    assert swfp_ros.evaluate(env, steady).episodes == 10
-    assert swfp_ros.evaluate(env, steady).mean_return != swfp_ros.evaluate(env, steady, seed=1).mean_return
+    default = swfp_ros.evaluate(env, steady)
+    assert default == swfp_ros.evaluate(env, steady, episodes=10, seed=0) and default.episodes == 10
+    assert default.mean_return != swfp_ros.evaluate(env, steady, seed=1).mean_return
     with pytest.raises(ValueError, match='expected obs'):
         policy.act(obs[:5])
     with pytest.raises(ValueError, match='NaN'):

@@ -47,9 +47,9 @@ def test_push_observation_carries_puck_from_hand_and_goal_from_puck():
         assert task[f'obj_{axis}'] == pytest.approx(puck[i], abs=1e-6)
         assert task[f'obj_from_ee_{axis}'] == pytest.approx(puck[i] - ee[i], abs=1e-6)
         assert task[f'goal_from_obj_{axis}'] == pytest.approx(goal[i] - puck[i], abs=1e-6)
-    frame = [task[k] for k in ('push_dir_x', 'push_dir_y', 'ee_along_push', 'ee_across_push', 'push_dist')]
-    np.testing.assert_allclose(frame, push_frame(ee, puck, goal), atol=1e-6)
-    assert base.task_labels[-5:] == ('push_dir_x', 'push_dir_y', 'ee_along_push', 'ee_across_push', 'push_dist')
+    frame_labels = ('push_dir_x', 'push_dir_y', 'ee_along_push', 'ee_across_push', 'push_dist')
+    assert base.task_labels[-5:] == frame_labels
+    np.testing.assert_allclose([task[k] for k in frame_labels], push_frame(ee, puck, goal), atol=1e-6)
 
 
 @pytest.mark.parametrize('ee, puck, goal, frame', [
