@@ -1,5 +1,6 @@
-"""The README cites only what the repository contains: every link into docs/ reaches a file and, with an anchor, one of
-its headings; no citation of a design note that is not in the repository."""
+"""The README and docs/ cite only what the repository contains: every link into docs/ (from the README) and between the
+pages of docs/ reaches a file and, with an anchor, one of its headings; no citation of a design note that is not in the
+repository."""
 import re
 from pathlib import Path
 
@@ -11,16 +12,28 @@ def github_anchor(heading: str) -> str:
     return re.sub(r'[^\w\- ]', '', heading.strip().lower()).replace(' ', '-')
 
 
+def assert_link_resolves(source: Path, target: Path, anchor: str) -> None:
+    assert target.is_file(), f'{source.name} links to {target.relative_to(REPO)}, which is not in the repository'
+    if anchor:
+        headings = re.findall(r'^#+ (.+)$', target.read_text(), re.M)
+        assert anchor in {github_anchor(h) for h in headings}, f'{target.name}#{anchor}: no such heading'
+
+
 def test_readme_links_into_docs_resolve():
-    readme = (REPO / 'README.md').read_text()
-    links = re.findall(r'\]\((docs/[^)#\s]+)(?:#([^)\s]+))?\)', readme)
-    assert links, 'the README links to docs/algorithm.md'
+    readme = REPO / 'README.md'
+    links = re.findall(r'\]\((docs/[^)#\s]+)(?:#([^)\s]+))?\)', readme.read_text())
+    assert {path for path, _ in links} >= {'docs/algorithm.md', 'docs/push.md'}, 'the README links to both docs pages'
     for path, anchor in links:
-        target = REPO / path
-        assert target.is_file(), f'README links to {path}, which is not in the repository'
-        if anchor:
-            headings = re.findall(r'^#+ (.+)$', target.read_text(), re.M)
-            assert anchor in {github_anchor(h) for h in headings}, f'{path}#{anchor}: no such heading'
+        assert_link_resolves(readme, REPO / path, anchor)
+
+
+def test_links_between_docs_pages_resolve():
+    pages = sorted((REPO / 'docs').glob('*.md'))
+    links = [(page, path, anchor) for page in pages
+             for path, anchor in re.findall(r'\]\(([\w.-]+\.md)(?:#([^)\s]+))?\)', page.read_text())]
+    assert links, 'docs/algorithm.md links to push.md'
+    for page, path, anchor in links:
+        assert_link_resolves(page, page.parent / path, anchor)
 
 
 def test_no_citation_outside_the_repository():
