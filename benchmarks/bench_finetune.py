@@ -37,7 +37,7 @@ TASK_SETTINGS = {
     # delta 0.1 / 0.2 / 0.3 ended at 0.63 / 0.73 / 0.83 after 10k env steps, none below BC (docs/algorithm.md §9: larger is faster).
     'panda_reach': {'demos': 30, 'noise': 1.0, 'epsilon': 0.6, 'env_steps': 15_000, 'swfp': ['block.delta=0.3']},
     # Push, 20-value task vector, five seeds, 500 evaluation episodes each: 100 demos ended at 0.68 (two seeds of five
-    # over 0.7), 800 of the same quality at 0.80 (every seed over 0.7) from BCs of 0.07-0.23 (README, "Push to >= 0.7").
+    # over 0.7), 800 of the same quality at 0.80 (every seed over 0.7) from BCs of 0.07-0.23 (docs/push.md, section 1).
     'panda_push': {'demos': 800, 'noise': 0.5, 'epsilon': 0.1, 'env_steps': 12_000, 'swfp': ['steps_per_block=2000']},
     # OGBench cube-single (task 2), demos from OGBench's oracle. BC (seeds 0 / 1 / 2, 30 episodes) from 50 demos at
     # sigma 0.7, eps 0.2 (30 % of them succeed): 0.17 / 0.33 / 0.13; at sigma 0.5, eps 0.1 (95 % succeed) 100 demos gave
