@@ -1,8 +1,11 @@
 """The task node in its own process, fed the way a real arm feeds it: a driver's /joint_states (sensor-data QoS)
 published by this test, and goals on swfp/goal. It publishes swfp/task only from fresh, valid joint states and a goal
-in the robot's base frame; everything else is counted on /swfp/status and publishes nothing. The end effector is
-checked against this test's own forward kinematics (MuJoCo on the Panda model, not the project's kinematics code)."""
+in the robot's base frame; everything else is counted on /swfp/status and publishes nothing. As task monitor it runs
+episodes over its goal list: the home posture (latched), an episode marker at each start, and each step's reward. The
+end effector is checked against this test's own forward kinematics (MuJoCo on the Panda model, not the project's
+kinematics code)."""
 import threading
+from array import array
 
 import numpy as np
 import pytest
@@ -12,9 +15,11 @@ from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from geometry_msgs.msg import PoseStamped  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
-from std_msgs.msg import Float64MultiArray  # noqa: E402
+from std_msgs.msg import Float64MultiArray, Int32  # noqa: E402
 
 from swfp_ros.ros import messages as M  # noqa: E402
+from swfp_ros.ros.qos import EPISODE_QOS, HOME_QOS, REWARD_QOS  # noqa: E402
+from swfp_ros.ros.task_node import _xyz_list  # noqa: E402
 from swfp_ros.sim.tasks import HOME_Q  # noqa: E402
 from test_multi_actor import statuses  # noqa: E402
 
@@ -65,6 +70,9 @@ def test_task_only_from_fresh_valid_joint_states_and_a_goal_in_the_base_frame(ro
     tasks = ros_node.collect('/swfp/task', Float64MultiArray, LATCHED)
     proc = launch_node('task_node', params={'status_period_s': 0.1})
     number = lambda key: int(statuses(status).get('/task_node', {}).get(key, 0))  # noqa: E731
+    # started before the arm's driver, as a cell often is: it waits, publishes no task, and keeps running
+    ros_node.wait_for(lambda: len(status) >= 5, 30.0, what='five statuses before any joint state')
+    assert not tasks and number('task') == 0 and proc.alive(), proc.output()
     driver = Driver(ros_node)
     try:
         ros_node.wait_for(lambda: number('no_goal') >= 5, 30.0, what='joint states counted without a goal')
@@ -101,3 +109,55 @@ def test_task_only_from_fresh_valid_joint_states_and_a_goal_in_the_base_frame(ro
     finally:
         driver.stop()
     assert proc.stop() == 0, proc.output()
+
+
+def test_goal_parameters_are_xyz_triples_and_the_placeholder_means_none():
+    assert _xyz_list([], 'goals') == [] and _xyz_list([0.0], 'goals') == []    # the parameter's "none" placeholder
+    assert _xyz_list(array('d', [0.0]), 'goals') == [], 'as rclpy gives a double array parameter'
+    one, two = _xyz_list([0.5, 0.1, 0.3, 0.4, -0.2, 0.5], 'goals')
+    assert np.array_equal(one, [0.5, 0.1, 0.3]) and np.array_equal(two, [0.4, -0.2, 0.5])
+    for count in (2, 4, 7):
+        with pytest.raises(ValueError, match=f'goals must hold x, y, z triples, got {count} values'):
+            _xyz_list([0.5] * count, 'goals')
+
+
+def test_monitor_runs_episodes_over_its_goal_list(ros_node, launch_node):
+    """An arm that stays at home: every episode runs to its 3-step time limit, and the next starts at once with the
+    next goal of the list (cycled)."""
+    goals = np.array([[0.5, 0.1, 0.3], [0.4, -0.2, 0.5]])
+    homes = ros_node.collect('/swfp/home', JointState, HOME_QOS)
+    markers = ros_node.collect('/swfp/episode', Int32, EPISODE_QOS)
+    rewards = ros_node.collect('/swfp/reward', Float64MultiArray, REWARD_QOS)
+    proc = launch_node('task_node', params={'monitor': True, 'episode_steps': 3, 'goals': goals.ravel().tolist()})
+    driver = Driver(ros_node)
+
+    def episodes_of_rewards() -> list[list]:
+        """The rewards received, one list per episode; the first is dropped (its start may predate discovery)."""
+        infos = [M.reward_from_msg(msg) for _, msg in list(rewards)]
+        starts = [i for i, info in enumerate(infos) if info.step == 1]
+        return [infos[a:b] for a, b in zip(starts[1:], starts[2:] + [len(infos)])][:3]
+
+    def received_all():
+        whole = episodes_of_rewards()
+        return homes and len(markers) >= 4 and len(whole) == 3 and len(whole[-1]) == 3
+
+    try:
+        ros_node.wait_for(received_all, 30.0, what='the home posture, four markers and three whole episodes of '
+                          'rewards after the first one')
+    finally:
+        driver.stop()
+    assert proc.stop() == 0, proc.output()
+    home, _ = M.arm_from_joint_state(homes[-1][1], ARM)
+    assert np.array_equal(home, HOME_Q), 'the home posture published is the simulation\'s'
+    assert [msg.data for _, msg in markers][:4] == [0, 1, 2, 3], 'one marker per episode, from 0, none lost'
+    ee = end_effector(HOME_Q)
+    distances = np.linalg.norm(goals - ee, axis=1)
+    assert np.all(distances > 0.05) and abs(distances[0] - distances[1]) > 0.05, 'the goals tell episodes apart'
+    seen = []
+    for episode in episodes_of_rewards():
+        assert [r.step for r in episode] == [1, 2, 3] and [r.truncated for r in episode] == [False, False, True]
+        assert not any(r.terminated for r in episode), 'the arm never reached a goal'
+        goal_index = int(np.argmin(np.abs(distances + episode[0].reward)))
+        assert np.allclose([r.reward for r in episode], -distances[goal_index], atol=1e-9)
+        seen.append(goal_index)
+    assert seen in ([0, 1, 0], [1, 0, 1]), f'the goals alternate episode by episode, got {seen}'

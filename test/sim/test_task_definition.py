@@ -100,6 +100,16 @@ def test_monitor_is_home_only_with_every_joint_within_the_tolerance(kin):
         assert not monitor.at_home(away), f'joint {j + 1} away from home: not home'
 
 
+def test_monitor_defaults_an_empty_home_and_a_home_at_the_joint_limits(kin):
+    plain = TaskMonitor(kin, goals=[[0.5, 0.0, 0.3]])
+    assert not plain.monitor and plain.control_step(HOME_Q).episode is None, 'by default a plain task source'
+    assert plain.episode_steps == TASKS['panda_reach'][2], 'the default time limit is the simulated reach task\'s'
+    for empty in ((), []):                       # a ROS list parameter left empty: the default home posture
+        assert np.array_equal(TaskMonitor(kin, monitor=True, home=empty).home, HOME_Q)
+    for limit in (kin.lower, kin.upper):         # the joint limits themselves are inside them
+        assert np.array_equal(TaskMonitor(kin, monitor=True, home=limit).home, limit)
+
+
 def test_monitor_refuses_settings_it_cannot_run_with(kin):
     lower, upper = kin.lower, kin.upper
     one_step = TaskMonitor(kin, monitor=True, episode_steps=1, goals=[[0.5, 0.0, 0.3]])
