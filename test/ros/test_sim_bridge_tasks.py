@@ -87,17 +87,19 @@ def test_realtime_steps_through_a_chunk_one_target_per_tick(launch_node, ros_nod
     try:
         ros_node.wait_for_subscribers('/swfp/action', timeout=60)
         ros_node.wait_for(lambda: states and episodes, 30, what='a joint state and an episode marker')
-        joint1 = lambda: states[-1][1].position[0]  # noqa: E731
+        def reached() -> bool:
+            return abs(states[-1][1].position[0] - last[0]) < 0.005
+
         for _ in range(5):
             episode = episodes[-1][1].data
             start = np.array(states[-1][1].position[:7])
             last = start + np.array([0.05, 0, 0, 0, 0, 0, 0])
             actions.publish(M.trajectory_msg(ARM_JOINTS, [start, start, last], 0.05))
-            ros_node.wait_for(lambda: abs(joint1() - last[0]) < 0.005 or episodes[-1][1].data != episode, 30,
+            ros_node.wait_for(lambda: reached() or episodes[-1][1].data != episode, 30,
                               what="the chunk's last target reached, or a new episode")
-            if abs(joint1() - last[0]) < 0.005:
+            if reached():
                 break
-        assert abs(joint1() - last[0]) < 0.005, "the chunk's last target was not reached in five episodes"
+        assert reached(), "the chunk's last target was not reached in five episodes"
     finally:
         print(bridge.output()[-2000:])
     assert bridge.stop() == 0
