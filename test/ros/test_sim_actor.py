@@ -43,12 +43,19 @@ def test_sections_go_to_their_node_and_the_rest_to_the_process():
     assert sections == {'sim_bridge': BRIDGE, 'policy_node': POLICY} and rest == ['--ros-args', '--log-level', 'warn']
 
 
+def test_an_empty_section_ends_at_its_own_closing_mark():
+    sections, rest = split_sections(['--node', 'sim_bridge', '--ros-args', '--', '--node', 'policy_node', *POLICY, '--'])
+    assert sections == {'sim_bridge': ['--ros-args'], 'policy_node': POLICY} and rest == []
+
+
 @pytest.mark.parametrize('argv, problem', [
     (['--node', 'sim_bridge', *BRIDGE, '--'], 'no --node section for policy_node'),
     (['--node', 'learner_node', *BRIDGE, '--'], "--node 'learner_node': expected one of sim_bridge, policy_node"),
     (['--node', 'sim_bridge', *BRIDGE, '--', '--node', 'sim_bridge', *BRIDGE, '--'], 'sim_bridge given twice'),
     (['--node', 'sim_bridge', '-p', 'seed:=4', '--'], 'must be followed by --ros-args'),
     (['--node', 'sim_bridge', *BRIDGE, '--node', 'policy_node', *POLICY], 'has no closing --'),
+    (['--node'], "--node '': expected one of"),                            # a command line cut short
+    (['--node', 'sim_bridge'], 'sim_bridge must be followed by --ros-args'),
 ])
 def test_a_bad_command_line_is_refused_with_the_reason(argv, problem, ros_env):
     with pytest.raises(ValueError, match=re.escape(problem)) as refused:
