@@ -2,9 +2,10 @@
 trains. Pure Python + numpy (no ROS).
 
 Why: actors can produce transitions faster than the learner trains on them. Kept in memory, that backlog grows
-without bound and dies with the process. Here every accepted transition is written to the journal (one ``os.write``:
-in the kernel's page cache, so it survives the learner's process being killed -- not a power cut, which only the
-``sync()`` at each checkpoint covers) before it counts as received; the learner stores records into its replay in
+without bound and dies with the process. Here every accepted transition is written to the journal (one ``os.pwrite``
+at the record's offset: in the kernel's page cache, so it survives the learner's process being killed -- not a power
+cut, which only the ``sync()`` at each checkpoint covers) before it counts as received (a record the disk took only in
+part does not count, and the next one takes its place); the learner stores records into its replay in
 order, and each learner checkpoint marks how far it got. A restart resumes from the checkpoint and reads the journal
 from there: nothing the journal took is lost, and nothing is stored twice.
 
@@ -115,23 +116,33 @@ class TransitionJournal:
         if v.shape != (self.record_floats,):
             raise ValueError(f'journal record needs {self.record_floats} values, got shape {v.shape}')
         body = v.tobytes()
+        record = body + zlib.crc32(body).to_bytes(8, 'little')
         seq = self.written
         with self._lock:
             if self._fd is None or seq - self._fd_first >= SEGMENT_RECORDS:
                 self._rotate(seq)
-        os.write(self._fd, body + zlib.crc32(body).to_bytes(8, 'little'))
+        # At the record's own offset, not appended: a full disk can write part of a record and return the short count;
+        # the record is then not journaled, and the next one overwrites the part (appended, it would follow it and
+        # leave a torn record in the middle of the segment, which makes the journal unreadable for good).
+        n = os.pwrite(self._fd, record, (seq - self._fd_first) * self.record_bytes)
+        if n != len(record):
+            raise OSError(f'{self._path(self._fd_first)}: record {seq} written in part ({n} of {len(record)} bytes; '
+                          f'disk full?): not journaled')
         self.written = seq + 1
         return seq
 
     def _rotate(self, seq: int) -> None:
         """Open the segment record ``seq`` goes to: the last one while it has room, else a new one."""
         if self._fd is not None:
-            os.fsync(self._fd)
-            os.close(self._fd)
+            fd, self._fd = self._fd, None           # closed even when the fsync fails; reopened by the next append
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         if not self._segments or seq - self._segments[-1] >= SEGMENT_RECORDS:
             self._segments.append(seq)
         self._fd_first = self._segments[-1]
-        self._fd = os.open(self._path(self._fd_first), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._fd = os.open(self._path(self._fd_first), os.O_WRONLY | os.O_CREAT, 0o600)   # pwrite: no O_APPEND
 
     def sync(self) -> None:
         """fsync the segment being written (what a power cut would otherwise lose)."""

@@ -187,3 +187,33 @@ def test_prune_at_segment_boundaries_removes_the_files_and_keeps_the_one_being_w
     j.close()                                    # idempotent
     reopened = J.TransitionJournal(tmp_path, N, 3, 2)
     np.testing.assert_array_equal(reopened.read(24, 8), np.stack([rec(i) for i in range(24, 32)]))
+
+
+def test_a_record_written_in_part_is_not_journaled_and_the_next_takes_its_place(tmp_path):
+    """A full disk (here: a file size limit, which the kernel enforces the same way) can write part of a record and
+    report the short count. That record must not count as journaled, and the next append must still land on the
+    record boundary: a torn record in the middle of a segment would make the journal unreadable for good."""
+    limit = 5 * (8 * N + 8) + 40                           # five whole records, then 40 bytes of the sixth
+    code = textwrap.dedent(f'''
+        import resource, signal, sys, numpy as np
+        from swfp_ros.ros.journal import TransitionJournal
+        j = TransitionJournal(sys.argv[1], {N}, 3, 2)      # its metadata file written before the limit is set
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)     # over the limit: an error from write(), not a signal
+        resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, resource.RLIM_INFINITY))
+        for i in range(7):
+            try:
+                print(i, j.append(np.full({N}, float(i))), flush=True)
+            except OSError as e:
+                print(i, 'refused', j.written, e, flush=True)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))  # space again
+        print(7, j.append(np.full({N}, 7.0)), flush=True)
+    ''')
+    out = subprocess.run([sys.executable, '-c', code, str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    lines = [line.split(' ', 3) for line in out.stdout.splitlines()]
+    assert [line[:3] for line in lines] == [['0', '0'], ['1', '1'], ['2', '2'], ['3', '3'], ['4', '4'],
+                                            ['5', 'refused', '5'], ['6', 'refused', '5'], ['7', '5']], out.stdout
+    assert 'written in part' in lines[5][3], lines[5]      # the short write says what happened
+    j = J.TransitionJournal(tmp_path, N, 3, 2)
+    assert j.written == 6 and j.torn_bytes == 0
+    np.testing.assert_array_equal(j.read(0, 10)[:, 0], [0, 1, 2, 3, 4, 7])
