@@ -5,7 +5,7 @@ a compaction trims the history, resume from its checkpoint after being killed, r
 import numpy as np
 import pytest
 import torch
-from diagnostic_msgs.msg import DiagnosticArray
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension, UInt8MultiArray
 
@@ -43,12 +43,17 @@ def stored(received: int) -> str:
     return str(received - 1)
 
 
-def learner_status(box) -> dict:
+def learner_diagnostic(box) -> DiagnosticStatus | None:
     for _, msg in reversed(list(box)):
         for st in msg.status:
             if st.name.endswith('learner_node'):
-                return {kv.key: kv.value for kv in st.values}
-    return {}
+                return st
+    return None
+
+
+def learner_status(box) -> dict:
+    st = learner_diagnostic(box)
+    return {kv.key: kv.value for kv in st.values} if st is not None else {}
 
 
 def checkpoint_counters(ckpt_dir) -> dict:
@@ -96,6 +101,8 @@ def test_transitions_blocks_compaction_bad_messages(ros_node, learner_setup):
             status).get('critic_updates', 0)) > 0, 30.0, what='40 in, 5 rejected, the critic updated')
     s = learner_status(status)
     assert s['replay_size'] == stored(40) and s['received'] == '45' and s['version'] == '0', s
+    diag = learner_diagnostic(status)    # the last rejection's reason, as a warning
+    assert (diag.level, diag.message) == (DiagnosticStatus.WARN, 'running; transition action outside [-1, 1]'), diag
     assert s['blocks_trained'] == '0', s     # still warming up the critic
     # warm-up (64 env steps) -> the first block, then 64 more -> the second block + compaction
     publish(ros_node, 30, start=40)
