@@ -74,7 +74,7 @@ def updates_of(box) -> list[BlockUpdate]:
     return [BlockUpdate.from_bytes(messages.update_from_msg(m), OBS, ACT) for _, m in list(box)]
 
 
-def test_transitions_blocks_compaction_bad_messages(ros_node, learner_setup):
+def test_transitions_blocks_compaction_bad_messages(ros_node, learner_setup, tmp_path):
     # max_blocks 2: the second accepted block triggers a compaction (a new base at the next version); update_history 1:
     # the history still holds max_blocks + 1 updates, a base and the blocks after it
     proc = learner_setup(update_history=1, swfp={**SMALL_SWFP, 'block': {**SMALL_SWFP['block'], 'max_blocks': 2}})
@@ -104,6 +104,9 @@ def test_transitions_blocks_compaction_bad_messages(ros_node, learner_setup):
     diag = learner_diagnostic(status)    # the last rejection's reason, as a warning
     assert (diag.level, diag.message) == (DiagnosticStatus.WARN, 'running; transition action outside [-1, 1]'), diag
     assert s['blocks_trained'] == '0', s     # still warming up the critic
+    # checkpoint_every 1: every round that stored transitions is checkpointed, not only blocks and the shutdown
+    ros_node.wait_for(lambda: checkpoint_counters(tmp_path / 'ckpt').get('transitions') == 40, 20.0,
+                      what='a checkpoint holding the 40 stored transitions before any block')
     # warm-up (64 env steps) -> the first block, then 64 more -> the second block + compaction
     publish(ros_node, 30, start=40)
     ros_node.wait_for(lambda: learner_status(status).get('blocks_trained') == '1' and learner_status(status).get(
