@@ -20,10 +20,12 @@ import bisect
 import heapq
 import itertools
 import os
+import sqlite3
 import struct
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, NoReturn, Sequence
 
 import numpy as np
 from rosbags.rosbag2 import StoragePlugin, Writer
@@ -97,6 +99,10 @@ def _is_raw(data: Any) -> bool:
     return isinstance(data, (bytes, bytearray, memoryview)) or (isinstance(data, np.ndarray) and data.dtype == np.uint8)
 
 
+class BagWriteError(OSError):
+    """Messages that did not reach the bag (a full disk); the message says how many. The recorder stays usable."""
+
+
 class BagRecorder:
     """Streaming rosbag2 writer: ``open()``, ``write(topic, msgtype, message_or_raw_cdr, timestamp_ns)``, ``close()``.
 
@@ -105,10 +111,18 @@ class BagRecorder:
     (topic, type); definitions come from the standard ROS 2 typestore or from :meth:`register_msgdef` /
     ``msgdefs={type: msg text}`` for custom types. Use as a context manager; a recorder that is never closed leaves a
     bag without its index, which the ingest reports as truncated.
+
+    sqlite3: the ``rosbags`` writer keeps the whole recording in one database transaction, committed at ``close()``;
+    a write that fails on a full disk rolls it back, and with it everything recorded so far, the topics included (the
+    bag then reads as empty, however much is written after). So the transaction is committed once a topic is added
+    and then every ``commit_period_s``: a failure rolls back only what was written since the last commit, which
+    :class:`BagWriteError` reports and :attr:`lost_messages` counts, and the bag goes on from there. (MCAP: a chunk
+    that fails to reach the disk stays buffered and is written with the next one, so nothing needs doing.)
     """
 
     def __init__(self, path: str | os.PathLike, *, storage: str = 'mcap', version: int = 9,
-                 typestore=None, msgdefs: dict[str, str] | None = None, custom_data: dict[str, str] | None = None):
+                 typestore=None, msgdefs: dict[str, str] | None = None, custom_data: dict[str, str] | None = None,
+                 commit_period_s: float = 1.0):
         if version not in (8, 9):
             raise ValueError(f'rosbag2 format version {version} cannot be written; choose 8 or 9')
         self.path = Path(path)
@@ -121,8 +135,13 @@ class BagRecorder:
         self._connections: dict[tuple[str, str], Any] = {}
         for msgtype, text in (msgdefs or {}).items():
             self.register_msgdef(msgtype, text)
-        self.message_count = 0
+        self.message_count = 0       # handed to write(), a write that raised included
+        self.lost_messages = 0       # sqlite3: rolled back by a failed write or commit
         self.is_open = False
+        self._sqlite = self._writer.storage_plugin == StoragePlugin.SQLITE3
+        self._commit_period_s = float(commit_period_s)
+        self._uncommitted = 0
+        self._next_commit = 0.0
 
     def register_msgdef(self, msgtype: str, msgdef: str) -> None:
         """Make a custom message type writable (``.msg`` text; nested custom types must be registered first)."""
@@ -147,6 +166,7 @@ class BagRecorder:
             conn = self._writer.add_connection(topic, msgtype, typestore=self.typestore,
                                                offered_qos_profiles=offered_qos_profiles)
             self._connections[key] = conn
+            self._commit()    # a topic rolled back would leave every later message of it unreadable
         return conn
 
     def write(self, topic: str, msgtype: str, message_or_raw_cdr: Any, timestamp_ns: int) -> None:
@@ -157,8 +177,33 @@ class BagRecorder:
                 data = data.tobytes()
         else:
             data = self.typestore.serialize_cdr(message_or_raw_cdr, msgtype)
-        self._writer.write(conn, int(timestamp_ns), data)
         self.message_count += 1
+        self._uncommitted += 1
+        try:
+            self._writer.write(conn, int(timestamp_ns), data)
+        except sqlite3.Error as e:
+            self._rolled_back(e)
+        if self._sqlite and time.monotonic() >= self._next_commit:
+            self._commit()
+
+    def _commit(self) -> None:
+        """sqlite3: make what was written so far durable (no-op for MCAP)."""
+        if self._sqlite:
+            try:
+                self._writer.storage.conn.commit()
+            except sqlite3.Error as e:
+                self._rolled_back(e)
+            self._uncommitted = 0
+            self._next_commit = time.monotonic() + self._commit_period_s
+
+    def _rolled_back(self, error: sqlite3.Error) -> NoReturn:
+        """A failed sqlite3 write or commit: the transaction is rolled back (SQLite may have done it already; its
+        documentation asks for an explicit rollback either way), and what it held is lost."""
+        self._writer.storage.conn.rollback()
+        lost, self._uncommitted = self._uncommitted, 0
+        self.lost_messages += lost
+        raise BagWriteError(f'{self.path}: {error}: the {lost} message(s) written since the last commit are lost '
+                            f'({self.lost_messages} so far); recording goes on') from error
 
     def close(self) -> None:
         if self.is_open:

@@ -153,6 +153,7 @@ class RecorderNode(Node):
     # --- diagnostics / shutdown -----------------------------------------------------------------------------------
     def _publish_status(self) -> None:
         values = {'path': self.path, 'messages': sum(self.counts.values()), 'write_errors': self.errors,
+                  'lost_messages': self._bag.lost_messages,
                   **{f'count{t}': n for t, n in sorted(self.counts.items())}}
         self._status_pub.publish(M.status_msg(self.get_fully_qualified_name(), 'swfp_ros',
                                               f'recording to {self.path}', values, warn=bool(self.errors),

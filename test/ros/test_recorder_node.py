@@ -41,7 +41,7 @@ def test_recorder_writes_readable_bag(launch_node, ros_node, tmp_path, storage):
         joints.publish(JointState(name=['a', 'b'], position=[0.1 * i, 0.2]))
         time.sleep(0.01)
     recorded = {'count/swfp/task': '25', 'count/joint_states': '25', 'count/swfp/estop': '1', 'messages': '51',
-                'write_errors': '0'}
+                'write_errors': '0', 'lost_messages': '0'}
     ros_node.wait_for(lambda: recorded.items() <= node_status(status, '/recorder_node').items(), 30.0,
                       what='the recorder counted every message')
     assert recorder.stop() == 0, recorder.output()
