@@ -17,7 +17,8 @@ backlog waits on disk, not in memory, and the replay grows at the pace the learn
 ``update()`` with at most ``max_critic_updates`` critic updates, so no call runs a long catch-up. A checkpoint records
 how far the journal was stored (the learner's transition count) and deletes the journal segments before that. After
 a restart, the learner resumes from its checkpoint and reads the journal from there. Beyond ``max_backlog``
-transitions not yet stored, new ones are refused (counted as dropped).
+transitions not yet stored, new ones are refused (counted as dropped). An update is published only once a checkpoint
+holds it; while checkpoints fail (a full disk) the worker retries the checkpoint before anything else, then publishes.
 
 Stopping (SIGINT/SIGTERM, via ``executors.run_node``): ``update()`` is asked to stop between two critic updates and
 between two train steps of a block or of a compaction (an unfinished block is due again, an unfinished compaction
@@ -280,6 +281,7 @@ class LearnerNode(Node):
         self._state = 'starting'
         self._phase = 'idle'                    # what the worker is doing: idle | critic | block | checkpoint
         self._idle = False
+        self._unpublished: list = []            # updates trained but not yet out: their checkpoint failed
 
         cfg = swfp_config({k: g(f'swfp.{k}') for k in SWFP_HELP})
         self._scalars = ScalarLog(g('log_dir'))     # flushed with every checkpoint
@@ -427,6 +429,9 @@ class LearnerNode(Node):
         ``max_critic_updates`` of the owed critic updates, train a block if one is due. Returns whether anything
         was done."""
         c = self.learner.counters
+        if self._unpublished:   # a checkpoint failed before they went out (a full disk): nothing else until they do
+            self._publish_updates()
+            return True
         stored = self._ingest() if c.owed_updates < 1 or self._starved else 0
         if stored:
             self._stats = learner_stats(self.learner)   # a block can take minutes: status shows what it trains on
@@ -446,7 +451,8 @@ class LearnerNode(Node):
         self.counters['updates'] += 1
         self._since_ckpt += bool(stored)
         if updates:
-            self._publish_updates(updates)
+            self._unpublished = updates
+            self._publish_updates()
         elif self._since_ckpt >= self.checkpoint_every or c.blocks_trained > blocks_before:
             self._checkpoint()      # a rejected block too: a restart must not train it again
         self._stats = learner_stats(self.learner)
@@ -486,11 +492,14 @@ class LearnerNode(Node):
                 self._wake.clear()
                 self._idle = False
 
-    def _publish_updates(self, updates: list) -> None:
-        """Checkpoint the learner state that contains them, then publish them in order (never an update that no
-        checkpoint holds: a learner restarted from an older one would publish a different policy at that version)."""
+    def _publish_updates(self) -> None:
+        """Checkpoint the learner state that contains the unpublished updates, then publish them in order (never an
+        update that no checkpoint holds: a learner restarted from an older one would publish a different policy at
+        that version). While the checkpoint fails they stay unpublished and the worker tries again: dropped, the
+        policies would refuse every later block as out of order."""
         if not self._checkpoint():
             return
+        updates, self._unpublished = self._unpublished, []
         for u in updates:
             if u.kind == 'base':
                 self._publish_base(u, recreate=True)
@@ -552,6 +561,7 @@ class LearnerNode(Node):
         idle = self._idle and backlog == 0
         values = {'state': self._state, 'resumed': str(self.resumed).lower(), 'pending': backlog,
                   'idle': str(idle).lower(), 'phase': self._phase, 'signed': str(self._key is not None).lower(),
+                  'unpublished': len(self._unpublished),
                   'journaled': self.journal.first_transition + self.journal.written,
                   'journal_mb': f'{self.journal.disk_bytes() / 2 ** 20:.2f}',
                   'checkpoint': str(self.ckpt_path), **self.counters, **stats}

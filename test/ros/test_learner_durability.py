@@ -3,6 +3,7 @@ catch-up stops it at once with a final checkpoint, a damaged checkpoint is refus
 it), a full backlog drops new transitions and keeps the journaled ones, and with a key file every update it
 publishes is signed."""
 import os
+import resource
 import shutil
 import signal
 
@@ -19,7 +20,7 @@ from swfp_ros.algo.checkpoint import load_learner, load_policy, save_learner
 from swfp_ros.ros import messages
 from swfp_ros.ros.journal import SEGMENT_RECORDS, TransitionJournal
 from swfp_ros.ros.learner_node import load_or_create_learner, stack, swfp_config
-from test_learner_node import ACT, LATCHED, OBS, learner_status, transition
+from test_learner_node import ACT, LATCHED, OBS, checkpoint_counters, learner_diagnostic, learner_status, transition
 from tiny_policy import SMALL_SWFP, write_bc_checkpoint
 
 KEEP_ALL = QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE,
@@ -278,3 +279,39 @@ def test_sigint_during_a_block_stops_it_with_a_final_checkpoint(ros_node, start_
     ros_node.wait_for(lambda: learner_status(status).get('phase') == 'block' and learner_status(status).get(
         'transitions') == '70', 60.0, what='all 70 stored and the block trained again')
     proc.kill()
+
+
+def test_a_block_whose_checkpoint_fails_goes_out_once_a_checkpoint_holds_it(ros_node, start_learner, tmp_path):
+    """A full disk as a block is trained (here: a file size limit under the checkpoint's size, set on the running
+    learner with prlimit; the kernel refuses the write as on a full disk): the accepted block is not published while
+    no checkpoint holds it, and once there is room it goes out, in order. Dropped, as it was, every policy node would
+    refuse each later block as out of order until the next compaction."""
+    status = ros_node.collect('/swfp/status', DiagnosticArray)
+    updates = ros_node.collect('/swfp/policy_update', UInt8MultiArray, LATCHED)
+    proc = start_learner(checkpoint_every=1)
+    ros_node.wait_for(lambda: len(updates) == 1, 30.0, what='the start-up snapshot')
+    pub = sender(ros_node)
+    for i in range(50):
+        pub.publish(transition(i))
+    ros_node.wait_for(lambda: checkpoint_counters(tmp_path / 'ckpt').get('transitions') == 50, 30.0,
+                      what='a checkpoint of the 50 stored')
+    size = (tmp_path / 'ckpt' / 'learner.pt').stat().st_size
+    resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (size // 2, resource.RLIM_INFINITY))    # the disk is full
+    for i in range(50, 70):          # warm-up 64 env steps: the first block is due
+        pub.publish(transition(i))
+    ros_node.wait_for(lambda: learner_status(status).get('blocks_trained') == '1', 60.0, what='the first block')
+    s = learner_status(status)
+    assert s['blocks_accepted'] == '1', f'the block was rejected, the test needs an accepted one: {s}'
+    ros_node.wait_for(lambda: 'File too large' in learner_diagnostic(status).message, 30.0,
+                      what='the failed checkpoint on the status')
+    s = learner_status(status)
+    assert (s['blocks_published'], s['unpublished'], s['version']) == ('0', '1', '1') and len(updates) == 1, s
+    resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    ros_node.wait_for(lambda: len(updates) == 2, 30.0, what='the block published')
+    ros_node.wait_for(lambda: (learner_status(status)['blocks_published'], learner_status(status)['unpublished']) == (
+        '1', '0'), 30.0, what='the status counting it published')
+    policy = load_policy(str(start_learner.bc), device='cpu')
+    for _, msg in list(updates):
+        policy.apply_update(messages.update_from_msg(msg))
+    assert policy.version == 1 and checkpoint_counters(tmp_path / 'ckpt')['version'] == 1
+    assert proc.stop() == 0, proc.output()
