@@ -134,7 +134,7 @@ class TransitionJournal:
     def _rotate(self, seq: int) -> None:
         """Open the segment record ``seq`` goes to: the last one while it has room, else a new one."""
         if self._fd is not None:
-            fd, self._fd = self._fd, None           # closed even when the fsync fails; reopened by the next append
+            fd, self._fd = self._fd, None           # forgotten first: if the open below fails, no stale descriptor
             try:
                 os.fsync(fd)
             finally:

@@ -1,5 +1,6 @@
 """The learner's transition journal (pure Python): records survive a reopen in order, a torn last record is cut off,
 damage elsewhere is an error, pruning keeps what is not yet stored, and a killed writer loses nothing it wrote."""
+import errno
 import os
 import signal
 import subprocess
@@ -217,3 +218,30 @@ def test_a_record_written_in_part_is_not_journaled_and_the_next_takes_its_place(
     j = J.TransitionJournal(tmp_path, N, 3, 2)
     assert j.written == 6 and j.torn_bytes == 0
     np.testing.assert_array_equal(j.read(0, 10)[:, 0], [0, 1, 2, 3, 4, 7])
+
+
+def test_a_segment_that_cannot_be_created_refuses_the_record_and_the_next_append_creates_it(tmp_path, monkeypatch):
+    """Creating a segment can fail (a full disk; here an os.open that says so). The full segment's descriptor is
+    closed by then: the next append must create the segment, not fsync and close that number again (EBADF, as it did,
+    or another file's descriptor once the number is reused)."""
+    monkeypatch.setattr(J, 'SEGMENT_RECORDS', 4)
+    j = J.TransitionJournal(tmp_path / 'inbox', N, 3, 2)
+    for i in range(4):
+        j.append(rec(i))
+
+    def no_space(path, *args, **kwargs):
+        raise OSError(errno.ENOSPC, 'No space left on device', str(path))
+    real_open = os.open
+    monkeypatch.setattr(os, 'open', no_space)
+    with pytest.raises(OSError, match='No space left'):
+        j.append(rec(4))
+    monkeypatch.setattr(os, 'open', real_open)
+    other = os.open(tmp_path / 'other', os.O_WRONLY | os.O_CREAT)    # may take the closed segment's number
+    try:
+        assert j.append(rec(4)) == 4
+        os.fstat(other)                                               # still open: not the journal's to close
+    finally:
+        os.close(other)
+    j.close()
+    np.testing.assert_array_equal(J.TransitionJournal(tmp_path / 'inbox', N, 3, 2).read(0, 10),
+                                  np.stack([rec(i) for i in range(5)]))
