@@ -82,7 +82,9 @@ def test_transitions_blocks_compaction_bad_messages(ros_node, learner_setup, tmp
     first = ros_node.collect('/swfp/policy_update', UInt8MultiArray, LATCHED)
     ros_node.wait_for(lambda: len(first) >= 1, 40.0, what='the start-up snapshot')
     pub = publish(ros_node, 40)
-    # bad messages: NaN, wrong size, wrong layout, action out of range -> rejected, nothing stored
+    # bad messages: NaN, wrong size, wrong layout, action out of range, more env steps than a decision of this policy
+    # (chunk 1) can take -> rejected on arrival, nothing journaled (the learner would refuse the last one only when
+    # storing it, and stop there)
     nan = transition(0)
     nan.data = [float('nan')] + list(nan.data[1:])
     short = transition(0)
@@ -93,16 +95,20 @@ def test_transitions_blocks_compaction_bad_messages(ros_node, learner_setup, tmp
                             MultiArrayDimension(label='act_dim', size=2, stride=2)]
     bad_action = transition(0)   # the packer refuses |a| > 1: edit the packed data (action follows obs)
     bad_action.data = list(bad_action.data[:OBS]) + [3.0] * ACT + list(bad_action.data[OBS + ACT:])
-    for m in (nan, short, nolayout, wrongdims, bad_action):
+    too_many_steps = messages.transition_msg(messages.Transition(
+        obs=np.zeros(OBS), action=np.zeros(ACT), reward=0.0, next_obs=np.zeros(OBS), terminated=False, n_steps=2,
+        version=0, actor_id=0))
+    for m in (nan, short, nolayout, wrongdims, bad_action, too_many_steps):
         pub.publish(m)
     # the critic trains on what is stored after storing it: a status may show all 40 stored before the first update
     ros_node.wait_for(lambda: learner_status(status).get('accepted') == '40' and learner_status(status).get(
-        'rejected') == '5' and learner_status(status).get('replay_size') == stored(40) and int(learner_status(
+        'rejected') == '6' and learner_status(status).get('replay_size') == stored(40) and int(learner_status(
             status).get('critic_updates', 0)) > 0, 30.0, what='40 in, 5 rejected, the critic updated')
     s = learner_status(status)
-    assert s['replay_size'] == stored(40) and s['received'] == '45' and s['version'] == '0', s
+    assert s['replay_size'] == stored(40) and s['received'] == '46' and s['journaled'] == '40' and s['version'] == '0', s
     diag = learner_diagnostic(status)    # the last rejection's reason, as a warning
-    assert (diag.level, diag.message) == (DiagnosticStatus.WARN, 'running; transition action outside [-1, 1]'), diag
+    assert (diag.level, diag.message) == (
+        DiagnosticStatus.WARN, 'running; n_steps: must be integers in [1, 1] (env steps in the chunk)'), diag
     assert s['blocks_trained'] == '0', s     # still warming up the critic
     # checkpoint_every 1: every round that stored transitions is checkpointed, not only blocks and the shutdown
     ros_node.wait_for(lambda: checkpoint_counters(tmp_path / 'ckpt').get('transitions') == 40, 20.0,
