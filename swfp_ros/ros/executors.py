@@ -91,7 +91,7 @@ def run_nodes(name: str, nodes: Sequence[tuple[Callable, Callable | None]], args
 
     Exit status: 0 for a requested stop (also ``SystemExit(0)`` from inside a node), ``EXIT_START_FAILED`` when
     building or starting a node failed (or it raised ``SystemExit(EXIT_START_FAILED)``), 1 for an error while
-    running, which is printed with its traceback.
+    running or while a node closed (the others are still closed), printed with its traceback.
     """
     catch_stop_signals()
     if stop_requested.is_set():
@@ -133,7 +133,12 @@ def run_nodes(name: str, nodes: Sequence[tuple[Callable, Callable | None]], args
         for node in reversed(built):
             t0 = time.monotonic()
             node.get_logger().info('stopping' + (' (signal)' if stop_requested.is_set() else ''))
-            node.close()
+            try:
+                node.close()
+            except Exception as e:  # noqa: BLE001 -- the other nodes still close (a bag's index, a checkpoint)
+                print(f'{name}: {node.get_name()}: close failed: {type(e).__name__}: {e}', file=sys.stderr)
+                traceback.print_exc()
+                rc = rc or 1
             node.get_logger().info(f'stopped in {time.monotonic() - t0:.2f} s')
         overdue = threading.Timer(TEARDOWN_DEADLINE_S, _teardown_overdue, args=(name, rc))
         overdue.daemon = True

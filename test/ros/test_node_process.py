@@ -134,10 +134,12 @@ class Probe(Node):
     def tick(self):
         if FAULT == 'running':
             raise RuntimeError('broken while running')
-        if FAULT.startswith('exit '):
-            raise SystemExit(int(FAULT.split()[1]))
+        if FAULT.startswith('exit ') or FAULT == 'close':
+            raise SystemExit(int(FAULT.split()[1]) if FAULT != 'close' else 0)
 
     def close(self):
+        if FAULT == 'close' and self.get_name() == 'second':
+            raise OSError(28, 'No space left on device')
         print(f'closed {self.get_name()}', flush=True)
 
 def on_start(node):
@@ -160,12 +162,14 @@ run_nodes('probe', [(lambda: Probe('first'), None), (lambda: Probe('second'), on
     ('exit 0', 0, ['second', 'first'], '', False),
     ('exit 3', 3, ['second', 'first'], '', False),
     ('exit 2', 1, ['second', 'first'], '', False),
+    ('close', 1, ['first'], 'probe: second: close failed: OSError: [Errno 28] No space left on device', True),
 ])
 def test_the_exit_status_says_whether_the_nodes_failed_to_start_or_failed_later(ros_env, fault, status, closed,
                                                                                  last_words, traceback):
     """run_nodes' contract with launchers: 3 when a node could not be built or started (the graph ends: no restart
-    helps), 1 for an error once running, 0 for a requested end; each built node closed, last built first; a refusal
-    of the user's settings in one line, a bug with its traceback."""
+    helps), 1 for an error once running or while closing, 0 for a requested end; each built node closed, last built
+    first, also after another's close failed (a full disk as a bag is finished); a refusal of the user's settings in
+    one line, a bug with its traceback."""
     import subprocess
     import sys
     ros_args = ['--ros-args', '-r'] if fault == 'bad arguments' else []    # a remapping rule left out
