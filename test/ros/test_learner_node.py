@@ -127,6 +127,8 @@ def test_transitions_blocks_compaction_bad_messages(ros_node, learner_setup, tmp
     assert proc.alive(), proc.output()
     accepted, compactions = int(s['blocks_accepted']), int(s['compactions'])
     assert s['version'] == str(accepted + compactions) and compactions == int(accepted == 2), s
+    ros_node.wait_for(lambda: learner_status(status)['bases_published'] == str(1 + compactions), 20.0,
+                      what='the start-up snapshot and one base per compaction counted')
     # the first subscriber saw everything, in an order a PolicyRuntime accepts
     ros_node.wait_for(lambda: len(first) >= 1 + accepted + compactions, 20.0, what='every update')
     ups = updates_of(first)
