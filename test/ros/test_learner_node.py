@@ -110,6 +110,8 @@ def test_transitions_blocks_compaction_bad_messages(ros_node, learner_setup, tmp
     assert (diag.level, diag.message) == (
         DiagnosticStatus.WARN, 'running; n_steps: must be integers in [1, 1] (env steps in the chunk)'), diag
     assert s['blocks_trained'] == '0' and int(s['updates']) > 0, s     # rounds that did something; no block yet
+    ros_node.wait_for(lambda: learner_status(status).get('idle') == 'true', 30.0, what='the learner idle')
+    assert learner_status(status)['phase'] == 'idle', learner_status(status)   # not the last round's critic phase
     # checkpoint_every 1: every round that stored transitions is checkpointed, not only blocks and the shutdown
     ros_node.wait_for(lambda: checkpoint_counters(tmp_path / 'ckpt').get('transitions') == 40, 20.0,
                       what='a checkpoint holding the 40 stored transitions before any block')
