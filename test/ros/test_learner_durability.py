@@ -9,7 +9,7 @@ import signal
 
 import numpy as np
 import pytest
-from diagnostic_msgs.msg import DiagnosticArray
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -314,4 +314,33 @@ def test_a_block_whose_checkpoint_fails_goes_out_once_a_checkpoint_holds_it(ros_
     for _, msg in list(updates):
         policy.apply_update(messages.update_from_msg(msg))
     assert policy.version == 1 and checkpoint_counters(tmp_path / 'ckpt')['version'] == 1
+    assert proc.stop() == 0, proc.output()
+
+
+def test_transitions_the_journal_cannot_take_are_dropped_and_counted_and_journaling_resumes(ros_node, start_learner,
+                                                                                           tmp_path):
+    """A full disk under the journal (a file size limit set on the running learner with prlimit: room for 20 more
+    records): the next transitions are dropped and counted, the status warns, the node runs on; with room again they
+    are journaled and stored, and none of the earlier ones is lost."""
+    status = ros_node.collect('/swfp/status', DiagnosticArray)
+    proc = start_learner(swfp={**SMALL_SWFP, 'warmup_steps': 10 ** 6})
+    pub = sender(ros_node)
+    for i in range(50):
+        pub.publish(transition(i))
+    ros_node.wait_for(lambda: learner_status(status).get('accepted') == '50', 30.0, what='50 stored')
+    segment = next((tmp_path / 'ckpt' / 'inbox').glob('*.seg'))
+    record = segment.stat().st_size // 50
+    resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (segment.stat().st_size + 20 * record + record // 2,
+                                                       resource.RLIM_INFINITY))
+    for i in range(50, 90):
+        pub.publish(transition(i))
+    ros_node.wait_for(lambda: learner_status(status).get('received') == '90', 30.0, what='90 received')
+    ros_node.wait_for(lambda: learner_diagnostic(status).level == DiagnosticStatus.WARN, 10.0, what='a warning')
+    s = learner_status(status)
+    assert (s['journaled'], s['dropped']) == ('70', '20') and proc.alive(), s
+    resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    for i in range(90, 100):
+        pub.publish(transition(i))
+    ros_node.wait_for(lambda: learner_status(status).get('accepted') == '80', 30.0, what='all 80 journaled stored')
+    assert learner_status(status)['journaled'] == '80'
     assert proc.stop() == 0, proc.output()
