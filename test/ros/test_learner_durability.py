@@ -1,7 +1,8 @@
 """Learner node under faults, in a real process: nothing it journaled is lost to a SIGKILL, a SIGINT during a long
 catch-up stops it at once with a final checkpoint, a damaged checkpoint is refused (never a silent fresh start over
-it), a full backlog drops new transitions and keeps the journaled ones, and with a key file every update it
-publishes is signed."""
+it), a full backlog drops new transitions and keeps the journaled ones, with a key file every update it
+publishes is signed, and on a full disk (a file size limit set on the running process) it drops and counts what it
+cannot journal and holds a block back until a checkpoint holds it."""
 import os
 import resource
 import shutil
