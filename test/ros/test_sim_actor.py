@@ -56,6 +56,7 @@ def test_an_empty_section_ends_at_its_own_closing_mark():
     (['--node', 'sim_bridge', *BRIDGE, '--node', 'policy_node', *POLICY], 'has no closing --'),
     (['--node'], "--node '': expected one of"),                            # a command line cut short
     (['--node', 'sim_bridge'], 'sim_bridge must be followed by --ros-args'),
+    (['--node', 'sim_bridge', '--ros-args'], 'sim_bridge: its --ros-args section has no closing --'),
 ])
 def test_a_bad_command_line_is_refused_with_the_reason(argv, problem, ros_env):
     with pytest.raises(ValueError, match=re.escape(problem)) as refused:
