@@ -105,7 +105,7 @@ def test_transitions_blocks_compaction_bad_messages(ros_node, learner_setup, tmp
         'rejected') == '6' and learner_status(status).get('replay_size') == stored(40) and int(learner_status(
             status).get('critic_updates', 0)) > 0, 30.0, what='40 in, 5 rejected, the critic updated')
     s = learner_status(status)
-    assert s['replay_size'] == stored(40) and s['received'] == '46' and s['journaled'] == '40' and s['version'] == '0', s
+    assert (s['replay_size'], s['received'], s['journaled'], s['version']) == (stored(40), '46', '40', '0'), s
     diag = learner_diagnostic(status)    # the last rejection's reason, as a warning
     assert (diag.level, diag.message) == (
         DiagnosticStatus.WARN, 'running; n_steps: must be integers in [1, 1] (env steps in the chunk)'), diag

@@ -44,7 +44,8 @@ def test_sections_go_to_their_node_and_the_rest_to_the_process():
 
 
 def test_an_empty_section_ends_at_its_own_closing_mark():
-    sections, rest = split_sections(['--node', 'sim_bridge', '--ros-args', '--', '--node', 'policy_node', *POLICY, '--'])
+    sections, rest = split_sections(['--node', 'sim_bridge', '--ros-args', '--',
+                                     '--node', 'policy_node', *POLICY, '--'])
     assert sections == {'sim_bridge': ['--ros-args'], 'policy_node': POLICY} and rest == []
 
 
