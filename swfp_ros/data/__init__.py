@@ -15,6 +15,6 @@ from .reader import BagError, BagReadError, BagWarning, open_bag
 from .spec import IngestSpec, SpecError, default_panda_spec, default_panda_spec_dict, load_spec
 
 __all__ = ['BagRecorder', 'BagWriteError', 'EpisodeRecord', 'write_demo_bag', 'FORMAT_VERSION', 'DatasetError',
-           'DemoDataset', 'Episode', 'IngestError', 'IngestReport', 'ingest', 'ingest_bag', 'BagSummary', 'format_summary',
-           'inspect_bag', 'BagError', 'BagReadError', 'BagWarning', 'open_bag',
+           'DemoDataset', 'Episode', 'IngestError', 'IngestReport', 'ingest', 'ingest_bag', 'BagSummary',
+           'format_summary', 'inspect_bag', 'BagError', 'BagReadError', 'BagWarning', 'open_bag',
            'IngestSpec', 'SpecError', 'default_panda_spec', 'default_panda_spec_dict', 'load_spec']

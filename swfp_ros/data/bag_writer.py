@@ -140,7 +140,7 @@ class BagRecorder:
         self.is_open = False
         self._sqlite = self._writer.storage_plugin == StoragePlugin.SQLITE3
         self._commit_period_s = float(commit_period_s)
-        self._uncommitted = 0
+        self._uncommitted = 0        # sqlite3: written since the last commit
         self._next_commit = 0.0
 
     def register_msgdef(self, msgtype: str, msgdef: str) -> None:
@@ -178,12 +178,15 @@ class BagRecorder:
         else:
             data = self.typestore.serialize_cdr(message_or_raw_cdr, msgtype)
         self.message_count += 1
+        if not self._sqlite:
+            self._writer.write(conn, int(timestamp_ns), data)
+            return
         self._uncommitted += 1
         try:
             self._writer.write(conn, int(timestamp_ns), data)
         except sqlite3.Error as e:
             self._rolled_back(e)
-        if self._sqlite and time.monotonic() >= self._next_commit:
+        if time.monotonic() >= self._next_commit:
             self._commit()
 
     def _commit(self) -> None:
