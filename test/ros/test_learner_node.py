@@ -103,7 +103,7 @@ def test_transitions_blocks_compaction_bad_messages(ros_node, learner_setup, tmp
     # the critic trains on what is stored after storing it: a status may show all 40 stored before the first update
     ros_node.wait_for(lambda: learner_status(status).get('accepted') == '40' and learner_status(status).get(
         'rejected') == '6' and learner_status(status).get('replay_size') == stored(40) and int(learner_status(
-            status).get('critic_updates', 0)) > 0, 30.0, what='40 in, 5 rejected, the critic updated')
+            status).get('critic_updates', 0)) > 0, 30.0, what='40 in, 6 rejected, the critic updated')
     s = learner_status(status)
     assert (s['replay_size'], s['received'], s['journaled'], s['version']) == (stored(40), '46', '40', '0'), s
     diag = learner_diagnostic(status)    # the last rejection's reason, as a warning
