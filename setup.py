@@ -31,6 +31,11 @@ INSTALL_REQUIRES = [
     'gymnasium-robotics==1.4.2',
     # Pure-Python rosbag2 reader/writer (sqlite3 + MCAP, formats v4-v9); rosbag2_py is not on PyPI.
     'rosbags==0.11.9',
+    # rosbags' own dependencies, which we import too: apsw (a sqlite3 bag's embedded metadata), lz4 and zstd (the
+    # chunks of an MCAP file whose recorder never finished it, read without rosbags).
+    'apsw',
+    'lz4',
+    'backports.zstd; python_version < "3.14"',
     # Checkpoint container: tensors as raw bytes behind a JSON header, so loading a (downloaded) checkpoint can
     # never execute code from it, unlike torch.load's pickles. 0.8.0 is the release tested.
     'safetensors==0.8.0',

@@ -92,15 +92,16 @@ def test_requirements_script_prints_what_setuptools_installs(tmp_path):
     install_requires, plus an extra's requirements when asked, as setuptools itself reads them."""
     subprocess.run([sys.executable, 'setup.py', '-q', 'egg_info', '--egg-base', str(tmp_path)], check=True, cwd=ROOT,
                    capture_output=True)
-    sections, name = {}, ''
+    sections, name, marker = {}, '', ''
     for line in (tmp_path / 'swfp_ros.egg-info' / 'requires.txt').read_text().splitlines():
-        if line.startswith('['):
-            name = line.strip('[]')
+        if line.startswith('['):                       # [extra], or [extra:marker] for requirements under a marker
+            name, _, marker = line.strip('[]').partition(':')
         elif line.strip():
-            sections.setdefault(name, []).append(line.strip())
+            sections.setdefault(name, []).append(line.strip() + (f'; {marker}' if marker else ''))
     from packaging.requirements import Requirement     # setuptools reorders a specifier set: compare parsed
     script = [sys.executable, str(ROOT / 'scripts' / 'requirements.py')]
-    printed = lambda *a: [Requirement(r) for r in subprocess.run(  # noqa: E731
-        [*script, *a], capture_output=True, text=True, check=True).stdout.split()]
-    assert printed() == [Requirement(r) for r in sections['']]
-    assert printed('--extra', 'ros') == [Requirement(r) for r in sections[''] + sections['ros']]
+    printed = lambda *a: sorted(str(Requirement(r)) for r in subprocess.run(  # noqa: E731
+        [*script, *a], capture_output=True, text=True, check=True).stdout.splitlines())
+    parsed = lambda lines: sorted(str(Requirement(r)) for r in lines)  # noqa: E731 - markers go last in requires.txt
+    assert printed() == parsed(sections[''])
+    assert printed('--extra', 'ros') == parsed(sections[''] + sections['ros'])

@@ -11,7 +11,10 @@
 * Each topic keeps its serialization format; only CDR can be decoded (ingest refuses any other, naming the topic).
 * Message definitions come from the bag itself (MCAP schemas, sqlite3 ``message_definitions``); types a bag does not
   define (old bags) come from the standard ROS 2 type store.
-* Any failure to read a storage file (truncated MCAP, garbled sqlite3) raises :class:`BagReadError` naming the file.
+* An MCAP file its writer never finished (no footer: the recorder was killed or lost power) is read up to its last
+  complete record, with a warning saying how much was dropped (:mod:`.unfinished_mcap`).
+* Any other failure to read a storage file (a garbled sqlite3 file, an MCAP file damaged in the middle, or one never
+  finished that holds no complete chunk) raises :class:`BagReadError` naming the file.
 
 Messages are streamed in time order (a heap merge of the storage files' time-ordered streams), never loaded whole.
 """
@@ -29,6 +32,8 @@ from typing import Iterable, Iterator
 from rosbags.interfaces import MessageDefinitionFormat
 from rosbags.rosbag2 import Reader
 from rosbags.typesys import Stores, get_types_from_idl, get_types_from_msg, get_typestore
+
+from .unfinished_mcap import UnfinishedMcapReader, UnreadableRecord, is_unfinished_mcap
 
 # rosbag2 stores a type's .idl file as it is, #include lines and all (the included types follow as parts of their
 # own); rosbags' IDL parser refuses preprocessor lines
@@ -251,11 +256,14 @@ class BagSource:
         else:
             conns = []
             for f in self.files:
-                r = Reader(f)
-                try:
-                    r.open()
-                except Exception as err:  # noqa: BLE001
-                    raise _wrap_read(f, err) from err
+                if f.suffix == '.mcap' and is_unfinished_mcap(f):
+                    r = self._open_unfinished_mcap(f)
+                else:
+                    r = Reader(f)
+                    try:
+                        r.open()
+                    except Exception as err:  # noqa: BLE001
+                        raise _wrap_read(f, err) from err
                 self._readers.append((f, r))
                 conns.extend((f, c) for c in r.connections)
         for _f, c in conns:
@@ -270,6 +278,27 @@ class BagSource:
             bc.msgcount += c.msgcount
         if self._counts_claimed and self._dir_reader is None:
             self._check_counts()
+
+    def _open_unfinished_mcap(self, f: Path) -> UnfinishedMcapReader:
+        """The complete records of an MCAP file its writer never finished, with a warning saying what was lost."""
+        r = UnfinishedMcapReader(f)
+        try:
+            r.open()
+        except (OSError, UnreadableRecord) as err:
+            r.close()
+            raise BagReadError(f'{f}: cannot read rosbag2 storage (truncated or corrupt?): an MCAP file never '
+                               f'finished: {err}', bag=f) from err
+        if not r.message_count:
+            r.close()
+            raise BagReadError(f'{f}: cannot read rosbag2 storage (truncated or corrupt?): an MCAP file never finished '
+                               f'(no footer: was its recorder killed?) with no complete chunk of messages; the read '
+                               f'stopped at {r.stop_reason}', bag=f)
+        dropped = r.file_size - r.read_bytes
+        self._warn(f'{f}: an MCAP file never finished (no footer: its recorder was killed or lost power?); read '
+                   f'{r.message_count} messages from its complete records, up to byte {r.read_bytes} of '
+                   f'{r.file_size}' + (f', and dropped the {dropped} bytes after it ({r.stop_reason})' if dropped
+                                       else ''))
+        return r
 
     def _check_counts(self) -> None:
         meta = self.metadata

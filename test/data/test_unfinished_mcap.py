@@ -1,0 +1,261 @@
+"""MCAP recordings whose writer never finished them (a recorder killed, a machine that lost power): no summary, no
+footer, the last chunk cut short. Every complete chunk must be read back exactly, and nothing after the first record
+that is cut short or damaged. The oracle for where the chunks end is rosbags' own index of the complete file."""
+import os
+import signal
+import subprocess
+import sys
+import warnings
+import zlib
+from pathlib import Path
+
+import lz4.frame
+import numpy as np
+import pytest
+from data_synth import RATE, SCALE, expected_obs, synth_episode
+from rosbags.rosbag2.storage_mcap import McapReader
+
+from swfp_ros.data import BagReadError, BagRecorder, BagWarning, default_panda_spec, ingest, open_bag, write_demo_bag
+from swfp_ros.data import unfinished_mcap
+from swfp_ros.data.bag_writer import standard_typestore
+from swfp_ros.data.spec import PANDA_JOINTS, REACH_TASK_LABELS
+
+try:
+    from compression import zstd          # Python 3.14
+except ImportError:
+    from backports import zstd
+
+MAGIC = b'\x89MCAP0\r\n'
+COMPRESS = {'': lambda raw: raw, 'zstd': zstd.compress, 'lz4': lz4.frame.compress}
+
+
+def _long_episodes(n=10, steps=400):
+    rng = np.random.default_rng(7)
+    return [synth_episode(rng, T=steps, success=True) for _ in range(n)]
+
+
+@pytest.fixture(scope='module')
+def long_recording(tmp_path_factory):
+    """A complete MCAP recording of several 1 MiB chunks (rosbags' chunk size), and all its messages."""
+    bag = tmp_path_factory.mktemp('long') / 'demo'
+    write_demo_bag(bag, _long_episodes(), PANDA_JOINTS, REACH_TASK_LABELS, RATE)
+    path = next(bag.glob('*.mcap'))
+    with open_bag(path) as b:
+        messages = list(b.messages())
+    return path, messages
+
+
+def _unfinished(path: Path, compression: str) -> tuple[bytes, list[tuple[int, int, int]], list[int]]:
+    """The data section of a complete MCAP file, as a writer that died before its summary leaves it, with every
+    chunk re-compressed with ``compression`` and given a CRC (rosbags writes none); (start, end, messages) of each
+    chunk in it, the counts from rosbags' index of the complete file; and where each of its records ends."""
+    reader = McapReader(path)
+    reader.open()
+    counts = [sum(c.channel_count.values()) for c in sorted(reader.chunks, key=lambda c: c.chunk_start_offset)]
+    reader.close()
+    data = path.read_bytes()
+    out, pos, chunks, record_ends = bytearray(data[:8]), 8, [], []
+    while True:
+        op, length = data[pos], int.from_bytes(data[pos + 1:pos + 9], 'little')
+        if op == 0x0F:                                    # data end: the summary and footer follow
+            break
+        record = data[pos:pos + 9 + length]
+        if op == 0x06:
+            body = record[9:]
+            start_time, end_time, size = body[:8], body[8:16], int.from_bytes(body[16:24], 'little')
+            name_len = int.from_bytes(body[28:32], 'little')
+            assert body[32:32 + name_len] == b''           # rosbags' chunks are uncompressed
+            raw = body[32 + 8:]
+            assert len(raw) == size
+            packed = COMPRESS[compression](raw)
+            name = compression.encode()
+            body = (start_time + end_time + size.to_bytes(8, 'little')
+                    + zlib.crc32(raw).to_bytes(4, 'little') + len(name).to_bytes(4, 'little') + name
+                    + len(packed).to_bytes(8, 'little') + packed)
+            record = bytes([0x06]) + len(body).to_bytes(8, 'little') + body
+            chunks.append((len(out), len(out) + len(record), counts[len(chunks)]))
+        out += record
+        record_ends.append(len(out))
+        pos += 9 + length
+    assert len(chunks) == len(counts) >= 3
+    return bytes(out), chunks, record_ends
+
+
+def _read(path):
+    """(messages, BagWarnings) of the storage file at ``path``."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always', BagWarning)
+        with open_bag(path) as bag:
+            messages = list(bag.messages())
+    return messages, [str(w.message) for w in caught if issubclass(w.category, BagWarning)]
+
+
+@pytest.mark.parametrize('compression', ['', 'zstd', 'lz4'])
+def test_a_recording_cut_anywhere_reads_every_complete_chunk_and_nothing_else(long_recording, tmp_path,
+                                                                                compression):
+    path, full = long_recording
+    data, chunks, record_ends = _unfinished(path, compression)
+    cuts = {9, 40, len(data)} | {end + d for _start, end, _n in chunks for d in (-1, 0, 1)}
+    cuts |= set(np.linspace(0, len(data), 12, dtype=int)[1:-1].tolist())
+    f = tmp_path / 'cut.mcap'
+    for cut in sorted(c for c in cuts if 8 <= c <= len(data)):
+        f.write_bytes(data[:cut])
+        n = sum(count for _start, end, count in chunks if end <= cut)
+        if n == 0:
+            with pytest.raises(BagReadError, match='an MCAP file never finished: no whole header|no complete chunk of messages'):
+                _read(f)
+            continue
+        messages, warned = _read(f)
+        assert messages == full[:n], cut
+        whole = max(end for end in record_ends if end <= cut)
+        assert len(warned) == 1 and str(f) in warned[0], (cut, warned)
+        assert f'read {n} messages from its complete records, up to byte {whole} of {cut}' in warned[0], warned
+        assert (f'dropped the {cut - whole} bytes' in warned[0]) == (whole < cut), (cut, warned)
+
+
+@pytest.mark.parametrize('compression', ['', 'zstd', 'lz4'])
+def test_a_damaged_chunk_ends_the_read_before_it(long_recording, tmp_path, compression):
+    """A chunk that fails its CRC or its decompression is not read, nor anything after it, however whole."""
+    path, full = long_recording
+    data, chunks, _ = _unfinished(path, compression)
+    start, end, _ = chunks[1]
+    damaged = bytearray(data)
+    damaged[(start + end) // 2] ^= 0x5A
+    f = tmp_path / 'damaged.mcap'
+    f.write_bytes(bytes(damaged))
+    messages, warned = _read(f)
+    assert messages == full[:chunks[0][2]]
+    assert f'an unreadable record at byte {start} (chunk' in warned[0], warned
+
+
+def test_messages_come_back_in_time_order_across_chunks_whose_times_overlap(tmp_path):
+    """A recorder writes in arrival order; a late message can carry a time that an earlier chunk spans."""
+    strings = standard_typestore().types['std_msgs/msg/String']
+    stamps = [10**18 + 1_000_000 * i - (1_500_000_001 if i % 997 == 0 and i else 0) for i in range(3500)]
+    with BagRecorder(tmp_path / 'shuffled') as recorder:
+        for i, t in enumerate(stamps):
+            recorder.write('/late', strings.__msgtype__, strings(data=f'{i:04d}' + 'x' * 996), t)
+    path = next((tmp_path / 'shuffled').glob('*.mcap'))
+    data, chunks, _ = _unfinished(path, 'zstd')
+    f = tmp_path / 'cut.mcap'
+    f.write_bytes(data[:chunks[2][1]])
+    messages, _ = _read(f)
+    n = sum(count for _start, _end, count in chunks[:3])
+    assert [t for _topic, _type, t, _raw in messages] == sorted(stamps[:n])
+    assert sorted(int(raw[8:12]) for *_, raw in messages) == list(range(n))
+
+
+def _message_record(channel_id: int, log_time: int, data: bytes) -> bytes:
+    body = (channel_id.to_bytes(2, 'little') + bytes(4) + log_time.to_bytes(8, 'little')
+            + log_time.to_bytes(8, 'little') + data)
+    return bytes([0x05]) + len(body).to_bytes(8, 'little') + body
+
+
+def test_messages_written_outside_chunks_are_read_up_to_the_cut(long_recording, tmp_path):
+    """A writer with chunking off puts each message straight in the file; each whole one counts."""
+    path, full = long_recording
+    data, chunks, _ = _unfinished(path, '')
+    unchunked, message_ends = bytearray(data[:chunks[0][0]]), []
+    for start, end, _ in chunks[:2]:
+        name_len = int.from_bytes(data[start + 9 + 28:start + 9 + 32], 'little')
+        raw = data[start + 9 + 40 + name_len:end]
+        pos = 0
+        while pos < len(raw):
+            length = int.from_bytes(raw[pos + 1:pos + 9], 'little')
+            unchunked += raw[pos:pos + 9 + length]
+            if raw[pos] == 0x05:
+                message_ends.append(len(unchunked))
+            pos += 9 + length
+    f = tmp_path / 'unchunked.mcap'
+    for cut in (message_ends[0], message_ends[0] + 5, message_ends[4000] - 1, len(unchunked)):
+        f.write_bytes(bytes(unchunked[:cut]))
+        n = sum(end <= cut for end in message_ends)
+        assert _read(f)[0] == full[:n]
+
+
+def _chunk_record(records: bytes, time: int) -> bytes:
+    body = (time.to_bytes(8, 'little') * 2 + len(records).to_bytes(8, 'little') + bytes(4) + bytes(4)
+            + len(records).to_bytes(8, 'little') + records)
+    return bytes([0x06]) + len(body).to_bytes(8, 'little') + body
+
+
+@pytest.mark.parametrize('in_chunk', [False, True])
+def test_a_message_on_a_channel_never_defined_ends_the_read(long_recording, tmp_path, in_chunk):
+    path, full = long_recording
+    data, chunks, _ = _unfinished(path, '')
+    f = tmp_path / 'stray.mcap'
+    end = chunks[0][1]
+    stray = _message_record(99, 2 * 10**18, b'\0' * 8)
+    f.write_bytes(data[:end] + (_chunk_record(stray, 2 * 10**18) if in_chunk else stray) + data[end:])
+    messages, warned = _read(f)
+    assert messages == full[:chunks[0][2]]
+    assert f'an unreadable record at byte {end} (a message on channel 99, which the file has not defined)' \
+        in warned[0], warned
+
+
+def test_messages_are_streamed_one_chunk_at_a_time(long_recording, tmp_path, monkeypatch):
+    """The merge in time order decompresses a chunk only when its first message is due (a bag is never loaded
+    whole): taking the first message decompresses one chunk."""
+    path, _ = long_recording
+    data, _, _ = _unfinished(path, 'zstd')
+    f = tmp_path / 'streamed.mcap'
+    f.write_bytes(data)
+    with pytest.warns(BagWarning, match='never finished'), open_bag(f) as bag:
+        decompressed = []
+        real = unfinished_mcap._decompress
+        monkeypatch.setattr(unfinished_mcap, '_decompress', lambda *a: decompressed.append(a) or real(*a))
+        next(bag.messages())
+        assert len(decompressed) == 1
+
+
+def test_a_zero_filled_tail_after_a_power_cut_is_dropped(long_recording, tmp_path):
+    """A file system may leave a file's last blocks allocated but zeroed when power is lost."""
+    path, full = long_recording
+    data, chunks, _ = _unfinished(path, '')
+    end = chunks[1][1]
+    f = tmp_path / 'zeros.mcap'
+    f.write_bytes(data[:end] + bytes(4096))
+    messages, warned = _read(f)
+    assert messages == full[:chunks[0][2] + chunks[1][2]]
+    assert 'dropped the 4096 bytes after it (no record at byte' in warned[0] and 'opcode 0x00' in warned[0], warned
+
+
+def test_a_recorder_killed_mid_recording_still_ingests_every_step_it_wrote_whole(tmp_path):
+    """The path a user takes: a recording process SIGKILLed halfway (no metadata.yaml, no MCAP footer), then ingest.
+    Every episode read back matches what was recorded, step for step; only the unfinished chunk is lost."""
+    bag = tmp_path / 'killed'
+    child = f'''
+import os, signal, sys
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from data_synth import RATE
+from test_unfinished_mcap import _long_episodes
+from swfp_ros.data import bag_writer
+from swfp_ros.data.spec import PANDA_JOINTS, REACH_TASK_LABELS
+writes = 0
+write = bag_writer.BagRecorder.write
+def write_then_die(self, *args, **kwargs):
+    global writes
+    write(self, *args, **kwargs)
+    writes += 1
+    if writes == 12_000:
+        os.kill(os.getpid(), signal.SIGKILL)
+bag_writer.BagRecorder.write = write_then_die
+bag_writer.write_demo_bag({str(bag)!r}, _long_episodes(), PANDA_JOINTS, REACH_TASK_LABELS, RATE)
+'''
+    r = subprocess.run([sys.executable, '-c', child], capture_output=True, text=True, timeout=300)
+    assert r.returncode == -signal.SIGKILL, (r.returncode, r.stderr)
+    mcap = next(bag.glob('*.mcap'))
+    assert not (bag / 'metadata.yaml').exists() and mcap.read_bytes()[-8:] != MAGIC
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always', BagWarning)
+        ds = ingest([bag], default_panda_spec(action_scale=SCALE), progress=False)
+    warned = [str(w.message) for w in caught if issubclass(w.category, BagWarning)]
+    assert any('never finished' in w and str(mcap) in w for w in warned), warned
+    recorded = _long_episodes()
+    steps = sum(len(ep) for ep in ds)
+    assert 1 <= len(ds) < len(recorded) and steps > 1500, [len(ep) for ep in ds]   # ~ 2 of ~ 2.4 MiB written
+    for got, ep in zip(ds, recorded):
+        np.testing.assert_allclose(got.obs, expected_obs(ep)[:len(got)], atol=1e-5)
+    assert all(len(got) == len(ep) for got, ep in zip(ds[:-1], recorded)), 'only the last episode may be cut short'
+    assert os.path.getsize(mcap) > 2 * 2**20
