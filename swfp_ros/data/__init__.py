@@ -4,7 +4,7 @@
     bag_writer  write_demo_bag (expert episodes -> rosbag2), BagRecorder (streaming raw-CDR writer for a recorder node)
     spec        IngestSpec: declarative YAML mapping from topics / fields to observation and action vectors
     reader      open_bag: bag directory or single .mcap/.db3, v4-v9, metadata fallback, embedded type definitions
-    unfinished_mcap  the complete records of an MCAP file whose recorder was killed (no summary, no footer)
+    unfinished  recordings whose recorder was killed: MCAP without a footer, sqlite3 beside its log or journal
     ingest      ingest(bags, spec) -> DemoDataset (streaming, as-of alignment, per-bag error report)
     inspect     inspect_bag / format_summary: `swfp inspect BAG`
 """

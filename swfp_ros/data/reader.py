@@ -11,8 +11,9 @@
 * Each topic keeps its serialization format; only CDR can be decoded (ingest refuses any other, naming the topic).
 * Message definitions come from the bag itself (MCAP schemas, sqlite3 ``message_definitions``); types a bag does not
   define (old bags) come from the standard ROS 2 type store.
-* An MCAP file its writer never finished (no footer: the recorder was killed or lost power) is read up to its last
-  complete record, with a warning saying how much was dropped (:mod:`.unfinished_mcap`).
+* A recording its recorder never finished (killed, or a power loss) is read as far as it is whole, with a warning:
+  an MCAP file without its footer up to its last complete record, a sqlite3 file still beside its write-ahead log
+  or rollback journal through a copy SQLite recovered (:mod:`.unfinished`).
 * Any other failure to read a storage file (a garbled sqlite3 file, an MCAP file damaged in the middle, or one never
   finished that holds no complete chunk) raises :class:`BagReadError` naming the file.
 
@@ -24,16 +25,18 @@ import heapq
 import io
 import re
 import struct
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
+import apsw
 from rosbags.interfaces import MessageDefinitionFormat
 from rosbags.rosbag2 import Reader
 from rosbags.typesys import Stores, get_types_from_idl, get_types_from_msg, get_typestore
 
-from .unfinished_mcap import UnfinishedMcapReader, UnreadableRecord, is_unfinished_mcap
+from .unfinished import UnfinishedMcapReader, UnreadableRecord, is_unfinished_mcap, recover_sqlite, sqlite_sidecar
 
 # rosbag2 stores a type's .idl file as it is, #include lines and all (the included types follow as parts of their
 # own); rosbags' IDL parser refuses preprocessor lines
@@ -163,6 +166,8 @@ class BagSource:
         self._dir_reader = None
         self.connections: dict[tuple[str, str], BagConnection] = {}
         self._typestore = None
+        self._readable: dict[Path, Path] = {}     # storage file -> the file read: itself, or a recovered copy of it
+        self._recovery: tempfile.TemporaryDirectory | None = None   # holds the recovered copies
 
     # ---------------------------------------------------------------- opening
     def _warn(self, msg: str) -> None:
@@ -178,11 +183,21 @@ class BagSource:
                 raise BagReadError(f'{p}: not a rosbag2 storage file (expected .mcap or .db3, or a bag directory)',
                                    bag=p)
             self.files = [p]
-            meta = _embedded_metadata(p)
-            if meta:
-                self.metadata = meta
         else:
             self.files = self._files_from_directory(p)
+        try:
+            self._readable = {f: self._recovered_sqlite(f) if f.suffix == '.db3' else f for f in self.files}
+            if p.is_file() and (meta := _embedded_metadata(self._readable[p])):
+                self.metadata = meta
+            self._read_versions()
+            self._open_readers()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _read_versions(self) -> None:
+        """The bag's format version, ROS distro and storage, from the metadata or else the storage files."""
         if self.metadata and self.metadata.get('version') is not None:
             try:
                 self.version = int(self.metadata['version'])
@@ -190,7 +205,7 @@ class BagSource:
                 self.version = None
         if self.version is None or self.ros_distro is None:
             for f in self.files:
-                meta = _embedded_metadata(f) or {}
+                meta = _embedded_metadata(self._readable[f]) or {}
                 if self.version is None and meta.get('version') is not None:
                     self.version = int(meta['version'])
                 self.ros_distro = self.ros_distro or meta.get('ros_distro')
@@ -200,12 +215,6 @@ class BagSource:
             self.storage_id = self.metadata['storage_identifier']
         else:
             self.storage_id = ids.pop() if len(ids) == 1 else (self.metadata or {}).get('storage_identifier')
-        try:
-            self._open_readers()
-        except BaseException:
-            self.close()
-            raise
-        return self
 
     def _files_from_directory(self, d: Path) -> list[Path]:
         found = sorted(x for x in d.iterdir() if x.suffix in STORAGE_SUFFIXES and x.is_file())
@@ -259,7 +268,7 @@ class BagSource:
                 if f.suffix == '.mcap' and is_unfinished_mcap(f):
                     r = self._open_unfinished_mcap(f)
                 else:
-                    r = Reader(f)
+                    r = Reader(self._readable[f])
                     try:
                         r.open()
                     except Exception as err:  # noqa: BLE001
@@ -278,6 +287,25 @@ class BagSource:
             bc.msgcount += c.msgcount
         if self._counts_claimed and self._dir_reader is None:
             self._check_counts()
+
+    def _recovered_sqlite(self, f: Path) -> Path:
+        """``f``, or a copy SQLite recovered when the recorder never closed it (a log or journal still beside it)."""
+        sidecar = sqlite_sidecar(f)
+        if sidecar is None:
+            return f
+        if self._recovery is None:
+            self._recovery = tempfile.TemporaryDirectory(prefix='swfp-recovered-')
+        try:
+            copy = recover_sqlite(f, sidecar, Path(self._recovery.name))
+        except (OSError, apsw.Error) as err:
+            raise BagReadError(f'{f}: cannot read rosbag2 storage (truncated or corrupt?): a sqlite3 database never '
+                               f'closed (its {sidecar.name} is still there) that SQLite cannot recover: '
+                               f'{type(err).__name__}: {err}', bag=f) from err
+        done = ('the transactions committed in that log folded in' if sidecar.name.endswith('-wal') else
+                'the transaction it was writing rolled back')
+        self._warn(f'{f}: a sqlite3 database never closed (its recorder was killed or lost power, or is still '
+                   f'recording?): read a copy SQLite recovered with its {sidecar.name}, {done}')
+        return copy
 
     def _open_unfinished_mcap(self, f: Path) -> UnfinishedMcapReader:
         """The complete records of an MCAP file its writer never finished, with a warning saying what was lost."""
@@ -331,6 +359,9 @@ class BagSource:
                 r.close()
             except Exception:  # noqa: BLE001
                 pass
+        if self._recovery is not None:
+            self._recovery.cleanup()
+            self._recovery = None
 
     def __enter__(self) -> 'BagSource':
         return self.open()

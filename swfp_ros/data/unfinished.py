@@ -1,25 +1,33 @@
-"""Read an MCAP file whose writer never finished it: a recorder killed, or a machine that lost power mid-recording.
+"""Read a recording whose recorder never finished it: a recorder killed, or a machine that lost power mid-recording.
 
-Such a file has no summary and no footer, and its last chunk may be cut short or padded with zeros. rosbags refuses
-it outright ("File end magic is invalid"), which would lose a whole recording of demonstrations for the want of its
-index. :class:`UnfinishedMcapReader` instead walks the file's records from the start and keeps every complete one:
-schemas, channels and the messages of each chunk that decompresses whole (and matches its CRC when the writer set
-one). It stops at the first record that is cut short or unreadable; what follows is counted as dropped, never
-guessed at. Messages are yielded in time order, like rosbags' own reader, one chunk decompressed at a time.
+rosbags reads storage files as a clean close leaves them, and gets both kinds of unfinished file wrong:
 
-It offers what :class:`~swfp_ros.data.reader.BagSource` uses of a rosbags storage reader (``connections``,
-``message_count``, ``start_time``, ``end_time``, ``messages()``, ``close()``), and yields rosbags ``Connection``
-tuples, so the rest of ingest cannot tell the difference.
+* **MCAP** — the file has no summary and no footer, and its last chunk may be cut short or padded with zeros.
+  rosbags refuses it outright ("File end magic is invalid"), losing a whole recording for the want of its index.
+  :class:`UnfinishedMcapReader` walks the file's records from the start and keeps every complete one: schemas,
+  channels and the messages of each chunk that decompresses whole (and matches its CRC when the writer set one). It
+  stops at the first record that is cut short or unreadable; what follows is counted as dropped, never guessed at.
+  Messages are yielded in time order, like rosbags' own reader, one chunk decompressed at a time. It offers what
+  :class:`~swfp_ros.data.reader.BagSource` uses of a rosbags storage reader (``connections``, ``message_count``,
+  ``start_time``, ``end_time``, ``messages()``, ``close()``) and yields rosbags ``Connection`` tuples.
+* **sqlite3** — SQLite leaves a sidecar beside the database until the writer closes it: a write-ahead log
+  (``.db3-wal``, rosbag2's ``resilient`` preset) holding the last committed transactions, or a rollback journal
+  (``.db3-journal``, SQLite's default, used by rosbag2 and rosbags) holding what the transaction in progress
+  overwrote. rosbags opens the database as immutable and ignores both: committed messages in a log are silently
+  missing, and a database a killed transaction had partly overwritten reads inconsistent. :func:`recover_sqlite`
+  lets SQLite itself recover a copy (the files of the recording are only read), which rosbags then reads.
 """
 from __future__ import annotations
 
 import heapq
+import shutil
 import struct
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
+import apsw
 from rosbags.interfaces import Connection, ConnectionExtRosbag2, MessageDefinition, MessageDefinitionFormat
 
 MAGIC = b'\x89MCAP0\r\n'
@@ -316,3 +324,34 @@ class UnfinishedMcapReader:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+# --- sqlite3 ----------------------------------------------------------------------------------------------------
+def sqlite_sidecar(path: Path) -> Path | None:
+    """The write-ahead log or rollback journal SQLite left beside the database ``path`` (None: closed cleanly). An
+    empty one holds nothing to recover (a journal is emptied, not always deleted, when a transaction ends)."""
+    for suffix in ('-wal', '-journal'):
+        sidecar = path.with_name(path.name + suffix)
+        try:
+            if sidecar.stat().st_size > 0:
+                return sidecar
+        except OSError:
+            continue
+    return None
+
+
+def recover_sqlite(path: Path, sidecar: Path, folder: Path) -> Path:
+    """A copy of the database ``path`` in ``folder`` as SQLite recovers it with its ``sidecar``: the transactions a
+    write-ahead log holds folded in, or the transaction a rollback journal was undoing rolled back. Returns the copy
+    (a database with no sidecar, which any reader reads whole). ``apsw.Error`` when SQLite cannot recover it."""
+    copy = folder / path.name
+    shutil.copyfile(path, copy)
+    shutil.copyfile(sidecar, folder / (copy.name + sidecar.name[len(path.name):]))
+    con = apsw.Connection(str(copy))
+    try:
+        # reading the header rolls a hot journal back; leaving WAL mode folds the log into the file and removes it
+        con.execute('PRAGMA journal_mode=DELETE').fetchall()
+    finally:
+        con.close()
+    return copy
+

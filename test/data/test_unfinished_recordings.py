@@ -1,10 +1,14 @@
-"""MCAP recordings whose writer never finished them (a recorder killed, a machine that lost power): no summary, no
-footer, the last chunk cut short. Every complete chunk must be read back exactly, and nothing after the first record
-that is cut short or damaged. The oracle for where the chunks end is rosbags' own index of the complete file."""
+"""Recordings whose recorder never finished them (killed, or a machine that lost power).
+
+MCAP: no summary, no footer, the last chunk cut short. Every complete chunk must be read back exactly, and nothing
+after the first record that is cut short or damaged; the oracle for where the chunks end is rosbags' own index of the
+complete file. sqlite3: a write-ahead log or a rollback journal left beside the database; every committed message must
+be read back, and nothing of the transaction in progress."""
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import warnings
 import zlib
 from pathlib import Path
@@ -16,7 +20,7 @@ from data_synth import RATE, SCALE, expected_obs, synth_episode
 from rosbags.rosbag2.storage_mcap import McapReader
 
 from swfp_ros.data import BagReadError, BagRecorder, BagWarning, default_panda_spec, ingest, open_bag, write_demo_bag
-from swfp_ros.data import unfinished_mcap
+from swfp_ros.data import unfinished
 from swfp_ros.data.bag_writer import standard_typestore
 from swfp_ros.data.spec import PANDA_JOINTS, REACH_TASK_LABELS
 
@@ -102,7 +106,7 @@ def test_a_recording_cut_anywhere_reads_every_complete_chunk_and_nothing_else(lo
         f.write_bytes(data[:cut])
         n = sum(count for _start, end, count in chunks if end <= cut)
         if n == 0:
-            with pytest.raises(BagReadError, match='an MCAP file never finished: no whole header|no complete chunk of messages'):
+            with pytest.raises(BagReadError, match='never finished: no whole header|no complete chunk of messages'):
                 _read(f)
             continue
         messages, warned = _read(f)
@@ -202,8 +206,8 @@ def test_messages_are_streamed_one_chunk_at_a_time(long_recording, tmp_path, mon
     f.write_bytes(data)
     with pytest.warns(BagWarning, match='never finished'), open_bag(f) as bag:
         decompressed = []
-        real = unfinished_mcap._decompress
-        monkeypatch.setattr(unfinished_mcap, '_decompress', lambda *a: decompressed.append(a) or real(*a))
+        real = unfinished._decompress
+        monkeypatch.setattr(unfinished, '_decompress', lambda *a: decompressed.append(a) or real(*a))
         next(bag.messages())
         assert len(decompressed) == 1
 
@@ -228,7 +232,7 @@ def test_a_recorder_killed_mid_recording_still_ingests_every_step_it_wrote_whole
 import os, signal, sys
 sys.path.insert(0, {str(Path(__file__).parent)!r})
 from data_synth import RATE
-from test_unfinished_mcap import _long_episodes
+from test_unfinished_recordings import _long_episodes
 from swfp_ros.data import bag_writer
 from swfp_ros.data.spec import PANDA_JOINTS, REACH_TASK_LABELS
 writes = 0
@@ -259,3 +263,70 @@ bag_writer.write_demo_bag({str(bag)!r}, _long_episodes(), PANDA_JOINTS, REACH_TA
         np.testing.assert_allclose(got.obs, expected_obs(ep)[:len(got)], atol=1e-5)
     assert all(len(got) == len(ep) for got, ep in zip(ds[:-1], recorded)), 'only the last episode may be cut short'
     assert os.path.getsize(mcap) > 2 * 2**20
+
+
+SQLITE_CHILD = '''
+import os, signal, sys
+from swfp_ros.data import BagRecorder
+from swfp_ros.data.bag_writer import standard_typestore
+strings = standard_typestore().types['std_msgs/msg/String']
+path, journal_mode, committed, in_progress = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+recorder = BagRecorder(path, storage='sqlite3', commit_period_s=3600)   # commits only where this script says
+recorder.open()
+database = recorder._writer.storage.conn            # rosbags' writer has no pragma option: set them as rosbag2 does
+database.execute(f'PRAGMA journal_mode={journal_mode}')
+database.execute('PRAGMA cache_size=20')            # a small cache spills the transaction in progress to the file
+recorder.add_topic('/s', strings.__msgtype__)
+for i in range(committed + in_progress):
+    recorder.write('/s', strings.__msgtype__, strings(data=f'{i:05d}' + 'x' * 200), 10**18 + 1000 * i)
+    if i + 1 == committed:
+        database.commit()
+os.kill(os.getpid(), signal.SIGKILL)
+'''
+
+
+@pytest.mark.parametrize('journal_mode,sidecar', [('WAL', '-wal'), ('DELETE', '-journal')])
+def test_an_unclosed_sqlite3_recording_reads_what_was_committed_and_nothing_else(tmp_path, monkeypatch,
+                                                                                  journal_mode, sidecar):
+    """WAL is rosbag2's resilient preset; DELETE is SQLite's default (rosbag2's and rosbags'). Read as rosbags alone
+    reads them, the first lost committed messages silently: all 1,000 in the log, and 93 of 1,000 under the pages
+    of the transaction in progress."""
+    bag = tmp_path / 'killed'
+    r = subprocess.run([sys.executable, '-c', SQLITE_CHILD, str(bag), journal_mode, '1000', '3000'],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == -signal.SIGKILL, (r.returncode, r.stderr)
+    database = bag / 'killed.db3'
+    assert database.with_name(database.name + sidecar).stat().st_size > 0
+    before = {f.name: f.read_bytes() for f in bag.iterdir()}
+    monkeypatch.setattr(tempfile, 'tempdir', str(tmp_path / 'tmp'))
+    (tmp_path / 'tmp').mkdir()
+
+    with warnings.catch_warnings(record=True) as caught, open_bag(bag) as source:
+        warnings.simplefilter('always', BagWarning)
+        messages = list(source.messages())
+        assert len(list((tmp_path / 'tmp').iterdir())) == 1                   # the recovered copy
+    assert [int(raw[8:13]) for *_, raw in messages] == list(range(1000))
+    warned = [str(w.message) for w in caught]
+    assert any(str(database) in w and f'recovered with its killed.db3{sidecar}' in w for w in warned), warned
+    assert {f.name: f.read_bytes() for f in bag.iterdir()} == before          # the recording is only read
+    assert not any((tmp_path / 'tmp').iterdir())                              # the copy is removed at close
+
+
+def test_an_empty_journal_left_by_a_clean_close_is_not_a_recovery(tmp_path, episodes):
+    """SQLite's TRUNCATE and PERSIST journal modes leave an empty or zeroed journal after every commit."""
+    bag = tmp_path / 'closed'
+    write_demo_bag(bag, episodes, PANDA_JOINTS, REACH_TASK_LABELS, RATE, storage='sqlite3')
+    (bag / 'closed.db3-journal').touch()
+    messages, warned = _read(bag)
+    assert len(messages) > 0 and warned == []
+
+
+def test_an_unclosed_sqlite3_file_sqlite_cannot_recover_is_refused_naming_it(tmp_path):
+    bag = tmp_path / 'garbled'
+    bag.mkdir()
+    (bag / 'garbled.db3').write_bytes(b'not a database' * 100)
+    (bag / 'garbled.db3-wal').write_bytes(b'\0' * 4096)
+    with pytest.raises(BagReadError, match=r'garbled.db3: .*never closed \(its garbled.db3-wal is still there\) that '
+                                           r'SQLite cannot recover'):
+        _read(bag)
+
