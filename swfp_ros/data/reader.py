@@ -43,6 +43,7 @@ from .unfinished import UnfinishedMcapReader, UnreadableRecord, is_unfinished_mc
 _PREPROCESSOR_LINE = re.compile(r'^[ \t]*#.*$', re.MULTILINE)
 
 STORAGE_SUFFIXES = {'.mcap': 'mcap', '.db3': 'sqlite3'}
+UNFINISHED_WHY = 'its recorder was killed or lost power, or is still recording?'
 
 
 class BagWarning(UserWarning):
@@ -303,8 +304,8 @@ class BagSource:
                                f'{type(err).__name__}: {err}', bag=f) from err
         done = ('the transactions committed in that log folded in' if sidecar.name.endswith('-wal') else
                 'the transaction it was writing rolled back')
-        self._warn(f'{f}: a sqlite3 database never closed (its recorder was killed or lost power, or is still '
-                   f'recording?): read a copy SQLite recovered with its {sidecar.name}, {done}')
+        self._warn(f'{f}: a sqlite3 database never closed ({UNFINISHED_WHY}); read a copy SQLite recovered with its '
+                   f'{sidecar.name}, {done}')
         return copy
 
     def _open_unfinished_mcap(self, f: Path) -> UnfinishedMcapReader:
@@ -319,13 +320,12 @@ class BagSource:
         if not r.message_count:
             r.close()
             raise BagReadError(f'{f}: cannot read rosbag2 storage (truncated or corrupt?): an MCAP file never finished '
-                               f'(no footer: was its recorder killed?) with no complete chunk of messages; the read '
-                               f'stopped at {r.stop_reason}', bag=f)
+                               f'({UNFINISHED_WHY}) with no complete chunk of messages; the read stopped at '
+                               f'{r.stop_reason}', bag=f)
         dropped = r.file_size - r.read_bytes
-        self._warn(f'{f}: an MCAP file never finished (no footer: its recorder was killed or lost power?); read '
-                   f'{r.message_count} messages from its complete records, up to byte {r.read_bytes} of '
-                   f'{r.file_size}' + (f', and dropped the {dropped} bytes after it ({r.stop_reason})' if dropped
-                                       else ''))
+        self._warn(f'{f}: an MCAP file never finished ({UNFINISHED_WHY}); read {r.message_count} messages from its '
+                   f'complete records, up to byte {r.read_bytes} of {r.file_size}'
+                   + (f', and dropped the {dropped} bytes after it ({r.stop_reason})' if dropped else ''))
         return r
 
     def _check_counts(self) -> None:
