@@ -109,15 +109,19 @@ class BagRecorder:
     ``message_or_raw_cdr`` is either serialized CDR bytes (e.g. from an rclpy ``raw=True`` subscription; they are
     written unchanged) or a rosbags message object (serialized here). Connections are registered on first use per
     (topic, type); definitions come from the standard ROS 2 typestore or from :meth:`register_msgdef` /
-    ``msgdefs={type: msg text}`` for custom types. Use as a context manager; a recorder that is never closed leaves a
-    bag without its index, which the ingest reports as truncated.
+    ``msgdefs={type: msg text}`` for custom types. Use as a context manager.
 
-    sqlite3: the ``rosbags`` writer keeps the whole recording in one database transaction, committed at ``close()``;
-    a write that fails on a full disk rolls it back, and with it everything recorded so far, the topics included (the
-    bag then reads as empty, however much is written after). So the transaction is committed once a topic is added
-    and then every ``commit_period_s``: a failure rolls back only what was written since the last commit, which
-    :class:`BagWriteError` reports and :attr:`lost_messages` counts, and the bag goes on from there. (MCAP: a chunk
-    that fails to reach the disk stays buffered and is written with the next one, so nothing needs doing.)
+    Every ``commit_period_s`` what was written is handed to the operating system, so that a recorder killed, or that
+    never closes, loses at most that long (ingest reads such a bag as far as it is whole, see :mod:`.unfinished`):
+
+    * sqlite3: the ``rosbags`` writer keeps the whole recording in one database transaction, committed at
+      ``close()``; a write that fails on a full disk rolls it back, and with it everything recorded so far, the topics
+      included (the bag then reads as empty, however much is written after). So the transaction is committed once a
+      topic is added and then every period: a failure rolls back only what was written since the last commit, which
+      :class:`BagWriteError` reports and :attr:`lost_messages` counts, and the bag goes on from there.
+    * MCAP: the ``rosbags`` writer holds messages in memory until its chunk reaches 1 MiB (at 20 Hz demonstrations,
+      most of a minute). The chunk in progress is closed and flushed every period instead. A chunk that fails to reach
+      a full disk stays buffered and is written with the next one.
     """
 
     def __init__(self, path: str | os.PathLike, *, storage: str = 'mcap', version: int = 9,
@@ -141,7 +145,7 @@ class BagRecorder:
         self._sqlite = self._writer.storage_plugin == StoragePlugin.SQLITE3
         self._commit_period_s = float(commit_period_s)
         self._uncommitted = 0        # sqlite3: written since the last commit
-        self._next_commit = 0.0
+        self._next_commit = 0.0      # time.monotonic() of the next commit
 
     def register_msgdef(self, msgtype: str, msgdef: str) -> None:
         """Make a custom message type writable (``.msg`` text; nested custom types must be registered first)."""
@@ -178,26 +182,30 @@ class BagRecorder:
         else:
             data = self.typestore.serialize_cdr(message_or_raw_cdr, msgtype)
         self.message_count += 1
-        if not self._sqlite:
+        if self._sqlite:
+            self._uncommitted += 1
+            try:
+                self._writer.write(conn, int(timestamp_ns), data)
+            except sqlite3.Error as e:
+                self._rolled_back(e)
+        else:
             self._writer.write(conn, int(timestamp_ns), data)
-            return
-        self._uncommitted += 1
-        try:
-            self._writer.write(conn, int(timestamp_ns), data)
-        except sqlite3.Error as e:
-            self._rolled_back(e)
         if time.monotonic() >= self._next_commit:
             self._commit()
 
     def _commit(self) -> None:
-        """sqlite3: make what was written so far durable (no-op for MCAP)."""
+        """Hand what was written so far to the operating system: it outlives this process (see the class)."""
+        storage = self._writer.storage
+        self._next_commit = time.monotonic() + self._commit_period_s
         if self._sqlite:
             try:
-                self._writer.storage.conn.commit()
+                storage.conn.commit()
             except sqlite3.Error as e:
                 self._rolled_back(e)
             self._uncommitted = 0
-            self._next_commit = time.monotonic() + self._commit_period_s
+        elif storage.chunk.msgs:          # an MCAP chunk holding messages (a topic alone waits for its first one)
+            storage.close_chunk()
+            storage.bio.flush()
 
     def _rolled_back(self, error: sqlite3.Error) -> NoReturn:
         """A failed sqlite3 write or commit: the transaction is rolled back (SQLite may have done it already; its

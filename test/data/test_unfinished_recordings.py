@@ -160,7 +160,7 @@ def test_messages_written_outside_chunks_are_read_up_to_the_cut(long_recording, 
     path, full = long_recording
     data, chunks, _ = _unfinished(path, '')
     unchunked, message_ends = bytearray(data[:chunks[0][0]]), []
-    for start, end, _ in chunks[:2]:
+    for start, end, _ in chunks:
         name_len = int.from_bytes(data[start + 9 + 28:start + 9 + 32], 'little')
         raw = data[start + 9 + 40 + name_len:end]
         pos = 0
@@ -171,7 +171,7 @@ def test_messages_written_outside_chunks_are_read_up_to_the_cut(long_recording, 
                 message_ends.append(len(unchunked))
             pos += 9 + length
     f = tmp_path / 'unchunked.mcap'
-    for cut in (message_ends[0], message_ends[0] + 5, message_ends[4000] - 1, len(unchunked)):
+    for cut in (message_ends[0], message_ends[0] + 5, message_ends[len(message_ends) // 2] - 1, len(unchunked)):
         f.write_bytes(bytes(unchunked[:cut]))
         n = sum(end <= cut for end in message_ends)
         assert _read(f)[0] == full[:n]
@@ -329,4 +329,32 @@ def test_an_unclosed_sqlite3_file_sqlite_cannot_recover_is_refused_naming_it(tmp
     with pytest.raises(BagReadError, match=r'garbled.db3: .*never closed \(its garbled.db3-wal is still there\) that '
                                            r'SQLite cannot recover'):
         _read(bag)
+
+
+RECORDER_CHILD = '''
+import os, signal, sys, types
+from swfp_ros.data import BagRecorder, bag_writer
+from swfp_ros.data.bag_writer import standard_typestore
+clock = [0.0]
+bag_writer.time = types.SimpleNamespace(monotonic=lambda: clock[0])
+strings = standard_typestore().types['std_msgs/msg/String']
+recorder = BagRecorder(sys.argv[1], storage=sys.argv[2])          # commit_period_s: 1 s
+for i in range(int(sys.argv[3])):
+    clock[0] += 0.25                                              # a quarter second per message
+    recorder.write('/s', strings.__msgtype__, strings(data=f'{i:05d}' + 'x' * 200), 10**18 + 1000 * i)
+os.kill(os.getpid(), signal.SIGKILL)
+'''
+
+
+@pytest.mark.parametrize('storage', ['mcap', 'sqlite3'])
+def test_a_killed_recorder_loses_only_what_it_wrote_since_its_last_period(tmp_path, storage):
+    """BagRecorder hands what it wrote to the operating system every commit_period_s (1 s). A message every quarter
+    second from t = 0.25 s: the topic is added at the first, so hand-overs follow messages 4, 8, ..., 1004; killed
+    after message 1006, it has lost 1005 and 1006 only (an MCAP chunk left to fill up to 1 MiB had lost them all)."""
+    bag = tmp_path / 'killed'
+    r = subprocess.run([sys.executable, '-c', RECORDER_CHILD, str(bag), storage, '1007'], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == -signal.SIGKILL, (r.returncode, r.stderr)
+    messages, _ = _read(bag)
+    assert [int(raw[8:13]) for *_, raw in messages] == list(range(1005))
 
