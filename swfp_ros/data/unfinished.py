@@ -62,12 +62,15 @@ def is_unfinished_mcap(path: Path) -> bool:
         return False
 
 
+_STRETCH_BYTES = 2**20        # messages written outside chunks are read back in stretches of about this size
+
+
 @dataclass
 class _Run:
-    """A stretch of messages read back together: one chunk, or one message written outside any chunk."""
-    offset: int                       # file offset of the chunk's compressed records, or of the message's content
+    """Messages read back together: a chunk, or a stretch of message records written outside any chunk."""
+    offset: int                       # file offset of the chunk's compressed records, or of the stretch's records
     size: int
-    compression: str | None           # None: a message outside any chunk
+    compression: str | None           # None: a stretch outside any chunk
     uncompressed_size: int = 0
     crc: int = 0
     start_time: int = 2**63 - 1
@@ -121,7 +124,7 @@ def _decompress(data: bytes, compression: str, size: int, crc: int) -> bytes:
 
 
 def _records(data: bytes) -> Iterator[tuple[int, int, int]]:
-    """(opcode, start, end) of each record's content in a chunk's decompressed bytes."""
+    """(opcode, start, end) of each record's content in a chunk's decompressed bytes, or in a stretch of the file."""
     pos, size = 0, len(data)
     while pos < size:
         if pos + _RECORD_HEAD.size > size:
@@ -222,21 +225,21 @@ class UnfinishedMcapReader:
         op, length = _RECORD_HEAD.unpack(head)
         if op not in _KNOWN_OPS:
             raise UnreadableRecord(f'no record at byte {at} (opcode {op:#04x})')
-        if at + 9 + length > self.file_size:
-            raise UnreadableRecord(f'a record cut short at byte {at} ({at + 9 + length - self.file_size} of its '
-                                   f'{9 + length} bytes missing)')
+        end = at + _RECORD_HEAD.size + length
+        if end > self.file_size:
+            raise UnreadableRecord(f'a record cut short at byte {at} ({end - self.file_size} of its {end - at} bytes '
+                                   f'missing)')
         return op, self._file.read(length)
 
     def _take(self, op: int, content: bytes, record_start: int) -> None:
         """Register one complete top-level record; a chunk counts only if it decompresses and parses whole."""
         c = _Cursor(content)
         if op == _OP_CHUNK:
-            c.uint('<Q'), c.uint('<Q')                          # the writer's time range: recomputed from messages
-            run = _Run(offset=0, size=0, compression=None, uncompressed_size=c.uint('<Q'), crc=c.uint('<I'))
-            run.compression = c.string()
-            run.size = c.uint('<Q')
-            run.offset = record_start + 9 + c.pos
-            raw = _decompress(c.take(run.size), run.compression, run.uncompressed_size, run.crc)
+            c.take(16)                                          # the writer's time range: recomputed from messages
+            uncompressed_size, crc, compression = c.uint('<Q'), c.uint('<I'), c.string()
+            size = c.uint('<Q')
+            run = _Run(record_start + _RECORD_HEAD.size + c.pos, size, compression, uncompressed_size, crc)
+            raw = _decompress(c.take(size), compression, uncompressed_size, crc)
             definitions, messages = [], []
             for inner_op, start, end in _records(raw):
                 if inner_op == _OP_MESSAGE:
@@ -250,7 +253,14 @@ class UnfinishedMcapReader:
         elif op == _OP_MESSAGE:
             message = _message_head(content, 0, len(content))
             _check_channels([message], set(self._channels))
-            self._add_run(_Run(offset=record_start + 9, size=len(content), compression=None), [message])
+            size = _RECORD_HEAD.size + len(content)
+            last = self._runs[-1] if self._runs else None
+            if last and last.compression is None and last.offset + last.size == record_start \
+                    and last.size < _STRETCH_BYTES:
+                last.size += size
+                self._add_run(last, [message])
+            else:
+                self._add_run(_Run(record_start, size, None), [message])
         else:
             self._define(*_definition(op, c))
 
@@ -261,13 +271,13 @@ class UnfinishedMcapReader:
             self._channels[key] = value
 
     def _add_run(self, run: _Run, messages: list[tuple[int, int]]) -> None:
-        """A run whose records all parsed, on channels the file has defined."""
+        """Messages whose records all parsed, on channels the file has defined, in a new run or the last one."""
         for cid, log_time in messages:
             run.channel_counts[cid] = run.channel_counts.get(cid, 0) + 1
             self._counts[cid] = self._counts.get(cid, 0) + 1
             run.start_time = min(run.start_time, log_time)
             self._start, self._end = min(self._start, log_time), max(self._end, log_time)
-        if run.channel_counts:
+        if run.channel_counts and not (self._runs and self._runs[-1] is run):
             self._runs.append(run)
 
     def _connection(self, cid: int) -> Connection:
@@ -307,13 +317,10 @@ class UnfinishedMcapReader:
         assert self._file is not None
         self._file.seek(run.offset)
         raw = self._file.read(run.size)
-        if run.compression is None:
-            records = [(_OP_MESSAGE, 0, len(raw))]
-        else:
+        if run.compression is not None:
             raw = _decompress(raw, run.compression, run.uncompressed_size, run.crc)
-            records = _records(raw)
         found = []
-        for op, start, end in records:
+        for op, start, end in _records(raw):
             if op == _OP_MESSAGE:
                 cid, log_time = _message_head(raw, start, end)
                 if cid in wanted:
