@@ -144,6 +144,13 @@ def test_pretrain_from_bags_writes_a_loadable_checkpoint(recorded, tmp_path):
     assert info.task == 'panda_reach' and len(info.obs_labels) == 20
     assert sorted(p['storage'] for p in info.provenance) == ['mcap', 'sqlite3']
 
+    text = ok(swfp('inspect', ckpt)).stdout               # what a user reads of a checkpoint, table and JSON
+    assert 'Kind:           policy' in text and 'Task:           panda_reach' in text
+    assert 'version 0, 0 refinement block(s)' in text and str(mcap_dir.resolve()) in text
+    shown = json.loads(ok(swfp('inspect', '--json', ckpt)).stdout)
+    assert (shown['kind'], shown['obs_dim'], shown['act_dim'], shown['policy_version']) == ('policy', 20, 7, 0)
+    assert shown['obs_labels'] == info.obs_labels and shown['bc']['steps'] == 20
+
 
 # ---------------------------------------------------------------------------------------------- failures
 

@@ -13,7 +13,7 @@ import yaml
 
 from helpers import identity_normalizer, small_flow
 from swfp_ros.algo.blocks import Cascade
-from swfp_ros.algo.checkpoint import (CheckpointError, checkpoint_info, decode_tree, encode_tree,
+from swfp_ros.algo.checkpoint import (CheckpointError, _digest, checkpoint_info, decode_tree, encode_tree,
                                       format_checkpoint_info, load_learner, load_policy, read_checkpoint, save_learner,
                                       save_policy, write_checkpoint)
 from swfp_ros.algo.config import BlockConfig, CriticConfig, FlowConfig, SwfpConfig
@@ -184,6 +184,14 @@ def test_malicious_pickle_checkpoint_is_refused_and_its_payload_never_runs(tmp_p
     assert not marker.exists()
 
 
+def test_a_zip_archive_that_cannot_be_listed_is_refused_as_a_possible_pickle(tmp_path):
+    """A torch.save file is a zip; one whose member list cannot be read is not given the benefit of the doubt."""
+    damaged = tmp_path / 'damaged.pt'
+    damaged.write_bytes(b'PK\x03\x04' + b'\xa5' * 200)
+    with pytest.raises(CheckpointError, match='damaged.pt: a pickle .* refused unread'):
+        load_policy(str(damaged))
+
+
 def test_any_state_tree_round_trips_exactly(tmp_path):
     """What a learner's state holds: nested dicts with int keys, tuples, numpy arrays of every dtype used, numpy
     scalars, PCG64 state (128-bit ints), torch generator bytes, non-finite floats, empty and shared tensors."""
@@ -198,7 +206,8 @@ def test_any_state_tree_round_trips_exactly(tmp_path):
             'same_tensor_twice': [base, base], 'one_element_stride_0': torch.ones(()).expand(1),
             'transposed': torch.arange(6.0).reshape(2, 3).t(),
             'needs_grad': torch.ones(3, requires_grad=True), 'a/b': torch.zeros(1), 'a': {'b': torch.ones(1)},
-            'tricky_keys': {'__tensor__': 'not a tensor', None: 1, 2.5: 'x'}, 'tuple': (1, ('a', None)),
+            'tricky_keys': {'__tensor__': 'not a tensor', None: 1, 2.5: 'x'}, 'mixed_keys': {'a': 1, 2: 'b'},
+            'tuple': (1, ('a', None)),
             'optimizer': torch.optim.Adam([torch.nn.Parameter(torch.ones(2))]).state_dict()}
     write_checkpoint(str(tmp_path / 'state.pt'), 'learner', tree)
     header, back = read_checkpoint(str(tmp_path / 'state.pt'))
@@ -225,6 +234,23 @@ def test_any_state_tree_round_trips_exactly(tmp_path):
     assert rng.random() == np.random.default_rng(7).random()
     with pytest.raises(TypeError, match='open/3/0/obj'):
         encode_tree({'open': {3: [{'obj': object()}]}})
+
+
+def test_the_format_of_given_content_never_changes():
+    """Every checkpoint already written holds its tree in this encoding and carries this digest of its content: a
+    change to either would make them unreadable, or all "damaged". Pinned on content that takes each path (an empty
+    tensor, a one-element tensor of stride 0, a transposed one, each marker); before changing either, raise
+    FORMAT_VERSION and keep reading this one."""
+    tensors = {'b': torch.arange(6, dtype=torch.float64).reshape(2, 3).t(), 'a': torch.zeros(0),
+               'c': torch.ones(()).expand(1), 'd': torch.tensor([1, -2], dtype=torch.int64)}
+    assert _digest('{"kind": "policy"}', '{"policy": 1}', tensors) == \
+        'f3d0384420da8a346f7456b4ddd2379c2f80f4e3218081e10f7af4b8c3a71adf'
+    tree, named = encode_tree({'x': (1, np.float32(0.5)), 'n': float('nan'), 'k': {2: 'b'}, 't': torch.ones(1),
+                               'a': np.zeros(2, np.int32)})
+    assert json.dumps(tree) == ('{"x": {"__tuple__": [1, {"__numpy__": "<f4", "value": 0.5}]}, "n": {"__float__": '
+                                '"nan"}, "k": {"__dict__": [[2, "b"]]}, "t": {"__tensor__": "t", "numpy": false}, '
+                                '"a": {"__tensor__": "a", "numpy": true}}')
+    assert list(named) == ['t', 'a']
 
 
 @pytest.mark.parametrize('tree, message', [

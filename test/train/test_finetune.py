@@ -112,6 +112,11 @@ def test_finetune_trains_blocks_within_the_trust_region_and_resumes(bc_checkpoin
     learner = load_learner(str(tmp_path / 'learner.pt'))
     assert learner.counters.env_steps == 252 and learner.counters.critic_updates > 0
     assert learner.cfg.seed == run.seed
+    # the learner's checkpoint still says what its policy was trained for: the BC checkpoint's task, labels, origin
+    tuned_info, bc_info = checkpoint_info(str(tmp_path / 'learner.pt')), checkpoint_info(str(bc_checkpoint / 'bc.pt'))
+    assert bc_info.task == 'panda_reach' and bc_info.obs_labels and bc_info.provenance
+    assert (tuned_info.task, tuned_info.obs_labels, tuned_info.action_labels, tuned_info.provenance) == \
+        (bc_info.task, bc_info.obs_labels, bc_info.action_labels, bc_info.provenance)
 
     # Resume: a larger budget continues from the checkpoint instead of starting over.
     rows = finetune(str(bc_checkpoint / 'bc.pt'), str(tmp_path),
