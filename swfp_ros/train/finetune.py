@@ -26,6 +26,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
+import io
 import json
 import resource
 import shutil
@@ -43,7 +44,7 @@ from ..algo.naive import NaiveLearner
 from ..algo.replay import FIELDS, NStepAssembler
 from ..algo.runtime import PolicyRuntime
 from ..data import DemoDataset
-from ..files import write_text_atomic
+from ..files import atomic_path, write_text_atomic
 from ..sim import make_env
 from .monitor import ScalarLog
 
@@ -298,15 +299,25 @@ def _flatten(d: dict, prefix: str = '') -> dict:
 
 def _reconcile_logs(out: Path, learner) -> None:
     """Drop what the logs recorded after the checkpoint being resumed (a run stopped between an evaluation and the
-    next one leaves its later blocks in blocks.jsonl): they are trained, logged and evaluated again."""
+    next one leaves its later blocks in blocks.jsonl): they are trained, logged and evaluated again. So is a curve
+    row cut short (no newline: a power cut, or a disk that filled, while it was appended), even that of the checkpoint
+    itself (written just after it). Each log is replaced whole."""
     blocks = out / BLOCKS
     if blocks.is_file():
         lines = blocks.read_text().splitlines(keepends=True)
-        blocks.write_text(''.join(lines[:len(learner.reports)]))
-    rows = [r for r in _read_curve(out / CURVE) if r['env_steps'] <= learner.counters.env_steps]
-    (out / CURVE).unlink(missing_ok=True)
-    for row in rows:
-        _append_curve(out / CURVE, row)
+        write_text_atomic(blocks, ''.join(lines[:len(learner.reports)]))
+    curve = out / CURVE
+    if curve.is_file():
+        text = curve.read_text()
+        rows = list(csv.DictReader(io.StringIO(text[:text.rfind('\n') + 1])))
+        kept = [row for row in rows if int(row['env_steps']) <= learner.counters.env_steps]
+        if not kept:
+            curve.unlink()
+            return
+        with atomic_path(curve) as tmp, open(tmp, 'w', newline='') as f:
+            writer = csv.DictWriter(f, fieldnames=list(kept[0]))
+            writer.writeheader()
+            writer.writerows(kept)
 
 
 def _run(learner, runtime, collector, run: RunnerConfig, out: Path, rows: list[dict], next_eval: int, start: float,

@@ -155,9 +155,12 @@ def test_resume_refuses_other_settings_or_another_bc(bc_checkpoint, tmp_path):
     assert load_learner(str(tmp_path / 'run' / 'learner.pt')).counters.env_steps == 8   # nothing was trained
 
 
-def test_resume_after_a_stop_between_checkpoints_logs_each_block_once(bc_checkpoint, tmp_path):
+@pytest.mark.parametrize('cut_short', [False, True])
+def test_resume_after_a_stop_between_checkpoints_logs_each_block_once(bc_checkpoint, tmp_path, cut_short):
     """A run that stops after logging blocks but before its next checkpoint: the resumed run trains those blocks again;
-    blocks.jsonl and curve.csv must then hold each block and evaluation once, as an uninterrupted run does."""
+    blocks.jsonl and curve.csv must then hold each block and evaluation once, as an uninterrupted run does. Also when
+    each log's last line was cut short (a power cut, or a disk that filled, while it was appended): a resume that
+    parsed it failed on it (TypeError), and never resumed."""
     import shutil
     swfp = load_swfp_config(overrides=SMALL)
     run = lambda steps: RunnerConfig(task='panda_reach', env_steps=steps, num_envs=4, eval_every=100,  # noqa: E731
@@ -170,9 +173,29 @@ def test_resume_after_a_stop_between_checkpoints_logs_each_block_once(bc_checkpo
     uninterrupted = (tmp_path / 'blocks.jsonl').read_text()
     assert len(uninterrupted.splitlines()) >= 2
     shutil.copy(tmp_path / 'at100.pt', tmp_path / 'learner.pt')   # as if it had stopped right after the 100 checkpoint
+    if cut_short:
+        for log in ('blocks.jsonl', 'curve.csv'):
+            text = (tmp_path / log).read_text()
+            (tmp_path / log).write_text(text[:-9])
     go(300)
     assert (tmp_path / 'blocks.jsonl').read_text() == uninterrupted
     assert [int(r['env_steps']) for r in _curve(tmp_path / 'curve.csv')] == [0, 100, 200, 300]
+
+
+def test_an_evaluation_row_cut_short_after_its_checkpoint_is_evaluated_again(bc_checkpoint, tmp_path):
+    """The run stopped (a power cut, a disk that filled) while appending the row of the evaluation it had just
+    checkpointed: the resume drops the row cut short and evaluates that point again."""
+    swfp = load_swfp_config(overrides=SMALL)
+    go = lambda steps: finetune(str(bc_checkpoint / 'bc.pt'), str(tmp_path),  # noqa: E731
+                                RunnerConfig(task='panda_reach', env_steps=steps, num_envs=4, eval_every=100,
+                                             eval_episodes=2), swfp, log=lambda *_: None)
+    go(100)
+    curve = tmp_path / 'curve.csv'
+    curve.write_text(curve.read_text()[:-9])
+    rows = go(200)
+    assert [r['env_steps'] for r in rows] == [0, 100, 200]
+    assert [int(r['env_steps']) for r in _curve(curve)] == [0, 100, 200]
+    assert all(v != '' for r in _curve(curve) for v in r.values())
 
 
 def test_a_stop_request_ends_the_run_after_the_step_under_way_and_it_resumes(bc_checkpoint, tmp_path):
