@@ -84,7 +84,7 @@ class _Cursor:
         self.data, self.pos = data, 0
 
     def take(self, n: int) -> bytes:
-        if n < 0 or self.pos + n > len(self.data):
+        if self.pos + n > len(self.data):
             raise UnreadableRecord(f'field of {n} bytes past the end of a {len(self.data)}-byte record')
         self.pos += n
         return self.data[self.pos - n:self.pos]

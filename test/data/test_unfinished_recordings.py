@@ -86,7 +86,7 @@ def _unfinished(path: Path, compression: str) -> tuple[bytes, list[tuple[int, in
 
 
 def _read(path):
-    """(messages, BagWarnings) of the storage file at ``path``."""
+    """(messages, BagWarnings) of the bag or storage file at ``path``."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always', BagWarning)
         with open_bag(path) as bag:
@@ -109,12 +109,43 @@ def test_a_recording_cut_anywhere_reads_every_complete_chunk_and_nothing_else(lo
             with pytest.raises(BagReadError, match='never finished: no whole header|no complete chunk of messages'):
                 _read(f)
             continue
-        messages, warned = _read(f)
+        with warnings.catch_warnings(record=True) as caught, open_bag(f) as bag:
+            warnings.simplefilter('always', BagWarning)
+            messages = list(bag.messages())
+            assert (bag.start_time, bag.end_time) == (full[0][2], full[n - 1][2]), cut
+        warned = [str(w.message) for w in caught]
         assert messages == full[:n], cut
         whole = max(end for end in record_ends if end <= cut)
         assert len(warned) == 1 and str(f) in warned[0], (cut, warned)
         assert f'read {n} messages from its complete records, up to byte {whole} of {cut}' in warned[0], warned
         assert (f'dropped the {cut - whole} bytes' in warned[0]) == (whole < cut), (cut, warned)
+
+
+def test_a_recorder_killed_while_writing_the_index_loses_no_message(long_recording, tmp_path):
+    """Cut after the data section, in the summary rosbags writes at close: every message is read, and the bag's time
+    range is that of its messages."""
+    path, full = long_recording
+    data = path.read_bytes()
+    f = tmp_path / 'indexless.mcap'
+    f.write_bytes(data[:-100])
+    with warnings.catch_warnings(record=True) as caught, open_bag(f) as bag:
+        warnings.simplefilter('always', BagWarning)
+        assert list(bag.messages()) == full
+        assert (bag.start_time, bag.end_time) == (full[0][2], full[-1][2])
+    assert 'dropped the' in str(caught[0].message) and '(the end of its data section: only its index follows)' in \
+        str(caught[0].message)
+
+
+def test_a_message_record_too_short_for_its_header_ends_the_read(long_recording, tmp_path):
+    path, full = long_recording
+    data, chunks, _ = _unfinished(path, '')
+    end = chunks[0][1]
+    short = bytes([0x05]) + (10).to_bytes(8, 'little') + bytes(10)
+    f = tmp_path / 'short.mcap'
+    f.write_bytes(data[:end] + _chunk_record(short, 2 * 10**18) + data[end:])
+    messages, warned = _read(f)
+    assert messages == full[:chunks[0][2]]
+    assert f'an unreadable record at byte {end} (a message record too short for its header)' in warned[0], warned
 
 
 @pytest.mark.parametrize('compression', ['', 'zstd', 'lz4'])
