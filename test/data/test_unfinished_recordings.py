@@ -99,7 +99,7 @@ def test_a_recording_cut_anywhere_reads_every_complete_chunk_and_nothing_else(lo
                                                                                 compression):
     path, full = long_recording
     data, chunks, record_ends = _unfinished(path, compression)
-    cuts = {9, 40, len(data)} | {end + d for _start, end, _n in chunks for d in (-1, 0, 1)}
+    cuts = {8, 9, 40, len(data)} | {end + d for _start, end, _n in chunks for d in (-1, 0, 1)}
     cuts |= set(np.linspace(0, len(data), 12, dtype=int)[1:-1].tolist())
     f = tmp_path / 'cut.mcap'
     for cut in sorted(c for c in cuts if 8 <= c <= len(data)):
