@@ -74,7 +74,7 @@ class _Run:
     uncompressed_size: int = 0
     crc: int = 0
     start_time: int = 2**63 - 1
-    channel_counts: dict[int, int] = field(default_factory=dict)
+    channels: set[int] = field(default_factory=set)
 
 
 class _Cursor:
@@ -273,11 +273,11 @@ class UnfinishedMcapReader:
     def _add_run(self, run: _Run, messages: list[tuple[int, int]]) -> None:
         """Messages whose records all parsed, on channels the file has defined, in a new run or the last one."""
         for cid, log_time in messages:
-            run.channel_counts[cid] = run.channel_counts.get(cid, 0) + 1
+            run.channels.add(cid)
             self._counts[cid] = self._counts.get(cid, 0) + 1
             run.start_time = min(run.start_time, log_time)
             self._start, self._end = min(self._start, log_time), max(self._end, log_time)
-        if run.channel_counts and not (self._runs and self._runs[-1] is run):
+        if run.channels and not (self._runs and self._runs[-1] is run):
             self._runs.append(run)
 
     def _connection(self, cid: int) -> Connection:
@@ -304,7 +304,7 @@ class UnfinishedMcapReader:
     def messages(self, connections) -> Iterator[tuple[Connection, int, bytes]]:
         """``(connection, timestamp, raw)`` of the given connections' messages, in time order."""
         wanted = {c.id: c for c in connections}
-        runs = [(i, run) for i, run in enumerate(self._runs) if any(cid in wanted for cid in run.channel_counts)]
+        runs = [(i, run) for i, run in enumerate(self._runs) if not run.channels.isdisjoint(wanted)]
         merged = heapq.merge(*(self._run_messages(i, run, wanted) for i, run in runs))
         for timestamp, _run, _rank, conn, raw in merged:
             if conn is not None:

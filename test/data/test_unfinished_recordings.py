@@ -112,13 +112,17 @@ def test_a_recording_cut_anywhere_reads_every_complete_chunk_and_nothing_else(lo
         with warnings.catch_warnings(record=True) as caught, open_bag(f) as bag:
             warnings.simplefilter('always', BagWarning)
             messages = list(bag.messages())
-            assert (bag.start_time, bag.end_time) == (full[0][2], full[n - 1][2]), cut
+            assert (bag.start_time, bag.end_time, bag.message_count) == (full[0][2], full[n - 1][2], n), cut
         warned = [str(w.message) for w in caught]
         assert messages == full[:n], cut
         whole = max(end for end in record_ends if end <= cut)
         assert len(warned) == 1 and str(f) in warned[0], (cut, warned)
         assert f'read {n} messages from its complete records, up to byte {whole} of {cut}' in warned[0], warned
         assert (f'dropped the {cut - whole} bytes' in warned[0]) == (whole < cut), (cut, warned)
+        if cut - whole >= 9:                            # the next record's head is whole: its size is known
+            size = 9 + int.from_bytes(data[whole + 1:whole + 9], 'little')
+            assert f'(a record cut short at byte {whole} ({whole + size - cut} of its {size} bytes missing))' \
+                in warned[0], warned
 
 
 def test_a_recorder_killed_while_writing_the_index_loses_no_message(long_recording, tmp_path):
@@ -136,16 +140,20 @@ def test_a_recorder_killed_while_writing_the_index_loses_no_message(long_recordi
         str(caught[0].message)
 
 
-def test_a_message_record_too_short_for_its_header_ends_the_read(long_recording, tmp_path):
+@pytest.mark.parametrize('records, why', [
+    (bytes([0x05]) + (10).to_bytes(8, 'little') + bytes(10), 'a message record too short for its header'),
+    (bytes([0x05]) + bytes(4), 'a record cut short inside a chunk'),
+    (bytes([0x05]) + (40).to_bytes(8, 'little') + bytes(30), 'a record that overruns its chunk'),
+])
+def test_a_chunk_whose_records_do_not_parse_ends_the_read(long_recording, tmp_path, records, why):
     path, full = long_recording
     data, chunks, _ = _unfinished(path, '')
     end = chunks[0][1]
-    short = bytes([0x05]) + (10).to_bytes(8, 'little') + bytes(10)
     f = tmp_path / 'short.mcap'
-    f.write_bytes(data[:end] + _chunk_record(short, 2 * 10**18) + data[end:])
+    f.write_bytes(data[:end] + _chunk_record(records, 2 * 10**18) + data[end:])
     messages, warned = _read(f)
     assert messages == full[:chunks[0][2]]
-    assert f'an unreadable record at byte {end} (a message record too short for its header)' in warned[0], warned
+    assert f'an unreadable record at byte {end} ({why})' in warned[0], warned
 
 
 @pytest.mark.parametrize('compression', ['', 'zstd', 'lz4'])
@@ -205,7 +213,8 @@ def test_messages_written_outside_chunks_are_read_up_to_the_cut(long_recording, 
     for cut in (message_ends[0], message_ends[0] + 5, message_ends[len(message_ends) // 2] - 1, len(unchunked)):
         f.write_bytes(bytes(unchunked[:cut]))
         n = sum(end <= cut for end in message_ends)
-        assert _read(f)[0] == full[:n]
+        with pytest.warns(BagWarning, match='never finished'), open_bag(f) as bag:
+            assert list(bag.messages()) == full[:n] and bag.message_count == n
 
 
 def _chunk_record(records: bytes, time: int) -> bytes:
