@@ -111,8 +111,10 @@ class BagRecorder:
     (topic, type); definitions come from the standard ROS 2 typestore or from :meth:`register_msgdef` /
     ``msgdefs={type: msg text}`` for custom types. Use as a context manager.
 
-    Every ``commit_period_s`` what was written is handed to the operating system, so that a recorder killed, or that
-    never closes, loses at most that long (ingest reads such a bag as far as it is whole, see :mod:`.unfinished`):
+    Every ``commit_period_s`` what was written is handed to the operating system (:meth:`flush`), so that a recorder
+    killed, or that never closes, loses at most that long (ingest reads such a bag as far as it is whole, see
+    :mod:`.unfinished`). ``write`` does it when it is due; a caller whose messages may pause (a recorder node) also
+    calls :meth:`flush` on a timer. :attr:`flushed_messages` counts the messages handed over:
 
     * sqlite3: the ``rosbags`` writer keeps the whole recording in one database transaction, committed at
       ``close()``; a write that fails on a full disk rolls it back, and with it everything recorded so far, the topics
@@ -143,7 +145,8 @@ class BagRecorder:
         self.lost_messages = 0       # sqlite3: rolled back by a failed write or commit
         self.is_open = False
         self._sqlite = self._writer.storage_plugin == StoragePlugin.SQLITE3
-        self._commit_period_s = float(commit_period_s)
+        self.commit_period_s = float(commit_period_s)
+        self.flushed_messages = 0    # handed to the operating system by the last flush()
         self._uncommitted = 0        # sqlite3: written since the last commit
         self._next_commit = 0.0      # time.monotonic() of the next commit
 
@@ -170,7 +173,7 @@ class BagRecorder:
             conn = self._writer.add_connection(topic, msgtype, typestore=self.typestore,
                                                offered_qos_profiles=offered_qos_profiles)
             self._connections[key] = conn
-            self._commit()    # a topic rolled back would leave every later message of it unreadable
+            self.flush()      # a topic rolled back would leave every later message of it unreadable
         return conn
 
     def write(self, topic: str, msgtype: str, message_or_raw_cdr: Any, timestamp_ns: int) -> None:
@@ -191,12 +194,14 @@ class BagRecorder:
         else:
             self._writer.write(conn, int(timestamp_ns), data)
         if time.monotonic() >= self._next_commit:
-            self._commit()
+            self.flush()
 
-    def _commit(self) -> None:
+    def flush(self) -> None:
         """Hand what was written so far to the operating system: it outlives this process (see the class)."""
+        if not self.is_open:
+            return
         storage = self._writer.storage
-        self._next_commit = time.monotonic() + self._commit_period_s
+        self._next_commit = time.monotonic() + self.commit_period_s
         if self._sqlite:
             try:
                 storage.conn.commit()
@@ -206,6 +211,7 @@ class BagRecorder:
         elif storage.chunk.msgs:          # an MCAP chunk holding messages (a topic alone waits for its first one)
             storage.close_chunk()
             storage.bio.flush()
+        self.flushed_messages = self.message_count - self.lost_messages
 
     def _rolled_back(self, error: sqlite3.Error) -> NoReturn:
         """A failed sqlite3 write or commit: the transaction is rolled back (SQLite may have done it already; its

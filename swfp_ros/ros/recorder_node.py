@@ -12,7 +12,9 @@ QoS: like rosbag2, each subscription adapts to the publishers it finds — relia
 /swfp/policy_update and /swfp/estop are recorded from their first sample). Receive timestamps come from the node's
 clock; with use_sim_time they are the simulation time at which each message was published (see
 :class:`swfp_ros.data.bag_writer.SimTimeStamper`: stamping on arrival mixed up lockstep steps), written after a hold
-of a quarter second. The bag is closed (index and metadata.yaml written) on SIGINT / SIGTERM.
+of a quarter second. The bag is closed (index and metadata.yaml written) on SIGINT / SIGTERM; until then what was
+recorded is handed to the operating system every second (``flushed_messages`` on /swfp/status), so a recorder killed
+loses at most the last second, and ingest reads its bag as far as it is whole.
 """
 from __future__ import annotations
 
@@ -79,6 +81,7 @@ class RecorderNode(Node):
             'status_period_s': self.create_timer(v['status_period_s'], self._publish_status, clock=steady)}
         if self._stamper is not None:
             self.create_timer(0.05, self._write_stamped, clock=steady)
+        self.create_timer(self._bag.commit_period_s, self._flush, clock=steady)
         self.get_logger().info(f'recording {", ".join(self.topics)} to {self.path} ({storage}, v{version})')
         self._discover()
 
@@ -150,10 +153,20 @@ class RecorderNode(Node):
             self.errors += 1
             self.get_logger().error(f'write failed on {topic}: {e}', throttle_duration_sec=5.0)
 
+    def _flush(self) -> None:
+        """Hand what was recorded to the operating system while no message arrives too (the bag does it as it
+        writes): killed in a pause, the recorder has lost nothing written a period before."""
+        with self._lock:
+            try:
+                self._bag.flush()
+            except Exception as e:  # noqa: BLE001
+                self.errors += 1
+                self.get_logger().error(f'flush failed: {e}', throttle_duration_sec=5.0)
+
     # --- diagnostics / shutdown -----------------------------------------------------------------------------------
     def _publish_status(self) -> None:
         values = {'path': self.path, 'messages': sum(self.counts.values()), 'write_errors': self.errors,
-                  'lost_messages': self._bag.lost_messages,
+                  'lost_messages': self._bag.lost_messages, 'flushed_messages': self._bag.flushed_messages,
                   **{f'count{t}': n for t, n in sorted(self.counts.items())}}
         self._status_pub.publish(M.status_msg(self.get_fully_qualified_name(), 'swfp_ros',
                                               f'recording to {self.path}', values, warn=bool(self.errors),
