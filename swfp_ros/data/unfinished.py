@@ -31,12 +31,13 @@ import apsw
 from rosbags.interfaces import Connection, ConnectionExtRosbag2, MessageDefinition, MessageDefinitionFormat
 
 MAGIC = b'\x89MCAP0\r\n'
-_OP_HEADER, _OP_FOOTER, _OP_SCHEMA, _OP_CHANNEL, _OP_MESSAGE, _OP_CHUNK, _OP_DATA_END = 0x01, 0x02, 0x03, 0x04, \
-    0x05, 0x06, 0x0F
+(_OP_HEADER, _OP_FOOTER, _OP_SCHEMA, _OP_CHANNEL, _OP_MESSAGE, _OP_CHUNK,
+ _OP_DATA_END) = 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x0F
 # the specification's opcodes and its private range; 0x00 is what a zero-filled tail (a power cut) reads as
 _KNOWN_OPS = set(range(0x01, 0x10)) | set(range(0x80, 0x100))
 _RECORD_HEAD = struct.Struct('<BQ')           # opcode, content length
 _MESSAGE_HEAD = struct.Struct('<HIQQ')        # channel id, sequence, log time, publish time
+_STRETCH_BYTES = 2**20                        # messages written outside chunks are read back in stretches this size
 _SCHEMA_FORMATS = {'ros2msg': MessageDefinitionFormat.MSG, 'ros2idl': MessageDefinitionFormat.IDL,
                    'omgidl': MessageDefinitionFormat.IDL}
 
@@ -61,8 +62,6 @@ def is_unfinished_mcap(path: Path) -> bool:
     except OSError:
         return False
 
-
-_STRETCH_BYTES = 2**20        # messages written outside chunks are read back in stretches of about this size
 
 
 @dataclass

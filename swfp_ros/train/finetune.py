@@ -44,7 +44,7 @@ from ..algo.naive import NaiveLearner
 from ..algo.replay import FIELDS, NStepAssembler
 from ..algo.runtime import PolicyRuntime
 from ..data import DemoDataset
-from ..files import atomic_path, write_text_atomic
+from ..files import write_text_atomic
 from ..sim import make_env
 from .monitor import ScalarLog
 
@@ -311,13 +311,14 @@ def _reconcile_logs(out: Path, learner) -> None:
         text = curve.read_text()
         rows = list(csv.DictReader(io.StringIO(text[:text.rfind('\n') + 1])))
         kept = [row for row in rows if int(row['env_steps']) <= learner.counters.env_steps]
-        if not kept:
-            curve.unlink()
-            return
-        with atomic_path(curve) as tmp, open(tmp, 'w', newline='') as f:
-            writer = csv.DictWriter(f, fieldnames=list(kept[0]))
+        if kept:
+            kept_text = io.StringIO()
+            writer = csv.DictWriter(kept_text, fieldnames=list(kept[0]))
             writer.writeheader()
             writer.writerows(kept)
+            write_text_atomic(curve, kept_text.getvalue())
+        else:
+            curve.unlink()
 
 
 def _run(learner, runtime, collector, run: RunnerConfig, out: Path, rows: list[dict], next_eval: int, start: float,

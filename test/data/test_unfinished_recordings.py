@@ -85,6 +85,18 @@ def _unfinished(path: Path, compression: str) -> tuple[bytes, list[tuple[int, in
     return bytes(out), chunks, record_ends
 
 
+def _message_record(channel_id: int, log_time: int, data: bytes) -> bytes:
+    body = (channel_id.to_bytes(2, 'little') + bytes(4) + log_time.to_bytes(8, 'little')
+            + log_time.to_bytes(8, 'little') + data)
+    return bytes([0x05]) + len(body).to_bytes(8, 'little') + body
+
+
+def _chunk_record(records: bytes, time: int) -> bytes:
+    body = (time.to_bytes(8, 'little') * 2 + len(records).to_bytes(8, 'little') + bytes(4) + bytes(4)
+            + len(records).to_bytes(8, 'little') + records)
+    return bytes([0x06]) + len(body).to_bytes(8, 'little') + body
+
+
 def _read(path):
     """(messages, BagWarnings) of the bag or storage file at ``path``."""
     with warnings.catch_warnings(record=True) as caught:
@@ -188,12 +200,6 @@ def test_messages_come_back_in_time_order_across_chunks_whose_times_overlap(tmp_
     assert sorted(int(raw[8:12]) for *_, raw in messages) == list(range(n))
 
 
-def _message_record(channel_id: int, log_time: int, data: bytes) -> bytes:
-    body = (channel_id.to_bytes(2, 'little') + bytes(4) + log_time.to_bytes(8, 'little')
-            + log_time.to_bytes(8, 'little') + data)
-    return bytes([0x05]) + len(body).to_bytes(8, 'little') + body
-
-
 def test_messages_written_outside_chunks_are_read_up_to_the_cut(long_recording, tmp_path):
     """A writer with chunking off puts each message straight in the file; each whole one counts."""
     path, full = long_recording
@@ -215,12 +221,6 @@ def test_messages_written_outside_chunks_are_read_up_to_the_cut(long_recording, 
         n = sum(end <= cut for end in message_ends)
         with pytest.warns(BagWarning, match='never finished'), open_bag(f) as bag:
             assert list(bag.messages()) == full[:n] and bag.message_count == n
-
-
-def _chunk_record(records: bytes, time: int) -> bytes:
-    body = (time.to_bytes(8, 'little') * 2 + len(records).to_bytes(8, 'little') + bytes(4) + bytes(4)
-            + len(records).to_bytes(8, 'little') + records)
-    return bytes([0x06]) + len(body).to_bytes(8, 'little') + body
 
 
 @pytest.mark.parametrize('in_chunk', [False, True])
