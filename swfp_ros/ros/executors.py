@@ -147,7 +147,10 @@ def run_nodes(name: str, nodes: Sequence[tuple[Callable, Callable | None]], args
             node.destroy_node()
         if executor is not None:
             executor.shutdown(timeout_sec=1.0)
-        rclpy.try_shutdown()
+        # Not rclpy's uninstall_signal_handlers (its default here): installed or not, it sets SIGINT and SIGTERM to
+        # their default action for a moment (strace: SIG_DFL, then back to SIG_IGN), and a signal of the burst a
+        # Ctrl-C under launch sends landing then killed the process (status -2, once in a fresh-clone CI run).
+        rclpy.try_shutdown(uninstall_handlers=False)
     end_process(rc)
 
 

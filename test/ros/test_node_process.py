@@ -182,3 +182,45 @@ def test_the_exit_status_says_whether_the_nodes_failed_to_start_or_failed_later(
     else:
         assert 'probe:' not in done.stderr, done.stderr[-3000:]
     assert ('Traceback' in done.stderr) == traceback, done.stderr[-3000:]
+
+
+# A node that stops at once, with rclpy's uninstall_signal_handlers watched.
+WATCHED_TEARDOWN = '''
+import rclpy
+from rclpy.node import Node
+from swfp_ros.ros.executors import run_node
+
+uninstall = rclpy.uninstall_signal_handlers
+def watched():
+    print('signal handlers uninstalled', flush=True)
+    uninstall()
+rclpy.uninstall_signal_handlers = watched      # the name rclpy.try_shutdown calls
+
+class Quick(Node):
+    def __init__(self):
+        super().__init__('quick_teardown')
+    def close(self):
+        pass
+
+run_node('quick_teardown', Quick, on_start=lambda node: print('spinning', flush=True))
+'''
+
+
+def test_the_teardown_leaves_the_stop_signals_ignored(ros_env):
+    """From the start of the shutdown to the process's end, SIGINT and SIGTERM stay ignored. rclpy's
+    uninstall_signal_handlers (what try_shutdown calls by default) sets both to their default action for a moment
+    even when rclpy installed no handler (strace shows rt_sigaction SIG_DFL, then SIG_IGN again), and one signal of a
+    Ctrl-C burst under launch landing in that moment killed a policy node in a fresh-clone CI run (status -2)."""
+    import subprocess
+    import sys
+    proc = subprocess.Popen([sys.executable, '-c', WATCHED_TEARDOWN], env=ros_env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == 'spinning', proc.stderr.read()
+        proc.send_signal(signal.SIGINT)
+        rc = proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    rest = proc.stdout.read()
+    assert rc == 0, proc.stderr.read()
+    assert 'signal handlers uninstalled' not in rest
