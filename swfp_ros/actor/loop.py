@@ -177,7 +177,9 @@ class ActorLoop:
         self.act_dim, self.horizon = a.size, a.size // self.n
 
     def reset(self) -> None:
-        """Forget the episode state (configure / cleanup); counters and latency records are kept."""
+        """Forget the episode state: inactive, and no joint state, task, decision or update in flight (for a runner
+        that reuses one loop; the policy node builds a new one at each configure). Counters and latency records are
+        kept."""
         self.active = False
         self.task_vec: np.ndarray | None = None
         self.js = None                               # latest valid (q, qd, stamp_ns, rx)
@@ -733,6 +735,7 @@ class ActorWorker:
 
     def stop(self, timeout: float = 2.0) -> None:
         self._stop.set()
+        self._events.put(None)                        # wakes the thread from its wait for the next event or idle
         if self._thread.is_alive():
             self._thread.join(timeout)
         self.loop.close()
@@ -747,9 +750,12 @@ class ActorWorker:
                 event, args, next_idle = 'idle', (), now + self.idle_s
             else:
                 try:
-                    event, args = self._events.get(timeout=next_idle - now)
+                    item = self._events.get(timeout=next_idle - now)
                 except queue.Empty:
                     continue
+                if item is None:                      # stop()
+                    break
+                event, args = item
             if event == 'tick':
                 with self._lock:
                     self._ticks -= 1

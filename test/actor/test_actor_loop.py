@@ -74,7 +74,8 @@ def feed(loop, clock, q, stamp):
 
 
 def test_realtime_chunk_steps_are_filtered_against_the_latest_measured_position():
-    loop, runtime, commands, transitions, clock = make(horizon=4, mode='realtime', async_chunks=False, active=True)
+    loop, runtime, commands, transitions, clock = make(horizon=4, mode='realtime', async_chunks=False, active=True,
+                                                       actor_id=5)
     q = np.zeros(N)
     for k in range(8):
         q = q + 0.08                                 # the arm moves between ticks: 0.24 rad within a chunk
@@ -88,6 +89,7 @@ def test_realtime_chunk_steps_are_filtered_against_the_latest_measured_position(
     assert len(commands) == 8 and len(transitions) == 1
     t = transitions[0]
     assert t.n_steps == 4 and t.reward == -4.0 and t.action.shape == (4 * N,)
+    assert not t.terminated and t.actor_id == 5      # no reward said terminated; the learner's stream of this actor
     # the executed actions are the first chunk's steps (0.1 + 0.01 j), each relative to the position measured then
     assert np.allclose(t.action.reshape(4, N)[:, 0], [0.1, 0.11, 0.12, 0.13], atol=1e-9)
 
@@ -443,6 +445,53 @@ def test_idle_restarts_only_a_lockstep_step_protocol():
     assert loop.counters['lockstep_timeouts'] == 0 and loop.pending is pending
 
 
+def test_steady_lockstep_steps_are_progress_however_long_the_run():
+    """lockstep_timeout_s bounds the wait for one step, not a run: steps that each come within it (here 10 of 0.4 s
+    against a 1 s timeout, each paired reward and observation, chunks of 1 and of 3) never restart the protocol."""
+    for horizon in (1, 3):
+        loop, runtime, commands, transitions, clock = make(horizon=horizon, mode='lockstep', lockstep_timeout_s=1.0,
+                                                           active=True)
+        feed(loop, clock, np.zeros(N), 0)
+        for k in range(1, 11):
+            clock.t += 0.4
+            loop.idle()
+            loop.reward(RewardInfo(-1.0, False, False, k))
+            feed(loop, clock, np.zeros(N), k)
+        assert loop.counters['lockstep_timeouts'] == 0 and len(commands) == 11
+
+
+def test_an_inactive_lockstep_loop_keeps_nothing_of_what_it_receives():
+    """A deactivated policy node beside a running simulator: its observations and rewards are dropped as they come
+    (nothing piles up for hours), and the activation acts on the next observation alone."""
+    loop, runtime, commands, transitions, clock = make(mode='lockstep')
+    loop.task(TASK)
+    for k in range(1000):
+        feed(loop, clock, np.zeros(N), k)
+        loop.reward(RewardInfo(-1.0, False, False, k))
+    assert not commands and not loop.obs_q and not loop.rewards
+    loop.set_active(True)
+    feed(loop, clock, np.full(N, 0.1), 1000)
+    assert len(commands) == 1 and runtime.calls == 1 and np.allclose(runtime.obs_seen[0][:N], 0.1)
+
+
+def test_the_log_says_what_became_of_each_update_and_each_estop():
+    """What an operator reads (the node's log): the version an update brought, why one was rejected and what runs
+    instead, an e-stop engaged and released."""
+    logs = []
+    runtime = ScriptedRuntime()
+    loop = ActorLoop(runtime, SafetyFilter(np.full(N, -3.0), np.full(N, 3.0), 0.1), ActorConfig(joint_names=JOINTS),
+                     lambda points: None, lambda t: None, log=lambda level, text: logs.append((level, text)))
+    loop.warmup(OBS_DIM, iters=1)
+    loop.update(b'next')
+    loop.update(b'corrupt')
+    loop.estop(True)
+    loop.estop(False)
+    assert [level for level, _ in logs] == ['info', 'warning', 'warning', 'warning'], logs
+    assert logs[0][1].startswith('policy update applied: version 1 (')
+    assert logs[1][1] == 'policy update rejected (1 so far): bad update; keeping version 1'
+    assert [text for _, text in logs[2:]] == ['E-STOP engaged: holding', 'e-stop released']
+
+
 def test_lockstep_applies_an_update_at_once_and_counts_a_rejected_one():
     """The simulator waits for each action, so lockstep checks and applies an update on the spot."""
     loop, runtime, commands, transitions, clock = make(mode='lockstep', active=True)
@@ -494,8 +543,8 @@ def test_realtime_episode_end_drops_what_was_planned_from_its_last_states(planne
 
 
 def test_a_reset_loop_is_inactive_and_has_forgotten_the_arm_and_the_task():
-    """reset() (the node's configure / cleanup): nothing is commanded until it is activated again, and then not from
-    a joint state or a task received before the reset."""
+    """reset() (a runner reusing one loop): nothing is commanded until it is activated again, and then not from a
+    joint state or a task received before the reset."""
     loop, runtime, commands, transitions, clock = make(mode='realtime', active=True)
     feed(loop, clock, np.zeros(N), 0)
     loop.tick(clock())
@@ -519,6 +568,29 @@ def test_a_policy_whose_action_is_not_whole_steps_of_every_joint_is_refused(size
     loop = ActorLoop(runtime, safety, ActorConfig(joint_names=JOINTS), [].append, [].append)
     with pytest.raises(ValueError, match=f'policy act_dim {size} is not a multiple of {N} joints'):
         loop.warmup(OBS_DIM, iters=1)
+
+
+def test_warmup_infers_at_least_once():
+    """warmup_iters 0 (the node's parameter allows it) still runs one inference: it is how the loop learns H."""
+    loop, runtime, *_ = make(horizon=3)
+    loop.warmup(OBS_DIM, iters=0)
+    assert runtime.calls == 1 and (loop.horizon, loop.act_dim) == (3, 3 * N)
+
+
+@pytest.mark.parametrize('mode', ['lockstep', 'realtime'])
+def test_an_action_of_the_wrong_size_after_warmup_holds_and_is_not_recorded(mode):
+    """A runtime whose output changes size after warmup (a broken update, a loader bug) is no chunk to execute: the
+    step holds at the measured position (the loop makes a wrong-sized output NaN: counted as a non-finite target),
+    and no transition carries it."""
+    loop, runtime, commands, transitions, clock = make(horizon=2, mode=mode, async_chunks=False, active=True)
+    runtime.act = lambda obs, deterministic=False: np.zeros(3 * N)
+    for k in range(3):
+        feed(loop, clock, np.full(N, 0.2), k)
+        if mode == 'realtime':
+            loop.tick(clock())
+        loop.reward(RewardInfo(-1.0, False, False, k + 1))
+    assert len(commands) == 3 and all(np.array_equal(c, np.full((1, N), 0.2)) for c in commands)
+    assert loop.safety.counters['nan_target'] == 3 and not transitions
 
 
 def test_a_lockstep_restart_waits_for_its_timeout_then_acts_on_the_heartbeat():
@@ -589,7 +661,10 @@ def test_the_latency_figures_are_measured_from_the_right_instants():
     loop.set_active(True)
     feed(loop, clock, np.zeros(N), 0)                # measured at 100.000
     clock.t += 0.010
+    wall = time.perf_counter()
     loop.tick(clock())                               # tick at 100.010, inference to 100.013
+    wall = time.perf_counter() - wall
+    assert 0 < loop.inference_s[0] <= wall           # the inference's own wall time (perf_counter, not the clock)
     clock.t = 100.028
     feed(loop, clock, np.zeros(N), 1)                # arrives at 100.028, after the tick of 100.025
     clock.t = 100.030
@@ -600,6 +675,19 @@ def test_the_latency_figures_are_measured_from_the_right_instants():
     stats = loop.stats()
     assert stats['obs_to_action_ms_p50'] == '2.500' and stats['chunk_step_delay_ms_p99'] == '5.000'
     assert stats['commands'] == 2 and stats['inferences'] == 1 and float(stats['inference_ms_p50']) > 0
+
+
+def test_stats_before_any_step_and_with_the_safety_filters_counters():
+    """A node reports status from its start: before any inference the latency figures are zeros; the safety
+    filter's counters come with the loop's, prefixed."""
+    loop, runtime, commands, transitions, clock = make(mode='realtime')
+    stats = loop.stats()
+    assert stats['inference_ms_p50'] == stats['obs_to_action_ms_p99'] == '0.000'
+    assert (stats['policy_version'], stats['mode'], stats['estop'], stats['homing']) == (0, 'realtime', 0, 0)
+    loop.set_active(True)
+    feed(loop, clock, np.zeros(N), 0)
+    loop.tick(clock())                               # no task yet: a hold
+    assert loop.stats()['safety_no_task'] == 1 and loop.stats()['holds'] == 1
 
 
 def chunk_with_a_stalled_background_inference():
@@ -754,6 +842,7 @@ def test_worker_reports_the_event_it_is_stuck_in_and_where():
         assert entered.wait(10.0)
         event, seconds, where = worker.busy()
         assert event == 'update' and seconds >= 0.0 and 'in blocking_check' in where, (event, seconds, where)
+        assert where.count(' <- ') == 3, where                 # the four innermost frames
         release.set()
         deadline = time.monotonic() + 10.0
         while runtime.version != 1 and time.monotonic() < deadline:
@@ -765,6 +854,54 @@ def test_worker_reports_the_event_it_is_stuck_in_and_where():
     finally:
         release.set()
         worker.stop()
+
+
+def test_ticks_queued_behind_a_slow_step_are_coalesced_to_the_newest():
+    """Realtime: ticks that queued while a step ran long (an inference that outlasted the control period) are not
+    worked off one by one, late: the worker skips to the newest and counts the skipped."""
+    loop, runtime, commands, transitions, clock = make(mode='realtime', async_chunks=False, clock=time.monotonic,
+                                                       active=True)
+    entered, release = threading.Event(), threading.Event()
+    act = runtime.act
+
+    def first_inference_waits(obs, deterministic=False):
+        if runtime.calls == 0:
+            entered.set()
+            release.wait(30.0)
+        return act(obs, deterministic)
+    runtime.act = first_inference_waits
+    feed(loop, time.monotonic, np.zeros(N), 0)
+    worker = ActorWorker(loop, on_error=lambda event, e: None, idle_s=60.0)
+    worker.start()
+    try:
+        worker.post('tick', 1.0)
+        assert entered.wait(10.0)
+        for t in (2.0, 3.0, 4.0, 5.0):               # queued behind the first tick's inference
+            worker.post('tick', t)
+        release.set()
+        deadline = time.monotonic() + 10.0
+        while loop.tick_index + loop.counters['ticks_coalesced'] < 5 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert (loop.tick_index, loop.counters['ticks_coalesced'], loop.tick_t) == (2, 3, 5.0)
+    finally:
+        release.set()
+        worker.stop()
+
+
+def test_a_stopped_worker_leaves_no_thread_of_the_loop_behind():
+    """stop() ends the worker's thread at once, also one waiting a long idle_s for its next event, and closes the
+    loop's own: the background inference and the update checks."""
+    before = set(threading.enumerate())
+    loop, runtime, commands, transitions, clock = make(horizon=2, mode='realtime', async_chunks=True, active=True)
+    feed(loop, clock, np.zeros(N), 0)
+    loop.tick(clock())
+    loop.tick(clock())                               # the chunk's last step: the next one is inferred aside
+    loop.update(b'next')                             # realtime and active: checked aside
+    assert loop.prefetch is not None and loop.checking_update is not None
+    worker = ActorWorker(loop, on_error=lambda event, e: None, idle_s=60.0)
+    worker.start()
+    worker.stop()
+    assert not [t.name for t in set(threading.enumerate()) - before]
 
 
 def test_an_inline_worker_acts_on_the_posting_thread_and_idles_when_told():

@@ -157,6 +157,19 @@ def test_every_parameter_in_its_yaml_file_with_a_comment():
         assert not differ, f'{path.name}: (file, node default) differ for {differ}'
 
 
+def test_the_policy_nodes_defaults_are_the_actor_loops():
+    """ActorConfig() in a library user's runner behaves as a policy node started without parameters, but for one
+    default: the node paces on the learner's backlog (it runs beside a learner node); the library's loop does not,
+    since an in-process runner has no backlog reports and would wait learner_wait_s for one at every activation."""
+    from dataclasses import MISSING, fields
+
+    from swfp_ros.actor import ActorConfig
+    node = {s.name: s.default for s in policy_node.PARAMS}
+    loop = {f.name: f.default for f in fields(ActorConfig) if f.default is not MISSING}
+    assert {name: (node[name], value) for name, value in loop.items() if node[name] != value} == {
+        'max_learner_backlog': (32, 0)}
+
+
 def flatten(tree: dict, prefix: str = '') -> dict:
     """{'swfp': {'block': {'delta': 0.1}}} -> {'swfp.block.delta': 0.1}"""
     out = {}
