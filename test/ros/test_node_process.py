@@ -200,7 +200,7 @@ class Quick(Node):
     def __init__(self):
         super().__init__('quick_teardown')
     def close(self):
-        pass
+        print('closed quick_teardown')           # not flushed: the process's end must flush it (os._exit does not)
 
 run_node('quick_teardown', Quick, on_start=lambda node: print('spinning', flush=True))
 '''
@@ -210,10 +210,12 @@ def test_the_teardown_leaves_the_stop_signals_ignored(ros_env):
     """From the start of the shutdown to the process's end, SIGINT and SIGTERM stay ignored. rclpy's
     uninstall_signal_handlers (what try_shutdown calls by default) sets both to their default action for a moment
     even when rclpy installed no handler (strace shows rt_sigaction SIG_DFL, then SIG_IGN again), and one signal of a
-    Ctrl-C burst under launch landing in that moment killed a policy node in a fresh-clone CI run (status -2)."""
+    Ctrl-C burst under launch landing in that moment killed a policy node in a fresh-clone CI run (status -2). And
+    what the node printed last reaches its output (the process ends with os._exit, which flushes nothing itself)."""
     import subprocess
     import sys
-    proc = subprocess.Popen([sys.executable, '-c', WATCHED_TEARDOWN], env=ros_env, stdout=subprocess.PIPE,
+    buffered = {k: v for k, v in ros_env.items() if k != 'PYTHONUNBUFFERED'}     # stdout as under launch, to a pipe
+    proc = subprocess.Popen([sys.executable, '-c', WATCHED_TEARDOWN], env=buffered, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == 'spinning', proc.stderr.read()
@@ -223,4 +225,4 @@ def test_the_teardown_leaves_the_stop_signals_ignored(ros_env):
         proc.kill()
     rest = proc.stdout.read()
     assert rc == 0, proc.stderr.read()
-    assert 'signal handlers uninstalled' not in rest
+    assert 'signal handlers uninstalled' not in rest and rest.endswith('closed quick_teardown\n'), rest
