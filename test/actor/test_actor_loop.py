@@ -403,6 +403,33 @@ def test_lockstep_steps_on_whichever_of_reward_and_observation_arrives_last(rewa
     assert np.allclose(transitions[0].next_obs[:N], 0.01) and np.allclose(runtime.obs_seen[-1][:N], 0.01)
 
 
+def test_after_an_episode_end_the_next_decision_is_taken_from_the_newest_observation():
+    """Observations that queued behind the last step's reward (the terminal state, then the simulator's reset and
+    more) end that step with the first of them, and the next decision is taken from the newest alone."""
+    loop, runtime, commands, transitions, clock = make(mode='lockstep', active=True)
+    feed(loop, clock, np.zeros(N), 0)
+    for stamp in (1, 2, 3):
+        feed(loop, clock, np.full(N, 0.01 * stamp), stamp)
+    loop.reward(RewardInfo(-1.0, True, True, 1))
+    assert len(transitions) == 1 and transitions[0].terminated and np.allclose(transitions[0].next_obs[:N], 0.01)
+    assert len(commands) == 2 and runtime.calls == 2 and np.allclose(runtime.obs_seen[-1][:N], 0.03)
+
+
+def test_a_policy_action_beyond_one_moves_one_action_scale_and_is_recorded_clipped():
+    """The policy's actions are in [-1, 1]; one beyond (the flow's output is unbounded) moves the arm action_scale,
+    not more, even where max_delta would allow it, and the transition records the action executed, either sign."""
+    loop, runtime, commands, transitions, clock = make(mode='realtime', max_delta=0.5, async_chunks=False,
+                                                       active=True)
+    wanted = np.array([1.5, -1.5, -0.5, 0.5, 0.0, 3.0, -3.0])
+    runtime.act = lambda obs, deterministic=False: wanted
+    for k in range(2):
+        feed(loop, clock, np.zeros(N), k)
+        loop.tick(clock())
+        loop.reward(RewardInfo(-1.0, False, False, k + 1))
+    np.testing.assert_allclose(commands[0][0], 0.1 * np.clip(wanted, -1, 1))
+    np.testing.assert_allclose(transitions[0].action, np.clip(wanted, -1, 1))
+
+
 def test_lockstep_acts_again_on_the_current_observation_after_a_reactivation():
     """Deactivated and activated again (the simulator paused meanwhile), the loop acts on the observation it is sent
     next even when that is the one it already saw (the simulator's heartbeat repeats it, same stamp); an observation
@@ -838,10 +865,12 @@ def test_worker_reports_the_event_it_is_stuck_in_and_where():
     worker.start()
     try:
         assert worker.busy() is None                             # waiting for an event
+        posted = time.monotonic()
         worker.post('update', b'next')
         assert entered.wait(10.0)
         event, seconds, where = worker.busy()
-        assert event == 'update' and seconds >= 0.0 and 'in blocking_check' in where, (event, seconds, where)
+        assert event == 'update' and 0.0 <= seconds <= time.monotonic() - posted, (event, seconds)
+        assert 'in blocking_check' in where, where
         assert where.count(' <- ') == 3, where                 # the four innermost frames
         release.set()
         deadline = time.monotonic() + 10.0
