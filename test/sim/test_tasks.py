@@ -211,6 +211,25 @@ def test_user_supplied_model_path(tmp_path):
         make_env('panda_reach', model_path=str(tmp_path / 'missing.xml'))
 
 
+def test_a_user_model_without_fingers(tmp_path):
+    """Finger joints are optional in a user's MJCF: an arm without them publishes its seven joints and steps."""
+    import mujoco
+
+    from swfp_ros.sim.panda_model import FINGER_JOINTS
+    spec = mujoco.MjSpec.from_string(default_panda_xml())
+    for element in [a for a in spec.actuators if a.target in FINGER_JOINTS] + [
+            j for j in spec.joints if j.name in FINGER_JOINTS]:
+        spec.delete(element)
+    model = tmp_path / 'arm_only.xml'
+    model.write_text(spec.to_xml())
+    env = make_env('panda_reach', model_path=str(model))
+    obs, _ = env.reset(seed=0)
+    names, q, qd, effort = env.unwrapped.joint_state()
+    assert names == list(ARM_JOINTS) and q.shape == qd.shape == effort.shape == (7,)
+    obs, *_ = env.step(np.ones(7))
+    assert np.all(obs[:7] > q)                       # every arm joint moved towards its target
+
+
 def test_offscreen_render_draws_the_scene():
     env = make_env('panda_reach', render_mode='rgb_array', width=96, height=72)
     env.reset(seed=0)
