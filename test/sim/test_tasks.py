@@ -230,6 +230,30 @@ def test_a_user_model_without_fingers(tmp_path):
     assert np.all(obs[:7] > q)                       # every arm joint moved towards its target
 
 
+@pytest.mark.parametrize('missing, message', [
+    ('site end_effector', "model has no site 'end_effector'"),
+    ('joint panda_joint3', "model has no joint 'panda_joint3'"),
+    ('actuator of panda_joint5', "no actuator drives joint 'panda_joint5'"),
+])
+def test_a_user_model_without_what_the_task_needs_is_refused_naming_it(tmp_path, missing, message):
+    import mujoco
+    spec = mujoco.MjSpec.from_string(default_panda_xml())
+    kind, name = missing.split(' ', 1)
+    if kind == 'site':
+        doomed = [x for x in spec.sites if x.name == name]
+    elif kind == 'joint':
+        doomed = [x for x in spec.actuators if x.target == name] + [x for x in spec.joints if x.name == name]
+    else:
+        doomed = [x for x in spec.actuators if x.target == name.split()[-1]]
+    assert doomed
+    for element in doomed:
+        spec.delete(element)
+    model = tmp_path / 'broken.xml'
+    model.write_text(spec.to_xml())
+    with pytest.raises(ValueError, match=message):
+        make_env('panda_reach', model_path=str(model))
+
+
 def test_offscreen_render_draws_the_scene():
     env = make_env('panda_reach', render_mode='rgb_array', width=96, height=72)
     env.reset(seed=0)
