@@ -32,6 +32,7 @@ class ScriptedRuntime:
         self.horizon, self.version, self.calls, self.obs_seen = horizon, 0, 0, []
         self.threads = {}                            # the thread that ran prepare_update / commit_update
         self.before_prepare = lambda: None
+        self.commit_refusal = ''                     # set: commit_update raises it (an update that lost a race)
 
     def act(self, obs, deterministic=False):
         self.obs_seen.append(np.asarray(obs, dtype=np.float64).copy())
@@ -48,6 +49,8 @@ class ScriptedRuntime:
 
     def commit_update(self, version):
         self.threads['commit'] = threading.current_thread().name
+        if self.commit_refusal:
+            raise ValueError(self.commit_refusal)
         self.version = version
         return version
 
@@ -527,6 +530,9 @@ def test_lockstep_applies_an_update_at_once_and_counts_a_rejected_one():
     assert runtime.threads['prepare'] == threading.current_thread().name
     loop.update(b'corrupt')
     assert runtime.version == 1 and loop.counters['updates_rejected'] == 1
+    runtime.commit_refusal = 'raced with another update'    # checked, then refused at the swap (PolicyRuntime)
+    loop.update(b'next')
+    assert runtime.version == 1 and loop.counters['updates_rejected'] == 2 and loop.counters['updates_applied'] == 1
 
 
 def test_updates_are_applied_in_arrival_order_across_a_deactivation():
