@@ -74,7 +74,8 @@ class ArmIndex:
     actuator: np.ndarray      # actuator ids driving the 7 arm joints
     lower: np.ndarray         # joint limits (rad)
     upper: np.ndarray
-    finger_qpos: np.ndarray   # qpos addresses of the finger joints (may be empty)
+    finger_names: tuple[str, ...]  # the finger joints the model has, of FINGER_JOINTS (may be none)
+    finger_qpos: np.ndarray   # their qpos addresses
     finger_dof: np.ndarray
     finger_actuator: np.ndarray
     ee_site: int
@@ -94,8 +95,9 @@ class ArmIndex:
             return ids[0]
 
         arm = [joint(n) for n in ARM_JOINTS]
-        fingers = [mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, n) for n in FINGER_JOINTS]
-        fingers = [j for j in fingers if j >= 0]
+        finger_ids = {n: mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, n) for n in FINGER_JOINTS}
+        finger_names = tuple(n for n, j in finger_ids.items() if j >= 0)
+        fingers = [finger_ids[n] for n in finger_names]
         ee = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, EE_SITE)
         if ee < 0:
             raise ValueError(f'model has no site {EE_SITE!r}')
@@ -105,8 +107,9 @@ class ArmIndex:
             actuator=np.array([actuator_of(j, n) for j, n in zip(arm, ARM_JOINTS)]),
             lower=np.array([model.jnt_range[j, 0] for j in arm]),
             upper=np.array([model.jnt_range[j, 1] for j in arm]),
+            finger_names=finger_names,
             finger_qpos=np.array([model.jnt_qposadr[j] for j in fingers], dtype=int),
             finger_dof=np.array([model.jnt_dofadr[j] for j in fingers], dtype=int),
-            finger_actuator=np.array([actuator_of(j, f'finger {j}') for j in fingers], dtype=int),
+            finger_actuator=np.array([actuator_of(j, n) for j, n in zip(fingers, finger_names)], dtype=int),
             ee_site=ee,
         )

@@ -19,7 +19,7 @@ import mujoco
 import numpy as np
 from gymnasium import spaces
 
-from .panda_model import ARM_JOINTS, FINGER_JOINTS, ArmIndex, load_panda_spec
+from .panda_model import ARM_JOINTS, ArmIndex, load_panda_spec
 
 CONTROL_RATE_HZ = 20.0
 PHYSICS_DT = 0.002
@@ -136,7 +136,7 @@ class PandaTaskEnv(gym.Env):
 
     def joint_state(self) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
         """Names, positions, velocities and efforts of all arm and finger joints, as /joint_states carries them."""
-        names = list(ARM_JOINTS) + list(FINGER_JOINTS[:len(self.arm.finger_qpos)])
+        names = list(ARM_JOINTS) + list(self.arm.finger_names)
         qpos = np.concatenate([self.arm.qpos, self.arm.finger_qpos])
         dofs = np.concatenate([self.arm.dof, self.arm.finger_dof])
         return names, self.data.qpos[qpos].copy(), self.data.qvel[dofs].copy(), self.data.qfrc_actuator[dofs].copy()

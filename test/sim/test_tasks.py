@@ -211,23 +211,25 @@ def test_user_supplied_model_path(tmp_path):
         make_env('panda_reach', model_path=str(tmp_path / 'missing.xml'))
 
 
-def test_a_user_model_without_fingers(tmp_path):
-    """Finger joints are optional in a user's MJCF: an arm without them publishes its seven joints and steps."""
+@pytest.mark.parametrize('kept', [(), ('panda_finger_joint2',)])
+def test_a_user_model_without_fingers(tmp_path, kept):
+    """Finger joints are optional in a user's MJCF: an arm without them, or with one of the two, publishes its joints
+    under their own names and steps."""
     import mujoco
 
     from swfp_ros.sim.panda_model import FINGER_JOINTS
     spec = mujoco.MjSpec.from_string(default_panda_xml())
-    for element in [a for a in spec.actuators if a.target in FINGER_JOINTS] + [
-            j for j in spec.joints if j.name in FINGER_JOINTS]:
+    doomed = [n for n in FINGER_JOINTS if n not in kept]
+    for element in [a for a in spec.actuators if a.target in doomed] + [j for j in spec.joints if j.name in doomed]:
         spec.delete(element)
-    model = tmp_path / 'arm_only.xml'
+    model = tmp_path / 'arm.xml'
     model.write_text(spec.to_xml())
     env = make_env('panda_reach', model_path=str(model))
     obs, _ = env.reset(seed=0)
     names, q, qd, effort = env.unwrapped.joint_state()
-    assert names == list(ARM_JOINTS) and q.shape == qd.shape == effort.shape == (7,)
+    assert names == [*ARM_JOINTS, *kept] and q.shape == qd.shape == effort.shape == (7 + len(kept),)
     obs, *_ = env.step(np.ones(7))
-    assert np.all(obs[:7] > q)                       # every arm joint moved towards its target
+    assert np.all(obs[:7] > q[:7])                   # every arm joint moved towards its target
 
 
 @pytest.mark.parametrize('missing, message', [
