@@ -22,7 +22,9 @@ holds it; while checkpoints fail (a full disk) the worker retries the checkpoint
 
 Stopping (SIGINT/SIGTERM, via ``executors.run_node``): ``update()`` is asked to stop between two critic updates and
 between two train steps of a block or of a compaction (an unfinished block is due again, an unfinished compaction
-follows the next block); then the final checkpoint is written (skipped when nothing changed since the last one).
+follows the next block); then the final checkpoint is written (only the node's counters when the learner has not
+changed since the last one). A final checkpoint that cannot be written (a full disk) makes the process exit with
+status 1; the journal still holds every transition the last checkpoint lacks.
 
 Authentication: with ``update_key_file``, every published update is signed (HMAC-SHA256, ``swfp_ros.algo.auth``) and
 policy nodes holding the same key accept only signed updates.
@@ -543,10 +545,13 @@ class LearnerNode(Node):
             save_learner(str(self.ckpt_path), self.learner, extra=self._carried)
             self._scalars.flush()
             self.counters['checkpoints'] += 1
-            write_text_atomic(self.ckpt_dir / STATE_NAME, json.dumps({'counters': self.counters, 'time': time.time()}))
+            self._write_node_state()
             self.journal.prune(self._stored)
             self._ckpt_mark, self._since_ckpt, self._phase = self._mark(), 0, phase
             return True
+
+    def _write_node_state(self) -> None:
+        write_text_atomic(self.ckpt_dir / STATE_NAME, json.dumps({'counters': self.counters, 'time': time.time()}))
 
     # --- diagnostics / shutdown -----------------------------------------------------------------------------------
     def _backlog(self) -> int:
@@ -571,30 +576,36 @@ class LearnerNode(Node):
             warn=bool(self.last_error), stamp=self.get_clock().now().to_msg()))
 
     def close(self) -> None:
-        """Stop the worker (it stops at its next check; STOP_WAIT_S at most), write the final checkpoint (idempotent)."""
+        """Stop the worker (it stops at its next check; STOP_WAIT_S at most), write the final checkpoint (idempotent).
+        Raises when the final checkpoint was not written (the process then exits with status 1): the checkpoint as
+        last written stands, and the journal keeps every transition received after it."""
         if self._stop.is_set():
             return
         self._stop.set()
         self._wake.set()
         self._worker.join(timeout=STOP_WAIT_S)
+        failure = None
         if self._learner_lock.acquire(blocking=False):
             try:
-                if self._mark() == self._ckpt_mark:
+                if self._mark() == self._ckpt_mark:    # the learner as saved; the counters may have moved on
+                    self._write_node_state()
                     self.get_logger().info(f'final checkpoint: {self.ckpt_path} is up to date ({self.counters})')
                 elif self._checkpoint():
                     self.get_logger().info(f'final checkpoint {self.ckpt_path} ({self.counters})')
-            except Exception as e:  # noqa: BLE001
-                self.get_logger().error(f'final checkpoint failed: {e}')
+            except Exception as e:  # noqa: BLE001 - the journal and the scalars still close
+                failure = f'{type(e).__name__}: {e}'
             finally:
                 self._learner_lock.release()
         else:
-            self.get_logger().error(f'final checkpoint: not written, the worker did not stop within {STOP_WAIT_S} s '
-                                    f'({self._phase}); {self.ckpt_path} as last written stands, the '
-                                    f'{self._backlog()} transitions not in it are in the journal')
+            failure = f'the worker did not stop within {STOP_WAIT_S} s ({self._phase})'
         with self._ckpt_lock:                 # waits for a checkpoint in progress; none starts after this
             self._final = True
+        not_saved = self.journal.written - self._ckpt_mark[0]     # the checkpoint's mark starts with _stored
         self.journal.close()
         self._scalars.close()
+        if failure:
+            raise RuntimeError(f'final checkpoint not written: {failure}; {self.ckpt_path} as last written stands, '
+                               f'the {not_saved} transitions received after it are in the journal')
 
 
 def main(args=None) -> int:

@@ -2,7 +2,8 @@
 catch-up stops it at once with a final checkpoint, a damaged checkpoint is refused (never a silent fresh start over
 it), a full backlog drops new transitions and keeps the journaled ones, with a key file every update it
 publishes is signed, and on a full disk (a file size limit set on the running process) it drops and counts what it
-cannot journal and holds a block back until a checkpoint holds it."""
+cannot journal, holds a block back until a checkpoint holds it, and exits with status 1 when the final checkpoint
+cannot be written, the journal keeping what it lacks."""
 import os
 import resource
 import shutil
@@ -318,6 +319,33 @@ def test_a_block_whose_checkpoint_fails_goes_out_once_a_checkpoint_holds_it(ros_
         policy.apply_update(messages.update_from_msg(msg))
     assert policy.version == 1 and checkpoint_counters(tmp_path / 'ckpt')['version'] == 1
     assert proc.stop() == 0, proc.output()
+
+
+def test_a_final_checkpoint_the_disk_refuses_exits_1_and_loses_nothing(ros_node, start_learner, tmp_path):
+    """A full disk at the stop (a file size limit under the checkpoint's size, set on the running learner): the final
+    checkpoint cannot be written, the node says so and exits with status 1 (it exited 0, its error one log line), the
+    checkpoint before stands, and a restart stores every transition from the journal."""
+    status = ros_node.collect('/swfp/status', DiagnosticArray)
+    proc = start_learner(checkpoint_every=1000, swfp=SLOW)
+    pub = sender(ros_node)
+    for i in range(30):
+        pub.publish(transition(i))
+    ros_node.wait_for(lambda: learner_status(status).get('transitions') == '30'
+                      and learner_status(status).get('idle') == 'true', 60.0, what='all 30 stored')
+    assert checkpoint_counters(tmp_path / 'ckpt')['transitions'] == 0       # the start-up checkpoint only
+    size = (tmp_path / 'ckpt' / 'learner.pt').stat().st_size
+    resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (size // 2, resource.RLIM_INFINITY))    # the disk is full
+    assert proc.stop() == 1, proc.output()[-3000:]
+    out = proc.output()
+    assert 'close failed: RuntimeError: final checkpoint not written: ' in out, out[-3000:]
+    assert 'File too large' in out and 'the 30 transitions received after it are in the journal' in out, out[-3000:]
+    assert checkpoint_counters(tmp_path / 'ckpt')['transitions'] == 0
+    status.clear()
+    proc = start_learner(checkpoint_every=1000)
+    ros_node.wait_for(lambda: learner_status(status).get('transitions') == '30', 60.0,
+                      what='the 30 stored from the journal')
+    assert proc.stop() == 0, proc.output()[-3000:]
+    assert checkpoint_counters(tmp_path / 'ckpt')['transitions'] == 30
 
 
 def test_transitions_the_journal_cannot_take_are_dropped_and_counted_and_journaling_resumes(ros_node, start_learner,

@@ -1,6 +1,7 @@
 """Learner node in a real process with the real SWFP learner (small nets, warm-up and blocks after 64 env steps):
 transitions in, accepted blocks out (transient local: the latest base + the blocks after it), bad messages rejected,
-a compaction trims the history, resume from its checkpoint after being killed, replay pre-filled from a rosbag.
+a compaction trims the history, resume from its checkpoint after being killed, a stop with nothing new leaves the
+checkpoint as it is and saves the counters, replay pre-filled from a rosbag.
 """
 import numpy as np
 import pytest
@@ -200,6 +201,34 @@ def test_rejected_block_is_checkpointed(ros_node, learner_setup, tmp_path):
     counters = checkpoint_counters(tmp_path / 'ckpt')
     assert counters['blocks_accepted'] == 0 and counters['version'] == 0, counters
     assert proc.stop() == 0, proc.output()
+
+
+def test_a_stop_with_nothing_new_keeps_the_checkpoint_and_saves_the_counters(ros_node, learner_setup, tmp_path):
+    """A learner stopped with nothing stored or trained since its last checkpoint leaves that file as it is (not
+    rewritten at every stop) but saves its counters: what it received and refused, and its restarts, carry on across
+    restarts (they were lost when nothing else had changed)."""
+    ckpt = tmp_path / 'ckpt' / 'learner.pt'
+    status = ros_node.collect('/swfp/status', DiagnosticArray)
+    proc = learner_setup()
+    ros_node.wait_for(lambda: learner_status(status).get('state') == 'running', 40.0, what='the learner running')
+    written = ckpt.stat()
+    pub = ros_node.node.create_publisher(Float64MultiArray, '/swfp/transition', QoSProfile(depth=10))
+    ros_node.wait_for(lambda: pub.get_subscription_count() > 0, 30.0, what='learner subscription')
+    nan = transition(0)
+    nan.data = [float('nan')] + list(nan.data[1:])
+    for _ in range(3):
+        pub.publish(nan)
+    ros_node.wait_for(lambda: learner_status(status).get('rejected') == '3', 20.0, what='three rejected')
+    assert proc.stop() == 0, proc.output()
+    assert 'is up to date' in proc.output(), proc.output()
+    for restarts in (1, 2):
+        status.clear()
+        proc = learner_setup()
+        ros_node.wait_for(lambda: learner_status(status).get('resumed') == 'true', 40.0, what='the resumed learner')
+        s = learner_status(status)
+        assert (s['restarts'], s['received'], s['rejected']) == (str(restarts), '3', '3'), s
+        assert proc.stop() == 0, proc.output()
+    assert (ckpt.stat().st_ino, ckpt.stat().st_mtime_ns) == (written.st_ino, written.st_mtime_ns)
 
 
 def test_prefill_from_transition_bag(ros_node, learner_setup, tmp_path):
