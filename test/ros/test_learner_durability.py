@@ -3,7 +3,8 @@ catch-up stops it at once with a final checkpoint, a damaged checkpoint is refus
 it), a full backlog drops new transitions and keeps the journaled ones, with a key file every update it
 publishes is signed, and on a full disk (a file size limit set on the running process) it drops and counts what it
 cannot journal, holds a block back until a checkpoint holds it, and exits with status 1 when the final checkpoint
-cannot be written, the journal keeping what it lacks."""
+cannot be written, the journal keeping what it lacks; a worker that does not stop in time writes nothing after the
+stop."""
 import os
 import resource
 import shutil
@@ -346,6 +347,48 @@ def test_a_final_checkpoint_the_disk_refuses_exits_1_and_loses_nothing(ros_node,
                       what='the 30 stored from the journal')
     assert proc.stop() == 0, proc.output()[-3000:]
     assert checkpoint_counters(tmp_path / 'ckpt')['transitions'] == 30
+
+
+def test_a_worker_that_does_not_stop_in_time_writes_nothing_over_the_stop(ros_env, tmp_path, monkeypatch):
+    """A worker held past STOP_WAIT_S in one call (here: the learner's update, stopped on an event; in a run, a slow
+    disk): close() gives up on the final checkpoint and raises saying so (the process exits 1), and when the call
+    returns the worker writes no checkpoint over what close() left (in-process: the worker is held from the test)."""
+    import threading
+
+    import rclpy
+
+    from swfp_ros.ros import learner_node
+    monkeypatch.setattr(learner_node, 'STOP_WAIT_S', 0.2)
+    bc = write_bc_checkpoint(tmp_path / 'bc.pt', OBS, ACT)
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = learner_node.LearnerNode(context=context, parameter_overrides=[
+        Parameter('checkpoint_dir', value=str(tmp_path / 'ckpt')), Parameter('base_checkpoint', value=str(bc)),
+        Parameter('device', value='cpu'), Parameter('checkpoint_every', value=1)])
+    try:
+        in_update, release = threading.Event(), threading.Event()
+
+        def held_update(**_):
+            in_update.set()
+            release.wait(30.0)
+            return []
+        node.learner.update = held_update
+        node._on_transition(transition(0))          # as the executor would: journaled, the worker woken
+        assert in_update.wait(30.0), 'the worker never reached the update'
+        ckpt = tmp_path / 'ckpt' / 'learner.pt'
+        before = ckpt.stat()
+        with pytest.raises(RuntimeError, match=r'final checkpoint not written: the worker did not stop within 0.2 s '
+                                               r'\(critic\); .* the 1 transitions received after it are in the '
+                                               r'journal'):
+            node.close()
+        release.set()
+        node._worker.join(30.0)
+        assert not node._worker.is_alive()
+        # checkpoint_every 1: the worker's round would have checkpointed the transition it stored
+        assert (ckpt.stat().st_ino, ckpt.stat().st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
 
 
 def test_transitions_the_journal_cannot_take_are_dropped_and_counted_and_journaling_resumes(ros_node, start_learner,
