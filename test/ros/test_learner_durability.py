@@ -168,6 +168,25 @@ def test_restart_stores_the_journal_backlog_before_the_due_block(ros_node, start
     proc.kill()
 
 
+def test_a_block_due_at_the_restart_trains_without_new_data(ros_node, start_learner, tmp_path):
+    """A learner stopped as its block began, with exactly the env steps that make it due (64 of warm-up 64) and no
+    actor sending: the restarted learner trains that block from its checkpoint alone."""
+    ckpt_dir = tmp_path / 'ckpt'
+    cfg = swfp_config({'warmup_steps': 64, 'steps_per_block': 64, 'utd': 0.5, 'critic.hidden': 32, 'critic.layers': 2,
+                       'critic.batch_size': 32, 'block.hidden': 32, 'block.layers': 2, 'block.train_steps': 20})
+    learner, _ = load_or_create_learner(ckpt_dir / 'learner.pt', str(start_learner.bc), cfg, 'cpu')
+    learner.add_transitions(**stack([messages.transition_from_msg(transition(i), OBS, ACT) for i in range(64)]))
+    learner.update(should_stop=lambda: learner.counters.owed_updates < 1)   # a stop once the block begins
+    c = learner.counters
+    assert (c.env_steps, c.next_block_at, c.blocks_trained) == (64, 64, 0)
+    save_learner(str(ckpt_dir / 'learner.pt'), learner)
+    status = ros_node.collect('/swfp/status', DiagnosticArray)
+    proc = start_learner()
+    ros_node.wait_for(lambda: learner_status(status).get('blocks_trained') == '1', 60.0, what='the due block trained')
+    assert learner_status(status)['received'] == '0'
+    assert proc.stop() == 0, proc.output()[-3000:]
+
+
 def test_beyond_max_backlog_new_transitions_are_dropped_and_counted(ros_node, start_learner, tmp_path):
     """While a long block holds the worker nothing is stored: the journal takes transitions until ``max_backlog``
     (live) wait unstored, and the ones after are dropped and counted, never journaled."""
