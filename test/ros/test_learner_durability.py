@@ -371,8 +371,10 @@ def test_a_final_checkpoint_the_disk_refuses_exits_1_and_loses_nothing(ros_node,
 def test_a_worker_that_does_not_stop_in_time_writes_nothing_over_the_stop(ros_env, tmp_path, monkeypatch):
     """A worker held past STOP_WAIT_S in one call (here: the learner's update, stopped on an event; in a run, a slow
     disk): close() gives up on the final checkpoint and raises saying so (the process exits 1), and when the call
-    returns the worker writes no checkpoint over what close() left (in-process: the worker is held from the test)."""
+    returns the worker writes no checkpoint over what close() left and publishes none of the round's updates (no
+    checkpoint holds them; in-process: the worker is held from the test)."""
     import threading
+    from types import SimpleNamespace
 
     import rclpy
 
@@ -386,11 +388,12 @@ def test_a_worker_that_does_not_stop_in_time_writes_nothing_over_the_stop(ros_en
         Parameter('device', value='cpu'), Parameter('checkpoint_every', value=1)])
     try:
         in_update, release = threading.Event(), threading.Event()
+        block = SimpleNamespace(kind='block', version=1, to_bytes=lambda: b'block')
 
         def held_update(**_):
             in_update.set()
             release.wait(30.0)
-            return []
+            return [block]
         node.learner.update = held_update
         node._on_transition(transition(0))          # as the executor would: journaled, the worker woken
         assert in_update.wait(30.0), 'the worker never reached the update'
@@ -403,8 +406,8 @@ def test_a_worker_that_does_not_stop_in_time_writes_nothing_over_the_stop(ros_en
         release.set()
         node._worker.join(30.0)
         assert not node._worker.is_alive()
-        # checkpoint_every 1: the worker's round would have checkpointed the transition it stored
         assert (ckpt.stat().st_ino, ckpt.stat().st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+        assert node.counters['blocks_published'] == 0 and node._unpublished == [block]
     finally:
         node.destroy_node()
         rclpy.try_shutdown(context=context)
