@@ -63,7 +63,6 @@ def is_unfinished_mcap(path: Path) -> bool:
         return False
 
 
-
 @dataclass
 class _Run:
     """Messages read back together: a chunk, or a stretch of message records written outside any chunk."""

@@ -97,6 +97,27 @@ def _chunk_record(records: bytes, time: int) -> bytes:
     return bytes([0x06]) + len(body).to_bytes(8, 'little') + body
 
 
+def _string(text: str) -> bytes:
+    return len(text.encode()).to_bytes(4, 'little') + text.encode()
+
+
+def _record(op: int, body: bytes) -> bytes:
+    return bytes([op]) + len(body).to_bytes(8, 'little') + body
+
+
+def _header(profile: str = 'ros2') -> bytes:
+    return _record(0x01, _string(profile) + _string('a test'))
+
+
+def _schema(sid: int, name: str, text: str) -> bytes:
+    return _record(0x03, sid.to_bytes(2, 'little') + _string(name) + _string('ros2msg') + _string(text))
+
+
+def _channel(cid: int, sid: int, topic: str) -> bytes:
+    return _record(0x04, cid.to_bytes(2, 'little') + sid.to_bytes(2, 'little') + _string(topic) + _string('cdr')
+                   + bytes(4))
+
+
 def _read(path):
     """(messages, BagWarnings) of the bag or storage file at ``path``."""
     with warnings.catch_warnings(record=True) as caught:
@@ -200,11 +221,10 @@ def test_messages_come_back_in_time_order_across_chunks_whose_times_overlap(tmp_
     assert sorted(int(raw[8:12]) for *_, raw in messages) == list(range(n))
 
 
-def test_messages_written_outside_chunks_are_read_up_to_the_cut(long_recording, tmp_path):
-    """A writer with chunking off puts each message straight in the file; each whole one counts."""
-    path, full = long_recording
-    data, chunks, _ = _unfinished(path, '')
-    unchunked, message_ends = bytearray(data[:chunks[0][0]]), []
+def _unchunked(data: bytes, chunks) -> tuple[bytes, int, list[int]]:
+    """``data`` (from _unfinished('')) as a writer with chunking off leaves it, every record of every chunk straight
+    in the file; how many bytes its message records take, and where each ends."""
+    unchunked, message_bytes, message_ends = bytearray(data[:chunks[0][0]]), 0, []
     for start, end, _ in chunks:
         name_len = int.from_bytes(data[start + 9 + 28:start + 9 + 32], 'little')
         raw = data[start + 9 + 40 + name_len:end]
@@ -214,13 +234,43 @@ def test_messages_written_outside_chunks_are_read_up_to_the_cut(long_recording, 
             unchunked += raw[pos:pos + 9 + length]
             if raw[pos] == 0x05:
                 message_ends.append(len(unchunked))
+                message_bytes += 9 + length
             pos += 9 + length
+    return bytes(unchunked), message_bytes, message_ends
+
+
+def test_messages_written_outside_chunks_are_read_up_to_the_cut(long_recording, tmp_path):
+    """A writer with chunking off puts each message straight in the file; each whole one counts."""
+    path, full = long_recording
+    data, chunks, _ = _unfinished(path, '')
+    unchunked, _, message_ends = _unchunked(data, chunks)
     f = tmp_path / 'unchunked.mcap'
     for cut in (message_ends[0], message_ends[0] + 5, message_ends[len(message_ends) // 2] - 1, len(unchunked)):
         f.write_bytes(bytes(unchunked[:cut]))
         n = sum(end <= cut for end in message_ends)
         with pytest.warns(BagWarning, match='never finished'), open_bag(f) as bag:
             assert list(bag.messages()) == full[:n] and bag.message_count == n
+
+
+def test_messages_written_outside_chunks_are_read_back_in_stretches_of_a_mebibyte(long_recording, tmp_path):
+    """Not one read per message: consecutive message records form runs that hold every message byte once, each
+    ending at _STRETCH_BYTES or more, before a record that is not a message (a channel defined as its topic first
+    appears), or at the end."""
+    path, full = long_recording
+    data, chunks, _ = _unfinished(path, '')
+    unchunked, message_bytes, _ = _unchunked(data, chunks)
+    f = tmp_path / 'unchunked.mcap'
+    f.write_bytes(unchunked)
+    reader = unfinished.UnfinishedMcapReader(f)
+    reader.open()
+    try:
+        sizes = [run.size for run in reader._runs]
+        assert sum(sizes) == message_bytes and reader.message_count == len(full)
+        assert all(run.size >= unfinished._STRETCH_BYTES or unchunked[run.offset + run.size] != 0x05
+                   for run in reader._runs[:-1]), sizes
+        assert message_bytes // unfinished._STRETCH_BYTES >= 3 and len(sizes) < 12, sizes
+    finally:
+        reader.close()
 
 
 @pytest.mark.parametrize('in_chunk', [False, True])
@@ -235,6 +285,39 @@ def test_a_message_on_a_channel_never_defined_ends_the_read(long_recording, tmp_
     assert messages == full[:chunks[0][2]]
     assert f'an unreadable record at byte {end} (a message on channel 99, which the file has not defined)' \
         in warned[0], warned
+
+
+def test_channels_a_chunk_defines_carry_its_own_messages(tmp_path):
+    """rosbag2's writer defines schemas and channels inside the chunks; a channel's id need not be its schema's (two
+    topics of one type share a schema)."""
+    string = 'std_msgs/msg/String'
+    records = (_schema(1, string, 'string data') + _channel(1, 1, '/a') + _channel(2, 1, '/b')
+               + _message_record(2, 10, b'\0\x01\0\0\x02\0\0\0b\0') + _message_record(1, 20, b'\0\x01\0\0\x02\0\0\0a\0'))
+    f = tmp_path / 'defined_in_chunk.mcap'
+    f.write_bytes(MAGIC + _header() + _chunk_record(records, 10))
+    messages, warned = _read(f)
+    assert [m[:3] for m in messages] == [('/b', string, 10), ('/a', string, 20)]
+    assert 'read 2 messages' in warned[0], warned
+
+
+@pytest.mark.parametrize('first, why', [(_message_record(1, 0, b''), 'its first record is not an MCAP header'),
+                                        (_header(profile=''), 'its profile is not ros2')])
+def test_an_mcap_file_that_is_not_a_ros2_recording_is_refused(tmp_path, first, why):
+    f = tmp_path / 'other.mcap'
+    f.write_bytes(MAGIC + first)
+    with pytest.raises(BagReadError, match=f'an MCAP file never finished: {why}'):
+        _read(f)
+
+
+def test_a_recording_cut_right_after_its_header_reads_to_the_end_of_the_header(tmp_path):
+    f = tmp_path / 'header_only.mcap'
+    f.write_bytes(MAGIC + _header())
+    reader = unfinished.UnfinishedMcapReader(f)
+    reader.open()
+    reader.close()
+    size = f.stat().st_size
+    assert (reader.read_bytes, reader.stop_reason, reader.message_count) == (size, f'the end of the file (byte {size})',
+                                                                              0)
 
 
 def test_messages_are_streamed_one_chunk_at_a_time(long_recording, tmp_path, monkeypatch):
