@@ -205,8 +205,8 @@ def test_rejected_block_is_checkpointed(ros_node, learner_setup, tmp_path):
 
 def test_a_stop_with_nothing_new_keeps_the_checkpoint_and_saves_the_counters(ros_node, learner_setup, tmp_path):
     """A learner stopped with nothing stored or trained since its last checkpoint leaves that file as it is (not
-    rewritten at every stop) but saves its counters: what it received and refused, and its restarts, carry on across
-    restarts (they were lost when nothing else had changed)."""
+    rewritten at every stop: one checkpoint, the start-up one, counted) but saves its counters: what it received and
+    refused, and its restarts, carry on across restarts (they were lost when nothing else had changed)."""
     ckpt = tmp_path / 'ckpt' / 'learner.pt'
     status = ros_node.collect('/swfp/status', DiagnosticArray)
     proc = learner_setup()
@@ -226,7 +226,7 @@ def test_a_stop_with_nothing_new_keeps_the_checkpoint_and_saves_the_counters(ros
         proc = learner_setup()
         ros_node.wait_for(lambda: learner_status(status).get('resumed') == 'true', 40.0, what='the resumed learner')
         s = learner_status(status)
-        assert (s['restarts'], s['received'], s['rejected']) == (str(restarts), '3', '3'), s
+        assert (s['restarts'], s['received'], s['rejected'], s['checkpoints']) == (str(restarts), '3', '3', '1'), s
         assert proc.stop() == 0, proc.output()
     assert (ckpt.stat().st_ino, ckpt.stat().st_mtime_ns) == (written.st_ino, written.st_mtime_ns)
 
