@@ -118,12 +118,27 @@ def _channel(cid: int, sid: int, topic: str) -> bytes:
                    + bytes(4))
 
 
+def _descriptors_under(folder: Path) -> list[str]:
+    """What this process's open file descriptors point at inside ``folder`` (deleted files included)."""
+    fds = Path('/proc/self/fd')
+    targets = []
+    for fd in fds.iterdir():
+        try:
+            targets.append(os.readlink(fd))
+        except OSError:                     # the descriptor listing the folder itself, closed by now
+            continue
+    return [t for t in targets if t.startswith(str(folder))]
+
+
 def _read(path):
-    """(messages, BagWarnings) of the bag or storage file at ``path``."""
+    """(messages, BagWarnings) of the bag or storage file at ``path``; the bag's files are all closed after it."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always', BagWarning)
-        with open_bag(path) as bag:
-            messages = list(bag.messages())
+        try:
+            with open_bag(path) as bag:
+                messages = list(bag.messages())
+        finally:
+            assert _descriptors_under(Path(path).parent) == []
     return messages, [str(w.message) for w in caught if issubclass(w.category, BagWarning)]
 
 
@@ -433,6 +448,7 @@ def test_an_unclosed_sqlite3_recording_reads_what_was_committed_and_nothing_else
     assert any(str(database) in w and f'recovered with its killed.db3{sidecar}' in w for w in warned), warned
     assert {f.name: f.read_bytes() for f in bag.iterdir()} == before          # the recording is only read
     assert not any((tmp_path / 'tmp').iterdir())                              # the copy is removed at close
+    assert _descriptors_under(tmp_path) == []                                 # and no connection holds it open
 
 
 def test_an_empty_journal_left_by_a_clean_close_is_not_a_recovery(tmp_path, episodes):
