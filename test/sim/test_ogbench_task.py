@@ -1,10 +1,12 @@
 """OGBench's cube-single behind the task surface: layout, seeding, action checks, the oracle expert, demos."""
+import sys
+
 import numpy as np
 import pytest
 
-from swfp_ros.sim import BRIDGE_TASKS, make_env
+from swfp_ros.sim import BRIDGE_TASKS, CubeSingleEnv, make_env
 from swfp_ros.sim.experts import make_expert
-from swfp_ros.sim.ogbench_tasks import UR5E_JOINTS
+from swfp_ros.sim.ogbench_tasks import UR5E_JOINTS, CubeOracleExpert
 from swfp_ros.train.demos import collect_demos
 from swfp_ros.train.evaluate import evaluate
 
@@ -38,14 +40,45 @@ def test_reset_seed_fixes_the_episode_and_reset_continues_the_sequence():
 def test_actions_are_checked_and_clipped():
     env = make_env('cube_single')
     env.reset(seed=0)
-    with pytest.raises(ValueError, match='shape'):
+    with pytest.raises(ValueError, match=r'action must have shape \(5,\), got \(7,\)'):
         env.step(np.zeros(7))
     with pytest.raises(ValueError, match='NaN'):
         env.step(np.array([0.0, np.nan, 0.0, 0.0, 0.0]))
-    env.reset(seed=1)
-    big = env.step(np.full(5, 5.0))[0]
-    env.reset(seed=1)
-    np.testing.assert_array_equal(big, env.step(np.ones(5))[0])
+    assert env.action_space.low.tolist() == [-1.0] * 5 and env.action_space.high.tolist() == [1.0] * 5
+    for side in (1.0, -1.0):
+        env.reset(seed=1)
+        big = env.step(np.full(5, 5.0 * side))[0]
+        env.reset(seed=1)
+        np.testing.assert_array_equal(big, env.step([side] * 5)[0])     # a plain list is an action too
+
+
+@pytest.mark.parametrize('task_id', [None, 1, 3, 5])
+def test_the_task_is_ogbench_singletask_task_id_task2_by_default(task_id):
+    """OGBench's default singletask task is task 2 ("task2_vertical1"): the goal marker stands where its task says."""
+    env = make_env('cube_single') if task_id is None else make_env('cube_single', task_id=task_id)
+    env.reset(seed=0)
+    base = env.unwrapped
+    inner = base.ogbench_env
+    task = inner.task_infos[(task_id or 2) - 1]
+    assert base.task_id == (task_id or 2) and (task_id is not None or task['task_name'] == 'task2_vertical1')
+    goal = inner.data.mocap_pos[inner.model.body('object_target_0').mocapid[0]]
+    np.testing.assert_allclose(goal, task['goal_xyzs'][0])
+
+
+@pytest.mark.parametrize('kwargs,why', [({'task_id': 0}, 'task_id must be 1-5'), ({'task_id': 6}, 'task_id must be 1-5'),
+                                        ({'render_mode': 'ansi'}, "unsupported render_mode 'ansi'")])
+def test_a_task_id_or_render_mode_ogbench_lacks_is_refused(kwargs, why):
+    """Built directly: through gym.make, render_mode 'human' becomes gymnasium's window over 'rgb_array'."""
+    with pytest.raises(ValueError, match=why):
+        CubeSingleEnv(**kwargs)
+
+
+def test_a_step_is_one_control_period():
+    env = make_env('cube_single')
+    env.reset(seed=0)
+    start = env.unwrapped.sim_time
+    env.step(np.zeros(5))
+    assert env.unwrapped.sim_time - start == pytest.approx(1.0 / env.unwrapped.control_rate_hz)
 
 
 def test_reward_and_success_are_ogbench_singletask():
@@ -84,6 +117,32 @@ def test_offscreen_render_draws_the_scene():
     frame = env.render()
     env.close()
     assert frame.shape == (72, 96, 3) and frame.std() > 5
+    assert env.unwrapped.ogbench_env._renderer is None                 # close() released OGBench's renderer
+    default = make_env('cube_single', render_mode='rgb_array')
+    default.reset(seed=0)
+    assert default.render().shape == (360, 480, 3)
+    assert default.metadata['render_fps'] == default.unwrapped.control_rate_hz
+    default.close()
+    headless = make_env('cube_single')
+    headless.reset(seed=0)
+    assert headless.render() is None                     # no render mode: no frame (and no renderer made)
+
+
+def test_without_ogbench_the_task_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, 'ogbench.manipspace.envs.cube_env', None)     # as if it were not installed
+    with pytest.raises(ImportError, match=r"the cube_single task needs OGBench: pip install 'swfp_ros\[ogbench\]'"):
+        CubeSingleEnv()
+
+
+def test_the_oracle_expert_is_noise_free_by_default_and_leaves_numpy_global_generator_alone():
+    env = make_env('cube_single')
+    obs, _ = env.reset(seed=0)
+    np.random.seed(123)
+    before = np.random.get_state()
+    expert = CubeOracleExpert(env, seed=0)
+    after = np.random.get_state()
+    assert after[0] == before[0] and np.array_equal(after[1], before[1]) and after[2:] == before[2:]
+    np.testing.assert_array_equal(expert(obs), np.clip(expert.clean_action(obs), -1, 1).astype(np.float32))
 
 
 def test_cli_demos_refuses_a_bag_for_the_ogbench_task(tmp_path, capsys):
