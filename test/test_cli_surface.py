@@ -90,6 +90,22 @@ def write_paused_bag(path: Path, start_ns: int) -> Path:
     return path
 
 
+@pytest.mark.parametrize('device,devices,expected', [
+    ('cuda', 1, 'cuda'), ('cuda:1', 2, 'cuda:1'),
+    ('cuda:1', 1, 'argument --device: cuda:1: this machine has 1 CUDA device(s)'),
+    ('cuda:0', 0, 'argument --device: cuda:0: this machine has 0 CUDA device(s)')])
+def test_device_names_a_cuda_device_this_machine_has(monkeypatch, capsys, device, devices, expected):
+    """A CUDA torch stood in (this machine has none): --device cuda:N must name one of its devices."""
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: devices)
+    if expected == device:
+        assert cli.build_parser().parse_args(['eval', '--device', device]).device == device
+        return
+    with pytest.raises(cli.CliError) as error:
+        cli.build_parser().parse_args(['eval', '--device', device])
+    assert expected in str(error.value)
+
+
 def test_inspect_rate_ignores_pauses_and_sim_time_is_not_a_date(tmp_path):
     sim = write_paused_bag(tmp_path / 'sim_bag', start_ns=2 * 10**9)
     wall = write_paused_bag(tmp_path / 'wall_bag', start_ns=1_790_000_000 * 10**9)
