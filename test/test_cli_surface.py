@@ -106,6 +106,16 @@ def test_device_names_a_cuda_device_this_machine_has(monkeypatch, capsys, device
     assert expected in str(error.value)
 
 
+def test_a_dataset_path_without_npz_gets_it_before_any_check(tmp_path, capsys):
+    """numpy appends .npz when it saves: the path checked and reported is the one written."""
+    (tmp_path / 'taken.npz').mkdir()
+    assert cli.main(['demos', '--episodes', '1', '--out', str(tmp_path / 'taken')]) == 1
+    assert f"--out {tmp_path / 'taken'}: is a folder; give a file path" in capsys.readouterr().err
+    assert cli.main(['demos', '--episodes', '1', '--out', str(tmp_path / 'demos')]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary['dataset'] == str(tmp_path / 'demos.npz') and (tmp_path / 'demos.npz').is_file()
+
+
 def test_inspect_rate_ignores_pauses_and_sim_time_is_not_a_date(tmp_path):
     sim = write_paused_bag(tmp_path / 'sim_bag', start_ns=2 * 10**9)
     wall = write_paused_bag(tmp_path / 'wall_bag', start_ns=1_790_000_000 * 10**9)
