@@ -46,6 +46,11 @@ ROOT = Path(__file__).resolve().parents[2]
 OBS_DIM = 14 + len(TASKS['panda_reach'][1].task_labels)
 STARTED = re.compile(r'^\[INFO\] \[(\S+)\]: process started with pid \[(\d+)\]', re.M)
 FINISHED = re.compile(r'^\[INFO\] \[(\S+)\]: process has finished cleanly \[pid (\d+)\]', re.M)
+# Printed by the `ros2 launch` process itself (its lines carry no [process-N] prefix) when the second SIGINT of a
+# double Ctrl-C lands inside a weakref callback: launch keeps Python's default SIGINT handler, and CPython reports the
+# KeyboardInterrupt raised there as ignored (python/cpython#95959). Not from any node of ours.
+LAUNCH_IGNORED_INTERRUPT = re.compile(r'^Exception ignored in: [^\n]*\nTraceback \(most recent call last\):\n'
+                                      r'(?:  [^\n]*\n)*KeyboardInterrupt: ?\n', re.M)
 
 
 @pytest.fixture(scope='module')
@@ -74,6 +79,8 @@ class Launch:
 
     def __init__(self, tmp_path: Path, env: dict, file: str, *args: str):
         self.log = open(tmp_path / 'launch.log', 'w+')
+        self.ros_log_dir = tmp_path / 'ros_log'          # each node process's own log file (rcl's file logging)
+        env = {**env, 'ROS_LOG_DIR': str(self.ros_log_dir)}
         # A Python handler (not SIG_IGN, as in a background job of a non-interactive shell) while it starts: exec
         # resets it to the default, so ros2 launch sees the Ctrl-C.
         previous = signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -96,6 +103,12 @@ class Launch:
             out.setdefault(name.rsplit('-', 1)[0], []).append(int(pid))
         return out
 
+    def node_log(self, executable: str) -> str:
+        """What the processes of ``executable`` wrote to their own log files. Their last lines on launch's output can
+        be missing: launch stops reading a process's output once it has seen the process exit."""
+        return ''.join(f.read_text(errors='replace') for pid in self.pids().get(executable, [])
+                       for f in self.ros_log_dir.glob(f'*_{pid}_*.log'))
+
     def ctrl_c_twice(self) -> None:
         """What a terminal's Ctrl-C pressed twice does: SIGINT to the whole process group, twice within 100 ms."""
         os.killpg(self.proc.pid, signal.SIGINT)
@@ -116,7 +129,8 @@ def _every_process_finished_cleanly(out: str) -> None:
     started = {int(pid) for _, pid in STARTED.findall(out)}
     finished = {int(pid) for _, pid in FINISHED.findall(out)}
     assert started and finished == started, out[-4000:]
-    assert 'process has died' not in out and 'escalating' not in out and 'Traceback' not in out, out[-4000:]
+    assert 'process has died' not in out and 'escalating' not in out, out[-4000:]
+    assert 'Traceback' not in LAUNCH_IGNORED_INTERRUPT.sub('', out), out[-4000:]
     assert all(process_gone(p) for p in started)
 
 
@@ -146,7 +160,8 @@ def test_ctrl_c_to_the_process_group_stops_every_node_cleanly(launch_env, ros_no
     assert rc == 0, out[-4000:]
     assert sorted(run.pids()) == ['learner_node', 'policy_node', 'recorder_node', 'sim_bridge'], out[-4000:]
     _every_process_finished_cleanly(out)
-    assert re.search(r'\[learner_node\]: final checkpoint', out) and (tmp_path / 'ckpt' / 'learner.pt').is_file()
+    assert '[learner_node]: final checkpoint' in run.node_log('learner_node'), out[-4000:]
+    assert (tmp_path / 'ckpt' / 'learner.pt').is_file()
     from swfp_ros.data import inspect_bag
     summary = inspect_bag(tmp_path / 'bag')       # metadata.yaml written by the recorder's clean close
     counts = {t.topic: t.count for t in summary.topics}
@@ -263,4 +278,5 @@ def test_composed_sim_actors_one_process_per_namespace(launch_env, ros_node, tmp
         namespaces += ns['sim_bridge']
     assert sorted(namespaces) == ['__ns:=/a', '__ns:=/b'], argvs
     _every_process_finished_cleanly(out)
-    assert re.search(r'\[learner_node\]: final checkpoint', out) and (tmp_path / 'ckpt' / 'learner.pt').is_file()
+    assert '[learner_node]: final checkpoint' in run.node_log('learner_node'), out[-4000:]
+    assert (tmp_path / 'ckpt' / 'learner.pt').is_file()
