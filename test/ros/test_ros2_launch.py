@@ -105,7 +105,7 @@ class Launch:
 
     def node_log(self, executable: str) -> str:
         """What the processes of ``executable`` wrote to their own log files. Their last lines on launch's output can
-        be missing: launch stops reading a process's output once it has seen the process exit."""
+        be missing: launch learns of a process's exit before its output pipe is drained, and may end first."""
         return ''.join(f.read_text(errors='replace') for pid in self.pids().get(executable, [])
                        for f in self.ros_log_dir.glob(f'*_{pid}_*.log'))
 
