@@ -90,20 +90,24 @@ def write_paused_bag(path: Path, start_ns: int) -> Path:
     return path
 
 
-@pytest.mark.parametrize('device,devices,expected', [
-    ('cuda', 1, 'cuda'), ('cuda:1', 2, 'cuda:1'),
-    ('cuda:1', 1, 'argument --device: cuda:1: this machine has 1 CUDA device(s)'),
-    ('cuda:0', 0, 'argument --device: cuda:0: this machine has 0 CUDA device(s)')])
-def test_device_names_a_cuda_device_this_machine_has(monkeypatch, capsys, device, devices, expected):
-    """A CUDA torch stood in (this machine has none): --device cuda:N must name one of its devices."""
+def _cuda_devices(monkeypatch, count: int) -> None:
+    """A CUDA torch with ``count`` devices stood in (this machine has none)."""
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
-    monkeypatch.setattr(torch.cuda, 'device_count', lambda: devices)
-    if expected == device:
-        assert cli.build_parser().parse_args(['eval', '--device', device]).device == device
-        return
-    with pytest.raises(cli.CliError) as error:
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: count)
+
+
+@pytest.mark.parametrize('device,devices', [('cuda', 1), ('cuda:1', 2)])
+def test_device_takes_a_cuda_device_this_machine_has(monkeypatch, device, devices):
+    _cuda_devices(monkeypatch, devices)
+    assert cli.build_parser().parse_args(['eval', '--device', device]).device == device
+
+
+@pytest.mark.parametrize('device,devices', [('cuda:1', 1), ('cuda:0', 0)])
+def test_device_refuses_a_cuda_device_this_machine_lacks(monkeypatch, device, devices):
+    _cuda_devices(monkeypatch, devices)
+    with pytest.raises(cli.CliError, match=re.escape(f'argument --device: {device}: this machine has {devices} CUDA '
+                                                     'device(s)')):
         cli.build_parser().parse_args(['eval', '--device', device])
-    assert expected in str(error.value)
 
 
 def test_a_dataset_path_without_npz_gets_it_before_any_check(tmp_path, capsys):

@@ -120,14 +120,13 @@ def _channel(cid: int, sid: int, topic: str) -> bytes:
 
 def _descriptors_under(folder: Path) -> list[str]:
     """What this process's open file descriptors point at inside ``folder`` (deleted files included)."""
-    fds = Path('/proc/self/fd')
     targets = []
-    for fd in fds.iterdir():
+    for fd in Path('/proc/self/fd').iterdir():
         try:
             targets.append(os.readlink(fd))
-        except OSError:                     # the descriptor listing the folder itself, closed by now
+        except OSError:                     # the descriptor that listed /proc/self/fd, closed by now
             continue
-    return [t for t in targets if t.startswith(str(folder))]
+    return [t for t in targets if Path(t).is_relative_to(folder)]
 
 
 def _read(path):
