@@ -13,7 +13,7 @@ import torch
 
 from . import auth
 from .blocks import Cascade
-from .compiled import CompiledPolicy, EagerPolicy
+from .compiled import CompiledPolicy, CudaGraphPolicy, EagerPolicy
 from .config import resolve_device
 from .normalize import ObsNormalizer
 from .serialize import MAX_UPDATE_BYTES, BlockUpdate, UpdateRejected, policy_digest
@@ -75,13 +75,19 @@ class PolicyRuntime:
     interpreter lock for tens of ms at a time, so the compile thread delays a wall-clock control loop running beside
     it (when the background compile came in, the longest realtime tick gap at a block swap went from 41 ms to
     56-120 ms), while eager inference costs 0.2-0.7 ms, nothing at a 20-50 Hz control rate. The policy node sets it in realtime
-    mode; in lockstep, throughput matters and a late tick costs nothing."""
+    mode; in lockstep, throughput matters and a late tick costs nothing.
+
+    On a CUDA device the compiled forward is replayed from a CUDA graph at batch 1 (``cuda_graph``, the default; see
+    swfp_ros.algo.compiled.CudaGraphPolicy): the same actions, a fraction of the launch overhead. ``forward_kind`` says
+    which forward is running."""
 
     def __init__(self, cascade: Cascade, normalizer: ObsNormalizer, version: int = 0, device: str = 'auto',
-                 seed: int | None = None, checks: UpdateChecks | None = None, compile_updates: bool = True):
+                 seed: int | None = None, checks: UpdateChecks | None = None, compile_updates: bool = True,
+                 cuda_graph: bool = True):
         self.device = resolve_device(device)
         self.checks = checks or UpdateChecks()
         self.compile_updates = compile_updates
+        self.cuda_graph = cuda_graph and self.device.type == 'cuda'
         # Per UpdateRejected.reason. Replaced, never changed in place: other threads (a node's status) read it while
         # updates are checked on their own thread.
         self.rejections: Counter[str] = Counter()
@@ -109,17 +115,23 @@ class PolicyRuntime:
     def _compile(self, snap: tuple) -> None:
         """Compile ``snap``'s policy, then swap its compiled forward in if ``snap`` is still the running policy."""
         compiled = CompiledPolicy(snap[0], snap[1], self.device, self._compiled)
+        forward = CudaGraphPolicy(compiled, self.device) if self.cuda_graph else compiled
         with self._lock:
             self._compiled = compiled
             if self._snap is snap:
-                self._snap = (*snap[:4], compiled)
+                self._snap = (*snap[:4], forward)
 
     def wait_compiled(self, timeout: float | None = None) -> bool:
         """Wait for the background compilation of the latest update; True when the running forward is compiled."""
         thread = self._compiling
         if thread is not None:
             thread.join(timeout)
-        return isinstance(self._snap[4], CompiledPolicy)
+        return not isinstance(self._snap[4], EagerPolicy)
+
+    @property
+    def forward_kind(self) -> str:
+        """What act() runs now: 'eager' (an update not compiled yet), 'compiled' or 'cuda_graph'."""
+        return {EagerPolicy: 'eager', CompiledPolicy: 'compiled', CudaGraphPolicy: 'cuda_graph'}[type(self._snap[4])]
 
     @property
     def version(self) -> int:

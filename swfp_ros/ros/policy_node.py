@@ -471,6 +471,7 @@ class PolicyNode(LifecycleNode):
         foreign = self.command_watch.current
         rejections = self.update_rejections + Counter(getattr(self.loop.runtime, 'rejections', {}))
         values = {**self.loop.stats(), 'device': str(getattr(self.loop.runtime, 'device', '')),
+                  'forward': getattr(self.loop.runtime, 'forward_kind', ''),
                   'dry_run': int(self.dry_run), 'signed_updates': int(self.signed_updates),
                   **{f'updates_rejected_{reason}': n for reason, n in sorted(rejections.items())},
                   'foreign_command_publishers': ','.join(foreign),

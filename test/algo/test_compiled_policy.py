@@ -65,7 +65,7 @@ def test_updates_compile_the_new_policy_and_reuse_the_shared_parts():
         want = Cascade(cascade.base, [*cascade.blocks, block]).sample(s, x0, clip=True).numpy()
         without_new = cascade.sample(s, x0, clip=True).numpy()
     assert np.array_equal(rt.act(obs, noise=x0.numpy()), want)     # at once, compiled or not yet
-    assert rt.wait_compiled(30.0)
+    assert rt.wait_compiled(30.0) and rt.forward_kind == 'compiled'      # no CUDA graph on a CPU device
     after = rt._snap[4]
     assert after.traced_base is before.traced_base                                  # not traced again
     assert after.traced_blocks[0] is before.traced_blocks[0] and len(after.traced_blocks) == 2
@@ -88,7 +88,7 @@ def test_without_compile_updates_an_update_acts_with_the_eager_modules():
     rt.act(obs)
     block = trained_block(OBS, ACT, seed=11, std=0.3, tau=0.02)
     rt.apply_update(BlockUpdate.from_block(1, block, rt.digest, 0.1))
-    assert rt._compiling is None and not rt.wait_compiled(0.0)
+    assert rt._compiling is None and not rt.wait_compiled(0.0) and rt.forward_kind == 'eager'
     x0 = np.random.default_rng(5).normal(size=(6, ACT)).astype(np.float32)
     with torch.no_grad():
         s = norm(torch.as_tensor(obs, dtype=torch.float32))
