@@ -1,9 +1,9 @@
 """The GPU path, measured in one short run (prepared to fit a few minutes of a borrowed GPU; each part has its own
 budget). Exits 0 with a message when no CUDA device is present.
 
-1. Inference at batch 1 on the GPU (default flow 3x256, K = 4; cascades of 0 and 16 blocks): PolicyRuntime.act
-   (compiled forward, host->device->host included), and the same compiled forward replayed from a CUDA graph
-   (static input/output buffers; the copies in and out included), p50 / p99.
+1. Inference at batch 1 on the GPU (default flow 3x256, K = 4; cascades of 0 and 16 blocks): PolicyRuntime.act,
+   host->device->host included, replaying its CUDA graph (the default on cuda) and with ``cuda_graph=False`` (the
+   compiled forward launched op by op), p50 / p99, and the largest difference between their deterministic actions.
 2. Learner on the GPU (default sizes): critic updates/s (batch 256) and the seconds one JKO block takes (300 steps),
    with the CPU figures of the same calls for the ratio (CPU: 1 thread, fewer calls).
 3. A learner checkpoint moved CPU -> GPU -> CPU: saved on CPU, resumed on cuda, trained a little, saved, resumed on
@@ -34,54 +34,37 @@ def pct(xs, q):
     return float(np.percentile(np.asarray(xs) * 1e3, q))
 
 
-def inference(n_blocks: int, calls: int) -> dict:
-    from bench_inference import make_runtime
-    from swfp_ros.algo.runtime import PolicyRuntime
-    cpu = make_runtime(n_blocks)
-    rt = PolicyRuntime(cpu.cascade, cpu.normalizer, device='cuda', seed=0)
-    obs = np.random.default_rng(1).normal(size=OBS_DIM).astype(np.float32)
+def act_times(rt, obs, calls: int) -> list[float]:
     for _ in range(50):
         rt.act(obs)
     torch.cuda.synchronize()
-    t_act = []
+    times = []
     for _ in range(calls):
         t = time.perf_counter()
         rt.act(obs)                       # returns numpy: includes the device -> host copy (a sync)
-        t_act.append(time.perf_counter() - t)
+        times.append(time.perf_counter() - t)
+    return times
 
-    forward = rt._snap[4]                 # the compiled forward act() runs, captured into a CUDA graph
-    static_obs = torch.zeros(1, OBS_DIM, device='cuda')
-    static_x0 = torch.zeros(1, ACT_DIM, device='cuda')
-    host_out = torch.empty(1, ACT_DIM, pin_memory=True)
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream), torch.inference_mode():
-        for _ in range(3):
-            forward(static_obs, static_x0)
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.inference_mode(), torch.cuda.graph(graph):
-        static_out = forward(static_obs, static_x0)
-    gen = torch.Generator(device='cuda').manual_seed(0)
-    obs_t = torch.from_numpy(obs).reshape(1, -1).pin_memory()
-    t_graph = []
-    for i in range(calls + 50):
-        t = time.perf_counter()
-        static_obs.copy_(obs_t, non_blocking=True)
-        static_x0.normal_(generator=gen)
-        graph.replay()
-        host_out.copy_(static_out, non_blocking=True)
-        torch.cuda.current_stream().synchronize()
-        a = host_out.numpy().copy()
-        if i >= 50:
-            t_graph.append(time.perf_counter() - t)
-    with torch.inference_mode():
-        static_x0.zero_()
-        graph.replay()
-        ref = rt.act(obs, deterministic=True)
-    return {'blocks': n_blocks, 'act_ms_p50': pct(t_act, 50), 'act_ms_p99': pct(t_act, 99),
+
+def inference(n_blocks: int, calls: int) -> dict:
+    """PolicyRuntime.act at batch 1 on cuda, replaying its CUDA graph and running the compiled forward itself
+    (cuda_graph=False), interleaved in rounds so that drifting clocks weigh on both alike."""
+    from bench_inference import make_runtime
+    from swfp_ros.algo.runtime import PolicyRuntime
+    cpu = make_runtime(n_blocks)
+    graphed = PolicyRuntime(cpu.cascade, cpu.normalizer, device='cuda', seed=0)
+    plain = PolicyRuntime(cpu.cascade, cpu.normalizer, device='cuda', seed=0, cuda_graph=False)
+    obs = np.random.default_rng(1).normal(size=OBS_DIM).astype(np.float32)
+    t_graph, t_plain = [], []
+    for _ in range(4):
+        t_graph += act_times(graphed, obs, calls // 4)
+        t_plain += act_times(plain, obs, calls // 4)
+    diff = max(float(np.abs(graphed.act(o, deterministic=True) - plain.act(o, deterministic=True)).max())
+               for o in np.random.default_rng(2).normal(size=(32, OBS_DIM)).astype(np.float32))
+    return {'blocks': n_blocks, 'forward': [graphed.forward_kind, plain.forward_kind],
+            'act_ms_p50': pct(t_plain, 50), 'act_ms_p99': pct(t_plain, 99),
             'cuda_graph_ms_p50': pct(t_graph, 50), 'cuda_graph_ms_p99': pct(t_graph, 99),
-            'cuda_graph_max_abs_diff': float(np.abs(static_out.cpu().numpy()[0] - ref).max()), 'last': a.tolist()}
+            'cuda_graph_max_abs_diff': diff}
 
 
 def filled_learner(device: str, n: int):
@@ -182,7 +165,8 @@ def policy_node_on_cuda(steps: int) -> dict:
             for m in reversed(status):
                 if m.status[0].name.endswith('policy_node'):
                     v = {kv.key: kv.value for kv in m.status[0].values}
-                    result.update(device=v['device'], node_inference_ms_p50=float(v['inference_ms_p50']),
+                    result.update(device=v['device'], forward=v['forward'],
+                                  node_inference_ms_p50=float(v['inference_ms_p50']),
                                   node_inference_ms_p99=float(v['inference_ms_p99']),
                                   node_obs_to_action_ms_p50=float(v['obs_to_action_ms_p50']))
                     break
@@ -208,9 +192,10 @@ def main():
     t0 = time.perf_counter()
     out['inference'] = [inference(n, calls) for n in (0, 16)]
     for r in out['inference']:
-        print(f'inference, {r["blocks"]:2d} blocks: act p50 {r["act_ms_p50"]:.3f} / p99 {r["act_ms_p99"]:.3f} ms; '
-              f'CUDA graph p50 {r["cuda_graph_ms_p50"]:.3f} / p99 {r["cuda_graph_ms_p99"]:.3f} ms '
-              f'(|diff| {r["cuda_graph_max_abs_diff"]:.1e})', flush=True)
+        print(f'inference, {r["blocks"]:2d} blocks: act without CUDA graph p50 {r["act_ms_p50"]:.3f} / p99 '
+              f'{r["act_ms_p99"]:.3f} ms; with it p50 {r["cuda_graph_ms_p50"]:.3f} / p99 {r["cuda_graph_ms_p99"]:.3f} ms '
+              f'({r["act_ms_p50"] / r["cuda_graph_ms_p50"]:.1f}x; |diff| {r["cuda_graph_max_abs_diff"]:.1e}; '
+              f'forward {r["forward"]})', flush=True)
     out['learner_cuda'] = learner_figures('cuda', 100 if args.quick else 500, 1 if args.quick else 2)
     out['learner_cpu'] = learner_figures('cpu', 20 if args.quick else 50, 1)
     for r in (out['learner_cuda'], out['learner_cpu']):
@@ -223,8 +208,6 @@ def main():
         out['policy_node_cuda'] = policy_node_on_cuda(300 if args.quick else 1000)
         print(f'policy node on cuda: {out["policy_node_cuda"]}', flush=True)
     out['wall_s'] = time.perf_counter() - t0
-    for r in out['inference']:
-        r.pop('last')
     print(json.dumps(out))
     return 0
 
