@@ -24,6 +24,7 @@ from __future__ import annotations
 import heapq
 import io
 import re
+import shutil
 import struct
 import tempfile
 import warnings
@@ -108,6 +109,36 @@ def _embedded_metadata(path: Path) -> dict | None:
     return None
 
 
+# The encodings of a message definition rosbags reads (docs/message_definition_encoding.md in rosbag2). rosbag2
+# records '' (and an empty text) for a type whose definition it could not find.
+DEFINITION_ENCODINGS = ('ros2msg', 'ros2idl')
+
+
+def _types_without_definition(path: Path) -> list[str]:
+    """The types sqlite3 storage file ``path`` lists with a definition of no known encoding; none where it has no
+    message_definitions table (format versions before 8) or cannot be read: the reader's own error says why then."""
+    con = apsw.Connection(f'file:{path}?immutable=1', flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
+    try:
+        rows = con.execute('SELECT topic_type FROM message_definitions WHERE encoding NOT IN (?, ?) '
+                           'ORDER BY topic_type', DEFINITION_ENCODINGS).fetchall()
+    except apsw.Error:
+        return []
+    finally:
+        con.close()
+    return [row[0] for row in rows]
+
+
+def _mark_definitions_empty(path: Path) -> None:
+    """Give the definitions of no known encoding in sqlite3 file ``path`` (a copy) a known one and no text: read as
+    types the bag does not define."""
+    con = apsw.Connection(str(path))
+    try:
+        con.execute("UPDATE message_definitions SET encoding = ?, encoded_message_definition = '' "
+                    'WHERE encoding NOT IN (?, ?)', (DEFINITION_ENCODINGS[0], *DEFINITION_ENCODINGS))
+    finally:
+        con.close()
+
+
 def _mcap_metadata(path: Path) -> dict | None:
     import yaml
     with path.open('rb') as f:
@@ -167,8 +198,8 @@ class BagSource:
         self._dir_reader = None
         self.connections: dict[tuple[str, str], BagConnection] = {}
         self._typestore = None
-        self._readable: dict[Path, Path] = {}     # storage file -> the file read: itself, or a recovered copy of it
-        self._recovery: tempfile.TemporaryDirectory | None = None   # holds the recovered copies
+        self._readable: dict[Path, Path] = {}     # storage file -> the file read: itself, or a copy made readable
+        self._copies: tempfile.TemporaryDirectory | None = None     # holds those copies
 
     # ---------------------------------------------------------------- opening
     def _warn(self, msg: str) -> None:
@@ -187,7 +218,7 @@ class BagSource:
         else:
             self.files = self._files_from_directory(p)
         try:
-            self._readable = {f: self._recovered_sqlite(f) if f.suffix == '.db3' else f for f in self.files}
+            self._readable = {f: self._readable_sqlite(f) if f.suffix == '.db3' else f for f in self.files}
             if p.is_file() and (meta := _embedded_metadata(self._readable[p])):
                 self.metadata = meta
             self._read_versions()
@@ -289,24 +320,36 @@ class BagSource:
         if self._counts_claimed and self._dir_reader is None:
             self._check_counts()
 
-    def _recovered_sqlite(self, f: Path) -> Path:
-        """``f``, or a copy SQLite recovered when the recorder never closed it (a log or journal still beside it)."""
-        sidecar = sqlite_sidecar(f)
-        if sidecar is None:
-            return f
-        if self._recovery is None:
-            self._recovery = tempfile.TemporaryDirectory(prefix='swfp-recovered-')
-        try:
-            copy = recover_sqlite(f, sidecar, Path(self._recovery.name))
-        except (OSError, apsw.Error) as err:
-            raise BagReadError(f'{f}: cannot read rosbag2 storage (truncated or corrupt?): a sqlite3 database never '
-                               f'closed (its {sidecar.name} is still there) that SQLite cannot recover: '
-                               f'{type(err).__name__}: {err}', bag=f) from err
-        done = ('the transactions committed in that log folded in' if sidecar.name.endswith('-wal') else
-                'the transaction it was writing rolled back')
-        self._warn(f'{f}: a sqlite3 database never closed ({UNFINISHED_WHY}); read a copy SQLite recovered with its '
-                   f'{sidecar.name}, {done}')
-        return copy
+    def _copy_folder(self) -> Path:
+        if self._copies is None:
+            self._copies = tempfile.TemporaryDirectory(prefix='swfp-bag-copies-')
+        return Path(self._copies.name)
+
+    def _readable_sqlite(self, f: Path) -> Path:
+        """``f``, or a copy of it that can be read (never ``f`` itself changed): recovered by SQLite when the recorder
+        never closed it (a log or journal still beside it), and with the message definitions rosbag2 left empty
+        marked as empty definitions (rosbags refuses a definition without a known encoding, and with it the file)."""
+        readable = f
+        if (sidecar := sqlite_sidecar(f)) is not None:
+            try:
+                readable = recover_sqlite(f, sidecar, self._copy_folder())
+            except (OSError, apsw.Error) as err:
+                raise BagReadError(f'{f}: cannot read rosbag2 storage (truncated or corrupt?): a sqlite3 database '
+                                   f'never closed (its {sidecar.name} is still there) that SQLite cannot recover: '
+                                   f'{type(err).__name__}: {err}', bag=f) from err
+            done = ('the transactions committed in that log folded in' if sidecar.name.endswith('-wal') else
+                    'the transaction it was writing rolled back')
+            self._warn(f'{f}: a sqlite3 database never closed ({UNFINISHED_WHY}); read a copy SQLite recovered with '
+                       f'its {sidecar.name}, {done}')
+        if undefined := _types_without_definition(readable):
+            if readable is f:
+                readable = self._copy_folder() / f.name
+                shutil.copyfile(f, readable)
+            _mark_definitions_empty(readable)
+            self._warn(f'{f}: its recorder stored no message definition for {", ".join(undefined)} (rosbag2 leaves '
+                       f"one empty when it cannot find the type's .msg or .idl file); read a copy with those "
+                       f'definitions marked empty: standard ROS 2 types decode with the standard definitions')
+        return readable
 
     def _open_unfinished_mcap(self, f: Path) -> UnfinishedMcapReader:
         """The complete records of an MCAP file its writer never finished, with a warning saying what was lost."""
@@ -359,9 +402,9 @@ class BagSource:
                 r.close()
             except Exception:  # noqa: BLE001
                 pass
-        if self._recovery is not None:
-            self._recovery.cleanup()
-            self._recovery = None
+        if self._copies is not None:
+            self._copies.cleanup()
+            self._copies = None
 
     def __enter__(self) -> 'BagSource':
         return self.open()

@@ -1,6 +1,8 @@
 """Clear errors (bag, topic, field, type), custom types from the bag's definitions, corrupt bags, metadata fallback."""
 import shutil
+import tempfile
 import warnings
+from pathlib import Path
 
 import apsw
 import numpy as np
@@ -452,3 +454,49 @@ def test_an_episode_record_refuses_arrays_that_are_not_one_row_per_step(episodes
     ]:
         with pytest.raises(ValueError, match=message):
             EpisodeRecord(**{**fields, **change})
+
+
+def _drop_definition(bag, msgtype):
+    """What rosbag2 records for a type whose .msg / .idl it cannot find: an empty definition of encoding ''."""
+    (db,) = bag.glob('*.db3')
+    con = apsw.Connection(str(db))
+    con.execute("UPDATE message_definitions SET encoding = '', encoded_message_definition = '' WHERE topic_type = ?",
+                (msgtype,))
+    assert con.changes() == 1
+    con.close()
+    return db
+
+
+def _copies_left():
+    return set(Path(tempfile.gettempdir()).glob('swfp-bag-copies-*'))
+
+
+def test_a_standard_type_recorded_without_its_definition_decodes_with_the_standard_one(tmp_path, episodes):
+    """rosbags refuses a sqlite3 file holding a definition of encoding '' (the whole bag, as 'truncated or corrupt?'):
+    it is read through a copy with that definition marked empty, the recording itself untouched."""
+    write_demo_bag(tmp_path / 'whole', episodes, PANDA_JOINTS, REACH_TASK_LABELS, RATE, storage='sqlite3')
+    shutil.copytree(tmp_path / 'whole', tmp_path / 'stripped')
+    db = _drop_definition(tmp_path / 'stripped', 'sensor_msgs/msg/JointState')
+    recorded, copies_before = db.read_bytes(), _copies_left()
+    summary = inspect_bag(tmp_path / 'stripped')
+    (warning,) = summary.warnings
+    assert 'stored no message definition for sensor_msgs/msg/JointState' in warning and str(db) in warning
+    counts = {t.topic: t.count for t in inspect_bag(tmp_path / 'whole').topics}
+    assert {t.topic: t.count for t in summary.topics} == counts
+    spec = default_panda_spec(action_scale=SCALE)
+    with pytest.warns(BagWarning, match='stored no message definition'):
+        stripped = ingest([tmp_path / 'stripped'], spec, progress=False)
+    whole = ingest([tmp_path / 'whole'], spec, progress=False)
+    assert len(stripped) == len(whole) == len(episodes)
+    for a, b in zip(stripped, whole):
+        np.testing.assert_array_equal(a.obs, b.obs)
+        np.testing.assert_array_equal(a.actions, b.actions)
+    assert db.read_bytes() == recorded and _copies_left() == copies_before
+
+
+def test_a_custom_type_recorded_without_its_definition_is_refused_naming_it(tmp_path):
+    bag = _gripper_bag(tmp_path / 'g', 'sqlite3')
+    _drop_definition(bag, GRIPPER)
+    with pytest.warns(BagWarning, match=f'stored no message definition for {GRIPPER}'):
+        msg = only_error(bag, _gripper_spec())
+    assert GRIPPER in msg and "'/gripper'" in msg, msg
