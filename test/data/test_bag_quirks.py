@@ -9,12 +9,13 @@ from array import array
 import numpy as np
 import pytest
 import yaml
-from data_synth import RATE, SCALE, expected_obs
+from data_synth import RATE, SCALE, expected_obs, float_array
 from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
 
 from swfp_ros.data import BagRecorder, BagWarning, IngestError, default_panda_spec, ingest, write_demo_bag
 from swfp_ros.data.bag_writer import standard_typestore
 from swfp_ros.data.inspect import format_summary, inspect_bag, median_rate
+from swfp_ros.data.reader import BagSource
 from swfp_ros.data.spec import PANDA_JOINTS, REACH_TASK_LABELS
 
 
@@ -180,3 +181,29 @@ def test_an_empty_bag_has_no_times_and_no_clock(tmp_path):
     assert summary.to_dict()['clock'] is None
     text = format_summary(summary)
     assert 'Clock:          -' in text and 'Start:          -' in text and 'End:            -' in text
+
+
+@pytest.mark.parametrize('storage, suffix', [('mcap', '.mcap'), ('sqlite3', '.db3')])
+def test_a_bag_split_into_files_counts_and_reads_every_file(tmp_path, storage, suffix):
+    """rosbag2 splits a long recording into several storage files (--max-bag-size, --max-bag-duration) listed in one
+    metadata.yaml: a topic counts its messages in every file, and they are read in time order across the files."""
+    bag = tmp_path / 'split'
+    bag.mkdir()
+    names = [f'split_{i}{suffix}' for i in range(2)]
+    for i, name in enumerate(names):
+        with BagRecorder(tmp_path / f'part{i}', storage=storage) as rec:
+            for k in range(5 * i, 5 * i + 5):
+                rec.write('/cmd', 'std_msgs/msg/Float64MultiArray', float_array([k]), 10**12 + k * 10**8)
+        shutil.copy(next((tmp_path / f'part{i}').glob(f'*{suffix}')), bag / name)
+    meta = yaml.safe_load((tmp_path / 'part0' / 'metadata.yaml').read_text())
+    info = meta['rosbag2_bagfile_information']
+    (topic,) = info['topics_with_message_count']
+    info.update(relative_file_paths=names, message_count=10)
+    topic['message_count'] = 10
+    (bag / 'metadata.yaml').write_text(yaml.safe_dump(meta))
+    summary = inspect_bag(bag)
+    assert summary.warnings == [] and {t.topic: t.count for t in summary.topics} == {'/cmd': 10}
+    store = standard_typestore()
+    with BagSource(bag) as source:
+        values = [store.deserialize_cdr(raw, msgtype).data[0] for _, msgtype, _, raw in source.messages()]
+    assert values == list(range(10))
