@@ -149,7 +149,6 @@ def _mcap_metadata(path: Path) -> dict | None:
         (summary_start,) = struct.unpack_from('<Q', footer, 9)
         if not summary_start:
             return None
-        f.seek(summary_start)
         end = f.seek(0, 2) - 37
         f.seek(summary_start)
         while f.tell() < end:
@@ -241,7 +240,6 @@ class BagSource:
                 if self.version is None and meta.get('version') is not None:
                     self.version = int(meta['version'])
                 self.ros_distro = self.ros_distro or meta.get('ros_distro')
-        self.ros_distro = self.ros_distro or (self.metadata or {}).get('ros_distro')
         ids = {STORAGE_SUFFIXES.get(f.suffix) for f in self.files}
         if self._counts_claimed:    # a valid metadata.yaml names it (compressed files end in .zstd)
             self.storage_id = self.metadata['storage_identifier']
@@ -282,8 +280,6 @@ class BagSource:
         if not found:
             raise BagReadError(f'{d}: {problem or "is not a bag"} and holds no .mcap or .db3 storage files', bag=d)
         self._warn(f'{d}: {problem}; falling back to the storage files {[x.name for x in found]}')
-        if isinstance(meta, dict) and meta.get('version') is not None:
-            self.metadata = None
         return found
 
     def _open_readers(self) -> None:
