@@ -27,6 +27,11 @@ from up_process import finish, process_gone, started_pids  # noqa: E402
 OBS_DIM = 14 + len(TASKS['panda_reach'][1].task_labels)
 
 
+# Messages the live bag must hold before the graph is stopped (config/ingest_panda_reach.yaml's topics): a step each
+# of actions, joint states and rewards for 20 steps, the task, and the running episode's (latched) marker.
+INGESTED_TOPICS = {'/swfp/action': 20, '/joint_states': 20, '/swfp/reward': 20, '/swfp/task': 1, '/swfp/episode': 1}
+
+
 def test_swfp_up_sim_finetune_end_to_end(tmp_path, ros_env, ros_node):
     bc = write_bc_checkpoint(tmp_path / 'bc.pt', OBS_DIM, 7)
     cfg = _config_dir(tmp_path / 'config', SMALL_SWFP, {'max_learner_backlog': 8})   # actors paced on the learner
@@ -44,15 +49,21 @@ def test_swfp_up_sim_finetune_end_to_end(tmp_path, ros_env, ros_node):
             return [M.transition_from_msg(m, OBS_DIM, 7).version for _, m in list(transitions)]
         ros_node.wait_for(lambda: max(versions(), default=0) >= 1, 80.0, what='a transition acted with version >= 1')
 
-        def learner():
+        def node_status(name):
             out = {}
             for _, m in list(status):
                 for st in m.status:
-                    if st.name == '/learner_node':
+                    if st.name == name:
                         out = {kv.key: kv.value for kv in st.values}
             return out
-        ros_node.wait_for(lambda: int(learner().get('blocks_accepted', 0)) >= 1, 10.0, what='learner status')
-        learner = learner()
+        ros_node.wait_for(lambda: int(node_status('/learner_node').get('blocks_accepted', 0)) >= 1, 10.0,
+                          what='learner status')
+        learner = node_status('/learner_node')
+        # The live bag is ingested below: the recorder subscribes to a topic once it has discovered its publisher,
+        # which on a busy machine can come after a short run's first block (a bag without /swfp/action was seen).
+        ros_node.wait_for(lambda: all(int(node_status('/recorder_node').get(f'count{t}', 0)) >= n
+                                      for t, n in INGESTED_TOPICS.items()), 60.0,
+                          what="the recorder's counts of the topics ingest reads")
         proc.send_signal(signal.SIGINT)
         rc = proc.wait(timeout=40)
     finally:
